@@ -1,0 +1,64 @@
+package io.snapbd.engine;
+
+import io.snapbd.engine.io.ByteSink;
+import io.snapbd.engine.io.ByteSource;
+
+import java.io.IOException;
+
+/**
+ * The narrow interface between a protocol and the storage: what one export can do. Volumes and snapshot views
+ * implement it. Methods taking a {@link Session} are called by one thread per session at a time.
+ */
+public interface BlockDevice {
+
+    String name();
+
+    long size();
+
+    int blockSize();
+
+    boolean isReadOnly();
+
+    /** True when zeroing never writes data (FAST_ZERO can be honoured). */
+    boolean canZeroFast();
+
+    /** Per-connection state (cached mapping views). */
+    Session openSession();
+
+    void read(Session s, long offset, int length, ByteSink sink) throws IOException;
+
+    void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException;
+
+    /** Discards whole blocks inside the range: they become not-in-use and read as zeros. */
+    void trim(Session s, long offset, long length, boolean fua) throws IOException;
+
+    /** Zeroes the range; with {@code noHole} the blocks stay in use, else whole blocks become holes. */
+    void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua) throws IOException;
+
+    /** Every write completed before this call is durable when it returns. */
+    void flush() throws IOException;
+
+    /**
+     * Reports the in-use state of [offset, offset+length) as consecutive extents, in order, until the consumer
+     * returns false or the range is covered. Not-in-use extents read as zeros.
+     */
+    void extents(long offset, long length, ExtentConsumer consumer) throws IOException;
+
+    interface Session extends AutoCloseable {
+        @Override
+        void close();
+    }
+
+    @FunctionalInterface
+    interface ExtentConsumer {
+        boolean accept(long offset, long length, boolean inUse) throws IOException;
+    }
+
+    /** Common bounds check: a clear error that says what was asked and what exists. */
+    static void checkRange(BlockDevice d, long offset, long length) throws BlockDeviceException {
+        if (offset < 0 || length < 0 || offset > d.size() || length > d.size() - offset) {
+            throw new BlockDeviceException(BlockDeviceException.Reason.OUT_OF_RANGE,
+                    "request [" + offset + ", +" + length + ") is outside " + d.name() + " (" + d.size() + " bytes)");
+        }
+    }
+}

@@ -1,0 +1,215 @@
+package io.snapbd.engine.bitmap;
+
+import io.snapbd.engine.format.CorruptMetadataException;
+import io.snapbd.engine.format.Crc32c;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.BitSet;
+import java.util.UUID;
+
+/**
+ * On-disk form of a {@link PagedBitMap}: a 4 KiB header, a table of per-page CRC-32C values, then the pages.
+ * Pages are rewritten in place; a page whose checksum does not match after a crash is reported as damaged
+ * and the caller decides (the meta bit map rebuilds it from the data). Layout: docs/on-disk-format.md.
+ */
+public final class BitMapFile implements AutoCloseable {
+
+    public static final long MAGIC = 0x50414d4244424e53L;   // "SNBDBMAP" little-endian
+    public static final int VERSION = 1;
+    public static final int HEADER_BYTES = 4096;
+    static final int HEADER_CRC_OFFSET = 60;
+
+    /** What the map describes; stored so a file cannot be opened as the wrong kind. */
+    public enum Kind {
+        META(1), INTENT(2), SNAPSHOT_BITS(3), SNAPSHOT_META(4), FREE_CHUNKS(5);
+        public final int code;
+
+        Kind(int code) {
+            this.code = code;
+        }
+    }
+
+    private final Path path;
+    private final FileChannel channel;
+    private final long bits;
+    private final int pageCount;
+    private final long crcTableOffset;
+    private final long pagesOffset;
+    private final ByteBuffer pageBuf = ByteBuffer.allocateDirect(PagedBitMap.PAGE_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+    private final ByteBuffer crcBuf = ByteBuffer.allocate(4).order(ByteOrder.LITTLE_ENDIAN);
+    private final long[] words = new long[PagedBitMap.PAGE_LONGS];
+
+    private BitMapFile(Path path, FileChannel channel, long bits) {
+        this.path = path;
+        this.channel = channel;
+        this.bits = bits;
+        this.pageCount = (int) PagedBitMap.pageCount(bits);
+        this.crcTableOffset = HEADER_BYTES;
+        this.pagesOffset = HEADER_BYTES + align4k(4L * pageCount);
+    }
+
+    static long align4k(long n) {
+        return (n + 4095) & ~4095L;
+    }
+
+    /** Creates the file with every bit clear and forces it. */
+    public static BitMapFile create(Path path, Kind kind, UUID owner, long bits) throws IOException {
+        FileChannel ch = FileChannel.open(path, StandardOpenOption.CREATE_NEW, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        BitMapFile f = new BitMapFile(path, ch, bits);
+        try {
+            ByteBuffer header = ByteBuffer.allocate(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+            header.putLong(0, MAGIC).putInt(8, VERSION).putInt(12, HEADER_BYTES).putLong(16, bits)
+                    .putInt(24, f.pageCount).putInt(28, PagedBitMap.PAGE_BITS)
+                    .putLong(32, owner.getMostSignificantBits()).putLong(40, owner.getLeastSignificantBits())
+                    .putInt(48, kind.code).putLong(52, f.pagesOffset);
+            header.putInt(HEADER_CRC_OFFSET, Crc32c.of(header, 0, HEADER_CRC_OFFSET));
+            writeFully(ch, header, 0);
+            int zeroCrc = Crc32c.of(new byte[PagedBitMap.PAGE_BYTES], 0, PagedBitMap.PAGE_BYTES);
+            ByteBuffer table = ByteBuffer.allocate((int) (f.pagesOffset - HEADER_BYTES)).order(ByteOrder.LITTLE_ENDIAN);
+            for (int i = 0; i < f.pageCount; i++) {
+                table.putInt(i * 4, zeroCrc);
+            }
+            writeFully(ch, table, HEADER_BYTES);
+            // Zero pages: extend the file; the bytes read back as zero.
+            ByteBuffer last = ByteBuffer.allocate(1);
+            writeFully(ch, last, f.pagesOffset + (long) f.pageCount * PagedBitMap.PAGE_BYTES - 1);
+            ch.force(true);
+            return f;
+        } catch (IOException | RuntimeException e) {
+            ch.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Opens an existing file, checks its header against what the caller expects, loads every page into
+     * {@code into} and returns the pages whose checksum failed (loaded as all clear).
+     */
+    public static BitMapFile open(Path path, Kind kind, UUID owner, PagedBitMap into, BitSet damagedPages) throws IOException {
+        FileChannel ch = FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        try {
+            long bits = into.size();
+            ByteBuffer header = ByteBuffer.allocate(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+            readFully(ch, header, 0, path);
+            if (header.getLong(0) != MAGIC) {
+                throw new CorruptMetadataException(path, "bad magic (not a snapbd bit map)");
+            }
+            if (header.getInt(HEADER_CRC_OFFSET) != Crc32c.of(header, 0, HEADER_CRC_OFFSET)) {
+                throw new CorruptMetadataException(path, "header checksum mismatch");
+            }
+            if (header.getInt(8) != VERSION) {
+                throw new CorruptMetadataException(path, "unsupported version " + header.getInt(8));
+            }
+            if (header.getInt(48) != kind.code) {
+                throw new CorruptMetadataException(path, "kind " + header.getInt(48) + ", expected " + kind.code + " (" + kind + ")");
+            }
+            UUID stored = new UUID(header.getLong(32), header.getLong(40));
+            if (!stored.equals(owner)) {
+                throw new CorruptMetadataException(path, "belongs to " + stored + ", not " + owner);
+            }
+            if (header.getLong(16) != bits) {
+                throw new CorruptMetadataException(path, "holds " + header.getLong(16) + " bits, expected " + bits);
+            }
+            BitMapFile f = new BitMapFile(path, ch, bits);
+            if (header.getLong(52) != f.pagesOffset) {
+                throw new CorruptMetadataException(path, "page offset " + header.getLong(52) + ", expected " + f.pagesOffset);
+            }
+            f.loadInto(into, damagedPages);
+            return f;
+        } catch (IOException | RuntimeException e) {
+            ch.close();
+            throw e;
+        }
+    }
+
+    private void loadInto(PagedBitMap into, BitSet damaged) throws IOException {
+        ByteBuffer table = ByteBuffer.allocate((int) (pagesOffset - crcTableOffset)).order(ByteOrder.LITTLE_ENDIAN);
+        readFully(channel, table, crcTableOffset, path);
+        long[] w = new long[PagedBitMap.PAGE_LONGS];
+        for (int p = 0; p < pageCount; p++) {
+            pageBuf.clear();
+            readFully(channel, pageBuf, pagesOffset + (long) p * PagedBitMap.PAGE_BYTES, path);
+            if (Crc32c.of(pageBuf, 0, PagedBitMap.PAGE_BYTES) != table.getInt(p * 4)) {
+                damaged.set(p);
+                continue;
+            }
+            for (int i = 0; i < w.length; i++) {
+                w[i] = pageBuf.getLong(i * 8);
+            }
+            into.loadPage(p, w);
+        }
+    }
+
+    /** Writes every page whose dirty flag is set (clearing the flag first, so a racing change re-dirties it). */
+    public synchronized int writeDirty(PagedBitMap map) throws IOException {
+        int written = 0;
+        for (int p = 0; p < pageCount; p++) {
+            if (map.takeDirty(p)) {
+                writePage(map, p);
+                written++;
+            }
+        }
+        return written;
+    }
+
+    /** Writes every page, dirty or not. */
+    public synchronized void writeAll(PagedBitMap map) throws IOException {
+        for (int p = 0; p < pageCount; p++) {
+            map.takeDirty(p);
+            writePage(map, p);
+        }
+    }
+
+    /** Writes page {@code p} and its checksum (not forced). */
+    public synchronized void writePage(PagedBitMap map, int p) throws IOException {
+        map.copyPage(p, words);
+        pageBuf.clear();
+        for (int i = 0; i < words.length; i++) {
+            pageBuf.putLong(i * 8, words[i]);
+        }
+        int crc = Crc32c.of(pageBuf, 0, PagedBitMap.PAGE_BYTES);
+        writeFully(channel, pageBuf, pagesOffset + (long) p * PagedBitMap.PAGE_BYTES);
+        crcBuf.clear();
+        crcBuf.putInt(0, crc);
+        writeFully(channel, crcBuf, crcTableOffset + 4L * p);
+    }
+
+    public void force() throws IOException {
+        channel.force(false);
+    }
+
+    public Path path() {
+        return path;
+    }
+
+    public long bits() {
+        return bits;
+    }
+
+    @Override
+    public void close() throws IOException {
+        channel.close();
+    }
+
+    static void writeFully(FileChannel ch, ByteBuffer b, long pos) throws IOException {
+        b.position(0);
+        while (b.hasRemaining()) {
+            pos += ch.write(b, pos);
+        }
+    }
+
+    static void readFully(FileChannel ch, ByteBuffer b, long pos, Path path) throws IOException {
+        while (b.hasRemaining()) {
+            int n = ch.read(b, pos);
+            if (n < 0) {
+                throw new CorruptMetadataException(path, "file is truncated at byte " + pos);
+            }
+            pos += n;
+        }
+    }
+}

@@ -1,0 +1,589 @@
+package io.snapbd.engine.volume;
+
+import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.BlockDeviceException;
+import io.snapbd.engine.bitmap.BitMapFile;
+import io.snapbd.engine.bitmap.PagedBitMap;
+import io.snapbd.engine.io.ByteSink;
+import io.snapbd.engine.io.ByteSource;
+import io.snapbd.engine.io.FileSpace;
+import io.snapbd.engine.io.MappedData;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.BitSet;
+import java.util.UUID;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * A writable volume: a preallocated, memory-mapped data file plus its production meta bit map.
+ *
+ * <p>Invariants that make crash recovery exact enough:
+ * <ul>
+ *   <li><b>Clear bit ⇒ zero data.</b> Blocks leave the in-use set only by TRIM or WRITE_ZEROES, which clear the
+ *       bit and then zero the block (FALLOC_FL_ZERO_RANGE, or through the mapping). Reads therefore never need
+ *       the bit map, and recovery can tell in-use blocks from the data itself.</li>
+ *   <li><b>Write intent before data.</b> Before the first bit of a region is set (or cleared) in memory, the
+ *       region's bit in {@code intent.map} is forced to disk. After an unclean stop only those regions can
+ *       disagree with the persisted map; each of their blocks whose data is non-zero is marked in use, so a
+ *       block whose data may have reached the disk is never reported as a hole.</li>
+ *   <li><b>FLUSH order:</b> data first, then the meta bit map pages, so a persisted clear bit always has zeros
+ *       on disk beneath it.</li>
+ * </ul>
+ */
+public final class Volume implements BlockDevice, AutoCloseable {
+
+    public static final String HEADER_FILE = "volume.meta";
+    public static final String DATA_FILE = "data.img";
+    public static final String SAVE_FILE = "save.img";
+    public static final String META_FILE = "meta.bitmap";
+    public static final String INTENT_FILE = "intent.map";
+
+    /** Intent region: 2 MiB of data, whatever the block size. */
+    static final int REGION_BYTES_SHIFT = 21;
+
+    private final Path dir;
+    private volatile VolumeHeader header;
+    private final MappedData data;
+    private final PagedBitMap meta;
+    private final BitMapFile metaFile;
+    private final PagedBitMap intents;          // regions whose intent bit is durable
+    private final BitMapFile intentFile;
+    private final FileSpace.Zeroer zeroer;
+    private final boolean zeroFast;
+    private final int blockShift;
+    private final int regionShift;             // blocks per region = 1 << regionShift
+    private final Object intentLock = new Object();
+    private final Object flushLock = new Object();
+    private final AtomicLong forceStarts = new AtomicLong();
+    private volatile long durableThrough;
+    private final RecoveryReport recovery;
+    private volatile boolean closed;
+
+    private Volume(Path dir, VolumeHeader header, MappedData data, PagedBitMap meta, BitMapFile metaFile,
+                   PagedBitMap intents, BitMapFile intentFile, FileSpace.Zeroer zeroer, boolean zeroFast,
+                   RecoveryReport recovery) {
+        this.dir = dir;
+        this.header = header;
+        this.data = data;
+        this.meta = meta;
+        this.metaFile = metaFile;
+        this.intents = intents;
+        this.intentFile = intentFile;
+        this.zeroer = zeroer;
+        this.zeroFast = zeroFast;
+        this.blockShift = Integer.numberOfTrailingZeros(header.blockSize());
+        this.regionShift = header.regionShift();
+        this.recovery = recovery;
+    }
+
+    // ---- lifecycle -------------------------------------------------------------------------------------------
+
+    /** Creates the volume's directory and files (data and save volume preallocated unless {@code sparse}). */
+    public static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
+                              FileSpace space) throws IOException {
+        VolumeNames.check(name);
+        checkGeometry(size, blockSize, saveSize);
+        Files.createDirectories(dir.getParent());
+        Files.createDirectory(dir);
+        boolean done = false;
+        try {
+            UUID uuid = UUID.randomUUID();
+            int regionShift = Math.max(0, REGION_BYTES_SHIFT - Integer.numberOfTrailingZeros(blockSize));
+            long blocks = size / blockSize;
+            allocate(dir.resolve(DATA_FILE), size, sparse, space);
+            allocate(dir.resolve(SAVE_FILE), saveSize, sparse, space);
+            BitMapFile.create(dir.resolve(META_FILE), BitMapFile.Kind.META, uuid, blocks).close();
+            BitMapFile.create(dir.resolve(INTENT_FILE), BitMapFile.Kind.INTENT, uuid, regions(blocks, regionShift)).close();
+            int flags = VolumeHeader.FLAG_CLEAN | (sparse ? VolumeHeader.FLAG_SPARSE : 0);
+            long now = System.currentTimeMillis() * 1_000_000L;
+            new VolumeHeader(name, uuid, size, blockSize, saveSize, now, 0, regionShift, flags)
+                    .write(dir.resolve(HEADER_FILE));
+            done = true;
+        } finally {
+            if (!done) {
+                deleteFiles(dir);
+            }
+        }
+    }
+
+    public static void checkGeometry(long size, int blockSize, long saveSize) {
+        if (blockSize < 512 || blockSize > 65536 || Integer.bitCount(blockSize) != 1) {
+            throw new IllegalArgumentException("block size " + blockSize + " must be a power of two from 512 to 65536");
+        }
+        if (size <= 0 || size % blockSize != 0) {
+            throw new IllegalArgumentException("size " + size + " must be a positive multiple of the block size " + blockSize);
+        }
+        if (size / blockSize > (long) Integer.MAX_VALUE * 32) {
+            throw new IllegalArgumentException("size " + size + " has too many blocks; use a larger block size");
+        }
+        if (saveSize < 0 || saveSize % blockSize != 0) {
+            throw new IllegalArgumentException("save size " + saveSize + " must be a multiple of the block size " + blockSize);
+        }
+    }
+
+    private static void allocate(Path file, long size, boolean sparse, FileSpace space) throws IOException {
+        if (sparse) {
+            try (var ch = java.nio.channels.FileChannel.open(file, java.nio.file.StandardOpenOption.CREATE_NEW,
+                    java.nio.file.StandardOpenOption.WRITE)) {
+                if (size > 0) {
+                    ch.write(ByteBuffer.allocate(1), size - 1);
+                }
+            }
+        } else {
+            Files.createFile(file);
+            space.preallocate(file, size);
+        }
+    }
+
+    static long regions(long blocks, int regionShift) {
+        return (blocks + (1L << regionShift) - 1) >>> regionShift;
+    }
+
+    /** Opens the volume, recovering the meta bit map if the last stop was unclean, and marks it open (not clean). */
+    public static Volume open(Path dir, FileSpace space) throws IOException {
+        VolumeHeader h = VolumeHeader.read(dir.resolve(HEADER_FILE));
+        long blocks = h.blocks();
+        PagedBitMap meta = new PagedBitMap(blocks);
+        BitSet damagedMeta = new BitSet();
+        BitMapFile metaFile = BitMapFile.open(dir.resolve(META_FILE), BitMapFile.Kind.META, h.uuid(), meta, damagedMeta);
+        long regionCount = regions(blocks, h.regionShift());
+        PagedBitMap intentsOnDisk = new PagedBitMap(regionCount);
+        BitSet damagedIntent = new BitSet();
+        BitMapFile intentFile = BitMapFile.open(dir.resolve(INTENT_FILE), BitMapFile.Kind.INTENT, h.uuid(), intentsOnDisk, damagedIntent);
+        MappedData data = new MappedData(dir.resolve(DATA_FILE), h.size());
+        FileSpace.Zeroer zeroer = space.openZeroer(dir.resolve(DATA_FILE));
+        boolean zeroFast = probeZeroer(zeroer);
+
+        long scanned = 0;
+        long marked = 0;
+        if (!h.clean() || !damagedMeta.isEmpty() || !damagedIntent.isEmpty()) {
+            // Regions to rebuild: every intent region, every region under a damaged intent page (we cannot know
+            // which), every region covered by a damaged meta page (loaded as all clear).
+            BitSet suspect = new BitSet();
+            for (long r = intentsOnDisk.next(0, regionCount, true); r < regionCount; r = intentsOnDisk.next(r + 1, regionCount, true)) {
+                suspect.set((int) r);
+            }
+            for (int p = damagedIntent.nextSetBit(0); p >= 0; p = damagedIntent.nextSetBit(p + 1)) {
+                long first = (long) p << PagedBitMap.PAGE_SHIFT;
+                suspect.set((int) first, (int) Math.min(regionCount, first + PagedBitMap.PAGE_BITS));
+            }
+            for (int p = damagedMeta.nextSetBit(0); p >= 0; p = damagedMeta.nextSetBit(p + 1)) {
+                long firstBlock = (long) p << PagedBitMap.PAGE_SHIFT;
+                long lastBlock = Math.min(blocks, firstBlock + PagedBitMap.PAGE_BITS) - 1;
+                suspect.set((int) (firstBlock >>> h.regionShift()), (int) (lastBlock >>> h.regionShift()) + 1);
+            }
+            MappedData.Cursor c = data.cursor();
+            for (int r = suspect.nextSetBit(0); r >= 0; r = suspect.nextSetBit(r + 1)) {
+                long first = (long) r << h.regionShift();
+                long end = Math.min(blocks, first + (1L << h.regionShift()));
+                for (long b = first; b < end; b++) {
+                    if (!meta.get(b) && !isZero(c, b * h.blockSize(), h.blockSize())) {
+                        meta.set(b);
+                        marked++;
+                    }
+                }
+                scanned++;
+            }
+            metaFile.writeAll(meta);
+            metaFile.force();
+        }
+        // Start the session with no intents: they are re-taken (and forced) on first touch of each region.
+        intentFile.writeAll(new PagedBitMap(regionCount));
+        intentFile.force();
+        RecoveryReport report = new RecoveryReport(h.clean(), scanned, marked,
+                damagedMeta.cardinality() + damagedIntent.cardinality(), h.openCount() + 1);
+        VolumeHeader opened = h.withFlags(h.flags() & ~VolumeHeader.FLAG_CLEAN).withOpenCount(h.openCount() + 1);
+        opened.write(dir.resolve(HEADER_FILE));
+        return new Volume(dir, opened, data, meta, metaFile, new PagedBitMap(regionCount), intentFile, zeroer,
+                zeroFast, report);
+    }
+
+    private static boolean probeZeroer(FileSpace.Zeroer zeroer) {
+        try {
+            return zeroer.zeroRange(0, 0);
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    private static boolean isZero(MappedData.Cursor c, long offset, int length) throws IOException {
+        long pos = offset;
+        long end = offset + length;
+        while (pos < end) {
+            ByteBuffer v = c.view(pos, end - pos);
+            int p = v.position();
+            int lim = v.limit();
+            while (p + 8 <= lim) {
+                if (v.getLong(p) != 0) {
+                    return false;
+                }
+                p += 8;
+            }
+            while (p < lim) {
+                if (v.get(p++) != 0) {
+                    return false;
+                }
+            }
+            pos += v.remaining();
+        }
+        return true;
+    }
+
+    /** Flushes everything, clears the intents and marks the volume clean. */
+    @Override
+    public void close() throws IOException {
+        if (closed) {
+            return;
+        }
+        synchronized (flushLock) {
+            closed = true;
+            data.forceAll();
+            metaFile.writeDirty(meta);
+            metaFile.force();
+            synchronized (intentLock) {
+                intentFile.writeAll(new PagedBitMap(intents.size()));
+                intentFile.force();
+            }
+            header = header.withFlags(header.flags() | VolumeHeader.FLAG_CLEAN);
+            header.write(dir.resolve(HEADER_FILE));
+            metaFile.close();
+            intentFile.close();
+            zeroer.close();
+            data.close();
+        }
+    }
+
+    /** Closes without marking clean: what a crash leaves behind (for tests of recovery). */
+    public void abandon() throws IOException {
+        closed = true;
+        metaFile.close();
+        intentFile.close();
+        zeroer.close();
+        data.close();
+    }
+
+    public static void deleteFiles(Path dir) throws IOException {
+        if (!Files.exists(dir)) {
+            return;
+        }
+        try (var files = Files.list(dir)) {
+            for (Path p : (Iterable<Path>) files::iterator) {
+                Files.deleteIfExists(p);
+            }
+        }
+        Files.deleteIfExists(dir);
+    }
+
+    // ---- identity ----------------------------------------------------------------------------------------------
+
+    @Override
+    public String name() {
+        return header.name();
+    }
+
+    public VolumeHeader header() {
+        return header;
+    }
+
+    public Path directory() {
+        return dir;
+    }
+
+    public RecoveryReport recovery() {
+        return recovery;
+    }
+
+    @Override
+    public long size() {
+        return header.size();
+    }
+
+    @Override
+    public int blockSize() {
+        return header.blockSize();
+    }
+
+    @Override
+    public boolean isReadOnly() {
+        return false;
+    }
+
+    @Override
+    public boolean canZeroFast() {
+        return zeroFast;
+    }
+
+    /** Number of blocks in use (meta bit map cardinality). */
+    public long blocksInUse() {
+        return meta.cardinality();
+    }
+
+    public boolean inUse(long block) {
+        return meta.get(block);
+    }
+
+    // ---- I/O ---------------------------------------------------------------------------------------------------
+
+    @Override
+    public Session openSession() {
+        return new VolumeSession(data.cursor());
+    }
+
+    static final class VolumeSession implements Session {
+        final MappedData.Cursor cursor;
+
+        VolumeSession(MappedData.Cursor cursor) {
+            this.cursor = cursor;
+        }
+
+        @Override
+        public void close() {
+        }
+    }
+
+    @Override
+    public void read(Session s, long offset, int length, ByteSink sink) throws IOException {
+        checkOpen();
+        BlockDevice.checkRange(this, offset, length);
+        MappedData.Cursor c = ((VolumeSession) s).cursor;
+        long pos = offset;
+        long end = offset + length;
+        while (pos < end) {
+            ByteBuffer v = c.view(pos, end - pos);
+            int n = v.remaining();
+            sink.write(v);
+            pos += n;
+        }
+    }
+
+    @Override
+    public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
+        checkOpen();
+        BlockDevice.checkRange(this, offset, length);
+        if (length == 0) {
+            return;
+        }
+        long first = offset >>> blockShift;
+        long last = (offset + length - 1) >>> blockShift;
+        markInUse(first, last);
+        MappedData.Cursor c = ((VolumeSession) s).cursor;
+        long pos = offset;
+        long end = offset + length;
+        while (pos < end) {
+            ByteBuffer v = c.view(pos, end - pos);
+            int n = v.remaining();
+            source.readFully(v);
+            pos += n;
+        }
+        // A TRIM racing with this write may have cleared a bit after we set it; set it again so that
+        // "clear bit => zero data" holds whatever the interleaving.
+        markInUse(first, last);
+        if (fua) {
+            data.force(offset, length);
+        }
+    }
+
+    private void markInUse(long first, long last) throws IOException {
+        for (long b = first; b <= last; b++) {
+            if (!meta.get(b)) {
+                ensureIntents(b >>> regionShift, last >>> regionShift);
+                for (; b <= last; b++) {
+                    meta.set(b);
+                }
+                return;
+            }
+        }
+    }
+
+    /** Forces the intent bits of regions [firstRegion, lastRegion] unless they are already durable. */
+    private void ensureIntents(long firstRegion, long lastRegion) throws IOException {
+        if (intents.next(firstRegion, lastRegion + 1, false) > lastRegion) {
+            return;
+        }
+        synchronized (intentLock) {
+            boolean changed = false;
+            PagedBitMap staged = intents;
+            for (long r = firstRegion; r <= lastRegion; r++) {
+                if (!staged.get(r)) {
+                    changed = true;
+                }
+            }
+            if (!changed) {
+                return;
+            }
+            // Write the pages with the new bits set, force, and only then publish them as durable.
+            PagedBitMap next = new PagedBitMap(intents.size());
+            int firstPage = (int) (firstRegion >>> PagedBitMap.PAGE_SHIFT);
+            int lastPage = (int) (lastRegion >>> PagedBitMap.PAGE_SHIFT);
+            long[] words = new long[PagedBitMap.PAGE_LONGS];
+            for (int p = firstPage; p <= lastPage; p++) {
+                intents.copyPage(p, words);
+                next.loadPage(p, words);
+            }
+            for (long r = firstRegion; r <= lastRegion; r++) {
+                next.set(r);
+            }
+            for (int p = firstPage; p <= lastPage; p++) {
+                intentFile.writePage(next, p);
+            }
+            intentFile.force();
+            for (long r = firstRegion; r <= lastRegion; r++) {
+                intents.set(r);
+            }
+        }
+    }
+
+    @Override
+    public void trim(Session s, long offset, long length, boolean fua) throws IOException {
+        checkOpen();
+        BlockDevice.checkRange(this, offset, length);
+        long firstWhole = (offset + blockSize() - 1) >>> blockShift;
+        long endWhole = (offset + length) >>> blockShift;
+        if (firstWhole < endWhole) {
+            discardBlocks((VolumeSession) s, firstWhole, endWhole);
+        }
+        if (fua) {
+            flush();
+        }
+    }
+
+    @Override
+    public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua)
+            throws IOException {
+        checkOpen();
+        BlockDevice.checkRange(this, offset, length);
+        if (fastOnly && !zeroFast) {
+            throw new BlockDeviceException(BlockDeviceException.Reason.NOT_SUPPORTED,
+                    "fast zeroing is not supported by the file system under " + name());
+        }
+        if (length == 0) {
+            return;
+        }
+        VolumeSession vs = (VolumeSession) s;
+        long end = offset + length;
+        long firstWhole = (offset + blockSize() - 1) >>> blockShift;
+        long endWhole = end >>> blockShift;
+        if (firstWhole >= endWhole) {
+            // Inside one block (or straddling two partial blocks): zero through the mapping where in use.
+            zeroPartial(vs, offset, end);
+        } else {
+            zeroPartial(vs, offset, firstWhole << blockShift);
+            zeroPartial(vs, endWhole << blockShift, end);
+            if (noHole) {
+                zeroInUseRuns(vs, firstWhole, endWhole, false);
+                markInUse(firstWhole, endWhole - 1);
+            } else {
+                discardBlocks(vs, firstWhole, endWhole);
+            }
+        }
+        if (fua) {
+            flush();
+        }
+    }
+
+    /** Zeroes bytes [from, to) that lie in blocks in use; blocks not in use are already zero. */
+    private void zeroPartial(VolumeSession s, long from, long to) throws IOException {
+        long pos = from;
+        while (pos < to) {
+            long block = pos >>> blockShift;
+            long blockEnd = Math.min(to, (block + 1) << blockShift);
+            if (meta.get(block)) {
+                fillZero(s.cursor, pos, blockEnd - pos);
+            }
+            pos = blockEnd;
+        }
+    }
+
+    /** Blocks [first, end) become not in use: clear the bits, then zero what was in use. */
+    private void discardBlocks(VolumeSession s, long first, long end) throws IOException {
+        zeroInUseRuns(s, first, end, true);
+    }
+
+    private void zeroInUseRuns(VolumeSession s, long first, long end, boolean clearBits) throws IOException {
+        long b = meta.next(first, end, true);
+        while (b < end) {
+            long runEnd = meta.next(b, end, false);
+            // Intent first, so that after a crash this region is re-derived from the data.
+            ensureIntents(b >>> regionShift, (runEnd - 1) >>> regionShift);
+            if (clearBits) {
+                for (long i = b; i < runEnd; i++) {
+                    meta.clear(i);
+                }
+            }
+            zeroData(s, b << blockShift, (runEnd - b) << blockShift);
+            b = meta.next(runEnd, end, true);
+        }
+    }
+
+    private void zeroData(VolumeSession s, long offset, long length) throws IOException {
+        if (zeroFast && zeroer.zeroRange(offset, length)) {
+            return;
+        }
+        fillZero(s.cursor, offset, length);
+    }
+
+    private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(1 << 16).asReadOnlyBuffer();
+
+    private static void fillZero(MappedData.Cursor c, long offset, long length) throws IOException {
+        long pos = offset;
+        long end = offset + length;
+        ByteBuffer zeros = ZEROS.duplicate();
+        while (pos < end) {
+            ByteBuffer v = c.view(pos, end - pos);
+            int n = v.remaining();
+            while (v.hasRemaining()) {
+                zeros.clear().limit(Math.min(zeros.capacity(), v.remaining()));
+                v.put(zeros);
+            }
+            pos += n;
+        }
+    }
+
+    @Override
+    public void flush() throws IOException {
+        checkOpen();
+        long arrival = forceStarts.get();
+        synchronized (flushLock) {
+            if (durableThrough > arrival) {
+                return;     // a force that began after this request arrived has completed: it covers us
+            }
+            long mine = forceStarts.incrementAndGet();
+            data.forceAll();
+            metaFile.writeDirty(meta);
+            metaFile.force();
+            durableThrough = mine;
+        }
+    }
+
+    public void forceRange(long offset, long length) throws IOException {
+        data.force(offset, length);
+    }
+
+    @Override
+    public void extents(long offset, long length, ExtentConsumer consumer) throws IOException {
+        checkOpen();
+        BlockDevice.checkRange(this, offset, length);
+        long end = offset + length;
+        long pos = offset;
+        long blocks = header.blocks();
+        while (pos < end) {
+            long block = pos >>> blockShift;
+            boolean used = meta.get(block);
+            long runEndBlock = meta.next(block + 1, blocks, !used);
+            long runEnd = Math.min(end, runEndBlock << blockShift);
+            if (!consumer.accept(pos, runEnd - pos, used)) {
+                return;
+            }
+            pos = runEnd;
+        }
+    }
+
+    private void checkOpen() throws BlockDeviceException {
+        if (closed) {
+            throw new BlockDeviceException(BlockDeviceException.Reason.UNAVAILABLE, name() + " is closed");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+package io.snapbd.engine.volume;
+
+import io.snapbd.engine.io.FileSpace;
+
+import java.io.IOException;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.channels.OverlappingFileLockException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * The volumes of one data directory. Holds an exclusive lock on {@code DIR/snapbd.lock} for its lifetime, so a
+ * server and an offline command never open the same volume at once.
+ */
+public final class VolumeCatalog implements AutoCloseable {
+
+    public static final String LOCK_FILE = "snapbd.lock";
+    public static final String VOLUMES_DIR = "volumes";
+
+    private final Path root;
+    private final FileSpace space;
+    private final FileChannel lockChannel;
+    private final FileLock lock;
+    private final Map<String, Volume> open = new ConcurrentHashMap<>();
+
+    private VolumeCatalog(Path root, FileSpace space, FileChannel lockChannel, FileLock lock) {
+        this.root = root;
+        this.space = space;
+        this.lockChannel = lockChannel;
+        this.lock = lock;
+    }
+
+    public static VolumeCatalog open(Path root, FileSpace space) throws IOException {
+        Files.createDirectories(root.resolve(VOLUMES_DIR));
+        FileChannel ch = FileChannel.open(root.resolve(LOCK_FILE), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
+        FileLock lock;
+        try {
+            lock = ch.tryLock();
+        } catch (OverlappingFileLockException e) {
+            lock = null;
+        }
+        if (lock == null) {
+            ch.close();
+            throw new DataDirBusyException("data directory " + root + " is in use by another snapbd process");
+        }
+        return new VolumeCatalog(root, space, ch, lock);
+    }
+
+    public Path root() {
+        return root;
+    }
+
+    public FileSpace space() {
+        return space;
+    }
+
+    public Path volumeDir(String name) {
+        VolumeNames.check(name);
+        return root.resolve(VOLUMES_DIR).resolve(name);
+    }
+
+    /** Names of every volume on disk, sorted. */
+    public List<String> names() throws IOException {
+        List<String> names = new ArrayList<>();
+        try (var dirs = Files.list(root.resolve(VOLUMES_DIR))) {
+            for (Path d : (Iterable<Path>) dirs::iterator) {
+                if (Files.isRegularFile(d.resolve(Volume.HEADER_FILE))) {
+                    names.add(d.getFileName().toString());
+                }
+            }
+        }
+        Collections.sort(names);
+        return names;
+    }
+
+    public boolean exists(String name) {
+        return Files.isRegularFile(volumeDir(name).resolve(Volume.HEADER_FILE));
+    }
+
+    public synchronized Volume create(String name, long size, int blockSize, long saveSize, boolean sparse) throws IOException {
+        Path dir = volumeDir(name);
+        if (Files.exists(dir)) {
+            throw new IOException("volume " + name + " already exists");
+        }
+        Volume.create(dir, name, size, blockSize, saveSize, sparse, space);
+        return open(name);
+    }
+
+    /** The open volume, opening (and if needed recovering) it on first use. */
+    public synchronized Volume open(String name) throws IOException {
+        Volume v = open.get(name);
+        if (v != null) {
+            return v;
+        }
+        if (!exists(name)) {
+            throw new NoSuchFileException("no volume named " + name);
+        }
+        v = Volume.open(volumeDir(name), space);
+        open.put(name, v);
+        return v;
+    }
+
+    /** Header of a volume without opening it (for listings). */
+    public VolumeHeader header(String name) throws IOException {
+        Volume v = open.get(name);
+        return v != null ? v.header() : VolumeHeader.read(volumeDir(name).resolve(Volume.HEADER_FILE));
+    }
+
+    public Map<String, Volume> openVolumes() {
+        return Collections.unmodifiableMap(new TreeMap<>(open));
+    }
+
+    public synchronized void delete(String name) throws IOException {
+        if (!exists(name)) {
+            throw new NoSuchFileException("no volume named " + name);
+        }
+        Volume v = open.remove(name);
+        if (v != null) {
+            v.close();
+        }
+        Volume.deleteFiles(volumeDir(name));
+    }
+
+    @Override
+    public synchronized void close() throws IOException {
+        IOException first = null;
+        for (Volume v : open.values()) {
+            try {
+                v.close();
+            } catch (IOException e) {
+                if (first == null) {
+                    first = e;
+                }
+            }
+        }
+        open.clear();
+        lock.release();
+        lockChannel.close();
+        if (first != null) {
+            throw first;
+        }
+    }
+}
