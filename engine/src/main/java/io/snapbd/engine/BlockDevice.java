@@ -38,6 +38,9 @@ public interface BlockDevice {
     /** Every write completed before this call is durable when it returns. */
     void flush() throws IOException;
 
+    /** The written range [offset, offset+length) is durable when it returns (FUA). */
+    void forceRange(long offset, long length) throws IOException;
+
     /**
      * Reports the in-use state of [offset, offset+length) as consecutive extents, in order, until the consumer
      * returns false or the range is covered. Not-in-use extents read as zeros.

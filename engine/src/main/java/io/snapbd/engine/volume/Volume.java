@@ -558,7 +558,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
     }
 
+    @Override
     public void forceRange(long offset, long length) throws IOException {
+        checkOpen();
         data.force(offset, length);
     }
 

@@ -1,0 +1,54 @@
+package io.snapbd.server.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.snapbd.server.config.Sizes;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+@Command(name = "status", mixinStandardHelpOptions = true, description = "Show the server (if running) and its volumes.")
+final class StatusCommand implements Runnable {
+
+    @CommandLine.Mixin
+    Cli.DataDirOption dataDir;
+
+    @Option(names = "--json", description = "Print JSON.")
+    boolean json;
+
+    @Override
+    public void run() {
+        JsonNode s = Cli.call(dataDir.resolve(), Cli.request("status"));
+        if (json) {
+            Cli.printJson(s);
+            return;
+        }
+        System.out.println("data directory: " + s.path("dataDir").asText());
+        System.out.println("server:         " + s.path("server").asText()
+                + (s.has("pid") ? " (pid " + s.path("pid").asLong() + ", up " + s.path("uptimeSeconds").asLong() + " s)" : ""));
+        if (s.has("listeners")) {
+            System.out.println("listeners:      " + String.join(", ", iter(s.path("listeners"))));
+            System.out.println("connections:    " + s.path("connections").asInt() + " open, "
+                    + s.path("connectionsAccepted").asLong() + " accepted, " + s.path("connectionsRejected").asLong() + " refused");
+            System.out.println("default export: " + s.path("defaultExport").asText());
+        }
+        System.out.println("file space:     " + s.path("fileSpace").asText());
+        System.out.println("volumes:");
+        for (JsonNode v : s.path("volumes")) {
+            StringBuilder sb = new StringBuilder("  " + v.path("name").asText() + ": " + Sizes.format(v.path("size").asLong())
+                    + ", block " + v.path("blockSize").asInt() + ", save volume " + Sizes.format(v.path("saveSize").asLong()));
+            if (v.has("bytesInUse")) {
+                sb.append(", in use ").append(Sizes.format(v.path("bytesInUse").asLong()));
+            }
+            if (v.has("connections")) {
+                sb.append(", ").append(v.path("connections").asInt()).append(" connection(s)");
+            }
+            System.out.println(sb);
+        }
+    }
+
+    private static Iterable<String> iter(JsonNode arr) {
+        java.util.List<String> l = new java.util.ArrayList<>();
+        arr.forEach(n -> l.add(n.asText()));
+        return l;
+    }
+}

@@ -1,0 +1,116 @@
+package io.snapbd.server.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.server.config.Sizes;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+@Command(name = "volume", mixinStandardHelpOptions = true, description = "Create, list and delete volumes.",
+        subcommands = {VolumeCommand.Create.class, VolumeCommand.ListVolumes.class, VolumeCommand.Delete.class})
+final class VolumeCommand implements Runnable {
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand: create, list or delete");
+    }
+
+    @Command(name = "create", mixinStandardHelpOptions = true,
+            description = "Create a volume; a running server exports it at once.")
+    static final class Create implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+
+        @Parameters(paramLabel = "NAME", description = "Volume name (letters, digits, '.', '_', '-').")
+        String name;
+
+        @Option(names = "--size", required = true, paramLabel = "SIZE", description = "Size, e.g. 1G (suffixes K, M, G, T).")
+        String size;
+
+        @Option(names = "--save-size", paramLabel = "SIZE", description = "Save volume for snapshots (default: 256M or the volume size if smaller).")
+        String saveSize;
+
+        @Option(names = "--block-size", paramLabel = "N", defaultValue = "4096", description = "Block size, power of two 512..65536 (default 4096).")
+        int blockSize;
+
+        @Option(names = "--sparse", description = "Do not preallocate (testing and benchmarks only: writes may then fail with ENOSPC).")
+        boolean sparse;
+
+        @Option(names = "--json", description = "Print the new volume as JSON.")
+        boolean json;
+
+        @Override
+        public void run() {
+            ObjectNode req = Cli.request("volume.create");
+            req.put("name", name);
+            try {
+                req.put("size", Sizes.parse(size));
+                if (saveSize != null) {
+                    req.put("saveSize", Sizes.parse(saveSize));
+                }
+            } catch (IllegalArgumentException e) {
+                throw new Cli.ExitException(2, e.getMessage());
+            }
+            req.put("blockSize", blockSize);
+            req.put("sparse", sparse);
+            JsonNode v = Cli.call(dataDir.resolve(), req);
+            if (json) {
+                Cli.printJson(v);
+            } else {
+                System.out.println("created volume " + name + ": " + Sizes.format(v.path("size").asLong())
+                        + ", block size " + v.path("blockSize").asInt() + ", save volume " + Sizes.format(v.path("saveSize").asLong()));
+            }
+        }
+    }
+
+    @Command(name = "list", mixinStandardHelpOptions = true, description = "List volumes.")
+    static final class ListVolumes implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+
+        @Option(names = "--json", description = "Print JSON.")
+        boolean json;
+
+        @Override
+        public void run() {
+            JsonNode r = Cli.call(dataDir.resolve(), Cli.request("volume.list"));
+            if (json) {
+                Cli.printJson(r);
+                return;
+            }
+            System.out.printf("%-20s %10s %6s %10s %10s %s%n", "NAME", "SIZE", "BLOCK", "SAVE", "IN USE", "CONNECTIONS");
+            for (JsonNode v : r.path("volumes")) {
+                String inUse = v.has("bytesInUse") ? Sizes.format(v.path("bytesInUse").asLong()) : "-";
+                String conns = v.has("connections") ? v.path("connections").asText() : "-";
+                System.out.printf("%-20s %10s %6d %10s %10s %s%n", v.path("name").asText(), Sizes.format(v.path("size").asLong()),
+                        v.path("blockSize").asInt(), Sizes.format(v.path("saveSize").asLong()), inUse, conns);
+            }
+        }
+    }
+
+    @Command(name = "delete", mixinStandardHelpOptions = true, description = "Delete a volume and its files.")
+    static final class Delete implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+
+        @Parameters(paramLabel = "NAME")
+        String name;
+
+        @Option(names = "--force", description = "Delete even while clients are connected (they get ESHUTDOWN).")
+        boolean force;
+
+        @Override
+        public void run() {
+            ObjectNode req = Cli.request("volume.delete");
+            req.put("name", name);
+            req.put("force", force);
+            Cli.call(dataDir.resolve(), req);
+            System.out.println("deleted volume " + name);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+package io.snapbd.server.config;
+
+import java.util.Locale;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/** Byte sizes with binary suffixes: 4096, 512K, 256M, 1G, 2T (also 1GiB, 1GB meaning the same). */
+public final class Sizes {
+    private static final Pattern SIZE = Pattern.compile("(\\d+)\\s*([KMGTP]?)(I?B)?", Pattern.CASE_INSENSITIVE);
+
+    private Sizes() {
+    }
+
+    public static long parse(String text) {
+        Matcher m = SIZE.matcher(text == null ? "" : text.trim());
+        if (!m.matches()) {
+            throw new IllegalArgumentException("invalid size '" + text + "': use a number with an optional K, M, G or T suffix");
+        }
+        int shift = switch (m.group(2).toUpperCase(Locale.ROOT)) {
+            case "K" -> 10;
+            case "M" -> 20;
+            case "G" -> 30;
+            case "T" -> 40;
+            case "P" -> 50;
+            default -> 0;
+        };
+        long n;
+        try {
+            n = Long.parseLong(m.group(1));
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("invalid size '" + text + "': number too large");
+        }
+        if (n > (Long.MAX_VALUE >> shift)) {
+            throw new IllegalArgumentException("invalid size '" + text + "': too large");
+        }
+        return n << shift;
+    }
+
+    public static String format(long bytes) {
+        String[] units = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+        int u = 0;
+        double v = bytes;
+        while (v >= 1024 && u < units.length - 1 && (bytes % (1L << (10 * (u + 1))) == 0 || v >= 10 * 1024)) {
+            v /= 1024;
+            u++;
+        }
+        return (v == Math.rint(v) ? String.valueOf((long) v) : String.format(Locale.ROOT, "%.1f", v)) + " " + units[u];
+    }
+}

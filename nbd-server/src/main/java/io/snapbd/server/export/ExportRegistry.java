@@ -1,0 +1,53 @@
+package io.snapbd.server.export;
+
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.concurrent.ConcurrentHashMap;
+
+/** Exports by name. The empty name means the default export. */
+public final class ExportRegistry {
+
+    private final ConcurrentHashMap<String, Export> exports = new ConcurrentHashMap<>();
+    private volatile String defaultName;
+
+    public void add(Export e) {
+        if (exports.putIfAbsent(e.name(), e) != null) {
+            throw new IllegalStateException("export " + e.name() + " already exists");
+        }
+        if (defaultName == null) {
+            defaultName = e.name();
+        }
+    }
+
+    public Export remove(String name) {
+        Export e = exports.remove(name);
+        if (name.equals(defaultName)) {
+            defaultName = exports.keySet().stream().sorted().findFirst().orElse(null);
+        }
+        return e;
+    }
+
+    public void setDefault(String name) {
+        this.defaultName = name;
+    }
+
+    public String defaultName() {
+        return defaultName;
+    }
+
+    /** The export for {@code name}; the empty name resolves to the default export. Null when unknown. */
+    public Export lookup(String name) {
+        if (name.isEmpty()) {
+            String d = defaultName;
+            return d == null ? null : exports.get(d);
+        }
+        return exports.get(name);
+    }
+
+    public List<Export> list() {
+        List<Export> l = new ArrayList<>(exports.values());
+        l.sort(Comparator.comparing(Export::name));
+        return l;
+    }
+}

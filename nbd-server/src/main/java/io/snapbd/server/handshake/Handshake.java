@@ -1,0 +1,307 @@
+package io.snapbd.server.handshake;
+
+import io.snapbd.server.export.Export;
+import io.snapbd.server.export.ExportRegistry;
+import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.protocol.ProtocolViolation;
+import io.snapbd.server.protocol.Wire;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.ByteChannel;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * Fixed-newstyle negotiation: greeting, client flags, then option haggling until EXPORT_NAME or a successful
+ * GO. Errors that leave the stream in sync get an NBD_REP_ERR_* reply; anything else ends the connection.
+ */
+public final class Handshake {
+
+    private static final int ALLOCATION_CONTEXT_ID = 1;
+
+    private final ByteChannel ch;
+    private final ExportRegistry exports;
+    private final ByteBuffer hdr = ByteBuffer.allocate(20).order(ByteOrder.BIG_ENDIAN);
+    private boolean noZeroes;
+    private boolean structured;
+    /** Export name the last SET_META_CONTEXT referred to, and whether it selected base:allocation. */
+    private String metaExport;
+    private boolean metaAllocation;
+
+    public Handshake(ByteChannel ch, ExportRegistry exports) {
+        this.ch = ch;
+        this.exports = exports;
+    }
+
+    /** Runs the negotiation; null when the client aborted or disconnected cleanly before choosing an export. */
+    public Negotiated run() throws IOException {
+        ByteBuffer greet = ByteBuffer.allocate(18);
+        greet.putLong(Nbd.NBDMAGIC).putLong(Nbd.IHAVEOPT).putShort((short) (Nbd.FLAG_FIXED_NEWSTYLE | Nbd.FLAG_NO_ZEROES));
+        Wire.writeFully(ch, greet.flip());
+
+        ByteBuffer cflags = ByteBuffer.allocate(4);
+        Wire.readFully(ch, cflags);
+        int clientFlags = cflags.getInt(0);
+        if ((clientFlags & ~(Nbd.FLAG_C_FIXED_NEWSTYLE | Nbd.FLAG_C_NO_ZEROES)) != 0) {
+            throw new ProtocolViolation("client sent unknown handshake flags 0x" + Integer.toHexString(clientFlags));
+        }
+        noZeroes = (clientFlags & Nbd.FLAG_C_NO_ZEROES) != 0;
+
+        while (true) {
+            hdr.clear().limit(16);
+            Wire.readFully(ch, hdr);
+            long magic = hdr.getLong(0);
+            if (magic != Nbd.IHAVEOPT) {
+                throw new ProtocolViolation("bad option magic 0x" + Long.toHexString(magic));
+            }
+            int option = hdr.getInt(8);
+            long length = Integer.toUnsignedLong(hdr.getInt(12));
+            if (length > Nbd.MAX_OPTION_BYTES) {
+                // Reading (and dropping) gigabytes to stay in sync would let one client burn our time: refuse and close.
+                reply(option, Nbd.REP_ERR_TOO_BIG, "option data of " + length + " bytes exceeds the " + Nbd.MAX_OPTION_BYTES + " byte limit");
+                throw new ProtocolViolation("option " + option + " carries " + length + " bytes");
+            }
+            ByteBuffer data = ByteBuffer.allocate((int) length);
+            Wire.readFully(ch, data);
+            data.flip();
+            Negotiated done = handleOption(option, data);
+            if (done != null) {
+                return done;
+            }
+            if (option == Nbd.OPT_ABORT) {
+                return null;
+            }
+        }
+    }
+
+    private Negotiated handleOption(int option, ByteBuffer data) throws IOException {
+        switch (option) {
+            case Nbd.OPT_EXPORT_NAME:
+                return exportName(data);
+            case Nbd.OPT_ABORT:
+                replyAck(option);
+                return null;
+            case Nbd.OPT_LIST:
+                list(data);
+                return null;
+            case Nbd.OPT_INFO:
+            case Nbd.OPT_GO:
+                return infoOrGo(option, data);
+            case Nbd.OPT_STRUCTURED_REPLY:
+                if (data.hasRemaining()) {
+                    reply(option, Nbd.REP_ERR_INVALID, "STRUCTURED_REPLY takes no data");
+                } else {
+                    structured = true;
+                    replyAck(option);
+                }
+                return null;
+            case Nbd.OPT_LIST_META_CONTEXT:
+            case Nbd.OPT_SET_META_CONTEXT:
+                metaContext(option, data);
+                return null;
+            default:
+                reply(option, Nbd.REP_ERR_UNSUP, "option " + option + " is not supported");
+                return null;
+        }
+    }
+
+    private Negotiated exportName(ByteBuffer data) throws IOException {
+        if (data.remaining() > Nbd.MAX_NAME_BYTES) {
+            throw new ProtocolViolation("export name of " + data.remaining() + " bytes is too long");
+        }
+        String name = string(data, data.remaining());
+        Export e = exports.lookup(name == null ? "" : name);
+        if (name == null || e == null || e.unavailableReason() != null) {
+            // EXPORT_NAME cannot carry an error: the spec says to close the connection.
+            throw new ProtocolViolation("client asked for unknown or unavailable export '" + name + "'");
+        }
+        ByteBuffer b = ByteBuffer.allocate(noZeroes ? 10 : 134);
+        b.putLong(e.device().size()).putShort((short) e.transmissionFlags(structured));
+        Wire.writeFully(ch, b.position(0));
+        return new Negotiated(e, structured, selectedContext(e));
+    }
+
+    private void list(ByteBuffer data) throws IOException {
+        if (data.hasRemaining()) {
+            reply(Nbd.OPT_LIST, Nbd.REP_ERR_INVALID, "LIST takes no data");
+            return;
+        }
+        for (Export e : exports.list()) {
+            byte[] n = e.name().getBytes(StandardCharsets.UTF_8);
+            ByteBuffer b = ByteBuffer.allocate(4 + n.length);
+            b.putInt(n.length).put(n).flip();
+            reply(Nbd.OPT_LIST, Nbd.REP_SERVER, b);
+        }
+        replyAck(Nbd.OPT_LIST);
+    }
+
+    private Negotiated infoOrGo(int option, ByteBuffer data) throws IOException {
+        if (data.remaining() < 6) {
+            reply(option, Nbd.REP_ERR_INVALID, "INFO/GO data too short");
+            return null;
+        }
+        long nameLen = Integer.toUnsignedLong(data.getInt());
+        if (nameLen > data.remaining() - 2) {
+            reply(option, Nbd.REP_ERR_INVALID, "export name length " + nameLen + " runs past the option data");
+            return null;
+        }
+        if (nameLen > Nbd.MAX_NAME_BYTES) {
+            reply(option, Nbd.REP_ERR_TOO_BIG, "export name longer than " + Nbd.MAX_NAME_BYTES + " bytes");
+            return null;
+        }
+        String name = string(data, (int) nameLen);
+        int n = Short.toUnsignedInt(data.getShort());
+        if (data.remaining() != 2 * n) {
+            reply(option, Nbd.REP_ERR_INVALID, "information request count " + n + " does not match the option length");
+            return null;
+        }
+        boolean wantName = false;
+        boolean wantDescription = false;
+        for (int i = 0; i < n; i++) {
+            int info = Short.toUnsignedInt(data.getShort());
+            wantName |= info == Nbd.INFO_NAME;
+            wantDescription |= info == Nbd.INFO_DESCRIPTION;
+        }
+        if (name == null) {
+            reply(option, Nbd.REP_ERR_INVALID, "export name is not valid UTF-8");
+            return null;
+        }
+        Export e = exports.lookup(name);
+        if (e == null) {
+            reply(option, Nbd.REP_ERR_UNKNOWN, "no export named '" + name + "'");
+            return null;
+        }
+        if (e.unavailableReason() != null) {
+            reply(option, Nbd.REP_ERR_SHUTDOWN, "export '" + e.name() + "' is not available: " + e.unavailableReason());
+            return null;
+        }
+        ByteBuffer info = ByteBuffer.allocate(12);
+        info.putShort((short) Nbd.INFO_EXPORT).putLong(e.device().size()).putShort((short) e.transmissionFlags(structured)).flip();
+        reply(option, Nbd.REP_INFO, info);
+        if (wantName) {
+            byte[] nb = e.name().getBytes(StandardCharsets.UTF_8);
+            reply(option, Nbd.REP_INFO, ByteBuffer.allocate(2 + nb.length).putShort((short) Nbd.INFO_NAME).put(nb).flip());
+        }
+        if (wantDescription && e.description() != null) {
+            byte[] db = e.description().getBytes(StandardCharsets.UTF_8);
+            reply(option, Nbd.REP_INFO, ByteBuffer.allocate(2 + db.length).putShort((short) Nbd.INFO_DESCRIPTION).put(db).flip());
+        }
+        // Always sent: any byte alignment is accepted (minimum 1), the block size is preferred.
+        ByteBuffer bs = ByteBuffer.allocate(14);
+        bs.putShort((short) Nbd.INFO_BLOCK_SIZE).putInt(1).putInt(e.device().blockSize()).putInt(Nbd.MAX_PAYLOAD).flip();
+        reply(option, Nbd.REP_INFO, bs);
+        replyAck(option);
+        if (option == Nbd.OPT_GO) {
+            return new Negotiated(e, structured, selectedContext(e));
+        }
+        return null;
+    }
+
+    private int selectedContext(Export chosen) {
+        if (!metaAllocation || metaExport == null) {
+            return 0;
+        }
+        Export metaTarget = exports.lookup(metaExport);
+        return metaTarget == chosen ? ALLOCATION_CONTEXT_ID : 0;
+    }
+
+    private void metaContext(int option, ByteBuffer data) throws IOException {
+        boolean set = option == Nbd.OPT_SET_META_CONTEXT;
+        if (set) {
+            metaExport = null;
+            metaAllocation = false;
+        }
+        if (!structured) {
+            reply(option, Nbd.REP_ERR_INVALID, "negotiate STRUCTURED_REPLY before meta contexts");
+            return;
+        }
+        if (data.remaining() < 8) {
+            reply(option, Nbd.REP_ERR_INVALID, "meta context data too short");
+            return;
+        }
+        long nameLen = Integer.toUnsignedLong(data.getInt());
+        if (nameLen > data.remaining() - 4 || nameLen > Nbd.MAX_NAME_BYTES) {
+            reply(option, Nbd.REP_ERR_INVALID, "export name length " + nameLen + " is invalid");
+            return;
+        }
+        String name = string(data, (int) nameLen);
+        long count = Integer.toUnsignedLong(data.getInt());
+        List<String> queries = new ArrayList<>();
+        for (long i = 0; i < count; i++) {
+            if (data.remaining() < 4) {
+                reply(option, Nbd.REP_ERR_INVALID, "query " + i + " runs past the option data");
+                return;
+            }
+            long qlen = Integer.toUnsignedLong(data.getInt());
+            if (qlen > data.remaining()) {
+                reply(option, Nbd.REP_ERR_INVALID, "query " + i + " runs past the option data");
+                return;
+            }
+            String q = string(data, (int) qlen);
+            if (q == null) {
+                reply(option, Nbd.REP_ERR_INVALID, "query " + i + " is not valid UTF-8");
+                return;
+            }
+            queries.add(q);
+        }
+        if (data.hasRemaining()) {
+            reply(option, Nbd.REP_ERR_INVALID, "trailing bytes after the queries");
+            return;
+        }
+        if (name == null || exports.lookup(name) == null) {
+            reply(option, Nbd.REP_ERR_UNKNOWN, "no export named '" + name + "'");
+            return;
+        }
+        boolean allocation = false;
+        if (queries.isEmpty()) {
+            allocation = !set;               // LIST with no query lists everything; SET with none selects nothing
+        }
+        for (String q : queries) {
+            if (q.equals(Nbd.BASE_ALLOCATION) || (!set && q.equals("base:"))) {
+                allocation = true;
+            }
+        }
+        if (allocation) {
+            byte[] nb = Nbd.BASE_ALLOCATION.getBytes(StandardCharsets.UTF_8);
+            ByteBuffer b = ByteBuffer.allocate(4 + nb.length);
+            b.putInt(set ? ALLOCATION_CONTEXT_ID : 0).put(nb).flip();
+            reply(option, Nbd.REP_META_CONTEXT, b);
+        }
+        if (set) {
+            metaExport = name;
+            metaAllocation = allocation;
+        }
+        replyAck(option);
+    }
+
+    /** Decodes {@code len} bytes as strict UTF-8; null if they are not valid. */
+    private static String string(ByteBuffer data, int len) {
+        ByteBuffer slice = data.slice().limit(len);
+        data.position(data.position() + len);
+        try {
+            return StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT).decode(slice).toString();
+        } catch (CharacterCodingException e) {
+            return null;
+        }
+    }
+
+    private void replyAck(int option) throws IOException {
+        reply(option, Nbd.REP_ACK, ByteBuffer.allocate(0));
+    }
+
+    private void reply(int option, int type, String message) throws IOException {
+        reply(option, type, ByteBuffer.wrap(message.getBytes(StandardCharsets.UTF_8)));
+    }
+
+    private void reply(int option, int type, ByteBuffer payload) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(20 + payload.remaining());
+        b.putLong(Nbd.OPTION_REPLY_MAGIC).putInt(option).putInt(type).putInt(payload.remaining()).put(payload).flip();
+        Wire.writeFully(ch, b);
+    }
+}

@@ -1,0 +1,562 @@
+package io.snapbd.server.transmission;
+
+import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.BlockDeviceException;
+import io.snapbd.engine.io.ByteSink;
+import io.snapbd.engine.io.ByteSource;
+import io.snapbd.server.Log;
+import io.snapbd.server.export.Export;
+import io.snapbd.server.handshake.Negotiated;
+import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.protocol.ProtocolViolation;
+import io.snapbd.server.protocol.Wire;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.ByteChannel;
+import java.nio.channels.GatheringByteChannel;
+import java.util.ArrayDeque;
+import java.util.concurrent.Executor;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * The transmission phase of one connection. One reader thread decodes requests into a reused header
+ * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write is one copy from the socket into the
+ * mapping, a read one copy from the mapping into the socket. Durability work (FLUSH, FUA) goes to a shared
+ * pool and is answered out of order, so slow fsyncs never stall the request stream. Replies from both sides
+ * are serialised by a per-connection send lock; no lock is shared with other connections.
+ */
+public final class Connection {
+
+    private final ByteChannel channel;
+    private final GatheringByteChannel out;
+    private final Export export;
+    private final BlockDevice device;
+    private final BlockDevice.Session session;
+    private final boolean structured;
+    private final int allocationContext;
+    private final Executor syncPool;
+    private final String peer;
+
+    private final ByteBuffer request = ByteBuffer.allocateDirect(Nbd.REQUEST_HEADER_BYTES).order(ByteOrder.BIG_ENDIAN);
+    private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(32).order(ByteOrder.BIG_ENDIAN);
+    private final ByteBuffer asyncHeader = ByteBuffer.allocateDirect(16).order(ByteOrder.BIG_ENDIAN);
+    private final ByteBuffer scratch = ByteBuffer.allocateDirect(64 << 10);
+    private final ByteBuffer[] gather = new ByteBuffer[2];
+    private final ReentrantLock sendLock = new ReentrantLock();
+
+    private final PayloadSource payload = new PayloadSource();
+    private final DataSink dataSink = new DataSink();
+    private final ExtentList extents = new ExtentList();
+    private final ArrayDeque<SyncTask> freeTasks = new ArrayDeque<>();
+    private int tasksInFlight;              // guarded by freeTasks
+
+    public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
+        this.channel = channel;
+        this.out = out;
+        this.export = n.export();
+        this.device = export.device();
+        this.session = device.openSession();
+        this.structured = n.structuredReplies();
+        this.allocationContext = n.allocationContextId();
+        this.syncPool = syncPool;
+        this.peer = peer;
+    }
+
+    /** Serves requests until the client disconnects or breaks the protocol; always releases the session. */
+    public void serve() {
+        try {
+            while (true) {
+                request.clear();
+                try {
+                    Wire.readFully(channel, request);
+                } catch (EOFException e) {
+                    Log.debug("%s: closed without NBD_CMD_DISC", peer);
+                    return;
+                }
+                if (!dispatch()) {
+                    return;
+                }
+            }
+        } catch (ProtocolViolation e) {
+            Log.warn("%s: %s; closing the connection", peer, e.getMessage());
+        } catch (IOException e) {
+            Log.debug("%s: connection ended: %s", peer, e.getMessage());
+        } finally {
+            awaitSyncTasks();
+            session.close();
+        }
+    }
+
+    /** Handles the request in {@link #request}; false when the connection must end. */
+    private boolean dispatch() throws IOException {
+        int magic = request.getInt(0);
+        if (magic != Nbd.REQUEST_MAGIC) {
+            throw new ProtocolViolation("bad request magic 0x" + Integer.toHexString(magic));
+        }
+        int flags = Short.toUnsignedInt(request.getShort(4));
+        int type = Short.toUnsignedInt(request.getShort(6));
+        long handle = request.getLong(8);
+        long offset = request.getLong(16);
+        long length = Integer.toUnsignedLong(request.getInt(24));
+        export.requests().incrementAndGet();
+
+        if (type == Nbd.CMD_WRITE && (length > Nbd.MAX_PAYLOAD)) {
+            // The payload cannot be skipped cheaply, so the stream cannot be resynchronised.
+            simpleReply(handle, Nbd.EINVAL);
+            throw new ProtocolViolation("WRITE of " + length + " bytes exceeds the " + Nbd.MAX_PAYLOAD + " byte maximum");
+        }
+        if ((flags & ~Nbd.CMD_FLAGS_KNOWN) != 0) {
+            skipPayload(type, length);
+            error(type, handle, Nbd.EINVAL, "unknown command flags 0x" + Integer.toHexString(flags));
+            return true;
+        }
+        try {
+            switch (type) {
+                case Nbd.CMD_READ:
+                    read(handle, flags, offset, length);
+                    return true;
+                case Nbd.CMD_WRITE:
+                    write(handle, flags, offset, (int) length);
+                    return true;
+                case Nbd.CMD_DISC:
+                    Log.debug("%s: disconnect requested", peer);
+                    return false;
+                case Nbd.CMD_FLUSH:
+                    submit(SyncTask.FLUSH, handle, 0, 0);
+                    return true;
+                case Nbd.CMD_TRIM:
+                    trim(handle, flags, offset, length);
+                    return true;
+                case Nbd.CMD_WRITE_ZEROES:
+                    writeZeroes(handle, flags, offset, length);
+                    return true;
+                case Nbd.CMD_CACHE:
+                    checkRequest(type, offset, length);
+                    simpleReply(handle, 0);     // the mapping is the cache: nothing to prefetch
+                    return true;
+                case Nbd.CMD_BLOCK_STATUS:
+                    blockStatus(handle, flags, offset, length);
+                    return true;
+                default:
+                    error(type, handle, Nbd.EINVAL, "unknown command " + type);
+                    return true;
+            }
+        } catch (RequestRefused r) {
+            error(type, handle, r.errno, r.getMessage());
+            return true;
+        } catch (BlockDeviceException e) {
+            error(type, handle, errno(type, e), e.getMessage());
+            return true;
+        } catch (PeerGone e) {
+            throw e.io;
+        } catch (IOException e) {
+            Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(type), export.name(), e.toString());
+            error(type, handle, Nbd.EIO, "I/O error: " + e.getMessage());
+            return true;
+        }
+    }
+
+    // ---- commands ------------------------------------------------------------------------------------------
+
+    private void read(long handle, int flags, long offset, long length) throws IOException {
+        checkRequest(Nbd.CMD_READ, offset, length);
+        int len = (int) length;
+        if (!structured) {
+            replyHeader.clear();
+            replyHeader.putInt(Nbd.SIMPLE_REPLY_MAGIC).putInt(0).putLong(handle).flip();
+            sendWithData(offset, len);
+            return;
+        }
+        if ((flags & Nbd.CMD_FLAG_DF) != 0 || !hasHoles(offset, len)) {
+            dataChunkHeader(handle, Nbd.REPLY_FLAG_DONE, offset, len);
+            sendWithData(offset, len);
+            return;
+        }
+        for (int i = 0; i < extents.count; i++) {
+            int done = i == extents.count - 1 ? Nbd.REPLY_FLAG_DONE : 0;
+            long off = extents.offset[i];
+            int n = (int) extents.length[i];
+            if (extents.inUse[i]) {
+                dataChunkHeader(handle, done, off, n);
+                sendWithData(off, n);
+            } else {
+                replyHeader.clear();
+                replyHeader.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) done)
+                        .putShort((short) Nbd.REPLY_TYPE_OFFSET_HOLE).putLong(handle).putInt(12)
+                        .putLong(off).putInt(n).flip();
+                send(replyHeader);
+            }
+        }
+    }
+
+    /** Fills {@link #extents} for the range; true when some of it is not in use. */
+    private boolean hasHoles(long offset, int length) throws IOException {
+        extents.count = 0;
+        extents.limit = Integer.MAX_VALUE;
+        device.extents(offset, length, extents);
+        for (int i = 0; i < extents.count; i++) {
+            if (!extents.inUse[i]) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private void dataChunkHeader(long handle, int flags, long offset, int length) {
+        replyHeader.clear();
+        replyHeader.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) flags)
+                .putShort((short) Nbd.REPLY_TYPE_OFFSET_DATA).putLong(handle).putInt(8 + length)
+                .putLong(offset).flip();
+    }
+
+    /** Sends {@link #replyHeader} followed by the device's data, straight from the mapping. */
+    private void sendWithData(long offset, int length) throws IOException {
+        sendLock.lock();
+        try {
+            dataSink.headerPending = true;
+            device.read(session, offset, length, dataSink);
+            if (dataSink.headerPending) {
+                sendLocked(replyHeader);
+            }
+        } finally {
+            sendLock.unlock();
+        }
+    }
+
+    private void write(long handle, int flags, long offset, int length) throws IOException {
+        if (export.readOnly()) {
+            skipPayload(Nbd.CMD_WRITE, length);
+            throw new RequestRefused(Nbd.EPERM, export.name() + " is read-only");
+        }
+        if (length == 0 || offset < 0 || offset > device.size() || length > device.size() - offset) {
+            skipPayload(Nbd.CMD_WRITE, length);
+            throw new RequestRefused(length == 0 ? Nbd.EINVAL : Nbd.ENOSPC,
+                    "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
+        }
+        payload.consumed = 0;
+        try {
+            device.write(session, offset, length, payload, false);
+        } catch (IOException e) {
+            if (e instanceof PeerGone) {
+                throw e;
+            }
+            skipPayload(Nbd.CMD_WRITE, length - payload.consumed);
+            throw e;
+        }
+        if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
+            submit(SyncTask.FORCE_RANGE, handle, offset, length);
+        } else {
+            simpleReply(handle, 0);
+        }
+    }
+
+    private void trim(long handle, int flags, long offset, long length) throws IOException {
+        checkRequest(Nbd.CMD_TRIM, offset, length);
+        device.trim(session, offset, length, false);
+        finishMutation(handle, flags);
+    }
+
+    private void writeZeroes(long handle, int flags, long offset, long length) throws IOException {
+        checkRequest(Nbd.CMD_WRITE_ZEROES, offset, length);
+        boolean noHole = (flags & Nbd.CMD_FLAG_NO_HOLE) != 0;
+        boolean fast = (flags & Nbd.CMD_FLAG_FAST_ZERO) != 0;
+        device.writeZeroes(session, offset, length, noHole, fast, false);
+        finishMutation(handle, flags);
+    }
+
+    private void finishMutation(long handle, int flags) throws IOException {
+        if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
+            submit(SyncTask.FLUSH, handle, 0, 0);
+        } else {
+            simpleReply(handle, 0);
+        }
+    }
+
+    private void blockStatus(long handle, int flags, long offset, long length) throws IOException {
+        if (!structured || allocationContext == 0) {
+            throw new RequestRefused(Nbd.EINVAL, "BLOCK_STATUS needs a meta context selected during the handshake");
+        }
+        checkRequest(Nbd.CMD_BLOCK_STATUS, offset, length);
+        extents.count = 0;
+        extents.limit = (flags & Nbd.CMD_FLAG_REQ_ONE) != 0 ? 1 : ExtentList.MAX_DESCRIPTORS;
+        device.extents(offset, length, extents);
+        ByteBuffer b = extents.reply;
+        b.clear();
+        b.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) Nbd.REPLY_FLAG_DONE)
+                .putShort((short) Nbd.REPLY_TYPE_BLOCK_STATUS).putLong(handle).putInt(4 + 8 * extents.count)
+                .putInt(allocationContext);
+        for (int i = 0; i < extents.count; i++) {
+            b.putInt((int) extents.length[i]).putInt(extents.inUse[i] ? 0 : Nbd.STATE_HOLE | Nbd.STATE_ZERO);
+        }
+        b.flip();
+        send(b);
+    }
+
+    private void checkRequest(int type, long offset, long length) throws RequestRefused {
+        if (length == 0) {
+            throw new RequestRefused(Nbd.EINVAL, Nbd.commandName(type) + " of zero bytes");
+        }
+        if (type == Nbd.CMD_READ && length > Nbd.MAX_PAYLOAD) {
+            throw new RequestRefused(Nbd.EINVAL, "READ of " + length + " bytes exceeds the " + Nbd.MAX_PAYLOAD + " byte maximum");
+        }
+        if (export.readOnly() && (type == Nbd.CMD_TRIM || type == Nbd.CMD_WRITE_ZEROES)) {
+            throw new RequestRefused(Nbd.EPERM, export.name() + " is read-only");
+        }
+        if (offset < 0 || offset > device.size() || length > device.size() - offset) {
+            boolean write = type == Nbd.CMD_WRITE_ZEROES;
+            throw new RequestRefused(write ? Nbd.ENOSPC : Nbd.EINVAL, Nbd.commandName(type) + " [" + offset + ", +"
+                    + length + ") is outside the export (" + device.size() + " bytes)");
+        }
+    }
+
+    private void skipPayload(int type, long length) throws IOException {
+        if (type == Nbd.CMD_WRITE && length > 0) {
+            try {
+                Wire.skip(channel, length, scratch);
+            } catch (IOException e) {
+                throw new PeerGone(e);
+            }
+        }
+    }
+
+    private static int errno(int type, BlockDeviceException e) {
+        switch (e.reason()) {
+            case OUT_OF_RANGE:
+                return type == Nbd.CMD_WRITE || type == Nbd.CMD_WRITE_ZEROES ? Nbd.ENOSPC : Nbd.EINVAL;
+            case READ_ONLY:
+                return Nbd.EPERM;
+            case NO_SPACE:
+                return Nbd.ENOSPC;
+            case NOT_SUPPORTED:
+                return Nbd.ENOTSUP;
+            case UNAVAILABLE:
+                return Nbd.ESHUTDOWN;
+            default:
+                return Nbd.EIO;
+        }
+    }
+
+    // ---- replies -------------------------------------------------------------------------------------------
+
+    private void error(int type, long handle, int errno, String message) throws IOException {
+        export.errors().incrementAndGet();
+        Log.debug("%s: %s -> errno %d: %s", peer, Nbd.commandName(type), errno, message);
+        if (structured && (type == Nbd.CMD_READ || type == Nbd.CMD_BLOCK_STATUS)) {
+            byte[] m = message.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            int mlen = Math.min(m.length, 4096);
+            ByteBuffer b = ByteBuffer.allocate(20 + 6 + mlen);
+            b.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) Nbd.REPLY_FLAG_DONE)
+                    .putShort((short) Nbd.REPLY_TYPE_ERROR).putLong(handle).putInt(6 + mlen)
+                    .putInt(errno).putShort((short) mlen).put(m, 0, mlen).flip();
+            send(b);
+        } else {
+            simpleReply(handle, errno);
+        }
+    }
+
+    private void simpleReply(long handle, int errno) throws IOException {
+        sendLock.lock();
+        try {
+            replyHeader.clear();
+            replyHeader.putInt(Nbd.SIMPLE_REPLY_MAGIC).putInt(errno).putLong(handle).flip();
+            sendLocked(replyHeader);
+        } finally {
+            sendLock.unlock();
+        }
+    }
+
+    private void send(ByteBuffer b) throws IOException {
+        sendLock.lock();
+        try {
+            sendLocked(b);
+        } finally {
+            sendLock.unlock();
+        }
+    }
+
+    private void sendLocked(ByteBuffer b) throws IOException {
+        try {
+            Wire.writeFully(out, b);
+        } catch (IOException e) {
+            throw new PeerGone(e);
+        }
+    }
+
+    /** Streams device data to the socket; the first buffer goes out together with the pending reply header. */
+    private final class DataSink implements ByteSink {
+        boolean headerPending;
+
+        @Override
+        public void write(ByteBuffer src) throws IOException {
+            try {
+                if (headerPending) {
+                    headerPending = false;
+                    gather[0] = replyHeader;
+                    gather[1] = src;
+                    while (replyHeader.hasRemaining() || src.hasRemaining()) {
+                        out.write(gather);
+                    }
+                    gather[1] = null;
+                } else {
+                    Wire.writeFully(out, src);
+                }
+            } catch (IOException e) {
+                throw new PeerGone(e);
+            }
+        }
+    }
+
+    /** Reads WRITE payload from the socket straight into the buffer the engine lends (its mapping). */
+    private final class PayloadSource implements ByteSource {
+        int consumed;
+
+        @Override
+        public void readFully(ByteBuffer dst) throws IOException {
+            int before = dst.remaining();
+            try {
+                Wire.readFully(channel, dst);
+            } catch (IOException e) {
+                throw new PeerGone(e);
+            }
+            consumed += before;
+        }
+    }
+
+    // ---- durability work off the reader thread ---------------------------------------------------------------
+
+    private void submit(int kind, long handle, long offset, long length) {
+        SyncTask t;
+        synchronized (freeTasks) {
+            t = freeTasks.poll();
+            tasksInFlight++;
+        }
+        if (t == null) {
+            t = new SyncTask();
+        }
+        t.kind = kind;
+        t.handle = handle;
+        t.offset = offset;
+        t.length = length;
+        syncPool.execute(t);
+    }
+
+    private void awaitSyncTasks() {
+        synchronized (freeTasks) {
+            while (tasksInFlight > 0) {
+                try {
+                    freeTasks.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
+    }
+
+    private final class SyncTask implements Runnable {
+        static final int FLUSH = 1;
+        static final int FORCE_RANGE = 2;
+        int kind;
+        long handle;
+        long offset;
+        long length;
+
+        @Override
+        public void run() {
+            int errno = 0;
+            try {
+                if (kind == FLUSH) {
+                    device.flush();
+                } else {
+                    device.forceRange(offset, length);
+                }
+            } catch (BlockDeviceException e) {
+                errno = errno(Nbd.CMD_FLUSH, e);
+            } catch (IOException e) {
+                Log.warn("%s: flush of %s failed: %s", peer, export.name(), e.toString());
+                errno = Nbd.EIO;
+            }
+            long h = handle;
+            synchronized (freeTasks) {
+                freeTasks.push(this);
+            }
+            sendLock.lock();
+            try {
+                asyncHeader.clear();
+                asyncHeader.putInt(Nbd.SIMPLE_REPLY_MAGIC).putInt(errno).putLong(h).flip();
+                if (errno != 0) {
+                    export.errors().incrementAndGet();
+                }
+                Wire.writeFully(out, asyncHeader);
+            } catch (IOException e) {
+                Log.debug("%s: could not send flush reply: %s", peer, e.getMessage());
+            } finally {
+                sendLock.unlock();
+                synchronized (freeTasks) {
+                    tasksInFlight--;
+                    freeTasks.notifyAll();
+                }
+            }
+        }
+    }
+
+    // ---- helpers -------------------------------------------------------------------------------------------
+
+    /** Extents reported by the device, kept in reusable arrays. */
+    private static final class ExtentList implements BlockDevice.ExtentConsumer {
+        static final int MAX_DESCRIPTORS = 1024;
+        long[] offset = new long[16];
+        long[] length = new long[16];
+        boolean[] inUse = new boolean[16];
+        int count;
+        int limit = Integer.MAX_VALUE;
+        final ByteBuffer reply = ByteBuffer.allocateDirect(24 + 8 * MAX_DESCRIPTORS).order(ByteOrder.BIG_ENDIAN);
+
+        @Override
+        public boolean accept(long off, long len, boolean used) {
+            if (count == offset.length) {
+                offset = java.util.Arrays.copyOf(offset, count * 2);
+                length = java.util.Arrays.copyOf(length, count * 2);
+                inUse = java.util.Arrays.copyOf(inUse, count * 2);
+            }
+            offset[count] = off;
+            length[count] = len;
+            inUse[count] = used;
+            count++;
+            return count < limit;
+        }
+    }
+
+    /** A request answered with an error; the stream stays in sync. */
+    private static final class RequestRefused extends IOException {
+        final int errno;
+
+        RequestRefused(int errno, String message) {
+            super(message);
+            this.errno = errno;
+        }
+
+        @Override
+        public synchronized Throwable fillInStackTrace() {
+            return this;        // an expected outcome, not a bug: no stack trace to pay for
+        }
+    }
+
+    /** The socket failed under us: nothing more can be sent or received. */
+    private static final class PeerGone extends IOException {
+        final IOException io;
+
+        PeerGone(IOException io) {
+            super(io.getMessage(), io);
+            this.io = io;
+        }
+
+        @Override
+        public synchronized Throwable fillInStackTrace() {
+            return this;
+        }
+    }
+}
