@@ -182,11 +182,16 @@ avail_kib=$(df -Pk "$TMP_PARENT" | awk 'NR == 2 { print $4 }')
 
 # ---------------------------------------------------------------- cleanup
 WORK=""
+FIO_PID=""
 declare -A PIDS=() URIS=()
 # shellcheck disable=SC2317  # invoked via trap
 cleanup() {
   local rc=$? name pid i
   trap - EXIT INT TERM
+  if [[ -n $FIO_PID ]]; then
+    kill -TERM "$FIO_PID" 2>/dev/null || true
+    wait "$FIO_PID" 2>/dev/null || true
+  fi
   # Servers were started with setsid, so each is the leader of its own process
   # group: signal the group (catches a JVM behind a launcher script), then the pid.
   for name in "${!PIDS[@]}"; do
@@ -460,13 +465,19 @@ wait_ready() {
 # Runs one fio job file against one server; $4 is the raw output basename.
 run_fio() {
   local jobfile=$1 name=$2 runtime=$3 base=$4
-  if ! NBD_URI=${URIS[$name]} SIZE=$SIZE_BYTES RUNTIME=$runtime \
-       fio --output-format=json --output="$OUT_DIR/raw/$base.json" "$jobfile" \
-       >"$OUT_DIR/raw/$base.stderr" 2>&1 </dev/null; then
+  # fio runs in the background and we `wait` for it, so that SIGINT/SIGTERM
+  # reach our trap at once instead of after the job's runtime.
+  NBD_URI=${URIS[$name]} SIZE=$SIZE_BYTES RUNTIME=$runtime \
+    fio --output-format=json --output="$OUT_DIR/raw/$base.json" "$jobfile" \
+    >"$OUT_DIR/raw/$base.stderr" 2>&1 </dev/null &
+  FIO_PID=$!
+  if ! wait "$FIO_PID"; then
+    FIO_PID=""
     tail -n 20 "$OUT_DIR/raw/$base.stderr" >&2 || true
     server_alive "$name"
     die "fio failed: $jobfile on $name (see $OUT_DIR/raw/$base.*)"
   fi
+  FIO_PID=""
   server_alive "$name"
 }
 
