@@ -13,14 +13,20 @@ import java.util.BitSet;
 import java.util.UUID;
 
 /**
- * On-disk form of a {@link PagedBitMap}: a 4 KiB header, a table of per-page CRC-32C values, then the pages.
- * Pages are rewritten in place; a page whose checksum does not match after a crash is reported as damaged
- * and the caller decides (the meta bit map rebuilds it from the data). Layout: docs/on-disk-format.md.
+ * On-disk form of a {@link PagedBitMap}: a 4 KiB header, a table of per-page entries {CRC-32C, flags}, then
+ * the pages. Pages are rewritten in place; a page whose checksum does not match after a crash is reported as
+ * damaged and the caller decides (the meta bit map rebuilds it from the data). A page may also be absent
+ * (flag clear): a snapshot's meta file holds only the pages frozen while it was the youngest snapshot.
+ * Layout: docs/on-disk-format.md.
  */
 public final class BitMapFile implements AutoCloseable {
 
     public static final long MAGIC = 0x50414d4244424e53L;   // "SNBDBMAP" little-endian
     public static final int VERSION = 1;
+    static final int ENTRY_BYTES = 8;
+    static final int FLAG_PRESENT = 1;
+
+    public enum PageState { PRESENT, ABSENT, DAMAGED }
     public static final int HEADER_BYTES = 4096;
     static final int HEADER_CRC_OFFSET = 60;
 
@@ -41,7 +47,7 @@ public final class BitMapFile implements AutoCloseable {
     private final long crcTableOffset;
     private final long pagesOffset;
     private final ByteBuffer pageBuf = ByteBuffer.allocateDirect(PagedBitMap.PAGE_BYTES).order(ByteOrder.LITTLE_ENDIAN);
-    private final ByteBuffer crcBuf = ByteBuffer.allocate(4).order(ByteOrder.LITTLE_ENDIAN);
+    private final ByteBuffer crcBuf = ByteBuffer.allocate(ENTRY_BYTES).order(ByteOrder.LITTLE_ENDIAN);
     private final long[] words = new long[PagedBitMap.PAGE_LONGS];
 
     private BitMapFile(Path path, FileChannel channel, long bits) {
@@ -50,15 +56,23 @@ public final class BitMapFile implements AutoCloseable {
         this.bits = bits;
         this.pageCount = (int) PagedBitMap.pageCount(bits);
         this.crcTableOffset = HEADER_BYTES;
-        this.pagesOffset = HEADER_BYTES + align4k(4L * pageCount);
+        this.pagesOffset = HEADER_BYTES + align4k((long) ENTRY_BYTES * pageCount);
     }
 
     static long align4k(long n) {
         return (n + 4095) & ~4095L;
     }
 
-    /** Creates the file with every bit clear and forces it. */
+    /** Creates the file with every bit clear and every page present, and forces it. */
     public static BitMapFile create(Path path, Kind kind, UUID owner, long bits) throws IOException {
+        return create(path, kind, owner, bits, true);
+    }
+
+    /**
+     * Creates the file; with {@code present} false every page is absent, which costs one table entry per page
+     * (a snapshot's meta file: creation stays O(1) in data written per page of the volume).
+     */
+    public static BitMapFile create(Path path, Kind kind, UUID owner, long bits, boolean present) throws IOException {
         FileChannel ch = FileChannel.open(path, StandardOpenOption.CREATE_NEW, StandardOpenOption.READ, StandardOpenOption.WRITE);
         BitMapFile f = new BitMapFile(path, ch, bits);
         try {
@@ -71,8 +85,10 @@ public final class BitMapFile implements AutoCloseable {
             writeFully(ch, header, 0);
             int zeroCrc = Crc32c.of(new byte[PagedBitMap.PAGE_BYTES], 0, PagedBitMap.PAGE_BYTES);
             ByteBuffer table = ByteBuffer.allocate((int) (f.pagesOffset - HEADER_BYTES)).order(ByteOrder.LITTLE_ENDIAN);
-            for (int i = 0; i < f.pageCount; i++) {
-                table.putInt(i * 4, zeroCrc);
+            if (present) {
+                for (int i = 0; i < f.pageCount; i++) {
+                    table.putInt(i * ENTRY_BYTES, zeroCrc).putInt(i * ENTRY_BYTES + 4, FLAG_PRESENT);
+                }
             }
             writeFully(ch, table, HEADER_BYTES);
             // Zero pages: extend the file; the bytes read back as zero.
@@ -93,7 +109,19 @@ public final class BitMapFile implements AutoCloseable {
     public static BitMapFile open(Path path, Kind kind, UUID owner, PagedBitMap into, BitSet damagedPages) throws IOException {
         FileChannel ch = FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE);
         try {
-            long bits = into.size();
+            BitMapFile f = new BitMapFile(path, ch, into.size());
+            f.checkHeader(kind, owner);
+            f.loadInto(into, damagedPages);
+            return f;
+        } catch (IOException | RuntimeException e) {
+            ch.close();
+            throw e;
+        }
+    }
+
+    private void checkHeader(Kind kind, UUID owner) throws IOException {
+        {
+            FileChannel ch = channel;
             ByteBuffer header = ByteBuffer.allocate(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
             readFully(ch, header, 0, path);
             if (header.getLong(0) != MAGIC) {
@@ -115,15 +143,9 @@ public final class BitMapFile implements AutoCloseable {
             if (header.getLong(16) != bits) {
                 throw new CorruptMetadataException(path, "holds " + header.getLong(16) + " bits, expected " + bits);
             }
-            BitMapFile f = new BitMapFile(path, ch, bits);
-            if (header.getLong(52) != f.pagesOffset) {
-                throw new CorruptMetadataException(path, "page offset " + header.getLong(52) + ", expected " + f.pagesOffset);
+            if (header.getLong(52) != pagesOffset) {
+                throw new CorruptMetadataException(path, "page offset " + header.getLong(52) + ", expected " + pagesOffset);
             }
-            f.loadInto(into, damagedPages);
-            return f;
-        } catch (IOException | RuntimeException e) {
-            ch.close();
-            throw e;
         }
     }
 
@@ -134,7 +156,8 @@ public final class BitMapFile implements AutoCloseable {
         for (int p = 0; p < pageCount; p++) {
             pageBuf.clear();
             readFully(channel, pageBuf, pagesOffset + (long) p * PagedBitMap.PAGE_BYTES, path);
-            if (Crc32c.of(pageBuf, 0, PagedBitMap.PAGE_BYTES) != table.getInt(p * 4)) {
+            if ((table.getInt(p * ENTRY_BYTES + 4) & FLAG_PRESENT) == 0
+                    || Crc32c.of(pageBuf, 0, PagedBitMap.PAGE_BYTES) != table.getInt(p * ENTRY_BYTES)) {
                 damaged.set(p);
                 continue;
             }
@@ -168,15 +191,55 @@ public final class BitMapFile implements AutoCloseable {
     /** Writes page {@code p} and its checksum (not forced). */
     public synchronized void writePage(PagedBitMap map, int p) throws IOException {
         map.copyPage(p, words);
+        writeWords(p, words);
+    }
+
+    /** Writes page {@code p} from raw words (null: all zero) and marks it present (not forced). */
+    public synchronized void writeWords(int p, long[] words) throws IOException {
         pageBuf.clear();
-        for (int i = 0; i < words.length; i++) {
-            pageBuf.putLong(i * 8, words[i]);
+        for (int i = 0; i < PagedBitMap.PAGE_LONGS; i++) {
+            pageBuf.putLong(i * 8, words == null ? 0 : words[i]);
         }
         int crc = Crc32c.of(pageBuf, 0, PagedBitMap.PAGE_BYTES);
         writeFully(channel, pageBuf, pagesOffset + (long) p * PagedBitMap.PAGE_BYTES);
         crcBuf.clear();
-        crcBuf.putInt(0, crc);
-        writeFully(channel, crcBuf, crcTableOffset + 4L * p);
+        crcBuf.putInt(0, crc).putInt(4, FLAG_PRESENT);
+        writeFully(channel, crcBuf, crcTableOffset + (long) ENTRY_BYTES * p);
+    }
+
+    /** Reads page {@code p} into {@code out} (PAGE_LONGS words) and says whether it is present and intact. */
+    public synchronized PageState readPage(int p, long[] out) throws IOException {
+        crcBuf.clear();
+        readFully(channel, crcBuf, crcTableOffset + (long) ENTRY_BYTES * p, path);
+        if ((crcBuf.getInt(4) & FLAG_PRESENT) == 0) {
+            return PageState.ABSENT;
+        }
+        pageBuf.clear();
+        readFully(channel, pageBuf, pagesOffset + (long) p * PagedBitMap.PAGE_BYTES, path);
+        if (Crc32c.of(pageBuf, 0, PagedBitMap.PAGE_BYTES) != crcBuf.getInt(0)) {
+            return PageState.DAMAGED;
+        }
+        for (int i = 0; i < PagedBitMap.PAGE_LONGS; i++) {
+            out[i] = pageBuf.getLong(i * 8);
+        }
+        return PageState.PRESENT;
+    }
+
+    /** Opens an existing file checking only its header (pages are read with {@link #readPage}). */
+    public static BitMapFile openPages(Path path, Kind kind, UUID owner, long bits) throws IOException {
+        FileChannel ch = FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE);
+        try {
+            BitMapFile f = new BitMapFile(path, ch, bits);
+            f.checkHeader(kind, owner);
+            return f;
+        } catch (IOException | RuntimeException e) {
+            ch.close();
+            throw e;
+        }
+    }
+
+    public int pageCount() {
+        return pageCount;
     }
 
     public void force() throws IOException {

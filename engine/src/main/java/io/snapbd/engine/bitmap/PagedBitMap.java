@@ -8,6 +8,11 @@ import java.util.concurrent.atomic.AtomicIntegerArray;
  * A lock-free bit map over {@code bits} bits, stored as pages of {@link #PAGE_BITS} bits (EMC FIG. 43): a page
  * that was never set costs one null slot, so a sparse map is small. Bits are set and cleared with CAS, so
  * concurrent writers need no lock. Each page carries a dirty flag for incremental persistence.
+ *
+ * <p>{@link #freeze()} returns a read-only copy in O(pages) pointer copies: both maps share every page, and the
+ * writable map copies a page on its next change (copy-on-write). Each page array carries, in one extra slot,
+ * the generation it was created in; a page from an older generation is shared and is never written again.
+ * Callers must not change the map while {@code freeze()} runs (the volume pauses writers).
  */
 public final class PagedBitMap {
 
@@ -19,9 +24,23 @@ public final class PagedBitMap {
     private static final VarHandle PAGE_SLOT = MethodHandles.arrayElementVarHandle(long[][].class);
     private static final VarHandle WORD = MethodHandles.arrayElementVarHandle(long[].class);
 
+    /** Slot after the bit words holding the page's generation. */
+    private static final int GEN = PAGE_LONGS;
+
+    /** Told about every page copied because it was shared, before the copy is changed. */
+    @FunctionalInterface
+    public interface PageCopyListener {
+        /** {@code frozen} is the shared page (never changed again), or null when the page was all zero. */
+        void pageCopied(int page, long[] frozen);
+    }
+
     private final long bits;
     private final long[][] pages;
     private final AtomicIntegerArray dirty;
+    private final boolean readOnly;
+    private volatile long generation;
+    private volatile boolean shared;             // some frozen copy exists: null pages count as shared too
+    private volatile PageCopyListener listener;
 
     public PagedBitMap(long bits) {
         if (bits < 0) {
@@ -34,6 +53,66 @@ public final class PagedBitMap {
         }
         this.pages = new long[(int) pageCount][];
         this.dirty = new AtomicIntegerArray((int) pageCount);
+        this.readOnly = false;
+    }
+
+    private PagedBitMap(long bits, long[][] pages) {
+        this.bits = bits;
+        this.pages = pages;
+        this.dirty = new AtomicIntegerArray(pages.length);
+        this.readOnly = true;
+    }
+
+    /** A read-only map over the given page arrays (shared, never changed). */
+    public static PagedBitMap view(long bits, long[][] pages) {
+        return new PagedBitMap(bits, pages.clone());
+    }
+
+    /**
+     * A read-only copy of the current content sharing every page; later changes to this map copy pages
+     * first and report the frozen page to the listener.
+     */
+    public PagedBitMap freeze() {
+        checkWritable();
+        generation++;
+        shared = true;
+        long[][] copy = new long[pages.length][];
+        for (int i = 0; i < pages.length; i++) {
+            copy[i] = (long[]) PAGE_SLOT.getAcquire(pages, i);
+        }
+        return new PagedBitMap(bits, copy);
+    }
+
+    /** Marks whether frozen copies exist (false when the last snapshot is gone: copying stops). */
+    public void setShared(boolean shared) {
+        this.shared = shared;
+        if (shared) {
+            generation++;
+        }
+    }
+
+    public void setCopyListener(PageCopyListener l) {
+        this.listener = l;
+    }
+
+    /** The page array (with its generation slot), or null; for building views at load time. */
+    public long[] pageRef(int p) {
+        return (long[]) PAGE_SLOT.getAcquire(pages, p);
+    }
+
+    /** Makes page {@code p} refer to {@code ref} (load time only: builds a snapshot's view). */
+    public void setPageRef(int p, long[] ref) {
+        PAGE_SLOT.setRelease(pages, p, ref);
+    }
+
+    public boolean isReadOnly() {
+        return readOnly;
+    }
+
+    private void checkWritable() {
+        if (readOnly) {
+            throw new IllegalStateException("frozen bit map is read-only");
+        }
     }
 
     public static long pageCount(long bits) {
@@ -49,6 +128,7 @@ public final class PagedBitMap {
     }
 
     public boolean get(long bit) {
+        java.util.Objects.checkIndex(bit, bits);
         long[] page = (long[]) PAGE_SLOT.getAcquire(pages, page(bit));
         if (page == null) {
             return false;
@@ -59,10 +139,15 @@ public final class PagedBitMap {
 
     /** Sets the bit; true if it was clear before (this call changed it). */
     public boolean set(long bit) {
+        java.util.Objects.checkIndex(bit, bits);    // slack bits of the last page must stay clear
         int p = page(bit);
-        long[] page = pageForWrite(p);
         int w = wordInPage(bit);
         long mask = 1L << bit;
+        long[] page = (long[]) PAGE_SLOT.getAcquire(pages, p);
+        if (page != null && ((long) WORD.getVolatile(page, w) & mask) != 0) {
+            return false;       // already set: nothing to change (and no shared page to copy)
+        }
+        page = pageForWrite(p);
         long old;
         do {
             old = (long) WORD.getVolatile(page, w);
@@ -76,13 +161,18 @@ public final class PagedBitMap {
 
     /** Clears the bit; true if it was set before. */
     public boolean clear(long bit) {
+        java.util.Objects.checkIndex(bit, bits);
         int p = page(bit);
         long[] page = (long[]) PAGE_SLOT.getAcquire(pages, p);
-        if (page == null) {
-            return false;
-        }
         int w = wordInPage(bit);
         long mask = 1L << bit;
+        if (page == null || ((long) WORD.getVolatile(page, w) & mask) == 0) {
+            return false;
+        }
+        checkWritable();
+        if (page[GEN] != generation) {
+            page = ownedCopy(p, page);
+        }
         long old;
         do {
             old = (long) WORD.getVolatile(page, w);
@@ -117,12 +207,12 @@ public final class PagedBitMap {
                 word &= -1L << bit;                    // ignore bits below 'bit' in this word
                 if (word != 0) {
                     long found = (bit & ~63L) + Long.numberOfTrailingZeros(word);
-                    return Math.min(found, end);
+                    return found < end ? found : limit;    // slack bits past the end are not bits of the map
                 }
                 bit = (bit & ~63L) + 64;
             }
         }
-        return Math.max(from, end);
+        return limit;
     }
 
     /** Number of set bits. */
@@ -159,11 +249,16 @@ public final class PagedBitMap {
 
     /** Replaces page {@code p} with {@code words} (used at load time, before the map is shared). */
     public void loadPage(int p, long[] words) {
+        checkWritable();
         boolean any = false;
-        for (long w : words) {
-            any |= w != 0;
+        for (int i = 0; i < PAGE_LONGS; i++) {
+            any |= words[i] != 0;
         }
-        long[] page = any ? words.clone() : null;
+        long[] page = null;
+        if (any) {
+            page = java.util.Arrays.copyOf(words, PAGE_LONGS + 1);
+            page[GEN] = generation;
+        }
         // Bits past the end of the map must stay clear.
         if (page != null && ((long) p + 1) << PAGE_SHIFT > bits) {
             for (long b = bits; b < ((long) p + 1) << PAGE_SHIFT; b++) {
@@ -173,16 +268,45 @@ public final class PagedBitMap {
         PAGE_SLOT.setRelease(pages, p, page);
     }
 
+    /**
+     * The page to set a bit in, owned by this map: allocated if absent, copied if shared. Returns null when
+     * the page is shared and the caller's bit is already set (callers recheck via {@link #get}).
+     */
     private long[] pageForWrite(int p) {
-        long[] page = (long[]) PAGE_SLOT.getAcquire(pages, p);
-        if (page != null) {
-            return page;
+        checkWritable();
+        while (true) {
+            long[] page = (long[]) PAGE_SLOT.getAcquire(pages, p);
+            if (page != null) {
+                return page[GEN] == generation ? page : ownedCopy(p, page);
+            }
+            long[] fresh = new long[PAGE_LONGS + 1];
+            fresh[GEN] = generation;
+            if (PAGE_SLOT.compareAndSet(pages, p, (long[]) null, fresh)) {
+                if (shared) {
+                    notifyCopied(p, null);
+                }
+                return fresh;
+            }
         }
-        long[] fresh = new long[PAGE_LONGS];
-        if (PAGE_SLOT.compareAndSet(pages, p, (long[]) null, fresh)) {
-            return fresh;
+    }
+
+    /** Replaces a shared page by a private copy (or the copy another thread installed first). */
+    private long[] ownedCopy(int p, long[] sharedPage) {
+        long[] copy = java.util.Arrays.copyOf(sharedPage, PAGE_LONGS + 1);
+        copy[GEN] = generation;
+        if (PAGE_SLOT.compareAndSet(pages, p, sharedPage, copy)) {
+            notifyCopied(p, sharedPage);
+            return copy;
         }
-        return (long[]) PAGE_SLOT.getAcquire(pages, p);
+        long[] now = (long[]) PAGE_SLOT.getAcquire(pages, p);
+        return now[GEN] == generation ? now : ownedCopy(p, now);
+    }
+
+    private void notifyCopied(int p, long[] frozen) {
+        PageCopyListener l = listener;
+        if (l != null) {
+            l.pageCopied(p, frozen);
+        }
     }
 
     private static int page(long bit) {

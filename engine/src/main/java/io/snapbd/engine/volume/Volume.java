@@ -8,6 +8,9 @@ import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.MappedData;
+import io.snapbd.engine.snapshot.SnapshotRecord;
+import io.snapbd.engine.snapshot.SnapshotSet;
+import io.snapbd.engine.snapshot.SnapshotView;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -15,7 +18,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.BitSet;
 import java.util.UUID;
-import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * A writable volume: a preallocated, memory-mapped data file plus its production meta bit map.
@@ -57,10 +59,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private final int regionShift;             // blocks per region = 1 << regionShift
     private final Object intentLock = new Object();
     private final Object flushLock = new Object();
-    private final AtomicLong forceStarts = new AtomicLong();
-    private volatile long durableThrough;
+    private final io.snapbd.engine.io.GroupCommit flushCommit = new io.snapbd.engine.io.GroupCommit();
     private final RecoveryReport recovery;
     private volatile boolean closed;
+    private final WriteGate gate = new WriteGate(5000);
+    private SnapshotSet snapshots;
+    private final java.util.concurrent.atomic.AtomicLong cowCopies = new java.util.concurrent.atomic.AtomicLong();
 
     private Volume(Path dir, VolumeHeader header, MappedData data, PagedBitMap meta, BitMapFile metaFile,
                    PagedBitMap intents, BitMapFile intentFile, FileSpace.Zeroer zeroer, boolean zeroFast,
@@ -156,6 +160,11 @@ public final class Volume implements BlockDevice, AutoCloseable {
         MappedData data = new MappedData(dir.resolve(DATA_FILE), h.size());
         FileSpace.Zeroer zeroer = space.openZeroer(dir.resolve(DATA_FILE));
         boolean zeroFast = probeZeroer(zeroer);
+        // Snapshots share production's meta pages as loaded from disk; recovery below changes production
+        // copy-on-write, so the snapshots keep the pages they were frozen with.
+        Volume[] self = new Volume[1];
+        SnapshotSet snapshots = SnapshotSet.open(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(),
+                dir.resolve(SAVE_FILE), new ProductionAccess(self, data, meta));
 
         long scanned = 0;
         long marked = 0;
@@ -187,6 +196,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 }
                 scanned++;
             }
+            snapshots.persistFrozenPages();
             metaFile.writeAll(meta);
             metaFile.force();
         }
@@ -197,8 +207,49 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 damagedMeta.cardinality() + damagedIntent.cardinality(), h.openCount() + 1);
         VolumeHeader opened = h.withFlags(h.flags() & ~VolumeHeader.FLAG_CLEAN).withOpenCount(h.openCount() + 1);
         opened.write(dir.resolve(HEADER_FILE));
-        return new Volume(dir, opened, data, meta, metaFile, new PagedBitMap(regionCount), intentFile, zeroer,
+        Volume v = new Volume(dir, opened, data, meta, metaFile, new PagedBitMap(regionCount), intentFile, zeroer,
                 zeroFast, report);
+        v.snapshots = snapshots;
+        self[0] = v;
+        return v;
+    }
+
+    /** The pieces of production the snapshot machinery works on. */
+    private static final class ProductionAccess implements SnapshotSet.Production {
+        private final Volume[] volume;
+        private final MappedData data;
+        private final PagedBitMap meta;
+
+        ProductionAccess(Volume[] volume, MappedData data, PagedBitMap meta) {
+            this.volume = volume;
+            this.data = data;
+            this.meta = meta;
+        }
+
+        @Override
+        public MappedData data() {
+            return data;
+        }
+
+        @Override
+        public PagedBitMap meta() {
+            return meta;
+        }
+
+        @Override
+        public boolean pauseWriters() {
+            return volume[0].gate.pause();
+        }
+
+        @Override
+        public void resumeWriters() {
+            volume[0].gate.resume();
+        }
+
+        @Override
+        public void flushProduction() throws IOException {
+            volume[0].flush();
+        }
     }
 
     private static boolean probeZeroer(FileSpace.Zeroer zeroer) {
@@ -241,6 +292,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         synchronized (flushLock) {
             closed = true;
             data.forceAll();
+            snapshots.close();
             metaFile.writeDirty(meta);
             metaFile.force();
             synchronized (intentLock) {
@@ -259,6 +311,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
     /** Closes without marking clean: what a crash leaves behind (for tests of recovery). */
     public void abandon() throws IOException {
         closed = true;
+        snapshots.abandon();
         metaFile.close();
         intentFile.close();
         zeroer.close();
@@ -329,18 +382,31 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     @Override
     public Session openSession() {
-        return new VolumeSession(data.cursor());
+        return new VolumeSession(data.cursor(), gate);
     }
 
     static final class VolumeSession implements Session {
         final MappedData.Cursor cursor;
+        final WriteGate gate;
+        final WriteGate.Slot slot;
+        final SnapshotSet.CowBuffer cow = new SnapshotSet.CowBuffer();
 
-        VolumeSession(MappedData.Cursor cursor) {
+        VolumeSession(MappedData.Cursor cursor, WriteGate gate) {
             this.cursor = cursor;
+            this.gate = gate;
+            this.slot = gate.register();
         }
 
         @Override
         public void close() {
+            gate.unregister(slot);
+        }
+    }
+
+    /** Saves before-images that snapshots need for blocks [first, last] (no-op without snapshots). */
+    private void copyOnWrite(VolumeSession s, long first, long last) throws IOException {
+        if (!snapshots.isEmpty()) {
+            cowCopies.addAndGet(snapshots.beforeOverwrite(s.cow, first, last));
         }
     }
 
@@ -368,19 +434,26 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
         long first = offset >>> blockShift;
         long last = (offset + length - 1) >>> blockShift;
-        markInUse(first, last);
-        MappedData.Cursor c = ((VolumeSession) s).cursor;
-        long pos = offset;
-        long end = offset + length;
-        while (pos < end) {
-            ByteBuffer v = c.view(pos, end - pos);
-            int n = v.remaining();
-            source.readFully(v);
-            pos += n;
+        VolumeSession vs = (VolumeSession) s;
+        vs.gate.enter(vs.slot);
+        try {
+            copyOnWrite(vs, first, last);
+            markInUse(first, last);
+            MappedData.Cursor c = vs.cursor;
+            long pos = offset;
+            long end = offset + length;
+            while (pos < end) {
+                ByteBuffer v = c.view(pos, end - pos);
+                int n = v.remaining();
+                source.readFully(v);
+                pos += n;
+            }
+            // A TRIM racing with this write may have cleared a bit after we set it; set it again so that
+            // "clear bit => zero data" holds whatever the interleaving.
+            markInUse(first, last);
+        } finally {
+            vs.gate.exit(vs.slot);
         }
-        // A TRIM racing with this write may have cleared a bit after we set it; set it again so that
-        // "clear bit => zero data" holds whatever the interleaving.
-        markInUse(first, last);
         if (fua) {
             data.force(offset, length);
         }
@@ -443,7 +516,14 @@ public final class Volume implements BlockDevice, AutoCloseable {
         long firstWhole = (offset + blockSize() - 1) >>> blockShift;
         long endWhole = (offset + length) >>> blockShift;
         if (firstWhole < endWhole) {
-            discardBlocks((VolumeSession) s, firstWhole, endWhole);
+            VolumeSession vs = (VolumeSession) s;
+            vs.gate.enter(vs.slot);
+            try {
+                copyOnWrite(vs, firstWhole, endWhole - 1);
+                discardBlocks(vs, firstWhole, endWhole);
+            } finally {
+                vs.gate.exit(vs.slot);
+            }
         }
         if (fua) {
             flush();
@@ -463,6 +543,19 @@ public final class Volume implements BlockDevice, AutoCloseable {
             return;
         }
         VolumeSession vs = (VolumeSession) s;
+        vs.gate.enter(vs.slot);
+        try {
+            copyOnWrite(vs, offset >>> blockShift, (offset + length - 1) >>> blockShift);
+            zeroRange(vs, offset, length, noHole);
+        } finally {
+            vs.gate.exit(vs.slot);
+        }
+        if (fua) {
+            flush();
+        }
+    }
+
+    private void zeroRange(VolumeSession vs, long offset, long length, boolean noHole) throws IOException {
         long end = offset + length;
         long firstWhole = (offset + blockSize() - 1) >>> blockShift;
         long endWhole = end >>> blockShift;
@@ -478,9 +571,6 @@ public final class Volume implements BlockDevice, AutoCloseable {
             } else {
                 discardBlocks(vs, firstWhole, endWhole);
             }
-        }
-        if (fua) {
-            flush();
         }
     }
 
@@ -545,17 +635,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
     @Override
     public void flush() throws IOException {
         checkOpen();
-        long arrival = forceStarts.get();
-        synchronized (flushLock) {
-            if (durableThrough > arrival) {
-                return;     // a force that began after this request arrived has completed: it covers us
-            }
-            long mine = forceStarts.incrementAndGet();
+        flushCommit.sync(() -> {
             data.forceAll();
+            snapshots.persistFrozenPages();     // before production's pages: snapshots read through them
             metaFile.writeDirty(meta);
             metaFile.force();
-            durableThrough = mine;
-        }
+        });
     }
 
     @Override
@@ -581,6 +666,96 @@ public final class Volume implements BlockDevice, AutoCloseable {
             }
             pos = runEnd;
         }
+    }
+
+    // ---- snapshots ---------------------------------------------------------------------------------------------
+
+    public SnapshotSet snapshots() {
+        return snapshots;
+    }
+
+    /** Blocks copied into the save volume by copy-on-write since open. */
+    public long cowCopies() {
+        return cowCopies.get();
+    }
+
+    /** Takes snapshot {@code name} of the current content (waits for in-flight writes). */
+    public SnapshotRecord createSnapshot(String name, long lunCounter, long lunTimestamp, boolean lunEnabled) throws IOException {
+        checkOpen();
+        return snapshots.create(name, lunCounter, lunTimestamp, lunEnabled);
+    }
+
+    public void deleteSnapshot(String name) throws IOException {
+        checkOpen();
+        snapshots.delete(name);
+    }
+
+    /** A read-only device over snapshot {@code name}, exported as VOLUME@SNAPSHOT. */
+    public SnapshotView snapshotView(String name) {
+        SnapshotRecord r = snapshots.record(name);
+        if (r == null) {
+            throw new IllegalArgumentException("no snapshot named " + name + " on volume " + name());
+        }
+        return new SnapshotView(snapshots, name() + "@" + name, r.seq(), size(), blockSize());
+    }
+
+    /**
+     * Makes production exactly the content of snapshot {@code name} and its meta bit map production's. Runs
+     * through the copy-on-write path with writers paused, so younger snapshots keep their content.
+     * Returns the number of blocks written or discarded.
+     */
+    public long restore(String name) throws IOException {
+        checkOpen();
+        long seq = snapshots.seqOf(name);
+        if (seq < 0) {
+            throw new IllegalArgumentException(snapshots.record(name) == null ? "no snapshot named " + name
+                    : "snapshot " + name + " is not active and cannot be restored");
+        }
+        if (!gate.pause()) {
+            throw new IOException("in-flight writes did not finish in time; nothing restored");
+        }
+        long changed = 0;
+        VolumeSession s = (VolumeSession) openSession();
+        try {
+            PagedBitMap target = snapshots.metaOf(seq);
+            long blocks = header.blocks();
+            // Blocks in use in production but not in the snapshot: discard.
+            for (long b = meta.next(0, blocks, true); b < blocks; b = meta.next(b + 1, blocks, true)) {
+                if (!target.get(b)) {
+                    long end = meta.next(b, blocks, false);
+                    long runEnd = b;
+                    while (runEnd < end && !target.get(runEnd)) {
+                        runEnd++;
+                    }
+                    copyOnWrite(s, b, runEnd - 1);
+                    discardBlocks(s, b, runEnd);
+                    changed += runEnd - b;
+                    b = runEnd - 1;
+                }
+            }
+            // Blocks in use in the snapshot: copy the saved before-image back where production differs.
+            java.nio.ByteBuffer block = java.nio.ByteBuffer.allocateDirect(blockSize());
+            SnapshotSet.ReadCursor rc = new SnapshotSet.ReadCursor();
+            for (long b = target.next(0, blocks, true); b < blocks; b = target.next(b + 1, blocks, true)) {
+                if (snapshots.savedAtOrAfter(seq, b)) {
+                    block.clear();
+                    snapshots.read(seq, rc, b << blockShift, blockSize(), block);
+                    copyOnWrite(s, b, b);
+                    markInUse(b, b);
+                    ByteBuffer v = s.cursor.view(b << blockShift, blockSize());
+                    block.flip();
+                    v.put(block);
+                    changed++;
+                } else {
+                    markInUse(b, b);
+                }
+            }
+            flush();
+        } finally {
+            s.close();
+            gate.resume();
+        }
+        return changed;
     }
 
     private void checkOpen() throws BlockDeviceException {

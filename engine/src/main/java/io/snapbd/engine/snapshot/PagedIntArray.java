@@ -1,0 +1,43 @@
+package io.snapbd.engine.snapshot;
+
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+
+/**
+ * A sparse array of ints indexed by block, in pages of {@link #PAGE} entries allocated on first store: the
+ * block map (block → save-volume chunk) of a snapshot. Absent entries read as -1. Stores publish with
+ * release semantics so a reader that sees the snapshot's bit also sees the chunk.
+ */
+final class PagedIntArray {
+
+    static final int SHIFT = 10;
+    static final int PAGE = 1 << SHIFT;
+    private static final VarHandle SLOT = MethodHandles.arrayElementVarHandle(int[][].class);
+    private static final VarHandle INT = MethodHandles.arrayElementVarHandle(int[].class);
+
+    private final int[][] pages;
+
+    PagedIntArray(long length) {
+        long n = (length + PAGE - 1) >>> SHIFT;
+        if (n > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("too many entries: " + length);
+        }
+        pages = new int[(int) n][];
+    }
+
+    int get(long index) {
+        int[] p = (int[]) SLOT.getAcquire(pages, (int) (index >>> SHIFT));
+        return p == null ? -1 : (int) INT.getAcquire(p, (int) (index & (PAGE - 1)));
+    }
+
+    void set(long index, int value) {
+        int pi = (int) (index >>> SHIFT);
+        int[] p = (int[]) SLOT.getAcquire(pages, pi);
+        if (p == null) {
+            int[] fresh = new int[PAGE];
+            java.util.Arrays.fill(fresh, -1);
+            p = SLOT.compareAndSet(pages, pi, (int[]) null, fresh) ? fresh : (int[]) SLOT.getAcquire(pages, pi);
+        }
+        INT.setRelease(p, (int) (index & (PAGE - 1)), value);
+    }
+}

@@ -1,0 +1,62 @@
+package io.snapbd.engine.snapshot;
+
+import io.snapbd.engine.bitmap.BitMapFile;
+import io.snapbd.engine.bitmap.PagedBitMap;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * One snapshot in memory: its record, its bit map (bit B set ⇔ a before-image of B is in the save volume
+ * for this snapshot), its block map (B → chunk) and its meta bit map (production's, frozen at creation;
+ * pages shared copy-on-write with production and older snapshots).
+ */
+final class Snapshot {
+
+    volatile SnapshotRecord record;
+    final PagedBitMap bits;
+    final PagedIntArray map;
+    final PagedBitMap meta;
+    /** Frozen meta pages persisted in this snapshot's file (kept on disk for the read chain of older snapshots). */
+    final BitMapFile metaFile;
+    /** Meta pages frozen while this snapshot was the tail and not yet written to {@link #metaFile}. */
+    final List<FrozenPage> pendingPages = new ArrayList<>();
+    /** Pages this snapshot holds itself (in its file or pending); guarded by {@link #pendingPages}. */
+    final java.util.BitSet ownedPages = new java.util.BitSet();
+    /** Chunks in use on behalf of this snapshot (= cardinality of bits), for status. */
+    final java.util.concurrent.atomic.AtomicLong chunks = new java.util.concurrent.atomic.AtomicLong();
+
+    record FrozenPage(int page, long[] words) {
+    }
+
+    Snapshot(SnapshotRecord record, long blocks, PagedBitMap meta, BitMapFile metaFile) {
+        this.record = record;
+        this.bits = new PagedBitMap(blocks);
+        this.map = new PagedIntArray(blocks);
+        this.meta = meta;
+        this.metaFile = metaFile;
+    }
+
+    long seq() {
+        return record.seq();
+    }
+
+    String name() {
+        return record.name();
+    }
+
+    /** Records B → chunk: the map entry is published before the bit, so a reader that sees the bit finds the chunk. */
+    void put(long block, int chunk) {
+        map.set(block, chunk);
+        if (bits.set(block)) {
+            chunks.incrementAndGet();
+        }
+    }
+
+    void remove(long block) {
+        if (bits.clear(block)) {
+            chunks.decrementAndGet();
+        }
+        map.set(block, -1);
+    }
+}

@@ -1,0 +1,761 @@
+package io.snapbd.engine.snapshot;
+
+import io.snapbd.engine.BlockDeviceException;
+import io.snapbd.engine.bitmap.BitMapFile;
+import io.snapbd.engine.bitmap.PagedBitMap;
+import io.snapbd.engine.io.GroupCommit;
+import io.snapbd.engine.io.MappedData;
+import io.snapbd.engine.volume.VolumeNames;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+import java.util.UUID;
+import java.util.concurrent.locks.StampedLock;
+
+/**
+ * The snapshot queue of one volume (EMC FIG. 41–46), oldest (head) first, with the save volume and the
+ * exception log that they share. It owns copy-on-write for production writes, reads of snapshot content,
+ * and snapshot create / delete / terminate. Structural changes run with production writers paused (the
+ * volume's write gate) and with every stripe lock held, so readers and copy-on-write see either the old
+ * queue or the new one, never a mix.
+ */
+public final class SnapshotSet implements AutoCloseable {
+
+    public static final String TABLE_FILE = "snapshots.meta";
+    public static final String LOG_FILE = "exceptions.log";
+    static final int STRIPES = 256;
+
+    /** What the volume lends the snapshot machinery. */
+    public interface Production {
+        MappedData data();
+
+        PagedBitMap meta();
+
+        /** Pauses production writers (waits for in-flight ones) so the queue can change; false on timeout. */
+        boolean pauseWriters() throws IOException;
+
+        void resumeWriters();
+
+        /** Forces production data and meta bit map (the snapshot's point in time becomes durable). */
+        void flushProduction() throws IOException;
+    }
+
+    /** Per-session state for copy-on-write (a reusable log record). */
+    public static final class CowBuffer {
+        final ByteBuffer record = ByteBuffer.allocate(ExceptionLog.RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        MappedData.Cursor productionCursor;
+        MappedData.Cursor saveCursor;
+    }
+
+    /** Summary of one snapshot for listings. */
+    public record Info(SnapshotRecord record, long chunksUsed, boolean active) {
+    }
+
+    private final Path dir;
+    private final UUID uuid;
+    private final long blocks;
+    private final int blockSize;
+    private final int blockShift;
+    private final Production production;
+    private final SaveVolume save;
+    private final ExceptionLog log;
+    private final GroupCommit commit = new GroupCommit();
+    private final StampedLock[] stripes = new StampedLock[STRIPES];
+    private final Object opsLock = new Object();
+    /** Active snapshots, oldest first. Replaced, never mutated, so readers can walk it without locks. */
+    private volatile Snapshot[] chain = new Snapshot[0];
+    /** Terminated snapshots kept for listing (no content). */
+    private final List<SnapshotRecord> invalid = Collections.synchronizedList(new ArrayList<>());
+    private long nextSeq;
+    private final long[] openReport = new long[3];   // dropped entries, damaged records, merged entries
+
+    private SnapshotSet(Path dir, UUID uuid, long blocks, int blockSize, Production production, SaveVolume save,
+                        ExceptionLog log) {
+        this.dir = dir;
+        this.uuid = uuid;
+        this.blocks = blocks;
+        this.blockSize = blockSize;
+        this.blockShift = Integer.numberOfTrailingZeros(blockSize);
+        this.production = production;
+        this.save = save;
+        this.log = log;
+        for (int i = 0; i < STRIPES; i++) {
+            stripes[i] = new StampedLock();
+        }
+    }
+
+    static Path metaFile(Path dir, long seq) {
+        return dir.resolve("snap-" + seq + ".meta");
+    }
+
+    /**
+     * Opens (creating if needed) the snapshot state of a volume: the queue from {@code snapshots.meta}, each
+     * snapshot's frozen meta pages, the block maps from the exception log. Entries of snapshots that no longer
+     * exist (a delete interrupted by a crash) are merged exactly as delete would; chunks are rebuilt from the
+     * entries, and a chunk claimed twice is an error.
+     */
+    public static SnapshotSet open(Path dir, UUID uuid, long blocks, int blockSize, long saveSize, Path saveFile,
+                                   Production production) throws IOException {
+        SnapshotTable.Contents table = SnapshotTable.read(dir.resolve(TABLE_FILE), uuid);
+        SaveVolume save = new SaveVolume(saveFile, saveSize, blockSize);
+        List<Snapshot> active = new ArrayList<>();
+        List<SnapshotRecord> invalidRecords = new ArrayList<>();
+        PagedBitMap prodMeta = production.meta();
+        try {
+            for (SnapshotRecord r : table.snapshots()) {
+                if (r.state() == SnapshotRecord.State.ACTIVE) {
+                    BitMapFile f = BitMapFile.openPages(metaFile(dir, r.seq()), BitMapFile.Kind.SNAPSHOT_META, uuid, blocks);
+                    active.add(new Snapshot(r, blocks, null, f));
+                } else {
+                    invalidRecords.add(r);
+                }
+            }
+            // Resolve each snapshot's meta pages along the read chain: own page, else the next younger's, else production's.
+            int pages = (int) PagedBitMap.pageCount(blocks);
+            long[][] resolved = new long[pages][];
+            for (int p = 0; p < pages; p++) {
+                resolved[p] = prodMeta.pageRef(p);
+            }
+            long[] words = new long[PagedBitMap.PAGE_LONGS];
+            Snapshot[] withMeta = new Snapshot[active.size()];
+            for (int i = active.size() - 1; i >= 0; i--) {
+                Snapshot s = active.get(i);
+                for (int p = 0; p < pages; p++) {
+                    // A torn page was never forced, so production's page on disk still holds the frozen content:
+                    // reading it as absent resolves the chain correctly.
+                    BitMapFile.PageState st = s.metaFile.readPage(p, words);
+                    if (st == BitMapFile.PageState.PRESENT) {
+                        long[] ref = Arrays.copyOf(words, PagedBitMap.PAGE_LONGS + 1);
+                        ref[PagedBitMap.PAGE_LONGS] = -1;    // generation of a frozen page: never owned by production
+                        resolved[p] = ref;
+                        s.ownedPages.set(p);
+                    }
+                }
+                withMeta[i] = new Snapshot(s.record, blocks, PagedBitMap.view(blocks, resolved), s.metaFile);
+                withMeta[i].ownedPages.or(s.ownedPages);
+            }
+            if (withMeta.length > 0) {
+                prodMeta.setShared(true);      // production pages the tail resolves to are shared from now on
+            }
+            ExceptionLog[] logRef = new ExceptionLog[1];
+            long[] damaged = new long[1];
+            List<ExceptionLog.Entry> orphans = new ArrayList<>();
+            long[] report = new long[3];
+            Path logPath = dir.resolve(LOG_FILE);
+            if (!Files.exists(logPath)) {
+                logRef[0] = ExceptionLog.create(logPath, uuid);
+            } else {
+                logRef[0] = ExceptionLog.open(logPath, uuid, (snap, block, chunk) -> {
+                    Snapshot s = find(withMeta, snap);
+                    if (block < 0 || block >= blocks || chunk < 0 || chunk >= save.capacity()) {
+                        report[0]++;
+                        return;
+                    }
+                    if (s == null) {
+                        orphans.add(new ExceptionLog.Entry(snap, block, chunk));
+                        return;
+                    }
+                    if (s.bits.get(block) || !save.claim(chunk)) {
+                        throw new IOException(logPath + ": block " + block + " of snapshot " + snap
+                                + " or chunk " + chunk + " appears twice");
+                    }
+                    s.put(block, chunk);
+                }, damaged);
+            }
+            report[1] = damaged[0];
+            // Entries of deleted snapshots: hand each to the next older active snapshot if it lacks the block.
+            for (ExceptionLog.Entry e : orphans) {
+                Snapshot older = olderThan(withMeta, e.snapshot());
+                if (older != null && !older.bits.get(e.block()) && save.claim(e.chunk())) {
+                    older.put(e.block(), e.chunk());
+                    report[2]++;
+                } else {
+                    report[0]++;
+                }
+            }
+            SnapshotSet set = new SnapshotSet(dir, uuid, blocks, blockSize, production, save, logRef[0]);
+            set.chain = withMeta;
+            set.invalid.addAll(invalidRecords);
+            set.nextSeq = Math.max(table.nextSeq(), 1);
+            System.arraycopy(report, 0, set.openReport, 0, 3);
+            prodMeta.setCopyListener(set::productionPageCopied);
+            if (report[0] + report[1] + report[2] > 0) {
+                set.log.rewrite(set.entries());
+            }
+            return set;
+        } catch (IOException | RuntimeException e) {
+            save.close();
+            for (Snapshot s : active) {
+                s.metaFile.close();
+            }
+            throw e;
+        }
+    }
+
+    private static Snapshot find(Snapshot[] c, long seq) {
+        for (Snapshot s : c) {
+            if (s.seq() == seq) {
+                return s;
+            }
+        }
+        return null;
+    }
+
+    private static Snapshot olderThan(Snapshot[] c, long seq) {
+        Snapshot best = null;
+        for (Snapshot s : c) {
+            if (s.seq() < seq) {
+                best = s;
+            }
+        }
+        return best;
+    }
+
+    /** Entries dropped, damaged records skipped, and entries merged into older snapshots while opening. */
+    public long[] openReport() {
+        return openReport.clone();
+    }
+
+    // ---- production meta pages frozen by copy-on-write ----------------------------------------------------
+
+    /** Production is about to change a page some snapshots share: the tail keeps the old content. */
+    private void productionPageCopied(int page, long[] frozen) {
+        Snapshot[] c = chain;
+        if (c.length == 0) {
+            return;
+        }
+        Snapshot tail = c[c.length - 1];
+        synchronized (tail.pendingPages) {
+            if (tail.ownedPages.get(page)) {
+                return;     // the tail has its own copy: production's page was not shared with it
+            }
+            tail.ownedPages.set(page);
+            tail.pendingPages.add(new Snapshot.FrozenPage(page, frozen));
+        }
+    }
+
+    /** Writes frozen meta pages to their snapshots' files and forces them; runs before production's meta is persisted. */
+    public void persistFrozenPages() throws IOException {
+        for (Snapshot s : chain) {
+            List<Snapshot.FrozenPage> todo;
+            synchronized (s.pendingPages) {
+                if (s.pendingPages.isEmpty()) {
+                    continue;
+                }
+                todo = new ArrayList<>(s.pendingPages);
+            }
+            for (Snapshot.FrozenPage fp : todo) {
+                s.metaFile.writeWords(fp.page(), fp.words());
+            }
+            s.metaFile.force();
+            synchronized (s.pendingPages) {
+                s.pendingPages.removeAll(todo);
+            }
+        }
+    }
+
+    // ---- the write path (DESIGN.md rules 1-6) --------------------------------------------------------------
+
+    public boolean isEmpty() {
+        return chain.length == 0;
+    }
+
+    /**
+     * Saves the before-image of every block in [first, last] that some snapshot still needs, then makes the
+     * saved chunks and their map entries durable (one group force for all concurrent writers). Returns the
+     * number of blocks copied. Called with the production writer admitted by the write gate.
+     */
+    public int beforeOverwrite(CowBuffer buf, long first, long last) throws IOException {
+        int copied = 0;
+        for (long b = first; b <= last; b++) {
+            Snapshot[] c = chain;
+            if (c.length == 0) {
+                break;
+            }
+            if (needsCopy(c, b) == null) {
+                continue;
+            }
+            if (copyOne(buf, b)) {
+                copied++;
+            }
+        }
+        if (copied > 0) {
+            commit.sync(() -> {
+                save.force();
+                log.force();
+            });
+        }
+        return copied;
+    }
+
+    /** The snapshot on whose behalf B must be saved (rule 3), or null when B may be overwritten in place. */
+    private static Snapshot needsCopy(Snapshot[] c, long b) {
+        for (int i = c.length - 1; i >= 0; i--) {
+            Snapshot s = c[i];
+            if (s.bits.get(b)) {
+                return null;            // rule 2: the before-image is already safe
+            }
+            if (s.meta.get(b)) {
+                return s;               // rule 3: B was in use when s was taken
+            }
+        }
+        return null;                    // rule 4: past the head, nothing in use needs saving
+    }
+
+    /** Copies block b into a fresh chunk on behalf of the tail, under b's stripe lock. */
+    private boolean copyOne(CowBuffer buf, long b) throws IOException {
+        while (true) {
+            StampedLock lock = stripes[(int) (b & (STRIPES - 1))];
+            long stamp = lock.writeLock();
+            Snapshot needing;
+            try {
+                Snapshot[] c = chain;
+                if (c.length == 0 || (needing = needsCopy(c, b)) == null) {
+                    return false;       // another writer saved it meanwhile
+                }
+                int chunk = save.allocate();
+                if (chunk >= 0) {
+                    Snapshot tail = c[c.length - 1];
+                    copyBlock(buf, b, chunk);
+                    ExceptionLog.encode(buf.record, tail.seq(), b, chunk);
+                    log.append(buf.record);
+                    tail.put(b, chunk);
+                    return true;
+                }
+            } finally {
+                lock.unlockWrite(stamp);
+            }
+            // Save volume full: production must not fail (Mylex). Terminate the snapshot that needed the
+            // copy; its before-images move to older snapshots or are freed, which may free space.
+            terminate(needing, "save volume full");
+        }
+    }
+
+    private void copyBlock(CowBuffer buf, long block, int chunk) throws IOException {
+        if (buf.productionCursor == null) {
+            buf.productionCursor = production.data().cursor();
+            buf.saveCursor = save.data().cursor();
+        }
+        long src = block << blockShift;
+        long dst = save.offset(chunk);
+        long done = 0;
+        while (done < blockSize) {
+            ByteBuffer from = buf.productionCursor.view(src + done, blockSize - done);
+            ByteBuffer to = buf.saveCursor.view(dst + done, from.remaining());
+            int n = to.remaining();
+            from.limit(from.position() + n);
+            to.put(from);
+            done += n;
+        }
+    }
+
+    // ---- the read path (EMC FIG. 27) -------------------------------------------------------------------------
+
+    /** Where block b of snapshot s reads from: a chunk (≥ 0), production (-1) or zeros (-2). */
+    static final int FROM_PRODUCTION = -1;
+    static final int ZERO = -2;
+
+    private static int source(Snapshot[] c, int index, long b) {
+        if (!c[index].meta.get(b)) {
+            return ZERO;                // not in use when the snapshot was taken
+        }
+        for (int i = index; i < c.length; i++) {
+            if (c[i].bits.get(b)) {
+                int chunk = c[i].map.get(b);
+                if (chunk >= 0) {
+                    return chunk;
+                }
+            }
+        }
+        return FROM_PRODUCTION;
+    }
+
+    /**
+     * Copies bytes [offset, offset+length) of snapshot {@code seq} into {@code dst} (at its position). Each block
+     * is resolved and copied under its stripe's optimistic read, retried if copy-on-write raced with it.
+     */
+    public void read(long seq, ReadCursor rc, long offset, int length, ByteBuffer dst) throws IOException {
+        long pos = offset;
+        long end = offset + length;
+        while (pos < end) {
+            long b = pos >>> blockShift;
+            long blockEnd = Math.min(end, (b + 1) << blockShift);
+            int n = (int) (blockEnd - pos);
+            int at = dst.position();
+            StampedLock lock = stripes[(int) (b & (STRIPES - 1))];
+            long stamp = lock.tryOptimisticRead();
+            boolean ok = stamp != 0 && copyFrom(seq, rc, b, pos, n, dst, at);
+            if (!ok || !lock.validate(stamp)) {
+                stamp = lock.readLock();
+                try {
+                    if (!copyFrom(seq, rc, b, pos, n, dst, at)) {
+                        throw new BlockDeviceException(BlockDeviceException.Reason.UNAVAILABLE, "snapshot is gone");
+                    }
+                } finally {
+                    lock.unlockRead(stamp);
+                }
+            }
+            dst.position(at + n);
+            pos = blockEnd;
+        }
+    }
+
+    private boolean copyFrom(long seq, ReadCursor rc, long b, long pos, int n, ByteBuffer dst, int at) throws IOException {
+        Snapshot[] c = chain;
+        int index = -1;
+        for (int i = 0; i < c.length; i++) {
+            if (c[i].seq() == seq) {
+                index = i;
+                break;
+            }
+        }
+        if (index < 0) {
+            return false;
+        }
+        int src = source(c, index, b);
+        dst.position(at);
+        if (src == ZERO) {
+            for (int i = 0; i < n; i++) {
+                dst.put(at + i, (byte) 0);
+            }
+            return true;
+        }
+        MappedData.Cursor cur;
+        long off;
+        if (src == FROM_PRODUCTION) {
+            cur = rc.production(production.data());
+            off = pos;
+        } else {
+            cur = rc.save(save.data());
+            off = save.offset(src) + (pos & (blockSize - 1));
+        }
+        int done = 0;
+        while (done < n) {
+            ByteBuffer v = cur.view(off + done, n - done);
+            int k = v.remaining();
+            dst.limit(at + done + k).position(at + done);
+            dst.put(v);
+            done += k;
+        }
+        dst.limit(dst.capacity());
+        return true;
+    }
+
+    /** Per-session cursors for snapshot reads. */
+    public static final class ReadCursor {
+        private MappedData.Cursor production;
+        private MappedData.Cursor save;
+
+        MappedData.Cursor production(MappedData d) {
+            if (production == null) {
+                production = d.cursor();
+            }
+            return production;
+        }
+
+        MappedData.Cursor save(MappedData d) {
+            if (save == null) {
+                save = d.cursor();
+            }
+            return save;
+        }
+    }
+
+    /** The frozen meta bit map of an active snapshot (for block status), or null if it is not active. */
+    public PagedBitMap metaOf(long seq) {
+        Snapshot s = find(chain, seq);
+        return s == null ? null : s.meta;
+    }
+
+    public boolean isActive(long seq) {
+        return find(chain, seq) != null;
+    }
+
+    // ---- queue operations ----------------------------------------------------------------------------------
+
+    public List<Info> list() {
+        List<Info> out = new ArrayList<>();
+        for (Snapshot s : chain) {
+            out.add(new Info(s.record, s.chunks.get(), true));
+        }
+        synchronized (invalid) {
+            for (SnapshotRecord r : invalid) {
+                out.add(new Info(r, 0, false));
+            }
+        }
+        out.sort((a, b) -> Long.compare(a.record().seq(), b.record().seq()));
+        return out;
+    }
+
+    public SnapshotRecord record(String name) {
+        for (Info i : list()) {
+            if (i.record().name().equals(name)) {
+                return i.record();
+            }
+        }
+        return null;
+    }
+
+    public long saveChunksUsed() {
+        return save.used();
+    }
+
+    public long saveChunks() {
+        return save.capacity();
+    }
+
+    /**
+     * Takes a snapshot: waits for in-flight writes, makes production durable, freezes its meta bit map
+     * (copy-on-write pages: O(pages) pointer copies, no data copied) and appends the snapshot at the tail.
+     */
+    public SnapshotRecord create(String name, long lunCounter, long lunTimestamp, boolean lunEnabled) throws IOException {
+        VolumeNames.check(name);
+        if (record(name) != null) {
+            throw new IllegalArgumentException("snapshot " + name + " already exists");
+        }
+        // Pause before taking opsLock: a writer terminating a snapshot holds opsLock and must be able to finish.
+        if (!production.pauseWriters()) {
+            throw new IOException("in-flight writes did not finish in time (a client stalled in the middle of a request?); no snapshot taken");
+        }
+        try {
+            synchronized (opsLock) {
+                if (record(name) != null) {
+                    throw new IllegalArgumentException("snapshot " + name + " already exists");
+                }
+                production.flushProduction();
+                long seq = nextSeq;
+                SnapshotRecord r = new SnapshotRecord(seq, name, System.currentTimeMillis() * 1_000_000L,
+                        SnapshotRecord.State.ACTIVE, null, lunCounter, lunTimestamp, lunEnabled);
+                Path mf = metaFile(dir, seq);
+                Files.deleteIfExists(mf);
+                BitMapFile f = BitMapFile.create(mf, BitMapFile.Kind.SNAPSHOT_META, uuid, blocks, false);
+                PagedBitMap frozen = production.meta().freeze();
+                Snapshot s = new Snapshot(r, blocks, frozen, f);
+                List<SnapshotRecord> records = new ArrayList<>();
+                for (Snapshot x : chain) {
+                    records.add(x.record);
+                }
+                records.add(r);
+                synchronized (invalid) {
+                    records.addAll(invalid);
+                }
+                records.sort((a, b) -> Long.compare(a.seq(), b.seq()));
+                SnapshotTable.write(dir.resolve(TABLE_FILE), uuid, seq + 1, records);
+                nextSeq = seq + 1;
+                Snapshot[] next = Arrays.copyOf(chain, chain.length + 1);
+                next[next.length - 1] = s;
+                chain = next;
+                return r;
+            }
+        } finally {
+            production.resumeWriters();
+        }
+    }
+
+    /** Deletes a snapshot at any position; before-images an older snapshot still needs move to it. */
+    public void delete(String name) throws IOException {
+        synchronized (opsLock) {
+            SnapshotRecord r = record(name);
+            if (r == null) {
+                throw new IllegalArgumentException("no snapshot named " + name);
+            }
+            removeFromQueue(r.seq(), null);
+        }
+    }
+
+    /**
+     * Ends a snapshot that can no longer be kept (save volume full): it leaves the queue like a deleted one but
+     * stays listed as invalid with the reason. Called from a production writer that found no free chunk.
+     */
+    private void terminate(Snapshot s, String reason) throws IOException {
+        synchronized (opsLock) {
+            if (find(chain, s.seq()) == null) {
+                return;         // someone else terminated it meanwhile
+            }
+            removeFromQueue(s.seq(), reason);
+        }
+    }
+
+    /**
+     * Removes snapshot seq from the queue. Production writers keep running: every stripe lock is held, so no
+     * copy-on-write or snapshot read is in progress, and a writer that decided a block was already safe stays
+     * right (the before-image it relied on moves to the older neighbour or was not needed). Order on disk, each step crash-safe: (1) frozen meta pages the older
+     * neighbour lacks are written to its file; (2) the snapshot table drops (or invalidates) it; (3) the
+     * exception log is rewritten with its entries moved to the older neighbour or dropped; (4) its meta file
+     * is deleted. A crash after (2) is finished by {@link #open}, which merges orphan entries the same way.
+     */
+    private void removeFromQueue(long seq, String invalidReason) throws IOException {
+        long[] stamps = lockAllStripes();
+        try {
+            persistFrozenPages();
+            Snapshot[] c = chain;
+            int index = -1;
+            for (int i = 0; i < c.length; i++) {
+                if (c[i].seq() == seq) {
+                    index = i;
+                }
+            }
+            SnapshotRecord invalidRecord = null;
+            if (index < 0) {
+                // An invalid snapshot: only its record goes.
+                synchronized (invalid) {
+                    invalid.removeIf(r -> r.seq() == seq);
+                }
+            } else {
+                Snapshot victim = c[index];
+                Snapshot older = index > 0 ? c[index - 1] : null;
+                long[] words = new long[PagedBitMap.PAGE_LONGS];
+                if (older != null) {
+                    // (1) meta pages frozen in the victim's file serve the older snapshot's read chain
+                    boolean wrote = false;
+                    long[] olderWords = new long[PagedBitMap.PAGE_LONGS];
+                    for (int p = 0; p < victim.metaFile.pageCount(); p++) {
+                        if (victim.metaFile.readPage(p, words) == BitMapFile.PageState.PRESENT
+                                && older.metaFile.readPage(p, olderWords) == BitMapFile.PageState.ABSENT) {
+                            older.metaFile.writeWords(p, words);
+                            synchronized (older.pendingPages) {
+                                older.ownedPages.set(p);
+                            }
+                            wrote = true;
+                        }
+                    }
+                    if (wrote) {
+                        older.metaFile.force();
+                    }
+                }
+                if (invalidReason != null) {
+                    invalidRecord = victim.record.invalid(invalidReason);
+                }
+                // In memory: move or free the victim's before-images.
+                for (long b = victim.bits.next(0, blocks, true); b < blocks; b = victim.bits.next(b + 1, blocks, true)) {
+                    int chunk = victim.map.get(b);
+                    if (older != null && !older.bits.get(b)) {
+                        older.put(b, chunk);
+                    } else {
+                        save.free(chunk);
+                    }
+                }
+                Snapshot[] next = new Snapshot[c.length - 1];
+                System.arraycopy(c, 0, next, 0, index);
+                System.arraycopy(c, index + 1, next, index, c.length - index - 1);
+                chain = next;
+                if (next.length == 0) {
+                    production.meta().setShared(false);
+                }
+                if (invalidRecord != null) {
+                    invalid.add(invalidRecord);
+                }
+                victim.metaFile.close();
+            }
+            // (2) table, (3) log, (4) file
+            List<SnapshotRecord> records = new ArrayList<>();
+            for (Snapshot x : chain) {
+                records.add(x.record);
+            }
+            synchronized (invalid) {
+                records.addAll(invalid);
+            }
+            records.sort((a, b) -> Long.compare(a.seq(), b.seq()));
+            SnapshotTable.write(dir.resolve(TABLE_FILE), uuid, nextSeq, records);
+            log.rewrite(entries());
+            Files.deleteIfExists(metaFile(dir, seq));
+        } finally {
+            unlockAllStripes(stamps);
+        }
+    }
+
+    private List<ExceptionLog.Entry> entries() {
+        List<ExceptionLog.Entry> out = new ArrayList<>();
+        for (Snapshot s : chain) {
+            for (long b = s.bits.next(0, blocks, true); b < blocks; b = s.bits.next(b + 1, blocks, true)) {
+                out.add(new ExceptionLog.Entry(s.seq(), b, s.map.get(b)));
+            }
+        }
+        return out;
+    }
+
+    private long[] lockAllStripes() {
+        long[] stamps = new long[STRIPES];
+        for (int i = 0; i < STRIPES; i++) {
+            stamps[i] = stripes[i].writeLock();
+        }
+        return stamps;
+    }
+
+    private void unlockAllStripes(long[] stamps) {
+        for (int i = STRIPES - 1; i >= 0; i--) {
+            stripes[i].unlockWrite(stamps[i]);
+        }
+    }
+
+    /** Seq of the named active snapshot, or -1. */
+    public long seqOf(String name) {
+        for (Snapshot s : chain) {
+            if (s.name().equals(name)) {
+                return s.seq();
+            }
+        }
+        return -1;
+    }
+
+    /** Sequence numbers of the active snapshots, oldest first. */
+    public long[] activeSeqs() {
+        Snapshot[] c = chain;
+        long[] out = new long[c.length];
+        for (int i = 0; i < c.length; i++) {
+            out[i] = c[i].seq();
+        }
+        return out;
+    }
+
+    /** Index of the snapshot in the queue whose content block b of snapshot seq resolves to (for restore). */
+    public int sourceOf(long seq, long b) {
+        Snapshot[] c = chain;
+        for (int i = 0; i < c.length; i++) {
+            if (c[i].seq() == seq) {
+                return source(c, i, b);
+            }
+        }
+        return ZERO;
+    }
+
+    /** True if any snapshot from {@code seq} to the tail holds a before-image of b. */
+    public boolean savedAtOrAfter(long seq, long b) {
+        for (Snapshot s : chain) {
+            if (s.seq() >= seq && s.bits.get(b)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Closes files without persisting anything more (crash simulation in tests). */
+    public void abandon() throws IOException {
+        for (Snapshot s : chain) {
+            s.metaFile.close();
+        }
+        log.close();
+        save.close();
+    }
+
+    @Override
+    public void close() throws IOException {
+        persistFrozenPages();
+        for (Snapshot s : chain) {
+            s.metaFile.close();
+        }
+        log.close();
+        save.close();
+    }
+
+    long blocks() {
+        return blocks;
+    }
+}

@@ -1,0 +1,174 @@
+package io.snapbd.engine.snapshot;
+
+import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.BlockDeviceException;
+import io.snapbd.engine.bitmap.PagedBitMap;
+import io.snapbd.engine.io.ByteSink;
+import io.snapbd.engine.io.ByteSource;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+
+/**
+ * A snapshot as a read-only block device (VOLUME@SNAPSHOT). Reads resolve each block along the read chain
+ * (EMC FIG. 27); block status comes from the snapshot's frozen meta bit map. When the snapshot is terminated
+ * (save volume full) each session gets ENOSPC once, then every request fails as unavailable.
+ */
+public final class SnapshotView implements BlockDevice {
+
+    private static final int BUFFER = 1 << 20;
+
+    private final SnapshotSet set;
+    private final String name;
+    private final long seq;
+    private final long size;
+    private final int blockSize;
+
+    public SnapshotView(SnapshotSet set, String name, long seq, long size, int blockSize) {
+        this.set = set;
+        this.name = name;
+        this.seq = seq;
+        this.size = size;
+        this.blockSize = blockSize;
+    }
+
+    public long seq() {
+        return seq;
+    }
+
+    @Override
+    public String name() {
+        return name;
+    }
+
+    @Override
+    public long size() {
+        return size;
+    }
+
+    @Override
+    public int blockSize() {
+        return blockSize;
+    }
+
+    @Override
+    public boolean isReadOnly() {
+        return true;
+    }
+
+    @Override
+    public boolean canZeroFast() {
+        return false;
+    }
+
+    /** Null while the snapshot can be read, else why not. */
+    public String unavailableReason() {
+        if (set.isActive(seq)) {
+            return null;
+        }
+        for (SnapshotSet.Info i : set.list()) {
+            if (i.record().seq() == seq) {
+                return "snapshot terminated: " + i.record().reason();
+            }
+        }
+        return "snapshot deleted";
+    }
+
+    private static final class ViewSession implements Session {
+        final SnapshotSet.ReadCursor cursor = new SnapshotSet.ReadCursor();
+        ByteBuffer buffer;
+        boolean toldNoSpace;
+
+        @Override
+        public void close() {
+        }
+    }
+
+    @Override
+    public Session openSession() {
+        return new ViewSession();
+    }
+
+    private void checkAvailable(ViewSession s) throws BlockDeviceException {
+        if (set.isActive(seq)) {
+            return;
+        }
+        String why = unavailableReason();
+        if (why.startsWith("snapshot terminated") && !s.toldNoSpace) {
+            s.toldNoSpace = true;
+            throw new BlockDeviceException(BlockDeviceException.Reason.NO_SPACE, name + ": " + why);
+        }
+        throw new BlockDeviceException(BlockDeviceException.Reason.UNAVAILABLE, name + " is not available: " + why);
+    }
+
+    @Override
+    public void read(Session session, long offset, int length, ByteSink sink) throws IOException {
+        ViewSession s = (ViewSession) session;
+        checkAvailable(s);
+        BlockDevice.checkRange(this, offset, length);
+        if (s.buffer == null) {
+            s.buffer = ByteBuffer.allocateDirect(BUFFER);
+        }
+        long pos = offset;
+        long end = offset + length;
+        while (pos < end) {
+            int n = (int) Math.min(BUFFER, end - pos);
+            s.buffer.clear();
+            set.read(seq, s.cursor, pos, n, s.buffer);
+            s.buffer.flip();
+            sink.write(s.buffer);
+            pos += n;
+        }
+        checkAvailable(s);      // terminated while we read: the data may mix old and new, so fail the request
+    }
+
+    @Override
+    public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
+        throw readOnly();
+    }
+
+    @Override
+    public void trim(Session s, long offset, long length, boolean fua) throws IOException {
+        throw readOnly();
+    }
+
+    @Override
+    public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua) throws IOException {
+        throw readOnly();
+    }
+
+    private BlockDeviceException readOnly() {
+        return new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name + " is a read-only snapshot");
+    }
+
+    @Override
+    public void flush() {
+        // nothing to make durable: a snapshot never changes
+    }
+
+    @Override
+    public void forceRange(long offset, long length) {
+    }
+
+    @Override
+    public void extents(long offset, long length, ExtentConsumer consumer) throws IOException {
+        PagedBitMap meta = set.metaOf(seq);
+        if (meta == null) {
+            throw new BlockDeviceException(BlockDeviceException.Reason.UNAVAILABLE, name + " is not available: " + unavailableReason());
+        }
+        BlockDevice.checkRange(this, offset, length);
+        int shift = Integer.numberOfTrailingZeros(blockSize);
+        long end = offset + length;
+        long pos = offset;
+        long blocks = size >>> shift;
+        while (pos < end) {
+            long block = pos >>> shift;
+            boolean used = meta.get(block);
+            long runEnd = Math.min(end, meta.next(block + 1, blocks, !used) << shift);
+            if (!consumer.accept(pos, runEnd - pos, used)) {
+                return;
+            }
+            pos = runEnd;
+        }
+    }
+}

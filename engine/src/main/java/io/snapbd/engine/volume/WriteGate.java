@@ -1,0 +1,111 @@
+package io.snapbd.engine.volume;
+
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Lets snapshot creation and restore stop production writers at a consistent point without a shared lock
+ * on the write path: each session publishes "I am writing" in its own volatile field and then checks the
+ * pause flag (volatile write then volatile read, so either the writer sees the pause or the pauser sees the
+ * writer). The pauser raises the flag and waits until no other session is inside.
+ */
+public final class WriteGate {
+
+    /** One writer's slot. */
+    public static final class Slot {
+        volatile boolean inside;
+        volatile Thread thread;
+    }
+
+    private final Set<Slot> slots = ConcurrentHashMap.newKeySet();
+    private final Object pauseLock = new Object();
+    private final Object resumed = new Object();
+    private volatile boolean paused;
+    private final long timeoutNanos;
+
+    public WriteGate(long timeoutMillis) {
+        this.timeoutNanos = TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+    }
+
+    public Slot register() {
+        Slot s = new Slot();
+        slots.add(s);
+        return s;
+    }
+
+    public void unregister(Slot s) {
+        slots.remove(s);
+    }
+
+    public void enter(Slot s) {
+        while (true) {
+            s.thread = Thread.currentThread();
+            s.inside = true;
+            if (!paused) {
+                return;
+            }
+            s.inside = false;
+            synchronized (resumed) {
+                while (paused) {
+                    try {
+                        resumed.wait();
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    public void exit(Slot s) {
+        s.inside = false;
+    }
+
+    /**
+     * Stops new writers and waits for the ones inside (other than the calling thread) to leave. Returns false,
+     * with writers released again, if they do not leave within the timeout.
+     */
+    public boolean pause() {
+        synchronized (pauseLock) {
+            while (paused) {
+                try {
+                    pauseLock.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return false;
+                }
+            }
+            paused = true;
+        }
+        long deadline = System.nanoTime() + timeoutNanos;
+        Thread me = Thread.currentThread();
+        for (Slot s : slots) {
+            while (s.inside && s.thread != me) {
+                if (System.nanoTime() > deadline) {
+                    resume();
+                    return false;
+                }
+                try {
+                    Thread.sleep(0, 200_000);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    resume();
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+
+    public void resume() {
+        synchronized (resumed) {
+            paused = false;
+            resumed.notifyAll();
+        }
+        synchronized (pauseLock) {
+            pauseLock.notifyAll();
+        }
+    }
+}

@@ -1,0 +1,154 @@
+package io.snapbd.engine.fsck;
+
+import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.TestVolumes;
+import io.snapbd.engine.bitmap.BitMapFile;
+import io.snapbd.engine.bitmap.PagedBitMap;
+import io.snapbd.engine.volume.Volume;
+import io.snapbd.engine.volume.VolumeHeader;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.BitSet;
+
+import static io.snapbd.engine.TestVolumes.flipByte;
+import static io.snapbd.engine.TestVolumes.pattern;
+import static io.snapbd.engine.TestVolumes.write;
+import static io.snapbd.engine.TestVolumes.writeRaw;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+class VolumeCheckerTest {
+
+    private static final int BS = 4096;
+    private static final long SIZE = 4L << 20;       // 1024 blocks, 2 regions
+
+    @TempDir
+    Path tmp;
+
+    private Path dir() {
+        return tmp.resolve("vol");
+    }
+
+    /** A volume with blocks 3, 4 and 700 in use, closed cleanly (or abandoned). */
+    private void makeVolume(boolean clean) throws IOException {
+        Volume.create(dir(), "vol", SIZE, BS, 2L * BS, false, TestVolumes.java());
+        Volume v = Volume.open(dir(), TestVolumes.java());
+        try (BlockDevice.Session s = v.openSession()) {
+            write(v, s, 3L * BS + 10, pattern(1, BS));
+            write(v, s, 700L * BS, pattern(2, 10));
+        }
+        if (clean) {
+            v.close();
+        } else {
+            v.flush();
+            v.abandon();
+        }
+    }
+
+    @Test
+    void aCleanVolumeIsOk() throws IOException {
+        makeVolume(true);
+        VolumeChecker.Report r = VolumeChecker.check(dir(), true);
+        assertTrue(r.ok(), r.problems().toString());
+        assertEquals("vol", r.volume());
+        assertEquals(3, r.blocksInUse());
+        assertEquals(SIZE / BS - 3, r.blocksScanned(), "every block not in use is scanned");
+        assertTrue(r.notes().contains("cleanly closed"), r.notes().toString());
+        VolumeChecker.Report quick = VolumeChecker.check(dir(), false);
+        assertTrue(quick.ok());
+        assertEquals(0, quick.blocksScanned());
+    }
+
+    @Test
+    void aCorruptedMetaPageIsAProblem() throws IOException {
+        makeVolume(true);
+        flipByte(dir().resolve(Volume.META_FILE), 8192 + 100);
+        VolumeChecker.Report r = VolumeChecker.check(dir(), true);
+        assertFalse(r.ok());
+        assertEquals(1, r.problems().size(), r.problems().toString());
+        assertTrue(r.problems().get(0).startsWith("meta.bitmap: 1 page(s) fail their checksum"), r.problems().toString());
+        assertEquals(0, r.blocksScanned(), "no data scan against a map known to be wrong");
+    }
+
+    @Test
+    void aCorruptedMetaHeaderIsAProblemNamingTheFile() throws IOException {
+        makeVolume(true);
+        flipByte(dir().resolve(Volume.META_FILE), 17);
+        VolumeChecker.Report r = VolumeChecker.check(dir(), true);
+        assertFalse(r.ok());
+        assertTrue(r.problems().get(0).contains(Volume.META_FILE) && r.problems().get(0).contains("header checksum mismatch"),
+                r.problems().toString());
+    }
+
+    @Test
+    void dataUnderAClearBitOnACleanVolumeIsAProblem() throws IOException {
+        makeVolume(true);
+        writeRaw(dir().resolve(Volume.DATA_FILE), 500L * BS + BS - 1, new byte[]{7});
+        writeRaw(dir().resolve(Volume.DATA_FILE), 900L * BS, new byte[]{7});
+        VolumeChecker.Report r = VolumeChecker.check(dir(), true);
+        assertFalse(r.ok());
+        assertEquals("2 block(s) not in use hold non-zero data (first: block 500)", r.problems().get(0));
+        assertTrue(VolumeChecker.check(dir(), false).ok(), "--quick does not scan data");
+    }
+
+    @Test
+    void dataUnderAClearBitAfterACrashIsOnlyANote() throws IOException {
+        makeVolume(false);
+        writeRaw(dir().resolve(Volume.DATA_FILE), 500L * BS, new byte[]{7});
+        VolumeChecker.Report r = VolumeChecker.check(dir(), true);
+        assertTrue(r.ok(), r.problems().toString());
+        assertTrue(r.notes().stream().anyMatch(n -> n.startsWith("1 block(s) not in use hold non-zero data")), r.notes().toString());
+        assertTrue(r.notes().stream().anyMatch(n -> n.startsWith("not cleanly closed")), r.notes().toString());
+        assertTrue(r.notes().contains("2 region(s) with write intents"), r.notes().toString());
+    }
+
+    @Test
+    void writeIntentsOnACleanVolumeAreAProblem() throws IOException {
+        makeVolume(true);
+        VolumeHeader h = VolumeHeader.read(dir().resolve(Volume.HEADER_FILE));
+        PagedBitMap intents = new PagedBitMap(2);
+        try (BitMapFile f = BitMapFile.open(dir().resolve(Volume.INTENT_FILE), BitMapFile.Kind.INTENT, h.uuid(), intents, new BitSet())) {
+            intents.set(1);
+            f.writeDirty(intents);
+        }
+        VolumeChecker.Report r = VolumeChecker.check(dir(), false);
+        assertEquals("intent.map: 1 write intent(s) on a cleanly closed volume", r.problems().get(0));
+    }
+
+    @Test
+    void aBadHeaderStopsTheCheckWithItsReason() throws IOException {
+        makeVolume(true);
+        flipByte(dir().resolve(Volume.HEADER_FILE), 40);
+        VolumeChecker.Report r = VolumeChecker.check(dir(), true);
+        assertFalse(r.ok());
+        assertEquals(dir().resolve(Volume.HEADER_FILE) + ": header checksum mismatch", r.problems().get(0));
+    }
+
+    @Test
+    void aShortDataFileAndAForeignNameAreProblems() throws IOException {
+        makeVolume(true);
+        try (var ch = java.nio.channels.FileChannel.open(dir().resolve(Volume.SAVE_FILE), StandardOpenOption.WRITE)) {
+            ch.truncate(BS);
+        }
+        Path moved = tmp.resolve("other");
+        Files.move(dir(), moved);
+        VolumeChecker.Report r = VolumeChecker.check(moved, false);
+        assertTrue(r.problems().contains("volume.meta: names volume 'vol' but lives in directory 'other'"), r.problems().toString());
+        assertTrue(r.problems().contains("save.img: 4096 bytes, expected 8192"), r.problems().toString());
+    }
+
+    @Test
+    void aMissingFileIsAProblem() throws IOException {
+        makeVolume(true);
+        Files.delete(dir().resolve(Volume.INTENT_FILE));
+        VolumeChecker.Report r = VolumeChecker.check(dir(), true);
+        assertFalse(r.ok());
+        assertTrue(r.problems().stream().anyMatch(p -> p.contains(Volume.INTENT_FILE)), r.problems().toString());
+    }
+}
