@@ -22,6 +22,11 @@ public interface BlockDevice {
     /** True when zeroing never writes data (FAST_ZERO can be honoured). */
     boolean canZeroFast();
 
+    /** Null while clients may use the device, else why not (e.g. a terminated snapshot). */
+    default String unavailableReason() {
+        return null;
+    }
+
     /** Per-connection state (cached mapping views). */
     Session openSession();
 

@@ -76,6 +76,7 @@ public final class VolumeChecker {
         } catch (IOException e) {
             problems.add(e.getMessage());
         }
+        io.snapbd.engine.snapshot.SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
         long scanned = 0;
         if (scanData && metaOk && damaged.isEmpty()) {
             try (MappedData data = new MappedData(dir.resolve(Volume.DATA_FILE), h.size())) {

@@ -62,6 +62,7 @@ public final class SnapshotView implements BlockDevice {
     }
 
     /** Null while the snapshot can be read, else why not. */
+    @Override
     public String unavailableReason() {
         if (set.isActive(seq)) {
             return null;

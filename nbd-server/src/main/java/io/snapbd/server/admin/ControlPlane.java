@@ -4,11 +4,14 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.engine.snapshot.SnapshotRecord;
+import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
+import io.snapbd.server.snapshot.CloneJobs;
 import io.snapbd.server.transport.NbdServer;
 
 import java.io.IOException;
@@ -28,12 +31,34 @@ public final class ControlPlane {
     private final VolumeCatalog catalog;
     private final ExportRegistry exports;      // null offline
     private final NbdServer nbd;               // null offline
+    private final CloneJobs clones;
     private final long startedMillis = System.currentTimeMillis();
 
     public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd) {
+        this(catalog, exports, nbd, new CloneJobs(catalog, exports));
+    }
+
+    public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd, CloneJobs clones) {
         this.catalog = catalog;
         this.exports = exports;
         this.nbd = nbd;
+        this.clones = clones;
+    }
+
+    /** Exports a volume and each of its snapshots (VOLUME@SNAPSHOT), terminated ones included. */
+    public static void exportVolume(ExportRegistry exports, Volume v) {
+        exports.add(new Export(v.name(), "snapbd volume " + v.name(), v));
+        for (SnapshotSet.Info i : v.snapshots().list()) {
+            exportSnapshot(exports, v, i.record());
+        }
+    }
+
+    private static void exportSnapshot(ExportRegistry exports, Volume v, SnapshotRecord r) {
+        String name = v.name() + "@" + r.name();
+        if (exports.lookup(name) == null) {
+            exports.add(new Export(name, "snapshot " + r.name() + " of " + v.name() + " (read-only)",
+                    r.state() == SnapshotRecord.State.ACTIVE ? v.snapshotView(r.name()) : new GoneDevice(name, v, r)));
+        }
     }
 
     /** A failure whose message is meant for the user as is. */
@@ -55,6 +80,18 @@ public final class ControlPlane {
                     return volumeCreate(request);
                 case "volume.delete":
                     return volumeDelete(request);
+                case "snapshot.create":
+                    return snapshotCreate(request);
+                case "snapshot.list":
+                    return snapshotList(request);
+                case "snapshot.delete":
+                    return snapshotDelete(request);
+                case "snapshot.restore":
+                    return snapshotRestore(request);
+                case "snapshot.clone":
+                    return snapshotClone(request);
+                case "clone.status":
+                    return cloneStatus(request);
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
@@ -82,9 +119,154 @@ public final class ControlPlane {
         Volume.checkGeometry(size, blockSize, save);
         Volume v = catalog.create(name, size, blockSize, save, sparse);
         if (exports != null) {
-            exports.add(new Export(v.name(), "snapbd volume " + v.name(), v));
+            exportVolume(exports, v);
         }
         return volumeJson(name);
+    }
+
+    // ---- snapshots -----------------------------------------------------------------------------------------
+
+    private Volume volume(JsonNode req) throws IOException, OperationException {
+        String name = text(req, "volume", true);
+        if (!catalog.exists(name)) {
+            throw new OperationException("no volume named " + name);
+        }
+        return catalog.open(name);
+    }
+
+    private JsonNode snapshotCreate(JsonNode req) throws IOException, OperationException {
+        Volume v = volume(req);
+        String name = text(req, "name", true);
+        long t0 = System.nanoTime();
+        SnapshotRecord r = v.createSnapshot(name, 0, 0, false);
+        long micros = (System.nanoTime() - t0) / 1000;
+        if (exports != null) {
+            exportSnapshot(exports, v, r);
+        }
+        ObjectNode o = snapshotJson(v, r, true, 0);
+        o.put("export", v.name() + "@" + r.name());
+        o.put("createMicros", micros);
+        return o;
+    }
+
+    private ObjectNode snapshotJson(Volume v, SnapshotRecord r, boolean active, long chunks) {
+        ObjectNode o = JSON.createObjectNode();
+        o.put("volume", v.name());
+        o.put("name", r.name());
+        o.put("sequence", r.seq());
+        o.put("created", Instant.ofEpochMilli(r.createdNanos() / 1_000_000L).toString());
+        o.put("state", active ? "active" : "invalid");
+        if (!active) {
+            o.put("reason", r.reason());
+        }
+        o.put("saveChunksUsed", chunks);
+        o.put("saveBytesUsed", chunks * v.blockSize());
+        ObjectNode lun = o.putObject("lunStateAtCreation");
+        lun.put("enabled", r.lunEnabled());
+        lun.put("counter", r.lunCounter());
+        lun.put("timestamp", r.lunTimestamp());
+        return o;
+    }
+
+    private JsonNode snapshotList(JsonNode req) throws IOException, OperationException {
+        Volume v = volume(req);
+        ObjectNode r = JSON.createObjectNode();
+        r.put("volume", v.name());
+        ArrayNode list = r.putArray("snapshots");
+        for (SnapshotSet.Info i : v.snapshots().list()) {
+            list.add(snapshotJson(v, i.record(), i.active(), i.chunksUsed()));
+        }
+        saveJson(r, v);
+        return r;
+    }
+
+    private static void saveJson(ObjectNode o, Volume v) {
+        SnapshotSet s = v.snapshots();
+        ObjectNode save = o.putObject("saveVolume");
+        save.put("chunksUsed", s.saveChunksUsed());
+        save.put("chunks", s.saveChunks());
+        save.put("bytesUsed", s.saveChunksUsed() * v.blockSize());
+        save.put("bytes", s.saveChunks() * v.blockSize());
+    }
+
+    private JsonNode snapshotDelete(JsonNode req) throws IOException, OperationException {
+        Volume v = volume(req);
+        String name = text(req, "name", true);
+        boolean force = req.path("force").asBoolean(false);
+        if (v.snapshots().record(name) == null) {
+            throw new OperationException("volume " + v.name() + " has no snapshot named " + name);
+        }
+        String cloneTarget = clones.cloneReading(v.name(), name);
+        if (cloneTarget != null) {
+            throw new OperationException("snapshot " + name + " is being cloned into " + cloneTarget + "; wait for the copy to finish");
+        }
+        String exportName = v.name() + "@" + name;
+        Export e = exports == null ? null : exports.lookup(exportName);
+        if (e != null && e.connections() > 0 && !force) {
+            throw new OperationException("snapshot export " + exportName + " has " + e.connections()
+                    + " client connection(s); disconnect them or use --force");
+        }
+        v.deleteSnapshot(name);
+        if (e != null) {
+            exports.remove(exportName);
+        }
+        ObjectNode r = JSON.createObjectNode();
+        r.put("deleted", exportName);
+        saveJson(r, v);
+        return r;
+    }
+
+    private JsonNode snapshotRestore(JsonNode req) throws IOException, OperationException {
+        Volume v = volume(req);
+        String name = text(req, "name", true);
+        boolean force = req.path("force").asBoolean(false);
+        Export e = exports == null ? null : exports.lookup(v.name());
+        if (e != null && e.connections() > 0 && !force) {
+            throw new OperationException("volume " + v.name() + " is attached read-write by " + e.connections()
+                    + " client(s); restoring under them would change their data: disconnect them or use --force");
+        }
+        long t0 = System.nanoTime();
+        long changed = v.restore(name);
+        ObjectNode r = JSON.createObjectNode();
+        r.put("volume", v.name());
+        r.put("restoredFrom", name);
+        r.put("blocksChanged", changed);
+        r.put("millis", (System.nanoTime() - t0) / 1_000_000);
+        return r;
+    }
+
+    private JsonNode snapshotClone(JsonNode req) throws IOException, OperationException {
+        Volume v = volume(req);
+        String name = text(req, "name", true);
+        String target = text(req, "target", true);
+        SnapshotRecord r = v.snapshots().record(name);
+        if (r == null) {
+            throw new OperationException("volume " + v.name() + " has no snapshot named " + name);
+        }
+        if (r.state() != SnapshotRecord.State.ACTIVE) {
+            throw new OperationException("snapshot " + name + " is invalid (" + r.reason() + ") and cannot be cloned");
+        }
+        if (catalog.exists(target)) {
+            throw new OperationException("volume " + target + " already exists");
+        }
+        long save = number(req, "saveSize", v.header().saveSize());
+        Volume t = catalog.create(target, v.size(), v.blockSize(), save, false);
+        if (exports != null) {
+            Export te = new Export(t.name(), "snapbd volume " + t.name() + " (clone of " + v.name() + "@" + name + ")", t);
+            te.setUnavailable("clone from " + v.name() + "@" + name + " in progress");
+            exports.add(te);
+        }
+        CloneJobs.Job job = clones.start(v.name(), name, target, nbd != null);
+        return job.json();
+    }
+
+    private JsonNode cloneStatus(JsonNode req) throws OperationException {
+        String target = text(req, "target", true);
+        CloneJobs.Job j = clones.get(target);
+        if (j == null) {
+            throw new OperationException("no clone into " + target + " is known to this server");
+        }
+        return j.json();
     }
 
     private JsonNode volumeDelete(JsonNode req) throws IOException, OperationException {
@@ -99,11 +281,19 @@ public final class ControlPlane {
                 throw new OperationException("volume " + name + " has " + e.connections()
                         + " client connection(s); disconnect them or use --force");
             }
-            if (e != null) {
-                e.setUnavailable("being deleted");
-                exports.remove(name);
+            for (Export x : exports.list()) {
+                if (x.name().equals(name) || x.name().startsWith(name + "@")) {
+                    x.setUnavailable("volume being deleted");
+                    exports.remove(x.name());
+                }
             }
         }
+        for (CloneJobs.Job j : clones.all().values()) {
+            if (j.json().path("source").asText().startsWith(name + "@") && "copying".equals(j.json().path("state").asText())) {
+                throw new OperationException("volume " + name + " is the source of a running clone into " + j.json().path("target").asText());
+            }
+        }
+        clones.forget(name);
         catalog.delete(name);
         ObjectNode r = JSON.createObjectNode();
         r.put("deleted", name);
@@ -136,6 +326,9 @@ public final class ControlPlane {
             o.put("blocksInUse", v.blocksInUse());
             o.put("bytesInUse", v.blocksInUse() * h.blockSize());
             o.put("recoveredFromUncleanStop", !v.recovery().wasClean());
+            o.put("snapshots", v.snapshots().list().size());
+            o.put("copyOnWriteCopies", v.cowCopies());
+            saveJson(o, v);
         } else {
             o.put("open", false);
             o.put("cleanlyClosed", h.clean());
@@ -164,6 +357,8 @@ public final class ControlPlane {
             r.put("connectionsAccepted", nbd.acceptedConnections());
             r.put("connectionsRejected", nbd.rejectedConnections());
             r.put("defaultExport", exports.defaultName());
+            ArrayNode cl = r.putArray("clones");
+            clones.all().values().forEach(j -> cl.add(j.json()));
         }
         List<String> names = catalog.names();
         ArrayNode vols = r.putArray("volumes");

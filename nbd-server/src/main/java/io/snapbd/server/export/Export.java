@@ -58,7 +58,8 @@ public final class Export {
 
     /** Null when clients may connect, else why not (clone in progress, snapshot terminated, being deleted). */
     public String unavailableReason() {
-        return unavailableReason;
+        String r = unavailableReason;
+        return r != null ? r : device.unavailableReason();
     }
 
     public void setUnavailable(String reason) {

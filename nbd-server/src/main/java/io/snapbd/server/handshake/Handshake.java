@@ -177,7 +177,7 @@ public final class Handshake {
             return null;
         }
         if (e.unavailableReason() != null) {
-            reply(option, Nbd.REP_ERR_SHUTDOWN, "export '" + e.name() + "' is not available: " + e.unavailableReason());
+            reply(option, Nbd.REP_ERR_POLICY, "export '" + e.name() + "' is not available: " + e.unavailableReason());
             return null;
         }
         ByteBuffer info = ByteBuffer.allocate(12);

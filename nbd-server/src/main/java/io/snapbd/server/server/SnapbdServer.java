@@ -10,6 +10,7 @@ import io.snapbd.server.config.ServerConfig;
 import io.snapbd.server.config.Sizes;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
+import io.snapbd.server.snapshot.CloneJobs;
 import io.snapbd.server.transport.NbdServer;
 
 import java.io.IOException;
@@ -22,6 +23,7 @@ public final class SnapbdServer implements AutoCloseable {
     private final VolumeCatalog catalog;
     private final ExportRegistry exports = new ExportRegistry();
     private final NbdServer nbd;
+    private final CloneJobs clones;
     private AdminServer admin;
     private final CountDownLatch stopped = new CountDownLatch(1);
     private volatile boolean closed;
@@ -30,6 +32,7 @@ public final class SnapbdServer implements AutoCloseable {
         this.config = config;
         this.catalog = catalog;
         this.nbd = new NbdServer(exports, config.handshakeTimeout(), config.maxConnections());
+        this.clones = new CloneJobs(catalog, exports);
     }
 
     public static SnapbdServer start(ServerConfig config) throws IOException {
@@ -57,18 +60,24 @@ public final class SnapbdServer implements AutoCloseable {
                 Log.warn("volume %s was not stopped cleanly: rebuilt the meta bit map of %d region(s), %d block(s) marked in use, %d damaged page(s)",
                         name, r.regionsScanned(), r.blocksMarkedInUse(), r.damagedPages());
             }
-            exports.add(new Export(name, "snapbd volume " + name, v));
+            long[] snap = v.snapshots().openReport();
+            if (snap[0] + snap[1] + snap[2] > 0) {
+                Log.warn("volume %s: snapshot metadata repaired at open: %d stale entries dropped, %d torn records skipped, %d entries merged into older snapshots",
+                        name, snap[0], snap[1], snap[2]);
+            }
+            ControlPlane.exportVolume(exports, v);
         }
         if (config.defaultVolume() != null && exports.lookup(config.defaultVolume()) != null) {
             exports.setDefault(config.defaultVolume());
         }
+        clones.resumeInterrupted();
         if (config.tcp() != null) {
             nbd.listenTcp(config.tcp());
         }
         if (config.unix() != null) {
             nbd.listenUnix(config.unix());
         }
-        admin = new AdminServer(config.adminSocket(), new ControlPlane(catalog, exports, nbd));
+        admin = new AdminServer(config.adminSocket(), new ControlPlane(catalog, exports, nbd, clones));
         Log.info("snapbd ready: exports %s on %s; admin socket %s", exports.list().stream().map(Export::name).toList(),
                 nbd.listenerNames(), config.adminSocket());
         for (String l : nbd.listenerNames()) {

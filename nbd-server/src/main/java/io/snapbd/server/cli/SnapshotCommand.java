@@ -1,0 +1,189 @@
+package io.snapbd.server.cli;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.server.config.Sizes;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+@Command(name = "snapshot", mixinStandardHelpOptions = true,
+        description = "Create, list, delete, restore and clone snapshots (exported read-only as VOLUME@SNAPSHOT).",
+        subcommands = {SnapshotCommand.Create.class, SnapshotCommand.ListSnapshots.class, SnapshotCommand.Delete.class,
+                SnapshotCommand.Restore.class, SnapshotCommand.Clone.class})
+final class SnapshotCommand implements Runnable {
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand: create, list, delete, restore or clone");
+    }
+
+    static ObjectNode request(String command, String volume, String name) {
+        ObjectNode r = Cli.request(command);
+        r.put("volume", volume);
+        if (name != null) {
+            r.put("name", name);
+        }
+        return r;
+    }
+
+    @Command(name = "create", mixinStandardHelpOptions = true,
+            description = "Take a snapshot: in-flight writes finish first, later ones wait; time does not grow with volume size.")
+    static final class Create implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+        @Parameters(index = "0", paramLabel = "VOLUME")
+        String volume;
+        @Parameters(index = "1", paramLabel = "SNAPSHOT")
+        String name;
+        @Option(names = "--json", description = "Print JSON.")
+        boolean json;
+
+        @Override
+        public void run() {
+            JsonNode r = Cli.call(dataDir.resolve(), request("snapshot.create", volume, name));
+            if (json) {
+                Cli.printJson(r);
+            } else {
+                System.out.println("created snapshot " + name + " of " + volume + " (sequence " + r.path("sequence").asLong()
+                        + ", " + r.path("createMicros").asLong() + " us), exported as " + volume + "@" + name);
+            }
+        }
+    }
+
+    @Command(name = "list", mixinStandardHelpOptions = true, description = "List the snapshots of a volume, oldest first.")
+    static final class ListSnapshots implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+        @Parameters(index = "0", paramLabel = "VOLUME")
+        String volume;
+        @Option(names = "--json", description = "Print JSON.")
+        boolean json;
+
+        @Override
+        public void run() {
+            JsonNode r = Cli.call(dataDir.resolve(), request("snapshot.list", volume, null));
+            if (json) {
+                Cli.printJson(r);
+                return;
+            }
+            System.out.printf("%-20s %5s %-24s %-28s %10s %s%n", "NAME", "SEQ", "CREATED", "STATE", "SAVED", "LUN STATE AT CREATION");
+            for (JsonNode s : r.path("snapshots")) {
+                String state = s.path("state").asText();
+                if (s.has("reason")) {
+                    state += ": " + s.path("reason").asText();
+                }
+                JsonNode lun = s.path("lunStateAtCreation");
+                System.out.printf("%-20s %5d %-24s %-28s %10s %s%n", s.path("name").asText(), s.path("sequence").asLong(),
+                        s.path("created").asText(), state, Sizes.format(s.path("saveBytesUsed").asLong()),
+                        (lun.path("enabled").asBoolean() ? "enabled" : "disabled") + " counter=" + lun.path("counter").asLong());
+            }
+            JsonNode sv = r.path("saveVolume");
+            System.out.println("save volume: " + Sizes.format(sv.path("bytesUsed").asLong()) + " of "
+                    + Sizes.format(sv.path("bytes").asLong()) + " used");
+        }
+    }
+
+    @Command(name = "delete", mixinStandardHelpOptions = true,
+            description = "Delete a snapshot at any position; older snapshots keep every before-image they need.")
+    static final class Delete implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+        @Parameters(index = "0", paramLabel = "VOLUME")
+        String volume;
+        @Parameters(index = "1", paramLabel = "SNAPSHOT")
+        String name;
+        @Option(names = "--force", description = "Delete even while clients read the snapshot export.")
+        boolean force;
+
+        @Override
+        public void run() {
+            ObjectNode req = request("snapshot.delete", volume, name);
+            req.put("force", force);
+            JsonNode r = Cli.call(dataDir.resolve(), req);
+            System.out.println("deleted snapshot " + volume + "@" + name + "; save volume "
+                    + Sizes.format(r.path("saveVolume").path("bytesUsed").asLong()) + " used");
+        }
+    }
+
+    @Command(name = "restore", mixinStandardHelpOptions = true,
+            description = "Make the volume exactly the snapshot's content (and its in-use map). Younger snapshots keep their content. Refused while clients have the volume attached, unless --force.")
+    static final class Restore implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+        @Parameters(index = "0", paramLabel = "VOLUME")
+        String volume;
+        @Parameters(index = "1", paramLabel = "SNAPSHOT")
+        String name;
+        @Option(names = "--force", description = "Restore even while clients have the volume attached read-write.")
+        boolean force;
+        @Option(names = "--json", description = "Print JSON.")
+        boolean json;
+
+        @Override
+        public void run() {
+            ObjectNode req = request("snapshot.restore", volume, name);
+            req.put("force", force);
+            JsonNode r = Cli.call(dataDir.resolve(), req);
+            if (json) {
+                Cli.printJson(r);
+            } else {
+                System.out.println("restored " + volume + " from snapshot " + name + ": " + r.path("blocksChanged").asLong()
+                        + " block(s) changed in " + r.path("millis").asLong() + " ms");
+            }
+        }
+    }
+
+    @Command(name = "clone", mixinStandardHelpOptions = true,
+            description = "Copy a snapshot's in-use blocks into a new writable volume in the background; the new export refuses connections until the copy completes.")
+    static final class Clone implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+        @Parameters(index = "0", paramLabel = "VOLUME")
+        String volume;
+        @Parameters(index = "1", paramLabel = "SNAPSHOT")
+        String name;
+        @Parameters(index = "2", paramLabel = "NEWVOLUME")
+        String target;
+        @Option(names = "--wait", description = "Wait for the copy, showing progress.")
+        boolean waitForIt;
+        @Option(names = "--json", description = "Print JSON.")
+        boolean json;
+
+        @Override
+        public void run() {
+            ObjectNode req = request("snapshot.clone", volume, name);
+            req.put("target", target);
+            JsonNode job = Cli.call(dataDir.resolve(), req);
+            if (waitForIt) {
+                Progress p = new Progress(System.out, "clone " + volume + "@" + name + " -> " + target);
+                while ("copying".equals(job.path("state").asText())) {
+                    p.update(job.path("bytesDone").asLong(), job.path("bytesTotal").asLong(), false);
+                    try {
+                        Thread.sleep(250);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        break;
+                    }
+                    ObjectNode st = Cli.request("clone.status");
+                    st.put("target", target);
+                    job = Cli.call(dataDir.resolve(), st);
+                }
+                p.update(job.path("bytesDone").asLong(), job.path("bytesTotal").asLong(), true);
+                if (!"done".equals(job.path("state").asText())) {
+                    throw new Cli.ExitException(1, "clone " + job.path("state").asText() + ": " + job.path("error").asText(""));
+                }
+            }
+            if (json) {
+                Cli.printJson(job);
+            } else if (!waitForIt) {
+                System.out.println("clone of " + volume + "@" + name + " into " + target + ": " + job.path("state").asText()
+                        + " (" + Sizes.format(job.path("bytesDone").asLong()) + " copied); follow it with 'snapbd status'");
+            }
+        }
+    }
+}
