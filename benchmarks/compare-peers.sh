@@ -381,6 +381,7 @@ describe_machine() {
   echo "host cpus:   $(nproc) x ${cpu:-unknown}"
   echo "memory:      $mem"
   echo "kernel:      $(uname -srm)"
+  echo "load avg:    $(cut -d' ' -f1-3 /proc/loadavg) at start (1/5/15 min; other work skews results)"
   echo "backing fs:  $fs"
   echo "fio:         $(first_line fio --version)"
   echo "libnbd:      $(first_line nbdinfo --version)"
@@ -559,6 +560,9 @@ report_rc=${PIPESTATUS[0]}
 set -e
 ((report_rc == 0 || report_rc == 3)) || die "report failed"
 [[ -n $MD_OUT ]] && log "markdown written to $MD_OUT"
+LOAD_END="load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$LOAD_END" | tee -a "$OUT_DIR/machine.txt"
+if [[ -n $MD_OUT ]]; then printf '\n%s\n' "${LOAD_END^}" >>"$MD_OUT"; fi
 if ((JSON)); then
   echo
   cat "$OUT_DIR/results.json"

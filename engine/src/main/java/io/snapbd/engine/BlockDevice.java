@@ -27,6 +27,11 @@ public interface BlockDevice {
         return null;
     }
 
+    /** HP LUN state of this export, or null when it never changes (read-only snapshot exports). */
+    default io.snapbd.engine.lun.LunState lunState() {
+        return null;
+    }
+
     /** Per-connection state (cached mapping views). */
     Session openSession();
 

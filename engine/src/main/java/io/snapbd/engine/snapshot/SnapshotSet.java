@@ -515,7 +515,7 @@ public final class SnapshotSet implements AutoCloseable {
      * Takes a snapshot: waits for in-flight writes, makes production durable, freezes its meta bit map
      * (copy-on-write pages: O(pages) pointer copies, no data copied) and appends the snapshot at the tail.
      */
-    public SnapshotRecord create(String name, long lunCounter, long lunTimestamp, boolean lunEnabled) throws IOException {
+    public SnapshotRecord create(String name, io.snapbd.engine.lun.LunState lun) throws IOException {
         VolumeNames.check(name);
         if (record(name) != null) {
             throw new IllegalArgumentException("snapshot " + name + " already exists");
@@ -531,8 +531,10 @@ public final class SnapshotSet implements AutoCloseable {
                 }
                 production.flushProduction();
                 long seq = nextSeq;
+                // The volume's LUN state at the snapshot's point: no writer runs, so it is exact.
+                io.snapbd.engine.lun.LunState.Value l = lun.get();
                 SnapshotRecord r = new SnapshotRecord(seq, name, System.currentTimeMillis() * 1_000_000L,
-                        SnapshotRecord.State.ACTIVE, null, lunCounter, lunTimestamp, lunEnabled);
+                        SnapshotRecord.State.ACTIVE, null, l.counter(), l.timestamp(), l.enabled());
                 Path mf = metaFile(dir, seq);
                 Files.deleteIfExists(mf);
                 BitMapFile f = BitMapFile.create(mf, BitMapFile.Kind.SNAPSHOT_META, uuid, blocks, false);

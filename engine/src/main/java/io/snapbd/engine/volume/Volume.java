@@ -64,6 +64,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private volatile boolean closed;
     private final WriteGate gate = new WriteGate(5000);
     private SnapshotSet snapshots;
+    private io.snapbd.engine.lun.LunState lun;
     private final java.util.concurrent.atomic.AtomicLong cowCopies = new java.util.concurrent.atomic.AtomicLong();
 
     private Volume(Path dir, VolumeHeader header, MappedData data, PagedBitMap meta, BitMapFile metaFile,
@@ -210,6 +211,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         Volume v = new Volume(dir, opened, data, meta, metaFile, new PagedBitMap(regionCount), intentFile, zeroer,
                 zeroFast, report);
         v.snapshots = snapshots;
+        v.lun = io.snapbd.engine.lun.LunState.open(dir, h.uuid());
         self[0] = v;
         return v;
     }
@@ -293,6 +295,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
             closed = true;
             data.forceAll();
             snapshots.close();
+            lun.closeClean();
             metaFile.writeDirty(meta);
             metaFile.force();
             synchronized (intentLock) {
@@ -674,15 +677,20 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return snapshots;
     }
 
+    @Override
+    public io.snapbd.engine.lun.LunState lunState() {
+        return lun;
+    }
+
     /** Blocks copied into the save volume by copy-on-write since open. */
     public long cowCopies() {
         return cowCopies.get();
     }
 
     /** Takes snapshot {@code name} of the current content (waits for in-flight writes). */
-    public SnapshotRecord createSnapshot(String name, long lunCounter, long lunTimestamp, boolean lunEnabled) throws IOException {
+    public SnapshotRecord createSnapshot(String name) throws IOException {
         checkOpen();
-        return snapshots.create(name, lunCounter, lunTimestamp, lunEnabled);
+        return snapshots.create(name, lun);
     }
 
     public void deleteSnapshot(String name) throws IOException {

@@ -79,7 +79,7 @@ class SnapshotModelTest {
             for (int i = 0; i < 8; i++) {
                 write(v, s, (long) i * BS, block((char) ('a' + i)));      // a0..h0
             }
-            v.createSnapshot("s", 0, 0, false);
+            v.createSnapshot("s");
             write(v, s, 0, block('A'));      // a1
             write(v, s, BS, block('B'));     // b1
         }
@@ -101,7 +101,7 @@ class SnapshotModelTest {
         Volume v = create(64, 16);
         try (BlockDevice.Session s = v.openSession()) {
             write(v, s, 0, block('x'));
-            v.createSnapshot("s", 0, 0, false);
+            v.createSnapshot("s");
             write(v, s, 10 * BS, block('y'));          // block 10 was not in use at the snapshot
             assertEquals(0, v.snapshots().saveChunksUsed());
             assertArrayEquals(new byte[BS], read(v.snapshotView("s"), 10 * BS, BS), "not in use when taken: zeros");
@@ -117,10 +117,10 @@ class SnapshotModelTest {
         Volume v = create(64, 16);
         try (BlockDevice.Session s = v.openSession()) {
             write(v, s, 5 * BS, block('p'));
-            v.createSnapshot("s1", 0, 0, false);
+            v.createSnapshot("s1");
             v.trim(s, 5 * BS, BS, false);                 // saves 'p' for s1 (tail = s1)
             assertEquals(1, v.snapshots().saveChunksUsed());
-            v.createSnapshot("s2", 0, 0, false);
+            v.createSnapshot("s2");
             write(v, s, 5 * BS, block('q'));              // not in use at s2, in use at s1 but s1 already has it
             assertEquals(1, v.snapshots().saveChunksUsed());
             assertArrayEquals(block('p'), read(v.snapshotView("s1"), 5 * BS, BS));
@@ -129,7 +129,7 @@ class SnapshotModelTest {
             // done while s1 already held a copy: write 6 before s1, trim after s2 is taken is different; use
             // a fresh block 7: in use at s1 and s2, written after s3 -> saved into s3 on behalf of s2.
             write(v, s, 7 * BS, block('r'));
-            v.createSnapshot("s3", 0, 0, false);
+            v.createSnapshot("s3");
             write(v, s, 7 * BS, block('t'));
             assertArrayEquals(block('r'), read(v.snapshotView("s3"), 7 * BS, BS));
             assertArrayEquals(block('t'), read(v, 7 * BS, BS));
@@ -186,7 +186,7 @@ class SnapshotModelTest {
                 Arrays.fill(m.used, b0, b0 + n, noHole);
             } else if (op < 70 && names.size() < 6) {
                 String name = "s" + counter++;
-                v.createSnapshot(name, 0, 0, false);
+                v.createSnapshot(name);
                 names.add(name);
                 m.snaps.put(name, m.prod.clone());
                 m.snapUsed.put(name, m.used.clone());

@@ -92,6 +92,10 @@ public final class ControlPlane {
                     return snapshotClone(request);
                 case "clone.status":
                     return cloneStatus(request);
+                case "lun.get":
+                case "lun.enable":
+                case "lun.disable":
+                    return lunState(command, request);
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
@@ -138,7 +142,7 @@ public final class ControlPlane {
         Volume v = volume(req);
         String name = text(req, "name", true);
         long t0 = System.nanoTime();
-        SnapshotRecord r = v.createSnapshot(name, 0, 0, false);
+        SnapshotRecord r = v.createSnapshot(name);
         long micros = (System.nanoTime() - t0) / 1000;
         if (exports != null) {
             exportSnapshot(exports, v, r);
@@ -226,6 +230,7 @@ public final class ControlPlane {
                     + " client(s); restoring under them would change their data: disconnect them or use --force");
         }
         long t0 = System.nanoTime();
+        v.lunState().onAlteringRequest();      // a restore alters the export
         long changed = v.restore(name);
         ObjectNode r = JSON.createObjectNode();
         r.put("volume", v.name());
@@ -251,6 +256,7 @@ public final class ControlPlane {
         }
         long save = number(req, "saveSize", v.header().saveSize());
         Volume t = catalog.create(target, v.size(), v.blockSize(), save, false);
+        t.lunState().onAlteringRequest();      // the copy alters the new export (counted if tracking gets enabled first)
         if (exports != null) {
             Export te = new Export(t.name(), "snapbd volume " + t.name() + " (clone of " + v.name() + "@" + name + ")", t);
             te.setUnavailable("clone from " + v.name() + "@" + name + " in progress");
@@ -258,6 +264,42 @@ public final class ControlPlane {
         }
         CloneJobs.Job job = clones.start(v.name(), name, target, nbd != null);
         return job.json();
+    }
+
+    /** ENABLE / DISABLE / GET of an export's LUN state; a snapshot export answers its state at creation. */
+    private JsonNode lunState(String command, JsonNode req) throws IOException, OperationException {
+        String export = text(req, "export", true);
+        int at = export.indexOf('@');
+        String volName = at < 0 ? export : export.substring(0, at);
+        if (!catalog.exists(volName)) {
+            throw new OperationException("no export named " + export);
+        }
+        Volume v = catalog.open(volName);
+        ObjectNode o = JSON.createObjectNode();
+        o.put("export", export);
+        if (at >= 0) {
+            SnapshotRecord r = v.snapshots().record(export.substring(at + 1));
+            if (r == null) {
+                throw new OperationException("no export named " + export);
+            }
+            if (!command.equals("lun.get")) {
+                throw new OperationException(export + " is a read-only snapshot: its LUN state is fixed at creation");
+            }
+            o.put("enabled", r.lunEnabled());
+            o.put("counter", r.lunCounter());
+            o.put("timestamp", r.lunTimestamp());
+            o.put("readOnly", true);
+            return o;
+        }
+        io.snapbd.engine.lun.LunState.Value val = switch (command) {
+            case "lun.enable" -> v.lunState().enable();
+            case "lun.disable" -> v.lunState().disable();
+            default -> v.lunState().get();
+        };
+        o.put("enabled", val.enabled());
+        o.put("counter", val.counter());
+        o.put("timestamp", val.timestamp());
+        return o;
     }
 
     private JsonNode cloneStatus(JsonNode req) throws OperationException {

@@ -35,6 +35,7 @@ public final class Connection {
     private final Export export;
     private final BlockDevice device;
     private final BlockDevice.Session session;
+    private final io.snapbd.engine.lun.LunState lun;
     private final boolean structured;
     private final int allocationContext;
     private final Executor syncPool;
@@ -59,6 +60,7 @@ public final class Connection {
         this.export = n.export();
         this.device = export.device();
         this.session = device.openSession();
+        this.lun = device.lunState();
         this.structured = n.structuredReplies();
         this.allocationContext = n.allocationContextId();
         this.syncPool = syncPool;
@@ -102,6 +104,9 @@ public final class Connection {
         long offset = request.getLong(16);
         long length = Integer.toUnsignedLong(request.getInt(24));
         export.requests().incrementAndGet();
+        if (lun != null && (type == Nbd.CMD_WRITE || type == Nbd.CMD_TRIM || type == Nbd.CMD_WRITE_ZEROES)) {
+            lun.onAlteringRequest();     // HP order: counted at dispatch, before the request executes
+        }
 
         if (type == Nbd.CMD_WRITE && (length > Nbd.MAX_PAYLOAD)) {
             // The payload cannot be skipped cheaply, so the stream cannot be resynchronised.

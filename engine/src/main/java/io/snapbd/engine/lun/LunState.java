@@ -1,0 +1,183 @@
+package io.snapbd.engine.lun;
+
+import io.snapbd.engine.format.AtomicFile;
+import io.snapbd.engine.format.CorruptMetadataException;
+import io.snapbd.engine.format.Crc32c;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.UUID;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * HP's per-LUN state metric for one export: an {@code enabled} flag, a 64-bit counter and a nanosecond
+ * timestamp of the last altering request. Decisions on the seed's contradictions (docs/lun-state.md):
+ * ENABLE keeps the value; DISABLE bumps once, then clears the flag; altering requests bump only while
+ * enabled, at dispatch, before they execute; GET works either way.
+ *
+ * <p>Never repeat, never go back: the values a GET hands out are always below a <em>ceiling</em> that is on
+ * disk ({@code lun.state}). The write path only increments in memory; a GET that would hand out a value at
+ * or past the ceiling first raises and forces it (once per {@link #LEASE} requests or seconds). After a
+ * clean stop the exact values come back; after an unclean one the values restart at the ceilings, above
+ * anything handed out before.
+ */
+public final class LunState {
+
+    public static final String FILE = "lun.state";
+    static final long MAGIC = 0x534e554c44424e53L;   // "SNBDLUNS" little-endian
+    static final int VERSION = 1;
+    static final int BYTES = 64;
+    static final int CRC_OFFSET = 60;
+    /** Counter values and nanoseconds of time granted per forced write of the ceiling. */
+    public static final long LEASE = 1L << 20;
+    static final long TIME_LEASE_NANOS = 60_000_000_000L;
+
+    /** A GET answer. */
+    public record Value(boolean enabled, long counter, long timestamp) {
+    }
+
+    private final Path file;
+    private final UUID owner;
+    private volatile boolean enabled;
+    private final AtomicLong counter = new AtomicLong();
+    private final AtomicLong timestamp = new AtomicLong();
+    private final Object persistLock = new Object();
+    private volatile long counterCeiling;
+    private volatile long timeCeiling;
+    private final long wallBase = System.currentTimeMillis() * 1_000_000L;
+    private final long monoBase = System.nanoTime();
+    private final boolean recoveredFromCrash;
+
+    private LunState(Path file, UUID owner, boolean enabled, long counter, long timestamp, boolean crashed) {
+        this.file = file;
+        this.owner = owner;
+        this.enabled = enabled;
+        this.counter.set(counter);
+        this.timestamp.set(timestamp);
+        this.recoveredFromCrash = crashed;
+    }
+
+    /** Opens the state of a volume; a missing file starts at zero (new volume). */
+    public static LunState open(Path dir, UUID owner) throws IOException {
+        Path f = dir.resolve(FILE);
+        LunState s;
+        if (!Files.exists(f)) {
+            s = new LunState(f, owner, false, 0, 0, false);
+        } else {
+            ByteBuffer b = AtomicFile.readAll(f, 4096).order(ByteOrder.LITTLE_ENDIAN);
+            if (b.limit() != BYTES || b.getLong(0) != MAGIC) {
+                throw new CorruptMetadataException(f, "bad magic or size (not a snapbd LUN state file)");
+            }
+            if (b.getInt(CRC_OFFSET) != Crc32c.of(b, 0, CRC_OFFSET)) {
+                throw new CorruptMetadataException(f, "checksum mismatch");
+            }
+            if (b.getInt(8) != VERSION) {
+                throw new CorruptMetadataException(f, "unsupported version " + b.getInt(8));
+            }
+            if (!new UUID(b.getLong(16), b.getLong(24)).equals(owner)) {
+                throw new CorruptMetadataException(f, "belongs to another volume");
+            }
+            boolean clean = b.getInt(12) == 1;
+            boolean en = b.getInt(56) == 1;
+            long value = b.getLong(32);
+            long ts = b.getLong(40);
+            // clean: exact values; crashed: the ceilings, above anything handed out before
+            s = clean ? new LunState(f, owner, en, value, ts, false) : new LunState(f, owner, en, value, ts, true);
+        }
+        s.counterCeiling = s.counter.get();
+        s.timeCeiling = s.timestamp.get();
+        s.persist(false, s.counter.get() + LEASE, Math.max(s.now(), s.timestamp.get()) + TIME_LEASE_NANOS);
+        return s;
+    }
+
+    public boolean recoveredFromCrash() {
+        return recoveredFromCrash;
+    }
+
+    private long now() {
+        return wallBase + (System.nanoTime() - monoBase);
+    }
+
+    public boolean isEnabled() {
+        return enabled;
+    }
+
+    /** An altering request was dispatched: counts it while enabled. Lock-free; no I/O. */
+    public void onAlteringRequest() {
+        if (enabled) {
+            bump();
+        }
+    }
+
+    private void bump() {
+        counter.incrementAndGet();
+        long t;
+        long next;
+        do {
+            t = timestamp.get();
+            next = Math.max(now(), t + 1);
+        } while (!timestamp.compareAndSet(t, next));
+    }
+
+    /** GET: the current value, made safe to hand out (below the durable ceilings). */
+    public Value get() throws IOException {
+        long c = counter.get();
+        long t = timestamp.get();
+        if (c >= counterCeiling || t >= timeCeiling) {
+            synchronized (persistLock) {
+                if (c >= counterCeiling || t >= timeCeiling) {
+                    persist(false, Math.max(counterCeiling, c + LEASE), Math.max(timeCeiling, Math.max(t, now()) + TIME_LEASE_NANOS));
+                }
+            }
+        }
+        return new Value(enabled, c, t);
+    }
+
+    /** ENABLE: sets the flag and keeps the value. */
+    public Value enable() throws IOException {
+        synchronized (persistLock) {
+            enabled = true;
+            persist(false, counterCeiling, timeCeiling);
+        }
+        return get();
+    }
+
+    /** DISABLE: bumps the value once so a saved value no longer matches, then clears the flag. */
+    public Value disable() throws IOException {
+        synchronized (persistLock) {
+            bump();
+            enabled = false;
+            persist(false, Math.max(counterCeiling, counter.get() + 1), Math.max(timeCeiling, timestamp.get() + 1));
+        }
+        return get();
+    }
+
+    /** Writes the exact values and marks the file clean (clean stop). */
+    public void closeClean() throws IOException {
+        synchronized (persistLock) {
+            persist(true, counterCeiling, timeCeiling);
+        }
+    }
+
+    /**
+     * Persists: clean → exact values; else the ceilings, which become the values after a crash. The new
+     * ceilings are published only after the file is durable.
+     */
+    private void persist(boolean clean, long newCounterCeiling, long newTimeCeiling) throws IOException {
+        synchronized (persistLock) {
+            ByteBuffer b = ByteBuffer.allocate(BYTES).order(ByteOrder.LITTLE_ENDIAN);
+            b.putLong(0, MAGIC).putInt(8, VERSION).putInt(12, clean ? 1 : 0)
+                    .putLong(16, owner.getMostSignificantBits()).putLong(24, owner.getLeastSignificantBits())
+                    .putLong(32, clean ? counter.get() : newCounterCeiling)
+                    .putLong(40, clean ? timestamp.get() : newTimeCeiling)
+                    .putInt(56, enabled ? 1 : 0);
+            b.putInt(CRC_OFFSET, Crc32c.of(b, 0, CRC_OFFSET));
+            AtomicFile.write(file, b);
+            counterCeiling = newCounterCeiling;
+            timeCeiling = newTimeCeiling;
+        }
+    }
+}
