@@ -215,6 +215,16 @@ public final class PagedBitMap {
         return limit;
     }
 
+    /** The 64 bits [64·w, 64·w+63] as one word (bit i of the word = bit 64·w+i); zero beyond the map. */
+    public long word(long w) {
+        long bit = w << 6;
+        if (bit >= bits) {
+            return 0;
+        }
+        long[] page = (long[]) PAGE_SLOT.getAcquire(pages, page(bit));
+        return page == null ? 0 : (long) WORD.getVolatile(page, wordInPage(bit));
+    }
+
     /** Number of set bits. */
     public long cardinality() {
         long n = 0;

@@ -697,6 +697,53 @@ public final class SnapshotSet implements AutoCloseable {
         }
     }
 
+    /**
+     * The difference from active snapshot {@code older} to the younger active snapshot {@code younger}, over
+     * the queue as it is now (snapshots deleted between them have been merged into older ones).
+     */
+    public Differential differential(String older, String younger) {
+        Snapshot[] c = chain;
+        int l = -1;
+        int m = -1;
+        for (int i = 0; i < c.length; i++) {
+            if (c[i].name().equals(older)) {
+                l = i;
+            }
+            if (c[i].name().equals(younger)) {
+                m = i;
+            }
+        }
+        if (l < 0 || m < 0) {
+            String missing = l < 0 ? older : younger;
+            SnapshotRecord r = record(missing);
+            throw new IllegalArgumentException(r == null ? "no snapshot named " + missing
+                    : "snapshot " + missing + " is invalid (" + r.reason() + ")");
+        }
+        if (m <= l) {
+            throw new IllegalArgumentException("snapshot " + younger + " (sequence " + c[m].seq()
+                    + ") is not younger than " + older + " (sequence " + c[l].seq() + ")");
+        }
+        PagedBitMap[] bits = new PagedBitMap[m - l];
+        PagedBitMap[] metas = new PagedBitMap[m - l];
+        for (int i = l; i < m; i++) {
+            bits[i - l] = c[i].bits;
+            metas[i - l] = c[i].meta;
+        }
+        return new Differential(bits, metas, c[m].meta, blocks);
+    }
+
+    /** Names of the active snapshots older than {@code name}, oldest first. */
+    public List<String> olderThan(String name) {
+        List<String> out = new ArrayList<>();
+        for (Snapshot s : chain) {
+            if (s.name().equals(name)) {
+                return out;
+            }
+            out.add(s.name());
+        }
+        return List.of();
+    }
+
     /** Seq of the named active snapshot, or -1. */
     public long seqOf(String name) {
         for (Snapshot s : chain) {

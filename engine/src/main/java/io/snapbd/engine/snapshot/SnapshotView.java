@@ -36,6 +36,46 @@ public final class SnapshotView implements BlockDevice {
         return seq;
     }
 
+    /** The snapshot's own name (without the volume). */
+    public String snapshotName() {
+        return name.substring(name.indexOf('@') + 1);
+    }
+
+    /** Active snapshots older than this one: the bases a differential to this one can start from. */
+    public java.util.List<String> olderSnapshots() {
+        return set.olderThan(snapshotName());
+    }
+
+    /**
+     * Reports [offset, offset+length) as consecutive byte extents flagged changed or not since snapshot
+     * {@code older} (changed = in use here and possibly different; unused and unchanged are not changed).
+     */
+    public void changedExtents(String older, long offset, long length, ExtentConsumer consumer) throws IOException {
+        BlockDevice.checkRange(this, offset, length);
+        Differential d = set.differential(older, snapshotName());
+        int shift = Integer.numberOfTrailingZeros(blockSize);
+        long end = offset + length;
+        // Coalesce: unchanged and unused runs are both "not changed".
+        long[] run = {offset, 0};          // start, flag (1 changed)
+        boolean[] stopped = {false};
+        d.scan(offset >>> shift, (end + blockSize - 1) >>> shift, (first, count, state) -> {
+            long from = Math.max(offset, first << shift);
+            long flag = state == Differential.State.CHANGED ? 1 : 0;
+            if (from > run[0] && flag != run[1]) {
+                if (!consumer.accept(run[0], from - run[0], run[1] == 1)) {
+                    stopped[0] = true;
+                    return false;
+                }
+                run[0] = from;
+            }
+            run[1] = flag;
+            return true;
+        });
+        if (!stopped[0] && run[0] < end) {
+            consumer.accept(run[0], end - run[0], run[1] == 1);
+        }
+    }
+
     @Override
     public String name() {
         return name;

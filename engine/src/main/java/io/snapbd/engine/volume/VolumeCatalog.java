@@ -89,7 +89,11 @@ public final class VolumeCatalog implements AutoCloseable {
     public synchronized Volume create(String name, long size, int blockSize, long saveSize, boolean sparse) throws IOException {
         Path dir = volumeDir(name);
         if (Files.exists(dir)) {
-            throw new IOException("volume " + name + " already exists");
+            if (exists(name)) {
+                throw new IOException("volume " + name + " already exists");
+            }
+            // volume.meta is written last: this is a create cut short by a crash, not a volume
+            Volume.deleteFiles(dir);
         }
         Volume.create(dir, name, size, blockSize, saveSize, sparse, space);
         return open(name);

@@ -116,6 +116,21 @@ class VolumeCatalogTest {
         }
     }
 
+    /** volume.meta is written last: a create cut short by a crash (e.g. while preallocating) is not a volume. */
+    @Test
+    void aCreateInterruptedByACrashDoesNotBlockTheName() throws IOException {
+        try (VolumeCatalog c = VolumeCatalog.open(root, TestVolumes.java())) {
+            Path partial = root.resolve("volumes").resolve("x");
+            Files.createDirectories(partial);
+            Files.write(partial.resolve(Volume.DATA_FILE), new byte[4096]);
+            assertEquals(List.of(), c.names());
+            Volume x = c.create("x", 1 << 20, 4096, 0, false);
+            assertEquals(1 << 20, Files.size(partial.resolve(Volume.DATA_FILE)));
+            assertTrue(x.recovery().wasClean());
+            assertEquals(List.of("x"), c.names());
+        }
+    }
+
     @Test
     void aDirectoryWithoutAHeaderIsNotAVolume() throws IOException {
         try (VolumeCatalog c = VolumeCatalog.open(root, TestVolumes.java())) {

@@ -2,6 +2,7 @@ package io.snapbd.server.handshake;
 
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
+import io.snapbd.server.export.MetaContext;
 import io.snapbd.server.protocol.Nbd;
 import io.snapbd.server.protocol.ProtocolViolation;
 import io.snapbd.server.protocol.Wire;
@@ -22,16 +23,14 @@ import java.util.List;
  */
 public final class Handshake {
 
-    private static final int ALLOCATION_CONTEXT_ID = 1;
-
     private final ByteChannel ch;
     private final ExportRegistry exports;
     private final ByteBuffer hdr = ByteBuffer.allocate(20).order(ByteOrder.BIG_ENDIAN);
     private boolean noZeroes;
     private boolean structured;
-    /** Export name the last SET_META_CONTEXT referred to, and whether it selected base:allocation. */
+    /** Export the last SET_META_CONTEXT referred to, and the contexts it selected (ids 1..n). */
     private String metaExport;
-    private boolean metaAllocation;
+    private List<MetaContext> metaSelected = List.of();
 
     public Handshake(ByteChannel ch, ExportRegistry exports) {
         this.ch = ch;
@@ -123,7 +122,7 @@ public final class Handshake {
         ByteBuffer b = ByteBuffer.allocate(noZeroes ? 10 : 134);
         b.putLong(e.device().size()).putShort((short) e.transmissionFlags(structured));
         Wire.writeFully(ch, b.position(0));
-        return new Negotiated(e, structured, selectedContext(e));
+        return new Negotiated(e, structured, selectedContexts(e));
     }
 
     private void list(ByteBuffer data) throws IOException {
@@ -197,24 +196,23 @@ public final class Handshake {
         reply(option, Nbd.REP_INFO, bs);
         replyAck(option);
         if (option == Nbd.OPT_GO) {
-            return new Negotiated(e, structured, selectedContext(e));
+            return new Negotiated(e, structured, selectedContexts(e));
         }
         return null;
     }
 
-    private int selectedContext(Export chosen) {
-        if (!metaAllocation || metaExport == null) {
-            return 0;
+    private List<MetaContext> selectedContexts(Export chosen) {
+        if (metaExport == null || metaSelected.isEmpty()) {
+            return List.of();
         }
-        Export metaTarget = exports.lookup(metaExport);
-        return metaTarget == chosen ? ALLOCATION_CONTEXT_ID : 0;
+        return exports.lookup(metaExport) == chosen ? metaSelected : List.of();
     }
 
     private void metaContext(int option, ByteBuffer data) throws IOException {
         boolean set = option == Nbd.OPT_SET_META_CONTEXT;
         if (set) {
             metaExport = null;
-            metaAllocation = false;
+            metaSelected = List.of();
         }
         if (!structured) {
             reply(option, Nbd.REP_ERR_INVALID, "negotiate STRUCTURED_REPLY before meta contexts");
@@ -253,28 +251,31 @@ public final class Handshake {
             reply(option, Nbd.REP_ERR_INVALID, "trailing bytes after the queries");
             return;
         }
-        if (name == null || exports.lookup(name) == null) {
+        Export target = name == null ? null : exports.lookup(name);
+        if (target == null) {
             reply(option, Nbd.REP_ERR_UNKNOWN, "no export named '" + name + "'");
             return;
         }
-        boolean allocation = false;
-        if (queries.isEmpty()) {
-            allocation = !set;               // LIST with no query lists everything; SET with none selects nothing
-        }
-        for (String q : queries) {
-            if (q.equals(Nbd.BASE_ALLOCATION) || (!set && q.equals("base:"))) {
-                allocation = true;
+        // LIST with no query lists everything; LIST takes "ns:" prefixes as wildcards; SET selects exact names only.
+        List<MetaContext> chosen = new ArrayList<>();
+        for (MetaContext c : MetaContext.available(target)) {
+            boolean match = !set && queries.isEmpty();
+            for (String q : queries) {
+                match |= set ? q.equals(c.name()) : MetaContext.matchesListQuery(q, c.name());
+            }
+            if (match) {
+                chosen.add(c);
             }
         }
-        if (allocation) {
-            byte[] nb = Nbd.BASE_ALLOCATION.getBytes(StandardCharsets.UTF_8);
+        for (int i = 0; i < chosen.size(); i++) {
+            byte[] nb = chosen.get(i).name().getBytes(StandardCharsets.UTF_8);
             ByteBuffer b = ByteBuffer.allocate(4 + nb.length);
-            b.putInt(set ? ALLOCATION_CONTEXT_ID : 0).put(nb).flip();
+            b.putInt(set ? i + 1 : 0).put(nb).flip();
             reply(option, Nbd.REP_META_CONTEXT, b);
         }
         if (set) {
             metaExport = name;
-            metaAllocation = allocation;
+            metaSelected = List.copyOf(chosen);
         }
         replyAck(option);
     }

@@ -37,7 +37,7 @@ public final class Connection {
     private final BlockDevice.Session session;
     private final io.snapbd.engine.lun.LunState lun;
     private final boolean structured;
-    private final int allocationContext;
+    private final java.util.List<io.snapbd.server.export.MetaContext> contexts;
     private final Executor syncPool;
     private final String peer;
 
@@ -62,7 +62,7 @@ public final class Connection {
         this.session = device.openSession();
         this.lun = device.lunState();
         this.structured = n.structuredReplies();
-        this.allocationContext = n.allocationContextId();
+        this.contexts = n.contexts();
         this.syncPool = syncPool;
         this.peer = peer;
     }
@@ -281,23 +281,26 @@ public final class Connection {
     }
 
     private void blockStatus(long handle, int flags, long offset, long length) throws IOException {
-        if (!structured || allocationContext == 0) {
+        if (!structured || contexts.isEmpty()) {
             throw new RequestRefused(Nbd.EINVAL, "BLOCK_STATUS needs a meta context selected during the handshake");
         }
         checkRequest(Nbd.CMD_BLOCK_STATUS, offset, length);
-        extents.count = 0;
-        extents.limit = (flags & Nbd.CMD_FLAG_REQ_ONE) != 0 ? 1 : ExtentList.MAX_DESCRIPTORS;
-        device.extents(offset, length, extents);
-        ByteBuffer b = extents.reply;
-        b.clear();
-        b.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) Nbd.REPLY_FLAG_DONE)
-                .putShort((short) Nbd.REPLY_TYPE_BLOCK_STATUS).putLong(handle).putInt(4 + 8 * extents.count)
-                .putInt(allocationContext);
-        for (int i = 0; i < extents.count; i++) {
-            b.putInt((int) extents.length[i]).putInt(extents.inUse[i] ? 0 : Nbd.STATE_HOLE | Nbd.STATE_ZERO);
+        int limit = (flags & Nbd.CMD_FLAG_REQ_ONE) != 0 ? 1 : ExtentList.MAX_DESCRIPTORS;
+        for (int c = 0; c < contexts.size(); c++) {
+            ByteBuffer b = extents.reply;
+            b.clear();
+            b.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) (c == contexts.size() - 1 ? Nbd.REPLY_FLAG_DONE : 0))
+                    .putShort((short) Nbd.REPLY_TYPE_BLOCK_STATUS).putLong(handle).putInt(0)
+                    .putInt(c + 1);
+            int[] n = {0};
+            contexts.get(c).extents(offset, length, (len, f) -> {
+                b.putInt((int) len).putInt(f);
+                return ++n[0] < limit;
+            });
+            b.putInt(16, 4 + 8 * n[0]);
+            b.flip();
+            send(b);
         }
-        b.flip();
-        send(b);
     }
 
     private void checkRequest(int type, long offset, long length) throws RequestRefused {

@@ -147,7 +147,7 @@ class HandshakeTest {
         assertEquals(0b1111, seen);
         Negotiated n = server.get();
         assertSame(vol, n.export());
-        assertEquals(0, n.allocationContextId());
+        assertTrue(n.contexts().isEmpty());
     }
 
     @Test
@@ -175,7 +175,8 @@ class HandshakeTest {
         assertEquals(Nbd.REP_ACK, reply(Nbd.OPT_GO));
         Negotiated n = server.get();
         assertTrue(n.structuredReplies());
-        assertEquals(id, n.allocationContextId());
+        assertEquals(1, id);
+        assertEquals(Nbd.BASE_ALLOCATION, n.contexts().get(id - 1).name());
     }
 
     @Test

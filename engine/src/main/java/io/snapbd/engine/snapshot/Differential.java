@@ -1,0 +1,83 @@
+package io.snapbd.engine.snapshot;
+
+import io.snapbd.engine.bitmap.PagedBitMap;
+
+import java.io.IOException;
+
+/**
+ * The older→younger difference of EMC FIG. 40: block B is <em>changed</em> from snapshot L to the younger
+ * snapshot M ⇔ meta_M[B] ∧ ∃ I ∈ [L, M−1] : bit_I[B] ∨ ¬meta_I[B]; a block with ¬meta_M[B] is
+ * <em>unused</em> in M. Evaluated 64 blocks at a time: outer loop over words of blocks, inner loop over the
+ * snapshots L..M−1, leaving the inner loop as soon as every in-use block of the word is known changed.
+ * Conservative: a block reported unchanged really is unchanged; never a false negative.
+ */
+public final class Differential {
+
+    public enum State { UNCHANGED, CHANGED, UNUSED }
+
+    @FunctionalInterface
+    public interface ExtentSink {
+        /** A maximal run of blocks [first, first+count) in one state; return false to stop. */
+        boolean accept(long firstBlock, long count, State state) throws IOException;
+    }
+
+    private final PagedBitMap[] bits;      // snapshots L..M-1
+    private final PagedBitMap[] metas;     // snapshots L..M-1
+    private final PagedBitMap younger;     // meta of M
+    private final long blocks;
+
+    Differential(PagedBitMap[] bits, PagedBitMap[] metas, PagedBitMap younger, long blocks) {
+        this.bits = bits;
+        this.metas = metas;
+        this.younger = younger;
+        this.blocks = blocks;
+    }
+
+    /** Scans blocks [first, end) and reports runs of equal state in ascending order (unchanged runs too). */
+    public void scan(long first, long end, ExtentSink sink) throws IOException {
+        end = Math.min(end, blocks);
+        if (first >= end) {
+            return;
+        }
+        State runState = null;
+        long runStart = first;
+        long w = first >>> 6;
+        long lastWord = (end - 1) >>> 6;
+        for (; w <= lastWord; w++) {
+            long inUse = younger.word(w);
+            long changed = 0;
+            if (inUse != 0) {
+                for (int i = 0; i < bits.length; i++) {
+                    changed |= bits[i].word(w) | ~metas[i].word(w);
+                    if ((changed & inUse) == inUse) {
+                        break;              // early exit: every in-use block of this word is changed
+                    }
+                }
+                changed &= inUse;
+            }
+            long base = w << 6;
+            int from = (int) Math.max(0, first - base);
+            int to = (int) Math.min(64, end - base);
+            // Fast path: a whole word in the state of the current run extends it.
+            State uniform = inUse == 0 ? State.UNUSED : inUse == -1L ? (changed == -1L ? State.CHANGED
+                    : changed == 0 ? State.UNCHANGED : null) : null;
+            if (uniform != null && uniform == runState) {
+                continue;
+            }
+            for (int b = from; b < to; b++) {
+                long mask = 1L << b;
+                State s = (inUse & mask) == 0 ? State.UNUSED : (changed & mask) != 0 ? State.CHANGED : State.UNCHANGED;
+                if (s != runState) {
+                    if (runState != null && !sink.accept(runStart, base + b - runStart, runState)) {
+                        return;
+                    }
+                    runState = s;
+                    runStart = base + b;
+                }
+            }
+        }
+        if (runState != null) {
+            sink.accept(runStart, end - runStart, runState);
+        }
+    }
+}
