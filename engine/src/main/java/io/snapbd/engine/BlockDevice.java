@@ -39,6 +39,28 @@ public interface BlockDevice {
 
     void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException;
 
+    /**
+     * Two-phase write, so a connection can batch the durability work of many writes: {@link #prepareWrite}
+     * makes the before-images snapshots need (not yet durable) and answers whether {@link #commitPrepared}
+     * must run before the data may be written; {@link #finishWrite} then writes the data. Every successful
+     * prepare must be followed by one finish. {@code async} selects the session's second cursor, for a
+     * finish running on another thread than the prepare.
+     */
+    default boolean prepareWrite(Session s, long offset, int length) throws IOException {
+        throw new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name() + " is read-only");
+    }
+
+    default void commitPrepared() throws IOException {
+    }
+
+    default void finishWrite(Session s, long offset, int length, ByteSource source, boolean async) throws IOException {
+        throw new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name() + " is read-only");
+    }
+
+    /** Ends a prepared write whose data will never come (the client went away). */
+    default void abortPrepared(Session s) {
+    }
+
     /** Discards whole blocks inside the range: they become not-in-use and read as zeros. */
     void trim(Session s, long offset, long length, boolean fua) throws IOException;
 

@@ -42,6 +42,9 @@ final class ExceptionLog implements AutoCloseable {
     private final UUID owner;
     private volatile FileChannel channel;
     private final AtomicLong end = new AtomicLong();
+    /** Bytes of the file already written (zeros ahead of {@link #end}): appends then never change the file size, so forcing them needs no metadata commit. */
+    private volatile long allocated;
+    static final long GROW = 1 << 20;
 
     private ExceptionLog(Path path, UUID owner, FileChannel channel, long end) {
         this.path = path;
@@ -52,7 +55,9 @@ final class ExceptionLog implements AutoCloseable {
 
     static ExceptionLog create(Path path, UUID owner) throws IOException {
         AtomicFile.write(path, header(owner));
-        return new ExceptionLog(path, owner, FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE), HEADER_BYTES);
+        ExceptionLog log = new ExceptionLog(path, owner, FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE), HEADER_BYTES);
+        log.allocated = HEADER_BYTES;
+        return log;
     }
 
     /** Reads every valid record into {@code sink}; returns the number of damaged (torn) records skipped. */
@@ -65,6 +70,7 @@ final class ExceptionLog implements AutoCloseable {
             long size = ch.size();
             ByteBuffer buf = ByteBuffer.allocate(RECORD_BYTES * 2048).order(ByteOrder.LITTLE_ENDIAN);
             long pos = HEADER_BYTES;
+            long lastUsed = HEADER_BYTES;     // end of the last slot that is not a hole: appends continue there
             long bad = 0;
             while (pos + RECORD_BYTES <= size) {
                 buf.clear().limit((int) Math.min(buf.capacity(), (size - pos) / RECORD_BYTES * RECORD_BYTES));
@@ -72,8 +78,9 @@ final class ExceptionLog implements AutoCloseable {
                 for (int i = 0; i < buf.limit(); i += RECORD_BYTES) {
                     int type = buf.getInt(i);
                     if (type == 0 && buf.getLong(i + 8) == 0 && buf.getLong(i + 16) == 0 && buf.getInt(i + 28) == 0) {
-                        continue;     // a hole: a slot reserved by a writer that never finished
+                        continue;     // a hole: preallocated space, or a slot whose writer never finished
                     }
+                    lastUsed = pos + i + RECORD_BYTES;
                     if (type != TYPE_COW || buf.getInt(i + 28) != Crc32c.of(buf, i, i + 28)) {
                         bad++;        // torn: its writer had not forced it, so nothing depended on it
                         continue;
@@ -83,7 +90,9 @@ final class ExceptionLog implements AutoCloseable {
                 pos += buf.limit();
             }
             damaged[0] = bad;
-            return new ExceptionLog(path, owner, ch, Math.max(HEADER_BYTES, pos));
+            ExceptionLog log = new ExceptionLog(path, owner, ch, lastUsed);
+            log.allocated = size;
+            return log;
         } catch (IOException | RuntimeException e) {
             ch.close();
             throw e;
@@ -127,10 +136,30 @@ final class ExceptionLog implements AutoCloseable {
     /** Appends an encoded record (page cache only; {@link #force} makes it durable). */
     void append(ByteBuffer rec) throws IOException {
         long pos = end.getAndAdd(RECORD_BYTES);
+        if (pos + RECORD_BYTES > allocated) {
+            grow(pos + RECORD_BYTES);
+        }
         rec.position(0).limit(RECORD_BYTES);
         while (rec.hasRemaining()) {
             pos += channel.write(rec, pos);
         }
+    }
+
+    /** Extends the file with written zeros (read back as holes) so the next appends stay inside it. */
+    private synchronized void grow(long needed) throws IOException {
+        long a = Math.max(allocated, channel.size());
+        if (a >= needed) {
+            allocated = a;
+            return;
+        }
+        ByteBuffer zeros = ByteBuffer.allocate(64 << 10);
+        long target = ((needed + GROW - 1) / GROW) * GROW;
+        for (long p = a; p < target; p += zeros.capacity()) {
+            zeros.clear().limit((int) Math.min(zeros.capacity(), target - p));
+            writeFully(channel, zeros, p);
+        }
+        channel.force(true);
+        allocated = target;
     }
 
     void force() throws IOException {
@@ -163,6 +192,7 @@ final class ExceptionLog implements AutoCloseable {
         AtomicFile.fsyncDirectory(path.getParent());
         channel = FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE);
         end.set(pos);
+        allocated = pos;
     }
 
     @Override

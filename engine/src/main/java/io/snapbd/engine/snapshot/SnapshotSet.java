@@ -49,6 +49,7 @@ public final class SnapshotSet implements AutoCloseable {
 
     /** Per-session state for copy-on-write (a reusable log record). */
     public static final class CowBuffer {
+        boolean sawPending;
         final ByteBuffer record = ByteBuffer.allocate(ExceptionLog.RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
         MappedData.Cursor productionCursor;
         MappedData.Cursor saveCursor;
@@ -89,6 +90,7 @@ public final class SnapshotSet implements AutoCloseable {
         for (int i = 0; i < STRIPES; i++) {
             stripes[i] = new StampedLock();
         }
+        this.pending = new PagedIntArray(blocks);
     }
 
     static Path metaFile(Path dir, long seq) {
@@ -273,26 +275,79 @@ public final class SnapshotSet implements AutoCloseable {
      * number of blocks copied. Called with the production writer admitted by the write gate.
      */
     public int beforeOverwrite(CowBuffer buf, long first, long last) throws IOException {
+        int copied = copyBeforeOverwrite(buf, first, last);
+        if (copied > 0 || buf.sawPending) {
+            forceCopies();
+        }
+        return copied;
+    }
+
+    /**
+     * Copies the before-images [first, last] needs into the save volume and the log, without forcing them:
+     * the caller must call {@link #forceCopies} before the production blocks may change.
+     */
+    public int copyBeforeOverwrite(CowBuffer buf, long first, long last) throws IOException {
         int copied = 0;
+        buf.sawPending = false;
         for (long b = first; b <= last; b++) {
             Snapshot[] c = chain;
             if (c.length == 0) {
                 break;
             }
             if (needsCopy(c, b) == null) {
+                // Saved already, but maybe by a writer whose copy is not durable yet: then this write too must
+                // wait for the force (rule 5 holds for every writer of b, not only the one that copied it).
+                if (pending.get(b) > 0) {
+                    buf.sawPending = true;
+                }
                 continue;
             }
             if (copyOne(buf, b)) {
                 copied++;
             }
         }
-        if (copied > 0) {
-            commit.sync(() -> {
-                save.force();
-                log.force();
-            });
-        }
         return copied;
+    }
+
+    /** True when the last {@link #copyBeforeOverwrite} met a block whose copy is not durable yet. */
+    public static boolean sawPending(CowBuffer buf) {
+        return buf.sawPending;
+    }
+
+    /** Makes every copy appended so far durable: one group force of the save volume and the log. */
+    public void forceCopies() throws IOException {
+        commit.sync(() -> {
+            int n;
+            synchronized (pendingLock) {
+                n = pendingCount;
+            }
+            save.force();
+            log.force();
+            // Every copy registered before the force began is durable now.
+            synchronized (pendingLock) {
+                for (int i = 0; i < n; i++) {
+                    pending.set(pendingBlocks[i], 0);
+                }
+                System.arraycopy(pendingBlocks, n, pendingBlocks, 0, pendingCount - n);
+                pendingCount -= n;
+            }
+        });
+    }
+
+    /** Blocks copied but not yet forced: marker per block, and their list in copy order. */
+    private final PagedIntArray pending;
+    private final Object pendingLock = new Object();
+    private long[] pendingBlocks = new long[1024];
+    private int pendingCount;
+
+    private void markPending(long b) {
+        pending.set(b, 1);
+        synchronized (pendingLock) {
+            if (pendingCount == pendingBlocks.length) {
+                pendingBlocks = Arrays.copyOf(pendingBlocks, pendingCount * 2);
+            }
+            pendingBlocks[pendingCount++] = b;
+        }
     }
 
     /** The snapshot on whose behalf B must be saved (rule 3), or null when B may be overwritten in place. */
@@ -326,6 +381,7 @@ public final class SnapshotSet implements AutoCloseable {
                     copyBlock(buf, b, chunk);
                     ExceptionLog.encode(buf.record, tail.seq(), b, chunk);
                     log.append(buf.record);
+                    markPending(b);             // before the bit: whoever sees the bit sees the marker
                     tail.put(b, chunk);
                     return true;
                 }

@@ -99,7 +99,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
             int regionShift = Math.max(0, REGION_BYTES_SHIFT - Integer.numberOfTrailingZeros(blockSize));
             long blocks = size / blockSize;
             allocate(dir.resolve(DATA_FILE), size, sparse, space);
-            allocate(dir.resolve(SAVE_FILE), saveSize, sparse, space);
+            // The save volume is written with zeros, not just fallocated: copy-on-write forces it on every
+            // batch, and forcing blocks of an unwritten extent costs a journal commit each time.
+            allocate(dir.resolve(SAVE_FILE), saveSize, sparse, sparse ? space : new io.snapbd.engine.io.JavaFileSpace());
             BitMapFile.create(dir.resolve(META_FILE), BitMapFile.Kind.META, uuid, blocks).close();
             BitMapFile.create(dir.resolve(INTENT_FILE), BitMapFile.Kind.INTENT, uuid, regions(blocks, regionShift)).close();
             int flags = VolumeHeader.FLAG_CLEAN | (sparse ? VolumeHeader.FLAG_SPARSE : 0);
@@ -393,11 +395,20 @@ public final class Volume implements BlockDevice, AutoCloseable {
         final WriteGate gate;
         final WriteGate.Slot slot;
         final SnapshotSet.CowBuffer cow = new SnapshotSet.CowBuffer();
+        private MappedData.Cursor async;
 
         VolumeSession(MappedData.Cursor cursor, WriteGate gate) {
             this.cursor = cursor;
             this.gate = gate;
             this.slot = gate.register();
+        }
+
+        /** A second cursor for finishing writes on another thread. */
+        synchronized MappedData.Cursor asyncCursor() {
+            if (async == null) {
+                async = cursor.data().cursor();
+            }
+            return async;
         }
 
         @Override
@@ -430,19 +441,69 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     @Override
     public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
+        if (length == 0) {
+            checkOpen();
+            BlockDevice.checkRange(this, offset, length);
+            return;
+        }
+        if (prepareWrite(s, offset, length)) {
+            try {
+                commitPrepared();
+            } catch (IOException | RuntimeException e) {
+                abortPrepared(s);
+                throw e;
+            }
+        }
+        finishWrite(s, offset, length, source, false);
+        if (fua) {
+            data.force(offset, length);
+        }
+    }
+
+    @Override
+    public boolean prepareWrite(Session s, long offset, int length) throws IOException {
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
         if (length == 0) {
-            return;
+            throw new BlockDeviceException(BlockDeviceException.Reason.OUT_OF_RANGE, "write of zero bytes");
         }
+        VolumeSession vs = (VolumeSession) s;
         long first = offset >>> blockShift;
         long last = (offset + length - 1) >>> blockShift;
-        VolumeSession vs = (VolumeSession) s;
         vs.gate.enter(vs.slot);
         try {
-            copyOnWrite(vs, first, last);
+            if (snapshots.isEmpty()) {
+                markInUse(first, last);
+                return false;
+            }
+            int copied = snapshots.copyBeforeOverwrite(vs.cow, first, last);
+            if (copied > 0) {
+                cowCopies.addAndGet(copied);
+            }
             markInUse(first, last);
-            MappedData.Cursor c = vs.cursor;
+            return copied > 0 || SnapshotSet.sawPending(vs.cow);
+        } catch (IOException | RuntimeException e) {
+            vs.gate.exit(vs.slot);
+            throw e;
+        }
+    }
+
+    @Override
+    public void abortPrepared(Session s) {
+        VolumeSession vs = (VolumeSession) s;
+        vs.gate.exit(vs.slot);
+    }
+
+    @Override
+    public void commitPrepared() throws IOException {
+        snapshots.forceCopies();
+    }
+
+    @Override
+    public void finishWrite(Session s, long offset, int length, ByteSource source, boolean async) throws IOException {
+        VolumeSession vs = (VolumeSession) s;
+        try {
+            MappedData.Cursor c = async ? vs.asyncCursor() : vs.cursor;
             long pos = offset;
             long end = offset + length;
             while (pos < end) {
@@ -453,12 +514,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
             }
             // A TRIM racing with this write may have cleared a bit after we set it; set it again so that
             // "clear bit => zero data" holds whatever the interleaving.
-            markInUse(first, last);
+            markInUse(offset >>> blockShift, (offset + length - 1) >>> blockShift);
         } finally {
             vs.gate.exit(vs.slot);
-        }
-        if (fua) {
-            data.force(offset, length);
         }
     }
 

@@ -6,15 +6,15 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * Lets snapshot creation and restore stop production writers at a consistent point without a shared lock
- * on the write path: each session publishes "I am writing" in its own volatile field and then checks the
- * pause flag (volatile write then volatile read, so either the writer sees the pause or the pauser sees the
- * writer). The pauser raises the flag and waits until no other session is inside.
+ * on the write path: each session counts its writes in flight in its own slot and then checks the pause flag
+ * (an atomic write then a volatile read, so either the writer sees the pause or the pauser sees the
+ * writer). The pauser raises the flag and waits until no other session has a write inside.
  */
 public final class WriteGate {
 
-    /** One writer's slot. */
+    /** One session's slot: how many of its writes are inside (a connection may have several in flight). */
     public static final class Slot {
-        volatile boolean inside;
+        final java.util.concurrent.atomic.AtomicInteger inside = new java.util.concurrent.atomic.AtomicInteger();
         volatile Thread thread;
     }
 
@@ -41,11 +41,11 @@ public final class WriteGate {
     public void enter(Slot s) {
         while (true) {
             s.thread = Thread.currentThread();
-            s.inside = true;
+            s.inside.incrementAndGet();
             if (!paused) {
                 return;
             }
-            s.inside = false;
+            s.inside.decrementAndGet();
             synchronized (resumed) {
                 while (paused) {
                     try {
@@ -60,7 +60,7 @@ public final class WriteGate {
     }
 
     public void exit(Slot s) {
-        s.inside = false;
+        s.inside.decrementAndGet();
     }
 
     /**
@@ -82,7 +82,7 @@ public final class WriteGate {
         long deadline = System.nanoTime() + timeoutNanos;
         Thread me = Thread.currentThread();
         for (Slot s : slots) {
-            while (s.inside && s.thread != me) {
+            while (s.inside.get() > 0 && s.thread != me) {
                 if (System.nanoTime() > deadline) {
                     resume();
                     return false;
