@@ -43,8 +43,7 @@ public interface BlockDevice {
      * Two-phase write, so a connection can batch the durability work of many writes: {@link #prepareWrite}
      * makes the before-images snapshots need (not yet durable) and answers whether {@link #commitPrepared}
      * must run before the data may be written; {@link #finishWrite} then writes the data. Every successful
-     * prepare must be followed by one finish. {@code async} selects the session's second cursor, for a
-     * finish running on another thread than the prepare.
+     * prepare must be followed by one finish (or {@link #abortPrepared}).
      */
     default boolean prepareWrite(Session s, long offset, int length) throws IOException {
         throw new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name() + " is read-only");
@@ -53,7 +52,7 @@ public interface BlockDevice {
     default void commitPrepared() throws IOException {
     }
 
-    default void finishWrite(Session s, long offset, int length, ByteSource source, boolean async) throws IOException {
+    default void finishWrite(Session s, long offset, int length, ByteSource source) throws IOException {
         throw new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name() + " is read-only");
     }
 

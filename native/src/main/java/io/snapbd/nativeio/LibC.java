@@ -26,6 +26,9 @@ public interface LibC {
     /** Writes from {@code buf}'s position; the caller advances the position. */
     long write(int fd, @In ByteBuffer buf, long count);
 
+    /** Gathering write: {@code iov} is a direct buffer of {@code iovcnt} struct iovec {base, len} entries. */
+    long writev(int fd, @In ByteBuffer iov, int iovcnt);
+
     // ioctl(2) is variadic too; on x86-64 fixed and variadic integer arguments travel the same
     // way, but the annotation keeps the binding right on ABIs where they do not.
     @Variadic(fixedCount = 2)
@@ -37,4 +40,27 @@ public interface LibC {
     int fallocate(int fd, int mode, long offset, long len);
 
     String strerror(int errnum);
+
+    // ---- sockets passed by systemd (InheritedSockets, NativeSocket) ----
+
+    int getpid();
+
+    @Variadic(fixedCount = 2)
+    int fcntl(int fd, int cmd, int arg);
+
+    int getsockopt(int fd, int level, int optname, @Out ByteBuffer optval, @In @Out jnr.ffi.byref.IntByReference optlen);
+
+    int setsockopt(int fd, int level, int optname, @In ByteBuffer optval, int optlen);
+
+    int getsockname(int fd, @Out ByteBuffer addr, @In @Out jnr.ffi.byref.IntByReference addrlen);
+
+    int getpeername(int fd, @Out ByteBuffer addr, @In @Out jnr.ffi.byref.IntByReference addrlen);
+
+    /** {@code addr} and {@code addrlen} may be null. */
+    int accept4(int fd, jnr.ffi.Pointer addr, jnr.ffi.Pointer addrlen, int flags);
+
+    /** {@code fds}: a direct buffer of {@code nfds} struct pollfd {int fd; short events; short revents}. */
+    int poll(@In @Out ByteBuffer fds, long nfds, int timeout);
+
+    int shutdown(int fd, int how);
 }

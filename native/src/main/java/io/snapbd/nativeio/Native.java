@@ -41,6 +41,11 @@ final class Native {
         return LIBC;
     }
 
+    static Runtime runtime() throws IOException {
+        libc();
+        return RUNTIME;
+    }
+
     /** errno of the calling thread's last native call (jnr-ffi saves it right after the call). */
     static int errno() {
         return LastError.getLastError(RUNTIME);

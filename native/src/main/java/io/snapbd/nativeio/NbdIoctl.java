@@ -38,15 +38,15 @@ public final class NbdIoctl {
         }
         int err = Native.errno();
         if (err == Errno.ENOENT.intValue() || err == Errno.ENXIO.intValue()) {
-            throw new IOException("no such device " + dev + ": load the nbd module (modprobe nbd)");
+            throw new NbdException(err, "no such device " + dev + ": load the nbd module (modprobe nbd)");
         }
         if (err == Errno.EBUSY.intValue()) {
-            throw new IOException(dev + " is busy (already attached?)");
+            throw new NbdException(err, dev + " is busy (already attached?)");
         }
         if (err == Errno.EACCES.intValue() || err == Errno.EPERM.intValue()) {
-            throw new IOException("permission denied opening " + dev + ": attaching needs root (CAP_SYS_ADMIN)");
+            throw new NbdException(err, "permission denied opening " + dev + ": attaching needs root (CAP_SYS_ADMIN)");
         }
-        throw new IOException("cannot open " + dev + ": " + Native.strerror(err));
+        throw new NbdException(err, "cannot open " + dev + ": " + Native.strerror(err));
     }
 
     public static void closeDevice(int devFd) throws IOException {
@@ -90,6 +90,17 @@ public final class NbdIoctl {
         ioctl(devFd, NBD_CLEAR_QUE, 0, "NBD_CLEAR_QUE");
     }
 
+    /**
+     * Writes the device's dirty buffers and has the driver send NBD_CMD_FLUSH (fsync of the block device).
+     * It does not reach a file system mounted on the device: that one has to be synced or unmounted.
+     */
+    public static void flush(int devFd) throws IOException {
+        if (Native.libc().fsync(devFd) != 0) {
+            int err = Native.errno();
+            throw new NbdException(err, "fsync of the nbd device failed: " + Native.strerror(err));
+        }
+    }
+
     /** Asks the driver to send NBD_CMD_DISC and end {@link #doIt}. */
     public static void disconnect(int devFd) throws IOException {
         ioctl(devFd, NBD_DISCONNECT, 0, "NBD_DISCONNECT");
@@ -97,7 +108,42 @@ public final class NbdIoctl {
 
     private static void ioctl(int fd, long request, long arg, String name) throws IOException {
         if (Native.libc().ioctl(fd, request, arg) < 0) {
-            throw new IOException(name + " failed: " + Native.strerror(Native.errno()));
+            int err = Native.errno();
+            throw new NbdException(err, name + " failed: " + Native.strerror(err));
+        }
+    }
+
+    /** A failed open, ioctl or fsync on an nbd device, with the errno so callers can explain it. */
+    public static final class NbdException extends IOException {
+        private final int errno;
+
+        NbdException(int errno, String message) {
+            super(message);
+            this.errno = errno;
+        }
+
+        public int errno() {
+            return errno;
+        }
+
+        /** EBUSY: another task set the device up, or it is already running. */
+        public boolean busy() {
+            return errno == Errno.EBUSY.intValue();
+        }
+
+        /** EPERM or EACCES: the nbd ioctls need CAP_SYS_ADMIN. */
+        public boolean permissionDenied() {
+            return errno == Errno.EPERM.intValue() || errno == Errno.EACCES.intValue();
+        }
+
+        /** EINVAL: e.g. a device set up through netlink (nbd-client) refuses the ioctl interface. */
+        public boolean invalid() {
+            return errno == Errno.EINVAL.intValue();
+        }
+
+        /** ENOENT or ENXIO: no such device node or driver. */
+        public boolean noDevice() {
+            return errno == Errno.ENOENT.intValue() || errno == Errno.ENXIO.intValue();
         }
     }
 }

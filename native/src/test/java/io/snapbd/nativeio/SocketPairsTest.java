@@ -70,6 +70,33 @@ class SocketPairsTest {
         }
     }
 
+    // The transmission code sends a reply header and the data behind it as one gathering write.
+    @Test
+    void gatheringWritesSendEveryBufferInOrder() throws Exception {
+        try (SocketPairs.SocketPair pair = SocketPairs.create()) {
+            for (boolean direct : new boolean[]{true, false}) {
+                ByteBuffer header = ByteBuffer.allocateDirect(8);
+                header.put("..HEAD".getBytes(UTF_8)).flip().position(2);
+                ByteBuffer body = direct ? ByteBuffer.allocateDirect(5) : ByteBuffer.allocate(5);
+                body.put("body!".getBytes(UTF_8)).flip();
+                ByteBuffer[] gather = {ByteBuffer.allocateDirect(0), header, body};
+                long total = 0;
+                while (header.hasRemaining() || body.hasRemaining()) {
+                    total += pair.first().write(gather);
+                }
+                assertEquals(9, total);
+                assertEquals(6, header.position());
+                assertEquals(5, body.position());
+                ByteBuffer dst = ByteBuffer.allocate(9);
+                while (dst.hasRemaining()) {
+                    pair.second().read(dst);
+                }
+                assertEquals("HEADbody!", new String(dst.array(), UTF_8));
+            }
+            assertEquals(0, pair.first().write(new ByteBuffer[]{ByteBuffer.allocate(0)}));
+        }
+    }
+
     private static String send(SocketPairs.End from, SocketPairs.End to, String text, boolean direct)
             throws IOException {
         byte[] bytes = text.getBytes(UTF_8);

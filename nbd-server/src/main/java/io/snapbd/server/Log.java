@@ -20,7 +20,7 @@ public final class Log {
     }
 
     private static final PrintStream OUT = System.err;
-    private static final boolean JOURNAL = System.getenv("JOURNAL_STREAM") != null;
+    private static final boolean JOURNAL = stderrIsJournal(System.getenv("JOURNAL_STREAM"));
     private static final DateTimeFormatter TIME = DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss.SSS");
     private static volatile Level threshold = Level.INFO;
 
@@ -29,6 +29,39 @@ public final class Log {
 
     public static void setLevel(Level level) {
         threshold = level;
+    }
+
+    public static Level level() {
+        return threshold;
+    }
+
+    /** {@code error}, {@code warn}, {@code info} or {@code debug} (any case). */
+    public static Level parseLevel(String s) {
+        for (Level l : Level.values()) {
+            if (l.name().equalsIgnoreCase(s.strip()) || (l == Level.WARN && s.strip().equalsIgnoreCase("warning"))) {
+                return l;
+            }
+        }
+        throw new IllegalArgumentException("'" + s + "' is not a log level (error, warn, info, debug)");
+    }
+
+    /**
+     * True when stderr is the journal stream systemd set up: JOURNAL_STREAM holds its device and inode
+     * ({@code DEV:INO}), and a redirected stderr (e.g. {@code 2>file} in a unit's script) does not match them.
+     */
+    static boolean stderrIsJournal(String journalStream) {
+        if (journalStream == null || journalStream.isEmpty()) {
+            return false;
+        }
+        try {
+            String[] devIno = journalStream.split(":");
+            java.nio.file.Path stderr = java.nio.file.Path.of("/proc/self/fd/2");
+            long dev = ((Number) java.nio.file.Files.getAttribute(stderr, "unix:dev")).longValue();
+            long ino = ((Number) java.nio.file.Files.getAttribute(stderr, "unix:ino")).longValue();
+            return devIno.length == 2 && Long.parseLong(devIno[0]) == dev && Long.parseLong(devIno[1]) == ino;
+        } catch (RuntimeException | java.io.IOException e) {
+            return true;        // cannot tell (no /proc?): trust the variable
+        }
     }
 
     public static boolean enabled(Level level) {
@@ -59,7 +92,7 @@ public final class Log {
         }
         String msg = args.length == 0 ? fmt : String.format(fmt, args);
         String line = JOURNAL
-                ? "<" + level.syslog + ">" + msg
+                ? "<" + level.syslog + ">" + msg.replace("\n", "\n<" + level.syslog + ">")  // journald reads each line on its own
                 : LocalDateTime.now().format(TIME) + " " + level + " " + msg;
         synchronized (OUT) {
             OUT.println(line);

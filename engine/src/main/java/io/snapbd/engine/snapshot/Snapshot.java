@@ -2,6 +2,7 @@ package io.snapbd.engine.snapshot;
 
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
+import io.snapbd.engine.bitmap.PagedIntArray;
 
 import java.util.ArrayList;
 import java.util.List;

@@ -3,6 +3,7 @@ package io.snapbd.engine.snapshot;
 import io.snapbd.engine.BlockDeviceException;
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
+import io.snapbd.engine.bitmap.PagedIntArray;
 import io.snapbd.engine.io.GroupCommit;
 import io.snapbd.engine.io.MappedData;
 import io.snapbd.engine.volume.VolumeNames;

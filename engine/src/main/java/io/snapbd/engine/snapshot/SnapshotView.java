@@ -52,7 +52,13 @@ public final class SnapshotView implements BlockDevice {
      */
     public void changedExtents(String older, long offset, long length, ExtentConsumer consumer) throws IOException {
         BlockDevice.checkRange(this, offset, length);
-        Differential d = set.differential(older, snapshotName());
+        Differential d;
+        try {
+            d = set.differential(older, snapshotName());
+        } catch (IllegalArgumentException e) {
+            // e.g. the older snapshot was deleted after this client selected the context
+            throw new BlockDeviceException(BlockDeviceException.Reason.OUT_OF_RANGE, "differential from " + older + ": " + e.getMessage());
+        }
         int shift = Integer.numberOfTrailingZeros(blockSize);
         long end = offset + length;
         // Coalesce: unchanged and unused runs are both "not changed".

@@ -65,6 +65,11 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private final WriteGate gate = new WriteGate(5000);
     private SnapshotSet snapshots;
     private io.snapbd.engine.lun.LunState lun;
+    /** Staged new data of blocks whose before-images are not durable yet, and the thread that applies it. */
+    private Overlay overlay;
+    private Thread committer;
+    private volatile boolean committerStop;
+    static final long OVERLAY_BYTES = 16L << 20;
     private final java.util.concurrent.atomic.AtomicLong cowCopies = new java.util.concurrent.atomic.AtomicLong();
 
     private Volume(Path dir, VolumeHeader header, MappedData data, PagedBitMap meta, BitMapFile metaFile,
@@ -214,6 +219,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 zeroFast, report);
         v.snapshots = snapshots;
         v.lun = io.snapbd.engine.lun.LunState.open(dir, h.uuid());
+        v.overlay = new Overlay(blocks, h.blockSize(), OVERLAY_BYTES);
         self[0] = v;
         return v;
     }
@@ -294,6 +300,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
             return;
         }
         synchronized (flushLock) {
+            stopCommitter(true);
             closed = true;
             data.forceAll();
             snapshots.close();
@@ -313,8 +320,18 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
     }
 
+    /**
+     * Waits until every write staged behind a copy-on-write force has reached the mapping (page cache).
+     * A process crash loses writes still staged, as a power loss loses unflushed ones; tests that model a
+     * crash where the page cache survives call this first.
+     */
+    public void awaitStagedApplied() throws IOException {
+        overlay.awaitEmpty();
+    }
+
     /** Closes without marking clean: what a crash leaves behind (for tests of recovery). */
     public void abandon() throws IOException {
+        stopCommitter(false);
         closed = true;
         snapshots.abandon();
         metaFile.close();
@@ -395,7 +412,25 @@ public final class Volume implements BlockDevice, AutoCloseable {
         final WriteGate gate;
         final WriteGate.Slot slot;
         final SnapshotSet.CowBuffer cow = new SnapshotSet.CowBuffer();
-        private MappedData.Cursor async;
+        private int[] slots;
+        private ByteBuffer readBuffer;
+        int stagedSlots;
+        long stagedFirst;
+
+        /** Overlay slots reserved for the write in progress (sized for the largest staged write). */
+        int[] slotBuffer() {
+            if (slots == null) {
+                slots = new int[256];
+            }
+            return slots;
+        }
+
+        ByteBuffer readBuffer() {
+            if (readBuffer == null) {
+                readBuffer = ByteBuffer.allocateDirect(1 << 20);
+            }
+            return readBuffer;
+        }
 
         VolumeSession(MappedData.Cursor cursor, WriteGate gate) {
             this.cursor = cursor;
@@ -403,13 +438,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
             this.slot = gate.register();
         }
 
-        /** A second cursor for finishing writes on another thread. */
-        synchronized MappedData.Cursor asyncCursor() {
-            if (async == null) {
-                async = cursor.data().cursor();
-            }
-            return async;
-        }
+
 
         @Override
         public void close() {
@@ -429,6 +458,11 @@ public final class Volume implements BlockDevice, AutoCloseable {
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
         MappedData.Cursor c = ((VolumeSession) s).cursor;
+        if (length > 0 && overlay.staged() > 0
+                && overlay.anyStaged(offset >>> blockShift, (offset + length - 1) >>> blockShift)) {
+            readThroughOverlay((VolumeSession) s, offset, length, sink);
+            return;
+        }
         long pos = offset;
         long end = offset + length;
         while (pos < end) {
@@ -436,6 +470,24 @@ public final class Volume implements BlockDevice, AutoCloseable {
             int n = v.remaining();
             sink.write(v);
             pos += n;
+        }
+    }
+
+    /** Reads a range some of whose blocks are staged: block by block into a session buffer, then out. */
+    private void readThroughOverlay(VolumeSession s, long offset, int length, ByteSink sink) throws IOException {
+        ByteBuffer buf = s.readBuffer();
+        long pos = offset;
+        long end = offset + length;
+        while (pos < end) {
+            buf.clear();
+            while (pos < end && buf.hasRemaining()) {
+                long b = pos >>> blockShift;
+                int n = (int) Math.min(Math.min(end, (b + 1) << blockShift) - pos, buf.remaining());
+                overlay.readBlock(b, pos, n, buf, s.cursor);
+                pos += n;
+            }
+            buf.flip();
+            sink.write(buf);
         }
     }
 
@@ -454,9 +506,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 throw e;
             }
         }
-        finishWrite(s, offset, length, source, false);
+        finishWrite(s, offset, length, source);
         if (fua) {
-            data.force(offset, length);
+            forceRange(offset, length);
         }
     }
 
@@ -472,6 +524,10 @@ public final class Volume implements BlockDevice, AutoCloseable {
         long last = (offset + length - 1) >>> blockShift;
         vs.gate.enter(vs.slot);
         try {
+            vs.stagedSlots = 0;
+            if (overlay.staged() > 0) {
+                overlay.awaitApplied(first, last);      // keep order behind a staged write of these blocks
+            }
             if (snapshots.isEmpty()) {
                 markInUse(first, last);
                 return false;
@@ -481,17 +537,115 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 cowCopies.addAndGet(copied);
             }
             markInUse(first, last);
-            return copied > 0 || SnapshotSet.sawPending(vs.cow);
+            boolean mustWait = copied > 0 || SnapshotSet.sawPending(vs.cow);
+            if (mustWait && stage(vs, first, last)) {
+                return false;       // the data goes to the overlay; the committer forces and applies it
+            }
+            return mustWait;
         } catch (IOException | RuntimeException e) {
             vs.gate.exit(vs.slot);
             throw e;
         }
     }
 
+    /** Reserves overlay slots for [first, last]; false when the overlay is full (the caller waits instead). */
+    private boolean stage(VolumeSession vs, long first, long last) throws IOException {
+        int n = (int) (last - first + 1);
+        if (n > vs.slotBuffer().length || !overlay.reserve(first, last, vs.cursor, vs.slotBuffer())) {
+            return false;
+        }
+        vs.stagedSlots = n;
+        vs.stagedFirst = first;
+        startCommitter();
+        return true;
+    }
+
+    /** The committer: forces the before-images of everything staged, then applies it to production. */
+    private synchronized void startCommitter() {
+        if (committer != null) {
+            return;
+        }
+        committer = new Thread(() -> {
+            MappedData.Cursor cursor = data.cursor();
+            while (!committerStop) {
+                try {
+                    overlay.awaitWork(100);
+                    int n = overlay.stagedSnapshot();
+                    if (n > 0) {
+                        snapshots.forceCopies();
+                        overlay.applyStaged(cursor, n);
+                    }
+                } catch (InterruptedException e) {
+                    return;
+                } catch (IOException | RuntimeException e) {
+                    // Keep the data staged (readers still see it) and retry: losing it would lose acknowledged writes.
+                    System.err.println("snapbd: volume " + name() + ": applying staged writes failed, retrying: " + e);
+                    try {
+                        Thread.sleep(100);
+                    } catch (InterruptedException ie) {
+                        return;
+                    }
+                }
+            }
+        }, "overlay-committer " + name());
+        committer.setDaemon(true);
+        committer.start();
+    }
+
+    private void stopCommitter(boolean drain) throws IOException {
+        if (drain) {
+            overlay.awaitEmpty();
+        }
+        Thread t;
+        synchronized (this) {
+            committerStop = true;
+            t = committer;
+        }
+        if (t != null) {
+            t.interrupt();
+            try {
+                t.join(10_000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
     @Override
     public void abortPrepared(Session s) {
         VolumeSession vs = (VolumeSession) s;
+        if (vs.stagedSlots > 0) {
+            overlay.release(vs.stagedSlots, vs.slotBuffer());
+            vs.stagedSlots = 0;
+        }
         vs.gate.exit(vs.slot);
+    }
+
+    /** Streams the payload into the reserved overlay slots and publishes them; the write is then complete. */
+    private void finishStaged(VolumeSession vs, long offset, int length, ByteSource source) throws IOException {
+        int[] slots = vs.slotBuffer();
+        int n = vs.stagedSlots;
+        long first = vs.stagedFirst;
+        boolean published = false;
+        try {
+            long pos = offset;
+            long end = offset + length;
+            while (pos < end) {
+                long b = pos >>> blockShift;
+                int from = (int) (pos & (blockSize() - 1));
+                int to = (int) Math.min(blockSize(), end - (b << blockShift));
+                source.readFully(overlay.slotView(slots[(int) (b - first)], from, to));
+                pos = (b << blockShift) + to;
+            }
+            overlay.publish(first, first + n - 1, slots);
+            published = true;
+        } finally {
+            if (!published) {
+                overlay.release(n, slots);
+            }
+            vs.stagedSlots = 0;
+            vs.gate.exit(vs.slot);
+        }
     }
 
     @Override
@@ -500,10 +654,14 @@ public final class Volume implements BlockDevice, AutoCloseable {
     }
 
     @Override
-    public void finishWrite(Session s, long offset, int length, ByteSource source, boolean async) throws IOException {
+    public void finishWrite(Session s, long offset, int length, ByteSource source) throws IOException {
         VolumeSession vs = (VolumeSession) s;
+        if (vs.stagedSlots > 0) {
+            finishStaged(vs, offset, length, source);
+            return;
+        }
         try {
-            MappedData.Cursor c = async ? vs.asyncCursor() : vs.cursor;
+            MappedData.Cursor c = vs.cursor;
             long pos = offset;
             long end = offset + length;
             while (pos < end) {
@@ -580,6 +738,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
             VolumeSession vs = (VolumeSession) s;
             vs.gate.enter(vs.slot);
             try {
+                overlay.awaitApplied(firstWhole, endWhole - 1);
                 copyOnWrite(vs, firstWhole, endWhole - 1);
                 discardBlocks(vs, firstWhole, endWhole);
             } finally {
@@ -606,6 +765,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         VolumeSession vs = (VolumeSession) s;
         vs.gate.enter(vs.slot);
         try {
+            overlay.awaitApplied(offset >>> blockShift, (offset + length - 1) >>> blockShift);
             copyOnWrite(vs, offset >>> blockShift, (offset + length - 1) >>> blockShift);
             zeroRange(vs, offset, length, noHole);
         } finally {
@@ -696,6 +856,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
     @Override
     public void flush() throws IOException {
         checkOpen();
+        overlay.awaitEmpty();       // acknowledged writes still staged must reach the mapping first
         flushCommit.sync(() -> {
             data.forceAll();
             snapshots.persistFrozenPages();     // before production's pages: snapshots read through them
@@ -707,6 +868,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
     @Override
     public void forceRange(long offset, long length) throws IOException {
         checkOpen();
+        if (length > 0 && overlay.staged() > 0) {
+            overlay.awaitApplied(offset >>> blockShift, (offset + length - 1) >>> blockShift);
+        }
         data.force(offset, length);
     }
 
@@ -783,6 +947,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         long changed = 0;
         VolumeSession s = (VolumeSession) openSession();
         try {
+            overlay.awaitEmpty();
             PagedBitMap target = snapshots.metaOf(seq);
             long blocks = header.blocks();
             // Blocks in use in production but not in the snapshot: discard.

@@ -40,6 +40,18 @@ public final class VolumeCatalog implements AutoCloseable {
     }
 
     public static VolumeCatalog open(Path root, FileSpace space) throws IOException {
+        return open(root, space, true);
+    }
+
+    /**
+     * Opens the data directory; with {@code create} false a missing directory is an error rather than a new,
+     * empty one (a check or a listing pointed at a typo must not pass).
+     */
+    public static VolumeCatalog open(Path root, FileSpace space, boolean create) throws IOException {
+        if (!create && !Files.isDirectory(root.resolve(VOLUMES_DIR))) {
+            throw new NoSuchFileException("no snapbd data directory at " + root.toAbsolutePath()
+                    + " (it has no " + VOLUMES_DIR + "/ directory)");
+        }
         Files.createDirectories(root.resolve(VOLUMES_DIR));
         FileChannel ch = FileChannel.open(root.resolve(LOCK_FILE), StandardOpenOption.CREATE, StandardOpenOption.WRITE);
         FileLock lock;

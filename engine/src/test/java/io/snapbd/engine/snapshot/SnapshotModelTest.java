@@ -40,6 +40,7 @@ class SnapshotModelTest {
 
     private Volume reopen(Volume v, boolean crash) throws IOException {
         if (crash) {
+            v.awaitStagedApplied();     // the model keeps acknowledged writes; staged ones die with the process
             v.abandon();
         } else {
             v.close();

@@ -11,6 +11,7 @@ import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
+import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.snapshot.CloneJobs;
 import io.snapbd.server.transport.NbdServer;
 
@@ -32,6 +33,7 @@ public final class ControlPlane {
     private final ExportRegistry exports;      // null offline
     private final NbdServer nbd;               // null offline
     private final CloneJobs clones;
+    private final KernelAttachments attachments;   // null offline
     private final long startedMillis = System.currentTimeMillis();
 
     public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd) {
@@ -39,10 +41,16 @@ public final class ControlPlane {
     }
 
     public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd, CloneJobs clones) {
+        this(catalog, exports, nbd, clones, null);
+    }
+
+    public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd, CloneJobs clones,
+                        KernelAttachments attachments) {
         this.catalog = catalog;
         this.exports = exports;
         this.nbd = nbd;
         this.clones = clones;
+        this.attachments = attachments;
     }
 
     /** Exports a volume and each of its snapshots (VOLUME@SNAPSHOT), terminated ones included. */
@@ -98,6 +106,10 @@ public final class ControlPlane {
                 case "lun.enable":
                 case "lun.disable":
                     return lunState(command, request);
+                case "attach":
+                    return kernel("attach").attachCommand(request);
+                case "detach":
+                    return kernel("detach").detachCommand(request);
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
@@ -108,6 +120,14 @@ public final class ControlPlane {
         } catch (IOException e) {
             throw new OperationException(e.getMessage());
         }
+    }
+
+    /** Kernel attachments live in the running server; offline there is nothing to attach with. */
+    private KernelAttachments kernel(String what) throws OperationException {
+        if (attachments == null) {
+            throw new OperationException(what + " needs the running server: start it with 'snapbd serve' (as root, with the nbd module loaded)");
+        }
+        return attachments;
     }
 
     private JsonNode volumeCreate(JsonNode req) throws IOException, OperationException {
@@ -439,6 +459,7 @@ public final class ControlPlane {
             r.put("defaultExport", exports.defaultName());
             ArrayNode cl = r.putArray("clones");
             clones.all().values().forEach(j -> cl.add(j.json()));
+            r.set("attachments", attachments != null ? attachments.listJson() : JSON.createArrayNode());
         }
         List<String> names = catalog.names();
         ArrayNode vols = r.putArray("volumes");

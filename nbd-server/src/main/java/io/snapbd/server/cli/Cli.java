@@ -64,7 +64,8 @@ final class Cli {
             if (ch != null) {
                 return AdminClient.call(ch, request);
             }
-            try (VolumeCatalog catalog = VolumeCatalog.open(dataDir, FileSpaces.best())) {
+            boolean creates = request.path("command").asText().equals("volume.create");
+            try (VolumeCatalog catalog = VolumeCatalog.open(dataDir, FileSpaces.best(), creates)) {
                 return new ControlPlane(catalog, null, null).handle(request);
             } catch (DataDirBusyException e) {
                 throw new ExitException(1, e.getMessage() + ", but its admin socket " + dataDir.resolve("admin.sock")

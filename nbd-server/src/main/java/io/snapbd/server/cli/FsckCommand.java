@@ -37,7 +37,7 @@ final class FsckCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         ArrayNode out = ControlPlane.JSON.createArrayNode();
         boolean ok = true;
-        try (VolumeCatalog catalog = VolumeCatalog.open(dataDir.resolve(), FileSpaces.best())) {
+        try (VolumeCatalog catalog = VolumeCatalog.open(dataDir.resolve(), FileSpaces.best(), false)) {
             List<String> names = volumes.isEmpty() ? catalog.names() : volumes;
             for (String name : names) {
                 if (!catalog.exists(name)) {
@@ -61,6 +61,8 @@ final class FsckCommand implements Callable<Integer> {
             }
         } catch (DataDirBusyException e) {
             throw new Cli.ExitException(2, e.getMessage() + ": stop the server before fsck");
+        } catch (java.nio.file.NoSuchFileException e) {
+            throw new Cli.ExitException(2, e.getMessage());
         }
         if (json) {
             Cli.printJson(out);

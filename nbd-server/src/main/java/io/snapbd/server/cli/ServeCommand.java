@@ -3,17 +3,24 @@ package io.snapbd.server.cli;
 import io.snapbd.server.Log;
 import io.snapbd.server.config.ConfigFile;
 import io.snapbd.server.config.ServerConfig;
+import io.snapbd.server.config.ServiceSettings;
 import io.snapbd.server.server.SnapbdServer;
+import io.snapbd.server.server.Systemd;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
+import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 @Command(name = "serve", mixinStandardHelpOptions = true,
-        description = "Run the NBD server in the foreground, logging to stderr. On an empty data directory it creates volume vol0 (1 GiB, 256 MiB save volume).")
+        description = {"Run the NBD server in the foreground, logging to stderr. On an empty data directory it creates volume vol0 (1 GiB, 256 MiB save volume).",
+                "SIGTERM stops it gracefully (exit 0); SIGHUP re-reads --config for what can change live. Under systemd it speaks sd_notify "
+                        + "and takes sockets passed by socket activation (see docs/production.md)."})
 final class ServeCommand implements Callable<Integer> {
 
     @CommandLine.Mixin
@@ -37,15 +44,55 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = {"-v", "--verbose"}, description = "Log every connection and refused request.")
     boolean verbose;
 
+    private volatile SnapbdServer server;
+    private final AtomicBoolean stopping = new AtomicBoolean();
+    private volatile boolean termWhileStarting;
+
+    /** The configuration built from the file and the command line. */
+    private record Loaded(ServerConfig config, ServiceSettings service) {
+    }
+
     @Override
     public Integer call() throws Exception {
-        if (verbose) {
-            Log.setLevel(Log.Level.DEBUG);
+        Loaded loaded = load();
+        applyLogLevel(loaded.service());
+        ServerConfig cfg = loaded.config();
+        if (cfg.tcp() == null && cfg.unix() == null && System.getenv("LISTEN_FDS") == null) {
+            throw new Cli.ExitException(2, "both listeners are off (--tcp none --unix none): nothing to serve on");
         }
+        // Before the start, so a SIGTERM that comes while volumes are being recovered stops the server once
+        // they are open, instead of killing the JVM halfway.
+        boolean handlers = installSignalHandlers();
+        SnapbdServer s;
+        try {
+            s = SnapbdServer.start(cfg, loaded.service());
+        } catch (IOException | RuntimeException e) {
+            Systemd.status("failed to start: " + Cli.message(e));
+            throw e;
+        }
+        server = s;
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            if (stopping.compareAndSet(false, true)) {
+                Log.info("stopping (signal)");
+                armStopDeadline(s);
+                s.close();
+            }
+        }, "shutdown"));
+        if (handlers && termWhileStarting) {
+            stopAsync(s, "SIGTERM during the start");
+        }
+        s.awaitStop();
+        return 0;
+    }
+
+    /** Reads the file (if any) and applies the command-line options over it; errors name the file and line. */
+    private Loaded load() {
         ConfigFile file = null;
+        ServiceSettings service = ServiceSettings.DEFAULTS;
         if (config != null) {
             try {
                 file = ConfigFile.read(config);
+                service = file.service();
             } catch (ConfigFile.ConfigException e) {
                 throw new Cli.ExitException(2, e.getMessage());
             }
@@ -76,15 +123,91 @@ final class ServeCommand implements Callable<Integer> {
         } catch (IllegalArgumentException e) {
             throw new Cli.ExitException(2, e.getMessage());
         }
-        if (cfg.tcp() == null && cfg.unix() == null) {
-            throw new Cli.ExitException(2, "both listeners are off (--tcp none --unix none): nothing to serve on");
+        return new Loaded(cfg, service);
+    }
+
+    /** -v wins; else the file's log-level; else info. */
+    private void applyLogLevel(ServiceSettings service) {
+        Log.setLevel(verbose ? Log.Level.DEBUG : service.logLevel() != null ? service.logLevel() : Log.Level.INFO);
+    }
+
+    /**
+     * SIGTERM: a graceful stop ending in exit status 0 (the JVM's own handler would exit with 143). SIGHUP: reload.
+     * SIGINT keeps the JVM's handler, which runs the shutdown hook (the same graceful stop). False when the JVM
+     * does not let us handle signals (-Xrs), in which case the shutdown hook still stops the server on SIGTERM.
+     */
+    private boolean installSignalHandlers() {
+        try {
+            sun.misc.Signal.handle(new sun.misc.Signal("TERM"), sig -> {
+                termWhileStarting = true;       // read by call() after it publishes the server: one of us stops it
+                SnapbdServer s = server;
+                if (s == null) {
+                    Log.info("SIGTERM while starting: stopping as soon as the start is done");
+                } else {
+                    stopAsync(s, "SIGTERM");
+                }
+            });
+            sun.misc.Signal.handle(new sun.misc.Signal("HUP"), sig -> reload());
+            return true;
+        } catch (IllegalArgumentException | UnsupportedOperationException e) {
+            Log.warn("cannot handle SIGTERM/SIGHUP (%s): SIGTERM stops through the shutdown hook, reload is off", e.getMessage());
+            return false;
         }
-        SnapbdServer server = SnapbdServer.start(cfg);
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            Log.info("stopping (signal)");
-            server.close();
-        }, "shutdown"));
-        server.awaitStop();
-        return 0;
+    }
+
+    private void stopAsync(SnapbdServer s, String why) {
+        if (!stopping.compareAndSet(false, true)) {
+            return;
+        }
+        Log.info("stopping (%s)", why);
+        Thread t = new Thread(() -> {
+            armStopDeadline(s);
+            s.close();
+        }, "stop");
+        t.start();
+    }
+
+    /** If the graceful stop takes longer than stop-timeout, exits anyway: the next start recovers the volumes. */
+    private void armStopDeadline(SnapbdServer s) {
+        Duration limit = s.service().stopTimeout();
+        Thread t = new Thread(() -> {
+            try {
+                Thread.sleep(limit.toMillis());
+            } catch (InterruptedException e) {
+                return;
+            }
+            Log.error("the graceful stop did not finish within stop-timeout (%d s): exiting now; volumes not closed cleanly "
+                    + "are recovered at the next start", limit.toSeconds());
+            Runtime.getRuntime().halt(1);
+        }, "stop-deadline");
+        t.setDaemon(true);
+        t.start();
+    }
+
+    /** SIGHUP: re-reads the configuration file and applies what can change live; a bad file changes nothing. */
+    private synchronized void reload() {
+        SnapbdServer s = server;
+        if (s == null || stopping.get()) {
+            return;
+        }
+        Systemd.reloading();
+        try {
+            if (config == null) {
+                Log.warn("reload: the server was started without --config: nothing to re-read");
+                return;
+            }
+            Loaded loaded = load();
+            Log.Level before = Log.level();
+            applyLogLevel(loaded.service());
+            List<String> changes = new java.util.ArrayList<>(s.reload(loaded.config(), loaded.service()));
+            if (Log.level() != before) {
+                changes.add("log-level " + before.name().toLowerCase() + " -> " + Log.level().name().toLowerCase());
+            }
+            Log.info("reloaded %s: %s", config, changes.isEmpty() ? "nothing that can change live has changed" : String.join("; ", changes));
+        } catch (IOException | RuntimeException e) {
+            Log.error("reload of %s failed, the running configuration stays in force: %s", config, Cli.message(e));
+        } finally {
+            Systemd.ready(s.statusLine());
+        }
     }
 }

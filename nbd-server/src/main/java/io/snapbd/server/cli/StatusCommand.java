@@ -30,6 +30,10 @@ final class StatusCommand implements Runnable {
             System.out.println("connections:    " + s.path("connections").asInt() + " open, "
                     + s.path("connectionsAccepted").asLong() + " accepted, " + s.path("connectionsRejected").asLong() + " refused");
             System.out.println("default export: " + s.path("defaultExport").asText());
+            for (JsonNode a : s.path("attachments")) {
+                System.out.println("attached:       " + a.path("device").asText() + " -> " + a.path("export").asText()
+                        + " (" + (a.path("readOnly").asBoolean() ? "read-only" : "read-write") + ", since " + a.path("since").asText() + ")");
+            }
         }
         System.out.println("file space:     " + s.path("fileSpace").asText());
         System.out.println("volumes:");

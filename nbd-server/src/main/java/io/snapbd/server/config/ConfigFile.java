@@ -5,6 +5,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -12,12 +13,21 @@ import java.util.Set;
 
 /**
  * {@code key = value} configuration (one per line, {@code #} comments). Unknown keys and bad values are
- * reported with file and line, and stop the start. The documented example is systemd/snapbd.conf.
+ * reported with file and line, and stop the start. Every key appears at most once, except {@code attach}
+ * ({@code attach = EXPORT /dev/nbdN [read-only] [timeout=SECONDS]}, one line per device). The documented
+ * example is systemd/snapbd.conf.
  */
 public final class ConfigFile {
 
     public static final Set<String> KEYS = Set.of("data-dir", "tcp", "unix", "admin-socket", "handshake-timeout",
-            "max-connections", "default-volume", "default-volume-size", "default-save-size");
+            "max-connections", "default-volume", "default-volume-size", "default-save-size", "attach",
+            "metrics", "log-level", "stop-timeout");
+
+    /** Keys named {@code volume.NAME}: one line per volume to create when missing (see {@link #service()}). */
+    public static final String VOLUME_PREFIX = "volume.";
+
+    /** Keys that may appear on several lines. */
+    private static final Set<String> REPEATABLE = Set.of("attach");
 
     public static final class ConfigException extends Exception {
         public ConfigException(String message) {
@@ -30,6 +40,7 @@ public final class ConfigFile {
 
     private final Path file;
     private final Map<String, Entry> entries = new LinkedHashMap<>();
+    private final List<Entry> attaches = new ArrayList<>();
 
     private ConfigFile(Path file) {
         this.file = file;
@@ -54,8 +65,12 @@ public final class ConfigFile {
             }
             String key = line.substring(0, eq).strip();
             String value = line.substring(eq + 1).strip();
-            if (!KEYS.contains(key)) {
-                throw new ConfigException(file + ":" + (i + 1) + ": unknown key '" + key + "' (known: " + String.join(", ", KEYS.stream().sorted().toList()) + ")");
+            if (!KEYS.contains(key) && !(key.startsWith(VOLUME_PREFIX) && key.length() > VOLUME_PREFIX.length())) {
+                throw new ConfigException(file + ":" + (i + 1) + ": unknown key '" + key + "' (known: " + String.join(", ", KEYS.stream().sorted().toList()) + ", " + VOLUME_PREFIX + "NAME)");
+            }
+            if (REPEATABLE.contains(key)) {
+                c.attaches.add(new Entry(value, i + 1));
+                continue;
             }
             if (c.entries.containsKey(key)) {
                 throw new ConfigException(file + ":" + (i + 1) + ": '" + key + "' already set on line " + c.entries.get(key).line);
@@ -63,6 +78,36 @@ public final class ConfigFile {
             c.entries.put(key, new Entry(value, i + 1));
         }
         return c;
+    }
+
+    /**
+     * The production-host keys ({@code metrics}, {@code log-level}, {@code stop-timeout}, {@code volume.NAME}),
+     * checked here; {@link #apply} ignores them.
+     */
+    public ServiceSettings service() throws ConfigException {
+        java.net.InetSocketAddress metrics = null;
+        io.snapbd.server.Log.Level level = null;
+        Duration stopTimeout = ServiceSettings.DEFAULT_STOP_TIMEOUT;
+        List<VolumeSpec> volumes = new ArrayList<>();
+        for (Map.Entry<String, Entry> me : entries.entrySet()) {
+            String key = me.getKey();
+            String v = me.getValue().value;
+            String origin = file + ":" + me.getValue().line;
+            try {
+                if (key.equals("metrics")) {
+                    metrics = v.equals("none") ? null : ServerConfig.parseHostPort(v);
+                } else if (key.equals("log-level")) {
+                    level = io.snapbd.server.Log.parseLevel(v);
+                } else if (key.equals("stop-timeout")) {
+                    stopTimeout = Duration.ofMillis(seconds(v));
+                } else if (key.startsWith(VOLUME_PREFIX)) {
+                    volumes.add(VolumeSpec.parse(key.substring(VOLUME_PREFIX.length()), v, origin));
+                }
+            } catch (IllegalArgumentException ex) {
+                throw new ConfigException(origin + ": " + key + ": " + ex.getMessage());
+            }
+        }
+        return new ServiceSettings(metrics, level, stopTimeout, volumes);
     }
 
     public String dataDir() {
@@ -80,15 +125,15 @@ public final class ConfigFile {
                     case "tcp" -> c = c.withTcp(v.equals("none") ? null : ServerConfig.parseHostPort(v));
                     case "unix" -> c = c.withUnix(v.equals("none") ? null : Path.of(v));
                     case "admin-socket" -> c = new ServerConfig(c.dataDir(), c.tcp(), c.unix(), Path.of(v), c.handshakeTimeout(),
-                            c.maxConnections(), c.defaultVolume(), c.defaultVolumeSize(), c.defaultSaveSize());
+                            c.maxConnections(), c.defaultVolume(), c.defaultVolumeSize(), c.defaultSaveSize(), c.attachments());
                     case "handshake-timeout" -> c = c.withLimits(Duration.ofMillis(seconds(v)), c.maxConnections());
                     case "max-connections" -> c = c.withLimits(c.handshakeTimeout(), positiveInt(v));
                     case "default-volume" -> c = new ServerConfig(c.dataDir(), c.tcp(), c.unix(), c.adminSocket(), c.handshakeTimeout(),
-                            c.maxConnections(), v.equals("none") ? null : v, c.defaultVolumeSize(), c.defaultSaveSize());
+                            c.maxConnections(), v.equals("none") ? null : v, c.defaultVolumeSize(), c.defaultSaveSize(), c.attachments());
                     case "default-volume-size" -> c = new ServerConfig(c.dataDir(), c.tcp(), c.unix(), c.adminSocket(), c.handshakeTimeout(),
-                            c.maxConnections(), c.defaultVolume(), Sizes.parse(v), c.defaultSaveSize());
+                            c.maxConnections(), c.defaultVolume(), Sizes.parse(v), c.defaultSaveSize(), c.attachments());
                     case "default-save-size" -> c = new ServerConfig(c.dataDir(), c.tcp(), c.unix(), c.adminSocket(), c.handshakeTimeout(),
-                            c.maxConnections(), c.defaultVolume(), c.defaultVolumeSize(), Sizes.parse(v));
+                            c.maxConnections(), c.defaultVolume(), c.defaultVolumeSize(), Sizes.parse(v), c.attachments());
                     default -> {
                         // data-dir is resolved before the config is built
                     }
@@ -96,6 +141,25 @@ public final class ConfigFile {
             } catch (IllegalArgumentException ex) {
                 throw new ConfigException(file + ":" + me.getValue().line + ": " + me.getKey() + ": " + ex.getMessage());
             }
+        }
+        List<AttachSpec> specs = new ArrayList<>();
+        for (Entry e : attaches) {
+            String origin = file + ":" + e.line;
+            AttachSpec spec;
+            try {
+                spec = AttachSpec.parse(e.value, origin);
+            } catch (IllegalArgumentException ex) {
+                throw new ConfigException(origin + ": attach: " + ex.getMessage());
+            }
+            for (AttachSpec other : specs) {
+                if (other.device().equals(spec.device())) {
+                    throw new ConfigException(origin + ": attach: " + spec.device() + " is already attached on " + other.origin());
+                }
+            }
+            specs.add(spec);
+        }
+        if (!specs.isEmpty()) {
+            c = c.withAttachments(specs);
         }
         return c;
     }

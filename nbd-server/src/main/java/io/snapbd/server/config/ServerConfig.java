@@ -3,13 +3,28 @@ package io.snapbd.server.config;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 
 /**
  * Everything the server needs to start. {@code tcp} or {@code unix} null means that listener is off.
+ * {@code attachments} are the nbd devices the server attaches at start.
  */
 public record ServerConfig(Path dataDir, InetSocketAddress tcp, Path unix, Path adminSocket,
                            Duration handshakeTimeout, int maxConnections,
-                           String defaultVolume, long defaultVolumeSize, long defaultSaveSize) {
+                           String defaultVolume, long defaultVolumeSize, long defaultSaveSize,
+                           List<AttachSpec> attachments) {
+
+    public ServerConfig {
+        attachments = attachments == null ? List.of() : List.copyOf(attachments);
+    }
+
+    /** Without kernel attachments. */
+    public ServerConfig(Path dataDir, InetSocketAddress tcp, Path unix, Path adminSocket,
+                        Duration handshakeTimeout, int maxConnections,
+                        String defaultVolume, long defaultVolumeSize, long defaultSaveSize) {
+        this(dataDir, tcp, unix, adminSocket, handshakeTimeout, maxConnections, defaultVolume, defaultVolumeSize,
+                defaultSaveSize, List.of());
+    }
 
     public static final int DEFAULT_PORT = 10809;
 
@@ -20,15 +35,19 @@ public record ServerConfig(Path dataDir, InetSocketAddress tcp, Path unix, Path 
     }
 
     public ServerConfig withTcp(InetSocketAddress a) {
-        return new ServerConfig(dataDir, a, unix, adminSocket, handshakeTimeout, maxConnections, defaultVolume, defaultVolumeSize, defaultSaveSize);
+        return new ServerConfig(dataDir, a, unix, adminSocket, handshakeTimeout, maxConnections, defaultVolume, defaultVolumeSize, defaultSaveSize, attachments);
     }
 
     public ServerConfig withUnix(Path p) {
-        return new ServerConfig(dataDir, tcp, p, adminSocket, handshakeTimeout, maxConnections, defaultVolume, defaultVolumeSize, defaultSaveSize);
+        return new ServerConfig(dataDir, tcp, p, adminSocket, handshakeTimeout, maxConnections, defaultVolume, defaultVolumeSize, defaultSaveSize, attachments);
     }
 
     public ServerConfig withLimits(Duration handshake, int maxConn) {
-        return new ServerConfig(dataDir, tcp, unix, adminSocket, handshake, maxConn, defaultVolume, defaultVolumeSize, defaultSaveSize);
+        return new ServerConfig(dataDir, tcp, unix, adminSocket, handshake, maxConn, defaultVolume, defaultVolumeSize, defaultSaveSize, attachments);
+    }
+
+    public ServerConfig withAttachments(List<AttachSpec> specs) {
+        return new ServerConfig(dataDir, tcp, unix, adminSocket, handshakeTimeout, maxConnections, defaultVolume, defaultVolumeSize, defaultSaveSize, specs);
     }
 
     /** Parses HOST:PORT, [V6]:PORT, or :PORT (loopback). */

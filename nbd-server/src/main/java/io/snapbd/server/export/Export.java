@@ -15,6 +15,7 @@ public final class Export {
     private final AtomicInteger connections = new AtomicInteger();
     private final AtomicLong requests = new AtomicLong();
     private final AtomicLong errors = new AtomicLong();
+    private final ExportStats stats = new ExportStats();
     private volatile String unavailableReason;
 
     public Export(String name, String description, BlockDevice device) {
@@ -84,5 +85,10 @@ public final class Export {
 
     public AtomicLong errors() {
         return errors;
+    }
+
+    /** Bytes and latency per request type, for the metrics endpoint. */
+    public ExportStats stats() {
+        return stats;
     }
 }

@@ -6,14 +6,25 @@ import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.server.Log;
 import io.snapbd.server.admin.AdminServer;
 import io.snapbd.server.admin.ControlPlane;
+import io.snapbd.server.config.AttachSpec;
 import io.snapbd.server.config.ServerConfig;
+import io.snapbd.server.config.ServiceSettings;
+import io.snapbd.server.config.VolumeSpec;
+import io.snapbd.nativeio.InheritedSockets;
 import io.snapbd.server.config.Sizes;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
+import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.snapshot.CloneJobs;
 import io.snapbd.server.transport.NbdServer;
 
 import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.UnixDomainSocketAddress;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
 import java.util.concurrent.CountDownLatch;
 
 /** The running server: data directory, exports, NBD listeners and the admin socket, started and stopped together. */
@@ -24,20 +35,36 @@ public final class SnapbdServer implements AutoCloseable {
     private final ExportRegistry exports = new ExportRegistry();
     private final NbdServer nbd;
     private final CloneJobs clones;
+    private final KernelAttachments attachments;
     private AdminServer admin;
+    private volatile ServiceSettings service;
+    private final Metrics metrics;
+    private Systemd.Watchdog watchdog;
     private final CountDownLatch stopped = new CountDownLatch(1);
     private volatile boolean closed;
 
-    private SnapbdServer(ServerConfig config, VolumeCatalog catalog) {
+    private SnapbdServer(ServerConfig config, ServiceSettings service, VolumeCatalog catalog) {
         this.config = config;
+        this.service = service;
         this.catalog = catalog;
         this.nbd = new NbdServer(exports, config.handshakeTimeout(), config.maxConnections());
         this.clones = new CloneJobs(catalog, exports);
+        this.attachments = new KernelAttachments(exports, nbd);
+        this.metrics = new Metrics(catalog, exports, nbd, attachments, clones);
     }
 
     public static SnapbdServer start(ServerConfig config) throws IOException {
+        return start(config, ServiceSettings.DEFAULTS);
+    }
+
+    /**
+     * Starts everything; under systemd (Type=notify) it reports each step as STATUS and sends READY=1 only once
+     * every volume is open (recovered if need be), every listener bound and every configured device attached.
+     */
+    public static SnapbdServer start(ServerConfig config, ServiceSettings service) throws IOException {
+        Systemd.startStep("opening data directory " + config.dataDir(), START_STEP);
         VolumeCatalog catalog = VolumeCatalog.open(config.dataDir(), FileSpaces.best());
-        SnapbdServer s = new SnapbdServer(config, catalog);
+        SnapbdServer s = new SnapbdServer(config, service, catalog);
         try {
             s.startUp();
         } catch (IOException | RuntimeException e) {
@@ -47,13 +74,20 @@ public final class SnapbdServer implements AutoCloseable {
         return s;
     }
 
+    /** How much longer systemd should wait for the start, renewed at each step (a recovery may be slow). */
+    private static final Duration START_STEP = Duration.ofMinutes(5);
+
     private void startUp() throws IOException {
+        createMissing(service.volumes());
         if (catalog.names().isEmpty() && config.defaultVolume() != null) {
             Log.info("empty data directory: creating volume %s (%s, save volume %s)", config.defaultVolume(),
                     Sizes.format(config.defaultVolumeSize()), Sizes.format(config.defaultSaveSize()));
             catalog.create(config.defaultVolume(), config.defaultVolumeSize(), 4096, config.defaultSaveSize(), false);
         }
-        for (String name : catalog.names()) {
+        List<String> volumeNames = catalog.names();
+        for (String name : volumeNames) {
+            Systemd.startStep("opening volume " + name + " (" + (volumeNames.indexOf(name) + 1) + " of " + volumeNames.size()
+                    + "; recovering it if it was not stopped cleanly)", START_STEP);
             Volume v = catalog.open(name);
             RecoveryReport r = v.recovery();
             if (!r.wasClean()) {
@@ -70,19 +104,139 @@ public final class SnapbdServer implements AutoCloseable {
         if (config.defaultVolume() != null && exports.lookup(config.defaultVolume()) != null) {
             exports.setDefault(config.defaultVolume());
         }
+        Systemd.startStep("resuming interrupted clones", START_STEP);
         clones.resumeInterrupted();
-        if (config.tcp() != null) {
+        Systemd.startStep("binding listeners", START_STEP);
+        boolean tcpPassed = false;
+        boolean unixPassed = false;
+        for (InheritedSockets.Listener l : InheritedSockets.fromEnvironment()) {
+            // A socket systemd passed for a configured address replaces binding it (it is bound already).
+            tcpPassed |= config.tcp() != null && l.address() instanceof InetSocketAddress a
+                    && a.getPort() == config.tcp().getPort() && Objects.equals(a.getAddress(), config.tcp().getAddress());
+            unixPassed |= config.unix() != null && l.address() instanceof UnixDomainSocketAddress u
+                    && u.getPath().toAbsolutePath().normalize().equals(config.unix().toAbsolutePath().normalize());
+            Log.info("listening on %s", l);
+            nbd.listenInherited(l);
+        }
+        if (config.tcp() != null && !tcpPassed) {
             nbd.listenTcp(config.tcp());
         }
-        if (config.unix() != null) {
+        if (config.unix() != null && !unixPassed) {
             nbd.listenUnix(config.unix());
         }
-        admin = new AdminServer(config.adminSocket(), new ControlPlane(catalog, exports, nbd, clones));
+        for (AttachSpec spec : config.attachments()) {
+            Systemd.startStep("attaching " + spec.export() + " to " + spec.device(), START_STEP);
+            try {
+                attachments.attach(spec);
+            } catch (KernelAttachments.AttachException e) {
+                throw new IOException(spec.origin() + ": attach " + spec.export() + " " + spec.device() + ": " + e.getMessage(), e);
+            }
+        }
+        admin = new AdminServer(config.adminSocket(), new ControlPlane(catalog, exports, nbd, clones, attachments));
         Log.info("snapbd ready: exports %s on %s; admin socket %s", exports.list().stream().map(Export::name).toList(),
                 nbd.listenerNames(), config.adminSocket());
         for (String l : nbd.listenerNames()) {
             Log.info("  connect: %s", hint(l));
         }
+        if (service.metrics() != null) {
+            metrics.listen(service.metrics());
+        }
+        Systemd.ready(statusLine());
+        watchdog = Systemd.startWatchdog();
+    }
+
+    /** One line for systemd's STATUS=: what is served where. */
+    public String statusLine() {
+        long vols = exports.list().stream().filter(e -> !e.name().contains("@")).count();
+        return "serving " + vols + " volume(s), " + (exports.list().size() - vols) + " snapshot export(s) on "
+                + String.join(", ", nbd.listenerNames()) + (attachments.size() > 0 ? "; " + attachments.size() + " nbd device(s) attached" : "");
+    }
+
+    /** Creates the configured volumes that do not exist; an existing one is left as it is, whatever its size. */
+    private List<String> createMissing(List<VolumeSpec> specs) throws IOException {
+        List<String> created = new ArrayList<>();
+        for (VolumeSpec v : specs) {
+            if (catalog.exists(v.name())) {
+                io.snapbd.engine.volume.VolumeHeader h = catalog.header(v.name());
+                if (h.size() != v.size() || h.saveSize() != v.saveSize() || h.blockSize() != v.blockSize()) {
+                    Log.warn("%s: volume %s exists with size %s, save volume %s, block size %d: left as it is", v.origin(), v.name(),
+                            Sizes.format(h.size()), Sizes.format(h.saveSize()), h.blockSize());
+                }
+                continue;
+            }
+            Systemd.startStep("creating volume " + v.name(), START_STEP);
+            Log.info("%s: creating volume %s (%s, save volume %s, block size %d%s)", v.origin(), v.name(), Sizes.format(v.size()),
+                    Sizes.format(v.saveSize()), v.blockSize(), v.sparse() ? ", sparse" : "");
+            catalog.create(v.name(), v.size(), v.blockSize(), v.saveSize(), v.sparse());
+            created.add(v.name());
+        }
+        return created;
+    }
+
+    /**
+     * Applies what can change while running (a reload, SIGHUP): the handshake timeout, the connection limit, the
+     * metrics address, and volumes newly configured (created and exported). Everything else needs a restart and is
+     * only reported. Returns one line per change, for the log.
+     */
+    public synchronized List<String> reload(ServerConfig next, ServiceSettings nextService) throws IOException {
+        List<String> changes = new ArrayList<>();
+        if (closed) {
+            return changes;
+        }
+        if (!next.handshakeTimeout().equals(nbd.handshakeTimeout()) || next.maxConnections() != nbd.maxConnections()) {
+            changes.add("handshake-timeout " + nbd.handshakeTimeout().toMillis() / 1000.0 + " s -> " + next.handshakeTimeout().toMillis() / 1000.0
+                    + " s, max-connections " + nbd.maxConnections() + " -> " + next.maxConnections());
+            nbd.setLimits(next.handshakeTimeout(), next.maxConnections());
+        }
+        if (!Objects.equals(nextService.metrics(), service.metrics())) {
+            metrics.close();
+            if (nextService.metrics() != null) {
+                metrics.listen(nextService.metrics());
+            }
+            changes.add("metrics " + hostPort(service.metrics()) + " -> " + hostPort(nextService.metrics()));
+        }
+        for (String name : createMissing(nextService.volumes())) {
+            ControlPlane.exportVolume(exports, catalog.open(name));
+            changes.add("created volume " + name);
+        }
+        if (!nextService.stopTimeout().equals(service.stopTimeout())) {
+            changes.add("stop-timeout " + service.stopTimeout().toSeconds() + " s -> " + nextService.stopTimeout().toSeconds() + " s");
+        }
+        service = nextService;
+        List<String> restart = new ArrayList<>();
+        if (!next.dataDir().toAbsolutePath().equals(config.dataDir().toAbsolutePath())) {
+            restart.add("data-dir");
+        }
+        if (!Objects.equals(next.tcp(), config.tcp())) {
+            restart.add("tcp");
+        }
+        if (!Objects.equals(next.unix(), config.unix())) {
+            restart.add("unix");
+        }
+        if (!Objects.equals(next.adminSocket(), config.adminSocket())) {
+            restart.add("admin-socket");
+        }
+        if (!next.attachments().equals(config.attachments())) {
+            restart.add("attach (use 'snapbd attach' / 'snapbd detach' meanwhile)");
+        }
+        if (!restart.isEmpty()) {
+            Log.warn("reload: changed settings that only take effect at the next start: %s", String.join(", ", restart));
+        }
+        return changes;
+    }
+
+    private static String hostPort(InetSocketAddress a) {
+        return a == null ? "none" : a.getHostString() + ":" + a.getPort();
+    }
+
+    /** The settings from the configuration file in force (the last reload's). */
+    public ServiceSettings service() {
+        return service;
+    }
+
+    /** The metrics endpoint's bound address, null when off. */
+    public InetSocketAddress metricsAddress() {
+        return metrics.address();
     }
 
     private String hint(String listener) {
@@ -93,7 +247,8 @@ public final class SnapbdServer implements AutoCloseable {
         }
         String hostPort = listener.substring("tcp://".length());
         int colon = hostPort.lastIndexOf(':');
-        return "nbdinfo nbd://" + hostPort + "/" + vol + "   |   nbd-client " + hostPort.substring(0, colon) + " "
+        String host = hostPort.substring(0, colon).replace("[", "").replace("]", "");
+        return "nbdinfo nbd://" + hostPort + "/" + vol + "   |   nbd-client " + host + " "
                 + hostPort.substring(colon + 1) + " /dev/nbd0 -N " + vol;
     }
 
@@ -109,22 +264,37 @@ public final class SnapbdServer implements AutoCloseable {
         stopped.await();
     }
 
-    /** Stops listeners and connections, then closes every volume cleanly. */
+    public KernelAttachments attachments() {
+        return attachments;
+    }
+
+    /** Stops the admin socket, detaches kernel devices (flush, disconnect), stops listeners and connections, then closes every volume cleanly. */
     @Override
     public synchronized void close() {
         if (closed) {
             return;
         }
         closed = true;
+        Systemd.stopping("stopping: closing the admin socket and the metrics endpoint");
+        metrics.close();
         if (admin != null) {
             admin.close();
         }
+        if (attachments.size() > 0) {
+            Systemd.status("stopping: detaching " + attachments.size() + " nbd device(s)");
+        }
+        attachments.close();       // while the connections still serve the flush and the disconnect
+        Systemd.status("stopping: finishing in-flight requests, closing " + nbd.activeConnections() + " connection(s)");
         nbd.close();
+        Systemd.status("stopping: flushing and closing volumes");
         try {
             catalog.close();
             Log.info("snapbd stopped; volumes closed cleanly");
         } catch (IOException e) {
             Log.error("closing volumes failed: %s", e.getMessage());
+        }
+        if (watchdog != null) {
+            watchdog.close();
         }
         stopped.countDown();
     }

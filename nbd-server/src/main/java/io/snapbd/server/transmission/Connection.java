@@ -67,6 +67,11 @@ public final class Connection {
         this.peer = peer;
     }
 
+    // Per-request statistics (ExportStats), kept by the reader thread for the request being dispatched.
+    private long requestStart;
+    private boolean answerLater;        // answered from the sync pool: it records the time there
+    private boolean requestFailed;
+
     /** Serves requests until the client disconnects or breaks the protocol; always releases the session. */
     public void serve() {
         try {
@@ -78,8 +83,15 @@ public final class Connection {
                     Log.debug("%s: closed without NBD_CMD_DISC", peer);
                     return;
                 }
+                requestStart = System.nanoTime();
+                answerLater = false;
+                requestFailed = false;
                 if (!dispatch()) {
                     return;
+                }
+                if (!answerLater) {     // answered inline: its time is known now (else SyncTask records it)
+                    export.stats().record(Short.toUnsignedInt(request.getShort(6)), Integer.toUnsignedLong(request.getInt(24)),
+                            System.nanoTime() - requestStart, !requestFailed);
                 }
             }
         } catch (ProtocolViolation e) {
@@ -161,6 +173,14 @@ public final class Connection {
             Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(type), export.name(), e.toString());
             error(type, handle, Nbd.EIO, "I/O error: " + e.getMessage());
             return true;
+        } catch (RuntimeException e) {
+            // A bug must cost one request, not the connection (and its other requests in flight).
+            Log.error("%s: internal error in %s on %s: %s", peer, Nbd.commandName(type), export.name(), e.toString());
+            error(type, handle, Nbd.EIO, "internal error: " + e);
+            if (type == Nbd.CMD_WRITE) {
+                throw new ProtocolViolation("payload of the failed WRITE may be unread; closing");
+            }
+            return true;
         }
     }
 
@@ -168,7 +188,6 @@ public final class Connection {
 
     private void read(long handle, int flags, long offset, long length) throws IOException {
         checkRequest(Nbd.CMD_READ, offset, length);
-        waitForOverlap(offset, length);
         int len = (int) length;
         if (!structured) {
             replyHeader.clear();
@@ -242,7 +261,6 @@ public final class Connection {
             throw new RequestRefused(length == 0 ? Nbd.EINVAL : Nbd.ENOSPC,
                     "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
         }
-        waitForOverlap(offset, length);
         boolean fua = (flags & Nbd.CMD_FLAG_FUA) != 0;
         boolean mustCommit;
         try {
@@ -250,9 +268,6 @@ public final class Connection {
         } catch (IOException e) {
             skipPayload(Nbd.CMD_WRITE, length);
             throw e;
-        }
-        if (mustCommit && length <= PendingWrite.MAX_BYTES && deferWrite(handle, offset, length, fua)) {
-            return;         // answered by the commit worker once the before-images are durable
         }
         payload.consumed = 0;
         try {
@@ -264,159 +279,12 @@ public final class Connection {
             skipPayload(Nbd.CMD_WRITE, length);
             throw e;
         }
-        device.finishWrite(session, offset, length, payload, false);
+        device.finishWrite(session, offset, length, payload);
         if (fua) {
             submit(SyncTask.FORCE_RANGE, handle, offset, length);
         } else {
             simpleReply(handle, 0);
         }
-    }
-
-    // ---- copy-on-write batching -------------------------------------------------------------------------
-
-    /**
-     * A write whose before-images are not durable yet. Its payload waits in a buffer while the reader goes on
-     * with the next requests; the commit worker forces the before-images of every waiting write at once,
-     * then writes the payloads into the mapping and answers. Overlapping requests wait for it first.
-     */
-    private static final class PendingWrite {
-        static final int MAX_BYTES = 128 << 10;
-        static final int MAX_PENDING = 64;
-        final ByteBuffer buf = ByteBuffer.allocateDirect(MAX_BYTES);
-        long handle;
-        long offset;
-        int length;
-        boolean fua;
-    }
-
-    private final ArrayDeque<PendingWrite> pendingWrites = new ArrayDeque<>();
-    private final ArrayDeque<PendingWrite> freeWrites = new ArrayDeque<>();
-    private final ArrayDeque<PendingWrite> batch = new ArrayDeque<>();
-    private volatile int pendingCount;
-    private boolean workerRunning;      // guarded by pendingWrites
-    private final Runnable commitWorker = this::runCommitWorker;
-
-    /** Queues a prepared write; false when the queue is full (the caller then commits inline). */
-    private boolean deferWrite(long handle, long offset, int length, boolean fua) throws IOException {
-        PendingWrite p;
-        synchronized (pendingWrites) {
-            if (pendingWrites.size() >= PendingWrite.MAX_PENDING) {
-                return false;
-            }
-            p = freeWrites.poll();
-        }
-        if (p == null) {
-            p = new PendingWrite();
-        }
-        p.buf.clear().limit(length);
-        try {
-            Wire.readFully(channel, p.buf);
-        } catch (IOException e) {
-            device.abortPrepared(session);
-            throw new PeerGone(e);
-        }
-        p.buf.flip();
-        p.handle = handle;
-        p.offset = offset;
-        p.length = length;
-        p.fua = fua;
-        boolean start;
-        synchronized (pendingWrites) {
-            pendingWrites.add(p);
-            pendingCount = pendingWrites.size();
-            start = !workerRunning;
-            workerRunning = true;
-        }
-        if (start) {
-            synchronized (freeTasks) {
-                tasksInFlight++;
-            }
-            syncPool.execute(commitWorker);
-        }
-        return true;
-    }
-
-    private void runCommitWorker() {
-        try {
-            while (true) {
-                synchronized (pendingWrites) {
-                    if (pendingWrites.isEmpty()) {
-                        workerRunning = false;
-                        pendingWrites.notifyAll();
-                        return;
-                    }
-                    batch.addAll(pendingWrites);     // stay in pendingWrites (for overlap checks) until answered
-                }
-                IOException commitFailure = null;
-                try {
-                    device.commitPrepared();        // one force for the whole batch
-                } catch (IOException e) {
-                    commitFailure = e;
-                }
-                for (PendingWrite p; (p = batch.poll()) != null; ) {
-                    int errno = 0;
-                    if (commitFailure != null) {
-                        device.abortPrepared(session);
-                        errno = Nbd.EIO;
-                        Log.warn("%s: copy-on-write force failed: %s", peer, commitFailure.toString());
-                    } else {
-                        try {
-                            ByteBuffer src = p.buf;
-                            device.finishWrite(session, p.offset, p.length, dst -> {
-                                int n = dst.remaining();
-                                int lim = src.limit();
-                                src.limit(src.position() + n);
-                                dst.put(src);
-                                src.limit(lim);
-                            }, true);
-                            if (p.fua) {
-                                device.forceRange(p.offset, p.length);
-                            }
-                        } catch (IOException e) {
-                            errno = e instanceof BlockDeviceException be ? errno(Nbd.CMD_WRITE, be) : Nbd.EIO;
-                        }
-                    }
-                    asyncReply(p.handle, errno);
-                    synchronized (pendingWrites) {
-                        pendingWrites.remove(p);
-                        pendingCount = pendingWrites.size();
-                        freeWrites.push(p);
-                        pendingWrites.notifyAll();
-                    }
-                }
-            }
-        } finally {
-            synchronized (freeTasks) {
-                tasksInFlight--;
-                freeTasks.notifyAll();
-            }
-        }
-    }
-
-    /** Waits until no queued write overlaps [offset, offset+length): NBD clients may rely on write order. */
-    private void waitForOverlap(long offset, long length) throws IOException {
-        if (pendingCount == 0) {
-            return;
-        }
-        synchronized (pendingWrites) {
-            while (overlapsPending(offset, length)) {
-                try {
-                    pendingWrites.wait();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    throw new java.io.InterruptedIOException("interrupted");
-                }
-            }
-        }
-    }
-
-    private boolean overlapsPending(long offset, long length) {
-        for (PendingWrite p : pendingWrites) {
-            if (offset < p.offset + p.length && p.offset < offset + length) {
-                return true;
-            }
-        }
-        return false;
     }
 
     private void asyncReply(long handle, int errno) {
@@ -437,14 +305,12 @@ public final class Connection {
 
     private void trim(long handle, int flags, long offset, long length) throws IOException {
         checkRequest(Nbd.CMD_TRIM, offset, length);
-        waitForOverlap(offset, length);
         device.trim(session, offset, length, false);
         finishMutation(handle, flags);
     }
 
     private void writeZeroes(long handle, int flags, long offset, long length) throws IOException {
         checkRequest(Nbd.CMD_WRITE_ZEROES, offset, length);
-        waitForOverlap(offset, length);
         boolean noHole = (flags & Nbd.CMD_FLAG_NO_HOLE) != 0;
         boolean fast = (flags & Nbd.CMD_FLAG_FAST_ZERO) != 0;
         device.writeZeroes(session, offset, length, noHole, fast, false);
@@ -530,6 +396,7 @@ public final class Connection {
 
     private void error(int type, long handle, int errno, String message) throws IOException {
         export.errors().incrementAndGet();
+        requestFailed = true;
         Log.debug("%s: %s -> errno %d: %s", peer, Nbd.commandName(type), errno, message);
         if (structured && (type == Nbd.CMD_READ || type == Nbd.CMD_BLOCK_STATUS)) {
             byte[] m = message.getBytes(java.nio.charset.StandardCharsets.UTF_8);
@@ -627,6 +494,10 @@ public final class Connection {
         t.handle = handle;
         t.offset = offset;
         t.length = length;
+        t.start = requestStart;
+        t.cmd = Short.toUnsignedInt(request.getShort(6));
+        t.cmdLength = Integer.toUnsignedLong(request.getInt(24));
+        answerLater = true;
         syncPool.execute(t);
     }
 
@@ -650,6 +521,9 @@ public final class Connection {
         long handle;
         long offset;
         long length;
+        long start;         // for ExportStats: when the request was read, its type and length
+        int cmd;
+        long cmdLength;
 
         @Override
         public void run() {
@@ -667,11 +541,15 @@ public final class Connection {
                 errno = Nbd.EIO;
             }
             long h = handle;
+            long t0 = start;
+            int c = cmd;
+            long len = cmdLength;
             synchronized (freeTasks) {
                 freeTasks.push(this);
             }
             try {
                 asyncReply(h, errno);
+                export.stats().record(c, len, System.nanoTime() - t0, errno == 0);
             } finally {
                 synchronized (freeTasks) {
                     tasksInFlight--;

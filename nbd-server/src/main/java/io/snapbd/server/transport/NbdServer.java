@@ -1,6 +1,7 @@
 package io.snapbd.server.transport;
 
 import io.snapbd.server.Log;
+import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.handshake.Handshake;
 import io.snapbd.server.handshake.Negotiated;
@@ -39,11 +40,12 @@ import java.util.concurrent.atomic.AtomicLong;
 public final class NbdServer implements AutoCloseable {
 
     private final ExportRegistry exports;
-    private final Duration handshakeTimeout;
-    private final int maxConnections;
+    private volatile Duration handshakeTimeout;      // both may change on reload (setLimits)
+    private volatile int maxConnections;
     private final List<ServerSocketChannel> listeners = new ArrayList<>();
     private final List<String> listenerNames = new ArrayList<>();
     private final List<Path> unixPaths = new ArrayList<>();
+    private final List<io.snapbd.nativeio.InheritedSockets.Listener> inherited = new java.util.concurrent.CopyOnWriteArrayList<>();
     private final Set<ByteChannel> open = ConcurrentHashMap.newKeySet();
     private final Set<Thread> threads = ConcurrentHashMap.newKeySet();
     private final AtomicInteger active = new AtomicInteger();
@@ -58,7 +60,9 @@ public final class NbdServer implements AutoCloseable {
         this.handshakeTimeout = handshakeTimeout;
         this.maxConnections = maxConnections;
         this.timer = Executors.newSingleThreadScheduledExecutor(daemon("nbd-timer"));
-        this.syncPool = Executors.newFixedThreadPool(4, daemon("nbd-sync"));
+        // Unbounded on purpose: a pool thread answering a client that stopped reading blocks on that client's
+        // socket; with a fixed pool such clients would starve every other client's FLUSH and FUA replies.
+        this.syncPool = Executors.newCachedThreadPool(daemon("nbd-sync"));
     }
 
     private static ThreadFactory daemon(String name) {
@@ -80,12 +84,23 @@ public final class NbdServer implements AutoCloseable {
             throw new IOException("cannot listen on " + address.getHostString() + ":" + address.getPort() + ": " + e.getMessage(), e);
         }
         InetSocketAddress bound = (InetSocketAddress) ss.getLocalAddress();
-        start(ss, "tcp://" + bound.getHostString() + ":" + bound.getPort());
+        String host = bound.getAddress() instanceof java.net.Inet6Address ? "[" + bound.getHostString() + "]" : bound.getHostString();
+        start(ss, "tcp://" + host + ":" + bound.getPort());
     }
 
     public void listenUnix(Path path) throws IOException {
         Files.createDirectories(path.toAbsolutePath().getParent());
-        Files.deleteIfExists(path);      // a stale socket from a crashed run; the data-dir lock proves it is ours
+        if (Files.exists(path)) {
+            // A socket file is stale only if nobody answers on it: never take over a live server's socket.
+            try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+                probe.connect(UnixDomainSocketAddress.of(path));
+                throw new IOException("cannot listen on " + path + ": another server is listening there");
+            } catch (java.net.ConnectException | java.nio.channels.ClosedChannelException stale) {
+                Files.deleteIfExists(path);
+            } catch (java.net.SocketException stale) {
+                Files.deleteIfExists(path);
+            }
+        }
         ServerSocketChannel ss = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
         try {
             ss.bind(UnixDomainSocketAddress.of(path), 128);
@@ -95,6 +110,75 @@ public final class NbdServer implements AutoCloseable {
         }
         unixPaths.add(path);
         start(ss, "unix://" + path);
+    }
+
+    /**
+     * Serves a listening socket passed by systemd (socket activation). It stays systemd's: closing the server
+     * only closes this process's descriptor, and connections keep queueing for the next start.
+     */
+    public void listenInherited(io.snapbd.nativeio.InheritedSockets.Listener l) {
+        java.net.SocketAddress a = l.address();
+        String name = a instanceof InetSocketAddress i
+                ? "tcp://" + (i.getAddress() instanceof java.net.Inet6Address ? "[" + i.getAddress().getHostAddress() + "]"
+                        : i.getAddress().getHostAddress()) + ":" + i.getPort()
+                : "unix://" + (a instanceof UnixDomainSocketAddress u ? u.getPath().toString() : String.valueOf(a));
+        inherited.add(l);
+        listenerNames.add(name);
+        Thread t = new Thread(() -> acceptInherited(l, name), "nbd-accept " + name);
+        t.setDaemon(true);
+        t.start();
+    }
+
+    private void acceptInherited(io.snapbd.nativeio.InheritedSockets.Listener l, String name) {
+        while (!closing) {
+            io.snapbd.nativeio.NativeSocket ch;
+            try {
+                ch = l.accept(200);         // a short poll, so a stop never has to shut down systemd's socket
+            } catch (ClosedChannelException e) {
+                return;
+            } catch (IOException e) {
+                if (!closing) {
+                    Log.warn("accept on %s failed: %s", name, e.getMessage());
+                    sleepQuietly(100);
+                }
+                continue;
+            }
+            if (ch == null) {
+                continue;
+            }
+            java.net.SocketAddress remote = ch.remoteAddress();
+            String peer = remote instanceof InetSocketAddress a ? a.getHostString() + ":" + a.getPort()
+                    : name + "#" + ch.fd();
+            if (closing || active.get() >= maxConnections) {
+                rejected.incrementAndGet();
+                if (!closing) {
+                    Log.warn("%s: refused: %d connections already open (limit %d)", peer, active.get(), maxConnections);
+                }
+                closeQuietly(ch);
+                continue;
+            }
+            try {
+                ch.setTcpNoDelay();
+            } catch (IOException e) {
+                closeQuietly(ch);
+                continue;
+            }
+            serve(ch, ch, peer);
+        }
+    }
+
+    /** Changes the limits that can change while running (a reload); open connections keep going. */
+    public void setLimits(Duration handshakeTimeout, int maxConnections) {
+        this.handshakeTimeout = handshakeTimeout;
+        this.maxConnections = maxConnections;
+    }
+
+    public Duration handshakeTimeout() {
+        return handshakeTimeout;
+    }
+
+    public int maxConnections() {
+        return maxConnections;
     }
 
     public List<String> listenerNames() {
@@ -168,6 +252,43 @@ public final class NbdServer implements AutoCloseable {
         t.start();
     }
 
+    /**
+     * Serves a channel that starts in the transmission phase, with simple replies only: the kernel's nbd
+     * driver after the attach ioctls, which never negotiates. Counted, tracked and closed on shutdown like a
+     * network connection; {@code onEnd} runs on the connection's thread once it has ended and been closed.
+     */
+    public void serveTransmission(ByteChannel ch, GatheringByteChannel out, Export export, String peer, Runnable onEnd) {
+        accepted.incrementAndGet();
+        active.incrementAndGet();
+        open.add(ch);
+        Thread t = new Thread(() -> {
+            try {
+                if (!closing) {
+                    export.connected();
+                    try {
+                        Log.debug("%s: serving %s", peer, export.name());
+                        new Connection(ch, out, Negotiated.plain(export), syncPool, peer).serve();
+                    } finally {
+                        export.disconnected();
+                    }
+                }
+            } catch (RuntimeException e) {
+                Log.error("%s: internal error: %s", peer, e);
+            } finally {
+                closeQuietly(ch);
+                open.remove(ch);
+                active.decrementAndGet();
+                threads.remove(Thread.currentThread());
+                if (onEnd != null) {
+                    onEnd.run();
+                }
+            }
+        }, "nbd " + peer);
+        t.setDaemon(true);
+        threads.add(t);
+        t.start();
+    }
+
     private void run(ByteChannel ch, GatheringByteChannel out, String peer) {
         ScheduledFuture<?> deadline = timer.schedule(() -> {
             Log.warn("%s: handshake not finished within %s; closing", peer, handshakeTimeout);
@@ -187,7 +308,7 @@ public final class NbdServer implements AutoCloseable {
                 }
             }
         } catch (IOException e) {
-            Log.info("%s: handshake ended: %s", peer, e.getMessage());
+            Log.info("%s: handshake ended: %s", peer, e.getMessage() != null ? e.getMessage() : "connection closed");
         } catch (RuntimeException e) {
             Log.error("%s: internal error: %s", peer, e);
         } finally {
@@ -227,7 +348,43 @@ public final class NbdServer implements AutoCloseable {
         }
     }
 
-    /** Stops accepting, closes every connection and waits (bounded) for their threads to finish. */
+    /** Bound on the wait for in-flight requests at stop, before connections are closed under them. */
+    private static final int DRAIN_SECONDS = 10;
+
+    private static void endInput(ByteChannel ch) {
+        try {
+            if (ch instanceof SocketChannel sc) {
+                sc.shutdownInput();
+            } else if (ch instanceof io.snapbd.nativeio.NativeSocket ns) {
+                ns.shutdownInput();
+            } else {
+                ch.close();         // a kernel attachment's socket: detached before, or it cannot be drained
+            }
+        } catch (IOException e) {
+            closeQuietly(ch);
+        }
+    }
+
+    private void joinConnections(int seconds) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
+        for (Thread t : threads) {
+            long left = deadline - System.nanoTime();
+            if (left <= 0) {
+                return;
+            }
+            try {
+                t.join(TimeUnit.NANOSECONDS.toMillis(left) + 1);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
+        }
+    }
+
+    /**
+     * Stops gracefully: stops accepting, lets the requests already received finish and be answered (bounded),
+     * then closes every connection and waits (bounded) for their threads to finish.
+     */
     @Override
     public void close() {
         closing = true;
@@ -241,21 +398,20 @@ public final class NbdServer implements AutoCloseable {
                 // leave it
             }
         }
+        for (io.snapbd.nativeio.InheritedSockets.Listener l : inherited) {
+            closeQuietly(l);
+        }
+        // Graceful: end the reading side of every connection, so no new request is read while the requests
+        // already read are executed and answered (Connection.serve waits for its flushes and queued writes)...
+        for (ByteChannel ch : open) {
+            endInput(ch);
+        }
+        joinConnections(DRAIN_SECONDS);
+        // ...then close whatever did not finish in time (e.g. a client that stopped reading its replies).
         for (ByteChannel ch : open) {
             closeQuietly(ch);
         }
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        for (Thread t : threads) {
-            long left = deadline - System.nanoTime();
-            if (left > 0) {
-                try {
-                    t.join(TimeUnit.NANOSECONDS.toMillis(left) + 1);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    break;
-                }
-            }
-        }
+        joinConnections(5);
         syncPool.shutdown();
         try {
             syncPool.awaitTermination(10, TimeUnit.SECONDS);

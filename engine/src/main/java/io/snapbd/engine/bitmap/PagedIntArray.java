@@ -1,4 +1,4 @@
-package io.snapbd.engine.snapshot;
+package io.snapbd.engine.bitmap;
 
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
@@ -8,7 +8,7 @@ import java.lang.invoke.VarHandle;
  * block map (block → save-volume chunk) of a snapshot. Absent entries read as -1. Stores publish with
  * release semantics so a reader that sees the snapshot's bit also sees the chunk.
  */
-final class PagedIntArray {
+public final class PagedIntArray {
 
     static final int SHIFT = 10;
     static final int PAGE = 1 << SHIFT;
@@ -17,7 +17,7 @@ final class PagedIntArray {
 
     private final int[][] pages;
 
-    PagedIntArray(long length) {
+    public PagedIntArray(long length) {
         long n = (length + PAGE - 1) >>> SHIFT;
         if (n > Integer.MAX_VALUE - 8) {
             throw new IllegalArgumentException("too many entries: " + length);
@@ -25,12 +25,12 @@ final class PagedIntArray {
         pages = new int[(int) n][];
     }
 
-    int get(long index) {
+    public int get(long index) {
         int[] p = (int[]) SLOT.getAcquire(pages, (int) (index >>> SHIFT));
         return p == null ? -1 : (int) INT.getAcquire(p, (int) (index & (PAGE - 1)));
     }
 
-    void set(long index, int value) {
+    public void set(long index, int value) {
         int pi = (int) (index >>> SHIFT);
         int[] p = (int[]) SLOT.getAcquire(pages, pi);
         if (p == null) {

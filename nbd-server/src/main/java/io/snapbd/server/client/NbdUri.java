@@ -1,0 +1,310 @@
+package io.snapbd.server.client;
+
+import java.io.ByteArrayOutputStream;
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.InvalidPathException;
+import java.nio.file.Path;
+import java.util.Locale;
+import java.util.Objects;
+
+/**
+ * Where an NBD export lives, in the NBD URI format (doc/uri.md of the NetworkBlockDevice project):
+ * {@code nbd://HOST[:PORT]/EXPORT} for TCP and {@code nbd+unix:///EXPORT?socket=PATH} for a Unix socket.
+ * <p>
+ * The export name is the percent-decoded path without its leading {@code /}, so {@code nbd://h} and
+ * {@code nbd://h/} both name the default export {@code ""} and {@code nbd://h//disk} names {@code /disk}. A
+ * missing host means {@code localhost}, a missing port the IANA port 10809. TLS schemes ({@code nbds},
+ * {@code nbds+unix}), vsock, user info and query parameters other than {@code socket} are refused with an
+ * {@link IllegalArgumentException} that says why: the URI format asks clients to diagnose what they cannot
+ * honour rather than to connect without it.
+ * <p>
+ * {@link #toString()} formats the URI back; {@code parse(u.toString())} equals {@code u}.
+ */
+public final class NbdUri {
+
+    /** The IANA port of NBD. */
+    public static final int DEFAULT_PORT = 10809;
+
+    /** How the server is reached. */
+    public enum Transport { TCP, UNIX }
+
+    private final Transport transport;
+    private final String host;
+    private final int port;
+    private final Path socket;
+    private final String exportName;
+
+    private NbdUri(Transport transport, String host, int port, Path socket, String exportName) {
+        this.transport = transport;
+        this.host = host;
+        this.port = port;
+        this.socket = socket;
+        this.exportName = exportName;
+    }
+
+    /** A TCP address; {@code host} may be a name or an IP literal (IPv6 without brackets). */
+    public static NbdUri tcp(String host, int port, String exportName) {
+        Objects.requireNonNull(host, "host");
+        if (host.isEmpty()) {
+            throw new IllegalArgumentException("empty host");
+        }
+        if (port < 1 || port > 65535) {
+            throw new IllegalArgumentException("port " + port + " is outside 1..65535");
+        }
+        return new NbdUri(Transport.TCP, host, port, null, checkExport(exportName));
+    }
+
+    /** A Unix-socket address. */
+    public static NbdUri unix(Path socket, String exportName) {
+        Objects.requireNonNull(socket, "socket");
+        if (socket.toString().isEmpty()) {
+            throw new IllegalArgumentException("empty socket path");
+        }
+        return new NbdUri(Transport.UNIX, null, -1, socket, checkExport(exportName));
+    }
+
+    /** The same server with another export (e.g. a snapshot {@code vol@snap} of the same volume). */
+    public NbdUri withExport(String exportName) {
+        return new NbdUri(transport, host, port, socket, checkExport(exportName));
+    }
+
+    /**
+     * Parses an NBD URI.
+     *
+     * @throws IllegalArgumentException naming what is wrong or unsupported
+     */
+    public static NbdUri parse(String uri) {
+        Objects.requireNonNull(uri, "uri");
+        int colon = uri.indexOf("://");
+        if (colon < 0) {
+            throw bad(uri, "expected nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH");
+        }
+        String scheme = uri.substring(0, colon).toLowerCase(Locale.ROOT);
+        String rest = uri.substring(colon + 3);
+        switch (scheme) {
+            case "nbd":
+            case "nbd+unix":
+                break;
+            case "nbds":
+            case "nbds+unix":
+                throw bad(uri, "scheme " + scheme + ":// needs TLS, which this client does not support");
+            case "nbd+vsock":
+            case "nbds+vsock":
+                throw bad(uri, "scheme " + scheme + ":// (vsock) is not supported");
+            default:
+                throw bad(uri, "unsupported scheme " + scheme + "://; expected nbd:// or nbd+unix://");
+        }
+        int hash = rest.indexOf('#');
+        if (hash >= 0) {
+            throw bad(uri, "an NBD URI has no fragment (#" + rest.substring(hash + 1) + ")");
+        }
+        int question = rest.indexOf('?');
+        String query = question < 0 ? null : rest.substring(question + 1);
+        String beforeQuery = question < 0 ? rest : rest.substring(0, question);
+        int slash = beforeQuery.indexOf('/');
+        String authority = slash < 0 ? beforeQuery : beforeQuery.substring(0, slash);
+        String path = slash < 0 ? "" : beforeQuery.substring(slash + 1);
+        String export = decode(uri, path, "export name");
+
+        String socketParam = null;
+        if (query != null && !query.isEmpty()) {
+            for (String param : query.split("&", -1)) {
+                int eq = param.indexOf('=');
+                String key = decode(uri, eq < 0 ? param : param.substring(0, eq), "query parameter");
+                String value = eq < 0 ? "" : decode(uri, param.substring(eq + 1), "query parameter " + key);
+                if (!key.equals("socket")) {
+                    throw bad(uri, key.startsWith("tls")
+                            ? "query parameter " + key + " needs TLS, which this client does not support"
+                            : "unknown query parameter '" + key + "'");
+                }
+                if (socketParam != null) {
+                    throw bad(uri, "socket= is given twice");
+                }
+                socketParam = value;
+            }
+        }
+
+        if (scheme.equals("nbd+unix")) {
+            if (!authority.isEmpty()) {
+                throw bad(uri, "nbd+unix URIs take no host or port (write nbd+unix:///EXPORT?socket=PATH)");
+            }
+            if (socketParam == null || socketParam.isEmpty()) {
+                throw bad(uri, "nbd+unix URIs need ?socket=PATH");
+            }
+            if (socketParam.charAt(0) == '\0') {
+                throw bad(uri, "abstract Unix sockets (socket=%00...) are not supported");
+            }
+            try {
+                return unix(Path.of(socketParam), export);
+            } catch (InvalidPathException e) {
+                throw bad(uri, "socket path is not a valid path: " + e.getMessage());
+            }
+        }
+        if (socketParam != null) {
+            throw bad(uri, "socket= belongs to nbd+unix URIs; nbd:// is TCP");
+        }
+        return parseTcp(uri, authority, export);
+    }
+
+    private static NbdUri parseTcp(String uri, String authority, String export) {
+        if (authority.contains("@")) {
+            throw bad(uri, "user info (USER@) is only used for TLS, which this client does not support");
+        }
+        String host;
+        String portText = null;
+        if (authority.startsWith("[")) {
+            int close = authority.indexOf(']');
+            if (close < 0) {
+                throw bad(uri, "unterminated IPv6 literal");
+            }
+            host = authority.substring(1, close);
+            String after = authority.substring(close + 1);
+            if (!after.isEmpty()) {
+                if (!after.startsWith(":")) {
+                    throw bad(uri, "unexpected '" + after + "' after the IPv6 literal");
+                }
+                portText = after.substring(1);
+            }
+            if (host.isEmpty()) {
+                throw bad(uri, "empty IPv6 literal");
+            }
+        } else {
+            int c = authority.lastIndexOf(':');
+            if (c >= 0 && authority.indexOf(':') != c) {
+                throw bad(uri, "IPv6 addresses must be in brackets, e.g. nbd://[::1]:10809/");
+            }
+            host = c < 0 ? authority : authority.substring(0, c);
+            portText = c < 0 ? null : authority.substring(c + 1);
+            host = decode(uri, host, "host");
+        }
+        int port = DEFAULT_PORT;
+        if (portText != null) {
+            if (portText.isEmpty() || portText.length() > 5 || !portText.chars().allMatch(ch -> ch >= '0' && ch <= '9')) {
+                throw bad(uri, "port '" + portText + "' is not a number");
+            }
+            port = Integer.parseInt(portText);
+            if (port < 1 || port > 65535) {
+                throw bad(uri, "port " + port + " is outside 1..65535");
+            }
+        }
+        return tcp(host.isEmpty() ? "localhost" : host, port, export);
+    }
+
+    private static String checkExport(String exportName) {
+        Objects.requireNonNull(exportName, "exportName");
+        if (exportName.indexOf('\0') >= 0) {
+            throw new IllegalArgumentException("export names cannot contain NUL");
+        }
+        if (exportName.getBytes(StandardCharsets.UTF_8).length > 4096) {
+            throw new IllegalArgumentException("export name longer than 4096 bytes");
+        }
+        return exportName;
+    }
+
+    private static IllegalArgumentException bad(String uri, String why) {
+        return new IllegalArgumentException("bad NBD URI '" + uri + "': " + why);
+    }
+
+    /** Percent-decodes (RFC 3986; '+' stays '+') and checks that the bytes are UTF-8. */
+    private static String decode(String uri, String s, String what) {
+        if (s.indexOf('%') < 0) {
+            return s;
+        }
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream(s.length());
+        int i = 0;
+        while (i < s.length()) {
+            if (s.charAt(i) != '%') {
+                int next = s.indexOf('%', i);
+                int end = next < 0 ? s.length() : next;
+                bytes.writeBytes(s.substring(i, end).getBytes(StandardCharsets.UTF_8));
+                i = end;
+                continue;
+            }
+            int hi = i + 2 < s.length() ? Character.digit(s.charAt(i + 1), 16) : -1;
+            int lo = i + 2 < s.length() ? Character.digit(s.charAt(i + 2), 16) : -1;
+            if (hi < 0 || lo < 0) {
+                throw bad(uri, "bad percent-escape in the " + what + " at '" + s.substring(i, Math.min(s.length(), i + 3)) + "'");
+            }
+            bytes.write(hi << 4 | lo);
+            i += 3;
+        }
+        try {
+            return StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT)
+                    .decode(ByteBuffer.wrap(bytes.toByteArray())).toString();
+        } catch (CharacterCodingException e) {
+            throw bad(uri, "the " + what + " is not UTF-8 once percent-decoded");
+        }
+    }
+
+    /** Percent-encodes everything but RFC 3986 unreserved characters and those in {@code keep}. */
+    private static String encode(String s, String keep) {
+        StringBuilder sb = new StringBuilder(s.length());
+        for (byte b : s.getBytes(StandardCharsets.UTF_8)) {
+            int c = b & 0xff;
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+                    || "-._~".indexOf(c) >= 0 || (c < 0x80 && keep.indexOf(c) >= 0)) {
+                sb.append((char) c);
+            } else {
+                sb.append('%').append(Character.toUpperCase(Character.forDigit(c >> 4, 16)))
+                        .append(Character.toUpperCase(Character.forDigit(c & 15, 16)));
+            }
+        }
+        return sb.toString();
+    }
+
+    public Transport transport() {
+        return transport;
+    }
+
+    /** The host name or IP literal (TCP only; {@code null} for Unix sockets). */
+    public String host() {
+        return host;
+    }
+
+    /** The TCP port ({@code -1} for Unix sockets). */
+    public int port() {
+        return port;
+    }
+
+    /** The Unix socket path ({@code null} for TCP). */
+    public Path socket() {
+        return socket;
+    }
+
+    /** The decoded export name; {@code ""} is the server's default export. */
+    public String exportName() {
+        return exportName;
+    }
+
+    /** The URI text; {@code parse} of it gives an equal object. */
+    @Override
+    public String toString() {
+        // sub-delims and ":@/" are legal in a path; '?' and '#' and '%' are not, so they get escaped.
+        String path = "/" + encode(exportName, "!$&'()*+,;=:@/");
+        if (transport == Transport.UNIX) {
+            return "nbd+unix://" + path + "?socket=" + encode(socket.toString(), "!$'()*+,;:@/");
+        }
+        String h = host.indexOf(':') >= 0 ? "[" + host + "]" : encode(host, "!$&'()*+,;=");
+        return "nbd://" + h + (port == DEFAULT_PORT ? "" : ":" + port) + path;
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        if (!(o instanceof NbdUri)) {
+            return false;
+        }
+        NbdUri u = (NbdUri) o;
+        return transport == u.transport && port == u.port && Objects.equals(host, u.host)
+                && Objects.equals(socket, u.socket) && exportName.equals(u.exportName);
+    }
+
+    @Override
+    public int hashCode() {
+        return Objects.hash(transport, host, port, socket, exportName);
+    }
+}

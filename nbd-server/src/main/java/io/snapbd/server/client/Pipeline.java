@@ -1,0 +1,614 @@
+package io.snapbd.server.client;
+
+import io.snapbd.server.protocol.Nbd;
+
+import java.io.EOFException;
+import java.io.IOException;
+import java.io.InterruptedIOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.locks.LockSupport;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * The transmission phase of one connection: a fixed pool of request slots, a send path shared by every
+ * submitting thread, and one reader thread that matches replies to slots by handle, in whatever order they
+ * come. Steady-state requests allocate nothing: slots, headers and the receive buffer are reused, waiting uses
+ * monitors and {@link LockSupport} rather than futures.
+ * <p>
+ * Only the reader thread completes requests, including the ones lost when the connection fails; other
+ * threads that notice a failure record it and close the channel, which wakes the reader. That single
+ * completer is what makes "every in-flight request is completed exactly once" easy to keep.
+ */
+final class Pipeline {
+
+    private static final int RECEIVE_BUFFER = 64 << 10;
+    /** Payloads up to this size go through the receive buffer, so that one system call can fetch several replies. */
+    private static final int COPY_THRESHOLD = RECEIVE_BUFFER / 2;
+    /**
+     * Largest slice of a payload handed to the socket at once: the JDK copies heap buffers through a cached
+     * temporary direct buffer of the slice's size, which would otherwise grow to 32 MiB per thread.
+     */
+    private static final int MAX_IO = 1 << 20;
+    /** Largest BLOCK_STATUS or error chunk accepted (a million extents). */
+    private static final int MAX_METADATA_CHUNK = 8 << 20;
+    private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(64 << 10);
+
+    private final SocketChannel channel;
+    private final String peer;
+    private final boolean structured;
+    private final Set<Integer> contextIds;
+
+    // ---- slot pool, guarded by `pool` -----------------------------------------------------------------------
+    private final Object pool = new Object();
+    private final Request[] slots;
+    private final Request[] free;
+    private int freeCount;
+    private int waiters;
+    /** Why no new requests are taken (close() was called, or the server answered ESHUTDOWN); null while open. */
+    private String closing;
+
+    // ---- send path, guarded by sendLock ----------------------------------------------------------------------
+    private final ReentrantLock sendLock = new ReentrantLock();
+    private final ByteBuffer requestHeader = ByteBuffer.allocateDirect(Nbd.REQUEST_HEADER_BYTES);
+    private final ByteBuffer[] gather = new ByteBuffer[2];
+    private final AtomicBoolean disconnectSent = new AtomicBoolean();
+
+    // ---- reader thread only --------------------------------------------------------------------------------
+    private final ByteBuffer in = ByteBuffer.allocateDirect(RECEIVE_BUFFER).flip();
+    private final Thread reader;
+    /** OFFSET_HOLE chunks received (the reader writes, others read after a completion). */
+    private long holeChunks;
+
+    private volatile IOException failure;
+
+    Pipeline(SocketChannel channel, String peer, boolean structured, Set<Integer> contextIds, int maxInFlight) {
+        this.channel = channel;
+        this.peer = peer;
+        this.structured = structured;
+        this.contextIds = contextIds;
+        slots = new Request[maxInFlight];
+        free = new Request[maxInFlight];
+        for (int i = 0; i < maxInFlight; i++) {
+            slots[i] = new Request(i);
+            free[maxInFlight - 1 - i] = slots[i];
+        }
+        freeCount = maxInFlight;
+        reader = new Thread(this::readLoop, "nbd-client " + peer);
+        reader.setDaemon(true);      // a client someone forgot to close must not keep the JVM alive
+    }
+
+    void start() {
+        reader.start();
+    }
+
+    IOException failure() {
+        return failure;
+    }
+
+    int capacity() {
+        return slots.length;
+    }
+
+    long holeChunks() {
+        return holeChunks;
+    }
+
+    // ---- submitting ------------------------------------------------------------------------------------------
+
+    /** Takes a free slot, waiting while all are in flight (the back-pressure of the async API). */
+    Request acquire(int type, long offset, long length) throws IOException {
+        if (Thread.currentThread() == reader) {
+            // The reader frees the slots and reads the replies: it must never wait for either, and a request
+            // it sent could block it on a full socket while the server blocks on its unread replies.
+            throw new IllegalStateException("no requests from a completion callback");
+        }
+        synchronized (pool) {
+            while (true) {
+                IOException refused = refusal();
+                if (refused != null) {
+                    throw refused;
+                }
+                if (freeCount > 0) {
+                    Request r = free[--freeCount];
+                    r.claim(type, offset, length);
+                    return r;
+                }
+                waiters++;
+                try {
+                    pool.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new InterruptedIOException("interrupted while waiting for a free request slot");
+                } finally {
+                    waiters--;
+                }
+            }
+        }
+    }
+
+    /** Why new requests are refused, or null while they are welcome. */
+    private IOException refusal() {
+        if (failure != null) {
+            return new IOException("the connection has failed: " + failure.getMessage(), failure);
+        }
+        return closing == null ? null : new IOException(peer + ": " + closing);
+    }
+
+    /** Returns a slot to the pool; the last one back after ESHUTDOWN triggers the soft disconnect. */
+    void release(Request r) {
+        boolean drainedAfterShutdown;
+        synchronized (pool) {
+            r.state = Request.FREE;
+            r.buffer = null;
+            r.completion = null;
+            r.waiter = null;
+            free[freeCount++] = r;
+            if (waiters > 0 || closing != null) {
+                pool.notifyAll();
+            }
+            drainedAfterShutdown = closing != null && freeCount == slots.length;
+        }
+        if (drainedAfterShutdown) {
+            sendDisconnect();
+        }
+    }
+
+    /**
+     * Sends the request of an acquired slot. From the moment it is marked in flight the reader owns its
+     * completion, so a send that fails here is reported through the reply path (as a lost request), not by
+     * an exception; the exception is only for requests that never left.
+     */
+    void send(Request r, int flags, ByteBuffer payload) throws IOException {
+        sendLock.lock();
+        try {
+            if (failure != null || disconnectSent.get()) {
+                // Too late for this one (a disconnect implies closing, so there is a refusal to report).
+                release(r);
+                throw refusal();
+            }
+            requestHeader.clear();
+            requestHeader.putInt(Nbd.REQUEST_MAGIC).putShort((short) flags).putShort((short) r.type)
+                    .putLong(r.handle).putLong(r.offset).putInt((int) r.length).flip();
+            r.state = Request.IN_FLIGHT;
+            try {
+                if (payload == null) {
+                    while (requestHeader.hasRemaining()) {
+                        channel.write(requestHeader);
+                    }
+                } else {
+                    gather[0] = requestHeader;
+                    gather[1] = payload;
+                    int end = payload.limit();
+                    try {
+                        while (payload.position() < end) {
+                            payload.limit(Math.min(end, payload.position() + MAX_IO));
+                            channel.write(gather);
+                        }
+                    } finally {
+                        payload.limit(end);
+                        gather[1] = null;
+                    }
+                }
+            } catch (IOException e) {
+                recordFailure(new IOException(peer + ": sending " + r.describe() + " failed: " + e.getMessage(), e));
+            }
+        } finally {
+            sendLock.unlock();
+        }
+    }
+
+    /** Blocks the owner of a blocking request until the reader has completed it. */
+    void await(Request r) {
+        boolean interrupted = false;
+        while (r.state != Request.DONE) {
+            LockSupport.park(this);
+            // The reply (or the connection's failure) will come; an interrupt cannot abandon a request whose
+            // reply is still going to be written into the caller's buffer.
+            interrupted |= Thread.interrupted();
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    // ---- closing ---------------------------------------------------------------------------------------------
+
+    /**
+     * Waits for every request to finish, sends NBD_CMD_DISC, and waits up to {@code grace} for the server to
+     * hang up before closing the socket.
+     */
+    void close(long graceMillis) {
+        if (Thread.currentThread() == reader) {
+            throw new IllegalStateException("cannot close the client from a completion callback");
+        }
+        boolean interrupted = false;
+        synchronized (pool) {
+            if (closing == null) {
+                closing = "the client is closed";
+            }
+            while (freeCount < slots.length && failure == null) {
+                try {
+                    pool.wait();
+                } catch (InterruptedException e) {
+                    interrupted = true;     // in-flight replies still target caller buffers: keep waiting
+                }
+            }
+        }
+        sendDisconnect();
+        try {
+            reader.join(graceMillis);
+            if (reader.isAlive()) {
+                closeChannel();
+                reader.join();
+            }
+        } catch (InterruptedException e) {
+            interrupted = true;
+            closeChannel();
+        }
+        closeChannel();
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private void sendDisconnect() {
+        if (failure != null || !disconnectSent.compareAndSet(false, true)) {
+            return;
+        }
+        sendLock.lock();
+        try {
+            requestHeader.clear();
+            requestHeader.putInt(Nbd.REQUEST_MAGIC).putShort((short) 0).putShort((short) Nbd.CMD_DISC)
+                    .putLong(0).putLong(0).putInt(0).flip();
+            while (requestHeader.hasRemaining()) {
+                channel.write(requestHeader);
+            }
+            channel.shutdownOutput();
+        } catch (IOException e) {
+            // Nothing is in flight; the server going away first is as good as a goodbye.
+        } finally {
+            sendLock.unlock();
+        }
+    }
+
+    /** Keeps the first failure and closes the channel, which wakes the reader to fail what is in flight. */
+    private void recordFailure(IOException cause) {
+        synchronized (pool) {
+            if (failure == null) {
+                failure = cause;
+            }
+            pool.notifyAll();
+        }
+        closeChannel();
+    }
+
+    private void closeChannel() {
+        try {
+            channel.close();
+        } catch (IOException e) {
+            // closing is all we wanted
+        }
+    }
+
+    // ---- the reader thread -----------------------------------------------------------------------------------
+
+    private void readLoop() {
+        IOException cause = null;
+        try {
+            while (fill(4, true)) {
+                int magic = in.getInt(in.position());
+                if (magic == Nbd.SIMPLE_REPLY_MAGIC) {
+                    simpleReply();
+                } else if (magic == Nbd.STRUCTURED_REPLY_MAGIC) {
+                    structuredChunk();
+                } else {
+                    throw violation("bad reply magic 0x" + Integer.toHexString(magic));
+                }
+            }
+            if (!disconnectSent.get()) {
+                cause = new EOFException(peer + ": the server closed the connection");
+            }
+        } catch (IOException e) {
+            cause = e;
+        } catch (RuntimeException | Error e) {
+            cause = new IOException(peer + ": the NBD client reader failed: " + e, e);
+        }
+        terminate(cause);
+    }
+
+    private void simpleReply() throws IOException {
+        fill(16, false);
+        int error = in.getInt(in.position() + 4);
+        long handle = in.getLong(in.position() + 8);
+        in.position(in.position() + 16);
+        Request r = lookup(handle);
+        if (structured && r.type == Nbd.CMD_READ) {
+            throw violation("simple reply to " + r.describe() + " although structured replies were negotiated");
+        }
+        if (error != 0) {
+            r.fail(error, "");
+        } else if (r.type == Nbd.CMD_READ) {
+            receiveData(r, r.offset, (int) r.length);
+        } else if (r.type == Nbd.CMD_BLOCK_STATUS) {
+            throw violation("simple success reply to " + r.describe());
+        }
+        finish(r);
+    }
+
+    private void structuredChunk() throws IOException {
+        fill(20, false);
+        int p = in.position();
+        int flags = Short.toUnsignedInt(in.getShort(p + 4));
+        int type = Short.toUnsignedInt(in.getShort(p + 6));
+        long handle = in.getLong(p + 8);
+        long length = Integer.toUnsignedLong(in.getInt(p + 16));
+        in.position(p + 20);
+        Request r = lookup(handle);
+        switch (type) {
+            case Nbd.REPLY_TYPE_NONE:
+                if (length != 0 || (flags & Nbd.REPLY_FLAG_DONE) == 0) {
+                    throw violation("NBD_REPLY_TYPE_NONE chunk with length " + length + " and flags " + flags);
+                }
+                break;
+            case Nbd.REPLY_TYPE_OFFSET_DATA: {
+                if (r.type != Nbd.CMD_READ || length < 9) {
+                    throw violation("data chunk of " + length + " bytes for " + r.describe());
+                }
+                fill(8, false);
+                long offset = in.getLong();
+                long n = length - 8;
+                checkWithin(r, offset, n);
+                receiveData(r, offset, (int) n);
+                r.received += n;
+                break;
+            }
+            case Nbd.REPLY_TYPE_OFFSET_HOLE: {
+                if (r.type != Nbd.CMD_READ || length != 12) {
+                    throw violation("hole chunk of " + length + " bytes for " + r.describe());
+                }
+                fill(12, false);
+                long offset = in.getLong();
+                long n = Integer.toUnsignedLong(in.getInt());
+                if (n == 0) {
+                    throw violation("empty hole chunk for " + r.describe());
+                }
+                checkWithin(r, offset, n);
+                zero(r, offset, (int) n);
+                r.received += n;
+                holeChunks++;
+                break;
+            }
+            case Nbd.REPLY_TYPE_BLOCK_STATUS:
+                if (r.type != Nbd.CMD_BLOCK_STATUS || length < 12 || (length - 4) % 8 != 0 || length > MAX_METADATA_CHUNK) {
+                    throw violation("block status chunk of " + length + " bytes for " + r.describe());
+                }
+                blockStatus(r, payload((int) length));
+                break;
+            default:
+                if ((type & 0x8000) == 0) {
+                    throw violation("unknown reply chunk type " + type + " for " + r.describe());
+                }
+                if (length < 6 || length > MAX_METADATA_CHUNK) {
+                    throw violation("error chunk of " + length + " bytes for " + r.describe());
+                }
+                errorChunk(r, type, payload((int) length));
+                break;
+        }
+        if ((flags & Nbd.REPLY_FLAG_DONE) != 0) {
+            finish(r);
+        }
+    }
+
+    private void blockStatus(Request r, ByteBuffer b) throws IOException {
+        int id = b.getInt();
+        if (!contextIds.contains(id)) {
+            throw violation("block status for unknown metadata context id " + id);
+        }
+        if (id != r.contextId) {
+            return;     // the server answers for every selected context; the caller asked about one
+        }
+        while (b.hasRemaining()) {
+            long length = Integer.toUnsignedLong(b.getInt());
+            int flags = b.getInt();
+            if (length == 0) {
+                throw violation("zero-length extent for " + r.describe());
+            }
+            r.extents.add(new Extent(r.nextExtentOffset, length, flags));
+            r.nextExtentOffset += length;
+        }
+    }
+
+    private void errorChunk(Request r, int type, ByteBuffer b) throws IOException {
+        int error = b.getInt();
+        int messageLength = Short.toUnsignedInt(b.getShort());
+        if (messageLength > b.remaining()) {
+            throw violation("error message of " + messageLength + " bytes in a chunk of " + (b.limit() - b.position()));
+        }
+        byte[] text = new byte[messageLength];
+        b.get(text);
+        String message = new String(text, StandardCharsets.UTF_8);
+        if (type == Nbd.REPLY_TYPE_ERROR_OFFSET && b.remaining() == 8) {
+            message = message + (message.isEmpty() ? "" : " ") + "at offset " + b.getLong();
+        }
+        // An error chunk must carry an error; one that says 0 still means the request failed.
+        r.fail(error != 0 ? error : Nbd.EIO, message);
+    }
+
+    private void finish(Request r) {
+        if (r.type == Nbd.CMD_READ) {
+            ByteBuffer b = r.buffer;
+            b.limit(r.bufferEnd);
+            if (r.error == 0 && structured && r.received != r.length) {
+                r.fail(Nbd.EIO, "the server sent " + r.received + " of " + r.length + " bytes");
+            }
+            b.position(r.error == 0 ? r.bufferEnd : r.bufferStart);
+        } else if (r.type == Nbd.CMD_BLOCK_STATUS && r.error == 0 && r.extents.isEmpty()) {
+            r.fail(Nbd.EIO, "the server sent no extents for the requested context");
+        }
+        if (r.error == Nbd.ESHUTDOWN) {
+            // The spec asks clients to answer ESHUTDOWN with a soft disconnect once nothing is in flight.
+            synchronized (pool) {
+                if (closing == null) {
+                    closing = "the server is shutting down (it answered ESHUTDOWN)";
+                }
+            }
+        }
+        complete(r);
+    }
+
+    private void complete(Request r) {
+        Completion c = r.completion;
+        if (c == null) {
+            Thread waiter = r.waiter;
+            r.state = Request.DONE;
+            LockSupport.unpark(waiter);
+            return;
+        }
+        try {
+            c.complete(r.lost ? Completion.CONNECTION_FAILED : r.error, r.tag);
+        } finally {
+            // After the callback: a caller counting its requests in flight never sees more than the pool holds.
+            release(r);
+        }
+    }
+
+    /** Fails everything in flight after the connection ended, or just exits after a clean disconnect. */
+    private void terminate(IOException cause) {
+        if (cause != null) {
+            synchronized (pool) {
+                if (failure == null) {
+                    // Socket errors ("Connection reset") say nothing of which connection: name it.
+                    String text = String.valueOf(cause.getMessage());
+                    failure = text.startsWith(peer) ? cause : new IOException(peer + ": connection lost: " + text, cause);
+                }
+            }
+        }
+        closeChannel();
+        List<Request> lost = new ArrayList<>();
+        // Holding the send lock, no submitter is between its failure check and marking its slot in flight.
+        sendLock.lock();
+        try {
+            for (Request r : slots) {
+                if (r.state == Request.IN_FLIGHT) {
+                    lost.add(r);
+                }
+            }
+        } finally {
+            sendLock.unlock();
+        }
+        synchronized (pool) {
+            pool.notifyAll();
+        }
+        for (Request r : lost) {
+            r.lost = true;
+            if (r.type == Nbd.CMD_READ) {
+                r.buffer.limit(r.bufferEnd).position(r.bufferStart);
+            }
+            try {
+                complete(r);
+            } catch (RuntimeException e) {
+                // A failing callback cannot fail the connection twice; the others still need their answer.
+            }
+        }
+    }
+
+    // ---- receiving -------------------------------------------------------------------------------------------
+
+    private Request lookup(long handle) throws IOException {
+        long index = handle & 0xffffffffL;
+        Request r = index < slots.length ? slots[(int) index] : null;
+        if (r == null || r.state != Request.IN_FLIGHT || r.handle != handle) {
+            throw violation("reply for unknown handle 0x" + Long.toHexString(handle));
+        }
+        return r;
+    }
+
+    private void checkWithin(Request r, long offset, long n) throws IOException {
+        if (offset < r.offset || n > r.length || offset - r.offset > r.length - n || r.received + n > r.length) {
+            throw violation("chunk [" + offset + ", +" + n + ") outside or beyond " + r.describe());
+        }
+    }
+
+    /** Copies {@code n} bytes of data for {@code [offset, +n)} into the request's buffer. */
+    private void receiveData(Request r, long offset, int n) throws IOException {
+        ByteBuffer dst = r.buffer;
+        int start = r.bufferStart + (int) (offset - r.offset);
+        dst.limit(start + n).position(start);
+        if (n <= COPY_THRESHOLD) {
+            fill(n, false);
+        }
+        int buffered = Math.min(in.remaining(), n);
+        if (buffered > 0) {
+            int limit = in.limit();
+            in.limit(in.position() + buffered);
+            dst.put(in);
+            in.limit(limit);
+        }
+        int end = dst.limit();
+        while (dst.position() < end) {
+            dst.limit(Math.min(end, dst.position() + MAX_IO));
+            if (channel.read(dst) < 0) {
+                throw new EOFException(peer + ": the server closed the connection in the middle of " + r.describe());
+            }
+        }
+    }
+
+    private void zero(Request r, long offset, int n) {
+        ByteBuffer dst = r.buffer;
+        dst.limit(r.bufferEnd);     // an earlier data chunk may have left a narrower limit
+        int at = r.bufferStart + (int) (offset - r.offset);
+        while (n > 0) {
+            int k = Math.min(n, ZEROS.capacity());
+            dst.put(at, ZEROS, 0, k);
+            at += k;
+            n -= k;
+        }
+    }
+
+    /** The next {@code n} bytes as a buffer of their own (metadata and error chunks only). */
+    private ByteBuffer payload(int n) throws IOException {
+        if (n <= in.capacity()) {
+            fill(n, false);
+            ByteBuffer b = in.slice(in.position(), n);
+            in.position(in.position() + n);
+            return b;
+        }
+        ByteBuffer b = ByteBuffer.allocate(n);
+        b.put(in);
+        while (b.hasRemaining()) {
+            if (channel.read(b) < 0) {
+                throw new EOFException(peer + ": the server closed the connection in the middle of a reply");
+            }
+        }
+        return b.flip();
+    }
+
+    /**
+     * Makes {@code n} bytes available in {@link #in}, reading as much as the socket has. Returns false only
+     * for an end of stream at a reply boundary when {@code eofOk}.
+     */
+    private boolean fill(int n, boolean eofOk) throws IOException {
+        while (in.remaining() < n) {
+            in.compact();
+            int read = channel.read(in);
+            in.flip();
+            if (read < 0) {
+                if (eofOk && !in.hasRemaining()) {
+                    return false;
+                }
+                throw new EOFException(peer + ": the server closed the connection in the middle of a reply");
+            }
+        }
+        return true;
+    }
+
+    private IOException violation(String what) {
+        return new IOException(peer + ": NBD protocol violation: " + what);
+    }
+}

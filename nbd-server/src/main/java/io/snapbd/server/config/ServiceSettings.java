@@ -1,0 +1,28 @@
+package io.snapbd.server.config;
+
+import io.snapbd.server.Log;
+
+import java.net.InetSocketAddress;
+import java.time.Duration;
+import java.util.List;
+
+/**
+ * The production-host part of the configuration file (docs/production.md): the metrics endpoint, the log level,
+ * the bound on a graceful stop, and the volumes to create when they do not exist yet. Kept apart from
+ * {@link ServerConfig} so tests and tools that build a ServerConfig by hand need not know about it.
+ *
+ * @param metrics     address of the Prometheus endpoint, null when off (the default)
+ * @param logLevel    null when the file does not set it (the command line or the default decides)
+ * @param stopTimeout how long a graceful stop may take before the process exits anyway
+ * @param volumes     {@code volume.NAME = ...} lines, in file order
+ */
+public record ServiceSettings(InetSocketAddress metrics, Log.Level logLevel, Duration stopTimeout, List<VolumeSpec> volumes) {
+
+    public static final Duration DEFAULT_STOP_TIMEOUT = Duration.ofSeconds(60);
+    public static final ServiceSettings DEFAULTS = new ServiceSettings(null, null, DEFAULT_STOP_TIMEOUT, List.of());
+
+    public ServiceSettings {
+        stopTimeout = stopTimeout == null ? DEFAULT_STOP_TIMEOUT : stopTimeout;
+        volumes = volumes == null ? List.of() : List.copyOf(volumes);
+    }
+}

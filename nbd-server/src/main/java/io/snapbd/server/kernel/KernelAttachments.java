@@ -1,0 +1,575 @@
+package io.snapbd.server.kernel;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.nativeio.NbdIoctl;
+import io.snapbd.nativeio.SocketPairs;
+import io.snapbd.server.Log;
+import io.snapbd.server.admin.ControlPlane;
+import io.snapbd.server.admin.ControlPlane.OperationException;
+import io.snapbd.server.config.AttachSpec;
+import io.snapbd.server.export.Export;
+import io.snapbd.server.export.ExportRegistry;
+import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.transport.NbdServer;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.stream.Stream;
+
+/**
+ * Exports attached to the kernel's nbd driver as {@code /dev/nbdN}. For each attachment the server makes a
+ * socket pair, hands one end to the driver (SET_FLAGS, SET_BLKSIZE, SET_SIZE_BLOCKS, SET_TIMEOUT, SET_SOCK),
+ * runs DO_IT on a thread of its own (it blocks until the device is disconnected), and serves the other end
+ * with the same transmission code as network clients, entering directly in the transmission phase with
+ * simple replies (the driver never negotiates). Detach flushes the device, asks the driver to disconnect
+ * (it sends NBD_CMD_DISC), waits for DO_IT to return, then clears the socket and closes the device.
+ * See docs/kernel-attach.md.
+ */
+public final class KernelAttachments implements AutoCloseable {
+
+    /** Bound on the setup ioctls and on the wait for the device to run. */
+    private static final Duration SETUP_TIMEOUT = Duration.ofSeconds(30);
+    /** Bound on the fsync of the device before a disconnect. */
+    private static final Duration FLUSH_TIMEOUT = Duration.ofSeconds(60);
+    /** Bound on the wait for DO_IT to return after NBD_DISCONNECT, and again after closing the socket. */
+    private static final Duration DISCONNECT_TIMEOUT = Duration.ofSeconds(30);
+    /** The driver takes block sizes from 512 up to the page size. */
+    private static final int MAX_KERNEL_BLOCK = 4096;
+
+    private final ExportRegistry exports;
+    private final NbdServer nbd;
+    private final Map<String, Attachment> attached = new ConcurrentHashMap<>();
+    private volatile boolean closing;
+
+    public KernelAttachments(ExportRegistry exports, NbdServer nbd) {
+        this.exports = exports;
+        this.nbd = nbd;
+    }
+
+    /** A failure whose message is meant for the user as is (one line). */
+    public static final class AttachException extends Exception {
+        public AttachException(String message) {
+            super(message);
+        }
+    }
+
+    // ---- admin commands ------------------------------------------------------------------------------------
+
+    /** {@code {"command":"attach","export":"vol0","device":"/dev/nbd0","readOnly":false,"timeout":30}}. */
+    public JsonNode attachCommand(JsonNode req) throws OperationException {
+        String export = req.path("export").asText("");
+        String device = req.path("device").asText("");
+        JsonNode t = req.get("timeout");
+        Integer timeout = t == null || t.isNull() ? null : t.asInt();
+        try {
+            AttachSpec spec = new AttachSpec(export, device, req.path("readOnly").asBoolean(false), timeout, "admin request");
+            return attach(spec).json();
+        } catch (IllegalArgumentException | AttachException e) {
+            throw new OperationException(e.getMessage());
+        }
+    }
+
+    /** {@code {"command":"detach","device":"/dev/nbd0","force":false}}. */
+    public JsonNode detachCommand(JsonNode req) throws OperationException {
+        try {
+            String device = AttachSpec.normalizeDevice(req.path("device").asText(""));
+            return detach(device, req.path("force").asBoolean(false));
+        } catch (IllegalArgumentException | AttachException e) {
+            throw new OperationException(e.getMessage());
+        }
+    }
+
+    /** The attachments for {@code status}, ordered by device. */
+    public ArrayNode listJson() {
+        ArrayNode list = ControlPlane.JSON.createArrayNode();
+        new TreeMap<>(attached).values().forEach(a -> list.add(a.json()));
+        return list;
+    }
+
+    public int size() {
+        return attached.size();
+    }
+
+    // ---- attach --------------------------------------------------------------------------------------------
+
+    /** Attaches and returns once the device runs, or explains in one line why it cannot. */
+    public Attachment attach(AttachSpec spec) throws AttachException {
+        if (closing) {
+            throw new AttachException("the server is stopping");
+        }
+        String device = spec.device();
+        Export export = exports.lookup(spec.export());
+        if (export == null || spec.export().isEmpty()) {
+            throw new AttachException("no export named " + spec.export() + " (exports: "
+                    + String.join(", ", exports.list().stream().map(Export::name).toList()) + ")");
+        }
+        String unavailable = export.unavailableReason();
+        if (unavailable != null) {
+            throw new AttachException("export " + export.name() + " is not available: " + unavailable);
+        }
+        long size = export.device().size();
+        int blockSize = Math.min(export.device().blockSize(), MAX_KERNEL_BLOCK);
+        if (size <= 0 || size % blockSize != 0) {
+            throw new AttachException("export " + export.name() + " has a size of " + size + " bytes, not a multiple of "
+                    + blockSize + ": the nbd driver cannot show it");
+        }
+        Attachment mine = attached.get(device);
+        if (mine != null) {
+            throw new AttachException(device + " is busy: this server already attached it to " + mine.export.name());
+        }
+        checkDeviceFree(device);
+        boolean readOnly = spec.readOnly() || export.readOnly();
+        Attachment a = new Attachment(spec, export, readOnly, size, blockSize);
+        Attachment other = attached.putIfAbsent(device, a);
+        if (other != null) {
+            throw new AttachException(device + " is busy: this server already attached it to " + other.export.name());
+        }
+        a.start();
+        try {
+            a.awaitRunning();
+        } catch (AttachException e) {
+            attached.remove(device, a);
+            throw e;
+        }
+        Log.info("attached %s to %s (%s, %d bytes, block size %d%s)", export.name(), device, readOnly ? "read-only" : "read-write",
+                size, blockSize, spec.timeoutSeconds() == null ? "" : ", timeout " + spec.timeoutSeconds() + " s");
+        return a;
+    }
+
+    /** Refuses a device the driver already runs for someone (it would answer EBUSY or EINVAL later). */
+    private static void checkDeviceFree(String device) throws AttachException {
+        Path sys = sysBlock(device);
+        Path pidFile = sys.resolve("pid");
+        if (Files.exists(pidFile)) {
+            String pid = readQuietly(pidFile);
+            String who = pid.isEmpty() ? "" : " (pid " + pid + processName(pid) + ")";
+            throw new AttachException(device + " is busy: it is already connected" + who
+                    + "; disconnect it first (snapbd detach, or nbd-client -d " + device + ")");
+        }
+        if (!Files.exists(Path.of(device)) && !Files.exists(sys)) {
+            throw new AttachException(noSuchDevice(device));
+        }
+    }
+
+    static String noSuchDevice(String device) {
+        Path module = Path.of("/sys/module/nbd");
+        if (Files.isDirectory(module)) {
+            long count;
+            try (Stream<Path> s = Files.list(Path.of("/sys/block"))) {
+                count = s.filter(p -> p.getFileName().toString().matches("nbd[0-9]+")).count();
+            } catch (IOException e) {
+                count = -1;
+            }
+            if (count >= 0) {
+                long wanted = Long.parseLong(device.substring("/dev/nbd".length())) + 1;
+                return "no such device " + device + ": the nbd module has " + count + " device(s); reload it with more: "
+                        + "modprobe -r nbd && modprobe nbd nbds_max=" + Math.max(wanted, count * 2);
+            }
+        }
+        return "no such device " + device + ": load the nbd module: modprobe nbd";
+    }
+
+    /** Turns a failed ioctl into one line that says what to do. */
+    static String explain(String device, IOException e) {
+        if (e instanceof NbdIoctl.NbdException n) {
+            if (n.noDevice()) {
+                return noSuchDevice(device);
+            }
+            if (n.permissionDenied()) {
+                return "permission denied on " + device + ": attaching needs root (CAP_SYS_ADMIN) for the snapbd server ("
+                        + e.getMessage() + ")";
+            }
+            if (n.busy()) {
+                return device + " is busy: another process is setting it up or runs it (" + e.getMessage() + ")";
+            }
+            if (n.invalid() && e.getMessage().startsWith("NBD_SET_SOCK")) {
+                return device + " refused the ioctl interface: it is probably connected through netlink by nbd-client; "
+                        + "disconnect it with nbd-client -d " + device + " (" + e.getMessage() + ")";
+            }
+        }
+        return device + ": " + e.getMessage();
+    }
+
+    // ---- detach --------------------------------------------------------------------------------------------
+
+    /** Flushes, disconnects and releases one attachment; refuses while a file system is mounted, unless forced. */
+    public JsonNode detach(String device, boolean force) throws AttachException {
+        Attachment a = attached.get(device);
+        if (a == null) {
+            String pid = readQuietly(sysBlock(device).resolve("pid"));
+            if (!pid.isEmpty()) {
+                throw new AttachException(device + " is not attached by this server: it is connected by pid " + pid + processName(pid)
+                        + "; if that is nbd-client, use nbd-client -d " + device);
+            }
+            List<String> mine = new ArrayList<>(new TreeMap<>(attached).keySet());
+            throw new AttachException(device + " is not attached" + (mine.isEmpty() ? " (nothing is attached)" : " (attached: "
+                    + String.join(", ", mine) + ")"));
+        }
+        if (!force) {
+            List<String> mounts = mountPoints(device);
+            if (!mounts.isEmpty()) {
+                throw new AttachException(device + " is mounted on " + String.join(", ", mounts)
+                        + ": unmount it first, or detach --force (the file system then gets I/O errors)");
+            }
+        }
+        long t0 = System.nanoTime();
+        boolean flushed = a.detach("detach requested");
+        ObjectNode r = ControlPlane.JSON.createObjectNode();
+        r.put("device", device);
+        r.put("export", a.export.name());
+        r.put("detached", true);
+        r.put("flushed", flushed);
+        r.put("millis", (System.nanoTime() - t0) / 1_000_000);
+        return r;
+    }
+
+    /** Detaches everything (server shutdown): flush, disconnect, wait; bounded. */
+    @Override
+    public void close() {
+        closing = true;
+        List<Thread> workers = new ArrayList<>();
+        for (Attachment a : attached.values()) {
+            Thread t = new Thread(() -> {
+                if (!mountPoints(a.spec.device()).isEmpty()) {
+                    Log.warn("%s is still mounted (%s): disconnecting it anyway; the file system will see I/O errors",
+                            a.spec.device(), String.join(", ", mountPoints(a.spec.device())));
+                }
+                a.detach("server stopping");
+            }, "nbd-detach " + a.spec.device());
+            t.setDaemon(true);
+            t.start();
+            workers.add(t);
+        }
+        long deadline = System.nanoTime() + FLUSH_TIMEOUT.plus(DISCONNECT_TIMEOUT).plus(DISCONNECT_TIMEOUT).toNanos();
+        for (Thread t : workers) {
+            try {
+                t.join(Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime())));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
+        }
+    }
+
+    // ---- helpers -------------------------------------------------------------------------------------------
+
+    static Path sysBlock(String device) {
+        return Path.of("/sys/block", Path.of(device).getFileName().toString());
+    }
+
+    private static String readQuietly(Path p) {
+        try {
+            return Files.readString(p, StandardCharsets.UTF_8).strip();
+        } catch (IOException e) {
+            return "";
+        }
+    }
+
+    private static String processName(String pid) {
+        String comm = readQuietly(Path.of("/proc", pid, "comm"));
+        return comm.isEmpty() ? "" : ", " + comm;
+    }
+
+    /** Where the device (or one of its partitions) is mounted, from /proc/self/mounts. */
+    static List<String> mountPoints(String device) {
+        List<String> result = new ArrayList<>();
+        List<String> lines;
+        try {
+            lines = Files.readAllLines(Path.of("/proc/self/mounts"), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            return result;
+        }
+        for (String line : lines) {
+            String[] f = line.split(" ");
+            if (f.length < 2) {
+                continue;
+            }
+            String src = f[0];
+            if (src.equals(device) || src.matches(java.util.regex.Pattern.quote(device) + "p[0-9]+")) {
+                result.add(f[1].replace("\\040", " "));
+            }
+        }
+        return result;
+    }
+
+    // ---- one attachment ------------------------------------------------------------------------------------
+
+    /** One device: its socket pair, the DO_IT thread and the server side connection. */
+    public final class Attachment {
+        final AttachSpec spec;
+        final Export export;
+        final boolean readOnly;
+        final long size;
+        final int blockSize;
+        final int flags;
+        final Instant since = Instant.now();
+        private final CompletableFuture<Void> setUp = new CompletableFuture<>();
+        private final CompletableFuture<String> ended = new CompletableFuture<>();
+        private volatile SocketPairs.SocketPair pair;
+        private volatile String state = "attaching";
+        private volatile boolean detaching;
+
+        Attachment(AttachSpec spec, Export export, boolean readOnly, long size, int blockSize) {
+            this.spec = spec;
+            this.export = export;
+            this.readOnly = readOnly;
+            this.size = size;
+            this.blockSize = blockSize;
+            int f = export.transmissionFlags(false) & 0xffff;
+            if (readOnly) {
+                f = (f | Nbd.FLAG_READ_ONLY)
+                        & ~(Nbd.FLAG_SEND_FUA | Nbd.FLAG_SEND_TRIM | Nbd.FLAG_SEND_WRITE_ZEROES | Nbd.FLAG_SEND_FAST_ZERO);
+            }
+            this.flags = f;
+        }
+
+        void start() {
+            Thread t = new Thread(this::run, "nbd-do-it " + spec.device());
+            t.setDaemon(true);
+            t.start();
+        }
+
+        /**
+         * The DO_IT thread: every setup ioctl, DO_IT and the release run on this one thread, since the driver
+         * binds an ioctl-configured device to the task that set its socket.
+         */
+        private void run() {
+            String device = spec.device();
+            int fd;
+            try {
+                fd = NbdIoctl.openDevice(device);
+            } catch (IOException e) {
+                fail(explain(device, e));
+                return;
+            }
+            SocketPairs.SocketPair p;
+            try {
+                p = SocketPairs.create();
+            } catch (IOException e) {
+                closeDevice(fd);
+                fail("cannot create a socket pair for " + device + ": " + e.getMessage());
+                return;
+            }
+            pair = p;
+            try {
+                NbdIoctl.setFlags(fd, flags);
+                NbdIoctl.setBlockSize(fd, blockSize);
+                NbdIoctl.setSizeBlocks(fd, size / blockSize);
+                if (spec.timeoutSeconds() != null) {
+                    NbdIoctl.setTimeout(fd, spec.timeoutSeconds());
+                }
+                NbdIoctl.setSock(fd, p.first().fd());
+            } catch (IOException e) {
+                closeQuietly(p);
+                closeDevice(fd);
+                fail(explain(device, e));
+                return;
+            }
+            nbd.serveTransmission(p.second(), p.second(), export, "kernel " + device, () ->
+                    Log.debug("%s: server side of the attachment ended", device));
+            state = "attached";
+            setUp.complete(null);
+            String reason;
+            try {
+                NbdIoctl.doIt(fd);          // blocks until the device is disconnected
+                reason = "disconnected";
+            } catch (IOException e) {
+                reason = e.getMessage();
+            }
+            state = "detached";
+            try {
+                NbdIoctl.clearQueue(fd);
+            } catch (IOException e) {
+                Log.debug("%s: NBD_CLEAR_QUE: %s", device, e.getMessage());
+            }
+            try {
+                NbdIoctl.clearSock(fd);
+            } catch (IOException e) {
+                Log.debug("%s: NBD_CLEAR_SOCK: %s", device, e.getMessage());
+            }
+            closeDevice(fd);
+            closeQuietly(p.first());        // the kernel's end; the server's end is closed by its connection thread
+            attached.remove(device, this);
+            if (!"disconnected".equals(reason) || !detaching) {
+                Log.warn("%s (%s) ended: %s", device, export.name(), reason);
+            }
+            ended.complete(reason);
+        }
+
+        private void fail(String message) {
+            state = "failed";
+            setUp.completeExceptionally(new AttachException(message));
+            ended.complete(message);
+        }
+
+        /** Waits for the setup ioctls, then for the driver to report the device running (its sysfs pid file). */
+        void awaitRunning() throws AttachException {
+            String device = spec.device();
+            long deadline = System.nanoTime() + SETUP_TIMEOUT.toNanos();
+            try {
+                setUp.get(SETUP_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+            } catch (ExecutionException e) {
+                throw e.getCause() instanceof AttachException ae ? ae : new AttachException(device + ": " + e.getCause());
+            } catch (TimeoutException e) {
+                throw new AttachException("setting up " + device + " did not finish within " + SETUP_TIMEOUT.toSeconds() + " s");
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new AttachException("interrupted while attaching " + device);
+            }
+            Path pidFile = sysBlock(device).resolve("pid");
+            boolean sysfs = Files.isDirectory(sysBlock(device));
+            long quiet = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(300);
+            while (true) {
+                if (ended.isDone()) {
+                    throw new AttachException("the nbd driver ended " + device + " right away: " + ended.getNow(""));
+                }
+                if (sysfs ? Files.exists(pidFile) : System.nanoTime() > quiet) {
+                    return;
+                }
+                if (System.nanoTime() > deadline) {
+                    detach("it did not start in time");     // do not leave a half-started device behind
+                    throw new AttachException(device + " did not start within " + SETUP_TIMEOUT.toSeconds() + " s");
+                }
+                sleep(20);
+            }
+        }
+
+        /** Flush, NBD_DISCONNECT, wait for DO_IT; closes the socket if the driver does not let go. True when flushed. */
+        synchronized boolean detach(String why) {
+            String device = spec.device();
+            if (ended.isDone()) {
+                return false;
+            }
+            detaching = true;
+            state = "detaching";
+            boolean flushed = false;
+            int fd = -1;
+            try {
+                fd = NbdIoctl.openDevice(device);      // our own descriptor: the DO_IT thread closes its one at the end
+            } catch (IOException e) {
+                Log.warn("%s: cannot open it to disconnect (%s); closing the socket", device, e.getMessage());
+            }
+            if (fd >= 0) {
+                final int devFd = fd;
+                CompletableFuture<Void> flush = CompletableFuture.runAsync(() -> {
+                    try {
+                        NbdIoctl.flush(devFd);
+                    } catch (IOException e) {
+                        throw new RuntimeException(e.getMessage(), e);
+                    }
+                }, r -> {
+                    Thread t = new Thread(r, "nbd-flush " + device);
+                    t.setDaemon(true);
+                    t.start();
+                });
+                try {
+                    flush.get(FLUSH_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+                    flushed = true;
+                } catch (ExecutionException e) {
+                    Log.warn("%s: flush before disconnect failed: %s", device, e.getCause().getMessage());
+                } catch (TimeoutException e) {
+                    Log.warn("%s: flush before disconnect did not finish within %d s", device, FLUSH_TIMEOUT.toSeconds());
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                try {
+                    NbdIoctl.disconnect(devFd);
+                } catch (IOException e) {
+                    Log.warn("%s: %s", device, e.getMessage());
+                }
+                if (flush.isDone()) {
+                    closeDevice(devFd);
+                }       // else the fsync thread still uses it: leave it open rather than close it under the call
+            }
+            if (!awaitEnd(DISCONNECT_TIMEOUT)) {
+                Log.warn("%s: the driver did not end within %d s of NBD_DISCONNECT; closing its socket", device,
+                        DISCONNECT_TIMEOUT.toSeconds());
+                SocketPairs.SocketPair p = pair;
+                if (p != null) {
+                    closeQuietly(p.second());     // the connection ends, the driver reads end of stream
+                }
+                if (!awaitEnd(DISCONNECT_TIMEOUT)) {
+                    Log.error("%s: DO_IT still has not returned; leaving it", device);
+                    return flushed;
+                }
+            }
+            Log.info("detached %s from %s (%s; %s)", export.name(), device, why, flushed ? "flushed" : "not flushed");
+            return flushed;
+        }
+
+        private boolean awaitEnd(Duration d) {
+            try {
+                ended.get(d.toMillis(), TimeUnit.MILLISECONDS);
+                return true;
+            } catch (TimeoutException e) {
+                return false;
+            } catch (ExecutionException e) {
+                return true;
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return ended.isDone();
+            }
+        }
+
+        public ObjectNode json() {
+            ObjectNode o = ControlPlane.JSON.createObjectNode();
+            o.put("device", spec.device());
+            o.put("export", export.name());
+            o.put("readOnly", readOnly);
+            o.put("since", since.toString());
+            o.put("state", state);
+            o.put("size", size);
+            o.put("blockSize", blockSize);
+            if (spec.timeoutSeconds() != null) {
+                o.put("timeoutSeconds", spec.timeoutSeconds());
+            } else {
+                o.putNull("timeoutSeconds");
+            }
+            o.put("transmissionFlags", flags);
+            o.put("origin", spec.origin());
+            return o;
+        }
+    }
+
+    private static void closeDevice(int fd) {
+        try {
+            NbdIoctl.closeDevice(fd);
+        } catch (IOException e) {
+            Log.debug("closing an nbd device: %s", e.getMessage());
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable c) {
+        if (c == null) {
+            return;
+        }
+        try {
+            c.close();
+        } catch (Exception e) {
+            // already closed
+        }
+    }
+
+    private static void sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+}

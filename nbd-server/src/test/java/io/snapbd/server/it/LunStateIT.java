@@ -1,0 +1,399 @@
+package io.snapbd.server.it;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+import static io.snapbd.server.it.SnapshotSupport.createSnapshot;
+import static io.snapbd.server.it.SnapshotSupport.json;
+import static io.snapbd.server.it.SnapshotSupport.nbdsh;
+import static io.snapbd.server.it.SnapshotSupport.snapshotEntry;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * HP's LUN state counters through the CLI, driven by real clients: what counts (WRITE, TRIM, WRITE_ZEROES at
+ * dispatch, while enabled) and what does not (reads, FLUSH, CACHE, BLOCK_STATUS, anything while disabled),
+ * ENABLE/DISABLE semantics, monotonic GET under concurrent writers, persistence across clean restarts and
+ * kill -9, independence of exports, the check command, and the state recorded with each snapshot.
+ */
+@Timeout(value = 10, unit = TimeUnit.MINUTES)
+class LunStateIT {
+
+    @TempDir
+    static Path tmp;
+    static Path data;
+    static ServerProcess server;
+
+    @BeforeAll
+    static void startServer() {
+        data = tmp.resolve("data");
+        ServerProcess.snapbd(data, "volume", "create", "first", "--size", "32M", "--save-size", "4M").assertOk();
+        server = ServerProcess.start(data, "LunStateIT");
+    }
+
+    @AfterAll
+    static void stopServer() {
+        if (server != null) {
+            server.close();
+        }
+    }
+
+    @BeforeEach
+    void serverUp() {
+        server.ensureRunning();
+    }
+
+    static String newVolume(String name) {
+        server.cli("volume", "create", name, "--size", "32M", "--save-size", "16M").assertOk();
+        return name;
+    }
+
+    /** A LUN state: {@code enabled}, {@code counter}, {@code timestamp}. */
+    record Lun(boolean enabled, long counter, long timestamp) {
+        static Lun of(JsonNode j) {
+            assertTrue(j.has("counter") && j.has("timestamp") && j.has("enabled"), "LUN state JSON: " + j);
+            return new Lun(j.path("enabled").asBoolean(), j.path("counter").asLong(), j.path("timestamp").asLong());
+        }
+    }
+
+    static Lun lun(String verb, String export) {
+        JsonNode j = json(server.cli("lun-state", verb, export, "--json"));
+        assertEquals(export, j.path("export").asText(), j.toString());
+        return Lun.of(j);
+    }
+
+    static Lun get(String export) {
+        return lun("get", export);
+    }
+
+    /** fio's nbd engine: exactly {@code n} requests of {@code rw} (randwrite, randread, randtrim), one job. */
+    static void fio(String export, String rw, int n, int iodepth) {
+        Tools.Result r = Tools.run("fio", "--name=lun", "--ioengine=nbd", "--uri=" + server.unixUri(export), "--rw=" + rw,
+                "--bs=4k", "--size=32M", "--number_ios=" + n, "--iodepth=" + iodepth).assertOk();
+        assertTrue(r.stdout().contains("Run status group"), r.toString());
+    }
+
+    // ---- enable / disable ----------------------------------------------------------------------------------
+
+    @Test
+    void enableKeepsTheValue() {
+        Tools.require("fio");
+        String vol = newVolume("keep");
+        Lun before = get(vol);
+        assertFalse(before.enabled(), "a new volume starts disabled: " + before);
+        Lun enabled = lun("enable", vol);
+        assertTrue(enabled.enabled());
+        assertEquals(before.counter(), enabled.counter(), "ENABLE does not reset the counter");
+        assertEquals(before.timestamp(), enabled.timestamp(), "ENABLE does not touch the timestamp");
+        assertEquals(enabled, get(vol));
+
+        fio(vol, "randwrite", 100, 1);
+        Lun counted = get(vol);
+        assertEquals(before.counter() + 100, counted.counter());
+        // ENABLE again while enabled: still no reset.
+        assertEquals(counted, lun("enable", vol));
+        assertEquals(counted, get(vol));
+    }
+
+    @Test
+    void disableBumpsOnceAndWritesWhileDisabledDoNotCount() {
+        Tools.require("fio", "nbdsh");
+        String vol = newVolume("disable");
+        lun("enable", vol);
+        fio(vol, "randwrite", 10, 1);
+        Lun enabled = get(vol);
+        assertEquals(10, enabled.counter());
+
+        Lun disabled = lun("disable", vol);
+        assertFalse(disabled.enabled());
+        assertEquals(enabled.counter() + 1, disabled.counter(), "DISABLE bumps the counter exactly once");
+        assertTrue(disabled.timestamp() > enabled.timestamp(), "and the timestamp");
+        assertEquals(disabled, get(vol));
+        assertEquals(disabled, get(vol), "GET does not bump");
+
+        fio(vol, "randwrite", 200, 8);
+        fio(vol, "randtrim", 20, 1);
+        nbdsh(server.unixUri(vol), "h.zero(4096, 0)\nh.pwrite(b'x', 5)\nh.trim(4096, 8192)");
+        assertEquals(disabled, get(vol), "writes, trims and zeroes while disabled do not count");
+
+        Lun again = lun("enable", vol);
+        assertEquals(disabled.counter(), again.counter(), "re-enabling keeps the value");
+        assertTrue(again.enabled());
+        fio(vol, "randwrite", 5, 1);
+        assertEquals(disabled.counter() + 5, get(vol).counter());
+    }
+
+    // ---- what counts ------------------------------------------------------------------------------------------
+
+    @Test
+    void fioNumberIosRaisesTheCounterByExactlyN() {
+        Tools.require("fio", "nbdsh");
+        String vol = newVolume("exact");
+        lun("enable", vol);
+        Lun c0 = get(vol);
+        fio(vol, "randwrite", 1234, 1);
+        Lun c1 = get(vol);
+        assertEquals(c0.counter() + 1234, c1.counter(), "randwrite, one job, --number_ios=1234");
+        assertTrue(c1.timestamp() > c0.timestamp(), "the timestamp moved: " + c0 + " -> " + c1);
+
+        fio(vol, "randwrite", 1000, 32);
+        Lun c2 = get(vol);
+        assertEquals(c1.counter() + 1000, c2.counter(), "randwrite at queue depth 32, --number_ios=1000");
+
+        fio(vol, "randtrim", 300, 4);
+        Lun c3 = get(vol);
+        assertEquals(c2.counter() + 300, c3.counter(), "TRIM counts: randtrim --number_ios=300");
+
+        // WRITE_ZEROES (with and without NO_HOLE), TRIM, WRITE: one each.
+        nbdsh(server.unixUri(vol), String.join("\n",
+                "h.zero(8192, 0)",
+                "h.zero(4096, 65536, nbd.CMD_FLAG_NO_HOLE)",
+                "h.trim(4096, 1048576)",
+                "h.pwrite(b'abc', 4095)",
+                "h.pwrite(b'x' * 4096, 8192, nbd.CMD_FLAG_FUA)"));
+        assertEquals(c3.counter() + 5, get(vol).counter(), "2 WRITE_ZEROES + 1 TRIM + 2 WRITE");
+    }
+
+    @Test
+    void readsFlushCacheAndBlockStatusDoNotCount() {
+        Tools.require("fio", "nbdsh", "nbdinfo", "nbdcopy");
+        String vol = newVolume("readonly-ops");
+        lun("enable", vol);
+        fio(vol, "randwrite", 500, 8);
+        Lun c0 = get(vol);
+        assertEquals(500, c0.counter());
+
+        fio(vol, "randread", 2000, 16);
+        nbdsh(server.unixUri(vol), String.join("\n",
+                "h.flush()",
+                "h.cache(65536, 0)",
+                "h.pread(1024 * 1024, 0)",
+                "h.flush()",
+                "h.block_status(1024 * 1024, 0, lambda *a: 0)"));
+        Tools.run("nbdinfo", "--map", server.unixUri(vol)).assertOk();
+        Tools.run("nbdcopy", server.unixUri(vol), tmp.resolve("readonly-ops.img").toString()).assertOk();
+        assertEquals(c0, get(vol), "READ, FLUSH, CACHE, BLOCK_STATUS never bump");
+    }
+
+    // ---- concurrency -----------------------------------------------------------------------------------------
+
+    @Test
+    void getNeverGoesBackwardsWhileEightConnectionsWrite() throws Exception {
+        Tools.require("fio");
+        String vol = newVolume("concurrent");
+        lun("enable", vol);
+        Lun start = get(vol);
+        int perJob = 6000;
+        Path log = tmp.resolve("concurrent-fio.log");
+        Process fio = Tools.start(log, List.of("fio", "--name=eight", "--ioengine=nbd", "--uri=" + server.unixUri(vol),
+                "--rw=randwrite", "--bs=4k", "--size=32M", "--numjobs=8", "--iodepth=4", "--number_ios=" + perJob,
+                "--rate_iops=2000", "--group_reporting"));
+        List<Lun> seen = new ArrayList<>();
+        seen.add(start);
+        try (SnapshotSupport.Admin admin = new SnapshotSupport.Admin(server)) {
+            int cliPolls = 0;
+            while (fio.isAlive()) {
+                // Mostly fast polls through the admin socket, and now and then the CLI itself.
+                if (cliPolls < 20 && seen.size() % 50 == 0) {
+                    seen.add(get(vol));
+                    cliPolls++;
+                } else {
+                    seen.add(Lun.of(admin.call(Map.of("command", "lun.get", "export", vol))));
+                }
+                Thread.sleep(2);
+            }
+        } finally {
+            SnapshotSupport.end(fio);
+        }
+        assertEquals(0, fio.exitValue(), Files.readString(log));
+        Lun end = get(vol);
+        seen.add(end);
+        for (int i = 1; i < seen.size(); i++) {
+            Lun a = seen.get(i - 1);
+            Lun b = seen.get(i);
+            assertTrue(b.counter() >= a.counter(), "GET went backwards at sample " + i + ": " + a + " -> " + b);
+            if (b.counter() > a.counter()) {
+                assertTrue(b.timestamp() > a.timestamp(), "the counter rose but the timestamp did not, sample " + i + ": " + a + " -> " + b);
+            } else {
+                assertEquals(a.timestamp(), b.timestamp(), "same counter, same timestamp, sample " + i + ": " + a + " -> " + b);
+            }
+        }
+        long distinct = seen.stream().mapToLong(Lun::counter).distinct().count();
+        assertTrue(distinct > 5, "the polls saw the counter move while fio ran (" + distinct + " distinct values in "
+                + seen.size() + " samples)");
+        assertEquals(start.counter() + 8L * perJob, end.counter(), "8 jobs x --number_ios=" + perJob);
+    }
+
+    // ---- persistence -------------------------------------------------------------------------------------------
+
+    @Test
+    void cleanRestartReturnsTheSameValue() {
+        Tools.require("fio");
+        String vol = newVolume("clean");
+        lun("enable", vol);
+        fio(vol, "randwrite", 321, 4);
+        Lun before = get(vol);
+        assertEquals(321, before.counter());
+
+        assertEquals(0, server.stop());
+        Tools.Result offline = ServerProcess.snapbd(data, "lun-state", "get", vol, "--json");
+        assertEquals(before, Lun.of(json(offline)), "offline GET after a clean stop");
+        server.restart();
+        assertEquals(before, get(vol), "GET after a clean restart");
+        server.restart();
+        assertEquals(before, get(vol), "GET after a second clean restart");
+        fio(vol, "randwrite", 10, 1);
+        assertEquals(before.counter() + 10, get(vol).counter(), "still counting after the restarts");
+    }
+
+    @Test
+    void kill9ThenRestartReturnsAGreaterValueEvenWithoutWrites() {
+        Tools.require("fio");
+        String vol = newVolume("crash");
+        lun("enable", vol);
+        fio(vol, "randwrite", 50, 4);
+        Lun before = get(vol);
+        assertEquals(50, before.counter());
+
+        server.kill9();
+        server.restart();
+        Lun after = get(vol);
+        assertTrue(after.counter() > before.counter(), "after kill -9 the counter must be greater: " + before + " -> " + after);
+        assertTrue(after.timestamp() > before.timestamp(), "and the timestamp: " + before + " -> " + after);
+        assertTrue(after.enabled(), "tracking stays enabled: " + after);
+
+        // A second crash with no write at all in between: greater again.
+        server.kill9();
+        server.restart();
+        Lun again = get(vol);
+        assertTrue(again.counter() > after.counter(), after + " -> " + again);
+        assertTrue(again.timestamp() > after.timestamp(), after + " -> " + again);
+
+        // A never-enabled, never-written volume after a crash: its value also moves on, it never repeats 0.
+        String quiet = newVolume("crash-quiet");
+        Lun q0 = get(quiet);
+        server.kill9();
+        server.restart();
+        Lun q1 = get(quiet);
+        assertTrue(q1.counter() > q0.counter() || q1.timestamp() > q0.timestamp(),
+                "a value handed out before the crash must not be handed out again: " + q0 + " -> " + q1);
+        assertEquals(0, server.stop());
+        ServerProcess.snapbd(data, "fsck", vol, quiet).assertExit(0);
+        server.restart();
+        assertEquals(again, get(vol), "a clean stop after the recovery keeps the value handed out last");
+    }
+
+    // ---- independence -------------------------------------------------------------------------------------------
+
+    @Test
+    void twoVolumesNeverAffectEachOther() {
+        Tools.require("fio");
+        String a = newVolume("indep-a");
+        String b = newVolume("indep-b");
+        lun("enable", a);
+        lun("enable", b);
+        fio(b, "randwrite", 7, 1);
+        Lun b0 = get(b);
+        Lun a0 = get(a);
+
+        fio(a, "randwrite", 400, 8);
+        assertEquals(a0.counter() + 400, get(a).counter());
+        assertEquals(b0, get(b), "writes to A do not move B");
+        lun("disable", a);
+        assertEquals(b0, get(b), "DISABLE of A does not move B");
+        assertFalse(get(a).enabled());
+        assertTrue(get(b).enabled(), "B stays enabled");
+        fio(b, "randwrite", 3, 1);
+        assertEquals(a0.counter() + 401, get(a).counter(), "writes to B do not move A");
+        assertEquals(b0.counter() + 3, get(b).counter());
+    }
+
+    // ---- check -------------------------------------------------------------------------------------------------
+
+    @Test
+    void checkExitsZeroWhenUnchangedAndThreeWhenChanged() {
+        Tools.require("nbdsh");
+        String vol = newVolume("check");
+        lun("enable", vol);
+        nbdsh(server.unixUri(vol), "h.pwrite(b'backup', 0)");
+        long saved = get(vol).counter();
+        Tools.Result same = server.cli("lun-state", "check", vol, "--expect", Long.toString(saved)).assertExit(0);
+        assertTrue(same.stdout().contains("unchanged"), same.toString());
+
+        nbdsh(server.unixUri(vol), "h.pread(6, 0)\nh.flush()");
+        server.cli("lun-state", "check", vol, "--expect", Long.toString(saved)).assertExit(0);
+
+        nbdsh(server.unixUri(vol), "h.pwrite(b'tamper', 0)");
+        Tools.Result changed = server.cli("lun-state", "check", vol, "--expect", Long.toString(saved)).assertExit(3);
+        assertTrue(changed.stdout().contains("CHANGED"), changed.toString());
+        server.cli("lun-state", "check", vol, "--expect", Long.toString(get(vol).counter())).assertExit(0);
+
+        // DISABLE alone makes a saved value stop matching.
+        long beforeDisable = get(vol).counter();
+        lun("disable", vol);
+        server.cli("lun-state", "check", vol, "--expect", Long.toString(beforeDisable)).assertExit(3);
+        // An unknown export is an error, not "changed".
+        Tools.Result unknown = server.cli("lun-state", "check", "no-such-volume", "--expect", "0");
+        assertNotEquals(0, unknown.exit(), unknown.toString());
+        assertNotEquals(3, unknown.exit(), "an unknown export is not a changed one: " + unknown);
+    }
+
+    // ---- snapshots -----------------------------------------------------------------------------------------------
+
+    @Test
+    void snapshotsRecordTheStateAtCreationAndAreFixed() {
+        Tools.require("fio");
+        String vol = newVolume("snaps");
+        lun("enable", vol);
+        fio(vol, "randwrite", 40, 1);
+        Lun at1 = get(vol);
+        JsonNode s1 = createSnapshot(server, vol, "s1");
+        assertEquals(at1, get(vol), "taking a snapshot is not an altering request");
+        fio(vol, "randwrite", 60, 1);
+        Lun at2 = get(vol);
+        createSnapshot(server, vol, "s2");
+        fio(vol, "randwrite", 5, 1);
+
+        assertEquals(at1, Lun.of(snapshotEntry(server, vol, "s1").path("lunStateAtCreation")), "snapshot list, s1: " + s1);
+        assertEquals(at2, Lun.of(snapshotEntry(server, vol, "s2").path("lunStateAtCreation")), "snapshot list, s2");
+        assertEquals(at1.counter() + 60, at2.counter());
+
+        // GET on a snapshot export answers the creation-time state; ENABLE / DISABLE on it are refused.
+        assertEquals(at1, get(vol + "@s1"));
+        assertEquals(at2, get(vol + "@s2"));
+        Tools.Result enable = server.cli("lun-state", "enable", vol + "@s1");
+        assertNotEquals(0, enable.exit(), "ENABLE on a snapshot export: " + enable);
+        assertTrue(enable.stderr().contains("read-only"), enable.toString());
+        Tools.Result disable = server.cli("lun-state", "disable", vol + "@s2");
+        assertNotEquals(0, disable.exit(), "DISABLE on a snapshot export: " + disable);
+        assertEquals(at1, get(vol + "@s1"), "unchanged by the refused requests");
+        assertEquals(at2, get(vol + "@s2"));
+
+        // A restore into the volume is an altering request.
+        Lun beforeRestore = get(vol);
+        server.cli("snapshot", "restore", vol, "s1").assertOk();
+        Lun afterRestore = get(vol);
+        assertTrue(afterRestore.counter() > beforeRestore.counter(), "restore bumps the volume's state: " + beforeRestore + " -> " + afterRestore);
+        assertEquals(at1, get(vol + "@s1"), "the snapshot's own state never changes");
+
+        // Still there after a clean restart.
+        assertEquals(0, server.stop());
+        server.restart();
+        assertEquals(at1, get(vol + "@s1"));
+        assertEquals(at2, Lun.of(snapshotEntry(server, vol, "s2").path("lunStateAtCreation")));
+    }
+}

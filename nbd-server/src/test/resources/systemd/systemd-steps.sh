@@ -1,0 +1,399 @@
+#!/bin/bash
+# The SystemdUmlIT scenario, run by systemd (PID 1 inside User-Mode Linux, see uml-systemd.sh) as
+# snapbd-uml-test.service:
+#
+#   systemd-steps.sh PROJECT-ROOT SNAPBD-JAR DEB|none
+#
+# Installs snapbd from the .deb (or, without one, from the build tree), then drives the real units:
+# snapbd.service (Type=notify, reload, watchdog, journal), snapbd-attach@nbd0.service, an ext4 file
+# system on /dev/nbd0 mounted from /etc/fstab, the stop of everything (volumes marked clean), socket
+# activation, and the package's upgrade, removal and purge.
+#
+# Every step writes one line to $OUT/results.txt:  STEP <name> PASS|FAIL|SKIP <detail>
+# and its whole output to $OUT/step-<name>.log. A failed step does not stop the others (later ones may
+# fail for the same reason; the first failure is the one to read). Every wait is bounded.
+set -u
+ROOT="${1:?project root}"
+JAR="${2:?snapbd jar}"
+DEB="${3:?deb or none}"
+OUT="${OUT:?}"
+RESULTS="$OUT/results.txt"
+export DEBIAN_FRONTEND=noninteractive
+export SNAPBD_DATA_DIR=/var/lib/snapbd
+# The JVM starts slowly under UML: C1 only and a small serial heap, for the server and the CLI alike.
+JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx256m -XX:-UsePerfData"
+export SNAPBD_JAVA_OPTS="$JAVA_OPTS"
+MNT=/srv/snapbd
+METRICS=127.0.0.1:10810
+: > "$RESULTS"
+
+# ---- helpers -------------------------------------------------------------------------------------------
+
+fail() { echo "FAIL: $*"; exit 1; }
+must() {
+  echo "+ $*"
+  timeout 600 "$@"
+  local rc=$?
+  [ "$rc" -eq 0 ] || fail "'$*' exited $rc"
+}
+# expect VALUE CMD...: CMD's output (trimmed) must be VALUE.
+expect() {
+  local want="$1"; shift
+  local got
+  if [ "$(type -t "$1")" = function ]; then
+    got="$("$@" 2>&1 | tr -d '\r')"
+  else
+    got="$(timeout 120 "$@" 2>&1 | tr -d '\r')"
+  fi
+  echo "+ $* -> $got"
+  [ "$got" = "$want" ] || fail "'$*' gave '$got', expected '$want'"
+}
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD every half second until it succeeds.
+wait_for() {
+  local secs="$1" what="$2"; shift 2
+  local i
+  for ((i = 0; i < secs * 2; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  fail "$what: not within $secs s"
+}
+prop() { systemctl show -p "$2" --value "$1"; }
+snapbd() { timeout 300 /usr/bin/snapbd "$@"; }
+metrics() { timeout 30 curl -sf "http://$METRICS/metrics"; }
+# metric NAME{labels}: the sample's value, empty when absent.
+metric() { metrics | awk -v m="$1" 'index($0, m " ") == 1 { print $2 }'; }
+show_unit() {
+  echo "---- systemctl status $*"
+  systemctl status --no-pager -l "$@" 2>&1 | tail -40
+  echo "---- journal"
+  journalctl --no-pager -b -o short-monotonic -n 80 _SYSTEMD_UNIT="$1" UNIT="$1" 2>&1 | tail -80
+}
+step() {
+  local name="$1"; shift
+  local log="$OUT/step-$name.log"
+  local t0; t0=$(date +%s)
+  ( "$@" ) > "$log" 2>&1 </dev/null
+  local rc=$? t1; t1=$(date +%s)
+  local detail
+  if [ "$rc" -eq 0 ]; then
+    detail="$(grep -v '^+' "$log" | grep . | tail -1)"
+    echo "STEP $name PASS ${detail:-ok} ($((t1 - t0)) s)" >> "$RESULTS"
+  elif [ "$rc" -eq 3 ]; then
+    detail="$(grep '^SKIP: ' "$log" | tail -1 | sed 's/^SKIP: //')"
+    echo "STEP $name SKIP ${detail} ($((t1 - t0)) s)" >> "$RESULTS"
+  else
+    detail="$(grep '^FAIL: ' "$log" | tail -1 | sed 's/^FAIL: //')"
+    [ -n "$detail" ] || detail="exit $rc: $(tail -3 "$log" | tr '\n' ' ')"
+    echo "STEP $name FAIL $(echo "$detail" | head -c 1500) ($((t1 - t0)) s)" >> "$RESULTS"
+    { show_unit snapbd.service; show_unit snapbd-attach@nbd0.service; } >> "$log" 2>&1
+  fi
+}
+skip() { echo "SKIP: $*"; exit 3; }
+deb_version() { dpkg-query -W -f='${Version}' snapbd 2>/dev/null; }
+deb_status() { dpkg-query -W -f='${Status}' snapbd 2>/dev/null; }
+# volumes_clean: offline, every volume's header says it was closed cleanly (the jar of the build tree, so
+# it works after the package is gone too).
+volumes_clean() {
+  local json
+  json="$(timeout 300 java $JAVA_OPTS -jar "$JAR" volume list --json --data-dir /var/lib/snapbd)" || fail "volume list failed: $json"
+  echo "$json"
+  echo "$json" | grep -q '"name"' || fail "no volumes in /var/lib/snapbd"
+  ! echo "$json" | grep -q '"open" : true' || fail "a volume is still open"
+  ! echo "$json" | grep -q '"cleanlyClosed" : false' || fail "a volume was not closed cleanly"
+  echo "$json" | grep -c '"cleanlyClosed" : true'
+}
+
+# ---- steps ---------------------------------------------------------------------------------------------
+
+boot() {
+  expect systemd cat /proc/1/comm
+  systemctl --version | head -1
+  local v; v="$(systemctl --version | awk 'NR == 1 { print $2 }')"
+  [ "$v" -ge 252 ] 2>/dev/null || fail "systemd $v: the test expects 252 or later"
+  [ -e /sys/block/nbd0 ] || fail "nbd.ko is not loaded (no /sys/block/nbd0)"
+  # udev makes dev-nbd0.device (what a mount of /dev/nbd0 binds to) active once the device is connected.
+  wait_for 60 "systemd-udevd" systemctl is-active --quiet systemd-udevd.service
+  echo "systemd $v is PID 1; udevd active; $(ls -d /sys/block/nbd* | wc -l) nbd devices"
+}
+
+install_pkg() {
+  if [ "$DEB" != none ]; then
+    must dpkg -i "$DEB"
+    expect "install ok installed" deb_status
+    dpkg-query -W -f='${Conffiles}\n' snapbd | grep -q '/etc/snapbd/snapbd.conf' || fail "/etc/snapbd/snapbd.conf is not a conffile"
+    for f in /usr/bin/snapbd /usr/share/snapbd/snapbd.jar /lib/systemd/system/snapbd.service \
+             /lib/systemd/system/snapbd-attach@.service /lib/systemd/system/snapbd.socket /etc/snapbd/snapbd.conf; do
+      [ -f "$f" ] || fail "$f is missing after dpkg -i"
+    done
+    [ -d /var/lib/snapbd ] || fail "/var/lib/snapbd is missing after dpkg -i"
+    expect enabled systemctl is-enabled snapbd.service
+    expect inactive systemctl is-active snapbd.service      # enabled for the next boot, not started
+    echo "installed snapbd $(deb_version) from $(basename "$DEB")"
+  else
+    # No .deb (mvn verify without -Pdeb): install what the package would, by hand.
+    install -D -m 644 "$JAR" /usr/share/snapbd/snapbd.jar
+    install -D -m 755 "$ROOT/bin/snapbd" /usr/bin/snapbd
+    install -D -m 644 -t /lib/systemd/system "$ROOT/systemd/snapbd.service" "$ROOT/systemd/snapbd-attach@.service" "$ROOT/systemd/snapbd.socket"
+    install -D -m 644 "$ROOT/systemd/snapbd.conf" /etc/snapbd/snapbd.conf
+    install -d -m 750 /var/lib/snapbd
+    must systemctl daemon-reload
+    echo "installed from the build tree (no .deb given)"
+  fi
+}
+
+configure() {
+  # A small volume (guest memory), a faster watchdog to observe, a small JVM for the CLI in attach@.
+  sed -i -e 's/^volume.vol0 = .*/volume.vol0 = 256M save=64M/' -e 's/^default-volume-size = .*/default-volume-size = 256M/' \
+         -e 's/^default-save-size = .*/default-save-size = 64M/' /etc/snapbd/snapbd.conf
+  grep -q '^volume.vol0 = 256M save=64M' /etc/snapbd/snapbd.conf || fail "cannot edit /etc/snapbd/snapbd.conf"
+  grep -q "^metrics = $METRICS" /etc/snapbd/snapbd.conf || fail "the example configuration does not serve metrics on $METRICS"
+  echo "SNAPBD_JAVA_OPTS=\"$JAVA_OPTS\"" > /etc/default/snapbd
+  mkdir -p /etc/systemd/system/snapbd.service.d /etc/systemd/system/snapbd-attach@.service.d
+  printf '[Service]\nWatchdogSec=20s\n' > /etc/systemd/system/snapbd.service.d/test.conf
+  printf '[Service]\nEnvironment="SNAPBD_JAVA_OPTS=%s"\n' "$JAVA_OPTS" > /etc/systemd/system/snapbd-attach@.service.d/test.conf
+  must systemctl daemon-reload
+  echo "volume vol0 256M, WatchdogSec=20s"
+}
+
+start() {
+  must systemctl start snapbd.service          # returns once READY=1 arrived (Type=notify)
+  # READY=1 means bound: the very first connection must work, with no retry.
+  must nbdinfo --size nbd://127.0.0.1:10809/vol0
+  must nbdinfo --size 'nbd+unix:///vol0?socket=/var/lib/snapbd/nbd.sock'
+  expect active systemctl is-active snapbd.service
+  local status pid
+  status="$(prop snapbd.service StatusText)"
+  echo "StatusText: $status"
+  case "$status" in serving*) ;; *) fail "StatusText is '$status', expected 'serving ...'" ;; esac
+  pid="$(prop snapbd.service MainPID)"
+  expect java cat "/proc/$pid/comm"
+  expect 0 prop snapbd.service NRestarts
+  [ -d /var/lib/snapbd/volumes/vol0 ] || fail "volume vol0 was not created in /var/lib/snapbd"
+  must snapbd status
+  systemd-analyze security --no-pager snapbd.service 2>&1 | tail -3 || true
+  echo "active, READY after bind; StatusText '$status'"
+}
+
+watchdog() {
+  expect 20s prop snapbd.service WatchdogUSec
+  local t0 t1
+  t0="$(prop snapbd.service WatchdogTimestampMonotonic)"
+  echo "WatchdogTimestampMonotonic: $t0"
+  [ "${t0:-0}" -gt 0 ] || fail "no WATCHDOG=1 received yet"
+  for _ in $(seq 1 60); do
+    sleep 1
+    t1="$(prop snapbd.service WatchdogTimestampMonotonic)"
+    [ "$t1" != "$t0" ] && break
+  done
+  [ "$t1" != "$t0" ] || fail "WatchdogTimestamp did not move within 60 s (no WATCHDOG=1 pings)"
+  expect active systemctl is-active snapbd.service
+  echo "WATCHDOG=1 pings arrive (timestamp $t0 -> $t1)"
+}
+
+journal() {
+  journalctl -b -u snapbd.service -o cat --no-pager | tail -30
+  journalctl -b -u snapbd.service -p info..info -o cat --no-pager | grep -q 'snapbd ready' \
+    || fail "'snapbd ready' is not in the journal at priority info"
+  if journalctl -b -u snapbd.service -o cat --no-pager | grep -E '^<[0-9]>'; then
+    fail "journal messages still carry a '<N>' prefix"
+  fi
+  if journalctl -b -u snapbd.service -o cat --no-pager | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]+ (INFO|WARN|ERROR|DEBUG) '; then
+    fail "journal messages carry a timestamp of their own"
+  fi
+  echo "priorities from <N> prefixes, no own timestamps"
+}
+
+reload() {
+  local pid; pid="$(prop snapbd.service MainPID)"
+  sed -i 's/^max-connections = .*/max-connections = 7/' /etc/snapbd/snapbd.conf
+  must systemctl reload snapbd.service
+  wait_for 60 "journal 'reloaded'" sh -c "journalctl -b -u snapbd.service -o cat | grep -q 'max-connections 256 -> 7'"
+  expect 7 metric snapbd_max_connections
+  # A bad file: logged at priority err, nothing changes, the server keeps running.
+  echo "bogus-key = 1" >> /etc/snapbd/snapbd.conf
+  must systemctl reload snapbd.service
+  wait_for 60 "reload error at priority err" sh -c "journalctl -b -u snapbd.service -p err -o cat | grep -q \"unknown key 'bogus-key'\""
+  sed -i '/^bogus-key/d' /etc/snapbd/snapbd.conf
+  expect active systemctl is-active snapbd.service
+  expect "$pid" prop snapbd.service MainPID
+  expect 7 metric snapbd_max_connections
+  echo "reload applied max-connections 7; a bad file was refused with file:line at priority err"
+}
+
+attach() {
+  echo "EXPORT=vol0" > /etc/snapbd/attach-nbd0.conf
+  must systemctl start snapbd-attach@nbd0.service
+  expect active systemctl is-active snapbd-attach@nbd0.service
+  [ -f /sys/block/nbd0/pid ] || fail "/dev/nbd0 is not connected (no /sys/block/nbd0/pid)"
+  # The driver records the thread that runs NBD_DO_IT: one of the server's threads.
+  local tid; tid="$(cat /sys/block/nbd0/pid)"
+  [ -d "/proc/$(prop snapbd.service MainPID)/task/$tid" ] || fail "/dev/nbd0 is served by thread $tid, not by snapbd.service"
+  wait_for 60 "dev-nbd0.device active" systemctl is-active --quiet dev-nbd0.device
+  expect 268435456 blockdev --getsize64 /dev/nbd0
+  local st; st="$(snapbd status)"
+  echo "$st"
+  echo "$st" | grep -q '/dev/nbd0' || fail "'snapbd status' does not list /dev/nbd0"
+  echo "/dev/nbd0 attached to vol0 by snapbd-attach@nbd0.service"
+}
+
+mount_fs() {
+  must mkfs.ext4 -q -F /dev/nbd0
+  mkdir -p "$MNT"
+  echo "/dev/nbd0 $MNT ext4 _netdev,noauto,x-systemd.requires=snapbd-attach@nbd0.service 0 0" >> /etc/fstab
+  must systemctl daemon-reload
+  must systemctl start srv-snapbd.mount
+  expect active systemctl is-active srv-snapbd.mount
+  expect "/dev/nbd0 ext4" findmnt -n -o SOURCE,FSTYPE "$MNT"
+  prop srv-snapbd.mount Requires | grep -q 'snapbd-attach@nbd0.service' || fail "the mount does not require snapbd-attach@nbd0.service"
+  prop srv-snapbd.mount After | grep -q 'snapbd-attach@nbd0.service' || fail "the mount is not ordered after snapbd-attach@nbd0.service"
+  must dd if=/dev/urandom of="$MNT/data.bin" bs=1M count=8 status=none
+  must sync
+  sha256sum "$MNT/data.bin" | awk '{ print $1 }' > /tmp/data.sha256
+  echo "ext4 on /dev/nbd0 mounted at $MNT from /etc/fstab; 8 MiB written"
+}
+
+metrics_step() {
+  must snapbd snapshot create vol0 s1
+  must dd if=/dev/urandom of="$MNT/more.bin" bs=1M count=4 status=none
+  must sync
+  metrics > /tmp/metrics.txt || fail "cannot fetch http://$METRICS/metrics"
+  grep -E '^snapbd_(export_requests_total|export_written_bytes_total|volume_copy_on_write_copies_total|save_volume_(used|capacity)_bytes|snapshots|lun_state_counter|connections|attachment_info)[{ ]' /tmp/metrics.txt
+  local req writes cow snaps cap conns
+  req="$(metric 'snapbd_export_requests_total{export="vol0"}')"
+  writes="$(metric 'snapbd_export_written_bytes_total{export="vol0"}')"
+  cow="$(metric 'snapbd_volume_copy_on_write_copies_total{volume="vol0"}')"
+  snaps="$(metric 'snapbd_snapshots{volume="vol0",state="active"}')"
+  cap="$(metric 'snapbd_save_volume_capacity_bytes{volume="vol0"}')"
+  conns="$(metric 'snapbd_connections')"
+  [ "${req:-0}" -gt 0 ] || fail "snapbd_export_requests_total{export=\"vol0\"} is '${req}'"
+  [ "${writes:-0}" -gt 0 ] || fail "snapbd_export_written_bytes_total{export=\"vol0\"} is '${writes}'"
+  [ "${cow:-0}" -gt 0 ] || fail "no copy-on-write copies counted after writing past snapshot s1 ('${cow}')"
+  [ "${snaps:-}" = 1 ] || fail "snapbd_snapshots{volume=\"vol0\",state=\"active\"} is '${snaps}', expected 1"
+  [ "${cap:-}" = 67108864 ] || fail "save volume capacity is '${cap}', expected 67108864"
+  [ "${conns:-0}" -ge 1 ] || fail "snapbd_connections is '${conns}' with /dev/nbd0 attached"
+  grep -q '^snapbd_attachment_info{device="/dev/nbd0",export="vol0"' /tmp/metrics.txt || fail "no snapbd_attachment_info for /dev/nbd0"
+  grep -q '^snapbd_export_request_duration_seconds_count{export="vol0",op="write"}' /tmp/metrics.txt \
+    || fail "no write latency histogram for vol0"
+  echo "metrics: $req requests, $writes bytes written, $cow copy-on-write copies, 1 active snapshot"
+}
+
+stop_all() {
+  local pid; pid="$(prop snapbd.service MainPID)"
+  must systemctl stop snapbd.service
+  expect inactive systemctl is-active srv-snapbd.mount
+  expect inactive systemctl is-active snapbd-attach@nbd0.service
+  expect inactive systemctl is-active snapbd.service
+  expect success prop snapbd.service Result
+  expect 0 prop snapbd.service ExecMainStatus
+  ! findmnt "$MNT" >/dev/null || fail "$MNT is still mounted"
+  [ ! -d "/proc/$pid" ] || fail "the server process $pid is still there"
+  # Order: unmount, then detach, then the server closes the volumes.
+  journalctl -b -o cat --no-pager | grep -nE 'Unmounted srv-snapbd.mount|Unmounted /srv/snapbd|Stopped snapbd-attach@nbd0|detached /dev/nbd0|volumes closed cleanly' > /tmp/order.txt
+  cat /tmp/order.txt
+  local u d c
+  u="$(grep -m1 -E 'Unmounted' /tmp/order.txt | cut -d: -f1)"
+  d="$(grep -m1 -E 'detached /dev/nbd0|Stopped snapbd-attach@nbd0' /tmp/order.txt | cut -d: -f1)"
+  c="$(grep -m1 'volumes closed cleanly' /tmp/order.txt | cut -d: -f1)"
+  [ -n "$u" ] && [ -n "$d" ] && [ -n "$c" ] || fail "the journal lacks the unmount, the detach or the clean close"
+  [ "$u" -lt "$d" ] && [ "$d" -lt "$c" ] || fail "stop order was not unmount ($u) < detach ($d) < close ($c)"
+  volumes_clean
+  must timeout 300 java $JAVA_OPTS -jar "$JAR" fsck --data-dir /var/lib/snapbd
+  echo "stopped with exit status 0: unmounted, detached, volumes marked clean, fsck clean"
+}
+
+restart() {
+  must systemctl start snapbd-attach@nbd0.service       # starts snapbd.service too (BindsTo)
+  expect active systemctl is-active snapbd.service
+  must e2fsck -fn /dev/nbd0
+  must systemctl start srv-snapbd.mount
+  expect "$(cat /tmp/data.sha256)" sh -c "sha256sum '$MNT/data.bin' | awk '{ print \$1 }'"
+  must systemctl stop snapbd.service
+  expect inactive systemctl is-active srv-snapbd.mount
+  volumes_clean
+  echo "started again through the attach unit; the file system and its data survived; clean again"
+}
+
+socket_activation() {
+  expect inactive systemctl is-active snapbd.service
+  must systemctl start snapbd.socket
+  expect active systemctl is-active snapbd.socket
+  expect inactive systemctl is-active snapbd.service
+  # The first connection starts the service; it takes the socket from systemd.
+  must nbdinfo --size nbd://127.0.0.1:10809/vol0
+  expect active systemctl is-active snapbd.service
+  journalctl -b -u snapbd.service -o cat --no-pager | grep 'listening on systemd socket' \
+    || fail "the server did not take the socket from systemd"
+  must systemctl stop snapbd.service
+  expect active systemctl is-active snapbd.socket        # the socket stays with systemd
+  must nbdinfo --size nbd://127.0.0.1:10809/vol0          # and starts the server again
+  must systemctl stop snapbd.socket snapbd.service
+  volumes_clean
+  echo "socket activation: the first connection started the server, which served systemd's socket"
+}
+
+upgrade() {
+  [ "$DEB" != none ] || skip "no .deb (build with mvn -Pdeb)"
+  local v new dir
+  v="$(deb_version)"
+  new="$v+upgrade1"
+  dir="$(mktemp -d)"
+  must dpkg-deb -R "$DEB" "$dir/pkg"
+  sed -i "s/^Version: .*/Version: $new/" "$dir/pkg/DEBIAN/control"
+  must dpkg-deb -b "$dir/pkg" "$dir/snapbd-upgrade.deb"
+  must systemctl start snapbd.service
+  local pid; pid="$(prop snapbd.service MainPID)"
+  must dpkg -i --force-confold "$dir/snapbd-upgrade.deb"
+  expect "$new" deb_version
+  expect "install ok installed" deb_status
+  expect active systemctl is-active snapbd.service
+  expect "$pid" prop snapbd.service MainPID               # an upgrade never restarts the server
+  grep -q '^max-connections = 7' /etc/snapbd/snapbd.conf || fail "the upgrade lost the edited configuration"
+  expect enabled systemctl is-enabled snapbd.service
+  must systemctl restart snapbd.service
+  expect active systemctl is-active snapbd.service
+  echo "upgraded $v -> $new while running (not restarted), configuration kept"
+}
+
+remove() {
+  [ "$DEB" != none ] || skip "no .deb (build with mvn -Pdeb)"
+  must dpkg -r snapbd
+  expect "deinstall ok config-files" deb_status
+  expect inactive systemctl is-active snapbd.service
+  [ ! -e /usr/share/snapbd/snapbd.jar ] || fail "the jar is still installed"
+  [ ! -e /lib/systemd/system/snapbd.service ] || fail "snapbd.service is still installed"
+  [ -f /etc/snapbd/snapbd.conf ] || fail "dpkg -r removed the conffile"
+  volumes_clean
+  echo "removed: server stopped first, volumes clean and kept, configuration kept"
+}
+
+purge() {
+  [ "$DEB" != none ] || skip "no .deb (build with mvn -Pdeb)"
+  must dpkg -P snapbd
+  [ -z "$(deb_status)" ] || [ "$(deb_status)" = "unknown ok not-installed" ] || fail "status after purge: $(deb_status)"
+  [ ! -e /etc/snapbd/snapbd.conf ] || fail "the conffile survived the purge"
+  [ -d /var/lib/snapbd/volumes/vol0 ] || fail "the purge deleted the volumes"
+  [ ! -e /etc/systemd/system/multi-user.target.wants/snapbd.service ] || fail "the enable symlink survived the purge"
+  echo "purged: configuration and symlinks gone, volumes kept"
+}
+
+step boot boot
+step install install_pkg
+step configure configure
+step start start
+step watchdog watchdog
+step journal journal
+step reload reload
+step attach attach
+step mount mount_fs
+step metrics metrics_step
+step stop stop_all
+step restart restart
+step socket socket_activation
+step upgrade upgrade
+step remove remove
+step purge purge
+
+journalctl -b --no-pager -o short-monotonic > "$OUT/journal.txt" 2>&1
+cat "$RESULTS"
+! grep -q ' FAIL ' "$RESULTS"
