@@ -86,8 +86,8 @@ public final class SnapbdServer implements AutoCloseable {
         }
         List<String> volumeNames = catalog.names();
         for (String name : volumeNames) {
-            Systemd.startStep("opening volume " + name + " (" + (volumeNames.indexOf(name) + 1) + " of " + volumeNames.size()
-                    + "; recovering it if it was not stopped cleanly)", START_STEP);
+            Systemd.startStep((stoppedCleanly(name) ? "opening volume " : "recovering volume ") + name + " ("
+                    + (volumeNames.indexOf(name) + 1) + " of " + volumeNames.size() + ")", START_STEP);
             Volume v = catalog.open(name);
             RecoveryReport r = v.recovery();
             if (!r.wasClean()) {
@@ -143,6 +143,18 @@ public final class SnapbdServer implements AutoCloseable {
         }
         Systemd.ready(statusLine());
         watchdog = Systemd.startWatchdog();
+    }
+
+    /** For the status line only: a header that cannot be read is reported by the open that follows. */
+    private boolean stoppedCleanly(String volume) {
+        if (catalog.openVolumes().containsKey(volume)) {
+            return true;        // created just now (open, so its header says "not clean")
+        }
+        try {
+            return catalog.header(volume).clean();
+        } catch (IOException | RuntimeException e) {
+            return true;
+        }
     }
 
     /** One line for systemd's STATUS=: what is served where. */

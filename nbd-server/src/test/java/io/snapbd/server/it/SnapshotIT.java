@@ -21,6 +21,7 @@ import java.util.Random;
 import java.util.concurrent.TimeUnit;
 
 import static io.snapbd.server.it.SnapshotSupport.ENOSPC;
+import static io.snapbd.server.it.SnapshotSupport.JSON;
 import static io.snapbd.server.it.SnapshotSupport.EPERM;
 import static io.snapbd.server.it.SnapshotSupport.ESHUTDOWN;
 import static io.snapbd.server.it.SnapshotSupport.MiB;
@@ -242,7 +243,9 @@ class SnapshotIT {
         String export = vol + "@S";
 
         // nbdinfo: listed, read-only, no trim or zero.
-        JsonNode list = json(Tools.run("nbdinfo", "--list", "--json", server.tcpUri("")));
+        // (Parsed whatever the exit code: other tests' terminated snapshots make nbdinfo --list exit 1, which
+        // nbdinfoListStillWorksWhileASnapshotIsTerminated reports on its own.)
+        JsonNode list = JSON.readTree(Tools.run("nbdinfo", "--list", "--json", server.tcpUri("")).stdout());
         JsonNode e = null;
         for (JsonNode x : list.path("exports")) {
             if (x.path("export-name").asText().equals(export)) {
@@ -468,6 +471,10 @@ class SnapshotIT {
 
     // ---- clone -----------------------------------------------------------------------------------------------------
 
+    static JsonNode cloneState(SnapshotSupport.Admin admin, String target) throws IOException {
+        return admin.call(Map.of("command", "clone.status", "target", target));
+    }
+
     @Test
     void cloneCopiesTheSnapshotAndRefusesClientsWhileCopying() throws Exception {
         Tools.require("nbdcopy", "nbdinfo", "qemu-img");
@@ -482,39 +489,38 @@ class SnapshotIT {
             m.flush();
         }
 
-        // Without --wait: the new export refuses clients while the copy runs.
-        JsonNode job = json(server.cli("snapshot", "clone", vol, "S", "clone1", "--json"));
-        assertEquals("clone1", job.path("target").asText(), job.toString());
-        Tools.Result early = Tools.run(java.time.Duration.ofMinutes(1), java.util.Map.of("LIBNBD_DEBUG", "1"),
-                List.of("nbdinfo", "--size", unix("clone1")));
+        // Started through the admin socket (no JVM start-up in the way), then a raw client at once: the new
+        // export refuses it while the copy runs.
+        try (SnapshotSupport.Admin admin = new SnapshotSupport.Admin(server)) {
+            JsonNode job = admin.call(Map.of("command", "snapshot.clone", "volume", vol, "name", "S", "target", "clone1"));
+            assertEquals("clone1", job.path("target").asText(), job.toString());
+            List<RawNbd.OptReply> replies;
+            try (RawNbd c = RawNbd.connect(server.port())) {
+                c.startHandshake();
+                replies = c.go("clone1");
+            }
+            String after = cloneState(admin, "clone1").path("state").asText();
+            RawNbd.OptReply last = replies.get(replies.size() - 1);
+            if (last.type() == RawNbd.REP_ACK) {
+                assertEquals("done", after, "GO to a clone was accepted before its copy finished: " + replies);
+                System.err.println("SnapshotIT: clone1 finished before the raw client connected; refusal not observed");
+            } else {
+                assertEquals(0x80000002, last.type(), "NBD_REP_ERR_POLICY while copying: " + replies);
+                assertTrue(last.text().contains("in progress"), "says why: " + last);
+            }
+            for (int i = 0; i < 1200 && after.equals("copying"); i++) {
+                Thread.sleep(100);
+                after = cloneState(admin, "clone1").path("state").asText();
+            }
+            assertEquals("done", after, cloneState(admin, "clone1").toString());
+        }
         JsonNode status = json(server.cli("status", "--json"));
-        String state = "";
-        for (JsonNode c : status.path("clones")) {
-            if (c.path("target").asText().equals("clone1")) {
-                state = c.path("state").asText();
-            }
-        }
-        if (state.equals("copying")) {
-            // Still copying after nbdinfo returned: nbdinfo connected while the copy ran.
-            assertNotEquals(0, early.exit(), "a client of a clone in progress must be refused: " + early);
-            assertTrue(early.stderr().contains("in progress"), "libnbd's debug output carries the server's reason: " + early);
-        } else {
-            System.err.println("SnapshotIT: clone1 finished before the check (" + state + "); refusal not observed");
-        }
-        for (int i = 0; i < 1200 && !state.equals("done"); i++) {
-            Thread.sleep(100);
-            for (JsonNode c : json(server.cli("status", "--json")).path("clones")) {
-                if (c.path("target").asText().equals("clone1")) {
-                    state = c.path("state").asText();
-                    assertNotEquals("failed", state, c.toString());
-                }
-            }
-        }
-        assertEquals("done", state);
+        assertTrue(status.path("clones").toString().contains("clone1"), "status --json shows the clone: " + status);
         assertExportEquals(image, "clone1", "clone1");
 
-        // With --wait: done when the command returns.
-        JsonNode waited = json(server.cli("snapshot", "clone", vol, "S", "clone2", "--wait", "--json"));
+        // With --wait: done when the command returns (the JSON is the last thing printed).
+        String out = server.cli("snapshot", "clone", vol, "S", "clone2", "--wait", "--json").assertOk().stdout();
+        JsonNode waited = JSON.readTree(out.substring(out.indexOf("\n{") + 1));
         assertEquals("done", waited.path("state").asText(), waited.toString());
         assertEquals(waited.path("bytesTotal").asLong(), waited.path("bytesDone").asLong(), waited.toString());
         assertExportEquals(image, "clone2", "clone2");
@@ -529,6 +535,27 @@ class SnapshotIT {
             assertArrayEquals(new byte[]{1, 2, 3}, c.read(2, 0, 3));
             c.disconnect();
         }
+    }
+
+    /** {@code --json} output is for scripts: nothing but the JSON document on stdout, progress elsewhere. */
+    @Test
+    void cloneWaitJsonPrintsOnlyJson() throws IOException {
+        String vol = newVolume("clonejson", "32M", "4M");
+        try (RawNbd c = RawNbd.connect(server.port())) {
+            c.negotiate(vol, false, false);
+            c.write(1, 0, TestData.random(711, 1 << 20));
+            c.disconnect();
+        }
+        createSnapshot(server, vol, "S");
+        Tools.Result r = server.cli("snapshot", "clone", vol, "S", "clonejson2", "--wait", "--json").assertOk();
+        JsonNode j;
+        try {
+            j = JSON.readTree(r.stdout());
+        } catch (IOException e) {
+            throw new AssertionError("snapshot clone --wait --json must print one JSON document on stdout: " + r, e);
+        }
+        assertEquals("done", j.path("state").asText(), r.toString());
+        assertTrue(r.stdout().strip().startsWith("{"), "no progress lines before the JSON on stdout: " + r);
     }
 
     // ---- overflow --------------------------------------------------------------------------------------------------
@@ -665,6 +692,84 @@ class SnapshotIT {
         assertEquals(List.of("errno ENOSPC", "errno ESHUTDOWN", "errno ESHUTDOWN"), errnos, Files.readString(log));
     }
 
+    /**
+     * A snapshot taken of an empty volume needs no before-image at all (it reads zeros everywhere). When a
+     * younger snapshot is terminated by an overflow, its before-images must not be handed to that older
+     * snapshot: nobody can ever read them there, and the save volume would stay full, so every later snapshot
+     * would be terminated at its first copy ("new snapshots work once space is free" would never happen).
+     */
+    @Test
+    void overflowDoesNotParkUselessBeforeImagesInAnOlderSnapshot() throws Exception {
+        Tools.require("nbdcopy");
+        String vol = newVolume("overflow-old", "32M", "4M");
+        createSnapshot(server, vol, "old");                  // the volume is empty: meta bit map all clear
+        Tools.run("nbdcopy", TestData.write(tmp.resolve("overflow-old-1.img"), TestData.random(841, (int) (16 * MiB))).toString(),
+                unix(vol)).assertOk();
+        createSnapshot(server, vol, "young");
+        byte[] production = rewrite(vol, 842);
+        assertEquals("invalid", snapshotEntry(server, vol, "young").path("state").asText());
+        assertExportEquals(new byte[(int) (32 * MiB)], vol + "@old", "old reads zeros");
+        assertExportEquals(production, vol, "production");
+
+        JsonNode old = snapshotEntry(server, vol, "old");
+        assertEquals("active", old.path("state").asText(), old.toString());
+        assertEquals(0, old.path("saveChunksUsed").asLong(),
+                "old never had any of the rewritten blocks in use, so it must not hold their before-images: " + listSnapshots(server, vol));
+        assertEquals(0, saveChunksUsed(server, vol), "the save volume is free again");
+
+        createSnapshot(server, vol, "s3");
+        try (RawNbd c = RawNbd.connect(server.port())) {
+            c.negotiate(vol, false, false);
+            c.write(1, 0, TestData.random(843, BLOCK));
+            c.disconnect();
+        }
+        assertEquals("active", snapshotEntry(server, vol, "s3").path("state").asText(),
+                "a new snapshot survives its first copy once the terminated one's space is free: " + listSnapshots(server, vol));
+        assertExportEquals(production, vol + "@s3", "s3");
+    }
+
+    /** The same for an ordinary delete: before-images no older snapshot can read are freed, not moved. */
+    @Test
+    void deleteFreesBeforeImagesNoOlderSnapshotNeeds() throws Exception {
+        Tools.require("nbdcopy");
+        String vol = newVolume("delete-free", "32M", "8M");
+        createSnapshot(server, vol, "old");                  // empty volume
+        try (RawNbd c = RawNbd.connect(server.port())) {
+            c.negotiate(vol, false, false);
+            c.write(1, 0, TestData.random(851, (int) MiB));
+            c.sendRequest(0, RawNbd.CMD_FLUSH, 2, 0, 0, null);
+            assertEquals(0, c.readReply(0).error());
+            createSnapshot(server, vol, "mid");
+            c.write(3, 0, TestData.random(852, (int) MiB));
+            c.sendRequest(0, RawNbd.CMD_FLUSH, 4, 0, 0, null);
+            assertEquals(0, c.readReply(0).error());
+            c.disconnect();
+        }
+        assertEquals(256, snapshotEntry(server, vol, "mid").path("saveChunksUsed").asLong(), "mid holds the 256 before-images");
+        assertEquals(0, snapshotEntry(server, vol, "old").path("saveChunksUsed").asLong());
+        server.cli("snapshot", "delete", vol, "mid").assertOk();
+        assertExportEquals(new byte[(int) (32 * MiB)], vol + "@old", "old reads zeros");
+        assertEquals(0, snapshotEntry(server, vol, "old").path("saveChunksUsed").asLong(),
+                "old had none of these blocks in use: nobody can read mid's before-images any more: " + listSnapshots(server, vol));
+        assertEquals(0, saveChunksUsed(server, vol));
+    }
+
+    /**
+     * A terminated snapshot stays listed by NBD_OPT_LIST but refuses NBD_OPT_INFO/GO, so {@code nbdinfo --list}
+     * (which asks every listed export for its details) exits 1 for the whole server from the first overflow on.
+     */
+    @Test
+    void nbdinfoListStillWorksWhileASnapshotIsTerminated() throws Exception {
+        Tools.require("nbdcopy", "nbdinfo");
+        String vol = "overflow-list";
+        overflow(vol, 831);
+        rewrite(vol, 832);
+        assertEquals("invalid", snapshotEntry(server, vol, "S").path("state").asText());
+        Tools.Result r = Tools.run("nbdinfo", "--list", "--json", server.unixUri(""));
+        assertEquals(0, r.exit(), "nbdinfo --list of a server with a terminated snapshot: " + r);
+        assertTrue(r.stdout().contains("\"" + vol + "\""), r.toString());
+    }
+
     // ---- persistence -----------------------------------------------------------------------------------------------
 
     @Test
@@ -746,7 +851,7 @@ class SnapshotIT {
             }
             server.kill9();
         } finally {
-            SnapshotSupport.end(fio);       // it notices the server is gone
+            SnapshotSupport.stopNow(fio);   // ours; it would otherwise keep retrying until its runtime ends
         }
 
         server.restart();

@@ -77,6 +77,25 @@ class SdNotifyIT {
         Support.assertVolumesClean(dir.resolve("data"));
     }
 
+    /** After a crash (SIGKILL), the next start says it is recovering the volume before READY=1. */
+    @Test
+    void recoveryIsReportedBeforeReady(@TempDir Path dir) throws Exception {
+        Path conf = Support.config(dir, Support.freePort());
+        try (Support.Service s = Support.Service.start(conf, Map.of(), List.of(), "crash")) {
+            s.awaitLog("snapbd ready", START);
+            s.process.destroyForcibly();
+            s.awaitExit(Duration.ofSeconds(60));
+        }
+        try (Support.NotifyReceiver systemd = Support.NotifyReceiver.atPath(dir.resolve("notify"));
+             Support.Service s = Support.Service.start(conf, Map.of("NOTIFY_SOCKET", systemd.address()), List.of(), "recover")) {
+            systemd.await(m -> m.contains("STATUS=recovering volume vol0 (1 of 1)"), START, "STATUS=recovering volume vol0");
+            systemd.await(m -> m.contains("READY=1"), START, "READY=1 after the recovery");
+            s.signal("TERM");
+            assertEquals(0, s.awaitExit(Duration.ofSeconds(90)), s.log());
+        }
+        Support.assertVolumesClean(dir.resolve("data"));
+    }
+
     @Test
     void noWatchdogWhenNotAskedFor(@TempDir Path dir) throws Exception {
         try (Support.NotifyReceiver systemd = Support.NotifyReceiver.atPath(dir.resolve("notify"))) {
