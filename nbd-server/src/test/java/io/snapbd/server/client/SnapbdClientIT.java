@@ -10,7 +10,7 @@ import java.nio.file.Path;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 /** The client against snapbd itself, from the shaded jar, serving a fresh 64 MiB volume {@code v}. */
-class SnapbdTest extends ServerContractTest {
+class SnapbdClientIT extends ServerContractTest {
 
     @TempDir
     static Path templateDir;
