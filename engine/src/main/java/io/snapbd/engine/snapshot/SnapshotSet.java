@@ -176,7 +176,8 @@ public final class SnapshotSet implements AutoCloseable {
             // Entries of deleted snapshots: hand each to the next older active snapshot if it lacks the block.
             for (ExceptionLog.Entry e : orphans) {
                 Snapshot older = olderThan(withMeta, e.snapshot());
-                if (older != null && !older.bits.get(e.block()) && save.claim(e.chunk())) {
+                int olderIndex = older == null ? -1 : java.util.Arrays.asList(withMeta).indexOf(older);
+                if (older != null && neededByOlder(withMeta, olderIndex, e.block()) && save.claim(e.chunk())) {
                     older.put(e.block(), e.chunk());
                     report[2]++;
                 } else {
@@ -695,7 +696,7 @@ public final class SnapshotSet implements AutoCloseable {
                 // In memory: move or free the victim's before-images.
                 for (long b = victim.bits.next(0, blocks, true); b < blocks; b = victim.bits.next(b + 1, blocks, true)) {
                     int chunk = victim.map.get(b);
-                    if (older != null && !older.bits.get(b)) {
+                    if (older != null && neededByOlder(c, index - 1, b)) {
                         older.put(b, chunk);
                     } else {
                         save.free(chunk);
@@ -728,6 +729,24 @@ public final class SnapshotSet implements AutoCloseable {
         } finally {
             unlockAllStripes(stamps);
         }
+    }
+
+    /**
+     * Whether some snapshot at or older than {@code c[from]} would read block b through the chain past
+     * {@code c[from]}: walking toward the head, a snapshot that had b in use comes before one that holds its
+     * own before-image. If not, a before-image leaving the queue above {@code from} is freed, not moved (a
+     * snapshot with b not in use reads zeros, and the differential already counts it as changed).
+     */
+    private static boolean neededByOlder(Snapshot[] c, int from, long b) {
+        for (int i = from; i >= 0; i--) {
+            if (c[i].bits.get(b)) {
+                return false;
+            }
+            if (c[i].meta.get(b)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private List<ExceptionLog.Entry> entries() {

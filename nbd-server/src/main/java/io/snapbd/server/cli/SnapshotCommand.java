@@ -160,7 +160,8 @@ final class SnapshotCommand implements Runnable {
             req.put("target", target);
             JsonNode job = Cli.call(dataDir.resolve(), req);
             if (waitForIt) {
-                Progress p = new Progress(System.out, "clone " + volume + "@" + name + " -> " + target);
+                // With --json, stdout carries only the JSON: progress goes to stderr.
+                Progress p = new Progress(json ? System.err : System.out, "clone " + volume + "@" + name + " -> " + target);
                 while ("copying".equals(job.path("state").asText())) {
                     p.update(job.path("bytesDone").asLong(), job.path("bytesTotal").asLong(), false);
                     try {

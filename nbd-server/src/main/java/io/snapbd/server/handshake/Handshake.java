@@ -131,6 +131,9 @@ public final class Handshake {
             return;
         }
         for (Export e : exports.list()) {
+            if (e.unavailableReason() != null) {
+                continue;       // terminated snapshots and clones in progress cannot be used: do not advertise them
+            }
             byte[] n = e.name().getBytes(StandardCharsets.UTF_8);
             ByteBuffer b = ByteBuffer.allocate(4 + n.length);
             b.putInt(n.length).put(n).flip();

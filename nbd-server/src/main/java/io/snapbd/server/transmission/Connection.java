@@ -221,7 +221,11 @@ public final class Connection {
     private boolean hasHoles(long offset, int length) throws IOException {
         extents.count = 0;
         extents.limit = Integer.MAX_VALUE;
-        device.extents(offset, length, extents);
+        try {
+            device.extents(offset, length, extents);
+        } catch (BlockDeviceException e) {
+            return false;       // let the read itself report the device's error (ENOSPC once for a terminated snapshot)
+        }
         for (int i = 0; i < extents.count; i++) {
             if (!extents.inUse[i]) {
                 return true;
