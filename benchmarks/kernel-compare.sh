@@ -42,7 +42,7 @@ cat > "$out/guest.sh" <<'GUEST'
 set -u
 root="$1"; export SNAPBD_JAR="$2"; runtime="$3"; rounds="$4"; iodepth="$5"
 out="$KT_OUT"
-export SNAPBD_DATA_DIR=/tmp/snapbd-data
+export SNAPBD_DATA_DIR=/run/snapbd-data
 size=256M
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 fio_job() {   # DEVICE RW LABEL ROUND
@@ -54,23 +54,23 @@ fio_job() {   # DEVICE RW LABEL ROUND
 fill() { fio --name=fill --filename="$1" --rw=write --bs=1M --ioengine=libaio --iodepth=4 --direct=1 --size=$size >/dev/null 2>&1; }
 cli() { SNAPBD_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m" "$root/bin/snapbd" "$@"; }
 
-cat > /tmp/snapbd.conf <<EOF
+cat > /run/snapbd.conf <<EOF
 default-volume = vol0
 default-volume-size = $size
 default-save-size = 16M
 tcp = none
 EOF
 log "starting snapbd"
-SNAPBD_JAVA_OPTS="-Xmx512m" setsid "$root/bin/snapbd" serve --config /tmp/snapbd.conf > "$out/server.log" 2>&1 &
+SNAPBD_JAVA_OPTS="-Xmx512m" setsid "$root/bin/snapbd" serve --config /run/snapbd.conf > "$out/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 600); do grep -q 'snapbd ready' "$out/server.log" && break; sleep 0.5; done
-truncate -s 0 /tmp/nbdkit.img && fallocate -l $size /tmp/nbdkit.img
-nbdkit --unix /tmp/nbdkit.sock --pidfile /tmp/nbdkit.pid file /tmp/nbdkit.img
-for _ in $(seq 1 100); do [ -S /tmp/nbdkit.sock ] && break; sleep 0.1; done
+truncate -s 0 /run/nbdkit.img && fallocate -l $size /run/nbdkit.img
+nbdkit --unix /run/nbdkit.sock --pidfile /run/nbdkit.pid file /run/nbdkit.img
+for _ in $(seq 1 100); do [ -S /run/nbdkit.sock ] && break; sleep 0.1; done
 
 cli attach vol0 /dev/nbd0 || log "attach failed"
 nbd-client -unix "$SNAPBD_DATA_DIR/nbd.sock" /dev/nbd1 -N vol0 -b 4096 >/dev/null || log "nbd-client (snapbd) failed"
-nbd-client -unix /tmp/nbdkit.sock /dev/nbd2 -b 4096 >/dev/null || log "nbd-client (nbdkit) failed"
+nbd-client -unix /run/nbdkit.sock /dev/nbd2 -b 4096 >/dev/null || log "nbd-client (nbdkit) failed"
 log "filling the backings once"
 fill /dev/nbd0; fill /dev/nbd2
 
@@ -87,7 +87,7 @@ for r in $(seq 1 "$rounds"); do
 done
 nbd-client -d /dev/nbd2 >/dev/null; nbd-client -d /dev/nbd1 >/dev/null
 cli detach /dev/nbd0 || log "detach failed"
-kill "$(cat /tmp/nbdkit.pid)"
+kill "$(cat /run/nbdkit.pid)"
 kill -TERM "$server"
 for _ in $(seq 1 240); do [ -d /proc/$server ] && ! grep -q "^State:.*Z" /proc/$server/status 2>/dev/null || break; sleep 0.5; done
 log "done"

@@ -5,8 +5,10 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LC_ALL=C TERM=dumb
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=1777 tmpfs /tmp        # the guest's own /tmp: volumes live here, in guest memory
-mount -t tmpfs -o mode=755 tmpfs /run
+mount -t tmpfs -o mode=755 tmpfs /run        # guest memory: volumes, work files and temp files live here
+# Not a tmpfs on /tmp: the project (and this test's output) may itself live under the host's /tmp.
+mkdir -p /run/tmp && chmod 1777 /run/tmp
+export TMPDIR=/run/tmp
 mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
 hostname "${KT_HOSTNAME:-uml}" 2>/dev/null || true

@@ -58,6 +58,10 @@ ln -sf /dev/null "$root/etc/systemd/system/getty@.service"
 ln -sf /dev/null "$root/etc/systemd/system/serial-getty@.service"
 ln -sf /dev/null "$root/etc/systemd/system/systemd-timesyncd.service"
 ln -sf /dev/null "$root/etc/systemd/system/systemd-networkd.service"
+# Debian's tmpfiles.d/tmp.conf empties /tmp at boot: in the overlay that would hide a checkout (and
+# this test's files) living under the host's /tmp. Mask it in the guest only.
+mkdir -p "$root/etc/tmpfiles.d"
+ln -sf /dev/null "$root/etc/tmpfiles.d/tmp.conf"
 [ -s "$root/etc/machine-id" ] || echo 5e1f0c0ffee0000000000000000000ab > "$root/etc/machine-id"
 
 umount /sys /proc
