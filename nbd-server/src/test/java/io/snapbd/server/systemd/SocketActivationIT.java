@@ -67,10 +67,15 @@ class SocketActivationIT {
         Path conf = Support.config(dir, Support.freePort());
         List<String> activate = List.of(Support.tool("systemd-socket-activate").toString(), "--datagram", "-l", "127.0.0.1:" + port);
         try (Support.Service s = Support.Service.start(conf, Map.of(), activate, "socket-dgram")) {
-            // A datagram socket activates at the first datagram.
+            // A datagram socket activates at the first datagram. systemd-socket-activate may not be listening
+            // yet when the first one is sent, so keep sending until the server has started and exited.
             try (java.net.DatagramSocket d = new java.net.DatagramSocket()) {
                 byte[] b = {1};
-                d.send(new java.net.DatagramPacket(b, 1, java.net.InetAddress.getLoopbackAddress(), port));
+                long deadline = System.nanoTime() + Duration.ofSeconds(90).toNanos();
+                while (s.process.isAlive() && System.nanoTime() < deadline) {
+                    d.send(new java.net.DatagramPacket(b, 1, java.net.InetAddress.getLoopbackAddress(), port));
+                    s.process.waitFor(200, java.util.concurrent.TimeUnit.MILLISECONDS);
+                }
             }
             int rc = s.awaitExit(Duration.ofSeconds(90));
             assertTrue(rc != 0, s.log());
