@@ -18,6 +18,20 @@ import java.util.Random;
  */
 public final class DiffBench {
 
+    /** {@code bench diff DIR [SIZE_GIB] [SNAPSHOTS] [PERCENT]}. */
+    @picocli.CommandLine.Command(name = "diff", mixinStandardHelpOptions = true,
+            description = "Differential of a sparse volume with snapshots: time to produce all extents.")
+    static final class Command implements java.util.concurrent.Callable<Integer> {
+        @picocli.CommandLine.Parameters(arity = "1..4", paramLabel = "DIR [SIZE_GIB [SNAPSHOTS [PERCENT]]]")
+        String[] args;
+
+        @Override
+        public Integer call() throws Exception {
+            main(args);
+            return 0;
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         Path dir = Path.of(args[0]);
         long gib = args.length > 1 ? Long.parseLong(args[1]) : 64;

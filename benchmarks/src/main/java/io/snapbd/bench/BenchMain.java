@@ -1,0 +1,25 @@
+package io.snapbd.bench;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/**
+ * {@code benchmarks/bench SUBCOMMAND}: the latency harness and its tools, one jar
+ * ({@code benchmarks/target/snapbd-bench.jar}).
+ */
+@Command(name = "bench", mixinStandardHelpOptions = true,
+        description = "snapbd benchmark tools: NBD load generator, latency plots, fio log conversion.",
+        subcommands = {CommandLine.HelpCommand.class})
+public final class BenchMain {
+
+    public static void main(String[] args) {
+        System.exit(commandLine().execute(args));
+    }
+
+    /** Registered here so each tool stays a self-contained class. */
+    public static CommandLine commandLine() {
+        CommandLine cl = new CommandLine(new BenchMain());
+        cl.addSubcommand("diff", new DiffBench.Command());
+        return cl;
+    }
+}
