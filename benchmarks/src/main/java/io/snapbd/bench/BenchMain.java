@@ -19,6 +19,8 @@ public final class BenchMain {
     /** Registered here so each tool stays a self-contained class. */
     public static CommandLine commandLine() {
         CommandLine cl = new CommandLine(new BenchMain());
+        cl.addSubcommand("load", new io.snapbd.bench.latency.LoadCommand());
+        cl.addSubcommand("plot", new io.snapbd.bench.latency.PlotCommand());
         cl.addSubcommand("diff", new DiffBench.Command());
         return cl;
     }
