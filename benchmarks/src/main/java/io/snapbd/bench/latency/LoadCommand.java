@@ -36,7 +36,7 @@ public final class LoadCommand implements Callable<Integer> {
     String uri;
 
     @Option(names = {"-w", "--workload"}, defaultValue = "randwrite", paramLabel = "NAME",
-            description = "randwrite (4k random writes), randrw (4k, 70% reads), seqwrite (64k sequential). Default: ${DEFAULT-VALUE}")
+            description = "randwrite (4k random writes), randrw (4k, 70%% reads), seqwrite (64k sequential). Default: ${DEFAULT-VALUE}")
     String workload;
 
     @Option(names = "--bs", paramLabel = "SIZE", description = "request size (default: the workload's, 4k or 64k)")

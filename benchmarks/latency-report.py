@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Markdown report of a benchmarks/latency.sh run, from the load generator's JSON files.
+
+Usage: latency-report.py OUT ROUNDS DEPTH RATE          → the report on stdout
+       latency-report.py --pick OUT ROUNDS ROW          → file stem of ROW's median round
+With several rounds, each row shows its median round (by write p99), so every number in a line comes from
+one measured run; ratios are taken between those rows.
+"""
+import json
+import os
+import statistics
+import sys
+
+
+def load(out, stem):
+    path = os.path.join(out, stem + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def op(doc, name):
+    for r in doc["results"]:
+        if r["op"] == name:
+            return r
+    return None
+
+
+def pick(out, rounds, row):
+    """The stem whose write p99 is the median over the rounds of ROW."""
+    if rounds == 1:
+        return row
+    stems = [f"{row}@{r}" for r in range(1, rounds + 1)]
+    docs = [(s, load(out, s)) for s in stems]
+    docs = [(s, d) for s, d in docs if d is not None]
+    if not docs:
+        return row
+    key = lambda sd: (op(sd[1], "write") or op(sd[1], "read"))["p99_us"]
+    docs.sort(key=key)
+    return docs[(len(docs) - 1) // 2][0]
+
+
+def main():
+    if sys.argv[1] == "--pick":
+        print(pick(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+        return
+    out, rounds, depth, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    rows = {}
+
+    def get(row, name="write"):
+        if (row, name) not in rows:
+            d = load(out, pick(out, rounds, row))
+            rows[(row, name)] = op(d, name) if d else None
+        return rows[(row, name)]
+
+    def iops_spread(row):
+        vals = []
+        for r in range(1, rounds + 1):
+            d = load(out, f"{row}@{r}" if rounds > 1 else row)
+            if d and op(d, "write"):
+                vals.append(op(d, "write")["iops"])
+        return f"{min(vals):,.0f}–{max(vals):,.0f}" if len(vals) > 1 else ""
+
+    lines = []
+    with open(os.path.join(out, "machine.txt")) as f:
+        lines.append("```text\n" + f.read().rstrip() + "\n```\n")
+    lines.append(f"Rows with several rounds show the median round (by write p99). Latency in µs, from the"
+                 f" load generator (client side, HdrHistogram). `×` columns: row / no-snapshot (IOPS: higher"
+                 f" is better; latency: lower is better).\n")
+
+    def table(title, names, base):
+        b = get(base)
+        lines.append(f"**{title}**\n")
+        lines.append("| row | IOPS | IOPS range | p50 | p99 | p99.9 | p99.99 | max | IOPS × | p99 × | p99.9 × |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for n in names:
+            w = get(n)
+            if not w:
+                continue
+            lines.append(f"| {n} | {w['iops']:,.0f} | {iops_spread(n)} | {w['p50_us']:,.1f} | {w['p99_us']:,.1f} |"
+                         f" {w['p99_9_us']:,.1f} | {w['p99_99_us']:,.1f} |"
+                         f" {w['max_us']:,.1f} | {w['iops'] / b['iops']:.2f} | {w['p99_us'] / b['p99_us']:.2f} |"
+                         f" {w['p99_9_us'] / b['p99_9_us']:.2f} |")
+        lines.append("")
+
+    table(f"4 KiB random writes, closed loop, depth {depth}",
+          ["no-snapshot", "after-snapshot", "8-snapshots", "all-copied", "lun-tracking", "histograms-on",
+           "histograms-off", "nbdkit", "qemu-nbd"], "no-snapshot")
+    table(f"4 KiB random writes, open loop at {rate:,.0f} IOPS (latency from each request's due time)",
+          ["no-snapshot-rate", "after-snapshot-rate", "all-copied-rate", "nbdkit-rate", "qemu-nbd-rate"],
+          "no-snapshot-rate")
+
+    if get("randrw"):
+        lines.append(f"**Other workloads, closed loop** (randrw: depth {depth}; seqwrite 64 KiB: depth 8)\n")
+        lines.append("| row | op | IOPS | p50 | p99 | p99.9 | p99.99 | max |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for n in ["randrw", "nbdkit-randrw", "qemu-nbd-randrw", "seqwrite", "nbdkit-seqwrite", "qemu-nbd-seqwrite"]:
+            for o in ["read", "write"]:
+                w = get(n, o)
+                if w:
+                    lines.append(f"| {n} | {o} | {w['iops']:,.0f} | {w['p50_us']:,.1f} | {w['p99_us']:,.1f} |"
+                                 f" {w['p99_9_us']:,.1f} | {w['p99_99_us']:,.1f} | {w['max_us']:,.1f} |")
+        lines.append("")
+
+    # Targets (issue 7).
+    def ratio(a, b, key):
+        x, y = get(a), get(b)
+        return x[key] / y[key] if x and y else float("nan")
+
+    checks = []
+    for suffix, mode in [("", f"closed loop, depth {depth}"), ("-rate", f"open loop, {rate:,.0f} IOPS")]:
+        r = ratio("after-snapshot" + suffix, "no-snapshot" + suffix, "p99_us")
+        checks.append((f"p99 right after a snapshot ≤ 2.0× no-snapshot ({mode})", f"{r:.2f}×", r <= 2.0))
+        r = ratio("all-copied" + suffix, "no-snapshot" + suffix, "p99_us")
+        checks.append((f"p99 after all blocks were copied ≤ 1.1× no-snapshot ({mode})", f"{r:.2f}×", r <= 1.1))
+    s, k = get("no-snapshot"), get("nbdkit")
+    if s and k:
+        checks.append((f"snapbd p99.9 ≤ nbdkit file plugin p99.9 at depth {depth}",
+                       f"{s['p99_9_us']:,.0f} µs vs {k['p99_9_us']:,.0f} µs", s["p99_9_us"] <= k["p99_9_us"]))
+    on, off = get("histograms-on"), get("histograms-off")
+    if on and off:
+        cost = 1 - on["iops"] / off["iops"]
+        checks.append(("server-side histograms cost ≤ 3% IOPS (on vs off, adjacent runs)",
+                       f"{cost * 100:+.1f}%", cost <= 0.03))
+    lines.append("**Targets**\n")
+    lines.append("| target | measured | |")
+    lines.append("|---|---|---|")
+    for name, val, ok in checks:
+        lines.append(f"| {name} | {val} | {'PASS' if ok else 'FAIL'} |")
+    lines.append("")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

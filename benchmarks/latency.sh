@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# latency.sh — write latency of snapbd in every state that matters, and of its peers, in one run.
+#
+# Every row runs the HdrHistogram load generator (benchmarks/bench load) against an export of the same
+# preallocated size, written once before the first row:
+#
+#   no-snapshot       snapbd, the volume has no snapshot
+#   after-snapshot    right after `snapshot create`: the load generator's random order visits every block
+#                     once before repeating, so every write is a first write and copies its block
+#   8-snapshots       right after the 8th snapshot (1% of the blocks rewritten between snapshots)
+#   all-copied        the snapshot exists and every block was copied once: writes go in place again
+#   lun-tracking      no snapshot, LUN state tracking enabled
+#   histograms-off    no snapshot, server-side latency histograms off (their cost: ratio to no-snapshot)
+#   nbdkit            nbdkit's file plugin, preallocated file written once the same way
+#   qemu-nbd          qemu-nbd, raw file, cache=writeback, aio=threads
+#
+# Closed loop (--depth requests in flight per connection) for every row; open loop at --rate for
+# no-snapshot, after-snapshot and all-copied (latency from each request's due time, so a stall is charged
+# to every request it held up). Also 70/30 random read/write and 64 KiB sequential writes for snapbd and
+# the peers. Writes .hgrm files, JSON, PNG plots and a Markdown report into --out.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+SIZE=2G
+DURATION=20
+WARMUP=3
+DEPTH=32
+CONNECTIONS=1
+RATE=4000
+ROUNDS=1
+OUT=""
+MARKDOWN=""
+WORKLOADS=1
+
+usage() {
+  cat <<EOF
+Usage: benchmarks/latency.sh [options]
+  --size SIZE         export size for every server (default $SIZE; K/M/G powers of 1024)
+  --duration S        measured seconds per row (default $DURATION)
+  --warmup S          seconds before measuring, dropped (default $WARMUP)
+  --depth N           closed loop: requests in flight per connection (default $DEPTH)
+  --connections N     connections per row (default $CONNECTIONS)
+  --rate IOPS         open loop rate for the fixed-rate rows (default $RATE)
+  --rounds N          repeat the rows; the report shows the median round per row (default $ROUNDS)
+  --no-workloads      skip the randrw / seqwrite rows
+  --out DIR           where .hgrm, JSON, plots and the report go (default benchmarks/results/latency-TIMESTAMP)
+  --markdown FILE     also copy the report there
+Needs: bin/snapbd and benchmarks/target/snapbd-bench.jar (mvn -B -q -DskipTests package), nbdkit,
+qemu-nbd (qemu-utils), python3, fallocate.
+EOF
+}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --size) SIZE=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --depth) DEPTH=$2; shift 2 ;;
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --no-workloads) WORKLOADS=0; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    --markdown) MARKDOWN=$2; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "latency: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+die() { echo "latency: $*" >&2; exit 1; }
+for t in nbdkit qemu-nbd python3 fallocate; do command -v $t >/dev/null || die "missing $t"; done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
+
+# Private copies of the jars: a build running meanwhile must not replace them mid-run.
+WORK=$(mktemp -d /tmp/latency.XXXXXX)
+SNAPBD_SRC_JAR=${SNAPBD_JAR:-$REPO_ROOT/nbd-server/target/snapbd.jar}
+BENCH_SRC_JAR=${SNAPBD_BENCH_JAR:-$REPO_ROOT/benchmarks/target/snapbd-bench.jar}
+[ -f "$SNAPBD_SRC_JAR" ] || die "$SNAPBD_SRC_JAR missing; build first: mvn -B -q -DskipTests package"
+[ -f "$BENCH_SRC_JAR" ] || die "$BENCH_SRC_JAR missing; build first: mvn -B -q -DskipTests package"
+cp "$SNAPBD_SRC_JAR" "$WORK/snapbd.jar"
+cp "$BENCH_SRC_JAR" "$WORK/snapbd-bench.jar"
+export SNAPBD_JAR=$WORK/snapbd.jar SNAPBD_BENCH_JAR=$WORK/snapbd-bench.jar
+SNAPBD=$REPO_ROOT/bin/snapbd
+BENCH=$REPO_ROOT/benchmarks/bench
+OUT=${OUT:-$REPO_ROOT/benchmarks/results/latency-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+SIZE_BYTES=$(python3 -c "import sys; s=sys.argv[1]; m={'K':1<<10,'M':1<<20,'G':1<<30,'T':1<<40}; print(int(s[:-1])*m[s[-1].upper()] if s[-1].upper() in m else int(s))" "$SIZE")
+BLOCKS=$((SIZE_BYTES / 4096))
+
+DATA=$WORK/data
+SOCK=$WORK/snapbd.sock
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+cleanup() { stop_server; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+wait_socket() {   # socket log
+  for _ in $(seq 1 600); do
+    [ -S "$1" ] && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$2" >&2; die "server exited (log: $2)"; }
+    sleep 0.1
+  done
+  die "no socket $1 after 60 s (log: $2)"
+}
+
+start_snapbd() {   # extra serve args...
+  rm -f "$SOCK"
+  "$SNAPBD" serve --data-dir "$DATA" --tcp none --unix "$SOCK" "$@" >>"$OUT/server-snapbd.log" 2>&1 </dev/null &
+  SERVER_PID=$!
+  wait_socket "$SOCK" "$OUT/server-snapbd.log"
+}
+
+cli() { "$SNAPBD" "$@" --data-dir "$DATA" >/dev/null; }
+SNAPBD_URI="nbd+unix:///bench?socket=$SOCK"
+
+# One measured row: name, uri, load args... → OUT/NAME.json, OUT/NAME-*.hgrm
+measure() {
+  local name=$1 uri=$2; shift 2
+  echo "[$name]" >&2
+  "$BENCH" load "$uri" --warmup "$WARMUP" -t "$DURATION" -c "$CONNECTIONS" -o "$OUT" -l "$name" "$@" >"$OUT/$name.txt" \
+    || die "load for $name failed: $(cat "$OUT/$name.txt")"
+  sed 's/^/    /' "$OUT/$name.txt" >&2
+}
+closed() { local n=$1 u=$2; shift 2; measure "$n" "$u" -d "$DEPTH" "$@"; }
+opened() { local n=$1 u=$2; shift 2; measure "$n" "$u" -r "$RATE" "$@"; }
+fill() {   # uri: writes every block once (64 KiB sequential, 4 connections)
+  "$BENCH" load "$1" -w seqwrite --ops $((SIZE_BYTES / 65536)) -c 4 -d 8 --seed 99 >/dev/null || die "fill of $1 failed"
+}
+
+machine() {
+  echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host cpus:   $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo "memory:      $(free -h | awk '/Mem:/{print $2}')"
+  echo "kernel:      $(uname -srm)"
+  echo "load avg:    $(cut -d' ' -f1-3 /proc/loadavg) at start (1/5/15 min; other work skews results)"
+  echo "backing fs:  $(df -PT "$WORK" | awk 'NR == 2 { print $2 " on " $1 }')"
+  echo "java:        $(java -version 2>&1 | head -1)"
+  echo "nbdkit:      $(nbdkit --version | head -1)"
+  echo "qemu-nbd:    $(qemu-nbd --version | head -1)"
+  local rev; rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  [ -n "$(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | head -1)" ] && rev="$rev (with uncommitted changes)"
+  echo "snapbd:      git $rev"
+  echo "settings:    size $SIZE, ${DURATION}s measured + ${WARMUP}s warm-up per row, 4 KiB random writes unless named,"
+  echo "             closed loop depth $DEPTH x $CONNECTIONS connection(s), open loop $RATE IOPS, rounds $ROUNDS"
+}
+machine | tee "$OUT/machine.txt" >&2
+
+# ---------------------------------------------------------------- snapbd
+mkdir -p "$DATA"
+"$SNAPBD" volume create bench --size "$SIZE" --save-size "$((SIZE_BYTES * 2 / 1048576))M" --data-dir "$DATA" \
+  >"$OUT/volume-create.log" 2>&1 || die "volume create failed: $(cat "$OUT/volume-create.log")"
+start_snapbd
+echo "prefill snapbd" >&2
+fill "$SNAPBD_URI"
+
+for r in $(seq 1 "$ROUNDS"); do
+  sfx=""; [ "$ROUNDS" -gt 1 ] && sfx="@$r"
+  closed "no-snapshot$sfx" "$SNAPBD_URI"
+  opened "no-snapshot-rate$sfx" "$SNAPBD_URI"
+
+  cli snapshot create bench s0
+  closed "after-snapshot$sfx" "$SNAPBD_URI" --seed $((r * 10 + 1))
+  cli snapshot delete bench s0
+  cli snapshot create bench s0
+  opened "after-snapshot-rate$sfx" "$SNAPBD_URI" --seed $((r * 10 + 2))
+  echo "copy every block once" >&2
+  fill "$SNAPBD_URI"
+  closed "all-copied$sfx" "$SNAPBD_URI"
+  opened "all-copied-rate$sfx" "$SNAPBD_URI"
+  cli snapshot delete bench s0
+
+  echo "8 snapshots, 1% of the blocks rewritten between them" >&2
+  for k in 1 2 3 4 5 6 7 8; do
+    cli snapshot create bench "s$k"
+    if [ "$k" -lt 8 ]; then
+      "$BENCH" load "$SNAPBD_URI" --ops $((BLOCKS / 100)) --seed $((r * 100 + k)) >/dev/null || die "rewrite failed"
+    fi
+  done
+  closed "8-snapshots$sfx" "$SNAPBD_URI" --seed $((r * 10 + 3))
+  for k in 1 2 3 4 5 6 7 8; do cli snapshot delete bench "s$k"; done
+
+  cli lun-state enable bench
+  closed "lun-tracking$sfx" "$SNAPBD_URI"
+  cli lun-state disable bench
+
+  if [ "$WORKLOADS" = 1 ]; then
+    closed "randrw$sfx" "$SNAPBD_URI" -w randrw
+    measure "seqwrite$sfx" "$SNAPBD_URI" -w seqwrite -d 8
+  fi
+  "$SNAPBD" stats bench --json --data-dir "$DATA" >"$OUT/server-stats$sfx.json" 2>/dev/null || true
+  "$SNAPBD" stats bench --hgrm "$OUT/server$sfx" --data-dir "$DATA" >/dev/null 2>&1 || true
+
+  # Server-side histograms off, then on again right after: their cost is the ratio of these two.
+  if "$SNAPBD" serve --help 2>&1 | grep -q -- --latency-histograms; then
+    stop_server
+    start_snapbd --latency-histograms=off
+    closed "histograms-off$sfx" "$SNAPBD_URI"
+    stop_server
+    start_snapbd
+    closed "histograms-on$sfx" "$SNAPBD_URI"
+  else
+    echo "this snapbd has no --latency-histograms switch: histogram cost rows skipped" >&2
+  fi
+done
+stop_server
+
+# ---------------------------------------------------------------- peers
+peer() {   # name command...
+  local name=$1; shift
+  local sock=$WORK/$name.sock
+  "$@" >"$OUT/server-$name.log" 2>&1 </dev/null &
+  SERVER_PID=$!
+  wait_socket "$sock" "$OUT/server-$name.log"
+}
+fallocate -l "$SIZE_BYTES" "$WORK/nbdkit.img"
+peer nbdkit nbdkit --foreground --unix "$WORK/nbdkit.sock" file "$WORK/nbdkit.img"
+NBDKIT_URI="nbd+unix:///?socket=$WORK/nbdkit.sock"
+echo "prefill nbdkit" >&2
+fill "$NBDKIT_URI"
+for r in $(seq 1 "$ROUNDS"); do
+  sfx=""; [ "$ROUNDS" -gt 1 ] && sfx="@$r"
+  closed "nbdkit$sfx" "$NBDKIT_URI"
+  opened "nbdkit-rate$sfx" "$NBDKIT_URI"
+  if [ "$WORKLOADS" = 1 ]; then
+    closed "nbdkit-randrw$sfx" "$NBDKIT_URI" -w randrw
+    measure "nbdkit-seqwrite$sfx" "$NBDKIT_URI" -w seqwrite -d 8
+  fi
+done
+stop_server
+rm -f "$WORK/nbdkit.img"
+
+fallocate -l "$SIZE_BYTES" "$WORK/qemu.img"
+peer qemu-nbd qemu-nbd --socket="$WORK/qemu-nbd.sock" --format=raw --persistent --shared=8 --cache=writeback \
+  --aio=threads "$WORK/qemu.img"
+QEMU_URI="nbd+unix:///?socket=$WORK/qemu-nbd.sock"
+echo "prefill qemu-nbd" >&2
+fill "$QEMU_URI"
+for r in $(seq 1 "$ROUNDS"); do
+  sfx=""; [ "$ROUNDS" -gt 1 ] && sfx="@$r"
+  closed "qemu-nbd$sfx" "$QEMU_URI"
+  opened "qemu-nbd-rate$sfx" "$QEMU_URI"
+  if [ "$WORKLOADS" = 1 ]; then
+    closed "qemu-nbd-randrw$sfx" "$QEMU_URI" -w randrw
+    measure "qemu-nbd-seqwrite$sfx" "$QEMU_URI" -w seqwrite -d 8
+  fi
+done
+stop_server
+echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+
+# ---------------------------------------------------------------- report
+python3 "$SCRIPT_DIR/latency-report.py" "$OUT" "$ROUNDS" "$DEPTH" "$RATE" >"$OUT/report.md"
+cd "$OUT"
+plot() { local png=$1 title=$2; shift 2; "$BENCH" plot -o "$png" --title "$title" "$@" 2>/dev/null || echo "plot $png failed" >&2; }
+pick() { python3 "$SCRIPT_DIR/latency-report.py" --pick "$OUT" "$ROUNDS" "$1"; }   # row → the median round's file stem
+plot snapshots-closed.png "4 KiB random writes, closed loop depth $DEPTH: snapshot states" \
+  $(for n in no-snapshot after-snapshot 8-snapshots all-copied lun-tracking; do echo "$n=$(pick "$n")-write.hgrm"; done)
+plot snapshots-rate.png "4 KiB random writes, open loop at $RATE IOPS (coordinated omission corrected)" \
+  $(for n in no-snapshot-rate after-snapshot-rate all-copied-rate nbdkit-rate qemu-nbd-rate; do echo "$n=$(pick "$n")-write.hgrm"; done)
+plot peers-closed.png "4 KiB random writes, closed loop depth $DEPTH: snapbd and peers" \
+  $(for n in no-snapshot nbdkit qemu-nbd; do echo "$n=$(pick "$n")-write.hgrm"; done)
+if [ "$WORKLOADS" = 1 ]; then
+  plot workloads.png "70/30 random read/write (4 KiB) and 64 KiB sequential writes" \
+    $(for n in randrw nbdkit-randrw qemu-nbd-randrw; do echo "$n-write=$(pick "$n")-write.hgrm $n-read=$(pick "$n")-read.hgrm"; done) \
+    $(for n in seqwrite nbdkit-seqwrite qemu-nbd-seqwrite; do echo "$n=$(pick "$n")-write.hgrm"; done)
+fi
+cat "$OUT/report.md"
+[ -n "$MARKDOWN" ] && cp "$OUT/report.md" "$MARKDOWN"
+echo "latency: results in $OUT" >&2
