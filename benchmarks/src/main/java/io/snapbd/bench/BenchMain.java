@@ -1,5 +1,6 @@
 package io.snapbd.bench;
 
+import io.snapbd.bench.fio.FioLogToHgrm;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -20,6 +21,7 @@ public final class BenchMain {
     public static CommandLine commandLine() {
         CommandLine cl = new CommandLine(new BenchMain());
         cl.addSubcommand("diff", new DiffBench.Command());
+        cl.addSubcommand("fio2hgrm", new FioLogToHgrm());
         return cl;
     }
 }
