@@ -1,5 +1,6 @@
 package io.snapbd.bench;
 
+import io.snapbd.bench.fio.FioLogToHgrm;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -22,6 +23,7 @@ public final class BenchMain {
         cl.addSubcommand("load", new io.snapbd.bench.latency.LoadCommand());
         cl.addSubcommand("plot", new io.snapbd.bench.latency.PlotCommand());
         cl.addSubcommand("diff", new DiffBench.Command());
+        cl.addSubcommand("fio2hgrm", new FioLogToHgrm());
         return cl;
     }
 }
