@@ -13,6 +13,7 @@
 #   histograms-off    no snapshot, server-side latency histograms off (their cost: ratio to no-snapshot)
 #   nbdkit            nbdkit's file plugin, preallocated file written once the same way
 #   qemu-nbd          qemu-nbd, raw file, cache=writeback, aio=threads
+#   fio-*             the no-snapshot and nbdkit rows again with fio --ioengine=nbd, logs converted (fio2hgrm)
 #
 # Closed loop (--depth requests in flight per connection) for every row; open loop at --rate for
 # no-snapshot, after-snapshot and all-copied (latency from each request's due time, so a stall is charged
@@ -207,6 +208,10 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "this snapbd has no --latency-histograms switch: histogram cost rows skipped" >&2
   fi
 done
+# The same workload through fio's nbd engine (libnbd), its latency log converted to .hgrm: one plot with both.
+echo "[fio-no-snapshot]" >&2
+"$SCRIPT_DIR/fio-latency.sh" --uri "$SNAPBD_URI" --label fio-no-snapshot --out "$OUT" --runtime "$DURATION" \
+  --size "$SIZE" --iodepth "$DEPTH" >"$OUT/fio-no-snapshot.txt" 2>&1 || die "fio failed: $(tail -5 "$OUT/fio-no-snapshot.txt")"
 stop_server
 
 # ---------------------------------------------------------------- peers
@@ -231,6 +236,9 @@ for r in $(seq 1 "$ROUNDS"); do
     measure "nbdkit-seqwrite$sfx" "$NBDKIT_URI" -w seqwrite -d 8
   fi
 done
+echo "[fio-nbdkit]" >&2
+"$SCRIPT_DIR/fio-latency.sh" --uri "$NBDKIT_URI" --label fio-nbdkit --out "$OUT" --runtime "$DURATION" \
+  --size "$SIZE" --iodepth "$DEPTH" >"$OUT/fio-nbdkit.txt" 2>&1 || die "fio failed: $(tail -5 "$OUT/fio-nbdkit.txt")"
 stop_server
 rm -f "$WORK/nbdkit.img"
 
@@ -261,8 +269,9 @@ plot snapshots-closed.png "4 KiB random writes, closed loop depth $DEPTH: snapsh
   $(for n in no-snapshot after-snapshot 8-snapshots all-copied lun-tracking; do echo "$n=$(pick "$n")-write.hgrm"; done)
 plot snapshots-rate.png "4 KiB random writes, open loop at $RATE IOPS (coordinated omission corrected)" \
   $(for n in no-snapshot-rate after-snapshot-rate all-copied-rate nbdkit-rate qemu-nbd-rate; do echo "$n=$(pick "$n")-write.hgrm"; done)
-plot peers-closed.png "4 KiB random writes, closed loop depth $DEPTH: snapbd and peers" \
-  $(for n in no-snapshot nbdkit qemu-nbd; do echo "$n=$(pick "$n")-write.hgrm"; done)
+plot peers-closed.png "4 KiB random writes, closed loop depth $DEPTH: snapbd and peers (bench load and fio)" \
+  $(for n in no-snapshot nbdkit qemu-nbd; do echo "$n=$(pick "$n")-write.hgrm"; done) \
+  "fio-no-snapshot=fio-no-snapshot-write.hgrm" "fio-nbdkit=fio-nbdkit-write.hgrm"
 if [ "$WORKLOADS" = 1 ]; then
   plot workloads.png "70/30 random read/write (4 KiB) and 64 KiB sequential writes" \
     $(for n in randrw nbdkit-randrw qemu-nbd-randrw; do echo "$n-write=$(pick "$n")-write.hgrm $n-read=$(pick "$n")-read.hgrm"; done) \
