@@ -264,6 +264,16 @@ public final class ExportStats {
         return h == null ? null : h.copy();
     }
 
+    /**
+     * Applies {@code f} to the since-start latency of one type under the lock, without copying the histogram
+     * (f must not keep it); null when nothing was recorded.
+     */
+    public synchronized <T> T withCumulative(Op op, java.util.function.Function<Histogram, T> f) {
+        harvest();
+        Histogram h = sinceStart[op.ordinal()];
+        return h == null ? null : f.apply(h);
+    }
+
     /** Since-start counters of one type: requests, errors, bytes, sum of recorded nanoseconds. */
     public synchronized long[] counters(Op op) {
         long[] t = counterTotals();

@@ -182,11 +182,10 @@ public final class Metrics implements AutoCloseable {
                 }
                 t.sample("snapbd_export_op_requests_total", labels("export", e.name(), "op", op.label), c[0]);
                 t.sample("snapbd_export_op_errors_total", labels("export", e.name(), "op", op.label), c[1]);
-                Histogram h = e.stats().histograms() ? e.stats().cumulative(op) : null;
-                if (h == null) {
+                long[] cum = e.stats().histograms() ? e.stats().withCumulative(op, Metrics::buckets) : null;
+                if (cum == null) {
                     continue;
                 }
-                long[] cum = buckets(h);
                 for (int i = 0; i < cum.length; i++) {
                     String le = i < BUCKET_SECONDS.length ? number(BUCKET_SECONDS[i]) : "+Inf";
                     t.sample("snapbd_export_request_duration_seconds_bucket", labels("export", e.name(), "op", op.label, "le", le), cum[i]);

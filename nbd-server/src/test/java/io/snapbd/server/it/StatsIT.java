@@ -8,6 +8,13 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -34,12 +41,25 @@ class StatsIT {
     @TempDir
     static Path tmp;
     static ServerProcess server;
+    static int metricsPort;
 
     @BeforeAll
-    static void startServer() {
+    static void startServer() throws IOException {
         Path data = tmp.resolve("data");
         ServerProcess.snapbd(data, "volume", "create", "first", "--size", "32M", "--save-size", "4M").assertOk();
-        server = ServerProcess.start(data, "StatsIT");
+        try (ServerSocket ss = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            metricsPort = ss.getLocalPort();
+        }
+        Path conf = tmp.resolve("snapbd.conf");
+        Files.writeString(conf, "metrics = 127.0.0.1:" + metricsPort + "\n");
+        server = ServerProcess.start(data, "StatsIT", "--config", conf.toString());
+    }
+
+    static String metrics() throws IOException, InterruptedException {
+        HttpResponse<String> r = HttpClient.newHttpClient().send(
+                HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + metricsPort + "/metrics")).build(), HttpResponse.BodyHandlers.ofString());
+        assertEquals(200, r.statusCode(), r.body());
+        return r.body();
     }
 
     @AfterAll
@@ -119,7 +139,7 @@ class StatsIT {
     }
 
     @Test
-    void countsAreExactlyWhatTheClientsSent() {
+    void countsAreExactlyWhatTheClientsSent() throws Exception {
         Tools.require("fio", "nbdsh");
         String vol = newVolume(server, "counted");
         JsonNode before = stats(server, vol);
@@ -157,6 +177,14 @@ class StatsIT {
         String table = server.cli("stats", vol).assertOk().stdout();
         assertTrue(table.contains("p99.99") && table.lines().anyMatch(l -> l.strip().startsWith("write") && l.contains(" 1236 ")), table);
         assertTrue(table.lines().anyMatch(l -> l.strip().startsWith("read") && l.contains(" 777 ")), table);
+
+        // the metrics endpoint counts the same requests: buckets from the same histograms
+        String m = metrics();
+        String w = "{export=\"" + vol + "\",op=\"write\"";
+        assertTrue(m.contains("snapbd_export_op_requests_total" + w + "} 1236\n"), m);
+        assertTrue(m.contains("snapbd_export_request_duration_seconds_count" + w + "} 1236\n"), m);
+        assertTrue(m.contains("snapbd_export_request_duration_seconds_bucket" + w + ",le=\"+Inf\"} 1236\n"), m);
+        assertTrue(m.contains("snapbd_export_op_requests_total{export=\"" + vol + "\",op=\"read\"} 777\n"), m);
 
         // without EXPORT: every export
         JsonNode all = json(server.cli("stats", "--json"));
