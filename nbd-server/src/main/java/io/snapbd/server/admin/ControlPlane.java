@@ -11,9 +11,11 @@ import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
+import io.snapbd.server.export.ExportStats;
 import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.snapshot.CloneJobs;
 import io.snapbd.server.transport.NbdServer;
+import org.HdrHistogram.Histogram;
 
 import java.io.IOException;
 import java.nio.file.NoSuchFileException;
@@ -110,6 +112,8 @@ public final class ControlPlane {
                     return kernel("attach").attachCommand(request);
                 case "detach":
                     return kernel("detach").detachCommand(request);
+                case "stats":
+                    return stats(request);
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
@@ -439,6 +443,109 @@ public final class ControlPlane {
             o.put("connections", e == null ? 0 : e.connections());
             o.put("requests", e == null ? 0 : e.requests().get());
             o.put("errors", e == null ? 0 : e.errors().get());
+        }
+        return o;
+    }
+
+    // ---- stats ---------------------------------------------------------------------------------------------
+
+    /** Percentiles shown per request type: JSON name, percentile. */
+    private static final String[] PERCENTILE_NAMES = {"p50", "p90", "p99", "p99.9", "p99.99"};
+    private static final double[] PERCENTILES = {50, 90, 99, 99.9, 99.99};
+
+    /**
+     * Request statistics of one export ({@code export}: VOLUME or VOLUME@SNAPSHOT) or, without it, of every export
+     * ({@code {"exports": [...]}}). {@code reset}: start a new period after answering; {@code histograms}: add each
+     * type's latency histogram, HdrHistogram's compressed encoding in base64 (nanoseconds).
+     */
+    private JsonNode stats(JsonNode req) throws OperationException {
+        if (exports == null) {
+            throw new OperationException("stats needs the running server: request statistics live in its memory (start it with 'snapbd serve')");
+        }
+        String name = text(req, "export", false);
+        boolean reset = req.path("reset").asBoolean(false);
+        boolean encoded = req.path("histograms").asBoolean(false);
+        if (name != null) {
+            Export e = exports.lookup(name);
+            if (e == null) {
+                throw new OperationException("no export named " + name);
+            }
+            return statsJson(e, reset, encoded);
+        }
+        ObjectNode r = JSON.createObjectNode();
+        r.put("latencyHistograms", exports.latencyHistograms());
+        ArrayNode list = r.putArray("exports");
+        for (Export e : exports.list()) {
+            list.add(statsJson(e, reset, encoded));
+        }
+        return r;
+    }
+
+    private ObjectNode statsJson(Export e, boolean reset, boolean encoded) {
+        ExportStats.Snapshot s = e.stats().snapshot(true, reset);
+        ObjectNode o = JSON.createObjectNode();
+        String name = e.name();
+        int at = name.indexOf('@');
+        String volName = at < 0 ? name : name.substring(0, at);
+        o.put("export", name);
+        o.put("volume", volName);
+        if (at >= 0) {
+            o.put("snapshot", name.substring(at + 1));
+        }
+        o.put("readOnly", e.readOnly());
+        o.put("connections", e.connections());
+        o.put("since", Instant.ofEpochMilli(s.sinceMillis()).toString());
+        o.put("seconds", (System.currentTimeMillis() - s.sinceMillis()) / 1000.0);
+        o.put("latencyHistograms", s.histograms());
+        long requests = 0;
+        long errors = 0;
+        for (ExportStats.OpStats op : s.ops()) {
+            requests += op.requests();
+            errors += op.errors();
+        }
+        o.put("requests", requests);
+        o.put("errors", errors);
+        o.put("bytesRead", s.op(ExportStats.Op.READ).bytes());
+        o.put("bytesWritten", s.op(ExportStats.Op.WRITE).bytes());
+        ObjectNode ops = o.putObject("ops");
+        for (ExportStats.OpStats op : s.ops()) {
+            ObjectNode j = ops.putObject(op.op().label);
+            j.put("requests", op.requests());
+            j.put("errors", op.errors());
+            j.put("bytes", op.bytes());
+            Histogram h = op.latency();
+            if (h == null) {
+                j.putNull("latencyMicros");
+                continue;
+            }
+            ObjectNode l = j.putObject("latencyMicros");
+            l.put("count", h.getTotalCount());
+            l.put("min", h.getMinValue() / 1000.0);
+            for (int i = 0; i < PERCENTILES.length; i++) {
+                l.put(PERCENTILE_NAMES[i], h.getValueAtPercentile(PERCENTILES[i]) / 1000.0);
+            }
+            l.put("max", h.getMaxValue() / 1000.0);
+            l.put("mean", Math.round(h.getMean()) / 1000.0);
+            if (encoded) {
+                java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(h.getNeededByteBufferCapacity());
+                int n = h.encodeIntoCompressedByteBuffer(b);
+                j.put("hdrHistogram", java.util.Base64.getEncoder().encodeToString(java.util.Arrays.copyOf(b.array(), n)));
+            }
+        }
+        if (reset) {
+            o.put("reset", true);
+        }
+        Volume v = catalog.openVolumes().get(volName);
+        if (v != null) {
+            o.put("copyOnWriteCopies", v.cowCopies());
+            saveJson(o, v);
+            if (at >= 0) {
+                for (SnapshotSet.Info i : v.snapshots().list()) {
+                    if (i.record().name().equals(name.substring(at + 1))) {
+                        o.put("snapshotSaveBytesUsed", i.chunksUsed() * v.blockSize());
+                    }
+                }
+            }
         }
         return o;
     }

@@ -41,6 +41,10 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--max-connections", paramLabel = "N", description = "Refuse connections beyond this many (default 256).")
     Integer maxConnections;
 
+    @Option(names = "--latency-histograms", paramLabel = "on|off",
+            description = "Per-export request latency histograms for 'snapbd stats' and the metrics endpoint (default on).")
+    String latencyHistograms;
+
     @Option(names = {"-v", "--verbose"}, description = "Log every connection and refused request.")
     boolean verbose;
 
@@ -119,6 +123,13 @@ final class ServeCommand implements Callable<Integer> {
             }
             if (maxConnections != null) {
                 cfg = cfg.withLimits(cfg.handshakeTimeout(), ConfigFile.positiveInt(String.valueOf(maxConnections)));
+            }
+            if (latencyHistograms != null) {
+                try {
+                    service = service.withLatencyHistograms(ServiceSettings.parseOnOff(latencyHistograms));
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException("--latency-histograms: " + e.getMessage());
+                }
             }
         } catch (IllegalArgumentException e) {
             throw new Cli.ExitException(2, e.getMessage());

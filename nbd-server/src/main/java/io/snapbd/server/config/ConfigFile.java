@@ -21,7 +21,7 @@ public final class ConfigFile {
 
     public static final Set<String> KEYS = Set.of("data-dir", "tcp", "unix", "admin-socket", "handshake-timeout",
             "max-connections", "default-volume", "default-volume-size", "default-save-size", "attach",
-            "metrics", "log-level", "stop-timeout");
+            "metrics", "log-level", "stop-timeout", "latency-histograms");
 
     /** Keys named {@code volume.NAME}: one line per volume to create when missing (see {@link #service()}). */
     public static final String VOLUME_PREFIX = "volume.";
@@ -81,13 +81,15 @@ public final class ConfigFile {
     }
 
     /**
-     * The production-host keys ({@code metrics}, {@code log-level}, {@code stop-timeout}, {@code volume.NAME}),
+     * The production-host keys ({@code metrics}, {@code log-level}, {@code stop-timeout}, {@code latency-histograms},
+     * {@code volume.NAME}),
      * checked here; {@link #apply} ignores them.
      */
     public ServiceSettings service() throws ConfigException {
         java.net.InetSocketAddress metrics = null;
         io.snapbd.server.Log.Level level = null;
         Duration stopTimeout = ServiceSettings.DEFAULT_STOP_TIMEOUT;
+        boolean histograms = true;
         List<VolumeSpec> volumes = new ArrayList<>();
         for (Map.Entry<String, Entry> me : entries.entrySet()) {
             String key = me.getKey();
@@ -100,6 +102,8 @@ public final class ConfigFile {
                     level = io.snapbd.server.Log.parseLevel(v);
                 } else if (key.equals("stop-timeout")) {
                     stopTimeout = Duration.ofMillis(seconds(v));
+                } else if (key.equals("latency-histograms")) {
+                    histograms = ServiceSettings.parseOnOff(v);
                 } else if (key.startsWith(VOLUME_PREFIX)) {
                     volumes.add(VolumeSpec.parse(key.substring(VOLUME_PREFIX.length()), v, origin));
                 }
@@ -107,7 +111,7 @@ public final class ConfigFile {
                 throw new ConfigException(origin + ": " + key + ": " + ex.getMessage());
             }
         }
-        return new ServiceSettings(metrics, level, stopTimeout, volumes);
+        return new ServiceSettings(metrics, level, stopTimeout, volumes, histograms);
     }
 
     public String dataDir() {

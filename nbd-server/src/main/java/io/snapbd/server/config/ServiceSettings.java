@@ -15,14 +15,33 @@ import java.util.List;
  * @param logLevel    null when the file does not set it (the command line or the default decides)
  * @param stopTimeout how long a graceful stop may take before the process exits anyway
  * @param volumes     {@code volume.NAME = ...} lines, in file order
+ * @param latencyHistograms {@code latency-histograms = on|off}: per-export latency histograms (default on)
  */
-public record ServiceSettings(InetSocketAddress metrics, Log.Level logLevel, Duration stopTimeout, List<VolumeSpec> volumes) {
+public record ServiceSettings(InetSocketAddress metrics, Log.Level logLevel, Duration stopTimeout, List<VolumeSpec> volumes,
+                              boolean latencyHistograms) {
 
     public static final Duration DEFAULT_STOP_TIMEOUT = Duration.ofSeconds(60);
-    public static final ServiceSettings DEFAULTS = new ServiceSettings(null, null, DEFAULT_STOP_TIMEOUT, List.of());
+    public static final ServiceSettings DEFAULTS = new ServiceSettings(null, null, DEFAULT_STOP_TIMEOUT, List.of(), true);
 
     public ServiceSettings {
         stopTimeout = stopTimeout == null ? DEFAULT_STOP_TIMEOUT : stopTimeout;
         volumes = volumes == null ? List.of() : List.copyOf(volumes);
+    }
+
+    public ServiceSettings(InetSocketAddress metrics, Log.Level logLevel, Duration stopTimeout, List<VolumeSpec> volumes) {
+        this(metrics, logLevel, stopTimeout, volumes, true);
+    }
+
+    public ServiceSettings withLatencyHistograms(boolean on) {
+        return new ServiceSettings(metrics, logLevel, stopTimeout, volumes, on);
+    }
+
+    /** {@code on}/{@code off} (also true/false, yes/no, 1/0). */
+    public static boolean parseOnOff(String v) {
+        return switch (v.strip().toLowerCase(java.util.Locale.ROOT)) {
+            case "on", "true", "yes", "1" -> true;
+            case "off", "false", "no", "0" -> false;
+            default -> throw new IllegalArgumentException("'" + v + "' must be on or off");
+        };
     }
 }

@@ -10,8 +10,10 @@ public final class ExportRegistry {
 
     private final ConcurrentHashMap<String, Export> exports = new ConcurrentHashMap<>();
     private volatile String defaultName;
+    private volatile boolean latencyHistograms = true;
 
     public void add(Export e) {
+        e.stats().setHistograms(latencyHistograms);
         if (exports.putIfAbsent(e.name(), e) != null) {
             throw new IllegalStateException("export " + e.name() + " already exists");
         }
@@ -26,6 +28,16 @@ public final class ExportRegistry {
             defaultName = exports.keySet().stream().sorted().findFirst().orElse(null);
         }
         return e;
+    }
+
+    /** Latency histograms on or off for every export, now and added later ({@code latency-histograms}). */
+    public void setLatencyHistograms(boolean on) {
+        latencyHistograms = on;
+        exports.values().forEach(e -> e.stats().setHistograms(on));
+    }
+
+    public boolean latencyHistograms() {
+        return latencyHistograms;
     }
 
     public void setDefault(String name) {

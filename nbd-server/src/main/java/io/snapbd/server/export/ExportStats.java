@@ -1,18 +1,39 @@
 package io.snapbd.server.export;
 
 import io.snapbd.server.protocol.Nbd;
+import org.HdrHistogram.Histogram;
+import org.HdrHistogram.SingleWriterRecorder;
 
+import java.lang.ref.WeakReference;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicLongArray;
-import java.util.concurrent.atomic.LongAdder;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 
 /**
- * Per-export request statistics for the metrics endpoint: bytes read and written, and a latency histogram per
- * request type, from the moment the request header was read to the moment its reply was sent (for FLUSH, FUA
- * writes and writes waiting for copy-on-write, the reply comes from another thread, later).
+ * Per-export request statistics: per request type the requests answered, those answered with an error, their
+ * bytes, and the latency from the moment the request header was read to the moment its reply was sent (for
+ * FLUSH, FUA writes and writes waiting for copy-on-write the reply comes from another thread, later).
+ * <p>
+ * <b>Recording</b> ({@link #record}) is wait-free, takes no lock and allocates nothing in steady state. Each
+ * recording thread owns a {@link Slot} of this export (found through a {@link ThreadLocal}): plain counters only
+ * that thread writes, and, while latency histograms are on, one HdrHistogram {@link SingleWriterRecorder} per
+ * request type it has seen (nanoseconds, {@value #LOWEST_NANOS} ns to one hour, {@value #DIGITS} significant
+ * digits, fixed range so that recording never resizes). The first request of a thread on an export registers
+ * its slot and the first request of each type creates that recorder: those allocate, once.
+ * <p>
+ * <b>Reading</b> ({@link #snapshot}, {@link #cumulative}) happens under this object's lock, which only readers and
+ * slot registration take: every slot's recorders hand over their interval histogram, which is added to the
+ * cumulative histograms kept since the start. A slot whose thread has ended is handed to the next thread that
+ * registers (its recorders and counters keep their content), so the number of slots is bounded by the number of
+ * threads alive at the same time, however many connections come and go.
+ * <p>
+ * Memory: one recorder holds two histograms of about 270 KB; a connection thread doing reads, writes and
+ * flushes holds three recorders, about 1.6 MB. {@code latency-histograms = off} saves it (counters remain).
  */
 public final class ExportStats {
 
-    /** Request types as shown in metrics ({@code op} label). */
+    /** Request types as shown in metrics ({@code op} label) and stats. */
     public enum Op {
         READ("read"), WRITE("write"), FLUSH("flush"), TRIM("trim"), WRITE_ZEROES("write_zeroes"), CACHE("cache"),
         BLOCK_STATUS("block_status"), OTHER("other");
@@ -37,77 +58,234 @@ public final class ExportStats {
         }
     }
 
-    /** Upper bounds of the latency buckets, in seconds (Prometheus {@code le}); the last bucket is +Inf. */
-    public static final double[] BUCKET_SECONDS = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-            0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-    private static final long[] BUCKET_NANOS = new long[BUCKET_SECONDS.length];
+    private static final Op[] OPS = Op.values();
+    private static final int NOPS = OPS.length;
 
-    static {
-        for (int i = 0; i < BUCKET_SECONDS.length; i++) {
-            BUCKET_NANOS[i] = Math.round(BUCKET_SECONDS[i] * 1e9);
+    /** Histogram range: 1 ns to one hour (longer requests are recorded as one hour), 3 significant digits. */
+    public static final long LOWEST_NANOS = 1;
+    public static final long HIGHEST_NANOS = 3_600_000_000_000L;
+    public static final int DIGITS = 3;
+
+    // Counter layout in a slot: [op * FIELDS + field]
+    private static final int REQUESTS = 0;
+    private static final int ERRORS = 1;
+    private static final int BYTES = 2;
+    private static final int SUM_NANOS = 3;
+    private static final int FIELDS = 4;
+
+    /** What one thread records on this export; only that thread writes it (a later owner once it has ended). */
+    private static final class Slot {
+        volatile WeakReference<Thread> owner;
+        final AtomicLongArray counters = new AtomicLongArray(NOPS * FIELDS);
+        final AtomicReferenceArray<SingleWriterRecorder> recorders = new AtomicReferenceArray<>(NOPS);
+        final Histogram[] interval = new Histogram[NOPS];       // readers only: recycled interval histograms
+
+        Slot(Thread t) {
+            owner = new WeakReference<>(t);
+        }
+
+        boolean ownerGone() {
+            Thread t = owner.get();
+            return t == null || !t.isAlive();
+        }
+
+        /** Single writer: a plain read of its own value, then an ordered store. No CAS, no allocation. */
+        void add(int index, long delta) {
+            counters.lazySet(index, counters.get(index) + delta);
         }
     }
 
-    private final LongAdder bytesRead = new LongAdder();
-    private final LongAdder bytesWritten = new LongAdder();
-    private final Histogram[] latency = new Histogram[Op.values().length];
+    private volatile boolean histograms = true;
+    private final ThreadLocal<Slot> local = ThreadLocal.withInitial(this::register);
+    // Guarded by this: the slots, the cumulative histograms and the reset baseline.
+    private final List<Slot> slots = new ArrayList<>();
+    private final Histogram[] sinceStart = new Histogram[NOPS];
+    private final Histogram[] sinceReset = new Histogram[NOPS];    // after the first reset; null: nothing since
+    private boolean resetDone;
+    private final long[] baseline = new long[NOPS * FIELDS];
+    private long resetMillis = System.currentTimeMillis();
+    private final long startMillis = resetMillis;
 
     public ExportStats() {
-        for (int i = 0; i < latency.length; i++) {
-            latency[i] = new Histogram();
+    }
+
+    /** Latency histograms on (the default) or off; counters are kept either way. */
+    public void setHistograms(boolean on) {
+        histograms = on;
+    }
+
+    public boolean histograms() {
+        return histograms;
+    }
+
+    /**
+     * One answered request: {@code cmd} an NBD_CMD_ value, {@code length} its length field, {@code nanos} from
+     * reading it to sending its reply, {@code ok} false when it was answered with an error (its bytes do not count).
+     */
+    public void record(int cmd, long length, long nanos, boolean ok) {
+        int op = Op.of(cmd).ordinal();
+        Slot s = local.get();
+        int base = op * FIELDS;
+        long n = nanos < 0 ? 0 : Math.min(nanos, HIGHEST_NANOS);
+        s.add(base + REQUESTS, 1);
+        if (ok) {
+            s.add(base + BYTES, length);
+        } else {
+            s.add(base + ERRORS, 1);
+        }
+        if (histograms) {
+            s.add(base + SUM_NANOS, n);
+            SingleWriterRecorder r = s.recorders.get(op);
+            if (r == null) {
+                r = new SingleWriterRecorder(LOWEST_NANOS, HIGHEST_NANOS, DIGITS);    // once per thread and type
+                s.recorders.set(op, r);
+            }
+            r.recordValue(n);
         }
     }
 
-    /** One answered request: {@code cmd} an NBD_CMD_ value, {@code ok} false when it was answered with an error. */
-    public void record(int cmd, long length, long nanos, boolean ok) {
-        Op op = Op.of(cmd);
-        if (ok && op == Op.READ) {
-            bytesRead.add(length);
-        } else if (ok && op == Op.WRITE) {
-            bytesWritten.add(length);
+    /** First request of a thread on this export: reuse the slot of a thread that has ended, else a new one. */
+    private synchronized Slot register() {
+        Thread me = Thread.currentThread();
+        for (Slot s : slots) {
+            if (s.ownerGone()) {
+                s.owner = new WeakReference<>(me);      // its counters and recorders keep their content
+                return s;
+            }
         }
-        latency[op.ordinal()].record(nanos);
+        Slot s = new Slot(me);
+        slots.add(s);
+        return s;
+    }
+
+    /** Slots registered so far (threads that recorded at the same time): for tests. */
+    synchronized int slotCount() {
+        return slots.size();
+    }
+
+    // ---- reading ------------------------------------------------------------------------------------------
+
+    /** Moves every recorder's interval into the cumulative histograms. Caller holds the lock. */
+    private void harvest() {
+        for (Slot s : slots) {
+            for (int op = 0; op < NOPS; op++) {
+                SingleWriterRecorder r = s.recorders.get(op);
+                if (r == null) {
+                    continue;
+                }
+                Histogram h = r.getIntervalHistogram(s.interval[op]);
+                s.interval[op] = h;
+                if (h.getTotalCount() == 0) {
+                    continue;
+                }
+                if (sinceStart[op] == null) {
+                    sinceStart[op] = newHistogram();
+                }
+                sinceStart[op].add(h);
+                if (resetDone) {
+                    if (sinceReset[op] == null) {
+                        sinceReset[op] = newHistogram();
+                    }
+                    sinceReset[op].add(h);
+                }
+            }
+        }
+    }
+
+    private static Histogram newHistogram() {
+        return new Histogram(LOWEST_NANOS, HIGHEST_NANOS, DIGITS);
+    }
+
+    private long[] counterTotals() {
+        long[] t = new long[NOPS * FIELDS];
+        for (Slot s : slots) {
+            for (int i = 0; i < t.length; i++) {
+                t[i] += s.counters.get(i);
+            }
+        }
+        return t;
+    }
+
+    /** One request type's numbers, since the start or the last reset. */
+    public record OpStats(Op op, long requests, long errors, long bytes, long sumNanos, Histogram latency) {
+    }
+
+    /** Every request type's numbers; latencies null when histograms are off or nothing was recorded. */
+    public record Snapshot(long sinceMillis, boolean histograms, List<OpStats> ops) {
+        public OpStats op(Op op) {
+            return ops.get(op.ordinal());
+        }
+    }
+
+    /**
+     * The numbers since the start ({@code sinceReset} false) or since the last {@link #reset} (true), the
+     * histograms as copies. With {@code thenReset}, starts a new period right after taking them.
+     */
+    public synchronized Snapshot snapshot(boolean sinceReset, boolean thenReset) {
+        harvest();
+        long[] t = counterTotals();
+        List<OpStats> ops = new ArrayList<>(NOPS);
+        for (int op = 0; op < NOPS; op++) {
+            int b = op * FIELDS;
+            long[] base = sinceReset ? baseline : new long[NOPS * FIELDS];
+            Histogram h = sinceReset && resetDone ? this.sinceReset[op] : sinceStart[op];
+            boolean none = h == null || h.getTotalCount() == 0 || !histograms;
+            ops.add(new OpStats(OPS[op], t[b + REQUESTS] - base[b + REQUESTS], t[b + ERRORS] - base[b + ERRORS],
+                    t[b + BYTES] - base[b + BYTES], t[b + SUM_NANOS] - base[b + SUM_NANOS], none ? null : h.copy()));
+        }
+        Snapshot snap = new Snapshot(sinceReset ? resetMillis : startMillis, histograms, List.copyOf(ops));
+        if (thenReset) {
+            resetNow(t);
+        }
+        return snap;
+    }
+
+    /** Starts a new period for {@link #snapshot snapshot(true, …)}; the since-start numbers (metrics) go on. */
+    public synchronized void reset() {
+        harvest();
+        resetNow(counterTotals());
+    }
+
+    private void resetNow(long[] totals) {
+        System.arraycopy(totals, 0, baseline, 0, totals.length);
+        for (Histogram h : sinceReset) {
+            if (h != null) {
+                h.reset();      // kept: allocated again only for a type first seen after this reset
+            }
+        }
+        resetMillis = System.currentTimeMillis();
+        resetDone = true;
+    }
+
+    /** Since-start latency of one type, a copy (for metrics); null when nothing was recorded. */
+    public synchronized Histogram cumulative(Op op) {
+        harvest();
+        Histogram h = sinceStart[op.ordinal()];
+        return h == null ? null : h.copy();
+    }
+
+    /**
+     * Applies {@code f} to the since-start latency of one type under the lock, without copying the histogram
+     * (f must not keep it); null when nothing was recorded.
+     */
+    public synchronized <T> T withCumulative(Op op, java.util.function.Function<Histogram, T> f) {
+        harvest();
+        Histogram h = sinceStart[op.ordinal()];
+        return h == null ? null : f.apply(h);
+    }
+
+    /** Since-start counters of one type: requests, errors, bytes, sum of recorded nanoseconds. */
+    public synchronized long[] counters(Op op) {
+        long[] t = counterTotals();
+        int b = op.ordinal() * FIELDS;
+        return new long[] {t[b + REQUESTS], t[b + ERRORS], t[b + BYTES], t[b + SUM_NANOS]};
     }
 
     public long bytesRead() {
-        return bytesRead.sum();
+        return counters(Op.READ)[BYTES];
     }
 
     public long bytesWritten() {
-        return bytesWritten.sum();
-    }
-
-    public Histogram latency(Op op) {
-        return latency[op.ordinal()];
-    }
-
-    /** Fixed buckets; counts are per bucket (not cumulative) and read without a lock, so a scrape may be off by one. */
-    public static final class Histogram {
-        private final AtomicLongArray buckets = new AtomicLongArray(BUCKET_NANOS.length + 1);
-        private final LongAdder sumNanos = new LongAdder();
-
-        void record(long nanos) {
-            int i = 0;
-            while (i < BUCKET_NANOS.length && nanos > BUCKET_NANOS[i]) {
-                i++;
-            }
-            buckets.incrementAndGet(i);
-            sumNanos.add(Math.max(0, nanos));
-        }
-
-        /** Cumulative counts for each bound of {@link #BUCKET_SECONDS}, then +Inf (= the total count). */
-        public long[] cumulative() {
-            long[] c = new long[BUCKET_NANOS.length + 1];
-            long run = 0;
-            for (int i = 0; i < c.length; i++) {
-                run += buckets.get(i);
-                c[i] = run;
-            }
-            return c;
-        }
-
-        public double sumSeconds() {
-            return sumNanos.sum() / 1e9;
-        }
+        return counters(Op.WRITE)[BYTES];
     }
 }

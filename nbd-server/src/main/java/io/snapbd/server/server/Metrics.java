@@ -14,6 +14,7 @@ import io.snapbd.server.export.ExportStats;
 import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.snapshot.CloneJobs;
 import io.snapbd.server.transport.NbdServer;
+import org.HdrHistogram.Histogram;
 
 import java.io.IOException;
 import java.io.OutputStream;
@@ -169,21 +170,28 @@ public final class Metrics implements AutoCloseable {
         for (Export e : list) {
             t.sample("snapbd_export_written_bytes_total", labels("export", e.name()), e.stats().bytesWritten());
         }
+        t.family("snapbd_export_op_requests_total", "counter", "NBD requests answered per export and request type.");
+        t.family("snapbd_export_op_errors_total", "counter", "NBD requests answered with an error per export and request type.");
         t.family("snapbd_export_request_duration_seconds", "histogram",
-                "Time from reading a request to sending its reply, per export and request type.");
+                "Time from reading a request to sending its reply, per export and request type (latency-histograms = on).");
         for (Export e : list) {
             for (ExportStats.Op op : ExportStats.Op.values()) {
-                ExportStats.Histogram h = e.stats().latency(op);
-                long[] c = h.cumulative();
-                if (c[c.length - 1] == 0) {
+                long[] c = e.stats().counters(op);
+                if (c[0] == 0) {
                     continue;               // a type never seen on this export: no series
                 }
-                for (int i = 0; i < c.length; i++) {
-                    String le = i < ExportStats.BUCKET_SECONDS.length ? number(ExportStats.BUCKET_SECONDS[i]) : "+Inf";
-                    t.sample("snapbd_export_request_duration_seconds_bucket", labels("export", e.name(), "op", op.label, "le", le), c[i]);
+                t.sample("snapbd_export_op_requests_total", labels("export", e.name(), "op", op.label), c[0]);
+                t.sample("snapbd_export_op_errors_total", labels("export", e.name(), "op", op.label), c[1]);
+                long[] cum = e.stats().histograms() ? e.stats().withCumulative(op, Metrics::buckets) : null;
+                if (cum == null) {
+                    continue;
                 }
-                t.sample("snapbd_export_request_duration_seconds_sum", labels("export", e.name(), "op", op.label), h.sumSeconds());
-                t.sample("snapbd_export_request_duration_seconds_count", labels("export", e.name(), "op", op.label), c[c.length - 1]);
+                for (int i = 0; i < cum.length; i++) {
+                    String le = i < BUCKET_SECONDS.length ? number(BUCKET_SECONDS[i]) : "+Inf";
+                    t.sample("snapbd_export_request_duration_seconds_bucket", labels("export", e.name(), "op", op.label, "le", le), cum[i]);
+                }
+                t.sample("snapbd_export_request_duration_seconds_sum", labels("export", e.name(), "op", op.label), c[3] / 1e9);
+                t.sample("snapbd_export_request_duration_seconds_count", labels("export", e.name(), "op", op.label), cum[cum.length - 1]);
             }
         }
 
@@ -253,6 +261,24 @@ public final class Metrics implements AutoCloseable {
         t.family("snapbd_jvm_heap_max_bytes", "gauge", "Java heap limit (-Xmx).");
         t.sample("snapbd_jvm_heap_max_bytes", "", rt.maxMemory());
         return t.toString();
+    }
+
+    /** Upper bounds of the latency buckets, in seconds (Prometheus {@code le}); the last bucket is +Inf. */
+    static final double[] BUCKET_SECONDS = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+            0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+    /**
+     * Cumulative counts at or below each bound of {@link #BUCKET_SECONDS}, then +Inf (the total count), from an
+     * HdrHistogram in nanoseconds. A value within the histogram's resolution (0.1 %) above a bound counts as
+     * below it.
+     */
+    static long[] buckets(Histogram h) {
+        long[] c = new long[BUCKET_SECONDS.length + 1];
+        for (int i = 0; i < BUCKET_SECONDS.length; i++) {
+            c[i] = h.getCountBetweenValues(0, Math.round(BUCKET_SECONDS[i] * 1e9));
+        }
+        c[BUCKET_SECONDS.length] = h.getTotalCount();
+        return c;
     }
 
     /** {@code {k1="v1",k2="v2"}} with the exposition format's escaping. */

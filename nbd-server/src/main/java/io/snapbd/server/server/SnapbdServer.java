@@ -78,6 +78,10 @@ public final class SnapbdServer implements AutoCloseable {
     private static final Duration START_STEP = Duration.ofMinutes(5);
 
     private void startUp() throws IOException {
+        exports.setLatencyHistograms(service.latencyHistograms());
+        if (!service.latencyHistograms()) {
+            Log.info("latency histograms are off (latency-histograms = off): stats show counts only");
+        }
         createMissing(service.volumes());
         if (catalog.names().isEmpty() && config.defaultVolume() != null) {
             Log.info("empty data directory: creating volume %s (%s, save volume %s)", config.defaultVolume(),
@@ -187,7 +191,7 @@ public final class SnapbdServer implements AutoCloseable {
 
     /**
      * Applies what can change while running (a reload, SIGHUP): the handshake timeout, the connection limit, the
-     * metrics address, and volumes newly configured (created and exported). Everything else needs a restart and is
+     * metrics address, latency histograms on or off, and volumes newly configured (created and exported). Everything else needs a restart and is
      * only reported. Returns one line per change, for the log.
      */
     public synchronized List<String> reload(ServerConfig next, ServiceSettings nextService) throws IOException {
@@ -210,6 +214,11 @@ public final class SnapbdServer implements AutoCloseable {
         for (String name : createMissing(nextService.volumes())) {
             ControlPlane.exportVolume(exports, catalog.open(name));
             changes.add("created volume " + name);
+        }
+        if (nextService.latencyHistograms() != service.latencyHistograms()) {
+            exports.setLatencyHistograms(nextService.latencyHistograms());
+            changes.add("latency-histograms " + (service.latencyHistograms() ? "on" : "off") + " -> "
+                    + (nextService.latencyHistograms() ? "on" : "off"));
         }
         if (!nextService.stopTimeout().equals(service.stopTimeout())) {
             changes.add("stop-timeout " + service.stopTimeout().toSeconds() + " s -> " + nextService.stopTimeout().toSeconds() + " s");

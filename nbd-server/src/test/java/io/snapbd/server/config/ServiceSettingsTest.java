@@ -13,7 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The production-host keys of the configuration file: metrics, log-level, stop-timeout, volume.NAME. */
+/** The production-host keys of the configuration file: metrics, log-level, stop-timeout, latency-histograms, volume.NAME. */
 class ServiceSettingsTest {
 
     @TempDir
@@ -39,6 +39,18 @@ class ServiceSettingsTest {
         assertNull(s.logLevel());
         assertEquals(60, s.stopTimeout().toSeconds());
         assertTrue(s.volumes().isEmpty());
+        assertTrue(s.latencyHistograms(), "latency histograms are on unless configured off");
+        assertTrue(ServiceSettings.DEFAULTS.latencyHistograms());
+    }
+
+    @Test
+    void latencyHistogramsOnOrOff() throws Exception {
+        assertFalse(read("latency-histograms = off\n").latencyHistograms());
+        assertTrue(read("latency-histograms = on\n").latencyHistograms());
+        assertFalse(read("latency-histograms = false\n").latencyHistograms());
+        assertFalse(ServiceSettings.DEFAULTS.withLatencyHistograms(false).latencyHistograms());
+        assertTrue(error("\nlatency-histograms = sometimes\n").startsWith("FILE:2: latency-histograms: 'sometimes' must be on or off"),
+                error("\nlatency-histograms = sometimes\n"));
     }
 
     @Test

@@ -102,5 +102,6 @@ class SystemdUnitsIT {
         assertEquals(1, s.volumes().size());
         assertEquals("vol0", s.volumes().get(0).name());
         assertTrue(s.stopTimeout().compareTo(Duration.ofSeconds(90)) < 0, "stop-timeout must stay below TimeoutStopSec=90s");
+        assertTrue(s.latencyHistograms(), "the example keeps latency histograms on");
     }
 }
