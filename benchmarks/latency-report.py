@@ -66,22 +66,36 @@ def main():
     with open(os.path.join(out, "machine.txt")) as f:
         lines.append("```text\n" + f.read().rstrip() + "\n```\n")
     lines.append(f"Rows with several rounds show the median round (by write p99). Latency in µs, from the"
-                 f" load generator (client side, HdrHistogram). `×` columns: row / no-snapshot (IOPS: higher"
+                 f" load generator (client side, HdrHistogram); `server` columns are snapbd's own measurement of the same"
+                 f" rows (`bin/snapbd stats`: from reading a request to sending its reply). `×` columns: row / no-snapshot (IOPS: higher"
                  f" is better; latency: lower is better).\n")
+
+    def server(row):
+        """The server's own write latency for the row (snapbd stats, µs), or None."""
+        path = os.path.join(out, pick(out, rounds, row) + ".server.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            d = json.load(f)
+        lat = d.get("ops", {}).get("write", {}).get("latencyMicros")
+        return lat
 
     def table(title, names, base):
         b = get(base)
         lines.append(f"**{title}**\n")
-        lines.append("| row | IOPS | IOPS range | p50 | p99 | p99.9 | p99.99 | max | IOPS × | p99 × | p99.9 × |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("| row | IOPS | IOPS range | p50 | p99 | p99.9 | p99.99 | max | IOPS × | p99 × | p99.9 × |"
+                     " server p50 | server p99 | server p99.9 |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n in names:
             w = get(n)
             if not w:
                 continue
+            sv = server(n)
+            sv_cols = (f" {sv['p50']:,.1f} | {sv['p99']:,.1f} | {sv['p99.9']:,.1f} |" if sv else " – | – | – |")
             lines.append(f"| {n} | {w['iops']:,.0f} | {iops_spread(n)} | {w['p50_us']:,.1f} | {w['p99_us']:,.1f} |"
                          f" {w['p99_9_us']:,.1f} | {w['p99_99_us']:,.1f} |"
                          f" {w['max_us']:,.1f} | {w['iops'] / b['iops']:.2f} | {w['p99_us'] / b['p99_us']:.2f} |"
-                         f" {w['p99_9_us'] / b['p99_9_us']:.2f} |")
+                         f" {w['p99_9_us'] / b['p99_9_us']:.2f} |" + sv_cols)
         lines.append("")
 
     table(f"4 KiB random writes, closed loop, depth {depth}",

@@ -120,12 +120,24 @@ cli() { "$SNAPBD" "$@" --data-dir "$DATA" >/dev/null; }
 SNAPBD_URI="nbd+unix:///bench?socket=$SOCK"
 
 # One measured row: name, uri, load args... → OUT/NAME.json, OUT/NAME-*.hgrm
+# Rows against snapbd also keep the server's own view (bin/snapbd stats, reset when the warm-up ends):
+# OUT/NAME.server.json and OUT/NAME.server/bench.write.hgrm.
 measure() {
   local name=$1 uri=$2; shift 2
   echo "[$name]" >&2
+  local reset_pid=""
+  if [ "$uri" = "$SNAPBD_URI" ]; then
+    (sleep "$WARMUP"; "$SNAPBD" stats bench --reset --data-dir "$DATA" >/dev/null 2>&1 || true) &
+    reset_pid=$!
+  fi
   "$BENCH" load "$uri" --warmup "$WARMUP" -t "$DURATION" -c "$CONNECTIONS" -o "$OUT" -l "$name" "$@" >"$OUT/$name.txt" \
     || die "load for $name failed: $(cat "$OUT/$name.txt")"
   sed 's/^/    /' "$OUT/$name.txt" >&2
+  if [ -n "$reset_pid" ]; then
+    wait "$reset_pid" || true
+    "$SNAPBD" stats bench --json --hgrm "$OUT/$name.server" --data-dir "$DATA" >"$OUT/$name.server.json" 2>/dev/null \
+      || rm -f "$OUT/$name.server.json"
+  fi
 }
 closed() { local n=$1 u=$2; shift 2; measure "$n" "$u" -d "$DEPTH" "$@"; }
 opened() { local n=$1 u=$2; shift 2; measure "$n" "$u" -r "$RATE" "$@"; }
@@ -193,8 +205,6 @@ for r in $(seq 1 "$ROUNDS"); do
     closed "randrw$sfx" "$SNAPBD_URI" -w randrw
     measure "seqwrite$sfx" "$SNAPBD_URI" -w seqwrite -d 8
   fi
-  "$SNAPBD" stats bench --json --data-dir "$DATA" >"$OUT/server-stats$sfx.json" 2>/dev/null || true
-  "$SNAPBD" stats bench --hgrm "$OUT/server$sfx" --data-dir "$DATA" >/dev/null 2>&1 || true
 
   # Server-side histograms off, then on again right after: their cost is the ratio of these two.
   if "$SNAPBD" serve --help 2>&1 | grep -q -- --latency-histograms; then
@@ -269,6 +279,8 @@ plot snapshots-closed.png "4 KiB random writes, closed loop depth $DEPTH: snapsh
   $(for n in no-snapshot after-snapshot 8-snapshots all-copied lun-tracking; do echo "$n=$(pick "$n")-write.hgrm"; done)
 plot snapshots-rate.png "4 KiB random writes, open loop at $RATE IOPS (coordinated omission corrected)" \
   $(for n in no-snapshot-rate after-snapshot-rate all-copied-rate nbdkit-rate qemu-nbd-rate; do echo "$n=$(pick "$n")-write.hgrm"; done)
+plot server-side.png "4 KiB random writes, closed loop depth $DEPTH: client (bench load) vs server (snapbd stats)" \
+  $(for n in no-snapshot after-snapshot all-copied; do p=$(pick "$n"); echo "$n-client=$p-write.hgrm $n-server=$p.server/bench.write.hgrm"; done)
 plot peers-closed.png "4 KiB random writes, closed loop depth $DEPTH: snapbd and peers (bench load and fio)" \
   $(for n in no-snapshot nbdkit qemu-nbd; do echo "$n=$(pick "$n")-write.hgrm"; done) \
   "fio-no-snapshot=fio-no-snapshot-write.hgrm" "fio-nbdkit=fio-nbdkit-write.hgrm"
