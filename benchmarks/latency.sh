@@ -125,16 +125,14 @@ SNAPBD_URI="nbd+unix:///bench?socket=$SOCK"
 measure() {
   local name=$1 uri=$2; shift 2
   echo "[$name]" >&2
-  local reset_pid=""
+  local hook=()
   if [ "$uri" = "$SNAPBD_URI" ]; then
-    (sleep "$WARMUP"; "$SNAPBD" stats bench --reset --data-dir "$DATA" >/dev/null 2>&1 || true) &
-    reset_pid=$!
+    hook=(--at-measure-start "'$SNAPBD' stats bench --reset --data-dir '$DATA'")
   fi
-  "$BENCH" load "$uri" --warmup "$WARMUP" -t "$DURATION" -c "$CONNECTIONS" -o "$OUT" -l "$name" "$@" >"$OUT/$name.txt" \
-    || die "load for $name failed: $(cat "$OUT/$name.txt")"
+  "$BENCH" load "$uri" --warmup "$WARMUP" -t "$DURATION" -c "$CONNECTIONS" -o "$OUT" -l "$name" "${hook[@]}" "$@" \
+    >"$OUT/$name.txt" || die "load for $name failed: $(cat "$OUT/$name.txt")"
   sed 's/^/    /' "$OUT/$name.txt" >&2
-  if [ -n "$reset_pid" ]; then
-    wait "$reset_pid" || true
+  if [ "$uri" = "$SNAPBD_URI" ]; then
     "$SNAPBD" stats bench --json --hgrm "$OUT/$name.server" --data-dir "$DATA" >"$OUT/$name.server.json" 2>/dev/null \
       || rm -f "$OUT/$name.server.json"
   fi
@@ -163,18 +161,62 @@ machine() {
 }
 machine | tee "$OUT/machine.txt" >&2
 
-# ---------------------------------------------------------------- snapbd
+# ---------------------------------------------------------------- servers
+# All three run for the whole script (idle while another is measured), so each round measures snapbd
+# and its peers side by side, minutes apart rather than at the two ends of the run.
+PEER_PIDS=()
+peer() {   # name command...
+  local name=$1; shift
+  "$@" >"$OUT/server-$name.log" 2>&1 </dev/null &
+  PEER_PIDS+=($!)
+  local pid=$!
+  for _ in $(seq 1 600); do
+    [ -S "$WORK/$name.sock" ] && return 0
+    kill -0 "$pid" 2>/dev/null || die "$name exited (log: $OUT/server-$name.log)"
+    sleep 0.1
+  done
+  die "$name: no socket after 60 s (log: $OUT/server-$name.log)"
+}
+stop_peers() { for p in "${PEER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; PEER_PIDS=(); }
+cleanup() { stop_server; stop_peers; rm -rf "$WORK"; }
+
+fallocate -l "$SIZE_BYTES" "$WORK/nbdkit.img"
+peer nbdkit nbdkit --foreground --unix "$WORK/nbdkit.sock" file "$WORK/nbdkit.img"
+NBDKIT_URI="nbd+unix:///?socket=$WORK/nbdkit.sock"
+fallocate -l "$SIZE_BYTES" "$WORK/qemu.img"
+peer qemu-nbd qemu-nbd --socket="$WORK/qemu-nbd.sock" --format=raw --persistent --shared=8 --cache=writeback \
+  --aio=threads "$WORK/qemu.img"
+QEMU_URI="nbd+unix:///?socket=$WORK/qemu-nbd.sock"
 mkdir -p "$DATA"
 "$SNAPBD" volume create bench --size "$SIZE" --save-size "$((SIZE_BYTES * 2 / 1048576))M" --data-dir "$DATA" \
   >"$OUT/volume-create.log" 2>&1 || die "volume create failed: $(cat "$OUT/volume-create.log")"
 start_snapbd
-echo "prefill snapbd" >&2
-fill "$SNAPBD_URI"
+for u in "$SNAPBD_URI" "$NBDKIT_URI" "$QEMU_URI"; do
+  echo "prefill $u" >&2
+  fill "$u"
+done
+
+peer_rows() {   # name uri suffix
+  closed "$1$3" "$2"
+  opened "$1-rate$3" "$2"
+  if [ "$WORKLOADS" = 1 ]; then
+    closed "$1-randrw$3" "$2" -w randrw
+    measure "$1-seqwrite$3" "$2" -w seqwrite -d 8
+  fi
+}
+# The same workload through fio's nbd engine (libnbd), its latency log converted to .hgrm: one plot with both.
+fio_row() {   # label uri
+  echo "[$1]" >&2
+  "$SCRIPT_DIR/fio-latency.sh" --uri "$2" --label "$1" --out "$OUT" --runtime "$DURATION" --size "$SIZE" \
+    --iodepth "$DEPTH" >"$OUT/$1.txt" 2>&1 || die "fio failed: $(tail -5 "$OUT/$1.txt")"
+}
 
 for r in $(seq 1 "$ROUNDS"); do
   sfx=""; [ "$ROUNDS" -gt 1 ] && sfx="@$r"
   closed "no-snapshot$sfx" "$SNAPBD_URI"
   opened "no-snapshot-rate$sfx" "$SNAPBD_URI"
+  peer_rows nbdkit "$NBDKIT_URI" "$sfx"
+  peer_rows qemu-nbd "$QEMU_URI" "$sfx"
 
   cli snapshot create bench s0
   closed "after-snapshot$sfx" "$SNAPBD_URI" --seed $((r * 10 + 1))
@@ -218,56 +260,10 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "this snapbd has no --latency-histograms switch: histogram cost rows skipped" >&2
   fi
 done
-# The same workload through fio's nbd engine (libnbd), its latency log converted to .hgrm: one plot with both.
-echo "[fio-no-snapshot]" >&2
-"$SCRIPT_DIR/fio-latency.sh" --uri "$SNAPBD_URI" --label fio-no-snapshot --out "$OUT" --runtime "$DURATION" \
-  --size "$SIZE" --iodepth "$DEPTH" >"$OUT/fio-no-snapshot.txt" 2>&1 || die "fio failed: $(tail -5 "$OUT/fio-no-snapshot.txt")"
+fio_row fio-no-snapshot "$SNAPBD_URI"
+fio_row fio-nbdkit "$NBDKIT_URI"
 stop_server
-
-# ---------------------------------------------------------------- peers
-peer() {   # name command...
-  local name=$1; shift
-  local sock=$WORK/$name.sock
-  "$@" >"$OUT/server-$name.log" 2>&1 </dev/null &
-  SERVER_PID=$!
-  wait_socket "$sock" "$OUT/server-$name.log"
-}
-fallocate -l "$SIZE_BYTES" "$WORK/nbdkit.img"
-peer nbdkit nbdkit --foreground --unix "$WORK/nbdkit.sock" file "$WORK/nbdkit.img"
-NBDKIT_URI="nbd+unix:///?socket=$WORK/nbdkit.sock"
-echo "prefill nbdkit" >&2
-fill "$NBDKIT_URI"
-for r in $(seq 1 "$ROUNDS"); do
-  sfx=""; [ "$ROUNDS" -gt 1 ] && sfx="@$r"
-  closed "nbdkit$sfx" "$NBDKIT_URI"
-  opened "nbdkit-rate$sfx" "$NBDKIT_URI"
-  if [ "$WORKLOADS" = 1 ]; then
-    closed "nbdkit-randrw$sfx" "$NBDKIT_URI" -w randrw
-    measure "nbdkit-seqwrite$sfx" "$NBDKIT_URI" -w seqwrite -d 8
-  fi
-done
-echo "[fio-nbdkit]" >&2
-"$SCRIPT_DIR/fio-latency.sh" --uri "$NBDKIT_URI" --label fio-nbdkit --out "$OUT" --runtime "$DURATION" \
-  --size "$SIZE" --iodepth "$DEPTH" >"$OUT/fio-nbdkit.txt" 2>&1 || die "fio failed: $(tail -5 "$OUT/fio-nbdkit.txt")"
-stop_server
-rm -f "$WORK/nbdkit.img"
-
-fallocate -l "$SIZE_BYTES" "$WORK/qemu.img"
-peer qemu-nbd qemu-nbd --socket="$WORK/qemu-nbd.sock" --format=raw --persistent --shared=8 --cache=writeback \
-  --aio=threads "$WORK/qemu.img"
-QEMU_URI="nbd+unix:///?socket=$WORK/qemu-nbd.sock"
-echo "prefill qemu-nbd" >&2
-fill "$QEMU_URI"
-for r in $(seq 1 "$ROUNDS"); do
-  sfx=""; [ "$ROUNDS" -gt 1 ] && sfx="@$r"
-  closed "qemu-nbd$sfx" "$QEMU_URI"
-  opened "qemu-nbd-rate$sfx" "$QEMU_URI"
-  if [ "$WORKLOADS" = 1 ]; then
-    closed "qemu-nbd-randrw$sfx" "$QEMU_URI" -w randrw
-    measure "qemu-nbd-seqwrite$sfx" "$QEMU_URI" -w seqwrite -d 8
-  fi
-done
-stop_server
+stop_peers
 echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
 # ---------------------------------------------------------------- report

@@ -75,6 +75,10 @@ public final class LoadCommand implements Callable<Integer> {
     @Option(names = {"-o", "--out"}, paramLabel = "DIR", description = "write LABEL-*.hgrm and LABEL.json here")
     Path out;
 
+    @Option(names = "--at-measure-start", paramLabel = "COMMAND",
+            description = "shell command run when the warm-up ends, load still running (e.g. reset the server's statistics); measuring starts when it returns")
+    String atMeasureStart;
+
     @Option(names = "--json", description = "print the result as JSON on stdout instead of the table")
     boolean json;
 
@@ -141,7 +145,7 @@ public final class LoadCommand implements Callable<Integer> {
         NbdUri parsed = NbdUri.parse(uri);
         long warm = ops > 0 && !warmupGiven() ? 0 : (long) (warmup * 1e9);
         return new LoadRun.Settings(parsed, w, bs, connections, depth, rate, Sizes.parse(offset),
-                size == null ? 0 : Sizes.parse(size), warm, (long) (duration * 1e9), ops, seed);
+                size == null ? 0 : Sizes.parse(size), warm, (long) (duration * 1e9), ops, seed, atMeasureStart);
     }
 
     @picocli.CommandLine.Spec

@@ -19,7 +19,8 @@ final class LoadRun {
 
     /** What to run; all sizes in bytes, times in nanoseconds. */
     record Settings(NbdUri uri, Workload workload, int blockSize, int connections, int depth, double rate,
-                    long rangeOffset, long rangeBytes, long warmupNanos, long durationNanos, long ops, long seed) {
+                    long rangeOffset, long rangeBytes, long warmupNanos, long durationNanos, long ops, long seed,
+                    String atMeasureStart) {
         boolean openLoop() {
             return rate > 0;
         }
@@ -94,6 +95,7 @@ final class LoadRun {
             long measureFrom = start;
             if (s.warmupNanos() > 0) {
                 watch(workers, start, start + s.warmupNanos(), "warm-up");
+                runHook(s.atMeasureStart());
                 for (ConnectionWorker w : workers) {
                     w.discard();
                 }
@@ -148,6 +150,22 @@ final class LoadRun {
             for (NbdClient c : clients) {
                 c.close();
             }
+        }
+    }
+
+    /**
+     * Runs the --at-measure-start command (e.g. resetting the server's own statistics) while the load goes on,
+     * so that the server's window and ours start together: ours starts when it returns.
+     */
+    private void runHook(String command) throws IOException, InterruptedException {
+        if (command == null || command.isBlank()) {
+            return;
+        }
+        Process p = new ProcessBuilder("/bin/sh", "-c", command).redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        int exit = p.waitFor();
+        if (exit != 0) {
+            throw new IOException("--at-measure-start command failed with exit status " + exit + ": " + command);
         }
     }
 

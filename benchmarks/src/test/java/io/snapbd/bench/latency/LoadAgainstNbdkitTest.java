@@ -113,6 +113,17 @@ class LoadAgainstNbdkitTest {
     }
 
     @Test
+    void theMeasureStartHookRunsOnceTheWarmUpIsOverAndItsFailureFailsTheRun() throws Exception {
+        NbdUri uri = nbdkit("memory", "16M");
+        Path marker = dir.resolve("warm");
+        assertEquals(0, BenchMain.commandLine().execute("load", uri.toString(), "--warmup", "0.2", "-t", "0.2",
+                "--at-measure-start", "echo done > '" + marker + "'"));
+        assertEquals("done", Files.readString(marker).strip());
+        assertEquals(1, BenchMain.commandLine().execute("load", uri.toString(), "--warmup", "0.2", "-t", "0.2",
+                "--at-measure-start", "exit 3"));
+    }
+
+    @Test
     void aReadOnlyExportOrBadArgumentsAreRefusedClearly() throws Exception {
         NbdUri uri = nbdkit("-r", "memory", "16M");
         ByteArrayOutputStream err = new ByteArrayOutputStream();
