@@ -7,6 +7,7 @@
 #   no-snapshot       snapbd, the volume has no snapshot
 #   after-snapshot    right after `snapshot create`: the load generator's random order visits every block
 #                     once before repeating, so every write is a first write and copies its block
+#   *-qd1             no-snapshot and after-snapshot with one request in flight: service time, no queueing
 #   8-snapshots       right after the 8th snapshot (1% of the blocks rewritten between snapshots)
 #   all-copied        the snapshot exists and every block was copied once: writes go in place again
 #   lun-tracking      no snapshot, LUN state tracking enabled
@@ -89,6 +90,7 @@ BLOCKS=$((SIZE_BYTES / 4096))
 # Closed-loop rows right after a snapshot write this many blocks, all first writes (a random order without
 # repeats over 3/4 of the blocks), every one measured; the other rows are time-bound.
 FIRST_WRITES=$((BLOCKS * 3 / 4))
+QD1_FIRST_WRITES=$((BLOCKS / 4))
 
 DATA=$WORK/data
 SOCK=$WORK/snapbd.sock
@@ -226,8 +228,13 @@ for r in $(seq 1 "$ROUNDS"); do
   peer_rows nbdkit "$NBDKIT_URI" "$sfx"
   peer_rows qemu-nbd "$QEMU_URI" "$sfx"
 
+  measure "no-snapshot-qd1$sfx" "$SNAPBD_URI" -d 1
+
   cli snapshot create bench s0
   closed "after-snapshot$sfx" "$SNAPBD_URI" --ops "$FIRST_WRITES" --seed $((r * 10 + 1))
+  cli snapshot delete bench s0
+  cli snapshot create bench s0
+  measure "after-snapshot-qd1$sfx" "$SNAPBD_URI" --ops "$QD1_FIRST_WRITES" --seed $((r * 10 + 4)) -d 1
   cli snapshot delete bench s0
   cli snapshot create bench s0
   opened "after-snapshot-rate$sfx" "$SNAPBD_URI" --seed $((r * 10 + 2))
