@@ -872,7 +872,6 @@ public final class SnapshotSet implements AutoCloseable {
 
     @Override
     public void close() throws IOException {
-        forceCopies();          // records still buffered in memory reach the log
         persistFrozenPages();
         for (Snapshot s : chain) {
             s.metaFile.close();
