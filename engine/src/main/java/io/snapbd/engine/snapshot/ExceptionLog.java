@@ -42,6 +42,12 @@ final class ExceptionLog implements AutoCloseable {
     private final UUID owner;
     private volatile FileChannel channel;
     private final AtomicLong end = new AtomicLong();
+    /** Records appended since the last {@link #writeBuffered}; swapped with {@code spare} when written. */
+    private ByteBuffer buffer = ByteBuffer.allocateDirect(64 << 10);
+    private ByteBuffer spare = ByteBuffer.allocateDirect(64 << 10);
+    private final Object bufferLock = new Object();
+    /** Serialises file writes of buffered records with {@link #rewrite}. */
+    private final Object writeLock = new Object();
     /** Bytes of the file already written (zeros ahead of {@link #end}): appends then never change the file size, so forcing them needs no metadata commit. */
     private volatile long allocated;
     static final long GROW = 1 << 20;
@@ -133,15 +139,56 @@ final class ExceptionLog implements AutoCloseable {
         rec.putInt(28, Crc32c.of(rec, 0, 28));
     }
 
-    /** Appends an encoded record (page cache only; {@link #force} makes it durable). */
-    void append(ByteBuffer rec) throws IOException {
-        long pos = end.getAndAdd(RECORD_BYTES);
-        if (pos + RECORD_BYTES > allocated) {
-            grow(pos + RECORD_BYTES);
+    /**
+     * Appends an encoded record to the in-memory tail of the log: no system call on the writer's path. The
+     * records reach the file at the next {@link #writeBuffered} (done by {@link #force}), in one write. Nothing
+     * may depend on a record before {@link #force} returns, so keeping it in memory until then loses nothing a
+     * crash could not lose anyway.
+     */
+    void append(ByteBuffer rec) {
+        synchronized (bufferLock) {
+            if (buffer.remaining() < RECORD_BYTES) {
+                ByteBuffer bigger = ByteBuffer.allocateDirect(buffer.capacity() * 2);
+                buffer.flip();
+                bigger.put(buffer);
+                buffer = bigger;
+            }
+            rec.position(0).limit(RECORD_BYTES);
+            buffer.put(rec);
         }
-        rec.position(0).limit(RECORD_BYTES);
-        while (rec.hasRemaining()) {
-            pos += channel.write(rec, pos);
+    }
+
+    /** Records appended and not yet written to the file. */
+    int buffered() {
+        synchronized (bufferLock) {
+            return buffer.position() / RECORD_BYTES;
+        }
+    }
+
+    /** Writes the records appended so far to the file (page cache), in one positional write. */
+    void writeBuffered() throws IOException {
+        synchronized (writeLock) {
+            ByteBuffer out;
+            synchronized (bufferLock) {
+                if (buffer.position() == 0) {
+                    return;
+                }
+                out = buffer;
+                buffer = spare.capacity() >= out.capacity() ? spare : ByteBuffer.allocateDirect(out.capacity());
+                buffer.clear();
+                spare = out;
+            }
+            out.flip();
+            long pos = end.get();
+            long needed = pos + out.remaining();
+            if (needed > allocated) {
+                grow(needed);
+            }
+            while (out.hasRemaining()) {
+                pos += channel.write(out, pos);
+            }
+            end.set(pos);
+            out.clear();
         }
     }
 
@@ -162,16 +209,29 @@ final class ExceptionLog implements AutoCloseable {
         allocated = target;
     }
 
+    /** Writes the buffered records and makes every record written so far durable. */
     void force() throws IOException {
+        writeBuffered();
         channel.force(false);
     }
 
     long records() {
-        return (end.get() - HEADER_BYTES) / RECORD_BYTES;
+        return (end.get() - HEADER_BYTES) / RECORD_BYTES + buffered();
     }
 
     /** Replaces the log by exactly {@code entries}, atomically. Callers hold every writer off. */
     void rewrite(Iterable<Entry> entries) throws IOException {
+        synchronized (writeLock) {
+            // The entries include every buffered record that still matters; the others belong to entries that
+            // were moved or freed. Either way the rewritten log replaces them.
+            synchronized (bufferLock) {
+                buffer.clear();
+            }
+            rewriteLocked(entries);
+        }
+    }
+
+    private void rewriteLocked(Iterable<Entry> entries) throws IOException {
         Path tmp = path.resolveSibling(path.getFileName() + ".new");
         long pos;
         try (FileChannel out = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,

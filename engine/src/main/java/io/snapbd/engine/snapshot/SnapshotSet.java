@@ -872,6 +872,7 @@ public final class SnapshotSet implements AutoCloseable {
 
     @Override
     public void close() throws IOException {
+        forceCopies();          // records still buffered in memory reach the log
         persistFrozenPages();
         for (Snapshot s : chain) {
             s.metaFile.close();

@@ -5,6 +5,7 @@ import io.snapbd.engine.io.MappedData;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.concurrent.locks.StampedLock;
 
 /**
@@ -14,41 +15,76 @@ import java.util.concurrent.locks.StampedLock;
  * into the production mapping. Until then every reader of production (any connection) is served from the
  * staged copy, and a writer of a staged block waits for it to be applied, so order is kept.
  *
- * <p>Slots live in one preallocated direct buffer; block → slot is a paged int array, so staging allocates
- * nothing. A slot is released under its stripe's write lock; readers copy under an optimistic read.
+ * <p>Slots live in an arena of direct buffers of {@link #CHUNK_BYTES} each, allocated the first time one of
+ * their slots is handed out (slots are handed out lowest first, so the arena grows only to the peak number of
+ * blocks staged at once); block → slot is a paged int array, so staging allocates nothing. Each thread reaches
+ * the arena through its own {@link View}, which reuses one duplicate per chunk. A slot is released under its
+ * stripe's write lock; readers copy under an optimistic read.
+ *
+ * <p>The committer does not force after every write: it lets a batch build up for at most
+ * {@code batchNanos} (or until a quarter of the slots are in use), unless somebody waits for staged blocks
+ * (FLUSH, FUA, a rewrite of a staged block, a writer that found no room): then it goes at once. Fewer, larger
+ * forces cost the machine less CPU and disk-cache flushes per write; the writers do not wait for them.
  */
 final class Overlay {
 
     private static final int STRIPES = 256;
+    static final int CHUNK_BYTES = 1 << 20;
 
     private final int blockSize;
     private final int blockShift;
-    private volatile ByteBuffer arena;      // allocated on first use: volumes without snapshots never pay for it
     private final int slots;
+    private final int slotsPerChunkShift;
+    private final AtomicReferenceArray<ByteBuffer> chunks;   // allocated on first use of one of their slots
     private final PagedIntArray slotOf;
     private final int[] freeSlots;
     private int freeCount;                  // guarded by this
-    private final long[] stagedBlocks;      // in staging order; guarded by this
+    private final long[] stagedBlocks;      // in staging order; guarded by this (entries below stagedCount are stable until applied)
     private final int[] appliedSlots;       // committer's scratch
     private int stagedCount;                // guarded by this
     private volatile int staged;            // = stagedCount, readable without the lock
+    private int waiters;                    // threads waiting for staged blocks to be applied; guarded by this
+    private boolean starved;                // a writer found no room since the last apply; guarded by this
+    private final int batchTarget;
     private final StampedLock[] stripes = new StampedLock[STRIPES];
 
     Overlay(long blocks, int blockSize, long capacityBytes) {
         this.blockSize = blockSize;
         this.blockShift = Integer.numberOfTrailingZeros(blockSize);
-        this.slots = (int) Math.max(16, capacityBytes / blockSize);
+        int perChunk = Math.max(1, CHUNK_BYTES / blockSize);
+        this.slotsPerChunkShift = Integer.numberOfTrailingZeros(perChunk);
+        long wanted = Math.max(16, capacityBytes / blockSize);
+        this.slots = (int) Math.min(wanted, Integer.MAX_VALUE / 2);
+        this.chunks = new AtomicReferenceArray<>((slots + perChunk - 1) >>> slotsPerChunkShift);
         this.slotOf = new PagedIntArray(blocks);
         this.freeSlots = new int[slots];
         for (int i = 0; i < slots; i++) {
-            freeSlots[i] = slots - 1 - i;
+            freeSlots[i] = slots - 1 - i;       // popped from the end: slot 0 first
         }
         this.freeCount = slots;
         this.stagedBlocks = new long[slots];
         this.appliedSlots = new int[slots];
+        this.batchTarget = Math.max(1, slots / 4);
         for (int i = 0; i < STRIPES; i++) {
             stripes[i] = new StampedLock();
         }
+    }
+
+    /** Number of slots (capacity in blocks). */
+    int capacity() {
+        return slots;
+    }
+
+    /** Bytes of arena allocated so far. */
+    long allocatedBytes() {
+        long n = 0;
+        for (int i = 0; i < chunks.length(); i++) {
+            ByteBuffer c = chunks.get(i);
+            if (c != null) {
+                n += c.capacity();
+            }
+        }
+        return n;
     }
 
     /** Blocks staged and not yet applied; 0 means readers and writers can ignore the overlay. */
@@ -73,53 +109,84 @@ final class Overlay {
         return false;
     }
 
-    /**
-     * Reserves slots for blocks [first, last] (none of them staged), each filled with the block's current
-     * production content; false if there is no room (the caller then forces and writes directly).
-     */
-    synchronized boolean reserve(long first, long last, MappedData.Cursor production, int[] out) throws IOException {
-        if (arena == null) {
-            arena = ByteBuffer.allocateDirect(slots * blockSize);
+    /** A thread's window onto the arena: one reusable duplicate per chunk. Not thread-safe. */
+    final class View {
+        private final ByteBuffer[] views = new ByteBuffer[chunks.length()];
+
+        /** The arena region of {@code slot} from byte {@code from} to {@code to} of the block. Valid until the next call. */
+        ByteBuffer slot(int slot, int from, int to) {
+            int c = slot >>> slotsPerChunkShift;
+            ByteBuffer v = views[c];
+            if (v == null) {
+                v = chunks.get(c).duplicate();
+                views[c] = v;
+            }
+            int base = (slot & ((1 << slotsPerChunkShift) - 1)) * blockSize;
+            v.limit(base + to).position(base + from);
+            return v;
         }
+    }
+
+    View view() {
+        return new View();
+    }
+
+    /**
+     * Reserves slots for blocks [first, last] (none of them staged) for a write of bytes [offset, end); the
+     * parts of the edge blocks the write does not cover are filled with the blocks' current production content.
+     * False if there is no room (the caller then forces and writes directly).
+     */
+    synchronized boolean reserve(long first, long last, long offset, long end, MappedData.Cursor production,
+                                 View view, int[] out) throws IOException {
         int n = (int) (last - first + 1);
         if (n > freeCount) {
+            starved = true;
+            notifyAll();            // the committer goes now instead of waiting for a bigger batch
             return false;
         }
         for (int i = 0; i < n; i++) {
             int slot = freeSlots[--freeCount];
+            int c = slot >>> slotsPerChunkShift;
+            if (chunks.get(c) == null) {
+                chunks.set(c, ByteBuffer.allocateDirect(CHUNK_BYTES));
+            }
             out[i] = slot;
-            copy(production, (first + i) << blockShift, slot);
+        }
+        long mask = blockSize - 1;
+        if ((offset & mask) != 0) {
+            copy(production, view, first, out[0], 0, (int) (offset & mask));
+        }
+        if ((end & mask) != 0) {
+            copy(production, view, last, out[n - 1], (int) (end & mask), blockSize);
         }
         return true;
     }
 
-    private void copy(MappedData.Cursor production, long offset, int slot) throws IOException {
-        long done = 0;
-        while (done < blockSize) {
-            ByteBuffer from = production.view(offset + done, blockSize - done);
-            int n = from.remaining();
-            ByteBuffer to = arena.duplicate();
-            to.limit(slot * blockSize + (int) done + n).position(slot * blockSize + (int) done);
-            to.put(from);
+    /** Copies bytes [from, to) of production block b into the same bytes of {@code slot}. */
+    private void copy(MappedData.Cursor production, View view, long b, int slot, int from, int to) throws IOException {
+        long offset = (b << blockShift) + from;
+        int done = from;
+        while (done < to) {
+            ByteBuffer src = production.view(offset + (done - from), to - done);
+            int n = src.remaining();
+            view.slot(slot, done, done + n).put(src);
             done += n;
         }
     }
 
-    /** The arena region of {@code slot} from byte {@code from} to {@code to} of the block, for filling. */
-    ByteBuffer slotView(int slot, int from, int to) {
-        ByteBuffer v = arena.duplicate();
-        v.limit(slot * blockSize + to).position(slot * blockSize + from);
-        return v;
-    }
-
     /** Publishes filled slots: from now on production reads of these blocks see the staged data. */
     synchronized void publish(long first, long last, int[] slotsOfRange) {
+        int before = stagedCount;
         for (long b = first; b <= last; b++) {
             slotOf.set(b, slotsOfRange[(int) (b - first)]);
             stagedBlocks[stagedCount++] = b;
         }
         staged = stagedCount;
-        notifyAll();
+        // Only the committer waits for staged work: wake it when work appears or the batch is big enough, not
+        // on every write (a wake-up per write costs a context switch on a busy machine).
+        if (before == 0 || (before < batchTarget && stagedCount >= batchTarget)) {
+            notifyAll();
+        }
     }
 
     /** Gives back slots reserved but not published (the payload never came). */
@@ -130,26 +197,23 @@ final class Overlay {
     }
 
     /**
-     * Applies every block staged before this call to the production mapping and frees its slot. The caller
+     * Applies the first {@code upTo} blocks staged to the production mapping and frees their slots. The caller
      * has made the corresponding before-images durable first. Returns the number of blocks applied.
      */
-    int applyStaged(MappedData.Cursor production, int upTo) throws IOException {
+    int applyStaged(MappedData.Cursor production, View view, int upTo) throws IOException {
         int applied = 0;
         for (int i = 0; i < upTo; i++) {
-            long b;
-            synchronized (this) {
-                b = stagedBlocks[i];
-            }
+            long b = stagedBlocks[i];       // stable below stagedCount; published under the lock before upTo was read
             int slot = slotOf.get(b);
             if (slot < 0) {
                 continue;           // applied by an earlier, interrupted pass
             }
             long off = b << blockShift;
-            long done = 0;
+            int done = 0;
             while (done < blockSize) {
                 ByteBuffer to = production.view(off + done, blockSize - done);
                 int n = to.remaining();
-                to.put(slotView(slot, (int) done, (int) done + n));
+                to.put(view.slot(slot, done, done + n));
                 done += n;
             }
             StampedLock lock = stripes[(int) (b & (STRIPES - 1))];
@@ -169,6 +233,7 @@ final class Overlay {
             System.arraycopy(stagedBlocks, upTo, stagedBlocks, 0, stagedCount - upTo);
             stagedCount -= upTo;
             staged = stagedCount;
+            starved = false;
             notifyAll();
         }
         return applied;
@@ -180,45 +245,77 @@ final class Overlay {
 
     /** Waits until no block of [first, last] is staged. */
     synchronized void awaitApplied(long first, long last) throws IOException {
-        while (anyStaged(first, last)) {
-            try {
+        if (!anyStaged(first, last)) {
+            return;
+        }
+        waiters++;
+        notifyAll();                // wake the committer: somebody waits
+        try {
+            while (anyStaged(first, last)) {
                 wait();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new java.io.InterruptedIOException("interrupted while waiting for staged writes");
             }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new java.io.InterruptedIOException("interrupted while waiting for staged writes");
+        } finally {
+            waiters--;
         }
     }
 
     /** Waits until nothing is staged. */
     synchronized void awaitEmpty() throws IOException {
-        while (stagedCount > 0) {
-            try {
+        if (stagedCount == 0) {
+            return;
+        }
+        waiters++;
+        notifyAll();
+        try {
+            while (stagedCount > 0) {
                 wait();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new java.io.InterruptedIOException("interrupted while waiting for staged writes");
             }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new java.io.InterruptedIOException("interrupted while waiting for staged writes");
+        } finally {
+            waiters--;
         }
     }
 
-    /** Waits until something is staged or the timeout passes. */
-    synchronized void awaitWork(long millis) throws InterruptedException {
+    /**
+     * The committer's wait: until something is staged (at most {@code idleMillis}), then until the batch is
+     * worth a force: {@code batchNanos} have passed since the work was seen, a quarter of the slots are in
+     * use, or somebody waits for staged blocks. Returns the number of blocks staged (0 after an idle timeout).
+     */
+    synchronized int awaitBatch(long idleMillis, long batchNanos) throws InterruptedException {
         if (stagedCount == 0) {
-            wait(millis);
+            wait(idleMillis);
+            if (stagedCount == 0) {
+                return 0;
+            }
         }
+        if (batchNanos > 0) {
+            long deadline = System.nanoTime() + batchNanos;
+            while (waiters == 0 && !starved && stagedCount < batchTarget) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    break;
+                }
+                wait(left / 1_000_000, (int) (left % 1_000_000));
+            }
+        }
+        return stagedCount;
     }
 
     /**
      * Copies bytes [offset, offset+n) of block b into {@code dst}: the staged copy if b is staged, else
      * production (through {@code production}). Consistent against concurrent apply.
      */
-    void readBlock(long b, long offset, int n, ByteBuffer dst, MappedData.Cursor production) throws IOException {
+    void readBlock(long b, long offset, int n, ByteBuffer dst, MappedData.Cursor production, View view) throws IOException {
         StampedLock lock = stripes[(int) (b & (STRIPES - 1))];
         int at = dst.position();
         long stamp = lock.tryOptimisticRead();
         if (stamp != 0) {
-            copyOut(b, offset, n, dst, production);
+            copyOut(b, offset, n, dst, production, view);
             if (lock.validate(stamp)) {
                 return;
             }
@@ -226,17 +323,17 @@ final class Overlay {
         stamp = lock.readLock();
         try {
             dst.position(at);
-            copyOut(b, offset, n, dst, production);
+            copyOut(b, offset, n, dst, production, view);
         } finally {
             lock.unlockRead(stamp);
         }
     }
 
-    private void copyOut(long b, long offset, int n, ByteBuffer dst, MappedData.Cursor production) throws IOException {
+    private void copyOut(long b, long offset, int n, ByteBuffer dst, MappedData.Cursor production, View view) throws IOException {
         int slot = slotOf.get(b);
         int inBlock = (int) (offset & (blockSize - 1));
         if (slot >= 0) {
-            dst.put(slotView(slot, inBlock, inBlock + n));
+            dst.put(view.slot(slot, inBlock, inBlock + n));
             return;
         }
         int done = 0;

@@ -67,9 +67,21 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private io.snapbd.engine.lun.LunState lun;
     /** Staged new data of blocks whose before-images are not durable yet, and the thread that applies it. */
     private Overlay overlay;
+    private volatile long overlayBatchNanos;
     private Thread committer;
     private volatile boolean committerStop;
-    static final long OVERLAY_BYTES = 16L << 20;
+    /**
+     * Overlay capacity: {@code -Dsnapbd.overlay.mib} (default 128 MiB per volume; the arena is allocated in 1 MiB
+     * pieces as the number of blocks staged at once grows, so an idle or snapshot-less volume costs nothing).
+     */
+    static final long OVERLAY_BYTES = Long.getLong("snapbd.overlay.mib", 128L) << 20;
+    /**
+     * How long the committer may let a batch of staged writes build up before forcing it, unless somebody waits
+     * for staged blocks: {@code -Dsnapbd.overlay.batch.micros}. Default 0: force as soon as work is seen; the
+     * batch then grows by itself with the time a force takes (measured: waiting longer did not help on the
+     * reference machine, benchmarks/RESULTS.md).
+     */
+    static final long OVERLAY_BATCH_NANOS = Long.getLong("snapbd.overlay.batch.micros", 0L) * 1000L;
     private final java.util.concurrent.atomic.AtomicLong cowCopies = new java.util.concurrent.atomic.AtomicLong();
 
     private Volume(Path dir, VolumeHeader header, MappedData data, PagedBitMap meta, BitMapFile metaFile,
@@ -220,6 +232,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         v.snapshots = snapshots;
         v.lun = io.snapbd.engine.lun.LunState.open(dir, h.uuid());
         v.overlay = new Overlay(blocks, h.blockSize(), OVERLAY_BYTES);
+        v.overlayBatchNanos = OVERLAY_BATCH_NANOS;
         self[0] = v;
         return v;
     }
@@ -404,11 +417,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     @Override
     public Session openSession() {
-        return new VolumeSession(data.cursor(), gate);
+        return new VolumeSession(data.cursor(), gate, overlay.view());
     }
 
     static final class VolumeSession implements Session {
         final MappedData.Cursor cursor;
+        final Overlay.View overlayView;
         final WriteGate gate;
         final WriteGate.Slot slot;
         final SnapshotSet.CowBuffer cow = new SnapshotSet.CowBuffer();
@@ -432,8 +446,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
             return readBuffer;
         }
 
-        VolumeSession(MappedData.Cursor cursor, WriteGate gate) {
+        VolumeSession(MappedData.Cursor cursor, WriteGate gate, Overlay.View overlayView) {
             this.cursor = cursor;
+            this.overlayView = overlayView;
             this.gate = gate;
             this.slot = gate.register();
         }
@@ -483,7 +498,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
             while (pos < end && buf.hasRemaining()) {
                 long b = pos >>> blockShift;
                 int n = (int) Math.min(Math.min(end, (b + 1) << blockShift) - pos, buf.remaining());
-                overlay.readBlock(b, pos, n, buf, s.cursor);
+                overlay.readBlock(b, pos, n, buf, s.cursor, s.overlayView);
                 pos += n;
             }
             buf.flip();
@@ -538,7 +553,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
             }
             markInUse(first, last);
             boolean mustWait = copied > 0 || SnapshotSet.sawPending(vs.cow);
-            if (mustWait && stage(vs, first, last)) {
+            if (mustWait && stage(vs, first, last, offset, offset + length)) {
                 return false;       // the data goes to the overlay; the committer forces and applies it
             }
             return mustWait;
@@ -549,9 +564,10 @@ public final class Volume implements BlockDevice, AutoCloseable {
     }
 
     /** Reserves overlay slots for [first, last]; false when the overlay is full (the caller waits instead). */
-    private boolean stage(VolumeSession vs, long first, long last) throws IOException {
+    private boolean stage(VolumeSession vs, long first, long last, long offset, long end) throws IOException {
         int n = (int) (last - first + 1);
-        if (n > vs.slotBuffer().length || !overlay.reserve(first, last, vs.cursor, vs.slotBuffer())) {
+        if (n > vs.slotBuffer().length
+                || !overlay.reserve(first, last, offset, end, vs.cursor, vs.overlayView, vs.slotBuffer())) {
             return false;
         }
         vs.stagedSlots = n;
@@ -567,13 +583,13 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
         committer = new Thread(() -> {
             MappedData.Cursor cursor = data.cursor();
+            Overlay.View view = overlay.view();
             while (!committerStop) {
                 try {
-                    overlay.awaitWork(100);
-                    int n = overlay.stagedSnapshot();
+                    int n = overlay.awaitBatch(100, overlayBatchNanos);
                     if (n > 0) {
                         snapshots.forceCopies();
-                        overlay.applyStaged(cursor, n);
+                        overlay.applyStaged(cursor, view, n);
                     }
                 } catch (InterruptedException e) {
                     return;
@@ -634,7 +650,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 long b = pos >>> blockShift;
                 int from = (int) (pos & (blockSize() - 1));
                 int to = (int) Math.min(blockSize(), end - (b << blockShift));
-                source.readFully(overlay.slotView(slots[(int) (b - first)], from, to));
+                source.readFully(vs.overlayView.slot(slots[(int) (b - first)], from, to));
                 pos = (b << blockShift) + to;
             }
             overlay.publish(first, first + n - 1, slots);
