@@ -77,6 +77,17 @@ public final class MappedData implements AutoCloseable {
     }
 
     /** Forces every dirty page of the file; pages dirtied through the mapping are included (Linux page cache). */
+    /**
+     * Writes {@code src} at {@code offset} through the file (not the mapping): for bulk copies that should not
+     * take a page fault per page; the mapping sees the data at once (one page cache).
+     */
+    public void write(ByteBuffer src, long offset) throws IOException {
+        long pos = offset;
+        while (src.hasRemaining()) {
+            pos += channel.write(src, pos);
+        }
+    }
+
     public void forceAll() throws IOException {
         channel.force(false);
     }

@@ -9,6 +9,7 @@ import io.snapbd.engine.io.MappedData;
 import io.snapbd.engine.volume.VolumeNames;
 
 import java.io.IOException;
+import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Files;
@@ -48,12 +49,9 @@ public final class SnapshotSet implements AutoCloseable {
         void flushProduction() throws IOException;
     }
 
-    /** Per-session state for copy-on-write (a reusable log record). */
+    /** Per-session state for copy-on-write. */
     public static final class CowBuffer {
         boolean sawPending;
-        final ByteBuffer record = ByteBuffer.allocate(ExceptionLog.RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
-        MappedData.Cursor productionCursor;
-        MappedData.Cursor saveCursor;
     }
 
     /** Summary of one snapshot for listings. */
@@ -316,39 +314,119 @@ public final class SnapshotSet implements AutoCloseable {
         return buf.sawPending;
     }
 
-    /** Makes every copy appended so far durable: one group force of the save volume and the log. */
+    /**
+     * Makes every copy registered so far durable: one group force for all concurrent writers. The forcing thread
+     * fills the registered chunks from production (runs of consecutive chunks in one write each), forces the
+     * save volume, then appends and forces their log records, so a record never reaches disk before its chunk.
+     */
     public void forceCopies() throws IOException {
-        commit.sync(() -> {
-            int n;
-            synchronized (pendingLock) {
-                n = pendingCount;
-            }
-            save.force();
-            log.force();
-            // Every copy registered before the force began is durable now.
-            synchronized (pendingLock) {
-                for (int i = 0; i < n; i++) {
-                    pending.set(pendingBlocks[i], 0);
-                }
-                System.arraycopy(pendingBlocks, n, pendingBlocks, 0, pendingCount - n);
-                pendingCount -= n;
-            }
-        });
+        commit.sync(this::completePending);
     }
 
-    /** Blocks copied but not yet forced: marker per block, and their list in copy order. */
-    private final PagedIntArray pending;
+    /**
+     * Copies registered by writers, not yet durable. A writer only claims the chunk and sets the snapshot's bit
+     * (under the block's stripe lock); the before-image itself is copied by the next force, which batches the
+     * copies of many writers into few system calls and keeps page faults on the save volume off the writers.
+     * Until the force has finished, production still holds the before-image (rule 5: nobody changes a pending
+     * block before {@link #forceCopies} returns), so a snapshot read of a pending block reads production.
+     */
+    private final PagedIntArray pending;        // block -> chunk + 1 while its copy is pending, else 0 or -1
     private final Object pendingLock = new Object();
-    private long[] pendingBlocks = new long[1024];
+    private long[] pendingBlocks = new long[1024];  // in registration order; guarded by pendingLock
+    private int[] pendingChunks = new int[1024];
+    private long[] pendingSeqs = new long[1024];
     private int pendingCount;
+    /** The forcing thread's scratch (guarded by the group commit): before-images of a run of chunks, and a record. */
+    private ByteBuffer fillBuffer;
+    private MappedData.Cursor fillCursor;
+    private final ByteBuffer fillRecord = ByteBuffer.allocate(ExceptionLog.RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+    private static final int FILL_BYTES = 1 << 20;
 
-    private void markPending(long b) {
-        pending.set(b, 1);
+    private void markPending(long b, int chunk, long seq) {
+        pending.set(b, chunk + 1);
         synchronized (pendingLock) {
             if (pendingCount == pendingBlocks.length) {
-                pendingBlocks = Arrays.copyOf(pendingBlocks, pendingCount * 2);
+                int n = pendingCount * 2;
+                pendingBlocks = Arrays.copyOf(pendingBlocks, n);
+                pendingChunks = Arrays.copyOf(pendingChunks, n);
+                pendingSeqs = Arrays.copyOf(pendingSeqs, n);
             }
-            pendingBlocks[pendingCount++] = b;
+            pendingBlocks[pendingCount] = b;
+            pendingChunks[pendingCount] = chunk;
+            pendingSeqs[pendingCount] = seq;
+            pendingCount++;
+        }
+    }
+
+    /** Run by one thread at a time (inside the group commit). */
+    private void completePending() throws IOException {
+        int n;
+        long[] blocksOf;
+        int[] chunksOf;
+        long[] seqsOf;
+        synchronized (pendingLock) {
+            n = pendingCount;
+            blocksOf = pendingBlocks;       // entries below n never change until this method removes them
+            chunksOf = pendingChunks;
+            seqsOf = pendingSeqs;
+        }
+        if (n > 0) {
+            fill(blocksOf, chunksOf, n);
+        }
+        save.force();
+        for (int i = 0; i < n; i++) {
+            ExceptionLog.encode(fillRecord, seqsOf[i], blocksOf[i], chunksOf[i]);
+            log.append(fillRecord);
+        }
+        log.force();
+        if (n == 0) {
+            return;
+        }
+        // Durable: snapshot reads may use the chunks from now on. The full fence orders these stores before
+        // any change of production the caller makes next (readers re-check the marker after copying production).
+        for (int i = 0; i < n; i++) {
+            if (pending.get(blocksOf[i]) == chunksOf[i] + 1) {
+                pending.set(blocksOf[i], 0);
+            }
+        }
+        VarHandle.fullFence();
+        synchronized (pendingLock) {
+            System.arraycopy(pendingBlocks, n, pendingBlocks, 0, pendingCount - n);
+            System.arraycopy(pendingChunks, n, pendingChunks, 0, pendingCount - n);
+            System.arraycopy(pendingSeqs, n, pendingSeqs, 0, pendingCount - n);
+            pendingCount -= n;
+        }
+    }
+
+    /** Copies the before-images of pending entries [0, n) from production into their chunks. */
+    private void fill(long[] blocksOf, int[] chunksOf, int n) throws IOException {
+        if (fillBuffer == null) {
+            fillBuffer = ByteBuffer.allocateDirect(Math.max(FILL_BYTES, blockSize));
+            fillCursor = production.data().cursor();
+        }
+        ByteBuffer buf = fillBuffer;
+        int perRun = buf.capacity() / blockSize;
+        int i = 0;
+        while (i < n) {
+            // A run: consecutive chunks (the allocator hands them out in order), at most one buffer full.
+            int runStart = i;
+            buf.clear();
+            do {
+                copyProductionBlock(blocksOf[i], buf);
+                i++;
+            } while (i < n && i - runStart < perRun && chunksOf[i] == chunksOf[i - 1] + 1);
+            buf.flip();
+            save.data().write(buf, save.offset(chunksOf[runStart]));
+        }
+    }
+
+    private void copyProductionBlock(long b, ByteBuffer dst) throws IOException {
+        long src = b << blockShift;
+        int done = 0;
+        while (done < blockSize) {
+            ByteBuffer from = fillCursor.view(src + done, blockSize - done);
+            done += from.remaining();
+            dst.put(from);
         }
     }
 
@@ -380,10 +458,7 @@ public final class SnapshotSet implements AutoCloseable {
                 int chunk = save.allocate();
                 if (chunk >= 0) {
                     Snapshot tail = c[c.length - 1];
-                    copyBlock(buf, b, chunk);
-                    ExceptionLog.encode(buf.record, tail.seq(), b, chunk);
-                    log.append(buf.record);
-                    markPending(b);             // before the bit: whoever sees the bit sees the marker
+                    markPending(b, chunk, tail.seq());  // before the bit: whoever sees the bit sees the marker
                     tail.put(b, chunk);
                     return true;
                 }
@@ -393,24 +468,6 @@ public final class SnapshotSet implements AutoCloseable {
             // Save volume full: production must not fail (Mylex). Terminate the snapshot that needed the
             // copy; its before-images move to older snapshots or are freed, which may free space.
             terminate(needing, "save volume full");
-        }
-    }
-
-    private void copyBlock(CowBuffer buf, long block, int chunk) throws IOException {
-        if (buf.productionCursor == null) {
-            buf.productionCursor = production.data().cursor();
-            buf.saveCursor = save.data().cursor();
-        }
-        long src = block << blockShift;
-        long dst = save.offset(chunk);
-        long done = 0;
-        while (done < blockSize) {
-            ByteBuffer from = buf.productionCursor.view(src + done, blockSize - done);
-            ByteBuffer to = buf.saveCursor.view(dst + done, from.remaining());
-            int n = to.remaining();
-            from.limit(from.position() + n);
-            to.put(from);
-            done += n;
         }
     }
 
@@ -485,15 +542,25 @@ public final class SnapshotSet implements AutoCloseable {
             }
             return true;
         }
-        MappedData.Cursor cur;
-        long off;
-        if (src == FROM_PRODUCTION) {
-            cur = rc.production(production.data());
-            off = pos;
-        } else {
-            cur = rc.save(save.data());
-            off = save.offset(src) + (pos & (blockSize - 1));
+        if (src >= 0 && pending.get(b) == src + 1) {
+            // The chunk is claimed but its copy is not durable (maybe not even made): production still holds the
+            // before-image until the force completes and clears the marker, so read production and re-check.
+            copyOut(rc.production(production.data()), pos, n, dst, at);
+            VarHandle.acquireFence();
+            if (pending.get(b) == src + 1) {
+                return true;
+            }
+            dst.position(at);
         }
+        if (src == FROM_PRODUCTION) {
+            copyOut(rc.production(production.data()), pos, n, dst, at);
+        } else {
+            copyOut(rc.save(save.data()), save.offset(src) + (pos & (blockSize - 1)), n, dst, at);
+        }
+        return true;
+    }
+
+    private static void copyOut(MappedData.Cursor cur, long off, int n, ByteBuffer dst, int at) throws IOException {
         int done = 0;
         while (done < n) {
             ByteBuffer v = cur.view(off + done, n - done);
@@ -503,7 +570,6 @@ public final class SnapshotSet implements AutoCloseable {
             done += k;
         }
         dst.limit(dst.capacity());
-        return true;
     }
 
     /** Per-session cursors for snapshot reads. */
@@ -654,6 +720,9 @@ public final class SnapshotSet implements AutoCloseable {
     private void removeFromQueue(long seq, String invalidReason) throws IOException {
         long[] stamps = lockAllStripes();
         try {
+            // Copies registered before the stripes were taken are made durable first (no new ones can start):
+            // their chunks may be moved or freed below, and the rewritten log must not name an unfilled chunk.
+            forceCopies();
             persistFrozenPages();
             Snapshot[] c = chain;
             int index = -1;
