@@ -99,7 +99,7 @@ def main():
         lines.append("")
 
     table(f"4 KiB random writes, closed loop, depth {depth}",
-          ["no-snapshot", "after-snapshot", "8-snapshots", "all-copied", "lun-tracking", "histograms-on",
+          ["no-snapshot", "after-snapshot", "after-snapshot-cold", "8-snapshots", "all-copied", "lun-tracking", "histograms-on",
            "histograms-off", "nbdkit", "qemu-nbd"], "no-snapshot")
     table("4 KiB random writes, closed loop, depth 1 (service time without queueing)",
           ["no-snapshot-qd1", "after-snapshot-qd1"], "no-snapshot-qd1")
@@ -119,29 +119,38 @@ def main():
                                  f" {w['p99_9_us']:,.1f} | {w['p99_99_us']:,.1f} | {w['max_us']:,.1f} |")
         lines.append("")
 
-    # Targets (issue 7).
-    def ratio(a, b, key):
-        x, y = get(a), get(b)
-        return x[key] / y[key] if x and y else float("nan")
+    # Targets (issue 7). On a shared machine the same row varies by 2x between rounds, so each ratio is taken
+    # between rows of the same round (run minutes apart) and the median over the rounds is reported.
+    def paired(a, b, key):
+        vals = []
+        for r in range(1, rounds + 1):
+            x = load(out, f"{a}@{r}" if rounds > 1 else a)
+            y = load(out, f"{b}@{r}" if rounds > 1 else b)
+            x, y = (op(x, "write") if x else None), (op(y, "write") if y else None)
+            if x and y:
+                vals.append(x[key] / y[key])
+        if not vals:
+            return float("nan"), ""
+        detail = f" (rounds: {', '.join(f'{v:.2f}' for v in vals)})" if len(vals) > 1 else ""
+        return statistics.median(vals), detail
 
     checks = []
     for suffix, mode in [("", f"closed loop, depth {depth}"), ("-qd1", "closed loop, depth 1"),
                          ("-rate", f"open loop, {rate:,.0f} IOPS")]:
-        r = ratio("after-snapshot" + suffix, "no-snapshot" + suffix, "p99_us")
-        if r == r:
-            checks.append((f"p99 right after a snapshot ≤ 2.0× no-snapshot ({mode})", f"{r:.2f}×", r <= 2.0))
-        r = ratio("all-copied" + suffix, "no-snapshot" + suffix, "p99_us")
-        if r == r:
-            checks.append((f"p99 after all blocks were copied ≤ 1.1× no-snapshot ({mode})", f"{r:.2f}×", r <= 1.1))
-    s, k = get("no-snapshot"), get("nbdkit")
-    if s and k:
-        checks.append((f"snapbd p99.9 ≤ nbdkit file plugin p99.9 at depth {depth}",
-                       f"{s['p99_9_us']:,.0f} µs vs {k['p99_9_us']:,.0f} µs", s["p99_9_us"] <= k["p99_9_us"]))
-    on, off = get("histograms-on"), get("histograms-off")
-    if on and off:
-        cost = 1 - on["iops"] / off["iops"]
+        for row, label in [("after-snapshot-cold", "right after a snapshot, no warm-up"),
+                           ("after-snapshot", "right after a snapshot"),
+                           ("all-copied", "after all blocks were copied")]:
+            limit = 1.1 if row == "all-copied" else 2.0
+            r, detail = paired(row + suffix, "no-snapshot" + suffix, "p99_us")
+            if r == r:
+                checks.append((f"p99 {label} ≤ {limit}× no-snapshot ({mode})", f"{r:.2f}×{detail}", r <= limit))
+    r, detail = paired("no-snapshot", "nbdkit", "p99_9_us")
+    if r == r:
+        checks.append((f"snapbd p99.9 ≤ nbdkit file plugin p99.9 at depth {depth}", f"{r:.2f}×{detail}", r <= 1.0))
+    r, detail = paired("histograms-on", "histograms-off", "iops")
+    if r == r:
         checks.append(("server-side histograms cost ≤ 3% IOPS (on vs off, adjacent runs)",
-                       f"{cost * 100:+.1f}%", cost <= 0.03))
+                       f"{(1 - r) * 100:+.1f}%{detail}", 1 - r <= 0.03))
     lines.append("**Targets**\n")
     lines.append("| target | measured | |")
     lines.append("|---|---|---|")

@@ -5,8 +5,10 @@
 # preallocated size, written once before the first row:
 #
 #   no-snapshot       snapbd, the volume has no snapshot
-#   after-snapshot    right after `snapshot create`: the load generator's random order visits every block
+#   after-snapshot    right after `snapshot create` (after a warm-up of first writes elsewhere in the volume):
+#                     the load generator's random order visits every block
 #                     once before repeating, so every write is a first write and copies its block
+#   after-snapshot-cold  the same without the warm-up: includes the JIT recompiling the write path
 #   *-qd1             no-snapshot and after-snapshot with one request in flight: service time, no queueing
 #   8-snapshots       right after the 8th snapshot (1% of the blocks rewritten between snapshots)
 #   all-copied        the snapshot exists and every block was copied once: writes go in place again
@@ -88,9 +90,16 @@ mkdir -p "$OUT"
 SIZE_BYTES=$(python3 -c "import sys; s=sys.argv[1]; m={'K':1<<10,'M':1<<20,'G':1<<30,'T':1<<40}; print(int(s[:-1])*m[s[-1].upper()] if s[-1].upper() in m else int(s))" "$SIZE")
 BLOCKS=$((SIZE_BYTES / 4096))
 # Closed-loop rows right after a snapshot write this many blocks, all first writes (a random order without
-# repeats over 3/4 of the blocks), every one measured; the other rows are time-bound.
+# repeats over the first 3/4 of the blocks), every one measured; the other rows are time-bound. Before them,
+# first writes to the last quarter warm the copy-on-write path up (a new snapshot makes the JIT recompile
+# the write path; the "-cold" row keeps that in).
+FIRST_REGION=$((SIZE_BYTES / 4 * 3))
 FIRST_WRITES=$((BLOCKS * 3 / 4))
 QD1_FIRST_WRITES=$((BLOCKS / 4))
+warm_first_writes() {
+  "$BENCH" load "$SNAPBD_URI" --offset "$FIRST_REGION" --ops $((BLOCKS / 4)) -d "$DEPTH" --seed "$1" >/dev/null \
+    || die "warm-up of the first-write path failed"
+}
 
 DATA=$WORK/data
 SOCK=$WORK/snapbd.sock
@@ -231,10 +240,15 @@ for r in $(seq 1 "$ROUNDS"); do
   measure "no-snapshot-qd1$sfx" "$SNAPBD_URI" -d 1
 
   cli snapshot create bench s0
-  closed "after-snapshot$sfx" "$SNAPBD_URI" --ops "$FIRST_WRITES" --seed $((r * 10 + 1))
+  closed "after-snapshot-cold$sfx" "$SNAPBD_URI" --ops "$FIRST_WRITES" --size "$FIRST_REGION" --seed $((r * 10 + 5))
   cli snapshot delete bench s0
   cli snapshot create bench s0
-  measure "after-snapshot-qd1$sfx" "$SNAPBD_URI" --ops "$QD1_FIRST_WRITES" --seed $((r * 10 + 4)) -d 1
+  warm_first_writes $((r * 10 + 6))
+  closed "after-snapshot$sfx" "$SNAPBD_URI" --ops "$FIRST_WRITES" --size "$FIRST_REGION" --seed $((r * 10 + 1))
+  cli snapshot delete bench s0
+  cli snapshot create bench s0
+  warm_first_writes $((r * 10 + 7))
+  measure "after-snapshot-qd1$sfx" "$SNAPBD_URI" --ops "$QD1_FIRST_WRITES" --size "$FIRST_REGION" --seed $((r * 10 + 4)) -d 1
   cli snapshot delete bench s0
   cli snapshot create bench s0
   opened "after-snapshot-rate$sfx" "$SNAPBD_URI" --seed $((r * 10 + 2))
@@ -251,7 +265,8 @@ for r in $(seq 1 "$ROUNDS"); do
       "$BENCH" load "$SNAPBD_URI" --ops $((BLOCKS / 100)) --seed $((r * 100 + k)) >/dev/null || die "rewrite failed"
     fi
   done
-  closed "8-snapshots$sfx" "$SNAPBD_URI" --ops "$FIRST_WRITES" --seed $((r * 10 + 3))
+  warm_first_writes $((r * 10 + 8))
+  closed "8-snapshots$sfx" "$SNAPBD_URI" --ops "$FIRST_WRITES" --size "$FIRST_REGION" --seed $((r * 10 + 3))
   for k in 1 2 3 4 5 6 7 8; do cli snapshot delete bench "s$k"; done
 
   cli lun-state enable bench

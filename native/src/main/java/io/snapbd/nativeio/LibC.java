@@ -41,6 +41,12 @@ public interface LibC {
 
     String strerror(int errnum);
 
+    // ---- thread priority (ThreadPriority) ----
+
+    int gettid();
+
+    int setpriority(int which, int who, int prio);
+
     // ---- sockets passed by systemd (InheritedSockets, NativeSocket) ----
 
     int getpid();

@@ -18,6 +18,16 @@ public interface FileSpace {
      */
     Zeroer openZeroer(Path file) throws IOException;
 
+    /**
+     * Lowers the scheduling priority of the calling thread, one of the engine's background threads (the
+     * committer that fills, forces and applies copy-on-write batches), to {@code nice}, so that on a busy machine
+     * the connection threads answering requests run first; the background thread still gets the CPU they leave,
+     * and writers that run out of room wait for it. Best effort: the pure-Java implementation cannot and
+     * does nothing.
+     */
+    default void lowerCurrentThreadPriority(int nice) {
+    }
+
     /** Short human-readable name, shown by {@code status}. */
     String describe();
 

@@ -69,6 +69,13 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private Overlay overlay;
     private volatile long overlayBatchNanos;
     private Thread committer;
+    private FileSpace space;
+    /**
+     * Nice value of the committer thread: {@code -Dsnapbd.committer.nice} (default 10; 0 leaves it). Below the
+     * connection threads, so a committer busy with a batch does not hold a writer's reply back for a scheduler
+     * slice on a machine with few CPUs; measured on the 2-CPU reference machine in benchmarks/RESULTS.md.
+     */
+    static final int COMMITTER_NICE = Integer.getInteger("snapbd.committer.nice", 10);
     private volatile boolean committerStop;
     /**
      * Overlay capacity: {@code -Dsnapbd.overlay.mib} (default 128 MiB per volume; the arena is allocated in 1 MiB
@@ -233,6 +240,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         v.lun = io.snapbd.engine.lun.LunState.open(dir, h.uuid());
         v.overlay = new Overlay(blocks, h.blockSize(), OVERLAY_BYTES);
         v.overlayBatchNanos = OVERLAY_BATCH_NANOS;
+        v.space = space;
         self[0] = v;
         return v;
     }
@@ -584,6 +592,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         committer = new Thread(() -> {
             MappedData.Cursor cursor = data.cursor();
             Overlay.View view = overlay.view();
+            if (COMMITTER_NICE != 0) {
+                space.lowerCurrentThreadPriority(COMMITTER_NICE);
+            }
             while (!committerStop) {
                 try {
                     int n = overlay.awaitBatch(100, overlayBatchNanos);

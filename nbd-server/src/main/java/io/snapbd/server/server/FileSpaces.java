@@ -3,6 +3,8 @@ package io.snapbd.server.server;
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.JavaFileSpace;
 import io.snapbd.nativeio.NativeFiles;
+import io.snapbd.nativeio.ThreadPriority;
+import io.snapbd.server.Log;
 
 import java.io.IOException;
 import java.nio.file.Path;
@@ -36,6 +38,15 @@ public final class FileSpaces {
                     z.close();
                 }
             };
+        }
+
+        @Override
+        public void lowerCurrentThreadPriority(int nice) {
+            try {
+                ThreadPriority.setCurrentNice(nice);
+            } catch (IOException e) {
+                Log.warn("cannot lower the priority of thread %s: %s", Thread.currentThread().getName(), e.getMessage());
+            }
         }
 
         @Override
