@@ -52,17 +52,18 @@ setting() {   # on|off: switch and wait until the server logged it
     [ "$(grep -c "latency-histograms" "$WORK/server.log" || true)" -gt "$before" ] && return 0
     sleep 0.05
   done
-  echo "histogram-cost.sh: the server did not apply latency-histograms = $1" >&2; exit 1
+  tail -5 "$WORK/server.log" >&2; echo "histogram-cost.sh: the server did not apply latency-histograms = $1" >&2; exit 1
 }
 current=on
-window() {   # on|off -> IOPS of one window
+IOPS=""
+window() {   # on|off -> IOPS of one window in $IOPS (no subshell: the switch state must persist)
   [ "$1" = "$current" ] || { setting "$1"; current=$1; }
-  "$BENCH" load "$URI" -t "$WINDOW" --warmup 1 -d "$DEPTH" --seed $RANDOM --json | python3 -c \
-    'import json,sys; d=json.load(sys.stdin); print([r for r in d["results"] if r["op"]=="write"][0]["iops"])'
+  "$BENCH" load "$URI" -t "$WINDOW" --warmup 1 -d "$DEPTH" --seed $RANDOM --json >"$WORK/window.json"
+  IOPS=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print([r for r in d["results"] if r["op"]=="write"][0]["iops"])' "$WORK/window.json")
 }
 : >"$WORK/pairs.txt"
 for p in $(seq 1 "$PAIRS"); do
-  if [ $((p % 2)) = 1 ]; then off=$(window off); on=$(window on); else on=$(window on); off=$(window off); fi
+  if [ $((p % 2)) = 1 ]; then window off; off=$IOPS; window on; on=$IOPS; else window on; on=$IOPS; window off; off=$IOPS; fi
   echo "$on $off" >>"$WORK/pairs.txt"
   printf 'pair %2d: on %9.0f IOPS, off %9.0f IOPS, cost %+5.1f%%\n' "$p" "$on" "$off" \
     "$(python3 -c "print((1 - $on / $off) * 100)")" >&2
