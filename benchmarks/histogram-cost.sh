@@ -37,7 +37,8 @@ trap cleanup EXIT INT TERM
 conf() { printf 'data-dir = %s\nunix = %s\ntcp = none\nlatency-histograms = %s\n' "$WORK/data" "$WORK/sock" "$1" >"$WORK/snapbd.conf"; }
 "$SNAPBD" volume create bench --size "$SIZE" --save-size 64M --data-dir "$WORK/data" >/dev/null
 conf on
-"$SNAPBD" serve --config "$WORK/snapbd.conf" >"$WORK/server.log" 2>&1 </dev/null &
+# SIGHUP at its default even under nohup: the JVM installs no handler for a signal ignored at start.
+env --default-signal=HUP "$SNAPBD" serve --config "$WORK/snapbd.conf" >"$WORK/server.log" 2>&1 </dev/null &
 PID=$!
 for _ in $(seq 1 600); do [ -S "$WORK/sock" ] && break; sleep 0.1; done
 [ -S "$WORK/sock" ] || { cat "$WORK/server.log" >&2; echo "histogram-cost.sh: server did not start" >&2; exit 1; }

@@ -76,7 +76,6 @@ public final class MappedData implements AutoCloseable {
         }
     }
 
-    /** Forces every dirty page of the file; pages dirtied through the mapping are included (Linux page cache). */
     /**
      * Writes {@code src} at {@code offset} through the file (not the mapping): for bulk copies that should not
      * take a page fault per page; the mapping sees the data at once (one page cache).
@@ -88,6 +87,7 @@ public final class MappedData implements AutoCloseable {
         }
     }
 
+    /** Forces every dirty page of the file; pages dirtied through the mapping are included (Linux page cache). */
     public void forceAll() throws IOException {
         channel.force(false);
     }

@@ -158,7 +158,12 @@ final class ServeCommand implements Callable<Integer> {
                     stopAsync(s, "SIGTERM");
                 }
             });
-            sun.misc.Signal.handle(new sun.misc.Signal("HUP"), sig -> reload());
+            if (sun.misc.Signal.handle(new sun.misc.Signal("HUP"), sig -> reload()) == sun.misc.SignalHandler.SIG_IGN) {
+                // The JVM installs no handler for a signal ignored at start (nohup does that): say so, or a reload
+                // sent with kill -HUP would vanish without a trace.
+                Log.warn("SIGHUP is ignored by this process (started under nohup?): reload by signal is off; start "
+                        + "snapbd with SIGHUP at its default (systemd does; or: env --default-signal=HUP snapbd serve ...)");
+            }
             return true;
         } catch (IllegalArgumentException | UnsupportedOperationException e) {
             Log.warn("cannot handle SIGTERM/SIGHUP (%s): SIGTERM stops through the shutdown hook, reload is off", e.getMessage());

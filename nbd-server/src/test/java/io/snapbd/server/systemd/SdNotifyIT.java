@@ -77,6 +77,19 @@ class SdNotifyIT {
         Support.assertVolumesClean(dir.resolve("data"));
     }
 
+    /** Started with SIGHUP ignored (as under nohup) the JVM would drop a reload silently: the server says so, and still stops on SIGTERM. */
+    @Test
+    void warnsWhenSighupIsIgnored(@TempDir Path dir) throws Exception {
+        Path conf = Support.config(dir, Support.freePort());
+        try (Support.Service s = Support.Service.start(conf, Map.of(), List.of("env", "--ignore-signal=HUP"), "nohup")) {
+            s.awaitLog("SIGHUP is ignored by this process", START);
+            s.awaitLog("snapbd ready", START);
+            s.signal("TERM");
+            assertEquals(0, s.awaitExit(Duration.ofSeconds(90)), s.log());
+        }
+        Support.assertVolumesClean(dir.resolve("data"));
+    }
+
     /** After a crash (SIGKILL), the next start says it is recovering the volume before READY=1. */
     @Test
     void recoveryIsReportedBeforeReady(@TempDir Path dir) throws Exception {

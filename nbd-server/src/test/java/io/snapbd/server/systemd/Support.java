@@ -196,7 +196,10 @@ final class Support {
             Path logDir = ServerProcess.jar().getParent().resolve("it-logs");
             Files.createDirectories(logDir);
             Path log = logDir.resolve("systemd-" + label + "-" + System.nanoTime() + ".log");
-            List<String> cmd = new ArrayList<>(prefix);
+            // SIGHUP at its default as under systemd, even when the test run itself was started under nohup
+            // (the JVM installs no handler for a signal ignored at start).
+            List<String> cmd = new ArrayList<>(List.of("env", "--default-signal=HUP"));
+            cmd.addAll(prefix);
             cmd.addAll(List.of(java(), "-XX:+UseSerialGC", "-Xmx256m", "-jar", ServerProcess.jar().toString(),
                     "serve", "--config", config.toString()));
             Files.writeString(log, "# " + String.join(" ", cmd) + "\n");
