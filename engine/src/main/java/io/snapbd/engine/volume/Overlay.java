@@ -13,13 +13,15 @@ import java.util.concurrent.locks.StampedLock;
  * writer wait for the force of the save volume, its blocks are staged here and the write is answered at
  * once; a committer forces the before-images of everything staged in one go, then copies the staged blocks
  * into the production mapping. Until then every reader of production (any connection) is served from the
- * staged copy, and a writer of a staged block waits for it to be applied, so order is kept.
+ * staged copy. A whole-block rewrite of a staged block is staged again: its new slot replaces the old one
+ * (the block's before-image was claimed by the first write and production has not changed since), so it
+ * never waits for the committer; a partial rewrite waits for the staged block to be applied, so order is kept.
  *
  * <p>Slots live in an arena of direct buffers of {@link #CHUNK_BYTES} each, allocated the first time one of
  * their slots is handed out (slots are handed out lowest first, so the arena grows only to the peak number of
  * blocks staged at once); block → slot is a paged int array, so staging allocates nothing. Each thread reaches
- * the arena through its own {@link View}, which reuses one duplicate per chunk. A slot is released under its
- * stripe's write lock; readers copy under an optimistic read.
+ * the arena through its own {@link View}, which reuses one duplicate per chunk. A slot is applied, replaced
+ * or released under its stripe's write lock; readers copy under an optimistic read.
  *
  * <p>The committer does not force after every write: it lets a batch build up for at most
  * {@code batchNanos} (or until a quarter of the slots are in use), unless somebody waits for staged blocks
@@ -132,9 +134,10 @@ final class Overlay {
     }
 
     /**
-     * Reserves slots for blocks [first, last] (none of them staged) for a write of bytes [offset, end); the
-     * parts of the edge blocks the write does not cover are filled with the blocks' current production content.
-     * False if there is no room (the caller then forces and writes directly).
+     * Reserves slots for blocks [first, last] for a write of bytes [offset, end); the parts of the edge blocks
+     * the write does not cover are filled with the blocks' current production content, so an edge block that
+     * is partly covered must not be staged (the caller waits for it first). False if there is no room (the
+     * caller then forces and writes directly).
      */
     synchronized boolean reserve(long first, long last, long offset, long end, MappedData.Cursor production,
                                  View view, int[] out) throws IOException {
@@ -174,11 +177,31 @@ final class Overlay {
         }
     }
 
-    /** Publishes filled slots: from now on production reads of these blocks see the staged data. */
+    /**
+     * Publishes filled slots: from now on production reads of these blocks see the staged data. A block still
+     * staged keeps its place in the queue and gets the new slot; the old one is freed.
+     */
     synchronized void publish(long first, long last, int[] slotsOfRange) {
         int before = stagedCount;
         for (long b = first; b <= last; b++) {
-            slotOf.set(b, slotsOfRange[(int) (b - first)]);
+            int slot = slotsOfRange[(int) (b - first)];
+            if (slotOf.get(b) >= 0) {
+                StampedLock lock = stripes[(int) (b & (STRIPES - 1))];
+                long stamp = lock.writeLock();      // excludes the committer's apply and invalidates optimistic reads
+                int old;
+                try {
+                    old = slotOf.get(b);
+                    slotOf.set(b, slot);
+                } finally {
+                    lock.unlockWrite(stamp);
+                }
+                if (old >= 0) {
+                    freeSlots[freeCount++] = old;
+                    continue;
+                }
+            } else {
+                slotOf.set(b, slot);
+            }
             stagedBlocks[stagedCount++] = b;
         }
         staged = stagedCount;
@@ -204,26 +227,28 @@ final class Overlay {
         int applied = 0;
         for (int i = 0; i < upTo; i++) {
             long b = stagedBlocks[i];       // stable below stagedCount; published under the lock before upTo was read
-            int slot = slotOf.get(b);
-            if (slot < 0) {
+            if (slotOf.get(b) < 0) {
                 continue;           // applied by an earlier, interrupted pass
             }
-            long off = b << blockShift;
-            int done = 0;
-            while (done < blockSize) {
-                ByteBuffer to = production.view(off + done, blockSize - done);
-                int n = to.remaining();
-                to.put(view.slot(slot, done, done + n));
-                done += n;
-            }
+            // Copy and clear under the stripe's write lock: a rewrite that replaces the slot (publish) must land
+            // either before the copy (and be applied) or after the clear (and be staged anew), never in between.
             StampedLock lock = stripes[(int) (b & (STRIPES - 1))];
             long stamp = lock.writeLock();
             try {
+                int slot = slotOf.get(b);
+                long off = b << blockShift;
+                int done = 0;
+                while (done < blockSize) {
+                    ByteBuffer to = production.view(off + done, blockSize - done);
+                    int n = to.remaining();
+                    to.put(view.slot(slot, done, done + n));
+                    done += n;
+                }
                 slotOf.set(b, -1);
+                appliedSlots[applied++] = slot;
             } finally {
                 lock.unlockWrite(stamp);
             }
-            appliedSlots[applied++] = slot;
         }
         // Slots come back only now, together with the queue entries, so the queue never outgrows the slots.
         synchronized (this) {
@@ -237,6 +262,11 @@ final class Overlay {
             notifyAll();
         }
         return applied;
+    }
+
+    /** Slots neither staged nor reserved. */
+    synchronized int freeSlots() {
+        return freeCount;
     }
 
     synchronized int stagedSnapshot() {

@@ -350,6 +350,16 @@ public final class Volume implements BlockDevice, AutoCloseable {
         overlay.awaitEmpty();
     }
 
+    /** How long the committer lets a batch of staged writes build up (tests hold it to observe staging). */
+    void overlayBatchNanos(long nanos) {
+        overlayBatchNanos = nanos;
+    }
+
+    /** Blocks staged in the overlay and not yet applied to production. */
+    int overlayStaged() {
+        return overlay.staged();
+    }
+
     /** Closes without marking clean: what a crash leaves behind (for tests of recovery). */
     public void abandon() throws IOException {
         stopCommitter(false);
@@ -548,8 +558,14 @@ public final class Volume implements BlockDevice, AutoCloseable {
         vs.gate.enter(vs.slot);
         try {
             vs.stagedSlots = 0;
-            if (overlay.staged() > 0) {
-                overlay.awaitApplied(first, last);      // keep order behind a staged write of these blocks
+            boolean restage = false;
+            if (overlay.staged() > 0 && overlay.anyStaged(first, last)) {
+                // A whole-block rewrite replaces the staged copy (no before-image to take: the first write
+                // claimed it); anything else waits for the staged blocks to be applied, to keep order.
+                restage = !snapshots.isEmpty() && ((offset | length) & (blockSize() - 1)) == 0;
+                if (!restage) {
+                    overlay.awaitApplied(first, last);
+                }
             }
             if (snapshots.isEmpty()) {
                 markInUse(first, last);
@@ -560,9 +576,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 cowCopies.addAndGet(copied);
             }
             markInUse(first, last);
-            boolean mustWait = copied > 0 || SnapshotSet.sawPending(vs.cow);
+            boolean mustWait = restage || copied > 0 || SnapshotSet.sawPending(vs.cow);
             if (mustWait && stage(vs, first, last, offset, offset + length)) {
                 return false;       // the data goes to the overlay; the committer forces and applies it
+            }
+            if (restage) {
+                overlay.awaitApplied(first, last);      // no room: the staged copy must land before ours does
             }
             return mustWait;
         } catch (IOException | RuntimeException e) {

@@ -171,4 +171,81 @@ class OverlayTest {
             assertEquals(4, o.awaitBatch(0, Long.MAX_VALUE / 4));
         }
     }
+
+    @Test
+    void aWholeBlockRewriteOfAStagedBlockReplacesItsSlotAndFreesTheOldOne() throws IOException {
+        try (MappedData data = production((byte) 0)) {
+            MappedData.Cursor c = data.cursor();
+            Overlay o = new Overlay(BLOCKS, BS, 16L * BS);     // 16 slots
+            Overlay.View v = o.view();
+            // Far more rewrites than slots, nothing applied: each one must give its old slot back.
+            for (int i = 1; i <= 40; i++) {
+                stage(o, c, v, 3L * BS, BS, (byte) i);
+                assertEquals(1, o.staged(), "the block keeps one place in the queue");
+            }
+            byte[] forty = new byte[BS];
+            java.util.Arrays.fill(forty, (byte) 40);
+            assertArrayEquals(forty, readThrough(o, 3, c, v));
+            assertArrayEquals(new byte[BS], readProduction(c, 3L * BS, BS), "production untouched until applied");
+            assertEquals(15, o.freeSlots());
+            assertEquals(1, o.applyStaged(c, v, o.stagedSnapshot()));
+            assertArrayEquals(forty, readProduction(c, 3L * BS, BS));
+            assertEquals(16, o.freeSlots());
+        }
+    }
+
+    @Test
+    void rewritesRacingTheCommitterLandTheLastValueAndLeakNoSlot() throws Exception {
+        try (MappedData data = production((byte) 0)) {
+            Overlay o = new Overlay(BLOCKS, BS, 32L * BS);
+            java.util.concurrent.atomic.AtomicBoolean done = new java.util.concurrent.atomic.AtomicBoolean();
+            java.util.concurrent.atomic.AtomicReference<Throwable> failure = new java.util.concurrent.atomic.AtomicReference<>();
+            Thread committer = new Thread(() -> {
+                MappedData.Cursor cc = data.cursor();
+                Overlay.View cv = o.view();
+                try {
+                    while (!done.get() || o.staged() > 0) {
+                        int n = o.awaitBatch(1, 0);
+                        if (n > 0) {
+                            o.applyStaged(cc, cv, n);
+                        }
+                    }
+                } catch (Throwable t) {
+                    failure.set(t);
+                }
+            });
+            committer.start();
+            MappedData.Cursor c = data.cursor();
+            Overlay.View v = o.view();
+            byte[] last = new byte[8];
+            java.util.Random r = new java.util.Random(7);
+            for (int i = 1; i <= 20_000; i++) {
+                int b = r.nextInt(8);
+                byte value = (byte) (1 + i % 250);
+                int[] slots = new int[1];
+                while (!o.reserve(b, b, (long) b * BS, (long) (b + 1) * BS, c, v, slots)) {
+                    Thread.onSpinWait();
+                }
+                ByteBuffer s = v.slot(slots[0], 0, BS);
+                while (s.hasRemaining()) {
+                    s.put(value);
+                }
+                o.publish(b, b, slots);
+                last[b] = value;
+                byte[] seen = readThrough(o, b, c, v);
+                assertEquals(value, seen[0]);
+                assertEquals(value, seen[BS - 1]);
+            }
+            done.set(true);
+            committer.join();
+            assertEquals(null, failure.get());
+            assertEquals(0, o.staged());
+            assertEquals(32, o.freeSlots(), "every replaced or applied slot came back");
+            for (int b = 0; b < 8; b++) {
+                byte[] want = new byte[BS];
+                java.util.Arrays.fill(want, last[b]);
+                assertArrayEquals(want, readProduction(c, (long) b * BS, BS), "block " + b);
+            }
+        }
+    }
 }
