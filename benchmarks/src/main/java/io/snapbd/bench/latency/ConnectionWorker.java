@@ -45,6 +45,8 @@ final class ConnectionWorker implements Completion, Runnable {
     private final long seqFirstBlock;
     private final long seqBlocks;
     private final long rangeBlocks;
+    private final long warmOffset;           // warm-up range (0 blocks: the warm-up uses the measured range)
+    private final long warmBlocks;
     private final BooleanSupplier stopped = this::stopped;
 
     final SingleWriterRecorder writeLatency = recorder();
@@ -58,6 +60,11 @@ final class ConnectionWorker implements Completion, Runnable {
     private volatile long errors;        // reader thread only writes
     private volatile int lastError;
     private volatile long issued;
+    private volatile long measuredIssued;    // requests sent in the measured phase
+    /** WARM_UP, then MEASURE; PAUSED in between when the warm-up has its own range (see {@link #pause()}). */
+    private volatile int phase = WARM_UP;
+    private volatile boolean parked;
+    static final int WARM_UP = 0, PAUSED = 1, MEASURE = 2;
     private volatile Throwable failure;
     private Thread thread;
 
@@ -66,8 +73,11 @@ final class ConnectionWorker implements Completion, Runnable {
      *                    {@code connections}-th position of the shared permutation, or its own share of a
      *                    sequential range
      * @param slots       requests that may be in flight (the queue depth in closed loop)
+     * @param warmOffset  start of the range the warm-up uses instead of the measured one ({@code warmBytes} 0:
+     *                    the measured range, and the warm-up counts against {@code opsLimit}); random offsets
      */
     ConnectionWorker(NbdClient client, Workload workload, int blockSize, long rangeOffset, long rangeBytes,
+                     long warmOffset, long warmBytes,
                      int index, int connections, int slots, long intervalNanos, long opsLimit, long seed) {
         this.client = client;
         this.workload = workload;
@@ -80,6 +90,8 @@ final class ConnectionWorker implements Completion, Runnable {
         this.sent = new long[slots];
         this.isRead = new boolean[slots];
         this.rangeBlocks = rangeBytes / blockSize;
+        this.warmOffset = warmOffset;
+        this.warmBlocks = warmBytes / blockSize;
         this.readBuffers = new ByteBuffer[workload.readPercent > 0 ? slots : 0];
         for (int i = 0; i < readBuffers.length; i++) {
             readBuffers[i] = ByteBuffer.allocateDirect(blockSize);
@@ -151,6 +163,28 @@ final class ConnectionWorker implements Completion, Runnable {
         return failure;
     }
 
+    long measuredIssued() {
+        return measuredIssued;
+    }
+
+    /** Stops sending until {@link #measure()}; {@link #quiet()} tells when nothing is in flight any more. */
+    void pause() {
+        phase = PAUSED;
+    }
+
+    /** True once paused with no request in flight. */
+    boolean quiet() {
+        return parked && inFlight() == 0;
+    }
+
+    /** Ends the warm-up: from now on requests go to the measured range and count against the limit. */
+    void measure() {
+        phase = MEASURE;
+        if (thread != null) {
+            LockSupport.unpark(thread);
+        }
+    }
+
     /** Requests that have been sent and not answered yet. */
     long inFlight() {
         return issued - completed;
@@ -160,8 +194,13 @@ final class ConnectionWorker implements Completion, Runnable {
     public void run() {
         try {
             long next = startNanos;
-            long n = 0;
-            while (!stop && (opsLimit == 0 || n < opsLimit)) {
+            long n = 0;             // requests counted against the limit
+            long all = 0;
+            while (!stop) {
+                boolean warm = warmBlocks > 0 && phase != MEASURE;
+                if (!warm && opsLimit > 0 && n >= opsLimit) {
+                    break;
+                }
                 if (intervalNanos > 0) {
                     waitUntil(next);
                 }
@@ -169,13 +208,24 @@ final class ConnectionWorker implements Completion, Runnable {
                 if (slot < 0) {
                     break;
                 }
+                if (phase == PAUSED) {
+                    free.put(slot);
+                    awaitMeasure();
+                    next = System.nanoTime();       // open loop: the schedule restarts after the pause
+                    continue;
+                }
+                warm = warmBlocks > 0 && phase != MEASURE;
                 boolean read = workload.readPercent > 0 && random.nextInt(100) < workload.readPercent;
-                long offset = firstOffset + (read ? readBlock() : writeBlock()) * blockSize;
+                long offset = warm ? warmOffset + random.nextLong(warmBlocks) * blockSize
+                        : firstOffset + (read ? readBlock() : writeBlock()) * blockSize;
                 long now = System.nanoTime();
                 due[slot] = intervalNanos > 0 ? next : now;
                 sent[slot] = now;
                 isRead[slot] = read;
-                issued = n + 1;
+                issued = ++all;
+                if (!warm) {
+                    measuredIssued = n + 1;
+                }
                 if (read) {
                     ByteBuffer b = readBuffers[slot];
                     b.clear();
@@ -184,12 +234,22 @@ final class ConnectionWorker implements Completion, Runnable {
                     writeBuffer.rewind();
                     client.submitWrite(offset, writeBuffer, false, slot, this);
                 }
-                n++;
+                if (!warm) {
+                    n++;
+                }
                 next += intervalNanos;
             }
         } catch (IOException | RuntimeException e) {
             failure = e;
         }
+    }
+
+    private void awaitMeasure() {
+        parked = true;
+        while (phase == PAUSED && !stop) {
+            LockSupport.park(this);
+        }
+        parked = false;
     }
 
     private long readBlock() {

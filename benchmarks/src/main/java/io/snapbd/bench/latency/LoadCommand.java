@@ -66,6 +66,16 @@ public final class LoadCommand implements Callable<Integer> {
     @Option(names = "--size", paramLabel = "SIZE", description = "bytes of the range used (default: to the end of the export)")
     String size;
 
+    @Option(names = "--warmup-offset", defaultValue = "0", paramLabel = "SIZE",
+            description = "with --warmup-size: start of the range the warm-up writes to instead of the measured one. Default: 0")
+    String warmupOffset;
+
+    @Option(names = "--warmup-size", paramLabel = "SIZE",
+            description = {"bytes of a separate warm-up range (random offsets; its requests do not count against --ops).",
+                    "The warm-up then ends quiet: nothing in flight while --at-measure-start runs. For count-bound",
+                    "first-write rows: the client warms up without using up the blocks to be measured"})
+    String warmupSize;
+
     @Option(names = "--seed", defaultValue = "1", description = "seed of offsets and data. Default: ${DEFAULT-VALUE}")
     long seed;
 
@@ -145,7 +155,8 @@ public final class LoadCommand implements Callable<Integer> {
         NbdUri parsed = NbdUri.parse(uri);
         long warm = ops > 0 && !warmupGiven() ? 0 : (long) (warmup * 1e9);
         return new LoadRun.Settings(parsed, w, bs, connections, depth, rate, Sizes.parse(offset),
-                size == null ? 0 : Sizes.parse(size), warm, (long) (duration * 1e9), ops, seed, atMeasureStart);
+                size == null ? 0 : Sizes.parse(size), Sizes.parse(warmupOffset), warmupSize == null ? 0 : Sizes.parse(warmupSize),
+                warm, (long) (duration * 1e9), ops, seed, atMeasureStart);
     }
 
     @picocli.CommandLine.Spec
@@ -172,6 +183,10 @@ public final class LoadCommand implements Callable<Integer> {
             doc.put("rate", s.rate());
         } else {
             doc.put("depth", s.depth());
+        }
+        doc.put("warmup_seconds", s.warmupNanos() / 1e9);
+        if (s.warmBytes() > 0) {
+            doc.put("warmup_range", Map.of("offset", s.warmOffset(), "bytes", s.warmBytes()));
         }
         doc.put("export_size", r.exportSize());
         doc.put("seconds", r.seconds());

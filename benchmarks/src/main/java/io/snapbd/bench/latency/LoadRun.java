@@ -19,8 +19,8 @@ final class LoadRun {
 
     /** What to run; all sizes in bytes, times in nanoseconds. */
     record Settings(NbdUri uri, Workload workload, int blockSize, int connections, int depth, double rate,
-                    long rangeOffset, long rangeBytes, long warmupNanos, long durationNanos, long ops, long seed,
-                    String atMeasureStart) {
+                    long rangeOffset, long rangeBytes, long warmOffset, long warmBytes, long warmupNanos,
+                    long durationNanos, long ops, long seed, String atMeasureStart) {
         boolean openLoop() {
             return rate > 0;
         }
@@ -76,6 +76,11 @@ final class LoadRun {
                 throw new IllegalArgumentException("range " + s.rangeOffset() + "+" + rangeBytes + " does not fit the export ("
                         + size + " bytes) in whole " + s.blockSize() + "-byte blocks");
             }
+            if (s.warmBytes() > 0 && (s.warmOffset() < 0 || s.warmOffset() % s.blockSize() != 0 || s.warmBytes() < s.blockSize()
+                    || s.warmOffset() + s.warmBytes() > size)) {
+                throw new IllegalArgumentException("warm-up range " + s.warmOffset() + "+" + s.warmBytes() + " does not fit the export ("
+                        + size + " bytes) in whole " + s.blockSize() + "-byte blocks");
+            }
             long interval = s.openLoop() ? Math.max(1, Math.round(1e9 * s.connections() / s.rate())) : 0;
             for (int i = 0; i < s.connections(); i++) {
                 // Count-bound runs: the connections share the count exactly.
@@ -84,7 +89,8 @@ final class LoadRun {
                     throw new IllegalArgumentException("--ops " + s.ops() + " is less than one request per connection");
                 }
                 workers.add(new ConnectionWorker(clients.get(i), s.workload(), s.blockSize(), s.rangeOffset(),
-                        rangeBytes, i, s.connections(), slots, interval, share, s.seed()));
+                        rangeBytes, s.warmOffset(), s.warmupNanos() > 0 ? s.warmBytes() : 0, i, s.connections(), slots,
+                        interval, share, s.seed()));
             }
             long start = System.nanoTime();
             for (int i = 0; i < workers.size(); i++) {
@@ -95,11 +101,25 @@ final class LoadRun {
             long measureFrom = start;
             if (s.warmupNanos() > 0) {
                 watch(workers, start, start + s.warmupNanos(), "warm-up");
+                boolean ownRange = s.warmBytes() > 0;
+                if (ownRange) {
+                    // A warm-up with its own range ends quiet: nothing in flight while the hook runs (it may
+                    // take a snapshot, say), and the measured requests start after it.
+                    for (ConnectionWorker w : workers) {
+                        w.pause();
+                    }
+                    awaitQuiet(workers);
+                }
                 runHook(s.atMeasureStart());
                 for (ConnectionWorker w : workers) {
                     w.discard();
                 }
                 measureFrom = System.nanoTime();
+                if (ownRange) {
+                    for (ConnectionWorker w : workers) {
+                        w.measure();
+                    }
+                }
             }
             long deadline = s.ops() > 0 ? Long.MAX_VALUE : measureFrom + s.durationNanos();
             long end = watch(workers, measureFrom, deadline, "measure");
@@ -138,7 +158,7 @@ final class LoadRun {
             }
             long written = 0;
             for (ConnectionWorker w : workers) {
-                written += w.issued();
+                written += w.measuredIssued();
             }
             long repeats = s.workload().random ? Math.max(0, Math.round(written * (100 - s.workload().readPercent) / 100.0)
                     - rangeBytes / s.blockSize()) : 0;
@@ -171,6 +191,14 @@ final class LoadRun {
 
     static Histogram histogram() {
         return new Histogram(1, ConnectionWorker.HIGHEST_NANOS, 3);
+    }
+
+    private static void awaitQuiet(List<ConnectionWorker> workers) throws InterruptedException {
+        for (ConnectionWorker w : workers) {
+            while (!w.quiet() && !w.finished() && w.failure() == null) {
+                Thread.sleep(1);
+            }
+        }
     }
 
     private static void awaitReplies(List<ConnectionWorker> workers) throws InterruptedException {

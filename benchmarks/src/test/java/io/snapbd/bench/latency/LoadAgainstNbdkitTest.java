@@ -124,6 +124,47 @@ class LoadAgainstNbdkitTest {
     }
 
     @Test
+    void aWarmUpWithItsOwnRangeLeavesTheMeasuredFirstWritesUntouchedAndEndsQuiet() throws Exception {
+        Path stats = dir.resolve("stats.txt");
+        NbdUri uri = nbdkit("memory", "16M", "--filter=stats", "statsfile=" + stats);
+        Path out = dir.resolve("w");
+        // Measured: every block of the first 4 MiB exactly once. Warm-up: random writes to 8..12 MiB.
+        // The hook (a real client, nbdcopy) finds the measured range still all zeros: measuring starts after it.
+        assertEquals(0, BenchMain.commandLine().execute("load", uri.toString(), "--ops", "1024", "--size", "4M",
+                "--warmup", "0.5", "--warmup-offset", "8M", "--warmup-size", "4M", "-c", "2", "-d", "8",
+                "-o", out.toString(), "-l", "w", "--at-measure-start",
+                "nbdcopy '" + uri + "' - | cmp -s -n 4194304 - /dev/zero"));
+        JsonNode doc = LoadCommand.mapper().readTree(out.resolve("w.json").toFile());
+        assertEquals(1024, doc.get("results").get(0).get("requests").asLong(), "only measured requests are counted");
+        assertEquals(0, doc.get("write_repeats").asLong());
+        try (NbdClient c = NbdClient.connect(uri)) {
+            ByteBuffer block = ByteBuffer.allocateDirect(4096);
+            int warmWritten = 0;
+            for (long b = 0; b < 4096; b++) {
+                block.clear();
+                c.read(b * 4096, block);
+                block.flip();
+                boolean zero = true;
+                while (block.hasRemaining() && zero) {
+                    zero = block.get() == 0;
+                }
+                if (b < 1024) {
+                    Assertions.assertFalse(zero, "measured block " + b + " was never written");
+                } else if (b < 2048 || b >= 3072) {
+                    assertTrue(zero, "block " + b + " is outside both ranges but was written");
+                } else if (!zero) {
+                    warmWritten++;
+                }
+            }
+            assertTrue(warmWritten > 0, "the warm-up wrote to its own range");
+        }
+        stopServers();
+        String text = Files.readString(stats);
+        long writes = count(text, "write");
+        assertTrue(writes > 1024, "warm-up writes arrived as well: " + writes);
+    }
+
+    @Test
     void aReadOnlyExportOrBadArgumentsAreRefusedClearly() throws Exception {
         NbdUri uri = nbdkit("-r", "memory", "16M");
         ByteArrayOutputStream err = new ByteArrayOutputStream();
