@@ -137,7 +137,7 @@ def main():
     checks = []
     for suffix, mode in [("", f"closed loop, depth {depth}"), ("-qd1", "closed loop, depth 1"),
                          ("-rate", f"open loop, {rate:,.0f} IOPS")]:
-        for row, label in [("after-snapshot-cold", "right after a snapshot, no warm-up"),
+        for row, label in [("after-snapshot-cold", "right after a snapshot, cold (no first writes before)"),
                            ("after-snapshot", "right after a snapshot"),
                            ("all-copied", "after all blocks were copied")]:
             limit = 1.1 if row == "all-copied" else 2.0
