@@ -84,14 +84,7 @@ class LoadAgainstNbdkitTest {
         try (NbdClient c = NbdClient.connect(uri)) {
             ByteBuffer block = ByteBuffer.allocateDirect(4096);
             for (long b = 0; b < 4096; b++) {
-                block.clear();
-                c.read(b * 4096, block);
-                block.flip();
-                boolean zero = true;
-                while (block.hasRemaining() && zero) {
-                    zero = block.get() == 0;
-                }
-                Assertions.assertFalse(zero, "block " + b + " was never written");
+                Assertions.assertFalse(isZero(c, b, block), "block " + b + " was never written");
             }
         }
     }
@@ -141,13 +134,7 @@ class LoadAgainstNbdkitTest {
             ByteBuffer block = ByteBuffer.allocateDirect(4096);
             int warmWritten = 0;
             for (long b = 0; b < 4096; b++) {
-                block.clear();
-                c.read(b * 4096, block);
-                block.flip();
-                boolean zero = true;
-                while (block.hasRemaining() && zero) {
-                    zero = block.get() == 0;
-                }
+                boolean zero = isZero(c, b, block);
                 if (b < 1024) {
                     Assertions.assertFalse(zero, "measured block " + b + " was never written");
                 } else if (b < 2048 || b >= 3072) {
@@ -181,6 +168,19 @@ class LoadAgainstNbdkitTest {
         } finally {
             System.setErr(old);
         }
+    }
+
+    /** Reads 4 KiB block b into {@code block}; true if it is all zeros. */
+    private static boolean isZero(NbdClient c, long b, ByteBuffer block) throws Exception {
+        block.clear();
+        c.read(b * 4096, block);
+        block.flip();
+        while (block.hasRemaining()) {
+            if (block.get() != 0) {
+                return false;
+            }
+        }
+        return true;
     }
 
     private static long count(String statsText, String op) {
