@@ -33,7 +33,9 @@ class SocketActivationIT {
         List<String> activate = List.of(Support.tool("systemd-socket-activate").toString(),
                 "-l", "127.0.0.1:" + port, "-l", sock.toString(), "--fdname=nbd-tcp:nbd-unix");
         try (Support.Service s = Support.Service.start(conf, Map.of(), activate, "socket")) {
-            // systemd-socket-activate starts the server at the first connection, which waits for it.
+            // systemd-socket-activate starts the server at the first connection, which waits for it; it must
+            // be listening first (checked without connecting, which would start the server).
+            awaitListening(port);
             Tools.Result size = Tools.run(Duration.ofMinutes(2), "nbdinfo", "--size", "nbd://127.0.0.1:" + port + "/vol0").assertOk();
             assertEquals("33554432", size.stdout().strip());
             s.awaitLog("snapbd ready", Duration.ofSeconds(60));
@@ -80,6 +82,20 @@ class SocketActivationIT {
             int rc = s.awaitExit(Duration.ofSeconds(90));
             assertTrue(rc != 0, s.log());
             assertTrue(s.log().contains("is not a stream socket"), s.log());
+        }
+    }
+
+    /** Waits until something listens on 127.0.0.1:port (from /proc/net/tcp: state 0A is LISTEN). */
+    private static void awaitListening(int port) throws Exception {
+        String local = String.format("0100007F:%04X", port);
+        for (int i = 0; i < 600; i++) {
+            for (String line : java.nio.file.Files.readAllLines(Path.of("/proc/net/tcp"))) {
+                String[] f = line.trim().split("\\s+");
+                if (f.length > 3 && f[1].equals(local) && f[3].equals("0A")) {
+                    return;
+                }
+            }
+            Thread.sleep(50);
         }
     }
 }
