@@ -453,7 +453,12 @@ public final class SnapshotSet implements AutoCloseable {
             try {
                 Snapshot[] c = chain;
                 if (c.length == 0 || (needing = needsCopy(c, b)) == null) {
-                    return false;       // another writer saved it meanwhile
+                    // Another writer saved it meanwhile, maybe not durably yet: then this write waits for the
+                    // force too, or production would change before the force fills the chunk from it.
+                    if (pending.get(b) > 0) {
+                        buf.sawPending = true;
+                    }
+                    return false;
                 }
                 int chunk = save.allocate();
                 if (chunk >= 0) {
