@@ -83,6 +83,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
      */
     static final long OVERLAY_BYTES = Long.getLong("snapbd.overlay.mib", 128L) << 20;
     /**
+     * Arena allocated when a snapshot is taken, before its first writes stage blocks: {@code
+     * -Dsnapbd.overlay.preallocate.mib} (default 16 MiB, at most the capacity; about what a first batch after a
+     * snapshot stages while its force runs). Kept, like the rest of the arena, until the volume is closed.
+     */
+    static final long OVERLAY_PREALLOCATE_BYTES = Long.getLong("snapbd.overlay.preallocate.mib", 16L) << 20;
+    /**
      * How long the committer may let a batch of staged writes build up before forcing it, unless somebody waits
      * for staged blocks: {@code -Dsnapbd.overlay.batch.micros}. Default 0: force as soon as work is seen; the
      * batch then grows by itself with the time a force takes (measured: waiting longer did not help on the
@@ -958,6 +964,10 @@ public final class Volume implements BlockDevice, AutoCloseable {
     /** Takes snapshot {@code name} of the current content (waits for in-flight writes). */
     public SnapshotRecord createSnapshot(String name) throws IOException {
         checkOpen();
+        // Ready what the first writes after it will use, off their path: the arena they stage into and the
+        // committer (started here, a staged write never finds it missing: no branch the JIT has to revisit).
+        overlay.preallocate(OVERLAY_PREALLOCATE_BYTES);
+        startCommitter();
         return snapshots.create(name, lun);
     }
 

@@ -124,6 +124,23 @@ class OverlayTest {
     }
 
     @Test
+    void preallocatingGrowsTheArenaOnceAndStagingThenAllocatesNothing() throws IOException {
+        try (MappedData data = production((byte) 0)) {
+            MappedData.Cursor c = data.cursor();
+            Overlay o = new Overlay(BLOCKS, BS, 4L << 20);
+            o.preallocate(2L * Overlay.CHUNK_BYTES + 1);
+            assertEquals(3L * Overlay.CHUNK_BYTES, o.allocatedBytes(), "whole pieces, rounded up");
+            o.preallocate(64L << 20);
+            assertEquals(4L << 20, o.allocatedBytes(), "never beyond the capacity");
+            Overlay.View v = o.view();
+            stage(o, c, v, 0, BS, (byte) 7);
+            assertEquals(4L << 20, o.allocatedBytes());
+            o.applyStaged(c, v, o.stagedSnapshot());
+            assertEquals(7, data.cursor().view(0, 1).get(), "the preallocated slot carried the data");
+        }
+    }
+
+    @Test
     void theArenaGrowsOnlyWithTheBlocksStagedAtOnce() throws IOException {
         try (MappedData data = production((byte) 0)) {
             MappedData.Cursor c = data.cursor();
