@@ -45,6 +45,10 @@ final class ServeCommand implements Callable<Integer> {
             description = "Per-export request latency histograms for 'snapbd stats' and the metrics endpoint (default on).")
     String latencyHistograms;
 
+    @Option(names = "--warm-up", paramLabel = "on|off",
+            description = "Run the copy-on-write path on a scratch volume before taking clients, so the first snapshot's writes are not slowed by the JIT (default on, about a second).")
+    String warmUp;
+
     @Option(names = {"-v", "--verbose"}, description = "Log every connection and refused request.")
     boolean verbose;
 
@@ -129,6 +133,13 @@ final class ServeCommand implements Callable<Integer> {
                     service = service.withLatencyHistograms(ServiceSettings.parseOnOff(latencyHistograms));
                 } catch (IllegalArgumentException e) {
                     throw new IllegalArgumentException("--latency-histograms: " + e.getMessage());
+                }
+            }
+            if (warmUp != null) {
+                try {
+                    service = service.withWarmUp(ServiceSettings.parseOnOff(warmUp));
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException("--warm-up: " + e.getMessage());
                 }
             }
         } catch (IllegalArgumentException e) {

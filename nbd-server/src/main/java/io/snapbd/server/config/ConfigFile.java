@@ -21,7 +21,7 @@ public final class ConfigFile {
 
     public static final Set<String> KEYS = Set.of("data-dir", "tcp", "unix", "admin-socket", "handshake-timeout",
             "max-connections", "default-volume", "default-volume-size", "default-save-size", "attach",
-            "metrics", "log-level", "stop-timeout", "latency-histograms");
+            "metrics", "log-level", "stop-timeout", "latency-histograms", "warm-up");
 
     /** Keys named {@code volume.NAME}: one line per volume to create when missing (see {@link #service()}). */
     public static final String VOLUME_PREFIX = "volume.";
@@ -82,6 +82,7 @@ public final class ConfigFile {
 
     /**
      * The production-host keys ({@code metrics}, {@code log-level}, {@code stop-timeout}, {@code latency-histograms},
+     * {@code warm-up},
      * {@code volume.NAME}),
      * checked here; {@link #apply} ignores them.
      */
@@ -90,6 +91,7 @@ public final class ConfigFile {
         io.snapbd.server.Log.Level level = null;
         Duration stopTimeout = ServiceSettings.DEFAULT_STOP_TIMEOUT;
         boolean histograms = true;
+        boolean warmUp = true;
         List<VolumeSpec> volumes = new ArrayList<>();
         for (Map.Entry<String, Entry> me : entries.entrySet()) {
             String key = me.getKey();
@@ -104,6 +106,8 @@ public final class ConfigFile {
                     stopTimeout = Duration.ofMillis(seconds(v));
                 } else if (key.equals("latency-histograms")) {
                     histograms = ServiceSettings.parseOnOff(v);
+                } else if (key.equals("warm-up")) {
+                    warmUp = ServiceSettings.parseOnOff(v);
                 } else if (key.startsWith(VOLUME_PREFIX)) {
                     volumes.add(VolumeSpec.parse(key.substring(VOLUME_PREFIX.length()), v, origin));
                 }
@@ -111,7 +115,7 @@ public final class ConfigFile {
                 throw new ConfigException(origin + ": " + key + ": " + ex.getMessage());
             }
         }
-        return new ServiceSettings(metrics, level, stopTimeout, volumes, histograms);
+        return new ServiceSettings(metrics, level, stopTimeout, volumes, histograms, warmUp);
     }
 
     public String dataDir() {

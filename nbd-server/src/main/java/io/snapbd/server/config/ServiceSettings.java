@@ -16,12 +16,13 @@ import java.util.List;
  * @param stopTimeout how long a graceful stop may take before the process exits anyway
  * @param volumes     {@code volume.NAME = ...} lines, in file order
  * @param latencyHistograms {@code latency-histograms = on|off}: per-export latency histograms (default on)
+ * @param warmUp      {@code warm-up = on|off}: run the copy-on-write path on a scratch volume at start (default on)
  */
 public record ServiceSettings(InetSocketAddress metrics, Log.Level logLevel, Duration stopTimeout, List<VolumeSpec> volumes,
-                              boolean latencyHistograms) {
+                              boolean latencyHistograms, boolean warmUp) {
 
     public static final Duration DEFAULT_STOP_TIMEOUT = Duration.ofSeconds(60);
-    public static final ServiceSettings DEFAULTS = new ServiceSettings(null, null, DEFAULT_STOP_TIMEOUT, List.of(), true);
+    public static final ServiceSettings DEFAULTS = new ServiceSettings(null, null, DEFAULT_STOP_TIMEOUT, List.of(), true, true);
 
     public ServiceSettings {
         stopTimeout = stopTimeout == null ? DEFAULT_STOP_TIMEOUT : stopTimeout;
@@ -29,11 +30,15 @@ public record ServiceSettings(InetSocketAddress metrics, Log.Level logLevel, Dur
     }
 
     public ServiceSettings(InetSocketAddress metrics, Log.Level logLevel, Duration stopTimeout, List<VolumeSpec> volumes) {
-        this(metrics, logLevel, stopTimeout, volumes, true);
+        this(metrics, logLevel, stopTimeout, volumes, true, true);
     }
 
     public ServiceSettings withLatencyHistograms(boolean on) {
-        return new ServiceSettings(metrics, logLevel, stopTimeout, volumes, on);
+        return new ServiceSettings(metrics, logLevel, stopTimeout, volumes, on, warmUp);
+    }
+
+    public ServiceSettings withWarmUp(boolean on) {
+        return new ServiceSettings(metrics, logLevel, stopTimeout, volumes, latencyHistograms, on);
     }
 
     /** {@code on}/{@code off} (also true/false, yes/no, 1/0). */

@@ -13,7 +13,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The production-host keys of the configuration file: metrics, log-level, stop-timeout, latency-histograms, volume.NAME. */
+/** The production-host keys of the configuration file: metrics, log-level, stop-timeout, latency-histograms, warm-up, volume.NAME. */
 class ServiceSettingsTest {
 
     @TempDir
@@ -51,6 +51,17 @@ class ServiceSettingsTest {
         assertFalse(ServiceSettings.DEFAULTS.withLatencyHistograms(false).latencyHistograms());
         assertTrue(error("\nlatency-histograms = sometimes\n").startsWith("FILE:2: latency-histograms: 'sometimes' must be on or off"),
                 error("\nlatency-histograms = sometimes\n"));
+    }
+
+    @Test
+    void warmUpOnOrOff() throws Exception {
+        assertTrue(read("tcp = :10809\n").warmUp(), "the copy-on-write warm-up is on unless configured off");
+        assertTrue(ServiceSettings.DEFAULTS.warmUp());
+        assertFalse(read("warm-up = off\n").warmUp());
+        assertTrue(read("warm-up = on\n").warmUp());
+        assertFalse(ServiceSettings.DEFAULTS.withWarmUp(false).warmUp());
+        assertTrue(ServiceSettings.DEFAULTS.withWarmUp(false).latencyHistograms(), "the switches are independent");
+        assertTrue(error("warm-up = later\n").startsWith("FILE:1: warm-up: 'later' must be on or off"), error("warm-up = later\n"));
     }
 
     @Test
