@@ -62,8 +62,10 @@ class OverlayRewriteTest {
         try (Volume v = create()) {
             try (BlockDevice.Session s = v.openSession()) {
                 write(v, s, 0, filled(4 * BS, 'a'));
+                // The committer holds the batch unless somebody waits. Set before the snapshot: taking it starts
+                // the committer, whose wait then already uses this batch time.
+                v.overlayBatchNanos(3_600_000_000_000L);
                 v.createSnapshot("s");
-                v.overlayBatchNanos(3_600_000_000_000L);     // the committer holds the batch unless somebody waits
                 assertFalse(v.prepareWrite(s, BS, BS), "a first write after a snapshot is staged");
                 v.abortPrepared(s);
                 write(v, s, BS, filled(BS, 'b'));
