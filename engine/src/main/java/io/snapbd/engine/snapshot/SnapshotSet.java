@@ -295,11 +295,7 @@ public final class SnapshotSet implements AutoCloseable {
                 break;
             }
             if (needsCopy(c, b) == null) {
-                // Saved already, but maybe by a writer whose copy is not durable yet: then this write too must
-                // wait for the force (rule 5 holds for every writer of b, not only the one that copied it).
-                if (pending.get(b) > 0) {
-                    buf.sawPending = true;
-                }
+                notePending(buf, b);
                 continue;
             }
             if (copyOne(buf, b)) {
@@ -307,6 +303,17 @@ public final class SnapshotSet implements AutoCloseable {
             }
         }
         return copied;
+    }
+
+    /**
+     * B is saved already, but maybe by a writer whose copy is not durable yet: then this write too must wait for
+     * the force, or production would change before the force fills the chunk from it (rule 5 holds for every
+     * writer of b, not only the one that copied it).
+     */
+    private void notePending(CowBuffer buf, long b) {
+        if (pending.get(b) > 0) {
+            buf.sawPending = true;
+        }
     }
 
     /** True when the last {@link #copyBeforeOverwrite} met a block whose copy is not durable yet. */
@@ -453,11 +460,7 @@ public final class SnapshotSet implements AutoCloseable {
             try {
                 Snapshot[] c = chain;
                 if (c.length == 0 || (needing = needsCopy(c, b)) == null) {
-                    // Another writer saved it meanwhile, maybe not durably yet: then this write waits for the
-                    // force too, or production would change before the force fills the chunk from it.
-                    if (pending.get(b) > 0) {
-                        buf.sawPending = true;
-                    }
+                    notePending(buf, b);    // another writer saved it meanwhile
                     return false;
                 }
                 int chunk = save.allocate();

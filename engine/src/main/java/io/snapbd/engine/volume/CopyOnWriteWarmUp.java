@@ -6,11 +6,7 @@ import io.snapbd.engine.io.FileSpace;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.file.FileVisitResult;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.SimpleFileVisitor;
-import java.nio.file.attribute.BasicFileAttributes;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -51,7 +47,7 @@ public final class CopyOnWriteWarmUp {
      */
     public static Result run(Path dir, FileSpace space, int rounds, Duration budget) throws IOException {
         long start = System.nanoTime();
-        deleteTree(dir);
+        Volume.deleteFiles(dir);
         try {
             Volume.create(dir, "warm-up", (long) rounds * BLOCKS * BLOCK_SIZE, BLOCK_SIZE, (long) BLOCKS * BLOCK_SIZE,
                     false, space);
@@ -72,7 +68,7 @@ public final class CopyOnWriteWarmUp {
                 v.close();
             }
         } finally {
-            deleteTree(dir);
+            Volume.deleteFiles(dir);
         }
     }
 
@@ -219,27 +215,5 @@ public final class CopyOnWriteWarmUp {
     }
 
     private static final class Third extends Payload {
-    }
-
-    private static void deleteTree(Path dir) throws IOException {
-        if (!Files.exists(dir)) {
-            return;
-        }
-        Files.walkFileTree(dir, new SimpleFileVisitor<>() {
-            @Override
-            public FileVisitResult visitFile(Path file, BasicFileAttributes attrs) throws IOException {
-                Files.delete(file);
-                return FileVisitResult.CONTINUE;
-            }
-
-            @Override
-            public FileVisitResult postVisitDirectory(Path d, IOException e) throws IOException {
-                if (e != null) {
-                    throw e;
-                }
-                Files.delete(d);
-                return FileVisitResult.CONTINUE;
-            }
-        });
     }
 }

@@ -41,8 +41,8 @@ class CopyOnWriteWarmUpTest {
     @Test
     void aLeftoverOfAnInterruptedWarmUpIsReplaced() throws IOException {
         Path scratch = dir.resolve("warm-up.tmp");
-        Files.createDirectories(scratch.resolve("sub"));
-        Files.writeString(scratch.resolve("sub").resolve("data"), "left by a killed server");
+        Files.createDirectories(scratch);     // a killed warm-up leaves a partial volume directory
+        Files.writeString(scratch.resolve(Volume.DATA_FILE), "left by a killed server");
         CopyOnWriteWarmUp.run(scratch, new JavaFileSpace(), 1, Duration.ZERO);
         assertFalse(Files.exists(scratch));
     }
