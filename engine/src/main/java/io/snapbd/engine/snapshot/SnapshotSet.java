@@ -287,9 +287,25 @@ public final class SnapshotSet implements AutoCloseable {
      * the caller must call {@link #forceCopies} before the production blocks may change.
      */
     public int copyBeforeOverwrite(CowBuffer buf, long first, long last) throws IOException {
-        int copied = 0;
         buf.sawPending = false;
-        for (long b = first; b <= last; b++) {
+        int copied = 0;
+        long from = first;
+        for (; last - from >= RUN; from += RUN) {      // a TRIM or zeroing of millions of blocks
+            copied += copyRun(buf, from, RUN);
+        }
+        return copied + copyRun(buf, from, (int) (last - from + 1));
+    }
+
+    /**
+     * Blocks are visited in int-counted runs: C2 guards a long {@code b <= last} loop with a loop-limit predicate,
+     * which failed at a volume's first copy after the start-up warm-up had compiled it, recompiling the write path.
+     */
+    private static final int RUN = 1 << 20;
+
+    private int copyRun(CowBuffer buf, long first, int n) throws IOException {
+        int copied = 0;
+        for (int i = 0; i < n; i++) {
+            long b = first + i;
             Snapshot[] c = chain;
             if (c.length == 0) {
                 break;

@@ -30,8 +30,19 @@ public final class CopyOnWriteWarmUp {
     static final int BLOCK_SIZE = 4096;
     static final int WRITERS = 2;
 
+    /**
+     * The scratch volume's overlay: small, so that the writers fill it, reach its batch target (a quarter) and
+     * grow its arena past what a snapshot preallocates, the branches a real volume takes only under load.
+     */
+    static final long OVERLAY_BYTES = 8L << 20;
+    static final long OVERLAY_PREALLOCATE_BYTES = 1L << 20;
+    /** Rounds that always run (when the budget allows), before the JIT's activity may end the warm-up. */
+    static final int MIN_ROUNDS = 3;
+    /** A round in which the JIT compiled for less than this found nothing new to compile: the path is warm. */
+    static final long QUIET_COMPILE_MILLIS = 20;
+
     /** What one warm-up did. */
-    public record Result(long writes, long copies, long nanos) {
+    public record Result(int rounds, long writes, long copies, long nanos) {
     }
 
     private CopyOnWriteWarmUp() {
@@ -42,31 +53,45 @@ public final class CopyOnWriteWarmUp {
      * leftover of an interrupted warm-up is removed first; the volume is deleted afterwards, also on failure), and
      * per round: fills the round's region (no snapshot: in place), takes a snapshot, writes every block of the
      * region once (each write copies; a region no snapshot has touched, so the writes also meet the unallocated
-     * map pages of a large volume), rewrites a quarter of them, checks the snapshot, deletes it. No round starts
-     * once {@code budget} is spent (the first always runs), so a slow host does not wait long for it.
+     * map pages of a large volume), rewrites a quarter of them, forces with nothing pending, checks the snapshot,
+     * deletes it. Runs at most {@code rounds} rounds; after {@link #MIN_ROUNDS}, stops at the first round in
+     * which the JIT compiled next to nothing. No round starts once {@code budget} is spent (the first always
+     * runs), so a slow host does not wait long for it; what budget is left waits for the JIT to finish the
+     * compilations the rounds queued, so they do not run beside the first clients.
      */
     public static Result run(Path dir, FileSpace space, int rounds, Duration budget) throws IOException {
         long start = System.nanoTime();
+        long deadline = start + budget.toNanos();
         Volume.deleteFiles(dir);
         try {
             Volume.create(dir, "warm-up", (long) rounds * BLOCKS * BLOCK_SIZE, BLOCK_SIZE, (long) BLOCKS * BLOCK_SIZE,
                     false, space);
             Volume v = Volume.open(dir, space);
             long writes = 0;
+            long copies;
+            int done = 0;
             try {
-                long deadline = start + budget.toNanos();
-                for (int round = 0; round < rounds && (round == 0 || System.nanoTime() - deadline < 0); round++) {
-                    String snapshot = "warm-up-" + round;
-                    fill(v, round);
+                v.resizeOverlay(OVERLAY_BYTES, OVERLAY_PREALLOCATE_BYTES);
+                while (done < rounds && (done == 0 || System.nanoTime() - deadline < 0)) {
+                    long compiledBefore = JitActivity.compileMillis();
+                    String snapshot = "warm-up-" + done;
+                    fill(v, done);
                     v.createSnapshot(snapshot);
-                    writes += writeConcurrently(v, round);
-                    check(v.snapshotView(snapshot), round, rounds);
+                    writes += writeConcurrently(v, done);
+                    v.commitPrepared();     // a force with nothing pending: the committer meets it under load
+                    check(v.snapshotView(snapshot), done, rounds);
                     v.deleteSnapshot(snapshot);
+                    done++;
+                    if (done >= MIN_ROUNDS && JitActivity.compileMillis() - compiledBefore < QUIET_COMPILE_MILLIS) {
+                        break;
+                    }
                 }
-                return new Result(writes, v.cowCopies(), System.nanoTime() - start);
+                copies = v.cowCopies();
             } finally {
                 v.close();
             }
+            JitActivity.awaitQuiet(deadline);
+            return new Result(done, writes, copies, System.nanoTime() - start);
         } finally {
             Volume.deleteFiles(dir);
         }

@@ -117,8 +117,21 @@ final class Overlay {
         if (staged == 0) {
             return false;
         }
-        for (long b = first; b <= last; b++) {
-            if (slotOf.get(b) >= 0) {
+        long from = first;
+        for (; last - from >= RUN; from += RUN) {      // a TRIM or a force of a huge range
+            if (anyStagedIn(from, RUN)) {
+                return true;
+            }
+        }
+        return anyStagedIn(from, (int) (last - from + 1));
+    }
+
+    /** Ranges are scanned in int-counted runs of this many blocks (see {@link #publish}). */
+    private static final int RUN = 1 << 20;
+
+    private boolean anyStagedIn(long first, int n) {
+        for (int i = 0; i < n; i++) {
+            if (slotOf.get(first + i) >= 0) {
                 return true;
             }
         }
@@ -197,8 +210,12 @@ final class Overlay {
      */
     synchronized void publish(long first, long last, int[] slotsOfRange) {
         int before = stagedCount;
-        for (long b = first; b <= last; b++) {
-            int slot = slotsOfRange[(int) (b - first)];
+        int n = (int) (last - first + 1);
+        // An int-counted loop: C2 guards a long `b <= last` loop with a loop-limit predicate that failed (and
+        // recompiled the whole write path) at a volume's first staged write after the warm-up compiled it.
+        for (int i = 0; i < n; i++) {
+            long b = first + i;
+            int slot = slotsOfRange[i];
             if (slotOf.get(b) >= 0) {
                 StampedLock lock = stripes[(int) (b & (STRIPES - 1))];
                 long stamp = lock.writeLock();      // excludes the committer's apply and invalidates optimistic reads

@@ -68,6 +68,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
     /** Staged new data of blocks whose before-images are not durable yet, and the thread that applies it. */
     private Overlay overlay;
     private volatile long overlayBatchNanos;
+    private long overlayPreallocateBytes = OVERLAY_PREALLOCATE_BYTES;
     private Thread committer;
     private FileSpace space;
     /**
@@ -354,6 +355,20 @@ public final class Volume implements BlockDevice, AutoCloseable {
      */
     public void awaitStagedApplied() throws IOException {
         overlay.awaitEmpty();
+    }
+
+    /**
+     * Replaces the overlay (nothing staged, no session open yet) by one of {@code capacityBytes} that preallocates
+     * {@code preallocateBytes} at each snapshot: the start-up warm-up uses a small one so that its writers fill it,
+     * reach its batch target and grow its arena, as a real volume's writers do only under heavy load; otherwise
+     * the JIT would meet those branches for the first time on a client's write.
+     */
+    void resizeOverlay(long capacityBytes, long preallocateBytes) {
+        if (overlay.staged() > 0 || committer != null) {
+            throw new IllegalStateException("the overlay of " + name() + " is in use");
+        }
+        overlay = new Overlay(size() / blockSize(), blockSize(), capacityBytes);
+        overlayPreallocateBytes = preallocateBytes;
     }
 
     /** How long the committer lets a batch of staged writes build up (tests hold it to observe staging). */
@@ -966,7 +981,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         checkOpen();
         // Ready what the first writes after it will use, off their path: the arena they stage into and the
         // committer (started here, a staged write never finds it missing: no branch the JIT has to revisit).
-        overlay.preallocate(OVERLAY_PREALLOCATE_BYTES);
+        overlay.preallocate(overlayPreallocateBytes);
         startCommitter();
         return snapshots.create(name, lun);
     }

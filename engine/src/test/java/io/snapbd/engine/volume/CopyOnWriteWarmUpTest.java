@@ -32,6 +32,28 @@ class CopyOnWriteWarmUpTest {
     }
 
     @Test
+    void runsAtLeastTheMinimumOfRoundsAndAtMostTheLimit() throws IOException {
+        CopyOnWriteWarmUp.Result r = CopyOnWriteWarmUp.run(dir.resolve("w"), new JavaFileSpace(), 8, Duration.ofHours(1));
+        assertTrue(r.rounds() >= CopyOnWriteWarmUp.MIN_ROUNDS && r.rounds() <= 8, "rounds: " + r);
+        assertEquals(r.rounds() * WRITES_PER_ROUND, r.writes(), "whole rounds only: " + r);
+        assertEquals(r.rounds() * (long) CopyOnWriteWarmUp.BLOCKS, r.copies(), r.toString());
+    }
+
+    @Test
+    void anOverlayInUseIsNotReplaced() throws IOException {
+        Path vdir = dir.resolve("v");
+        Volume.create(vdir, "v", 1 << 20, 4096, 1 << 20, false, new JavaFileSpace());
+        Volume v = Volume.open(vdir, new JavaFileSpace());
+        try {
+            v.resizeOverlay(1 << 20, 0);                // fresh: allowed
+            v.createSnapshot("s");                      // starts the committer
+            assertThrows(IllegalStateException.class, () -> v.resizeOverlay(1 << 20, 0));
+        } finally {
+            v.close();
+        }
+    }
+
+    @Test
     void aSpentBudgetStillRunsOneRound() throws IOException {
         CopyOnWriteWarmUp.Result r = CopyOnWriteWarmUp.run(dir.resolve("w"), new JavaFileSpace(), 5, Duration.ZERO);
         assertEquals(WRITES_PER_ROUND, r.writes());

@@ -265,4 +265,24 @@ class OverlayTest {
             }
         }
     }
+
+    /** Ranges longer than an int-counted run (2^20 blocks) are scanned in runs: a block staged anywhere is found. */
+    @Test
+    void anyStagedFindsABlockBeyondTheFirstRunOfALongRange() throws IOException {
+        long blocks = 3L << 20;
+        long far = (5L << 19) + 3;              // in the third run
+        try (MappedData data = production((byte) 1)) {
+            MappedData.Cursor c = data.cursor();
+            Overlay o = new Overlay(blocks, BS, 1 << 20);
+            Overlay.View v = o.view();
+            int[] slots = new int[1];
+            assertTrue(o.reserve(far, far, far * BS, (far + 1) * BS, c, v, slots));   // whole block: no edge copies
+            o.publish(far, far, slots);
+            assertTrue(o.anyStaged(0, blocks - 1));
+            assertTrue(o.anyStaged(far - (1L << 20) + 1, far), "the last block of a run");
+            assertTrue(o.anyStaged(far, far + (1L << 20)), "the first block of a run");
+            assertFalse(o.anyStaged(0, far - 1));
+            assertFalse(o.anyStaged(far + 1, blocks - 1));
+        }
+    }
 }

@@ -78,6 +78,34 @@ class VolumeLargeTest {
         }
     }
 
+    /**
+     * A TRIM of the whole 5 GiB (1.3 million blocks: more than one of the int-counted runs the copy-on-write and
+     * overlay scans go in) after a snapshot copies the before-images of blocks in use at both ends of the range.
+     */
+    @Test
+    void aTrimOfMoreThanARunOfBlocksCopiesBlocksAtBothEnds() throws IOException {
+        Path dir = tmp.resolve("trim");
+        Volume.create(dir, "trim", SIZE, 4096, 1L << 20, true, TestVolumes.java());
+        Volume v = Volume.open(dir, TestVolumes.java());
+        try (BlockDevice.Session s = v.openSession()) {
+            long late = SIZE - 8192;        // block 1,310,718: in the second run of 2^20 blocks
+            write(v, s, 0, pattern(1, 4096));
+            write(v, s, late, pattern(2, 4096));
+            v.createSnapshot("before");
+            v.trim(s, 0, SIZE, false);
+            assertTrue(isZero(read(v, s, 0, 4096)));
+            assertTrue(isZero(read(v, s, late, 4096)));
+            BlockDevice snap = v.snapshotView("before");
+            try (BlockDevice.Session ss = snap.openSession()) {
+                assertArrayEquals(pattern(1, 4096), read(snap, ss, 0, 4096));
+                assertArrayEquals(pattern(2, 4096), read(snap, ss, late, 4096));
+            }
+            assertEquals(2, v.cowCopies());
+        } finally {
+            v.close();
+        }
+    }
+
     private static void check(Volume v, BlockDevice.Session s, long[][] writes) throws IOException {
         for (int i = 0; i < writes.length; i++) {
             long off = writes[i][0];

@@ -46,7 +46,7 @@ final class ServeCommand implements Callable<Integer> {
     String latencyHistograms;
 
     @Option(names = "--warm-up", paramLabel = "on|off",
-            description = "Run the copy-on-write path on a scratch volume before taking clients, so the first snapshot's writes are not slowed by the JIT (default on, about a second).")
+            description = "Run the copy-on-write path on a scratch volume before taking clients, so the first snapshot's writes are not slowed by the JIT (default on, a few seconds).")
     String warmUp;
 
     @Option(names = {"-v", "--verbose"}, description = "Log every connection and refused request.")

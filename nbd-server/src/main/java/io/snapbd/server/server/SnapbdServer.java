@@ -80,8 +80,9 @@ public final class SnapbdServer implements AutoCloseable {
 
     /** Scratch directory of the copy-on-write warm-up, inside the data directory (same file system, same lock). */
     static final String WARM_UP_DIR = "warm-up.tmp";
-    static final int WARM_UP_ROUNDS = 5;
-    static final Duration WARM_UP_BUDGET = Duration.ofSeconds(3);
+    /** At most this many rounds; the warm-up usually ends earlier, when the JIT has nothing left to compile. */
+    static final int WARM_UP_ROUNDS = 10;
+    static final Duration WARM_UP_BUDGET = Duration.ofSeconds(5);
 
     /**
      * Compiles the copy-on-write path before clients come, so the first snapshot after a start does not pay for
@@ -92,8 +93,8 @@ public final class SnapbdServer implements AutoCloseable {
         try {
             CopyOnWriteWarmUp.Result r = CopyOnWriteWarmUp.run(catalog.root().resolve(WARM_UP_DIR),
                     catalog.space(), WARM_UP_ROUNDS, WARM_UP_BUDGET);
-            Log.info("copy-on-write path warmed up: %d writes, %d copies on a scratch volume in %d ms (warm-up = off skips it)",
-                    r.writes(), r.copies(), r.nanos() / 1_000_000);
+            Log.info("copy-on-write path warmed up: %d rounds, %d writes, %d copies on a scratch volume in %d ms (warm-up = off skips it)",
+                    r.rounds(), r.writes(), r.copies(), r.nanos() / 1_000_000);
         } catch (IOException | RuntimeException e) {
             Log.warn("copy-on-write warm-up failed, serving anyway (the first snapshot's writes may be slower): %s", e.getMessage());
         }
