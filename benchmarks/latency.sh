@@ -140,6 +140,9 @@ SNAPBD_URI="nbd+unix:///bench?socket=$SOCK"
 measure() {
   local name=$1 uri=$2; shift 2
   echo "[$name]" >&2
+  # Dirty pages left by the rows before (any server's) would be written back during this one: the kernel
+  # flusher then competes for the disk and the two cores, and the row that happens to come next pays.
+  sync
   local window=(--warmup "$WARMUP" -t "$DURATION") hook=()
   if [ "${1:-}" = "--ops" ]; then
     # Count-bound row (first writes: no block may be written twice): every request is measured. The load
