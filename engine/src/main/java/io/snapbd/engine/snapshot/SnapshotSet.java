@@ -1,5 +1,6 @@
 package io.snapbd.engine.snapshot;
 
+import io.snapbd.engine.BlockRuns;
 import io.snapbd.engine.BlockDeviceException;
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
@@ -290,17 +291,12 @@ public final class SnapshotSet implements AutoCloseable {
         buf.sawPending = false;
         int copied = 0;
         long from = first;
-        for (; last - from >= RUN; from += RUN) {      // a TRIM or zeroing of millions of blocks
-            copied += copyRun(buf, from, RUN);
+        // Int-counted runs (see BlockRuns): a TRIM or zeroing may cover millions of blocks.
+        for (; last - from >= BlockRuns.MAX_BLOCKS; from += BlockRuns.MAX_BLOCKS) {
+            copied += copyRun(buf, from, BlockRuns.MAX_BLOCKS);
         }
         return copied + copyRun(buf, from, (int) (last - from + 1));
     }
-
-    /**
-     * Blocks are visited in int-counted runs: C2 guards a long {@code b <= last} loop with a loop-limit predicate,
-     * which failed at a volume's first copy after the start-up warm-up had compiled it, recompiling the write path.
-     */
-    private static final int RUN = 1 << 20;
 
     private int copyRun(CowBuffer buf, long first, int n) throws IOException {
         int copied = 0;

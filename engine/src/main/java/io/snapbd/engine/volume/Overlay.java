@@ -1,5 +1,6 @@
 package io.snapbd.engine.volume;
 
+import io.snapbd.engine.BlockRuns;
 import io.snapbd.engine.bitmap.PagedIntArray;
 import io.snapbd.engine.io.MappedData;
 
@@ -118,16 +119,14 @@ final class Overlay {
             return false;
         }
         long from = first;
-        for (; last - from >= RUN; from += RUN) {      // a TRIM or a force of a huge range
-            if (anyStagedIn(from, RUN)) {
+        // Int-counted runs (see BlockRuns): a TRIM or a force may cover millions of blocks.
+        for (; last - from >= BlockRuns.MAX_BLOCKS; from += BlockRuns.MAX_BLOCKS) {
+            if (anyStagedIn(from, BlockRuns.MAX_BLOCKS)) {
                 return true;
             }
         }
         return anyStagedIn(from, (int) (last - from + 1));
     }
-
-    /** Ranges are scanned in int-counted runs of this many blocks (see {@link #publish}). */
-    private static final int RUN = 1 << 20;
 
     private boolean anyStagedIn(long first, int n) {
         for (int i = 0; i < n; i++) {
@@ -211,8 +210,7 @@ final class Overlay {
     synchronized void publish(long first, long last, int[] slotsOfRange) {
         int before = stagedCount;
         int n = (int) (last - first + 1);
-        // An int-counted loop: C2 guards a long `b <= last` loop with a loop-limit predicate that failed (and
-        // recompiled the whole write path) at a volume's first staged write after the warm-up compiled it.
+        // An int-counted loop (see BlockRuns): n is at most one write's blocks.
         for (int i = 0; i < n; i++) {
             long b = first + i;
             int slot = slotsOfRange[i];
