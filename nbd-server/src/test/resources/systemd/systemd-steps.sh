@@ -169,6 +169,8 @@ start() {
   pid="$(prop snapbd.service MainPID)"
   expect java cat "/proc/$pid/comm"
   expect 0 prop snapbd.service NRestarts
+  # LimitNICE=+0: the copy-on-write committer may go back from nice 19 to 0 without CAP_SYS_NICE.
+  expect 20 awk '/^Max nice priority/ { print $4 }' "/proc/$pid/limits"
   [ -d /var/lib/snapbd/volumes/vol0 ] || fail "volume vol0 was not created in /var/lib/snapbd"
   must snapbd status
   systemd-analyze security --no-pager snapbd.service 2>&1 | tail -3 || true

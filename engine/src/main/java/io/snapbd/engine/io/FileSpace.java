@@ -19,13 +19,13 @@ public interface FileSpace {
     Zeroer openZeroer(Path file) throws IOException;
 
     /**
-     * Lowers the scheduling priority of the calling thread, one of the engine's background threads (the
-     * committer that fills, forces and applies copy-on-write batches), to {@code nice}, so that on a busy machine
-     * the connection threads answering requests run first; the background thread still gets the CPU they leave,
-     * and writers that run out of room wait for it. Best effort: the pure-Java implementation cannot and
-     * does nothing.
+     * Sets the nice value of the calling thread, one of the engine's background threads (the committer that
+     * fills, forces and applies copy-on-write batches): it runs below the connection threads while nobody waits
+     * for it and at their priority when writers do. Best effort: false when it cannot (the pure-Java
+     * implementation; or a lower nice value than the thread has, without CAP_SYS_NICE or RLIMIT_NICE).
      */
-    default void lowerCurrentThreadPriority(int nice) {
+    default boolean setCurrentThreadNice(int nice) {
+        return false;
     }
 
     /** Short human-readable name, shown by {@code status}. */

@@ -366,6 +366,14 @@ final class Overlay {
     }
 
     /**
+     * Whether writers wait for the committer: somebody waits for staged blocks, a writer found no room, or a
+     * quarter of the slots are staged (the committer falls behind the writers).
+     */
+    synchronized boolean waitedFor() {
+        return waiters > 0 || starved || stagedCount >= batchTarget;
+    }
+
+    /**
      * Copies bytes [offset, offset+n) of block b into {@code dst}: the staged copy if b is staged, else
      * production (through {@code production}). Consistent against concurrent apply.
      */

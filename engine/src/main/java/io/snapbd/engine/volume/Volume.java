@@ -72,11 +72,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private Thread committer;
     private FileSpace space;
     /**
-     * Nice value of the committer thread: {@code -Dsnapbd.committer.nice} (default 10; 0 leaves it). Below the
-     * connection threads, so a committer busy with a batch does not hold a writer's reply back for a scheduler
-     * slice on a machine with few CPUs; measured on the 2-CPU reference machine in benchmarks/RESULTS.md.
+     * Nice value of the committer thread while no writer waits for it: {@code -Dsnapbd.committer.nice}
+     * (default 19), and while writers do: {@code -Dsnapbd.committer.busy.nice} (default 0). See
+     * {@link CommitterPriority}; measured on the 2-CPU reference machine in benchmarks/RESULTS.md run 8.
      */
-    static final int COMMITTER_NICE = Integer.getInteger("snapbd.committer.nice", 10);
+    static final int COMMITTER_NICE = Integer.getInteger("snapbd.committer.nice", 19);
+    static final int COMMITTER_BUSY_NICE = Integer.getInteger("snapbd.committer.busy.nice", 0);
     private volatile boolean committerStop;
     /**
      * Overlay capacity: {@code -Dsnapbd.overlay.mib} (default 128 MiB per volume; the arena is allocated in 1 MiB
@@ -634,13 +635,13 @@ public final class Volume implements BlockDevice, AutoCloseable {
         committer = new Thread(() -> {
             MappedData.Cursor cursor = data.cursor();
             Overlay.View view = overlay.view();
-            if (COMMITTER_NICE != 0) {
-                space.lowerCurrentThreadPriority(COMMITTER_NICE);
-            }
+            CommitterPriority priority = new CommitterPriority(space, COMMITTER_NICE, COMMITTER_BUSY_NICE, name());
+            priority.adjust(false);
             while (!committerStop) {
                 try {
                     int n = overlay.awaitBatch(100, overlayBatchNanos);
                     if (n > 0) {
+                        priority.adjust(overlay.waitedFor());
                         snapshots.forceCopies();
                         overlay.applyStaged(cursor, view, n);
                     }

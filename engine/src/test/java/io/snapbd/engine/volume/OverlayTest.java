@@ -285,4 +285,21 @@ class OverlayTest {
             assertFalse(o.anyStaged(far + 1, blocks - 1));
         }
     }
+
+    @Test
+    void theCommitterIsWaitedForOnceAQuarterOfTheSlotsAreStaged() throws IOException {
+        try (MappedData data = production((byte) 1)) {
+            MappedData.Cursor c = data.cursor();
+            Overlay o = new Overlay(BLOCKS, BS, 32L * BS);      // 32 slots: a quarter is 8
+            Overlay.View v = o.view();
+            for (int b = 0; b < 7; b++) {
+                stage(o, c, v, (long) b * BS, BS, (byte) 2);
+            }
+            assertFalse(o.waitedFor(), "7 of 32 slots staged, nobody waits");
+            stage(o, c, v, 7L * BS, BS, (byte) 2);
+            assertTrue(o.waitedFor(), "8 of 32 slots staged");
+            o.applyStaged(c, v, o.stagedSnapshot());
+            assertFalse(o.waitedFor(), "everything applied");
+        }
+    }
 }

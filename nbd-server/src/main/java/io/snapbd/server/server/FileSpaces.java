@@ -41,11 +41,13 @@ public final class FileSpaces {
         }
 
         @Override
-        public void lowerCurrentThreadPriority(int nice) {
+        public boolean setCurrentThreadNice(int nice) {
             try {
                 ThreadPriority.setCurrentNice(nice);
+                return true;
             } catch (IOException e) {
-                Log.warn("cannot lower the priority of thread %s: %s", Thread.currentThread().getName(), e.getMessage());
+                Log.debug("cannot set the nice value of thread %s: %s", Thread.currentThread().getName(), e.getMessage());
+                return false;
             }
         }
 

@@ -75,7 +75,7 @@ class SystemdUnitsIT {
         for (String line : List.of("Type=notify", "ExecStart=/usr/bin/snapbd serve --config /etc/snapbd/snapbd.conf",
                 "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure", "WatchdogSec=", "ProtectSystem=strict",
                 "ReadWritePaths=/var/lib/snapbd", "PrivateTmp=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_SYS_ADMIN",
-                "DeviceAllow=block-nbd rw", "DevicePolicy=closed")) {
+                "DeviceAllow=block-nbd rw", "DevicePolicy=closed", "LimitNICE=+0")) {
             assertTrue(u.lines().anyMatch(l -> l.startsWith(line)), "snapbd.service lacks " + line);
         }
         String a = Files.readString(units().resolve("snapbd-attach@.service"));
