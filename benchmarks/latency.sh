@@ -13,6 +13,7 @@
 #   *-qd1             no-snapshot and after-snapshot with one request in flight: service time, no queueing
 #   8-snapshots       right after the 8th snapshot (1% of the blocks rewritten between snapshots)
 #   all-copied        the snapshot exists and every block was copied once: writes go in place again
+#   no-snapshot-late  no-snapshot again right after all-copied (snapshot deleted): all-copied's baseline
 #   lun-tracking      no snapshot, LUN state tracking enabled
 #   histograms-off    no snapshot, server-side latency histograms off (their cost: ratio to no-snapshot)
 #   nbdkit            nbdkit's file plugin, preallocated file written once the same way
@@ -238,12 +239,13 @@ fio_row() {   # label uri
 
 for r in $(seq 1 "$ROUNDS"); do
   sfx=""; [ "$ROUNDS" -gt 1 ] && sfx="@$r"
-  closed "no-snapshot$sfx" "$SNAPBD_URI"
-  opened "no-snapshot-rate$sfx" "$SNAPBD_URI"
   peer_rows nbdkit "$NBDKIT_URI" "$sfx"
   peer_rows qemu-nbd "$QEMU_URI" "$sfx"
 
+  # Each ratio's two rows run next to each other: the baselines right before the snapshot rows.
+  opened "no-snapshot-rate$sfx" "$SNAPBD_URI"
   measure "no-snapshot-qd1$sfx" "$SNAPBD_URI" -d 1
+  closed "no-snapshot$sfx" "$SNAPBD_URI"
 
   # Cold: the client warms up while there is no snapshot yet; the snapshot is taken with nothing in flight.
   BEFORE_MEASURE="'$SNAPBD' snapshot create bench s0 --data-dir '$DATA' >/dev/null" \
@@ -264,6 +266,10 @@ for r in $(seq 1 "$ROUNDS"); do
   closed "all-copied$sfx" "$SNAPBD_URI"
   opened "all-copied-rate$sfx" "$SNAPBD_URI"
   cli snapshot delete bench s0
+  # The baseline of the all-copied rows, next to them: the same volume, 10 minutes and a refill later than
+  # the no-snapshot rows, without the snapshot.
+  closed "no-snapshot-late$sfx" "$SNAPBD_URI"
+  opened "no-snapshot-rate-late$sfx" "$SNAPBD_URI"
 
   echo "8 snapshots, 1% of the blocks rewritten between them" >&2
   for k in 1 2 3 4 5 6 7 8; do
