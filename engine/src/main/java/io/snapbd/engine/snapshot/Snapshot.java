@@ -1,6 +1,5 @@
 package io.snapbd.engine.snapshot;
 
-import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.bitmap.PagedIntArray;
 
@@ -19,7 +18,7 @@ final class Snapshot {
     final PagedIntArray map;
     final PagedBitMap meta;
     /** Frozen meta pages persisted in this snapshot's file (kept on disk for the read chain of older snapshots). */
-    final BitMapFile metaFile;
+    final SnapshotMetaFile metaFile;
     /** Meta pages frozen while this snapshot was the tail and not yet written to {@link #metaFile}. */
     final List<FrozenPage> pendingPages = new ArrayList<>();
     /** Pages this snapshot holds itself (in its file or pending); guarded by {@link #pendingPages}. */
@@ -30,7 +29,7 @@ final class Snapshot {
     record FrozenPage(int page, long[] words) {
     }
 
-    Snapshot(SnapshotRecord record, long blocks, PagedBitMap meta, BitMapFile metaFile) {
+    Snapshot(SnapshotRecord record, long blocks, PagedBitMap meta, SnapshotMetaFile metaFile) {
         this.record = record;
         this.bits = new PagedBitMap(blocks);
         this.map = new PagedIntArray(blocks);

@@ -2,7 +2,6 @@ package io.snapbd.engine.snapshot;
 
 import io.snapbd.engine.BlockRuns;
 import io.snapbd.engine.BlockDeviceException;
-import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.bitmap.PagedIntArray;
 import io.snapbd.engine.io.GroupCommit;
@@ -12,11 +11,11 @@ import io.snapbd.engine.volume.VolumeNames;
 import java.io.IOException;
 import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.BitSet;
 import java.util.Collections;
 import java.util.List;
 import java.util.UUID;
@@ -101,78 +100,132 @@ public final class SnapshotSet implements AutoCloseable {
      * Opens (creating if needed) the snapshot state of a volume: the queue from {@code snapshots.meta}, each
      * snapshot's frozen meta pages, the block maps from the exception log. Entries of snapshots that no longer
      * exist (a delete interrupted by a crash) are merged exactly as delete would; chunks are rebuilt from the
-     * entries, and a chunk claimed twice is an error.
+     * entries, and a chunk claimed twice is an error. A torn tail of the log (a crash during a force) is cut off.
+     * Damage (a meta page or log record that was durable and no longer reads back) is never read through: every
+     * snapshot whose content depends on it is refused, i.e. marked invalid with the reason in the table, as a
+     * terminated one is; a log with damage is not rewritten here, so fsck keeps reporting it.
      */
     public static SnapshotSet open(Path dir, UUID uuid, long blocks, int blockSize, long saveSize, Path saveFile,
                                    Production production) throws IOException {
         SnapshotTable.Contents table = SnapshotTable.read(dir.resolve(TABLE_FILE), uuid);
         SaveVolume save = new SaveVolume(saveFile, saveSize, blockSize);
-        List<Snapshot> active = new ArrayList<>();
+        List<SnapshotRecord> all = new ArrayList<>();          // active in the table, oldest first
         List<SnapshotRecord> invalidRecords = new ArrayList<>();
+        List<SnapshotMetaFile> files = new ArrayList<>();      // null where the file cannot be opened
         PagedBitMap prodMeta = production.meta();
+        ExceptionLog openedLog = null;
         try {
+            int pages = (int) PagedBitMap.pageCount(blocks);
+            List<String> fileProblems = new ArrayList<>();
             for (SnapshotRecord r : table.snapshots()) {
                 if (r.state() == SnapshotRecord.State.ACTIVE) {
-                    BitMapFile f = BitMapFile.openPages(metaFile(dir, r.seq()), BitMapFile.Kind.SNAPSHOT_META, uuid, blocks);
-                    active.add(new Snapshot(r, blocks, null, f));
+                    all.add(r);
+                    try {
+                        files.add(SnapshotMetaFile.open(metaFile(dir, r.seq()), uuid, blocks, true));
+                        fileProblems.add(null);
+                    } catch (java.nio.file.NoSuchFileException | io.snapbd.engine.format.CorruptMetadataException e) {
+                        files.add(null);
+                        fileProblems.add(e instanceof java.nio.file.NoSuchFileException ? "missing" : e.getMessage());
+                    }
                 } else {
                     invalidRecords.add(r);
                 }
             }
-            // Resolve each snapshot's meta pages along the read chain: own page, else the next younger's, else production's.
-            int pages = (int) PagedBitMap.pageCount(blocks);
+            // Page states of every active snapshot's file.
+            int n = all.size();
+            BitSet[] present = new BitSet[n];
+            BitSet[] damaged = new BitSet[n];
+            long[][][] ownPages = new long[n][][];
+            long[] words = new long[PagedBitMap.PAGE_LONGS];
+            for (int i = 0; i < n; i++) {
+                present[i] = new BitSet();
+                damaged[i] = new BitSet();
+                ownPages[i] = new long[pages][];
+                SnapshotMetaFile f = files.get(i);
+                for (int p = 0; p < pages; p++) {
+                    SnapshotMetaFile.PageState st = f == null ? SnapshotMetaFile.PageState.DAMAGED : f.readPage(p, words);
+                    if (st == SnapshotMetaFile.PageState.PRESENT) {
+                        present[i].set(p);
+                        ownPages[i][p] = words.clone();
+                    } else if (st == SnapshotMetaFile.PageState.DAMAGED) {
+                        damaged[i].set(p);
+                    }
+                }
+            }
+            // The exception log: entries collected first, applied once the queue is known.
+            List<ExceptionLog.Entry> logged = new ArrayList<>();
+            ExceptionLog.Scan scan = new ExceptionLog.Scan();
+            Path logPath = dir.resolve(LOG_FILE);
+            if (!Files.exists(logPath)) {
+                openedLog = ExceptionLog.create(logPath, uuid);
+            } else {
+                openedLog = ExceptionLog.open(logPath, uuid, (snap, block, chunk) -> logged.add(new ExceptionLog.Entry(snap, block, chunk)),
+                        scan, true);
+            }
+            String[] refused = refusals(all, files, fileProblems, present, damaged, pages,
+                    scan.hasDamage() ? scan.damageBound : -1,
+                    scan.hasDamage() ? "damaged: " + LOG_FILE + " record at byte " + scan.firstDamagedOffset + " (" + scan.firstDamage + ")" : null);
+            // Resolve each snapshot's meta pages along the read chain: own page, else the next younger's, else
+            // production's. Refused snapshots' intact pages still serve the chains of older kept snapshots; those
+            // pages are copied into the older snapshot's file below, as a delete would.
             long[][] resolved = new long[pages][];
+            int[] from = new int[pages];
             for (int p = 0; p < pages; p++) {
                 resolved[p] = prodMeta.pageRef(p);
+                from[p] = -1;
             }
-            long[] words = new long[PagedBitMap.PAGE_LONGS];
-            Snapshot[] withMeta = new Snapshot[active.size()];
-            for (int i = active.size() - 1; i >= 0; i--) {
-                Snapshot s = active.get(i);
+            List<Snapshot> kept = new ArrayList<>();
+            List<SnapshotRecord> refusedRecords = new ArrayList<>();
+            for (int i = n - 1; i >= 0; i--) {
+                for (int p = present[i].nextSetBit(0); p >= 0; p = present[i].nextSetBit(p + 1)) {
+                    long[] ref = Arrays.copyOf(ownPages[i][p], PagedBitMap.PAGE_LONGS + 1);
+                    ref[PagedBitMap.PAGE_LONGS] = -1;    // generation of a frozen page: never owned by production
+                    resolved[p] = ref;
+                    from[p] = i;
+                }
+                if (refused[i] != null) {
+                    refusedRecords.add(all.get(i).invalid(refused[i]));
+                    continue;
+                }
+                SnapshotMetaFile f = files.get(i);
+                Snapshot s = new Snapshot(all.get(i), blocks, PagedBitMap.view(blocks, resolved), f);
+                s.ownedPages.or(present[i]);
                 for (int p = 0; p < pages; p++) {
-                    // A torn page was never forced, so production's page on disk still holds the frozen content:
-                    // reading it as absent resolves the chain correctly.
-                    BitMapFile.PageState st = s.metaFile.readPage(p, words);
-                    if (st == BitMapFile.PageState.PRESENT) {
-                        long[] ref = Arrays.copyOf(words, PagedBitMap.PAGE_LONGS + 1);
-                        ref[PagedBitMap.PAGE_LONGS] = -1;    // generation of a frozen page: never owned by production
-                        resolved[p] = ref;
+                    if (from[p] > i && refused[from[p]] != null) {
+                        f.writeWords(p, ownPages[from[p]][p]);     // its chain read through a refused snapshot
                         s.ownedPages.set(p);
                     }
                 }
-                withMeta[i] = new Snapshot(s.record, blocks, PagedBitMap.view(blocks, resolved), s.metaFile);
-                withMeta[i].ownedPages.or(s.ownedPages);
+                f.commit();
+                kept.add(0, s);
             }
+            Snapshot[] withMeta = kept.toArray(new Snapshot[0]);
             if (withMeta.length > 0) {
                 prodMeta.setShared(true);      // production pages the tail resolves to are shared from now on
             }
-            ExceptionLog[] logRef = new ExceptionLog[1];
-            long[] damaged = new long[1];
-            List<ExceptionLog.Entry> orphans = new ArrayList<>();
             long[] report = new long[3];
-            Path logPath = dir.resolve(LOG_FILE);
-            if (!Files.exists(logPath)) {
-                logRef[0] = ExceptionLog.create(logPath, uuid);
-            } else {
-                logRef[0] = ExceptionLog.open(logPath, uuid, (snap, block, chunk) -> {
-                    Snapshot s = find(withMeta, snap);
-                    if (block < 0 || block >= blocks || chunk < 0 || chunk >= save.capacity()) {
-                        report[0]++;
-                        return;
-                    }
-                    if (s == null) {
-                        orphans.add(new ExceptionLog.Entry(snap, block, chunk));
-                        return;
-                    }
-                    if (s.bits.get(block) || !save.claim(chunk)) {
-                        throw new IOException(logPath + ": block " + block + " of snapshot " + snap
-                                + " or chunk " + chunk + " appears twice");
-                    }
-                    s.put(block, chunk);
-                }, damaged);
+            List<ExceptionLog.Entry> orphans = new ArrayList<>();
+            for (ExceptionLog.Entry e : logged) {
+                long snap = e.snapshot();
+                long block = e.block();
+                int chunk = e.chunk();
+                Snapshot s = find(withMeta, snap);
+                if (block < 0 || block >= blocks || chunk < 0 || chunk >= save.capacity()) {
+                    report[0]++;
+                    continue;
+                }
+                if (s == null) {
+                    orphans.add(e);
+                    continue;
+                }
+                if (s.bits.get(block) || !save.claim(chunk)) {
+                    throw new IOException(logPath + ": block " + block + " of snapshot " + snap
+                            + " or chunk " + chunk + " appears twice");
+                }
+                s.put(block, chunk);
             }
-            report[1] = damaged[0];
-            // Entries of deleted snapshots: hand each to the next older active snapshot if it lacks the block.
+            report[1] = scan.torn;
+            // Entries of deleted or refused snapshots: hand each to the next older kept snapshot if it needs the block.
             for (ExceptionLog.Entry e : orphans) {
                 Snapshot older = olderThan(withMeta, e.snapshot());
                 int olderIndex = older == null ? -1 : java.util.Arrays.asList(withMeta).indexOf(older);
@@ -183,23 +236,103 @@ public final class SnapshotSet implements AutoCloseable {
                     report[0]++;
                 }
             }
-            SnapshotSet set = new SnapshotSet(dir, uuid, blocks, blockSize, production, save, logRef[0]);
+            SnapshotSet set = new SnapshotSet(dir, uuid, blocks, blockSize, production, save, openedLog);
             set.chain = withMeta;
             set.invalid.addAll(invalidRecords);
+            set.invalid.addAll(refusedRecords);
             set.nextSeq = Math.max(table.nextSeq(), 1);
             System.arraycopy(report, 0, set.openReport, 0, 3);
+            for (SnapshotRecord r : refusedRecords) {
+                set.refusedAtOpen.add("snapshot " + r.name() + " (seq " + r.seq() + ") refused: " + r.reason());
+            }
+            for (int i = 0; i < n; i++) {
+                if (refused[i] != null && files.get(i) != null) {
+                    files.get(i).close();       // kept on disk for inspection; deleted with the snapshot
+                }
+            }
             prodMeta.setCopyListener(set::productionPageCopied);
-            if (report[0] + report[1] + report[2] > 0) {
+            if (!refusedRecords.isEmpty()) {
+                set.writeTable();               // the verdict is durable before anything else changes
+            }
+            // A damaged log is not compacted (the evidence stays until the snapshots it affects are deleted); a
+            // version-1 log is converted once its damage, if any, has been recorded in the table.
+            if (scan.version == 1 || (!scan.hasDamage() && report[0] + report[2] > 0)) {
                 set.log.rewrite(set.entries());
             }
+            set.log.commitPoint(withMeta.length == 0 ? 0 : withMeta[withMeta.length - 1].seq());
             return set;
         } catch (IOException | RuntimeException e) {
             save.close();
-            for (Snapshot s : active) {
-                s.metaFile.close();
+            for (SnapshotMetaFile f : files) {
+                if (f != null) {
+                    f.close();
+                }
+            }
+            if (openedLog != null) {
+                openedLog.close();
             }
             throw e;
         }
+    }
+
+    /**
+     * Why each active snapshot (oldest first) cannot be trusted, or null where it can: its own meta file or a
+     * page of it is damaged; its chain reads a page of a younger snapshot's file that is damaged; or a damaged
+     * log record may be one of its before-images (sequence ≤ {@code logBound}).
+     */
+    static String[] refusals(List<SnapshotRecord> all, List<SnapshotMetaFile> files, List<String> fileProblems,
+                             BitSet[] present, BitSet[] damaged, int pages, long logBound, String logWhy) {
+        int n = all.size();
+        String[] why = new String[n];
+        for (int i = 0; i < n; i++) {
+            if (fileProblems.get(i) != null) {
+                why[i] = "damaged: snap-" + all.get(i).seq() + ".meta unreadable (" + shortProblem(fileProblems.get(i)) + ")";
+            } else if (!damaged[i].isEmpty()) {
+                why[i] = "damaged: snap-" + all.get(i).seq() + ".meta page " + damaged[i].nextSetBit(0)
+                        + (files.get(i).version() == 1 ? " fails its checksum (version-1 file)" : " fails its checksum");
+            }
+        }
+        for (int p = 0; p < pages; p++) {
+            int owner = -1;
+            for (int i = n - 1; i >= 0; i--) {
+                if (damaged[i].get(p) || present[i].get(p)) {
+                    owner = i;
+                }
+                if (owner > i && damaged[owner].get(p) && why[i] == null) {
+                    why[i] = "damaged: reads page " + p + " of snap-" + all.get(owner).seq() + ".meta, which is damaged";
+                }
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            if (why[i] == null && logWhy != null && all.get(i).seq() <= logBound) {
+                why[i] = logWhy;
+            }
+        }
+        return why;
+    }
+
+    private static String shortProblem(String message) {
+        int at = message.indexOf(".meta: ");
+        return at >= 0 ? message.substring(at + 7) : message;
+    }
+
+    /** What open refused, one line per snapshot (for the server's log). */
+    public List<String> refusedAtOpen() {
+        return List.copyOf(refusedAtOpen);
+    }
+
+    private final List<String> refusedAtOpen = new ArrayList<>();
+
+    private void writeTable() throws IOException {
+        List<SnapshotRecord> records = new ArrayList<>();
+        for (Snapshot x : chain) {
+            records.add(x.record);
+        }
+        synchronized (invalid) {
+            records.addAll(invalid);
+        }
+        records.sort((a, b) -> Long.compare(a.seq(), b.seq()));
+        SnapshotTable.write(dir.resolve(TABLE_FILE), uuid, nextSeq, records);
     }
 
     private static Snapshot find(Snapshot[] c, long seq) {
@@ -257,7 +390,7 @@ public final class SnapshotSet implements AutoCloseable {
             for (Snapshot.FrozenPage fp : todo) {
                 s.metaFile.writeWords(fp.page(), fp.words());
             }
-            s.metaFile.force();
+            s.metaFile.commit();        // pages forced, then their entries: a crash leaves a page absent, never torn
             synchronized (s.pendingPages) {
                 s.pendingPages.removeAll(todo);
             }
@@ -358,7 +491,6 @@ public final class SnapshotSet implements AutoCloseable {
     /** The forcing thread's scratch (guarded by the group commit): before-images of a run of chunks, and a record. */
     private ByteBuffer fillBuffer;
     private MappedData.Cursor fillCursor;
-    private final ByteBuffer fillRecord = ByteBuffer.allocate(ExceptionLog.RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
     private static final int FILL_BYTES = 1 << 20;
 
     private void markPending(long b, int chunk, long seq) {
@@ -394,8 +526,7 @@ public final class SnapshotSet implements AutoCloseable {
         }
         save.force();
         for (int i = 0; i < n; i++) {
-            ExceptionLog.encode(fillRecord, seqsOf[i], blocksOf[i], chunksOf[i]);
-            log.append(fillRecord);
+            log.append(seqsOf[i], blocksOf[i], chunksOf[i]);
         }
         log.force();
         if (n == 0) {
@@ -681,7 +812,7 @@ public final class SnapshotSet implements AutoCloseable {
                         SnapshotRecord.State.ACTIVE, null, l.counter(), l.timestamp(), l.enabled());
                 Path mf = metaFile(dir, seq);
                 Files.deleteIfExists(mf);
-                BitMapFile f = BitMapFile.create(mf, BitMapFile.Kind.SNAPSHOT_META, uuid, blocks, false);
+                SnapshotMetaFile f = SnapshotMetaFile.create(mf, uuid, blocks);
                 PagedBitMap frozen = production.meta().freeze();
                 Snapshot s = new Snapshot(r, blocks, frozen, f);
                 List<SnapshotRecord> records = new ArrayList<>();
@@ -766,8 +897,8 @@ public final class SnapshotSet implements AutoCloseable {
                     boolean wrote = false;
                     long[] olderWords = new long[PagedBitMap.PAGE_LONGS];
                     for (int p = 0; p < victim.metaFile.pageCount(); p++) {
-                        if (victim.metaFile.readPage(p, words) == BitMapFile.PageState.PRESENT
-                                && older.metaFile.readPage(p, olderWords) == BitMapFile.PageState.ABSENT) {
+                        if (victim.metaFile.readPage(p, words) == SnapshotMetaFile.PageState.PRESENT
+                                && older.metaFile.readPage(p, olderWords) == SnapshotMetaFile.PageState.ABSENT) {
                             older.metaFile.writeWords(p, words);
                             synchronized (older.pendingPages) {
                                 older.ownedPages.set(p);
@@ -776,7 +907,7 @@ public final class SnapshotSet implements AutoCloseable {
                         }
                     }
                     if (wrote) {
-                        older.metaFile.force();
+                        older.metaFile.commit();
                     }
                 }
                 if (invalidReason != null) {
@@ -963,6 +1094,8 @@ public final class SnapshotSet implements AutoCloseable {
     public void close() throws IOException {
         forceCopies();          // records still buffered in memory reach the log
         persistFrozenPages();
+        Snapshot[] c = chain;
+        log.commitPoint(c.length == 0 ? 0 : c[c.length - 1].seq());   // every record is durable: damage to one is damage
         for (Snapshot s : chain) {
             s.metaFile.close();
         }

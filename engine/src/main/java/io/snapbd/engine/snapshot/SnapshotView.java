@@ -115,7 +115,9 @@ public final class SnapshotView implements BlockDevice {
         }
         for (SnapshotSet.Info i : set.list()) {
             if (i.record().seq() == seq) {
-                return "snapshot terminated: " + i.record().reason();
+                String reason = i.record().reason();
+                return reason != null && reason.startsWith("damaged") ? "snapshot refused: " + reason
+                        : "snapshot terminated: " + reason;
             }
         }
         return "snapshot deleted";

@@ -123,8 +123,11 @@ public final class SnapbdServer implements AutoCloseable {
             }
             long[] snap = v.snapshots().openReport();
             if (snap[0] + snap[1] + snap[2] > 0) {
-                Log.warn("volume %s: snapshot metadata repaired at open: %d stale entries dropped, %d torn records skipped, %d entries merged into older snapshots",
+                Log.warn("volume %s: snapshot metadata repaired at open: %d stale entries dropped, %d torn log slot(s) cut off, %d entries merged into older snapshots",
                         name, snap[0], snap[1], snap[2]);
+            }
+            for (String refused : v.snapshots().refusedAtOpen()) {
+                Log.warn("volume %s: %s", name, refused);
             }
             ControlPlane.exportVolume(exports, v);
         }
