@@ -137,7 +137,6 @@ final class ExceptionLog implements AutoCloseable {
             long lastUsed = 0;
             ByteBuffer buf = ByteBuffer.allocate(RECORD_BYTES * 1024).order(ByteOrder.LITTLE_ENDIAN);
             java.util.BitSet bad = new java.util.BitSet();
-            String[] why = new String[1];
             int prev = headerCrc;
             boolean prevValid = true;
             for (long base = 0; base < slots; base += 1024) {
@@ -156,9 +155,6 @@ final class ExceptionLog implements AutoCloseable {
                     String problem = validate(buf, o, slot, prevValid, prev);
                     if (problem != null) {
                         bad.set((int) slot);
-                        if (why[0] == null) {
-                            why[0] = problem;
-                        }
                         prevValid = false;
                         continue;
                     }
@@ -182,7 +178,9 @@ final class ExceptionLog implements AutoCloseable {
             // a damaged record belongs to that snapshot or an older one.
             long nextSeq = -1;
             long[] bound = {-1};
-            for (long base = ((lastUsed - 1) / 1024) * 1024; lastUsed > 0 && base >= 0; base -= 1024) {
+            int firstBad = bad.nextSetBit(0);
+            boolean damage = firstBad >= 0 && firstBad < cut;     // else no need to read the log a second time
+            for (long base = ((lastUsed - 1) / 1024) * 1024; damage && base >= 0; base -= 1024) {
                 int n = (int) Math.min(1024, lastUsed - base);
                 buf.clear().limit(n * RECORD_BYTES);
                 readFully(ch, buf, HEADER_BYTES + base * RECORD_BYTES, path);
@@ -483,15 +481,12 @@ final class ExceptionLog implements AutoCloseable {
 
     /** Writes the buffered records and makes every record written so far durable. */
     void force() throws IOException {
-        long upTo;
         synchronized (writeLock) {
             writeBuffered();
-            upTo = writtenLsn;
+            long upTo = writtenLsn;
             channel.force(false);
-        }
-        synchronized (bufferLock) {
-            if (upTo > durableLsn && upTo <= nextLsn) {
-                durableLsn = upTo;     // the next batch says so: a damaged record below it is damage
+            synchronized (bufferLock) {
+                durableLsn = Math.max(durableLsn, upTo);   // the next batch says so: a bad record below it is damage
             }
         }
     }

@@ -284,6 +284,40 @@ class SnapshotDamageTest {
         assertFalse(clean.notes().stream().anyMatch(n -> n.contains("torn")), clean.notes().toString());
     }
 
+    /** Deleting the refused snapshots is what clears the damage: the log is rewritten, fsck is clean again. */
+    @Test
+    void deletingTheRefusedSnapshotsClearsTheDamage() throws IOException {
+        for (String[] c : new String[][]{{"exceptions.log", String.valueOf(ExceptionLog.HEADER_BYTES + 2 * ExceptionLog.RECORD_BYTES + 20)},
+                {"snap-2.meta", String.valueOf(8192 + 4096 + 905)}}) {
+            restore();
+            flip(c[0], Long.parseLong(c[1]));
+            List<String> kept = new ArrayList<>();
+            Volume v = Volume.open(dir, TestVolumes.java());
+            try {
+                for (SnapshotSet.Info i : v.snapshots().list()) {
+                    if (i.active()) {
+                        kept.add(i.record().name());
+                    } else {
+                        v.deleteSnapshot(i.record().name());
+                    }
+                }
+            } finally {
+                v.close();
+            }
+            VolumeChecker.Report r = VolumeChecker.check(dir, false);
+            assertTrue(r.ok(), c[0] + ": " + r.problems());
+            v = Volume.open(dir, TestVolumes.java());
+            try {
+                for (String name : kept) {
+                    assertEquals(expected.get(name), contentsEqual(expected.get(name), contents(v, name)), name);
+                }
+                assertEquals(kept.size(), v.snapshots().list().size());
+            } finally {
+                v.close();
+            }
+        }
+    }
+
     // ---- files of the previous release (version 1) ------------------------------------------------------------
 
     /** Rewrites every snapshot file in its version-1 layout, as the previous release wrote it. */
