@@ -45,7 +45,7 @@ public final class CloneJobs {
             this.target = target;
         }
 
-        public ObjectNode json() {
+        public synchronized ObjectNode json() {
             ObjectNode o = ControlPlane.JSON.createObjectNode();
             o.put("source", source);
             o.put("target", target);
@@ -135,10 +135,12 @@ public final class CloneJobs {
             Files.deleteIfExists(markerDir().resolve(job.target));
             // The value at the end of the copy, taken while the export still refuses connections.
             job.lunState = ControlPlane.lunJson(ControlPlane.JSON.createObjectNode(), dst.lunState(), dst.lunState().get());
-            if (targetExport != null) {
-                targetExport.setUnavailable(null);
+            synchronized (job) {    // json() sees "copying" with the export closed or "done" with it open
+                if (targetExport != null) {
+                    targetExport.setUnavailable(null);
+                }
+                job.state = "done";
             }
-            job.state = "done";     // last: a waiting client that sees "done" finds the export open
             Log.info("clone %s -> %s done: %d bytes", job.source, job.target, copier.done());
         } catch (IOException | RuntimeException e) {
             job.state = "failed";
