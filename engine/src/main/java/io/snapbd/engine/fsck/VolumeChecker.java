@@ -76,6 +76,7 @@ public final class VolumeChecker {
         } catch (IOException e) {
             problems.add(e.getMessage());
         }
+        checkLunState(dir, h, problems, notes);
         io.snapbd.engine.snapshot.SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
         long scanned = 0;
         if (scanData && metaOk && damaged.isEmpty()) {
@@ -106,6 +107,23 @@ public final class VolumeChecker {
             }
         }
         return new Report(h.name(), problems, notes, meta.cardinality(), scanned);
+    }
+
+    /** {@code lun.state}: the open-time checks (size, magic, crc, version, owner = the volume's UUID, flags). */
+    private static void checkLunState(Path dir, VolumeHeader h, List<String> problems, List<String> notes) {
+        try {
+            io.snapbd.engine.lun.LunState.Stored s = io.snapbd.engine.lun.LunState.read(
+                    dir.resolve(io.snapbd.engine.lun.LunState.FILE), h.uuid());
+            if (s == null) {
+                notes.add(io.snapbd.engine.lun.LunState.FILE + " absent (never opened): LUN state starts at counter 0, "
+                        + "timestamp = creation time");
+            } else if (!s.clean() && h.clean()) {
+                problems.add(io.snapbd.engine.lun.LunState.FILE + ": holds lease ceilings on a cleanly closed volume "
+                        + "(a clean close writes the exact values first)");
+            }
+        } catch (IOException e) {
+            problems.add(e.getMessage());
+        }
     }
 
     private static void checkSize(Path file, long expected, List<String> problems) {

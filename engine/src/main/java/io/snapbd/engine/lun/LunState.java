@@ -14,7 +14,7 @@ import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * HP's per-LUN state metric for one export: an {@code enabled} flag, a 64-bit counter and a nanosecond
- * timestamp of the last altering request. Decisions on the seed's contradictions (docs/lun-state.md):
+ * timestamp of the last altering request. Decisions on HP's contradictions (docs/lun-state.md):
  * ENABLE keeps the value; DISABLE bumps once, then clears the flag; altering requests bump only while
  * enabled, at dispatch, before they execute; GET works either way.
  *
@@ -23,6 +23,10 @@ import java.util.concurrent.atomic.AtomicLong;
  * or past the ceiling first raises and forces it (once per {@link #LEASE} requests or seconds). After a
  * clean stop the exact values come back; after an unclean one the values restart at the ceilings, above
  * anything handed out before.
+ *
+ * <p>A counter alone does not identify an export: a volume deleted and created again under the same name
+ * starts a new life. What a backup tool saves is therefore a {@linkplain #token(Value) token}: the volume's
+ * identity (the random UUID of {@code volume.meta}, created with the volume and never reused) and the counter.
  */
 public final class LunState {
 
@@ -37,6 +41,10 @@ public final class LunState {
 
     /** A GET answer. */
     public record Value(boolean enabled, long counter, long timestamp) {
+    }
+
+    /** The fields of a {@code lun.state} file, as decoded and checked by {@link #read}. */
+    public record Stored(boolean clean, boolean enabled, long counter, long timestamp) {
     }
 
     private final Path file;
@@ -60,37 +68,83 @@ public final class LunState {
         this.recoveredFromCrash = crashed;
     }
 
-    /** Opens the state of a volume; a missing file starts at zero (new volume). */
+    /** Opens the state of a volume; a missing file starts at zero (kept for callers that know no creation time). */
     public static LunState open(Path dir, UUID owner) throws IOException {
+        return open(dir, owner, 0);
+    }
+
+    /**
+     * Opens the state of a volume. A missing file (a volume never opened) starts at counter 0 and timestamp
+     * {@code createdNanos}, the volume's creation time; an older file whose timestamp is below it (a volume
+     * never written while enabled) is raised to it, so the timestamp never reads 0.
+     */
+    public static LunState open(Path dir, UUID owner, long createdNanos) throws IOException {
         Path f = dir.resolve(FILE);
         LunState s;
-        if (!Files.exists(f)) {
-            s = new LunState(f, owner, false, 0, 0, false);
+        Stored st = read(f, owner);
+        if (st == null) {
+            s = new LunState(f, owner, false, 0, createdNanos, false);
         } else {
-            ByteBuffer b = AtomicFile.readAll(f, 4096).order(ByteOrder.LITTLE_ENDIAN);
-            if (b.limit() != BYTES || b.getLong(0) != MAGIC) {
-                throw new CorruptMetadataException(f, "bad magic or size (not a snapbd LUN state file)");
-            }
-            if (b.getInt(CRC_OFFSET) != Crc32c.of(b, 0, CRC_OFFSET)) {
-                throw new CorruptMetadataException(f, "checksum mismatch");
-            }
-            if (b.getInt(8) != VERSION) {
-                throw new CorruptMetadataException(f, "unsupported version " + b.getInt(8));
-            }
-            if (!new UUID(b.getLong(16), b.getLong(24)).equals(owner)) {
-                throw new CorruptMetadataException(f, "belongs to another volume");
-            }
-            boolean clean = b.getInt(12) == 1;
-            boolean en = b.getInt(56) == 1;
-            long value = b.getLong(32);
-            long ts = b.getLong(40);
             // clean: exact values; crashed: the ceilings, above anything handed out before
-            s = clean ? new LunState(f, owner, en, value, ts, false) : new LunState(f, owner, en, value, ts, true);
+            s = new LunState(f, owner, st.enabled(), st.counter(), Math.max(st.timestamp(), createdNanos), !st.clean());
         }
         s.counterCeiling = s.counter.get();
         s.timeCeiling = s.timestamp.get();
         s.persist(false, s.counter.get() + LEASE, Math.max(s.now(), s.timestamp.get()) + TIME_LEASE_NANOS);
         return s;
+    }
+
+    /**
+     * Reads and checks {@code lun.state} (size, magic, checksum, version, owner, flags) without changing it;
+     * null if the file does not exist. Used by {@link #open} and by fsck.
+     */
+    public static Stored read(Path f, UUID owner) throws IOException {
+        if (!Files.exists(f)) {
+            return null;
+        }
+        ByteBuffer b = AtomicFile.readAll(f, 4096).order(ByteOrder.LITTLE_ENDIAN);
+        if (b.limit() != BYTES || b.getLong(0) != MAGIC) {
+            throw new CorruptMetadataException(f, "bad magic or size (not a snapbd LUN state file)");
+        }
+        if (b.getInt(CRC_OFFSET) != Crc32c.of(b, 0, CRC_OFFSET)) {
+            throw new CorruptMetadataException(f, "checksum mismatch");
+        }
+        if (b.getInt(8) != VERSION) {
+            throw new CorruptMetadataException(f, "unsupported version " + b.getInt(8));
+        }
+        if (!new UUID(b.getLong(16), b.getLong(24)).equals(owner)) {
+            throw new CorruptMetadataException(f, "belongs to another volume");
+        }
+        int clean = b.getInt(12);
+        int en = b.getInt(56);
+        if ((clean != 0 && clean != 1) || (en != 0 && en != 1)) {
+            throw new CorruptMetadataException(f, "clean/enabled flags out of range: " + clean + "/" + en);
+        }
+        if (b.getLong(32) < 0 || b.getLong(40) < 0) {
+            throw new CorruptMetadataException(f, "negative counter or timestamp");
+        }
+        return new Stored(clean == 1, en == 1, b.getLong(32), b.getLong(40));
+    }
+
+    /** The identity of the export's life: the owning volume's UUID. */
+    public UUID identity() {
+        return owner;
+    }
+
+    /**
+     * What a backup tool saves to prove later that this export is untouched: {@code UUID:COUNTER}. Null while
+     * tracking is disabled: a write would not be counted, so no value taken then can prove anything.
+     */
+    public String token(Value v) {
+        return v.enabled() ? owner + ":" + v.counter() : null;
+    }
+
+    /**
+     * The token of snapshot export VOLUME@SNAPSHOT: {@code UUID@SEQUENCE}. A snapshot's content never changes
+     * while it is active, and sequence numbers are never reused within a volume's life.
+     */
+    public static String snapshotToken(UUID volume, long sequence) {
+        return volume + "@" + sequence;
     }
 
     public boolean recoveredFromCrash() {

@@ -11,6 +11,10 @@ import java.util.function.BooleanSupplier;
  * Copies the in-use extents of a snapshot into a new volume (Mylex's copy of the snapshot to a backup
  * drive): unused extents are skipped, so the target keeps them as holes. Progress is counted in bytes of
  * in-use data.
+ *
+ * <p>Every write of the copy into the target is an altering request of the target's LUN state, counted at
+ * dispatch like a client's: with tracking enabled before the copy (clone --track), a value taken during the
+ * copy never matches the value at its end.
  */
 public final class CloneCopier {
 
@@ -50,6 +54,7 @@ public final class CloneCopier {
         });
         total = sum[0];
         ByteBuffer buf = ByteBuffer.allocateDirect(CHUNK);
+        io.snapbd.engine.lun.LunState lun = target.lunState();
         try (BlockDevice.Session in = source.openSession(); BlockDevice.Session out = target.openSession()) {
             long pos = 0;
             long size = source.size();
@@ -73,6 +78,9 @@ public final class CloneCopier {
                         buf.clear();
                         source.read(in, off, n, buf::put);
                         buf.flip();
+                        if (lun != null) {
+                            lun.onAlteringRequest();
+                        }
                         target.write(out, off, n, dst -> {
                             int k = dst.remaining();
                             ByteBuffer part = buf.slice().limit(k);

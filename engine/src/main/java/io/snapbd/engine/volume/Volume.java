@@ -247,7 +247,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         Volume v = new Volume(dir, opened, data, meta, metaFile, new PagedBitMap(regionCount), intentFile, zeroer,
                 zeroFast, report);
         v.snapshots = snapshots;
-        v.lun = io.snapbd.engine.lun.LunState.open(dir, h.uuid());
+        v.lun = io.snapbd.engine.lun.LunState.open(dir, h.uuid(), h.createdNanos());
         v.overlay = new Overlay(blocks, h.blockSize(), OVERLAY_BYTES);
         v.overlayBatchNanos = OVERLAY_BATCH_NANOS;
         v.space = space;

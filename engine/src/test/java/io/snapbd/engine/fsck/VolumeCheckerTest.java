@@ -66,6 +66,31 @@ class VolumeCheckerTest {
     }
 
     @Test
+    void aCorruptedLunStateIsAProblemNamingTheFile() throws IOException {
+        makeVolume(true);
+        Path lun = dir().resolve(io.snapbd.engine.lun.LunState.FILE);
+        assertTrue(Files.exists(lun));
+        flipByte(lun, 33);      // inside the counter: the checksum no longer matches
+        VolumeChecker.Report r = VolumeChecker.check(dir(), false);
+        assertFalse(r.ok());
+        assertEquals(1, r.problems().size(), r.problems().toString());
+        assertTrue(r.problems().get(0).contains("lun.state") && r.problems().get(0).contains("checksum mismatch"), r.problems().toString());
+    }
+
+    @Test
+    void aLunStateOfAnotherVolumeIsAProblem() throws IOException {
+        makeVolume(true);
+        Volume.create(tmp.resolve("other"), "other", SIZE, BS, 2L * BS, false, TestVolumes.java());
+        Volume.open(tmp.resolve("other"), TestVolumes.java()).close();
+        Files.copy(tmp.resolve("other").resolve(io.snapbd.engine.lun.LunState.FILE), dir().resolve(io.snapbd.engine.lun.LunState.FILE),
+                java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        VolumeChecker.Report r = VolumeChecker.check(dir(), false);
+        assertFalse(r.ok());
+        assertTrue(r.problems().toString().contains("lun.state") && r.problems().toString().contains("belongs to another volume"),
+                r.problems().toString());
+    }
+
+    @Test
     void aCorruptedMetaPageIsAProblem() throws IOException {
         makeVolume(true);
         flipByte(dir().resolve(Volume.META_FILE), 8192 + 100);

@@ -281,8 +281,12 @@ public final class ControlPlane {
             throw new OperationException("volume " + target + " already exists");
         }
         long save = number(req, "saveSize", v.header().saveSize());
+        boolean track = req.path("track").asBoolean(false);
         Volume t = catalog.create(target, v.size(), v.blockSize(), save, false);
-        t.lunState().onAlteringRequest();      // the copy alters the new export (counted if tracking gets enabled first)
+        if (track) {
+            // Before the volume is exported to anyone: every write from here on, the copy's included, counts.
+            t.lunState().enable();
+        }
         if (exports != null) {
             Export te = new Export(t.name(), "snapbd volume " + t.name() + " (clone of " + v.name() + "@" + name + ")", t);
             te.setUnavailable("clone from " + v.name() + "@" + name + " in progress");
@@ -328,7 +332,10 @@ public final class ControlPlane {
         return r;
     }
 
-    /** ENABLE / DISABLE / GET of an export's LUN state; a snapshot export answers its state at creation. */
+    /**
+     * ENABLE / DISABLE / GET of an export's LUN state, with the token a backup tool saves (docs/lun-state.md).
+     * A snapshot export answers its state at creation and the token {@code UUID@SEQUENCE} while it is active.
+     */
     private JsonNode lunState(String command, JsonNode req) throws IOException, OperationException {
         String export = text(req, "export", true);
         int at = export.indexOf('@');
@@ -351,6 +358,9 @@ public final class ControlPlane {
             o.put("counter", r.lunCounter());
             o.put("timestamp", r.lunTimestamp());
             o.put("readOnly", true);
+            o.put("identity", v.header().uuid().toString());
+            boolean active = r.state() == SnapshotRecord.State.ACTIVE;
+            o.put("token", active ? io.snapbd.engine.lun.LunState.snapshotToken(v.header().uuid(), r.seq()) : null);
             return o;
         }
         io.snapbd.engine.lun.LunState.Value val = switch (command) {
@@ -358,9 +368,16 @@ public final class ControlPlane {
             case "lun.disable" -> v.lunState().disable();
             default -> v.lunState().get();
         };
+        return lunJson(o, v.lunState(), val);
+    }
+
+    /** {@code enabled}, {@code counter}, {@code timestamp}, {@code identity} and {@code token} (null while disabled). */
+    public static ObjectNode lunJson(ObjectNode o, io.snapbd.engine.lun.LunState lun, io.snapbd.engine.lun.LunState.Value val) {
         o.put("enabled", val.enabled());
         o.put("counter", val.counter());
         o.put("timestamp", val.timestamp());
+        o.put("identity", lun.identity().toString());
+        o.put("token", lun.token(val));
         return o;
     }
 

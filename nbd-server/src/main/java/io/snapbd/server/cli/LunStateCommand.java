@@ -9,6 +9,7 @@ import picocli.CommandLine.Parameters;
 
 import java.time.Instant;
 import java.util.concurrent.Callable;
+import java.util.regex.Pattern;
 
 @Command(name = "lun-state", mixinStandardHelpOptions = true,
         description = "HP LUN state of an export: a counter and timestamp of altering requests, to prove a backup copy was not changed.",
@@ -38,7 +39,12 @@ final class LunStateCommand implements Runnable {
         System.out.println(v.path("export").asText() + ": " + (v.path("enabled").asBoolean() ? "enabled" : "disabled")
                 + ", counter " + v.path("counter").asLong() + ", timestamp " + ts
                 + (ts > 0 ? " (" + Instant.ofEpochSecond(ts / 1_000_000_000L, ts % 1_000_000_000L) + ")" : ""));
+        System.out.println("token: " + (v.path("token").isTextual() ? v.path("token").asText()
+                : "none (tracking is disabled: writes are not counted, so no value taken now can prove anything)"));
     }
+
+    /** A volume token (UUID:COUNTER) or a snapshot token (UUID@SEQUENCE), as {@code get} prints them. */
+    static final Pattern TOKEN = Pattern.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}[:@][0-9]{1,19}");
 
     @Command(name = "enable", mixinStandardHelpOptions = true, description = "Start counting altering requests; the value is kept.")
     static final class Enable implements Runnable {
@@ -86,24 +92,44 @@ final class LunStateCommand implements Runnable {
     }
 
     @Command(name = "check", mixinStandardHelpOptions = true,
-            description = "Exit 0 if the counter still equals the saved value, 3 if the export changed since.")
+            description = "Exit 0 if the export is the same one, unchanged, since TOKEN was saved; 3 if it changed, "
+                    + "is another volume under the same name, or is not tracking writes.")
     static final class Check implements Callable<Integer> {
         @CommandLine.Mixin
         Cli.DataDirOption dataDir;
         @Parameters(paramLabel = "EXPORT")
         String export;
-        @Option(names = "--expect", required = true, paramLabel = "COUNTER", description = "The counter saved when the backup was taken.")
-        long expect;
+        @Option(names = "--expect", required = true, paramLabel = "TOKEN",
+                description = "The token saved when the backup was taken ('token' of 'lun-state get --json', or of 'snapshot clone --track').")
+        String expect;
 
         @Override
         public Integer call() {
+            String saved = expect.strip();
+            if (saved.matches("[0-9]+")) {
+                throw new Cli.ExitException(2, "--expect " + saved + " is a bare counter, which cannot tell this volume from an "
+                        + "earlier one of the same name (delete + create starts again at 0): give the token that "
+                        + "'lun-state get " + export + " --json' prints (UUID:COUNTER)");
+            }
+            if (!TOKEN.matcher(saved).matches()) {
+                throw new Cli.ExitException(2, "--expect '" + saved + "' is not a LUN state token (UUID:COUNTER for a volume, "
+                        + "UUID@SEQUENCE for a snapshot export)");
+            }
             JsonNode v = LunStateCommand.call(dataDir, "lun.get", export);
-            long now = v.path("counter").asLong();
-            if (now == expect) {
-                System.out.println(export + ": unchanged (counter " + now + ")");
+            String now = v.path("token").isTextual() ? v.path("token").asText() : null;
+            if (saved.equals(now)) {
+                System.out.println(export + ": unchanged (token " + now + ")");
                 return 0;
             }
-            System.out.println(export + ": CHANGED (counter " + now + ", expected " + expect + ")");
+            String why;
+            if (now == null) {
+                why = export.contains("@") ? "the snapshot is no longer active" : "LUN state tracking is disabled";
+            } else if (!now.substring(0, 36).equals(saved.substring(0, 36))) {
+                why = "not the volume the token was saved from (deleted and created again?)";
+            } else {
+                why = "counter " + v.path("counter").asLong() + ", saved " + saved.substring(37);
+            }
+            System.out.println(export + ": CHANGED (" + why + "; token now " + now + ", expected " + saved + ")");
             return 3;
         }
     }

@@ -11,7 +11,7 @@ import picocli.CommandLine.Parameters;
 @Command(name = "snapshot", mixinStandardHelpOptions = true,
         description = "Create, list, delete, restore and clone snapshots (exported read-only as VOLUME@SNAPSHOT).",
         subcommands = {SnapshotCommand.Create.class, SnapshotCommand.ListSnapshots.class, SnapshotCommand.Delete.class,
-                SnapshotCommand.Restore.class, SnapshotCommand.Clone.class})
+                SnapshotCommand.Restore.class, SnapshotCommand.Clone.class, SnapshotCommand.CloneStatus.class})
 final class SnapshotCommand implements Runnable {
 
     @CommandLine.Spec
@@ -151,6 +151,9 @@ final class SnapshotCommand implements Runnable {
         String target;
         @Option(names = "--wait", description = "Wait for the copy, showing progress.")
         boolean waitForIt;
+        @Option(names = "--track", description = "Enable LUN state on the new volume before anyone can write to it "
+                + "(the copy's writes count too); the token to save is reported when the copy is complete.")
+        boolean track;
         @Option(names = "--json", description = "Print JSON.")
         boolean json;
 
@@ -158,6 +161,9 @@ final class SnapshotCommand implements Runnable {
         public void run() {
             ObjectNode req = request("snapshot.clone", volume, name);
             req.put("target", target);
+            if (track) {
+                req.put("track", true);
+            }
             JsonNode job = Cli.call(dataDir.resolve(), req);
             if (waitForIt) {
                 // With --json, stdout carries only the JSON: progress goes to stderr.
@@ -183,8 +189,45 @@ final class SnapshotCommand implements Runnable {
                 Cli.printJson(job);
             } else if (!waitForIt) {
                 System.out.println("clone of " + volume + "@" + name + " into " + target + ": " + job.path("state").asText()
-                        + " (" + Sizes.format(job.path("bytesDone").asLong()) + " copied); follow it with 'snapbd status'");
+                        + " (" + Sizes.format(job.path("bytesDone").asLong()) + " copied); follow it with 'snapbd snapshot clone-status "
+                        + target + "'");
+            } else {
+                printToken(job);
             }
+        }
+    }
+
+    /** The LUN state token of a finished tracked clone, the value a backup tool saves. */
+    static void printToken(JsonNode job) {
+        JsonNode lun = job.path("lunState");
+        if (lun.path("token").isTextual()) {
+            System.out.println("LUN state token to save: " + lun.path("token").asText());
+        }
+    }
+
+    @Command(name = "clone-status", mixinStandardHelpOptions = true,
+            description = "Progress of the copy into NEWVOLUME (running server); when a --track clone is done, the LUN state token to save.")
+    static final class CloneStatus implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+        @Parameters(index = "0", paramLabel = "NEWVOLUME")
+        String target;
+        @Option(names = "--json", description = "Print JSON.")
+        boolean json;
+
+        @Override
+        public void run() {
+            ObjectNode st = Cli.request("clone.status");
+            st.put("target", target);
+            JsonNode job = Cli.call(dataDir.resolve(), st);
+            if (json) {
+                Cli.printJson(job);
+                return;
+            }
+            System.out.println("clone of " + job.path("source").asText() + " into " + target + ": " + job.path("state").asText()
+                    + " (" + Sizes.format(job.path("bytesDone").asLong()) + " of " + Sizes.format(Math.max(0, job.path("bytesTotal").asLong()))
+                    + ")" + (job.has("error") ? ": " + job.path("error").asText() : ""));
+            printToken(job);
         }
     }
 }

@@ -21,6 +21,10 @@ import java.util.concurrent.ConcurrentHashMap;
  * Background copies of snapshots into new volumes. The target's export refuses connections until its copy
  * completes. A marker {@code DIR/clones/TARGET} (holding VOLUME@SNAPSHOT) survives restarts, so an
  * interrupted copy starts over when the server starts again.
+ *
+ * <p>When the copy is complete, the target's LUN state is read <em>before</em> its export accepts connections:
+ * with tracking enabled (clone --track) that value is exactly the state of the finished copy, the token to
+ * save, reported by {@link Job#json()} as {@code lunState}.
  */
 public final class CloneJobs {
 
@@ -32,6 +36,8 @@ public final class CloneJobs {
         volatile String state = "copying";
         volatile String error;
         volatile boolean cancel;
+        /** The target's LUN state at the end of the copy, before anyone could connect; null until done. */
+        volatile ObjectNode lunState;
         final long started = System.currentTimeMillis();
 
         Job(String source, String target) {
@@ -39,7 +45,7 @@ public final class CloneJobs {
             this.target = target;
         }
 
-        public ObjectNode json() {
+        public synchronized ObjectNode json() {
             ObjectNode o = ControlPlane.JSON.createObjectNode();
             o.put("source", source);
             o.put("target", target);
@@ -53,6 +59,9 @@ public final class CloneJobs {
             o.put("elapsedSeconds", (System.currentTimeMillis() - started) / 1000.0);
             if (error != null) {
                 o.put("error", error);
+            }
+            if (lunState != null) {
+                o.set("lunState", lunState);
             }
             return o;
         }
@@ -124,9 +133,13 @@ public final class CloneJobs {
                 return;
             }
             Files.deleteIfExists(markerDir().resolve(job.target));
-            job.state = "done";
-            if (targetExport != null) {
-                targetExport.setUnavailable(null);
+            // The value at the end of the copy, taken while the export still refuses connections.
+            job.lunState = ControlPlane.lunJson(ControlPlane.JSON.createObjectNode(), dst.lunState(), dst.lunState().get());
+            synchronized (job) {    // json() sees "copying" with the export closed or "done" with it open
+                if (targetExport != null) {
+                    targetExport.setUnavailable(null);
+                }
+                job.state = "done";
             }
             Log.info("clone %s -> %s done: %d bytes", job.source, job.target, copier.done());
         } catch (IOException | RuntimeException e) {

@@ -329,32 +329,159 @@ class LunStateIT {
 
     // ---- check -------------------------------------------------------------------------------------------------
 
+    static String token(String export) {
+        JsonNode j = json(server.cli("lun-state", "get", export, "--json"));
+        assertTrue(j.path("token").isTextual(), "a token while enabled: " + j);
+        return j.path("token").asText();
+    }
+
     @Test
     void checkExitsZeroWhenUnchangedAndThreeWhenChanged() {
         Tools.require("nbdsh");
         String vol = newVolume("check");
         lun("enable", vol);
         nbdsh(server.unixUri(vol), "h.pwrite(b'backup', 0)");
-        long saved = get(vol).counter();
-        Tools.Result same = server.cli("lun-state", "check", vol, "--expect", Long.toString(saved)).assertExit(0);
+        String saved = token(vol);
+        JsonNode got = json(server.cli("lun-state", "get", vol, "--json"));
+        assertEquals(got.path("identity").asText() + ":" + got.path("counter").asLong(), saved, "the token is UUID:COUNTER");
+        Tools.Result same = server.cli("lun-state", "check", vol, "--expect", saved).assertExit(0);
         assertTrue(same.stdout().contains("unchanged"), same.toString());
 
         nbdsh(server.unixUri(vol), "h.pread(6, 0)\nh.flush()");
-        server.cli("lun-state", "check", vol, "--expect", Long.toString(saved)).assertExit(0);
+        server.cli("lun-state", "check", vol, "--expect", saved).assertExit(0);
 
         nbdsh(server.unixUri(vol), "h.pwrite(b'tamper', 0)");
-        Tools.Result changed = server.cli("lun-state", "check", vol, "--expect", Long.toString(saved)).assertExit(3);
+        Tools.Result changed = server.cli("lun-state", "check", vol, "--expect", saved).assertExit(3);
         assertTrue(changed.stdout().contains("CHANGED"), changed.toString());
-        server.cli("lun-state", "check", vol, "--expect", Long.toString(get(vol).counter())).assertExit(0);
+        server.cli("lun-state", "check", vol, "--expect", token(vol)).assertExit(0);
 
-        // DISABLE alone makes a saved value stop matching.
-        long beforeDisable = get(vol).counter();
-        lun("disable", vol);
-        server.cli("lun-state", "check", vol, "--expect", Long.toString(beforeDisable)).assertExit(3);
+        // DISABLE alone makes a saved token stop matching, and a disabled export hands out none.
+        String beforeDisable = token(vol);
+        JsonNode disabled = json(server.cli("lun-state", "disable", vol, "--json"));
+        assertTrue(disabled.path("token").isNull(), "no token while disabled: " + disabled);
+        Tools.Result off = server.cli("lun-state", "check", vol, "--expect", beforeDisable).assertExit(3);
+        assertTrue(off.stdout().contains("disabled"), off.toString());
         // An unknown export is an error, not "changed".
-        Tools.Result unknown = server.cli("lun-state", "check", "no-such-volume", "--expect", "0");
+        Tools.Result unknown = server.cli("lun-state", "check", "no-such-volume", "--expect", beforeDisable);
         assertNotEquals(0, unknown.exit(), unknown.toString());
         assertNotEquals(3, unknown.exit(), "an unknown export is not a changed one: " + unknown);
+    }
+
+    @Test
+    void aBareCounterIsRefusedBecauseItCannotTellLivesApart() {
+        String vol = newVolume("bare");
+        lun("enable", vol);
+        Tools.Result bare = server.cli("lun-state", "check", vol, "--expect", Long.toString(get(vol).counter()));
+        assertEquals(2, bare.exit(), "a bare counter is bad usage: " + bare);
+        assertTrue(bare.stderr().contains("bare counter") && bare.stderr().contains("token"), bare.toString());
+        Tools.Result junk = server.cli("lun-state", "check", vol, "--expect", "yesterday");
+        assertEquals(2, junk.exit(), junk.toString());
+        assertTrue(junk.stderr().contains("not a LUN state token"), junk.toString());
+    }
+
+    @Test
+    void deleteAndCreateUnderTheSameNameAnswersChangedForTheSavedToken() {
+        Tools.require("fio");
+        String vol = newVolume("reborn");
+        Lun first = lun("enable", vol);
+        assertTrue(first.timestamp() > 0, "a new volume's timestamp is its creation time: " + first);
+        fio(vol, "randwrite", 25, 1);
+        String saved = token(vol);
+
+        server.cli("volume", "delete", vol).assertOk();
+        newVolume(vol);
+        Lun reborn = lun("enable", vol);
+        assertEquals(first.counter(), reborn.counter(), "the new life starts where the old one started");
+        fio(vol, "randwrite", 25, 1);
+        assertEquals(Long.parseLong(saved.substring(saved.indexOf(':') + 1)), get(vol).counter(),
+                "the same counter as the saved value: a bare counter would answer 'unchanged'");
+        Tools.Result check = server.cli("lun-state", "check", vol, "--expect", saved).assertExit(3);
+        assertTrue(check.stdout().contains("not the volume the token was saved from"), check.toString());
+        server.cli("lun-state", "check", vol, "--expect", token(vol)).assertExit(0);
+    }
+
+    @Test
+    void aNewVolumesTimestampIsItsCreationTime() {
+        long before = System.currentTimeMillis();
+        String vol = newVolume("born");
+        long after = System.currentTimeMillis();
+        Lun l = get(vol);
+        assertEquals(0, l.counter());
+        assertTrue(l.timestamp() / 1_000_000L >= before - 1000 && l.timestamp() / 1_000_000L <= after,
+                "timestamp " + l.timestamp() + " is the creation time, between " + before + " and " + after + " ms");
+        JsonNode listed = null;
+        for (JsonNode v : json(server.cli("volume", "list", "--json")).path("volumes")) {
+            if (v.path("name").asText().equals(vol)) {
+                listed = v;
+            }
+        }
+        assertEquals(java.time.Instant.ofEpochMilli(l.timestamp() / 1_000_000L).toString(), listed.path("created").asText());
+    }
+
+    @Test
+    void tokensSurviveCleanRestartsAndNeverRepeatAfterKill9() {
+        Tools.require("fio");
+        String vol = newVolume("token-restarts");
+        lun("enable", vol);
+        fio(vol, "randwrite", 10, 1);
+        String saved = token(vol);
+        assertEquals(0, server.stop());
+        server.restart();
+        server.cli("lun-state", "check", vol, "--expect", saved).assertExit(0);
+        server.kill9();
+        server.restart();
+        server.cli("lun-state", "check", vol, "--expect", saved).assertExit(3);
+        assertNotEquals(saved, token(vol));
+    }
+
+    // ---- clone --track -------------------------------------------------------------------------------------------
+
+    @Test
+    void cloneTrackCountsTheCopyAndReportsTheTokenBeforeTheExportOpens() {
+        Tools.require("nbdsh");
+        String vol = newVolume("track-src");
+        // 3 in-use extents: 1 block, 5 MiB (two 4 MiB copy chunks), 2 blocks: 4 writes of the copy.
+        nbdsh(server.unixUri(vol), "import os\nh.pwrite(os.urandom(4096), 0)\nh.pwrite(os.urandom(5 << 20), 1 << 20)\n"
+                + "h.pwrite(os.urandom(8192), 12 << 20)");
+        createSnapshot(server, vol, "s");
+        JsonNode job = json(server.cli("snapshot", "clone", vol, "s", "track-dst", "--track", "--wait", "--json"));
+        assertEquals("done", job.path("state").asText(), job.toString());
+        JsonNode l = job.path("lunState");
+        assertTrue(l.path("enabled").asBoolean(), "tracking was enabled by --track: " + job);
+        assertEquals(4, l.path("counter").asLong(), "enabled at 0 before the copy, then one count per copy write: " + job);
+        String saved = l.path("token").asText();
+        assertEquals(l.path("identity").asText() + ":4", saved);
+        assertEquals(saved, token("track-dst"), "nothing between the end of the copy and now");
+        JsonNode status = json(server.cli("snapshot", "clone-status", "track-dst", "--json"));
+        assertEquals(saved, status.path("lunState").path("token").asText(), "clone-status reports it too: " + status);
+        Tools.Result human = server.cli("snapshot", "clone-status", "track-dst").assertOk();
+        assertTrue(human.stdout().contains("LUN state token to save: " + saved), human.toString());
+        server.cli("lun-state", "check", "track-dst", "--expect", saved).assertExit(0);
+
+        // The first write of any client after it changes the answer.
+        nbdsh(server.unixUri("track-dst"), "h.zero(4096, 0)");
+        server.cli("lun-state", "check", "track-dst", "--expect", saved).assertExit(3);
+
+        // Without --track nothing is tracked and no token is reported: the README's window stays closed only with it.
+        JsonNode untracked = json(server.cli("snapshot", "clone", vol, "s", "untracked-dst", "--wait", "--json"));
+        assertFalse(untracked.path("lunState").path("enabled").asBoolean(), untracked.toString());
+        assertTrue(untracked.path("lunState").path("token").isNull(), untracked.toString());
+    }
+
+    @Test
+    void cloneTrackOfflineAlsoReportsTheToken() {
+        String vol = newVolume("track-offline-src");
+        createSnapshot(server, vol, "s");
+        assertEquals(0, server.stop());
+        try {
+            JsonNode job = json(ServerProcess.snapbd(data, "snapshot", "clone", vol, "s", "track-offline-dst", "--track", "--json"));
+            assertEquals("done", job.path("state").asText(), "offline, the CLI copies before it answers: " + job);
+            String saved = job.path("lunState").path("token").asText();
+            assertTrue(job.path("lunState").path("enabled").asBoolean(), job.toString());
+            ServerProcess.snapbd(data, "lun-state", "check", "track-offline-dst", "--expect", saved).assertExit(0);
+        } finally {
+            server.restart();
+        }
     }
 
     // ---- snapshots -----------------------------------------------------------------------------------------------
@@ -388,17 +515,32 @@ class LunStateIT {
         assertEquals(at1, get(vol + "@s1"), "unchanged by the refused requests");
         assertEquals(at2, get(vol + "@s2"));
 
+        // A snapshot export's token is the volume's identity and the snapshot's sequence: fixed while it exists,
+        // never the token of a snapshot deleted and taken again under the same name.
+        String s1Token = json(server.cli("lun-state", "get", vol + "@s1", "--json")).path("token").asText();
+        assertEquals(json(server.cli("lun-state", "get", vol, "--json")).path("identity").asText() + "@" + s1.path("sequence").asLong(), s1Token);
+        server.cli("lun-state", "check", vol + "@s1", "--expect", s1Token).assertExit(0);
+
         // A restore into the volume is an altering request.
+        String beforeRestoreToken = token(vol);
         Lun beforeRestore = get(vol);
         server.cli("snapshot", "restore", vol, "s1").assertOk();
         Lun afterRestore = get(vol);
         assertTrue(afterRestore.counter() > beforeRestore.counter(), "restore bumps the volume's state: " + beforeRestore + " -> " + afterRestore);
         assertEquals(at1, get(vol + "@s1"), "the snapshot's own state never changes");
+        server.cli("lun-state", "check", vol, "--expect", beforeRestoreToken).assertExit(3);
+        server.cli("lun-state", "check", vol + "@s1", "--expect", s1Token).assertExit(0);
 
         // Still there after a clean restart.
         assertEquals(0, server.stop());
         server.restart();
         assertEquals(at1, get(vol + "@s1"));
         assertEquals(at2, Lun.of(snapshotEntry(server, vol, "s2").path("lunStateAtCreation")));
+        server.cli("lun-state", "check", vol + "@s1", "--expect", s1Token).assertExit(0);
+
+        server.cli("snapshot", "delete", vol, "s1").assertOk();
+        createSnapshot(server, vol, "s1");
+        Tools.Result again = server.cli("lun-state", "check", vol + "@s1", "--expect", s1Token).assertExit(3);
+        assertTrue(again.stdout().contains("CHANGED"), again.toString());
     }
 }

@@ -62,6 +62,13 @@ public final class ServerProcess implements AutoCloseable {
         return s;
     }
 
+    /** Like {@link #start(Path, String, String...)}, with the Unix socket at {@code socket} (e.g. DIR/nbd.sock, serve's default). */
+    public static ServerProcess start(Path dataDir, Path socket, String label, String... extraArgs) {
+        ServerProcess s = new ServerProcess(dataDir.toAbsolutePath(), socket.toAbsolutePath(), label, List.of(extraArgs));
+        s.startProcess();
+        return s;
+    }
+
     // ---- the jar and the CLI -------------------------------------------------------------------------------
 
     /** The shaded jar under test: failsafe passes it as {@code snapbd.jar}; a direct IDE run finds it in target/. */
