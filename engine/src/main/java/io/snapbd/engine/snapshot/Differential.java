@@ -10,6 +10,11 @@ import java.io.IOException;
  * <em>unused</em> in M. Evaluated 64 blocks at a time: outer loop over words of blocks, inner loop over the
  * snapshots L..M−1, leaving the inner loop as soon as every in-use block of the word is known changed.
  * Conservative: a block reported unchanged really is unchanged; never a false negative.
+ *
+ * <p>{@link #scanDirty} answers qemu's question instead (its dirty bitmaps mark every block written or
+ * discarded): block B is <em>dirty</em> ⇔ its content may differ between L and M ⇔ changed(B) ∨
+ * (meta_L[B] ∧ ¬meta_M[B]), i.e. also the blocks that left use after L (TRIM, WRITE_ZEROES). A block in use in
+ * neither reads as zeros in both and is not dirty. docs/snapshots.md has the proof.
  */
 public final class Differential {
 
@@ -19,6 +24,12 @@ public final class Differential {
     public interface ExtentSink {
         /** A maximal run of blocks [first, first+count) in one state; return false to stop. */
         boolean accept(long firstBlock, long count, State state) throws IOException;
+    }
+
+    @FunctionalInterface
+    public interface DirtySink {
+        /** A maximal run of blocks [first, first+count), all dirty or all clean; return false to stop. */
+        boolean accept(long firstBlock, long count, boolean dirty) throws IOException;
     }
 
     private final PagedBitMap[] bits;      // snapshots L..M-1
@@ -45,16 +56,7 @@ public final class Differential {
         long lastWord = (end - 1) >>> 6;
         for (; w <= lastWord; w++) {
             long inUse = younger.word(w);
-            long changed = 0;
-            if (inUse != 0) {
-                for (int i = 0; i < bits.length; i++) {
-                    changed |= bits[i].word(w) | ~metas[i].word(w);
-                    if ((changed & inUse) == inUse) {
-                        break;              // early exit: every in-use block of this word is changed
-                    }
-                }
-                changed &= inUse;
-            }
+            long changed = changed(w, inUse);
             long base = w << 6;
             int from = (int) Math.max(0, first - base);
             int to = (int) Math.min(64, end - base);
@@ -79,5 +81,61 @@ public final class Differential {
         if (runState != null) {
             sink.accept(runStart, end - runStart, runState);
         }
+    }
+
+    /** EMC's rule for the 64 blocks of word {@code w}: changed bits, a subset of {@code inUse} (meta_M). */
+    private long changed(long w, long inUse) {
+        long changed = 0;
+        if (inUse != 0) {
+            for (int i = 0; i < bits.length; i++) {
+                changed |= bits[i].word(w) | ~metas[i].word(w);
+                if ((changed & inUse) == inUse) {
+                    break;              // early exit: every in-use block of this word is changed
+                }
+            }
+            changed &= inUse;
+        }
+        return changed;
+    }
+
+    /**
+     * Scans blocks [first, end) with qemu's rule (dirty ⇔ changed ∨ (meta_L ∧ ¬meta_M)) and reports maximal
+     * runs of dirty and clean blocks in ascending order.
+     */
+    public void scanDirty(long first, long end, DirtySink sink) throws IOException {
+        end = Math.min(end, blocks);
+        if (first >= end) {
+            return;
+        }
+        PagedBitMap olderMeta = metas[0];
+        boolean runDirty = false;
+        long runStart = first;
+        boolean started = false;
+        long lastWord = (end - 1) >>> 6;
+        for (long w = first >>> 6; w <= lastWord; w++) {
+            long inUse = younger.word(w);
+            long dirty = changed(w, inUse) | (olderMeta.word(w) & ~inUse);
+            long base = w << 6;
+            int from = (int) Math.max(0, first - base);
+            int to = (int) Math.min(64, end - base);
+            if (started && (dirty == (runDirty ? -1L : 0L))) {
+                continue;                   // the whole word extends the current run
+            }
+            for (int b = from; b < to; b++) {
+                boolean d = (dirty & (1L << b)) != 0;
+                if (!started) {
+                    started = true;
+                    runDirty = d;
+                    runStart = base + b;
+                } else if (d != runDirty) {
+                    if (!sink.accept(runStart, base + b - runStart, runDirty)) {
+                        return;
+                    }
+                    runDirty = d;
+                    runStart = base + b;
+                }
+            }
+        }
+        sink.accept(runStart, end - runStart, runDirty);
     }
 }

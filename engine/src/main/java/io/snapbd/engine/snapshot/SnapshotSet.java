@@ -792,6 +792,9 @@ public final class SnapshotSet implements AutoCloseable {
      */
     public SnapshotRecord create(String name, io.snapbd.engine.lun.LunState lun) throws IOException {
         VolumeNames.check(name);
+        if (saveChunks() == 0) {
+            throw new NoSaveVolumeException(dir.getFileName().toString());
+        }
         if (record(name) != null) {
             throw new IllegalArgumentException("snapshot " + name + " already exists");
         }

@@ -52,13 +52,7 @@ public final class SnapshotView implements BlockDevice {
      */
     public void changedExtents(String older, long offset, long length, ExtentConsumer consumer) throws IOException {
         BlockDevice.checkRange(this, offset, length);
-        Differential d;
-        try {
-            d = set.differential(older, snapshotName());
-        } catch (IllegalArgumentException e) {
-            // e.g. the older snapshot was deleted after this client selected the context
-            throw new BlockDeviceException(BlockDeviceException.Reason.OUT_OF_RANGE, "differential from " + older + ": " + e.getMessage());
-        }
+        Differential d = differentialFrom(older);
         int shift = Integer.numberOfTrailingZeros(blockSize);
         long end = offset + length;
         // Coalesce: unchanged and unused runs are both "not changed".
@@ -79,6 +73,32 @@ public final class SnapshotView implements BlockDevice {
         });
         if (!stopped[0] && run[0] < end) {
             consumer.accept(run[0], end - run[0], run[1] == 1);
+        }
+    }
+
+    /**
+     * Reports [offset, offset+length) as consecutive byte extents flagged dirty or not since snapshot
+     * {@code older}, with qemu's meaning (content may differ, blocks that left use included): the answers of
+     * {@code qemu:dirty-bitmap:OLDER}.
+     */
+    public void dirtyExtents(String older, long offset, long length, ExtentConsumer consumer) throws IOException {
+        BlockDevice.checkRange(this, offset, length);
+        Differential d = differentialFrom(older);
+        int shift = Integer.numberOfTrailingZeros(blockSize);
+        long end = offset + length;
+        d.scanDirty(offset >>> shift, (end + blockSize - 1) >>> shift, (first, count, dirty) -> {
+            long from = Math.max(offset, first << shift);
+            long to = Math.min(end, (first + count) << shift);
+            return consumer.accept(from, to - from, dirty);
+        });
+    }
+
+    private Differential differentialFrom(String older) throws BlockDeviceException {
+        try {
+            return set.differential(older, snapshotName());
+        } catch (IllegalArgumentException e) {
+            // e.g. the older snapshot was deleted after this client selected the context
+            throw new BlockDeviceException(BlockDeviceException.Reason.OUT_OF_RANGE, "differential from " + older + ": " + e.getMessage());
         }
     }
 

@@ -982,6 +982,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
     /** Takes snapshot {@code name} of the current content (waits for in-flight writes). */
     public SnapshotRecord createSnapshot(String name) throws IOException {
         checkOpen();
+        if (snapshots.saveChunks() == 0) {
+            throw new io.snapbd.engine.snapshot.NoSaveVolumeException(name());     // before anything is made
+        }
         // Ready what the first writes after it will use, off their path: the arena they stage into and the
         // committer (started here, a staged write never finds it missing: no branch the JIT has to revisit).
         overlay.preallocate(overlayPreallocateBytes);

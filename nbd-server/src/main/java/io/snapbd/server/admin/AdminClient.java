@@ -45,7 +45,8 @@ public final class AdminClient {
             }
             JsonNode resp = ControlPlane.JSON.readTree(line);
             if (!resp.path("ok").asBoolean(false)) {
-                throw new ControlPlane.OperationException(resp.path("error").asText("unknown error"));
+                throw new ControlPlane.OperationException(resp.path("error").asText("unknown error"),
+                        resp.hasNonNull("code") ? resp.path("code").asText() : null);
             }
             return resp.path("result");
         }

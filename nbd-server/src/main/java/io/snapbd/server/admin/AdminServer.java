@@ -87,6 +87,9 @@ public final class AdminServer implements AutoCloseable {
                 } catch (ControlPlane.OperationException e) {
                     resp.put("ok", false);
                     resp.put("error", e.getMessage());
+                    if (e.code() != null) {
+                        resp.put("code", e.code());
+                    }
                 } catch (IOException e) {
                     resp.put("ok", false);
                     resp.put("error", "malformed request: " + e.getMessage().lines().findFirst().orElse(""));

@@ -71,10 +71,25 @@ public final class ControlPlane {
         }
     }
 
-    /** A failure whose message is meant for the user as is. */
+    /** A failure whose message is meant for the user as is; {@code code} names the kinds a script may test. */
     public static final class OperationException extends Exception {
+        /** Error code of {@code snapshot.create} on a volume without save space (CLI exit status 5). */
+        public static final String NO_SAVE_VOLUME = "no-save-volume";
+
+        private final String code;
+
         public OperationException(String message) {
+            this(message, null);
+        }
+
+        public OperationException(String message, String code) {
             super(message);
+            this.code = code;
+        }
+
+        /** Null, or a stable code such as {@link #NO_SAVE_VOLUME}. */
+        public String code() {
+            return code;
         }
     }
 
@@ -117,6 +132,8 @@ public final class ControlPlane {
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
+        } catch (io.snapbd.engine.snapshot.NoSaveVolumeException e) {
+            throw new OperationException(e.getMessage(), OperationException.NO_SAVE_VOLUME);
         } catch (IllegalArgumentException e) {
             throw new OperationException(e.getMessage());
         } catch (NoSuchFileException e) {

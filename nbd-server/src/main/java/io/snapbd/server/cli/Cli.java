@@ -18,6 +18,9 @@ final class Cli {
     private Cli() {
     }
 
+    /** Exit status of {@code snapshot create} on a volume without save space ({@code --save-size 0}). */
+    static final int EXIT_NO_SAVE_VOLUME = 5;
+
     /** An error with a chosen exit code. */
     static final class ExitException extends RuntimeException {
         final int code;
@@ -72,7 +75,8 @@ final class Cli {
                         + " does not answer");
             }
         } catch (ControlPlane.OperationException e) {
-            throw new ExitException(1, e.getMessage());
+            boolean noSave = ControlPlane.OperationException.NO_SAVE_VOLUME.equals(e.code());
+            throw new ExitException(noSave ? EXIT_NO_SAVE_VOLUME : 1, e.getMessage());
         } catch (IOException e) {
             throw new ExitException(1, message(e));
         }

@@ -11,8 +11,9 @@ import java.util.List;
 /**
  * A metadata context an export offers for NBD_CMD_BLOCK_STATUS: {@code base:allocation} everywhere, and on
  * a snapshot export {@code VOL@M} the differential from each older snapshot L as {@code snapbd:changed:L}
- * and, with the same answers, {@code qemu:dirty-bitmap:L} (flag 1 = changed), so tools built for qemu's
- * incremental backup work unchanged.
+ * (EMC: in use in M and possibly different; flag 1) and {@code qemu:dirty-bitmap:L} (qemu: content possibly
+ * different, blocks that left use after L included; flag 1 = dirty), so tools built for qemu's incremental
+ * backup, which keep every clean block from their previous copy, get every block they must rewrite.
  */
 public interface MetaContext {
 
@@ -55,7 +56,11 @@ public interface MetaContext {
 
                         @Override
                         public void extents(long offset, long length, FlagSink sink) throws IOException {
-                            view.changedExtents(older, offset, length, (off, len, changed) -> sink.accept(len, changed ? 1 : 0));
+                            if (prefix.equals(DIRTY_PREFIX)) {
+                                view.dirtyExtents(older, offset, length, (off, len, dirty) -> sink.accept(len, dirty ? 1 : 0));
+                            } else {
+                                view.changedExtents(older, offset, length, (off, len, changed) -> sink.accept(len, changed ? 1 : 0));
+                            }
                         }
                     });
                 }

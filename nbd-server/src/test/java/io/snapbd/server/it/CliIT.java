@@ -329,6 +329,218 @@ class CliIT {
         }
     }
 
+    // ---- global options, launcher, README -------------------------------------------------------------------
+
+    /** {@code java -jar snapbd.jar ARGS}, exactly as given (no --data-dir added). */
+    static Tools.Result raw(String... args) {
+        List<String> cmd = new ArrayList<>(List.of(ServerProcess.javaBin(), "-jar", ServerProcess.jar().toString()));
+        cmd.addAll(List.of(args));
+        return Tools.run(Duration.ofMinutes(2), null, cmd);
+    }
+
+    @Test
+    void globalOptionsWorkBeforeAndAfterTheCommand() throws IOException {
+        Path dir = tmp.resolve("globals");
+        ServerProcess.snapbd(dir, "volume", "create", "g1", "--size", "16M", "--save-size", "4M").assertOk();
+        String d = dir.toString();
+
+        // --data-dir before the command is the same as after it (offline and through a running server).
+        Tools.Result before = raw("--data-dir", d, "volume", "list").assertOk();
+        Tools.Result after = raw("volume", "list", "--data-dir", d).assertOk();
+        assertTrue(before.stdout().contains("g1"), before.toString());
+        assertEquals(after.stdout(), before.stdout());
+        assertTrue(raw("--data-dir", data.toString(), "volume", "list").assertOk().stdout().contains("first"));
+        assertEquals(after.stdout(), raw("--data-dir", d, "volume", "list", "--data-dir", d).assertOk().stdout(),
+                "the same value in both places is fine");
+
+        // --json before the command, for commands that print JSON.
+        assertTrue(volume(JSON.readTree(raw("--json", "--data-dir", d, "volume", "list").assertOk().stdout()), "g1") != null);
+        assertEquals("not running", JSON.readTree(raw("--data-dir", d, "--json", "status").assertOk().stdout()).path("server").asText());
+        JsonNode snaps = JSON.readTree(raw("--json", "--data-dir", data.toString(), "snapshot", "list", "first").assertOk().stdout());
+        assertTrue(snaps.path("snapshots").isArray(), snaps.toString());
+        assertEquals("running", JSON.readTree(raw("--data-dir", data.toString(), "status", "--json").assertOk().stdout()).path("server").asText());
+
+        // Usage errors: exit 2, one line, nothing done.
+        Tools.Result twice = raw("--data-dir", d, "volume", "list", "--data-dir", data.toString());
+        assertOneClearError(twice, "--data-dir");
+        assertEquals(2, twice.exit(), twice.toString());
+        Tools.Result noJson = raw("--json", "--data-dir", d, "volume", "delete", "g1");
+        assertOneClearError(noJson, "--json", "volume delete");
+        assertEquals(2, noJson.exit(), noJson.toString());
+        assertTrue(volume(JSON.readTree(raw("volume", "list", "--json", "--data-dir", d).assertOk().stdout()), "g1") != null,
+                "the refused delete deleted nothing");
+
+        // Every command takes --data-dir, so it is accepted before any of them.
+        for (picocli.CommandLine leaf : leafCommands(new picocli.CommandLine(new io.snapbd.server.cli.Main()))) {
+            assertTrue(leaf.getCommandSpec().findOption("--data-dir") != null, leaf.getCommandSpec().qualifiedName() + " takes --data-dir");
+        }
+    }
+
+    /** Every runnable command below {@code cl} (help excluded), depth first. */
+    static List<picocli.CommandLine> leafCommands(picocli.CommandLine cl) {
+        List<picocli.CommandLine> out = new ArrayList<>();
+        for (picocli.CommandLine sub : cl.getSubcommands().values()) {
+            if (sub.getCommandSpec().userObject() instanceof picocli.CommandLine.HelpCommand || out.contains(sub)) {
+                continue;
+            }
+            if (sub.getSubcommands().isEmpty()) {
+                out.add(sub);
+            } else {
+                out.addAll(leafCommands(sub));
+            }
+        }
+        return out;
+    }
+
+    /** The README's command table has a row for every command of {@code snapbd --help}, subcommands included. */
+    @Test
+    void readmeCommandTableListsEveryCommand() throws IOException {
+        String readme = Files.readString(ServerProcess.home().resolve("README.md"));
+        java.util.Set<String> covered = new java.util.TreeSet<>();
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("(?m)^\\| `bin/snapbd ([^`]*)`").matcher(readme);
+        while (m.find()) {
+            String[] words = m.group(1).split(" ");
+            covered.add(words[0]);
+            if (words.length > 1) {
+                for (String alt : words[1].split("\\\\\\|")) {
+                    covered.add(words[0] + " " + alt);
+                }
+            }
+        }
+        List<String> missing = new ArrayList<>();
+        for (picocli.CommandLine leaf : leafCommands(new picocli.CommandLine(new io.snapbd.server.cli.Main()))) {
+            String path = leaf.getCommandSpec().qualifiedName().substring("snapbd ".length());
+            if (!covered.contains(path)) {
+                missing.add(path);
+            }
+        }
+        assertEquals(List.of(), missing, "commands missing from the README's table (rows found: " + covered + ")");
+        // The table is one table: no row is separated from the header by a paragraph.
+        int header = readme.indexOf("| command | what it does |");
+        int last = readme.lastIndexOf("| `bin/snapbd ");
+        assertTrue(header >= 0 && !readme.substring(header, last).contains("\n\n"), "one command table");
+    }
+
+    /** A fake JDK: a release file with {@code version} and a bin/java that records its arguments in {@code argv}. */
+    static Path fakeJdk(String version) throws IOException {
+        Path home = tmp.resolve("fake-jdk-" + version);
+        Files.createDirectories(home.resolve("bin"));
+        Files.writeString(home.resolve("release"), "IMPLEMENTOR=\"fake\"\nJAVA_VERSION=\"" + version + "\"\n");
+        Path java = home.resolve("bin").resolve("java");
+        Files.writeString(java, "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$(dirname \"$0\")/argv\"\n");
+        assertTrue(java.toFile().setExecutable(true));
+        return home;
+    }
+
+    /** The arguments bin/snapbd hands to the JVM of {@code javaHome}. */
+    static List<String> launcherArgv(Path javaHome) throws IOException {
+        Path launcher = ServerProcess.home().resolve("bin").resolve("snapbd");
+        Tools.run(Duration.ofMinutes(1), Map.of("JAVA_HOME", javaHome.toString(), "SNAPBD_JAR", ServerProcess.jar().toString()),
+                List.of(launcher.toString(), "volume", "list")).assertOk();
+        return Files.readAllLines(javaHome.resolve("bin").resolve("argv"));
+    }
+
+    /**
+     * JDK 23 and later print three lines of sun.misc.Unsafe warnings for jffi unless
+     * --sun-misc-unsafe-memory-access=allow is given, a switch older JDKs refuse. The launcher passes it exactly
+     * where the JDK knows it: checked with fake JDKs (a release file and a java that records its arguments), with
+     * the JDK 17 running this test, and with a real JDK 23 or later when /usr/lib/jvm has one.
+     */
+    @Test
+    void launcherAllowsUnsafeMemoryAccessQuietlyWhereTheJdkKnowsTheSwitch() throws IOException {
+        String allow = "--sun-misc-unsafe-memory-access=allow";
+        for (String v : List.of("25", "23.0.1", "25.0.3")) {
+            List<String> argv = launcherArgv(fakeJdk(v));
+            assertTrue(argv.contains(allow), "JDK " + v + ": " + argv);
+            assertTrue(argv.indexOf(allow) < argv.indexOf("-jar"), "a JVM option, before -jar: " + argv);
+            assertEquals(List.of("-jar", ServerProcess.jar().toString(), "volume", "list"),
+                    argv.subList(argv.indexOf("-jar"), argv.size()), "the command is passed on as given");
+        }
+        for (String v : List.of("17.0.15", "21.0.5", "22")) {
+            List<String> argv = launcherArgv(fakeJdk(v));
+            assertFalse(argv.contains(allow), "JDK " + v + " does not know the switch: " + argv);
+            assertTrue(argv.contains("--enable-native-access=ALL-UNNAMED"), argv.toString());
+        }
+
+        // Real JDKs: a command that loads jffi (offline volume create) prints nothing on stderr.
+        Path launcher = ServerProcess.home().resolve("bin").resolve("snapbd");
+        List<Path> jdks = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"))));
+        try (var dirs = Files.list(Path.of("/usr/lib/jvm"))) {
+            dirs.filter(j -> major(j) >= 23 && Files.isExecutable(j.resolve("bin/java"))).findFirst().ifPresent(jdks::add);
+        } catch (IOException e) {
+            // no /usr/lib/jvm: the fake JDKs above are the test
+        }
+        for (Path jdk : jdks) {
+            Path dir = tmp.resolve("launcher-" + jdk.getFileName());
+            Map<String, String> env = Map.of("JAVA_HOME", jdk.toString(), "SNAPBD_JAR", ServerProcess.jar().toString());
+            Tools.Result r = Tools.run(Duration.ofMinutes(2), env, List.of(launcher.toString(), "volume", "create", "j",
+                    "--size", "16M", "--save-size", "4M", "--data-dir", dir.toString())).assertOk();
+            assertEquals("", r.stderr(), "JDK " + jdk + " (major " + major(jdk) + "): nothing on stderr: " + r);
+            Tools.Result version = Tools.run(Duration.ofMinutes(2), env, List.of(launcher.toString(), "--version")).assertOk();
+            assertTrue(version.stdout().contains("Java " + major(jdk)), version.toString());
+        }
+    }
+
+    /** The feature release of the JDK at {@code home}, from its release file; 0 if unknown. */
+    static int major(Path home) {
+        try {
+            for (String line : Files.readAllLines(home.resolve("release"))) {
+                java.util.regex.Matcher m = java.util.regex.Pattern.compile("^JAVA_VERSION=\"(\\d+)").matcher(line);
+                if (m.find()) {
+                    return Integer.parseInt(m.group(1));
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            return 0;
+        }
+        return 0;
+    }
+
+    // ---- snapshots need a save volume (Mylex: "a log LUN has not been defined") --------------------------------
+
+    /** Nothing of a snapshot exists in the volume's directory: no table entry, no frozen meta file. */
+    static void assertNoSnapshotFiles(Path volumeDir) throws IOException {
+        try (var files = Files.list(volumeDir)) {
+            List<String> snap = files.map(f -> f.getFileName().toString()).filter(n -> n.startsWith("snap-")).toList();
+            assertEquals(List.of(), snap, "no frozen meta file in " + volumeDir);
+        }
+        Path table = volumeDir.resolve("snapshots.meta");
+        assertFalse(Files.exists(table), "no snapshot table in " + volumeDir);
+    }
+
+    @Test
+    void snapshotCreateWithoutSaveVolumeFailsWithExit5AndCreatesNothing() throws IOException {
+        Tools.require("nbdinfo", "nbdsh");
+        // Online: through the admin socket.
+        server.cli("volume", "create", "nosave", "--size", "16M", "--save-size", "0").assertOk();
+        Tools.run("nbdsh", "-u", server.unixUri("nosave"), "-c", "h.pwrite(b'x' * 65536, 0)").assertOk();
+        for (String[] args : List.of(new String[]{"snapshot", "create", "nosave", "s1"},
+                new String[]{"snapshot", "create", "nosave", "s1", "--json"})) {
+            Tools.Result r = server.cli(args);
+            assertOneClearError(r, "no save volume", "nosave", "--save-size");
+            assertEquals(5, r.exit(), "the documented exit status of a snapshot without a save volume: " + r);
+        }
+        JsonNode list = JSON.readTree(server.cli("snapshot", "list", "nosave", "--json").assertOk().stdout());
+        assertEquals(0, list.path("snapshots").size(), list.toString());
+        assertFalse(exportNames(server.unixUri("")).contains("nosave@s1"), "no snapshot export");
+        assertNoSnapshotFiles(data.resolve("volumes").resolve("nosave"));
+        // The volume itself is unharmed: writes and reads go on.
+        Tools.Result rw = Tools.run("nbdsh", "-u", server.unixUri("nosave"), "-c",
+                "h.pwrite(b'y' * 4096, 8192)\nassert h.pread(4096, 8192) == b'y' * 4096\nassert h.pread(4096, 0) == b'x' * 4096\nprint('ok')").assertOk();
+        assertTrue(rw.stdout().contains("ok"), rw.toString());
+
+        // Offline: on the disk, the same answer.
+        Path dir = tmp.resolve("nosave-offline");
+        ServerProcess.snapbd(dir, "volume", "create", "n0", "--size", "16M", "--save-size", "0").assertOk();
+        Tools.Result r = ServerProcess.snapbd(dir, "snapshot", "create", "n0", "s1");
+        assertOneClearError(r, "no save volume", "n0");
+        assertEquals(5, r.exit(), r.toString());
+        assertNoSnapshotFiles(dir.resolve("volumes").resolve("n0"));
+        assertEquals(0, JSON.readTree(ServerProcess.snapbd(dir, "snapshot", "list", "n0", "--json").assertOk().stdout())
+                .path("snapshots").size());
+        ServerProcess.snapbd(dir, "volume", "delete", "n0").assertOk();
+    }
+
     // ---- offline -------------------------------------------------------------------------------------------
 
     @Test
