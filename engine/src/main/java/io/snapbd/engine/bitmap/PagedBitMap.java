@@ -5,7 +5,7 @@ import java.lang.invoke.VarHandle;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 
 /**
- * A lock-free bit map over {@code bits} bits, stored as pages of {@link #PAGE_BITS} bits (EMC FIG. 43): a page
+ * A lock-free bit map over {@code bits} bits, stored as pages of {@link #PAGE_BITS} bits (docs/engine.md): a page
  * that was never set costs one null slot, so a sparse map is small. Bits are set and cleared with CAS, so
  * concurrent writers need no lock. Each page carries a dirty flag for incremental persistence.
  *

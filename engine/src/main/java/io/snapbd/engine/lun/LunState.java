@@ -14,7 +14,7 @@ import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * HP's per-LUN state metric for one export: an {@code enabled} flag, a 64-bit counter and a nanosecond
- * timestamp of the last altering request. Decisions on HP's contradictions (docs/lun-state.md):
+ * timestamp of the last altering request. Decisions where HP's source contradicts itself (docs/lun-state.md):
  * ENABLE keeps the value; DISABLE bumps once, then clears the flag; altering requests bump only while
  * enabled, at dispatch, before they execute; GET works either way.
  *

@@ -5,7 +5,7 @@ import io.snapbd.engine.bitmap.PagedBitMap;
 import java.io.IOException;
 
 /**
- * The older→younger difference of EMC FIG. 40: block B is <em>changed</em> from snapshot L to the younger
+ * The older→younger difference (docs/snapshots.md): block B is <em>changed</em> from snapshot L to the younger
  * snapshot M ⇔ meta_M[B] ∧ ∃ I ∈ [L, M−1] : bit_I[B] ∨ ¬meta_I[B]; a block with ¬meta_M[B] is
  * <em>unused</em> in M. Evaluated 64 blocks at a time: outer loop over words of blocks, inner loop over the
  * snapshots L..M−1, leaving the inner loop as soon as every in-use block of the word is known changed.

@@ -22,7 +22,7 @@ import java.util.UUID;
 import java.util.concurrent.locks.StampedLock;
 
 /**
- * The snapshot queue of one volume (EMC FIG. 41–46), oldest (head) first, with the save volume and the
+ * The snapshot queue of one volume (docs/snapshots.md), oldest (head) first, with the save volume and the
  * exception log that they share. It owns copy-on-write for production writes, reads of snapshot content,
  * and snapshot create / delete / terminate. Structural changes run with production writers paused (the
  * volume's write gate) and with every stripe lock held, so readers and copy-on-write see either the old
@@ -397,7 +397,7 @@ public final class SnapshotSet implements AutoCloseable {
         }
     }
 
-    // ---- the write path (DESIGN.md rules 1-6) --------------------------------------------------------------
+    // ---- the write path (docs/snapshots.md, rules 1-6) ---------------------------------------------------------
 
     public boolean isEmpty() {
         return chain.length == 0;
@@ -616,13 +616,13 @@ public final class SnapshotSet implements AutoCloseable {
             } finally {
                 lock.unlockWrite(stamp);
             }
-            // Save volume full: production must not fail (Mylex). Terminate the snapshot that needed the
+            // Save volume full: production must not fail (docs/snapshots.md, overflow). Terminate the snapshot that needed the
             // copy; its before-images move to older snapshots or are freed, which may free space.
             terminate(needing, "save volume full");
         }
     }
 
-    // ---- the read path (EMC FIG. 27) -------------------------------------------------------------------------
+    // ---- the read path (docs/snapshots.md) ---------------------------------------------------------------------
 
     /** Where block b of snapshot s reads from: a chunk (≥ 0), production (-1) or zeros (-2). */
     static final int FROM_PRODUCTION = -1;

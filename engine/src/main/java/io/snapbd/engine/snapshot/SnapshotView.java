@@ -11,7 +11,7 @@ import java.nio.ByteBuffer;
 
 /**
  * A snapshot as a read-only block device (VOLUME@SNAPSHOT). Reads resolve each block along the read chain
- * (EMC FIG. 27); block status comes from the snapshot's frozen meta bit map. When the snapshot is terminated
+ * (docs/snapshots.md, read path); block status comes from the snapshot's frozen meta bit map. When the snapshot is terminated
  * (save volume full) each session gets ENOSPC once, then every request fails as unavailable.
  */
 public final class SnapshotView implements BlockDevice {

@@ -10,7 +10,7 @@ import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.concurrent.locks.StampedLock;
 
 /**
- * New data of blocks whose before-images are not durable yet (DESIGN.md rule 5). Instead of making the
+ * New data of blocks whose before-images are not durable yet (docs/snapshots.md, rule 5). Instead of making the
  * writer wait for the force of the save volume, its blocks are staged here and the write is answered at
  * once; a committer forces the before-images of everything staged in one go, then copies the staged blocks
  * into the production mapping. Until then every reader of production (any connection) is served from the

@@ -21,7 +21,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * EMC FIG. 40 differential: for every pair L older than M, applying diff(L, M) to a copy of L gives M on
+ * The differential (docs/snapshots.md): for every pair L older than M, applying diff(L, M) to a copy of L gives M on
  * every in-use block of M, no block that differs is reported unchanged, and deleting snapshots (any
  * position) never loses a change.
  */

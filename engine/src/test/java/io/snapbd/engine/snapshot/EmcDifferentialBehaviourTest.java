@@ -18,7 +18,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** EMC digest behaviours 21–31 and 33 (snapshot differential), one test each. */
+/** EMC behaviours 21–31 and 33 of the snapshot differential (docs/glossary.md), one test each. */
 class EmcDifferentialBehaviourTest {
 
     static final int BS = 512;

@@ -114,7 +114,7 @@ class SnapshotModelTest {
 
     @Test
     void blockInUseOnlyInOlderSnapshotIsSavedIntoTheTail() throws IOException {
-        // EMC behaviour 17: B in use at s1, trimmed before s2, rewritten after s2: saved on behalf of s1 into s2's area.
+        // Rule 3 (docs/snapshots.md): B in use at s1, trimmed before s2, rewritten after s2: saved on behalf of s1 into s2's area.
         Volume v = create(64, 16);
         try (BlockDevice.Session s = v.openSession()) {
             write(v, s, 5 * BS, block('p'));

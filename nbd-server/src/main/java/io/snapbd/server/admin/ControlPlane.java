@@ -313,7 +313,7 @@ public final class ControlPlane {
         return job.json();
     }
 
-    /** Extents changed (or unused) from snapshot OLDER to snapshot YOUNGER (EMC FIG. 40), ascending. */
+    /** Extents changed (or unused) from snapshot OLDER to snapshot YOUNGER (docs/snapshots.md, differential), ascending. */
     private JsonNode snapshotDiff(JsonNode req) throws IOException, OperationException {
         Volume v = volume(req);
         String older = text(req, "older", true);

@@ -13,7 +13,7 @@ import java.util.List;
 import java.util.zip.CRC32C;
 
 /**
- * Pushes a snapshot to any NBD server, speaking only NBD on both sides (EMC FIG. 36–38 replication of the
+ * Pushes a snapshot to any NBD server, speaking only NBD on both sides (docs/glossary.md: EMC FIG. 36–38, replication of the
  * differential). The source is the snapshot export {@code VOLUME@YOUNGER}; with an older snapshot it copies
  * only the extents its {@code snapbd:changed:OLDER} context flags, otherwise every in-use extent of
  * {@code base:allocation}. Extents not in use in YOUNGER are zeroed on the target (WRITE_ZEROES when the

@@ -32,7 +32,7 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * The snapshot differential (EMC FIG. 40) end to end: a scripted sequence of writes, trims and zero-writes
+ * The snapshot differential (docs/snapshots.md) end to end: a scripted sequence of writes, trims and zero-writes
  * with nbdsh between snapshots s1, s2, s3, then {@code snapbd diff}, the meta contexts
  * {@code snapbd:changed:OLDER} and {@code qemu:dirty-bitmap:OLDER} read by nbdinfo and by qemu's own NBD
  * client, and a copy of s1 patched with the diff that must equal s3 byte for byte. Expectations come from a

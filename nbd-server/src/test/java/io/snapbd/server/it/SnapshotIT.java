@@ -169,7 +169,7 @@ class SnapshotIT {
     // ---- EMC's example -----------------------------------------------------------------------------------------
 
     /**
-     * EMC FIG. 24–27: blocks a0…h0, a snapshot, then a1 and b1 written: the snapshot still reads a0…h0,
+     * EMC's a–h example (docs/glossary.md): blocks a0…h0, a snapshot, then a1 and b1 written: the snapshot still reads a0…h0,
      * production reads a1 b1 c0…h0, and the save volume holds exactly the two before-images a0, b0.
      */
     @Test
