@@ -60,33 +60,43 @@ public final class LunState {
         this.recoveredFromCrash = crashed;
     }
 
+    /** What {@code lun.state} holds, as validated by {@link #read}. */
+    public record Stored(boolean clean, boolean enabled, long counter, long timestamp) {
+    }
+
+    /**
+     * Reads and validates {@code DIR/lun.state} without changing it: size, magic, checksum, version and owner.
+     * Null when the file does not exist (a volume never opened). The one check shared by {@link #open} and fsck,
+     * so fsck flags exactly what makes an open refuse the file.
+     */
+    public static Stored read(Path dir, UUID owner) throws IOException {
+        Path f = dir.resolve(FILE);
+        if (!Files.exists(f)) {
+            return null;
+        }
+        ByteBuffer b = AtomicFile.readAll(f, 4096).order(ByteOrder.LITTLE_ENDIAN);
+        if (b.limit() != BYTES || b.getLong(0) != MAGIC) {
+            throw new CorruptMetadataException(f, "bad magic or size (not a snapbd LUN state file)");
+        }
+        if (b.getInt(CRC_OFFSET) != Crc32c.of(b, 0, CRC_OFFSET)) {
+            throw new CorruptMetadataException(f, "checksum mismatch");
+        }
+        if (b.getInt(8) != VERSION) {
+            throw new CorruptMetadataException(f, "unsupported version " + b.getInt(8));
+        }
+        if (!new UUID(b.getLong(16), b.getLong(24)).equals(owner)) {
+            throw new CorruptMetadataException(f, "belongs to another volume");
+        }
+        return new Stored(b.getInt(12) == 1, b.getInt(56) == 1, b.getLong(32), b.getLong(40));
+    }
+
     /** Opens the state of a volume; a missing file starts at zero (new volume). */
     public static LunState open(Path dir, UUID owner) throws IOException {
         Path f = dir.resolve(FILE);
-        LunState s;
-        if (!Files.exists(f)) {
-            s = new LunState(f, owner, false, 0, 0, false);
-        } else {
-            ByteBuffer b = AtomicFile.readAll(f, 4096).order(ByteOrder.LITTLE_ENDIAN);
-            if (b.limit() != BYTES || b.getLong(0) != MAGIC) {
-                throw new CorruptMetadataException(f, "bad magic or size (not a snapbd LUN state file)");
-            }
-            if (b.getInt(CRC_OFFSET) != Crc32c.of(b, 0, CRC_OFFSET)) {
-                throw new CorruptMetadataException(f, "checksum mismatch");
-            }
-            if (b.getInt(8) != VERSION) {
-                throw new CorruptMetadataException(f, "unsupported version " + b.getInt(8));
-            }
-            if (!new UUID(b.getLong(16), b.getLong(24)).equals(owner)) {
-                throw new CorruptMetadataException(f, "belongs to another volume");
-            }
-            boolean clean = b.getInt(12) == 1;
-            boolean en = b.getInt(56) == 1;
-            long value = b.getLong(32);
-            long ts = b.getLong(40);
-            // clean: exact values; crashed: the ceilings, above anything handed out before
-            s = clean ? new LunState(f, owner, en, value, ts, false) : new LunState(f, owner, en, value, ts, true);
-        }
+        Stored st = read(dir, owner);
+        // clean: exact values; crashed: the ceilings, above anything handed out before
+        LunState s = st == null ? new LunState(f, owner, false, 0, 0, false)
+                : new LunState(f, owner, st.enabled(), st.counter(), st.timestamp(), !st.clean());
         s.counterCeiling = s.counter.get();
         s.timeCeiling = s.timestamp.get();
         s.persist(false, s.counter.get() + LEASE, Math.max(s.now(), s.timestamp.get()) + TIME_LEASE_NANOS);
