@@ -363,7 +363,7 @@ public final class SnapbdServer implements AutoCloseable {
         int open = catalog.openVolumes().size();
         try {
             catalog.close();
-            Log.info("snapbd stopped; %d volume(s) closed cleanly", open);
+            Log.info("snapbd stopped; volumes closed cleanly (%d)", open);
         } catch (IOException e) {
             Log.error("snapbd stopped; %s", e.getMessage());
         }
