@@ -405,6 +405,9 @@ public final class ControlPlane {
         }
         clones.forget(name);
         catalog.delete(name);
+        if (exports != null) {
+            exports.withhold(name, null);
+        }
         ObjectNode r = JSON.createObjectNode();
         r.put("deleted", name);
         return r;

@@ -122,6 +122,7 @@ public final class SnapbdServer implements AutoCloseable {
             } catch (VolumeSetAsideException e) {
                 Log.error("volume %s set aside, not exported (the other volumes are served): %s; "
                         + "see 'snapbd fsck' and docs/production.md, \"Volumes set aside\"", name, e.reason());
+                exports.withhold(name, "volume " + name + " is set aside: " + e.reason());
                 continue;
             }
             RecoveryReport r = v.recovery();

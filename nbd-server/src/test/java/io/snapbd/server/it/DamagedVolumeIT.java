@@ -19,6 +19,8 @@ import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 import static io.snapbd.server.it.SnapshotSupport.json;
@@ -123,8 +125,14 @@ class DamagedVolumeIT {
             Tools.Result info = Tools.run("nbdinfo", "--size", server.unixUri("healthy")).assertOk();
             assertEquals(String.valueOf(8 << 20), info.stdout().strip());
             Tools.run("nbdcopy", server.unixUri("healthy"), "null:").assertOk();
-            // the damaged one is not
-            assertNotEquals(0, Tools.run("nbdinfo", server.unixUri("damaged")).exit());
+            // the damaged one is not, and a client is told why
+            for (String export : List.of("damaged", "damaged@s1")) {
+                // libnbd shows the server's error message in its debug output only
+                Tools.Result refused = Tools.run(Tools.DEFAULT_TIMEOUT, Map.of("LIBNBD_DEBUG", "1"), List.of("nbdinfo", server.unixUri(export)));
+                assertNotEquals(0, refused.exit());
+                assertTrue(refused.stderr().contains("server error message: no export named '" + export + "': volume damaged is set aside: ")
+                        && refused.stderr().contains("volumes/damaged/" + file), refused.stderr());
+            }
             assertTrue(server.log().contains("volume damaged set aside"), server.log());
             assertTrue(server.log().contains("volumes/damaged/" + file), server.log());
 
