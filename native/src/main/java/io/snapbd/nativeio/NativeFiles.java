@@ -133,12 +133,23 @@ public final class NativeFiles {
     }
 
     // A file system may accept the call yet not zero the data, so the probe checks what it reads back.
+    // When the scratch file cannot be written (a full file system) the answer is "no": the caller zeroes by
+    // writing zeros into its preallocated file, which needs no new space, instead of failing to open.
     private static boolean probeZeroRange(Path dir) throws IOException {
-        Path probe = Files.createTempFile(dir, ".zero-probe-", "");
+        Path probe;
+        try {
+            probe = Files.createTempFile(dir, ".zero-probe-", "");
+        } catch (IOException e) {
+            return false;
+        }
         try {
             byte[] data = new byte[PROBE_SIZE];
             Arrays.fill(data, (byte) 0x5a);
-            Files.write(probe, data);
+            try {
+                Files.write(probe, data);
+            } catch (IOException e) {
+                return false;
+            }
             try (Zeroer zeroer = new Zeroer(probe, open(probe), true)) {
                 if (!zeroer.zeroRange(PROBE_SIZE / 2, PROBE_SIZE / 2)) {
                     return false;

@@ -7,6 +7,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.BitSet;
@@ -91,13 +92,27 @@ public final class BitMapFile implements AutoCloseable {
                 }
             }
             writeFully(ch, table, HEADER_BYTES);
-            // Zero pages: extend the file; the bytes read back as zero.
-            ByteBuffer last = ByteBuffer.allocate(1);
-            writeFully(ch, last, f.pagesOffset + (long) f.pageCount * PagedBitMap.PAGE_BYTES - 1);
+            long end = f.pagesOffset + (long) f.pageCount * PagedBitMap.PAGE_BYTES;
+            if (present) {
+                // Zero pages written, not left as a hole: pages are rewritten in place for the volume's life, and
+                // a write into a hole needs space the file system may no longer have (ENOSPC at a flush or close).
+                ByteBuffer zeros = ByteBuffer.allocate((int) Math.min(end - f.pagesOffset, 1 << 20));
+                for (long pos = f.pagesOffset; pos < end; pos += zeros.capacity()) {
+                    zeros.clear().limit((int) Math.min(zeros.capacity(), end - pos));
+                    writeFully(ch, zeros, pos);
+                }
+            } else {
+                // Absent pages: extend the file; the bytes read back as zero.
+                writeFully(ch, ByteBuffer.allocate(1), end - 1);
+            }
             ch.force(true);
             return f;
         } catch (IOException | RuntimeException e) {
             ch.close();
+            Files.deleteIfExists(path);     // created above (CREATE_NEW): a failed create leaves nothing behind
+            if (e instanceof IOException io) {
+                throw named(path, io);
+            }
             throw e;
         }
     }
@@ -201,10 +216,22 @@ public final class BitMapFile implements AutoCloseable {
             pageBuf.putLong(i * 8, words == null ? 0 : words[i]);
         }
         int crc = Crc32c.of(pageBuf, 0, PagedBitMap.PAGE_BYTES);
-        writeFully(channel, pageBuf, pagesOffset + (long) p * PagedBitMap.PAGE_BYTES);
-        crcBuf.clear();
-        crcBuf.putInt(0, crc).putInt(4, FLAG_PRESENT);
-        writeFully(channel, crcBuf, crcTableOffset + (long) ENTRY_BYTES * p);
+        try {
+            writeFully(channel, pageBuf, pagesOffset + (long) p * PagedBitMap.PAGE_BYTES);
+            crcBuf.clear();
+            crcBuf.putInt(0, crc).putInt(4, FLAG_PRESENT);
+            writeFully(channel, crcBuf, crcTableOffset + (long) ENTRY_BYTES * p);
+        } catch (IOException e) {
+            throw named(path, e);
+        }
+    }
+
+    /** {@code e} with the file named: the JDK's write and force errors say only what failed ("No space left on device"). */
+    static IOException named(Path path, IOException e) {
+        if (e.getMessage() != null && e.getMessage().contains(path.toString())) {
+            return e;
+        }
+        return new IOException(path + ": " + e.getMessage(), e);
     }
 
     /** Reads page {@code p} into {@code out} (PAGE_LONGS words) and says whether it is present and intact. */
@@ -243,7 +270,11 @@ public final class BitMapFile implements AutoCloseable {
     }
 
     public void force() throws IOException {
-        channel.force(false);
+        try {
+            channel.force(false);
+        } catch (IOException e) {
+            throw named(path, e);
+        }
     }
 
     public Path path() {

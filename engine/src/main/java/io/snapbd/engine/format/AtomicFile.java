@@ -13,18 +13,33 @@ public final class AtomicFile {
     private AtomicFile() {
     }
 
+    /**
+     * Replaces {@code target} by {@code content}. On failure the target is unchanged, the temporary copy is
+     * removed, and the error names the file (the JDK's say only "No space left on device").
+     */
     public static void write(Path target, ByteBuffer content) throws IOException {
         Path tmp = target.resolveSibling(target.getFileName() + ".tmp");
-        try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                StandardOpenOption.TRUNCATE_EXISTING)) {
-            ByteBuffer b = content.duplicate();
-            long pos = 0;
-            while (b.hasRemaining()) {
-                pos += ch.write(b, pos);
+        try {
+            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                    StandardOpenOption.TRUNCATE_EXISTING)) {
+                ByteBuffer b = content.duplicate();
+                long pos = 0;
+                while (b.hasRemaining()) {
+                    pos += ch.write(b, pos);
+                }
+                ch.force(true);
             }
-            ch.force(true);
+            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } catch (IOException e) {
+            try {
+                Files.deleteIfExists(tmp);
+            } catch (IOException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            String m = e.getMessage();
+            throw m != null && m.contains(target.toString()) ? e
+                    : new IOException(target + ": cannot write its new copy (" + tmp.getFileName() + "): " + m, e);
         }
-        Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         fsyncDirectory(target.getParent());
     }
 

@@ -2,14 +2,17 @@ package io.snapbd.engine.fsck;
 
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
-import io.snapbd.engine.io.MappedData;
+import io.snapbd.engine.lun.LunState;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeHeader;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.List;
@@ -80,19 +83,29 @@ public final class VolumeChecker {
         io.snapbd.engine.snapshot.SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
         long scanned = 0;
         if (scanData && metaOk && damaged.isEmpty()) {
-            try (MappedData data = new MappedData(dir.resolve(Volume.DATA_FILE), h.size())) {
-                MappedData.Cursor c = data.cursor();
+            // Read through the file, not a mapping: a read of a hole in a sparse file needs no space, whereas a
+            // mapping's page fault on a full file system (tmpfs) allocates, fails, and kills the thread with SIGBUS.
+            try (FileChannel data = FileChannel.open(dir.resolve(Volume.DATA_FILE), StandardOpenOption.READ)) {
+                int bs = h.blockSize();
+                int perRead = Math.max(1, SCAN_BYTES / bs);
+                ByteBuffer buf = ByteBuffer.allocateDirect(perRead * bs).order(ByteOrder.LITTLE_ENDIAN);
                 long bad = 0;
                 long firstBad = -1;
-                for (long b = meta.next(0, blocks, false); b < blocks; b = meta.next(b + 1, blocks, false)) {
-                    scanned++;
-                    if (!zero(c, b * h.blockSize(), h.blockSize())) {
-                        // Only an error on a clean volume: after a crash, recovery re-derives these from the data.
-                        if (firstBad < 0) {
-                            firstBad = b;
+                for (long b = meta.next(0, blocks, false); b < blocks; ) {
+                    // a run of blocks not in use, read in pieces of up to SCAN_BYTES
+                    long n = Math.min(perRead, meta.next(b, blocks, true) - b);
+                    read(data, buf, b * bs, (int) n * bs);
+                    for (int i = 0; i < n; i++) {
+                        scanned++;
+                        if (!zero(buf, i * bs, bs)) {
+                            // Only an error on a clean volume: after a crash, recovery re-derives these from the data.
+                            if (firstBad < 0) {
+                                firstBad = b + i;
+                            }
+                            bad++;
                         }
-                        bad++;
                     }
+                    b = meta.next(b + n, blocks, false);
                 }
                 if (bad > 0) {
                     String msg = bad + " block(s) not in use hold non-zero data (first: block " + firstBad + ")";
@@ -130,24 +143,33 @@ public final class VolumeChecker {
         try {
             long actual = Files.size(file);
             if (actual < expected) {
-                problems.add(file.getFileName() + ": " + actual + " bytes, expected " + expected);
+                problems.add(file + ": " + actual + " bytes, expected " + expected);
             }
         } catch (IOException e) {
-            problems.add(file.getFileName() + ": missing or unreadable (" + e.getMessage() + ")");
+            problems.add(file + ": missing or unreadable (" + e.getMessage() + ")");
         }
     }
 
-    private static boolean zero(MappedData.Cursor c, long offset, int length) throws IOException {
-        long pos = offset;
-        long end = offset + length;
-        while (pos < end) {
-            ByteBuffer v = c.view(pos, end - pos);
-            for (int i = v.position(); i < v.limit(); i += 8) {
-                if (v.limit() - i >= 8 ? v.getLong(i) != 0 : v.get(i) != 0) {
-                    return false;
+    /** Bytes of data read per system call by the scan. */
+    private static final int SCAN_BYTES = 1 << 20;
+
+    /** Reads {@code length} bytes at {@code offset} into {@code buf}; bytes past the end of the file read as zero. */
+    private static void read(FileChannel ch, ByteBuffer buf, long offset, int length) throws IOException {
+        buf.clear().limit(length);
+        while (buf.hasRemaining()) {
+            if (ch.read(buf, offset + buf.position()) < 0) {
+                while (buf.hasRemaining()) {
+                    buf.put((byte) 0);
                 }
             }
-            pos += v.remaining();
+        }
+    }
+
+    private static boolean zero(ByteBuffer buf, int from, int length) {
+        for (int i = from; i < from + length; i += 8) {
+            if (buf.getLong(i) != 0) {
+                return false;
+            }
         }
         return true;
     }

@@ -39,6 +39,20 @@ public final class MappedData implements AutoCloseable {
         return size;
     }
 
+    /**
+     * The error to report for {@code e}, the JVM's {@code InternalError} for a SIGBUS on this file's mapping: a
+     * page of a sparse file the file system has no space to allocate (ENOSPC), or a read error of the device.
+     */
+    public IOException fault(InternalError e) {
+        return faultOf(path, e);
+    }
+
+    /** As {@link #fault}, for a file whose mapping is not at hand. */
+    public static IOException faultOf(Path path, InternalError e) {
+        return new IOException(path + ": access through the memory mapping failed (SIGBUS: no space left on the file system"
+                + " for a page of a sparse file, or an I/O error): " + e.getMessage(), e);
+    }
+
     public Path path() {
         return path;
     }

@@ -827,7 +827,14 @@ public final class SnapshotSet implements AutoCloseable {
                     records.addAll(invalid);
                 }
                 records.sort((a, b) -> Long.compare(a.seq(), b.seq()));
-                SnapshotTable.write(dir.resolve(TABLE_FILE), uuid, seq + 1, records);
+                try {
+                    SnapshotTable.write(dir.resolve(TABLE_FILE), uuid, seq + 1, records);
+                } catch (IOException | RuntimeException e) {
+                    // Not in the table, so not a snapshot: remove its meta file rather than leave it behind.
+                    f.close();
+                    Files.deleteIfExists(mf);
+                    throw e;
+                }
                 nextSeq = seq + 1;
                 Snapshot[] next = Arrays.copyOf(chain, chain.length + 1);
                 next[next.length - 1] = s;

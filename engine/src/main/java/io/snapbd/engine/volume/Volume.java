@@ -183,25 +183,52 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return (blocks + (1L << regionShift) - 1) >>> regionShift;
     }
 
-    /** Opens the volume, recovering the meta bit map if the last stop was unclean, and marks it open (not clean). */
+    /**
+     * Opens the volume, recovering the meta bit map if the last stop was unclean, and marks it open (not clean).
+     * Every file is read and validated (the same readers fsck uses) before anything is written, so a damaged
+     * file refuses the open and leaves the volume as it was; on any failure what was opened is closed again.
+     */
     public static Volume open(Path dir, FileSpace space) throws IOException {
         VolumeHeader h = VolumeHeader.read(dir.resolve(HEADER_FILE));
+        io.snapbd.engine.lun.LunState.read(dir.resolve(io.snapbd.engine.lun.LunState.FILE), h.uuid());     // validated now, written last
+        java.util.List<AutoCloseable> toClose = new java.util.ArrayList<>();
+        try {
+            return open(dir, space, h, toClose);
+        } catch (IOException | RuntimeException | Error e) {
+            for (int i = toClose.size() - 1; i >= 0; i--) {
+                try {
+                    toClose.get(i).close();
+                } catch (Exception suppressed) {
+                    e.addSuppressed(suppressed);
+                }
+            }
+            throw e;
+        }
+    }
+
+    private static Volume open(Path dir, FileSpace space, VolumeHeader h, java.util.List<AutoCloseable> toClose)
+            throws IOException {
         long blocks = h.blocks();
         PagedBitMap meta = new PagedBitMap(blocks);
         BitSet damagedMeta = new BitSet();
         BitMapFile metaFile = BitMapFile.open(dir.resolve(META_FILE), BitMapFile.Kind.META, h.uuid(), meta, damagedMeta);
+        toClose.add(metaFile);
         long regionCount = regions(blocks, h.regionShift());
         PagedBitMap intentsOnDisk = new PagedBitMap(regionCount);
         BitSet damagedIntent = new BitSet();
         BitMapFile intentFile = BitMapFile.open(dir.resolve(INTENT_FILE), BitMapFile.Kind.INTENT, h.uuid(), intentsOnDisk, damagedIntent);
+        toClose.add(intentFile);
         MappedData data = new MappedData(dir.resolve(DATA_FILE), h.size());
+        toClose.add(data);
         FileSpace.Zeroer zeroer = space.openZeroer(dir.resolve(DATA_FILE));
+        toClose.add(zeroer);
         boolean zeroFast = probeZeroer(zeroer);
         // Snapshots share production's meta pages as loaded from disk; recovery below changes production
         // copy-on-write, so the snapshots keep the pages they were frozen with.
         Volume[] self = new Volume[1];
         SnapshotSet snapshots = SnapshotSet.open(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(),
                 dir.resolve(SAVE_FILE), new ProductionAccess(self, data, meta));
+        toClose.add(snapshots::abandon);
 
         long scanned = 0;
         long marked = 0;
@@ -222,16 +249,20 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 suspect.set((int) (firstBlock >>> h.regionShift()), (int) (lastBlock >>> h.regionShift()) + 1);
             }
             MappedData.Cursor c = data.cursor();
-            for (int r = suspect.nextSetBit(0); r >= 0; r = suspect.nextSetBit(r + 1)) {
-                long first = (long) r << h.regionShift();
-                long end = Math.min(blocks, first + (1L << h.regionShift()));
-                for (long b = first; b < end; b++) {
-                    if (!meta.get(b) && !isZero(c, b * h.blockSize(), h.blockSize())) {
-                        meta.set(b);
-                        marked++;
+            try {
+                for (int r = suspect.nextSetBit(0); r >= 0; r = suspect.nextSetBit(r + 1)) {
+                    long first = (long) r << h.regionShift();
+                    long end = Math.min(blocks, first + (1L << h.regionShift()));
+                    for (long b = first; b < end; b++) {
+                        if (!meta.get(b) && !isZero(c, b * h.blockSize(), h.blockSize())) {
+                            meta.set(b);
+                            marked++;
+                        }
                     }
+                    scanned++;
                 }
-                scanned++;
+            } catch (InternalError e) {
+                throw data.fault(e);
             }
             snapshots.persistFrozenPages();
             metaFile.writeAll(meta);
@@ -333,21 +364,26 @@ public final class Volume implements BlockDevice, AutoCloseable {
         synchronized (flushLock) {
             stopCommitter(true);
             closed = true;
-            data.forceAll();
-            snapshots.close();
-            lun.closeClean();
-            metaFile.writeDirty(meta);
-            metaFile.force();
-            synchronized (intentLock) {
-                intentFile.writeAll(new PagedBitMap(intents.size()));
-                intentFile.force();
+            // Each step only after the ones before it succeeded (the header is marked clean last); whatever
+            // fails, the files are closed: the volume is then left marked open and its next open recovers it.
+            try {
+                data.forceAll();
+                snapshots.close();
+                lun.closeClean();
+                metaFile.writeDirty(meta);
+                metaFile.force();
+                synchronized (intentLock) {
+                    intentFile.writeAll(new PagedBitMap(intents.size()));
+                    intentFile.force();
+                }
+                header = header.withFlags(header.flags() | VolumeHeader.FLAG_CLEAN);
+                header.write(dir.resolve(HEADER_FILE));
+            } finally {
+                metaFile.close();
+                intentFile.close();
+                zeroer.close();
+                data.close();
             }
-            header = header.withFlags(header.flags() | VolumeHeader.FLAG_CLEAN);
-            header.write(dir.resolve(HEADER_FILE));
-            metaFile.close();
-            intentFile.close();
-            zeroer.close();
-            data.close();
         }
     }
 
@@ -647,8 +683,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
                     }
                 } catch (InterruptedException e) {
                     return;
-                } catch (IOException | RuntimeException e) {
+                } catch (IOException | RuntimeException | InternalError e) {
                     // Keep the data staged (readers still see it) and retry: losing it would lose acknowledged writes.
+                    // (InternalError: a SIGBUS on the mapping of a sparse data file on a full file system.)
                     System.err.println("snapbd: volume " + name() + ": applying staged writes failed, retrying: " + e);
                     try {
                         Thread.sleep(100);

@@ -31,6 +31,8 @@ public final class VolumeCatalog implements AutoCloseable {
     private final FileChannel lockChannel;
     private final FileLock lock;
     private final Map<String, Volume> open = new ConcurrentHashMap<>();
+    /** Volumes whose open failed, with the reason: not opened again until the catalog is (a restart). */
+    private final Map<String, String> setAside = new ConcurrentHashMap<>();
 
     private VolumeCatalog(Path root, FileSpace space, FileChannel lockChannel, FileLock lock) {
         this.root = root;
@@ -108,21 +110,59 @@ public final class VolumeCatalog implements AutoCloseable {
             Volume.deleteFiles(dir);
         }
         Volume.create(dir, name, size, blockSize, saveSize, sparse, space);
-        return open(name);
+        try {
+            return open(name);
+        } catch (VolumeSetAsideException e) {
+            // A volume that never opened holds nothing: remove it rather than leave a set-aside husk behind.
+            setAside.remove(name);
+            Volume.deleteFiles(dir);
+            throw new IOException("volume " + name + " could not be opened after its creation and was removed: " + e.reason(), e);
+        }
     }
 
-    /** The open volume, opening (and if needed recovering) it on first use. */
+    /**
+     * The open volume, opening (and if needed recovering) it on first use. A volume whose open fails (a damaged
+     * file, no space to mark it open, ...) is <em>set aside</em>: the failure is remembered with its reason,
+     * which names the file, and every later open throws {@link VolumeSetAsideException} at once, until the volume
+     * is deleted or the catalog opened anew. Other volumes are not affected.
+     */
     public synchronized Volume open(String name) throws IOException {
         Volume v = open.get(name);
         if (v != null) {
             return v;
         }
+        String reason = setAside.get(name);
+        if (reason != null) {
+            throw new VolumeSetAsideException(name, reason, null);
+        }
         if (!exists(name)) {
             throw new NoSuchFileException("no volume named " + name);
         }
-        v = Volume.open(volumeDir(name), space);
+        try {
+            Path dir = volumeDir(name);
+            VolumeHeader h = VolumeHeader.read(dir.resolve(Volume.HEADER_FILE));
+            if (!h.name().equals(name)) {
+                throw new io.snapbd.engine.format.CorruptMetadataException(dir.resolve(Volume.HEADER_FILE),
+                        "names volume '" + h.name() + "' but lives in directory '" + name + "'");
+            }
+            v = Volume.open(dir, space);
+        } catch (IOException | RuntimeException | InternalError e) {
+            reason = VolumeSetAsideException.reasonOf(e);
+            setAside.put(name, reason);
+            throw new VolumeSetAsideException(name, reason, e);
+        }
         open.put(name, v);
         return v;
+    }
+
+    /** Volumes set aside (their open failed), name to reason, sorted by name. */
+    public Map<String, String> setAside() {
+        return Collections.unmodifiableMap(new TreeMap<>(setAside));
+    }
+
+    /** Why the volume is set aside, or null if it is not. */
+    public String setAsideReason(String name) {
+        return setAside.get(name);
     }
 
     /** Header of a volume without opening it (for listings). */
@@ -144,17 +184,25 @@ public final class VolumeCatalog implements AutoCloseable {
             v.close();
         }
         Volume.deleteFiles(volumeDir(name));
+        setAside.remove(name);
     }
 
+    /**
+     * Closes every open volume (flush, mark clean), then releases the lock. A volume that fails to close is left
+     * marked open, so the next open recovers it; the others are still closed. The exception names each volume
+     * that failed and why.
+     */
     @Override
     public synchronized void close() throws IOException {
+        List<String> failed = new ArrayList<>();
         IOException first = null;
-        for (Volume v : open.values()) {
+        for (Map.Entry<String, Volume> e : new TreeMap<>(open).entrySet()) {
             try {
-                v.close();
-            } catch (IOException e) {
+                e.getValue().close();
+            } catch (IOException | RuntimeException | InternalError x) {
+                failed.add(e.getKey() + " (" + VolumeSetAsideException.reasonOf(x) + ")");
                 if (first == null) {
-                    first = e;
+                    first = x instanceof IOException io ? io : new IOException(x);
                 }
             }
         }
@@ -162,7 +210,9 @@ public final class VolumeCatalog implements AutoCloseable {
         lock.release();
         lockChannel.close();
         if (first != null) {
-            throw first;
+            IOException ex = new IOException(failed.size() + " volume(s) not closed cleanly, recovered at their next open: "
+                    + String.join("; ", failed), first);
+            throw ex;
         }
     }
 }

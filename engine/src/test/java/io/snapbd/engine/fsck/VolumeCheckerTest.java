@@ -4,6 +4,8 @@ import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.TestVolumes;
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
+import io.snapbd.engine.lun.LunState;
+import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeHeader;
 import org.junit.jupiter.api.Test;
@@ -14,13 +16,18 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.BitSet;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
 
 import static io.snapbd.engine.TestVolumes.flipByte;
 import static io.snapbd.engine.TestVolumes.pattern;
 import static io.snapbd.engine.TestVolumes.write;
 import static io.snapbd.engine.TestVolumes.writeRaw;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 class VolumeCheckerTest {
@@ -165,7 +172,7 @@ class VolumeCheckerTest {
         Files.move(dir(), moved);
         VolumeChecker.Report r = VolumeChecker.check(moved, false);
         assertTrue(r.problems().contains("volume.meta: names volume 'vol' but lives in directory 'other'"), r.problems().toString());
-        assertTrue(r.problems().contains("save.img: 4096 bytes, expected 8192"), r.problems().toString());
+        assertTrue(r.problems().contains(moved.resolve(Volume.SAVE_FILE) + ": 4096 bytes, expected 8192"), r.problems().toString());
     }
 
     @Test
@@ -175,5 +182,54 @@ class VolumeCheckerTest {
         VolumeChecker.Report r = VolumeChecker.check(dir(), true);
         assertFalse(r.ok());
         assertTrue(r.problems().stream().anyMatch(p -> p.contains(Volume.INTENT_FILE)), r.problems().toString());
+    }
+
+    /** lun.state is read at every open: fsck must check it too (issue 21 D: it did not, and exited 0). */
+    @Test
+    void aDamagedLunStateIsAProblemNamingTheFile() throws IOException {
+        makeVolume(true);
+        flipByte(dir().resolve(LunState.FILE), 33);
+        VolumeChecker.Report r = VolumeChecker.check(dir(), false);
+        assertEquals(List.of(dir().resolve(LunState.FILE) + ": checksum mismatch"), r.problems());
+    }
+
+    /**
+     * fsck and the open agree: for each file the open reads, a damaged header makes fsck report a problem naming
+     * the file, and the open refuse with the same message, having changed nothing (checked before any write).
+     */
+    @Test
+    void fsckReportsWhatTheOpenRefusesAndTheRefusedOpenChangesNothing() throws IOException {
+        for (String file : List.of(Volume.HEADER_FILE, LunState.FILE, Volume.META_FILE, Volume.INTENT_FILE,
+                SnapshotSet.TABLE_FILE, SnapshotSet.LOG_FILE, "snap-1.meta")) {
+            Files.createDirectories(tmp);
+            makeVolume(true);
+            Volume v = Volume.open(dir(), TestVolumes.java());
+            v.createSnapshot("s1");
+            v.close();
+            flipByte(dir().resolve(file), 33);
+            Map<String, byte[]> before = contents(dir());
+            VolumeChecker.Report r = VolumeChecker.check(dir(), false);
+            Path f = dir().resolve(file);
+            assertTrue(r.problems().stream().anyMatch(p -> p.startsWith(f + ": ")), file + ": " + r.problems());
+            IOException e = assertThrows(IOException.class, () -> Volume.open(dir(), TestVolumes.java()));
+            assertTrue(e.getMessage().startsWith(f + ": "), e.getMessage());
+            assertTrue(r.problems().contains(e.getMessage()), e.getMessage() + " vs " + r.problems());
+            Map<String, byte[]> after = contents(dir());
+            assertEquals(before.keySet(), after.keySet(), file);
+            before.forEach((n, b) -> assertArrayEquals(b, after.get(n), file + " damaged: " + n + " changed by the refused open"));
+            Volume.deleteFiles(dir());
+        }
+    }
+
+    private static Map<String, byte[]> contents(Path dir) throws IOException {
+        Map<String, byte[]> m = new TreeMap<>();
+        try (var files = Files.list(dir)) {
+            for (Path p : (Iterable<Path>) files::iterator) {
+                if (!p.getFileName().toString().endsWith(".img")) {
+                    m.put(p.getFileName().toString(), Files.readAllBytes(p));
+                }
+            }
+        }
+        return m;
     }
 }

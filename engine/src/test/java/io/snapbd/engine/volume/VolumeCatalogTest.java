@@ -28,6 +28,45 @@ class VolumeCatalogTest {
     @TempDir
     Path root;
 
+    /** A volume that fails to open is set aside with the reason; the others open; delete clears it (issue 21 D). */
+    @Test
+    void aVolumeThatFailsToOpenIsSetAsideAndTheOthersOpen() throws IOException {
+        try (VolumeCatalog c = VolumeCatalog.open(root, TestVolumes.java())) {
+            c.create("bad", 1 << 20, 4096, 0, false);
+            c.create("good", 1 << 20, 4096, 0, false);
+        }
+        Path lun = root.resolve("volumes/bad/lun.state");
+        TestVolumes.flipByte(lun, 33);
+        try (VolumeCatalog c = VolumeCatalog.open(root, TestVolumes.java())) {
+            VolumeSetAsideException e = assertThrows(VolumeSetAsideException.class, () -> c.open("bad"));
+            assertEquals("bad", e.volume());
+            assertEquals(lun + ": checksum mismatch", e.reason());
+            assertEquals(java.util.Map.of("bad", lun + ": checksum mismatch"), c.setAside());
+            assertTrue(c.open("good").size() > 0);
+            // not opened again (even once repaired) until the catalog is opened anew
+            TestVolumes.flipByte(lun, 33);
+            assertThrows(VolumeSetAsideException.class, () -> c.open("bad"));
+            assertEquals(List.of("bad", "good"), c.names());
+            assertEquals(java.util.Set.of("good"), c.openVolumes().keySet());
+            c.delete("bad");
+            assertTrue(c.setAside().isEmpty());
+            assertFalse(c.exists("bad"));
+        }
+    }
+
+    /** The header's name must be the directory's: a volume moved or copied under another name is set aside. */
+    @Test
+    void aVolumeUnderAnotherDirectoryNameIsSetAside() throws IOException {
+        try (VolumeCatalog c = VolumeCatalog.open(root, TestVolumes.java())) {
+            c.create("one", 1 << 20, 4096, 0, false);
+        }
+        Files.move(root.resolve("volumes/one"), root.resolve("volumes/two"));
+        try (VolumeCatalog c = VolumeCatalog.open(root, TestVolumes.java())) {
+            VolumeSetAsideException e = assertThrows(VolumeSetAsideException.class, () -> c.open("two"));
+            assertTrue(e.reason().contains("names volume 'one' but lives in directory 'two'"), e.reason());
+        }
+    }
+
     @Test
     void theDataDirectoryIsExclusiveInOneProcess() throws IOException {
         try (VolumeCatalog c = VolumeCatalog.open(root, TestVolumes.java())) {

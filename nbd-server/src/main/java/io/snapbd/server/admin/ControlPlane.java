@@ -9,6 +9,7 @@ import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
+import io.snapbd.engine.volume.VolumeSetAsideException;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.export.ExportStats;
@@ -413,6 +414,11 @@ public final class ControlPlane {
         if (!catalog.exists(name)) {
             throw new OperationException("no volume named " + name);
         }
+        String aside = catalog.setAsideReason(name);
+        if (aside != null && !force) {
+            throw new OperationException("volume " + name + " is set aside (" + aside + "); deleting it discards its data "
+                    + "for good: repeat with --force to delete it, or stop the server and restore its directory from a backup");
+        }
         if (exports != null) {
             Export e = exports.lookup(name);
             if (e != null && e.connections() > 0 && !force) {
@@ -433,6 +439,9 @@ public final class ControlPlane {
         }
         clones.forget(name);
         catalog.delete(name);
+        if (exports != null) {
+            exports.withhold(name, null);
+        }
         ObjectNode r = JSON.createObjectNode();
         r.put("deleted", name);
         return r;
@@ -448,17 +457,35 @@ public final class ControlPlane {
         return r;
     }
 
+    /**
+     * One volume for listings. {@code state}: "open" (served, or opened by this command), "closed" (offline, not
+     * opened), "set-aside" (its open failed: not served; {@code reason} says why, naming the file) or "damaged"
+     * (offline: its volume.meta cannot be read; {@code reason}).
+     */
     private ObjectNode volumeJson(String name) throws IOException {
-        VolumeHeader h = catalog.header(name);
         ObjectNode o = JSON.createObjectNode();
         o.put("name", name);
+        String aside = catalog.setAsideReason(name);
+        VolumeHeader h;
+        try {
+            h = catalog.header(name);
+        } catch (IOException e) {
+            o.put("state", aside != null ? "set-aside" : "damaged");
+            o.put("reason", aside != null ? aside : VolumeSetAsideException.reasonOf(e));
+            o.put("open", false);
+            return o;
+        }
+        Volume v = catalog.openVolumes().get(name);
+        o.put("state", v != null ? "open" : aside != null ? "set-aside" : "closed");
+        if (v == null && aside != null) {
+            o.put("reason", aside);
+        }
         o.put("uuid", h.uuid().toString());
         o.put("size", h.size());
         o.put("blockSize", h.blockSize());
         o.put("saveSize", h.saveSize());
         o.put("sparse", h.sparse());
         o.put("created", Instant.ofEpochMilli(h.createdNanos() / 1_000_000L).toString());
-        Volume v = catalog.openVolumes().get(name);
         if (v != null) {
             o.put("open", true);
             o.put("blocksInUse", v.blocksInUse());
@@ -471,7 +498,7 @@ public final class ControlPlane {
             o.put("open", false);
             o.put("cleanlyClosed", h.clean());
         }
-        if (exports != null) {
+        if (exports != null && v != null) {
             Export e = exports.lookup(name);
             o.put("export", name);
             o.put("connections", e == null ? 0 : e.connections());
@@ -603,6 +630,7 @@ public final class ControlPlane {
             r.set("attachments", attachments != null ? attachments.listJson() : JSON.createArrayNode());
         }
         List<String> names = catalog.names();
+        r.put("volumesSetAside", catalog.setAside().size());
         ArrayNode vols = r.putArray("volumes");
         for (String n : names) {
             vols.add(volumeJson(n));

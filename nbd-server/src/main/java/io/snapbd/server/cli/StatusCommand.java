@@ -38,6 +38,11 @@ final class StatusCommand implements Runnable {
         System.out.println("file space:     " + s.path("fileSpace").asText());
         System.out.println("volumes:");
         for (JsonNode v : s.path("volumes")) {
+            if (v.has("reason")) {
+                System.out.println("  " + v.path("name").asText() + ": " + v.path("state").asText().toUpperCase().replace('-', ' ')
+                        + (s.has("listeners") ? " (not exported)" : "") + ": " + v.path("reason").asText());
+                continue;
+            }
             StringBuilder sb = new StringBuilder("  " + v.path("name").asText() + ": " + Sizes.format(v.path("size").asLong())
                     + ", block " + v.path("blockSize").asInt() + ", save volume " + Sizes.format(v.path("saveSize").asLong()));
             if (v.has("bytesInUse")) {

@@ -85,6 +85,11 @@ final class VolumeCommand implements Runnable {
             }
             System.out.printf("%-20s %10s %6s %10s %10s %s%n", "NAME", "SIZE", "BLOCK", "SAVE", "IN USE", "CONNECTIONS");
             for (JsonNode v : r.path("volumes")) {
+                if (v.has("reason")) {
+                    // set aside (server) or damaged (offline): no figures to show, only why
+                    System.out.printf("%-20s %s: %s%n", v.path("name").asText(), v.path("state").asText(), v.path("reason").asText());
+                    continue;
+                }
                 String inUse = v.has("bytesInUse") ? Sizes.format(v.path("bytesInUse").asLong()) : "-";
                 String conns = v.has("connections") ? v.path("connections").asText() : "-";
                 System.out.printf("%-20s %10s %6d %10s %10s %s%n", v.path("name").asText(), Sizes.format(v.path("size").asLong()),
@@ -101,7 +106,7 @@ final class VolumeCommand implements Runnable {
         @Parameters(paramLabel = "NAME")
         String name;
 
-        @Option(names = "--force", description = "Delete even while clients are connected (they get ESHUTDOWN).")
+        @Option(names = "--force", description = "Delete even while clients are connected (they get ESHUTDOWN), or a volume the server set aside as damaged.")
         boolean force;
 
         @Override

@@ -9,6 +9,8 @@ import java.util.concurrent.ConcurrentHashMap;
 public final class ExportRegistry {
 
     private final ConcurrentHashMap<String, Export> exports = new ConcurrentHashMap<>();
+    /** Why a volume (and its snapshots) is not exported, for the handshake's "unknown export" reply. */
+    private final ConcurrentHashMap<String, String> withheld = new ConcurrentHashMap<>();
     private volatile String defaultName;
     private volatile boolean latencyHistograms = true;
 
@@ -55,6 +57,21 @@ public final class ExportRegistry {
             return d == null ? null : exports.get(d);
         }
         return exports.get(name);
+    }
+
+    /** Records why volume {@code volume} is not exported (set aside); null clears it (deleted). */
+    public void withhold(String volume, String reason) {
+        if (reason == null) {
+            withheld.remove(volume);
+        } else {
+            withheld.put(volume, reason);
+        }
+    }
+
+    /** Why the export {@code name} (VOLUME or VOLUME@SNAPSHOT) is not served, or null when nothing is known. */
+    public String withheldReason(String name) {
+        int at = name.indexOf('@');
+        return withheld.get(at < 0 ? name : name.substring(0, at));
     }
 
     public List<Export> list() {

@@ -175,7 +175,8 @@ public final class Handshake {
         }
         Export e = exports.lookup(name);
         if (e == null) {
-            reply(option, Nbd.REP_ERR_UNKNOWN, "no export named '" + name + "'");
+            String why = exports.withheldReason(name);
+            reply(option, Nbd.REP_ERR_UNKNOWN, "no export named '" + name + "'" + (why == null ? "" : ": " + why));
             return null;
         }
         if (e.unavailableReason() != null) {

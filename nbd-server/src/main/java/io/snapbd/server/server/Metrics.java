@@ -197,6 +197,19 @@ public final class Metrics implements AutoCloseable {
 
         // ---- volumes, save volumes, snapshots, LUN state ----------------------------------------------------
         Map<String, Volume> volumes = new TreeMap<>(catalog.openVolumes());
+        Map<String, String> setAside = catalog.setAside();
+        t.family("snapbd_volume_state", "gauge",
+                "1 for the state each volume is in, 0 for the others: open (served), or set_aside (its open failed; see status).");
+        for (String n : catalog.names()) {
+            boolean aside = setAside.containsKey(n);
+            boolean open = volumes.containsKey(n);
+            t.sample("snapbd_volume_state", labels("volume", n, "state", "open"), open ? 1 : 0);
+            t.sample("snapbd_volume_state", labels("volume", n, "state", "set_aside"), aside ? 1 : 0);
+        }
+        t.family("snapbd_volumes_set_aside", "gauge", "Volumes set aside at start: not served because a file of theirs is damaged or unreadable.");
+        t.sample("snapbd_volumes_set_aside", "", setAside.size());
+        t.family("snapbd_volume_set_aside_info", "gauge", "Always 1 per volume set aside; the reason label names the file and what is wrong.");
+        setAside.forEach((n, why) -> t.sample("snapbd_volume_set_aside_info", labels("volume", n, "reason", why), 1));
         t.family("snapbd_volume_size_bytes", "gauge", "Size of each volume.");
         volumes.forEach((n, v) -> t.sample("snapbd_volume_size_bytes", labels("volume", n), v.size()));
         t.family("snapbd_volume_used_bytes", "gauge", "Bytes of each volume in use (meta bit map: written and not trimmed).");

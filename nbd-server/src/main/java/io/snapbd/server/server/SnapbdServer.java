@@ -4,6 +4,7 @@ import io.snapbd.engine.volume.CopyOnWriteWarmUp;
 import io.snapbd.engine.volume.RecoveryReport;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
+import io.snapbd.engine.volume.VolumeSetAsideException;
 import io.snapbd.server.Log;
 import io.snapbd.server.admin.AdminServer;
 import io.snapbd.server.admin.ControlPlane;
@@ -115,7 +116,15 @@ public final class SnapbdServer implements AutoCloseable {
         for (String name : volumeNames) {
             Systemd.startStep((stoppedCleanly(name) ? "opening volume " : "recovering volume ") + name + " ("
                     + (volumeNames.indexOf(name) + 1) + " of " + volumeNames.size() + ")", START_STEP);
-            Volume v = catalog.open(name);
+            Volume v;
+            try {
+                v = catalog.open(name);
+            } catch (VolumeSetAsideException e) {
+                Log.error("volume %s set aside, not exported (the other volumes are served): %s; "
+                        + "see 'snapbd fsck' and docs/production.md, \"Volumes set aside\"", name, e.reason());
+                exports.withhold(name, "volume " + name + " is set aside: " + e.reason());
+                continue;
+            }
             RecoveryReport r = v.recovery();
             if (!r.wasClean()) {
                 Log.warn("volume %s was not stopped cleanly: rebuilt the meta bit map of %d region(s), %d block(s) marked in use, %d damaged page(s)",
@@ -158,6 +167,13 @@ public final class SnapbdServer implements AutoCloseable {
             nbd.listenUnix(config.unix());
         }
         for (AttachSpec spec : config.attachments()) {
+            String aside = catalog.setAsideReason(spec.export().contains("@")
+                    ? spec.export().substring(0, spec.export().indexOf('@')) : spec.export());
+            if (aside != null) {
+                // the other volumes' devices are attached all the same
+                Log.error("%s: not attaching %s to %s: its volume is set aside: %s", spec.origin(), spec.export(), spec.device(), aside);
+                continue;
+            }
             Systemd.startStep("attaching " + spec.export() + " to " + spec.device(), START_STEP);
             try {
                 attachments.attach(spec);
@@ -193,8 +209,10 @@ public final class SnapbdServer implements AutoCloseable {
     /** One line for systemd's STATUS=: what is served where. */
     public String statusLine() {
         long vols = exports.list().stream().filter(e -> !e.name().contains("@")).count();
+        java.util.Set<String> aside = catalog.setAside().keySet();
         return "serving " + vols + " volume(s), " + (exports.list().size() - vols) + " snapshot export(s) on "
-                + String.join(", ", nbd.listenerNames()) + (attachments.size() > 0 ? "; " + attachments.size() + " nbd device(s) attached" : "");
+                + String.join(", ", nbd.listenerNames()) + (attachments.size() > 0 ? "; " + attachments.size() + " nbd device(s) attached" : "")
+                + (aside.isEmpty() ? "" : "; " + aside.size() + " volume(s) set aside: " + String.join(", ", aside));
     }
 
     /** Creates the configured volumes that do not exist; an existing one is left as it is, whatever its size. */
@@ -202,7 +220,12 @@ public final class SnapbdServer implements AutoCloseable {
         List<String> created = new ArrayList<>();
         for (VolumeSpec v : specs) {
             if (catalog.exists(v.name())) {
-                io.snapbd.engine.volume.VolumeHeader h = catalog.header(v.name());
+                io.snapbd.engine.volume.VolumeHeader h;
+                try {
+                    h = catalog.header(v.name());
+                } catch (IOException e) {
+                    continue;       // damaged: its open sets it aside and says why
+                }
                 if (h.size() != v.size() || h.saveSize() != v.saveSize() || h.blockSize() != v.blockSize()) {
                     Log.warn("%s: volume %s exists with size %s, save volume %s, block size %d: left as it is", v.origin(), v.name(),
                             Sizes.format(h.size()), Sizes.format(h.saveSize()), h.blockSize());
@@ -341,11 +364,12 @@ public final class SnapbdServer implements AutoCloseable {
         Systemd.status("stopping: finishing in-flight requests, closing " + nbd.activeConnections() + " connection(s)");
         nbd.close();
         Systemd.status("stopping: flushing and closing volumes");
+        int open = catalog.openVolumes().size();
         try {
             catalog.close();
-            Log.info("snapbd stopped; volumes closed cleanly");
+            Log.info("snapbd stopped; volumes closed cleanly (%d)", open);
         } catch (IOException e) {
-            Log.error("closing volumes failed: %s", e.getMessage());
+            Log.error("snapbd stopped; %s", e.getMessage());
         }
         if (watchdog != null) {
             watchdog.close();

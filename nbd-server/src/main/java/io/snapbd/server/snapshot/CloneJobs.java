@@ -167,7 +167,12 @@ public final class CloneJobs {
                     continue;
                 }
                 Log.info("restarting interrupted clone %s -> %s", src, target);
-                start(src.substring(0, at), src.substring(at + 1), target, true);
+                try {
+                    start(src.substring(0, at), src.substring(at + 1), target, true);
+                } catch (IOException | IllegalArgumentException e) {
+                    // e.g. its source or target volume is set aside: the other volumes are served all the same
+                    Log.error("cannot restart the interrupted clone %s -> %s: %s", src, target, e.getMessage());
+                }
             }
         }
     }

@@ -97,7 +97,15 @@ public final class Connection {
         } catch (ProtocolViolation e) {
             Log.warn("%s: %s; closing the connection", peer, e.getMessage());
         } catch (IOException e) {
-            Log.debug("%s: connection ended: %s", peer, e.getMessage());
+            if ("Bad address".equals(e.getMessage())) {
+                // EFAULT: the kernel could not move data between the socket and the mapping of the export's file
+                // (read(2)/write(2) straight into or out of it), the system-call twin of a SIGBUS.
+                Log.error("%s: connection to %s ended: the kernel could not copy data between the socket and the memory "
+                        + "mapping of its data file (EFAULT: no space left on the file system for a page of a sparse volume, "
+                        + "or an I/O error)", peer, export.name());
+            } else {
+                Log.debug("%s: connection ended: %s", peer, e.getMessage());
+            }
         } finally {
             awaitSyncTasks();
             session.close();
@@ -181,6 +189,13 @@ public final class Connection {
                 throw new ProtocolViolation("payload of the failed WRITE may be unread; closing");
             }
             return true;
+        } catch (InternalError e) {
+            // SIGBUS through the mapping: a page of a sparse volume the full file system cannot allocate, or a read
+            // error of the disk. A READ's reply may be half sent, a WRITE's payload half read: end this connection.
+            Log.error("%s: %s on %s failed: access through the memory mapping of its data file failed (SIGBUS: no space "
+                    + "left on the file system for a page of a sparse volume, or an I/O error): %s", peer, Nbd.commandName(type),
+                    export.name(), e.getMessage());
+            throw new ProtocolViolation(Nbd.commandName(type) + " failed in the middle of its data; closing");
         }
     }
 
