@@ -77,6 +77,7 @@ public final class VolumeChecker {
             problems.add(e.getMessage());
         }
         io.snapbd.engine.snapshot.SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
+        io.snapbd.engine.snapshot.RestoreMarker.check(dir, h.uuid(), problems, notes);
         long scanned = 0;
         if (scanData && metaOk && damaged.isEmpty()) {
             try (MappedData data = new MappedData(dir.resolve(Volume.DATA_FILE), h.size())) {

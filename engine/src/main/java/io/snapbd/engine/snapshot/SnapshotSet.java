@@ -48,6 +48,14 @@ public final class SnapshotSet implements AutoCloseable {
 
         /** Forces production data and meta bit map (the snapshot's point in time becomes durable). */
         void flushProduction() throws IOException;
+
+        /**
+         * Called between the durable steps of create, delete and restore with the name of the step just done
+         * ("create.table", "delete.log", ...: docs/engine.md). A no-op in the server; crash tests throw from it to
+         * stop the operation there, as a kill -9 would, and reopen the volume.
+         */
+        default void step(String name) throws IOException {
+        }
     }
 
     /** Per-session state for copy-on-write. */
@@ -75,6 +83,8 @@ public final class SnapshotSet implements AutoCloseable {
     /** Terminated snapshots kept for listing (no content). */
     private final List<SnapshotRecord> invalid = Collections.synchronizedList(new ArrayList<>());
     private long nextSeq;
+    /** Sequence of the snapshot a restore began from and has not finished (its marker exists), or -1. */
+    private volatile long restoring = -1;
     private final long[] openReport = new long[3];   // dropped entries, damaged records, merged entries
 
     private SnapshotSet(Path dir, UUID uuid, long blocks, int blockSize, Production production, SaveVolume save,
@@ -674,6 +684,7 @@ public final class SnapshotSet implements AutoCloseable {
                     throw new IllegalArgumentException("snapshot " + name + " already exists");
                 }
                 production.flushProduction();
+                production.step("create.flushed");
                 long seq = nextSeq;
                 // The volume's LUN state at the snapshot's point: no writer runs, so it is exact.
                 io.snapbd.engine.lun.LunState.Value l = lun.get();
@@ -682,6 +693,7 @@ public final class SnapshotSet implements AutoCloseable {
                 Path mf = metaFile(dir, seq);
                 Files.deleteIfExists(mf);
                 BitMapFile f = BitMapFile.create(mf, BitMapFile.Kind.SNAPSHOT_META, uuid, blocks, false);
+                production.step("create.meta-file");
                 PagedBitMap frozen = production.meta().freeze();
                 Snapshot s = new Snapshot(r, blocks, frozen, f);
                 List<SnapshotRecord> records = new ArrayList<>();
@@ -694,6 +706,7 @@ public final class SnapshotSet implements AutoCloseable {
                 }
                 records.sort((a, b) -> Long.compare(a.seq(), b.seq()));
                 SnapshotTable.write(dir.resolve(TABLE_FILE), uuid, seq + 1, records);
+                production.step("create.table");
                 nextSeq = seq + 1;
                 Snapshot[] next = Arrays.copyOf(chain, chain.length + 1);
                 next[next.length - 1] = s;
@@ -711,6 +724,10 @@ public final class SnapshotSet implements AutoCloseable {
             SnapshotRecord r = record(name);
             if (r == null) {
                 throw new IllegalArgumentException("no snapshot named " + name);
+            }
+            if (r.seq() == restoring) {
+                throw new IllegalArgumentException("snapshot " + name + " is being restored into production, or its restore "
+                        + "was interrupted: restore it (or another snapshot) to the end before deleting it");
             }
             removeFromQueue(r.seq(), null);
         }
@@ -744,6 +761,7 @@ public final class SnapshotSet implements AutoCloseable {
             // their chunks may be moved or freed below, and the rewritten log must not name an unfilled chunk.
             forceCopies();
             persistFrozenPages();
+            production.step("delete.forced");
             Snapshot[] c = chain;
             int index = -1;
             for (int i = 0; i < c.length; i++) {
@@ -778,6 +796,7 @@ public final class SnapshotSet implements AutoCloseable {
                     if (wrote) {
                         older.metaFile.force();
                     }
+                    production.step("delete.pages");
                 }
                 if (invalidReason != null) {
                     invalidRecord = victim.record.invalid(invalidReason);
@@ -813,8 +832,11 @@ public final class SnapshotSet implements AutoCloseable {
             }
             records.sort((a, b) -> Long.compare(a.seq(), b.seq()));
             SnapshotTable.write(dir.resolve(TABLE_FILE), uuid, nextSeq, records);
+            production.step("delete.table");
             log.rewrite(entries());
+            production.step("delete.log");
             Files.deleteIfExists(metaFile(dir, seq));
+            production.step("delete.file");
         } finally {
             unlockAllStripes(stamps);
         }
@@ -938,6 +960,30 @@ public final class SnapshotSet implements AutoCloseable {
             }
         }
         return ZERO;
+    }
+
+    /**
+     * A restore from snapshot {@code seq} begins: from now until a restore completes ({@link #endRestore}), the
+     * snapshot cannot be deleted, since an interrupted restore is finished from it at the next open. Fails if the
+     * snapshot is no longer active (a delete or termination won the race). Returns the sequence protected before.
+     */
+    public long beginRestore(long seq) {
+        synchronized (opsLock) {
+            Snapshot s = find(chain, seq);
+            if (s == null) {
+                throw new IllegalArgumentException("snapshot sequence " + seq + " is no longer active and cannot be restored");
+            }
+            long before = restoring;
+            restoring = seq;
+            return before;
+        }
+    }
+
+    /** A restore completed (its marker is gone), or its marker could not be written: protect {@code seq} again (-1: none). */
+    public void endRestore(long seq) {
+        synchronized (opsLock) {
+            restoring = seq;
+        }
     }
 
     /** True if any snapshot from {@code seq} to the tail holds a before-image of b. */
