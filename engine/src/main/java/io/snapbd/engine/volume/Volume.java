@@ -388,9 +388,21 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return true;
     }
 
-    /** Flushes everything, clears the intents and marks the volume clean. */
+    /**
+     * Flushes everything, clears the intents and marks the volume clean. A restore in progress is let finish first
+     * (closing under it would mark a half-restored volume clean; a stop that cannot wait leaves its marker instead).
+     */
     @Override
     public void close() throws IOException {
+        if (closed) {
+            return;
+        }
+        synchronized (restoreLock) {
+            closeLocked();
+        }
+    }
+
+    private void closeLocked() throws IOException {
         if (closed) {
             return;
         }
@@ -1086,6 +1098,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     private long restore(long seq, RestoreProgress p) throws IOException {
         synchronized (restoreLock) {
+            checkOpen();            // a close may have run while this restore waited for the lock
             RestoreProgress previous = restoreProgress;
             restoreProgress = p;
             if (!gate.pause()) {
