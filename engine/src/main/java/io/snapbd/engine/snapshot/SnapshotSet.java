@@ -47,6 +47,14 @@ public final class SnapshotSet implements AutoCloseable {
 
         /** Forces production data and meta bit map (the snapshot's point in time becomes durable). */
         void flushProduction() throws IOException;
+
+        /**
+         * Called between the durable steps of create, delete and restore with the name of the step just done
+         * ("create.table", "delete.log", ...: docs/engine.md). A no-op in the server; crash tests throw from it to
+         * stop the operation there, as a kill -9 would, and reopen the volume.
+         */
+        default void step(String name) throws IOException {
+        }
     }
 
     /** Per-session state for copy-on-write. */
@@ -74,6 +82,8 @@ public final class SnapshotSet implements AutoCloseable {
     /** Terminated snapshots kept for listing (no content). */
     private final List<SnapshotRecord> invalid = Collections.synchronizedList(new ArrayList<>());
     private long nextSeq;
+    /** Sequence of the snapshot a restore began from and has not finished (its marker exists), or -1. */
+    private volatile long restoring = -1;
     private final long[] openReport = new long[3];   // dropped entries, damaged records, merged entries
 
     private SnapshotSet(Path dir, UUID uuid, long blocks, int blockSize, Production production, SaveVolume save,
@@ -808,6 +818,7 @@ public final class SnapshotSet implements AutoCloseable {
                     throw new IllegalArgumentException("snapshot " + name + " already exists");
                 }
                 production.flushProduction();
+                production.step("create.flushed");
                 long seq = nextSeq;
                 // The volume's LUN state at the snapshot's point: no writer runs, so it is exact.
                 io.snapbd.engine.lun.LunState.Value l = lun.get();
@@ -816,6 +827,7 @@ public final class SnapshotSet implements AutoCloseable {
                 Path mf = metaFile(dir, seq);
                 Files.deleteIfExists(mf);
                 SnapshotMetaFile f = SnapshotMetaFile.create(mf, uuid, blocks);
+                production.step("create.meta-file");
                 PagedBitMap frozen = production.meta().freeze();
                 Snapshot s = new Snapshot(r, blocks, frozen, f);
                 List<SnapshotRecord> records = new ArrayList<>();
@@ -835,6 +847,7 @@ public final class SnapshotSet implements AutoCloseable {
                     Files.deleteIfExists(mf);
                     throw e;
                 }
+                production.step("create.table");
                 nextSeq = seq + 1;
                 Snapshot[] next = Arrays.copyOf(chain, chain.length + 1);
                 next[next.length - 1] = s;
@@ -852,6 +865,10 @@ public final class SnapshotSet implements AutoCloseable {
             SnapshotRecord r = record(name);
             if (r == null) {
                 throw new IllegalArgumentException("no snapshot named " + name);
+            }
+            if (r.seq() == restoring) {
+                throw new IllegalArgumentException("snapshot " + name + " is being restored into production, or its restore "
+                        + "was interrupted: restore it (or another snapshot) to the end before deleting it");
             }
             removeFromQueue(r.seq(), null);
         }
@@ -885,6 +902,7 @@ public final class SnapshotSet implements AutoCloseable {
             // their chunks may be moved or freed below, and the rewritten log must not name an unfilled chunk.
             forceCopies();
             persistFrozenPages();
+            production.step("delete.forced");
             Snapshot[] c = chain;
             int index = -1;
             for (int i = 0; i < c.length; i++) {
@@ -919,6 +937,7 @@ public final class SnapshotSet implements AutoCloseable {
                     if (wrote) {
                         older.metaFile.commit();
                     }
+                    production.step("delete.pages");
                 }
                 if (invalidReason != null) {
                     invalidRecord = victim.record.invalid(invalidReason);
@@ -954,8 +973,11 @@ public final class SnapshotSet implements AutoCloseable {
             }
             records.sort((a, b) -> Long.compare(a.seq(), b.seq()));
             SnapshotTable.write(dir.resolve(TABLE_FILE), uuid, nextSeq, records);
+            production.step("delete.table");
             log.rewrite(entries());
+            production.step("delete.log");
             Files.deleteIfExists(metaFile(dir, seq));
+            production.step("delete.file");
         } finally {
             unlockAllStripes(stamps);
         }
@@ -1079,6 +1101,30 @@ public final class SnapshotSet implements AutoCloseable {
             }
         }
         return ZERO;
+    }
+
+    /**
+     * A restore from snapshot {@code seq} begins: from now until a restore completes ({@link #endRestore}), the
+     * snapshot cannot be deleted, since an interrupted restore is finished from it at the next open. Fails if the
+     * snapshot is no longer active (a delete or termination won the race). Returns the sequence protected before.
+     */
+    public long beginRestore(long seq) {
+        synchronized (opsLock) {
+            Snapshot s = find(chain, seq);
+            if (s == null) {
+                throw new IllegalArgumentException("snapshot sequence " + seq + " is no longer active and cannot be restored");
+            }
+            long before = restoring;
+            restoring = seq;
+            return before;
+        }
+    }
+
+    /** A restore completed (its marker is gone), or its marker could not be written: protect {@code seq} again (-1: none). */
+    public void endRestore(long seq) {
+        synchronized (opsLock) {
+            restoring = seq;
+        }
     }
 
     /** True if any snapshot from {@code seq} to the tail holds a before-image of b. */

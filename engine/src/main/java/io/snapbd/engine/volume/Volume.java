@@ -8,6 +8,8 @@ import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.MappedData;
+import io.snapbd.engine.format.CorruptMetadataException;
+import io.snapbd.engine.snapshot.RestoreMarker;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.engine.snapshot.SnapshotView;
@@ -101,6 +103,24 @@ public final class Volume implements BlockDevice, AutoCloseable {
     static final long OVERLAY_BATCH_NANOS = Long.getLong("snapbd.overlay.batch.micros", 5_000L) * 1000L;
     private final java.util.concurrent.atomic.AtomicLong cowCopies = new java.util.concurrent.atomic.AtomicLong();
 
+    /**
+     * Called between the durable steps of snapshot create, delete and restore with the step's name (the list is in
+     * docs/engine.md). A no-op outside tests, which throw from it to stop an operation there as a kill -9 would.
+     */
+    interface StepHook {
+        void reached(String step) throws IOException;
+    }
+
+    static final StepHook NO_STEPS = step -> {
+    };
+    StepHook steps = NO_STEPS;      // set by crash tests
+    /** Restores run one at a time (the progress below describes one restore). */
+    private final Object restoreLock = new Object();
+    /** The restore running now, or the last one if it failed (its marker is still on disk); null otherwise. */
+    private volatile RestoreProgress restoreProgress;
+    /** The interrupted restore this open finished, or null. */
+    private RestoreProgress resumedRestore;
+
     private Volume(Path dir, VolumeHeader header, MappedData data, PagedBitMap meta, BitMapFile metaFile,
                    PagedBitMap intents, BitMapFile intentFile, FileSpace.Zeroer zeroer, boolean zeroFast,
                    RecoveryReport recovery) {
@@ -186,14 +206,20 @@ public final class Volume implements BlockDevice, AutoCloseable {
     /**
      * Opens the volume, recovering the meta bit map if the last stop was unclean, and marks it open (not clean).
      * Every file is read and validated (the same readers fsck uses) before anything is written, so a damaged
-     * file refuses the open and leaves the volume as it was; on any failure what was opened is closed again.
+     * file refuses the open and leaves the volume as it was; on any failure what was opened is closed again. A
+     * restore that a crash interrupted ({@code restore.marker}) is finished here, before the volume is handed out.
      */
     public static Volume open(Path dir, FileSpace space) throws IOException {
+        return open(dir, space, NO_STEPS);
+    }
+
+    /** {@link #open(Path, FileSpace)} with a step hook already in place for the restore it may resume (tests). */
+    static Volume open(Path dir, FileSpace space, StepHook hook) throws IOException {
         VolumeHeader h = VolumeHeader.read(dir.resolve(HEADER_FILE));
         io.snapbd.engine.lun.LunState.read(dir.resolve(io.snapbd.engine.lun.LunState.FILE), h.uuid());     // validated now, written last
         java.util.List<AutoCloseable> toClose = new java.util.ArrayList<>();
         try {
-            return open(dir, space, h, toClose);
+            return open(dir, space, h, toClose, hook);
         } catch (IOException | RuntimeException | Error e) {
             for (int i = toClose.size() - 1; i >= 0; i--) {
                 try {
@@ -206,8 +232,8 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
     }
 
-    private static Volume open(Path dir, FileSpace space, VolumeHeader h, java.util.List<AutoCloseable> toClose)
-            throws IOException {
+    private static Volume open(Path dir, FileSpace space, VolumeHeader h, java.util.List<AutoCloseable> toClose,
+            StepHook hook) throws IOException {
         long blocks = h.blocks();
         PagedBitMap meta = new PagedBitMap(blocks);
         BitSet damagedMeta = new BitSet();
@@ -282,8 +308,37 @@ public final class Volume implements BlockDevice, AutoCloseable {
         v.overlay = new Overlay(blocks, h.blockSize(), OVERLAY_BYTES);
         v.overlayBatchNanos = OVERLAY_BATCH_NANOS;
         v.space = space;
+        v.steps = hook;
         self[0] = v;
+        try {
+            v.resumeRestore();
+        } catch (IOException | RuntimeException e) {
+            toClose.clear();        // abandon closes what the open opened
+            v.abandon();
+            throw e;
+        }
         return v;
+    }
+
+    /** Finishes a restore a crash interrupted: its marker names the snapshot; restoring again is idempotent. */
+    private void resumeRestore() throws IOException {
+        RestoreMarker.Contents m = RestoreMarker.read(dir, header.uuid());
+        if (m == null) {
+            return;
+        }
+        java.util.List<SnapshotRecord> records = new java.util.ArrayList<>();
+        for (SnapshotSet.Info i : snapshots.list()) {
+            records.add(i.record());
+        }
+        String why = RestoreMarker.unresumable(m, records);
+        if (why != null) {
+            throw new CorruptMetadataException(RestoreMarker.file(dir), why + ": the interrupted restore cannot be finished "
+                    + "and production is partly restored; delete the file to open the volume as it is");
+        }
+        lun.onAlteringRequest();       // a restore alters the volume, this part of it too
+        RestoreProgress p = new RestoreProgress(m.name(), true);
+        restore(m.seq(), p);
+        resumedRestore = p;
     }
 
     /** The pieces of production the snapshot machinery works on. */
@@ -322,6 +377,14 @@ public final class Volume implements BlockDevice, AutoCloseable {
         public void flushProduction() throws IOException {
             volume[0].flush();
         }
+
+        @Override
+        public void step(String name) throws IOException {
+            Volume v = volume[0];
+            if (v != null) {
+                v.steps.reached(name);
+            }
+        }
     }
 
     private static boolean probeZeroer(FileSpace.Zeroer zeroer) {
@@ -355,9 +418,21 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return true;
     }
 
-    /** Flushes everything, clears the intents and marks the volume clean. */
+    /**
+     * Flushes everything, clears the intents and marks the volume clean. A restore in progress is let finish first
+     * (closing under it would mark a half-restored volume clean; a stop that cannot wait leaves its marker instead).
+     */
     @Override
     public void close() throws IOException {
+        if (closed) {
+            return;
+        }
+        synchronized (restoreLock) {
+            closeLocked();
+        }
+    }
+
+    private void closeLocked() throws IOException {
         if (closed) {
             return;
         }
@@ -1045,8 +1120,10 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     /**
      * Makes production exactly the content of snapshot {@code name} and its meta bit map production's. Runs
-     * through the copy-on-write path with writers paused, so younger snapshots keep their content.
-     * Returns the number of blocks written or discarded.
+     * through the copy-on-write path with writers paused, so younger snapshots keep their content. A durable
+     * marker ({@code restore.marker}) is written before the first block changes and removed once production is
+     * durable, so a crash leaves production untouched or the next open finishes the restore. Returns the number
+     * of blocks written or discarded.
      */
     public long restore(String name) throws IOException {
         checkOpen();
@@ -1055,52 +1132,185 @@ public final class Volume implements BlockDevice, AutoCloseable {
             throw new IllegalArgumentException(snapshots.record(name) == null ? "no snapshot named " + name
                     : "snapshot " + name + " is not active and cannot be restored");
         }
-        if (!gate.pause()) {
-            throw new IOException("in-flight writes did not finish in time; nothing restored");
-        }
-        long changed = 0;
-        VolumeSession s = (VolumeSession) openSession();
-        try {
-            overlay.awaitEmpty();
-            PagedBitMap target = snapshots.metaOf(seq);
-            long blocks = header.blocks();
-            // Blocks in use in production but not in the snapshot: discard.
-            for (long b = meta.next(0, blocks, true); b < blocks; b = meta.next(b + 1, blocks, true)) {
-                if (!target.get(b)) {
-                    long end = meta.next(b, blocks, false);
-                    long runEnd = b;
-                    while (runEnd < end && !target.get(runEnd)) {
-                        runEnd++;
-                    }
-                    copyOnWrite(s, b, runEnd - 1);
-                    discardBlocks(s, b, runEnd);
-                    changed += runEnd - b;
-                    b = runEnd - 1;
-                }
+        return restore(seq, new RestoreProgress(name, false));
+    }
+
+    private long restore(long seq, RestoreProgress p) throws IOException {
+        synchronized (restoreLock) {
+            checkOpen();            // a close may have run while this restore waited for the lock
+            RestoreProgress previous = restoreProgress;
+            restoreProgress = p;
+            if (!gate.pause()) {
+                restoreProgress = previous;
+                throw new IOException("in-flight writes did not finish in time; nothing restored");
             }
-            // Blocks in use in the snapshot: copy the saved before-image back where production differs.
-            java.nio.ByteBuffer block = java.nio.ByteBuffer.allocateDirect(blockSize());
-            SnapshotSet.ReadCursor rc = new SnapshotSet.ReadCursor();
-            for (long b = target.next(0, blocks, true); b < blocks; b = target.next(b + 1, blocks, true)) {
-                if (snapshots.savedAtOrAfter(seq, b)) {
-                    block.clear();
-                    snapshots.read(seq, rc, b << blockShift, blockSize(), block);
-                    copyOnWrite(s, b, b);
-                    markInUse(b, b);
-                    ByteBuffer v = s.cursor.view(b << blockShift, blockSize());
-                    block.flip();
-                    v.put(block);
-                    changed++;
+            VolumeSession s = (VolumeSession) openSession();
+            boolean marked = false;
+            try {
+                overlay.awaitEmpty();
+                steps.reached("restore.paused");
+                long protectedBefore = snapshots.beginRestore(seq);
+                try {
+                    RestoreMarker.write(dir, header.uuid(), seq, p.snapshot());
+                } catch (IOException | RuntimeException e) {
+                    snapshots.endRestore(protectedBefore);
+                    throw e;
+                }
+                marked = true;
+                steps.reached("restore.marker");
+                long changed = restoreBlocks(s, seq, p);
+                p.phase = "flushing";
+                flush();
+                steps.reached("restore.flushed");
+                RestoreMarker.delete(dir);
+                snapshots.endRestore(-1);
+                restoreProgress = null;
+                steps.reached("restore.done");
+                return changed;
+            } catch (IOException e) {
+                String what = marked ? "; production is partly restored: restore again (the next open of the volume also finishes it)"
+                        : "; nothing restored";
+                if (marked) {
+                    p.error = e.getMessage();
                 } else {
-                    markInUse(b, b);
+                    restoreProgress = previous;
                 }
+                throw new IOException("restore of " + name() + " from snapshot " + p.snapshot() + " failed: " + e.getMessage() + what, e);
+            } catch (RuntimeException | Error e) {
+                if (marked) {
+                    p.error = String.valueOf(e);
+                } else {
+                    restoreProgress = previous;
+                }
+                throw e;
+            } finally {
+                s.close();
+                gate.resume();
             }
-            flush();
-        } finally {
-            s.close();
-            gate.resume();
+        }
+    }
+
+    /** Blocks per copy-on-write force and per copy when restoring: runs of up to 1 MiB. */
+    private int restoreRunBlocks() {
+        return Math.max(1, (1 << 20) >>> blockShift);
+    }
+
+    /**
+     * The restore proper, idempotent so that it can be rerun from any point: discard what is in use in production
+     * but not in the snapshot, copy back every block some snapshot from it onwards holds a before-image of (the
+     * rest of its in-use blocks never changed since it was taken), and set the meta bits of its in-use blocks.
+     * Every overwritten block goes through copy-on-write first, so younger snapshots keep their content.
+     */
+    private long restoreBlocks(VolumeSession s, long seq, RestoreProgress p) throws IOException {
+        long changed = 0;
+        PagedBitMap target = snapshots.metaOf(seq);
+        long blocks = header.blocks();
+        p.phase = "discarding";
+        // Blocks in use in production but not in the snapshot: discard.
+        for (long b = meta.next(0, blocks, true); b < blocks; b = meta.next(b + 1, blocks, true)) {
+            if (!target.get(b)) {
+                long end = meta.next(b, blocks, false);
+                long runEnd = b;
+                while (runEnd < end && !target.get(runEnd)) {
+                    runEnd++;
+                }
+                copyOnWrite(s, b, runEnd - 1);
+                discardBlocks(s, b, runEnd);
+                changed += runEnd - b;
+                p.blocksChanged = changed;
+                b = runEnd - 1;
+                steps.reached("restore.discard");
+            }
+        }
+        // Blocks in use in the snapshot: copy the saved before-image back, a run of them per force.
+        p.phase = "copying";
+        int runMax = restoreRunBlocks();
+        ByteBuffer buf = ByteBuffer.allocateDirect(runMax << blockShift);
+        SnapshotSet.ReadCursor rc = new SnapshotSet.ReadCursor();
+        for (long b = target.next(0, blocks, true); b < blocks; b = target.next(b, blocks, true)) {
+            if (!snapshots.savedAtOrAfter(seq, b)) {
+                markInUse(b, b);        // production still holds the snapshot's content: only the bit may differ
+                b++;
+                continue;
+            }
+            long end = b + 1;
+            while (end < blocks && end - b < runMax && target.get(end) && snapshots.savedAtOrAfter(seq, end)) {
+                end++;
+            }
+            int bytes = (int) ((end - b) << blockShift);
+            buf.clear();
+            snapshots.read(seq, rc, b << blockShift, bytes, buf);
+            copyOnWrite(s, b, end - 1);
+            markInUse(b, end - 1);
+            buf.flip();
+            long pos = b << blockShift;
+            while (buf.hasRemaining()) {
+                ByteBuffer v = s.cursor.view(pos, buf.remaining());
+                int n = v.remaining();
+                ByteBuffer part = buf.duplicate();
+                part.limit(part.position() + n);
+                v.put(part);
+                buf.position(buf.position() + n);
+                pos += n;
+            }
+            changed += end - b;
+            p.blocksChanged = changed;
+            steps.reached("restore.copy");
+            b = end;
         }
         return changed;
+    }
+
+    /** A restore in progress, or the last one if it failed (then its marker is still on disk); null otherwise. */
+    public RestoreProgress restoreProgress() {
+        return restoreProgress;
+    }
+
+    /** The restore that a crash interrupted and this open finished, or null. */
+    public RestoreProgress resumedRestore() {
+        return resumedRestore;
+    }
+
+    /** What a restore is doing, for {@code status} and {@code snapshot list}. */
+    public static final class RestoreProgress {
+        private final String snapshot;
+        private final boolean resumed;
+        private final long startedMillis = System.currentTimeMillis();
+        volatile String phase = "pausing writers";
+        volatile long blocksChanged;
+        volatile String error;
+
+        RestoreProgress(String snapshot, boolean resumed) {
+            this.snapshot = snapshot;
+            this.resumed = resumed;
+        }
+
+        public String snapshot() {
+            return snapshot;
+        }
+
+        /** True when this restore finishes one a crash interrupted. */
+        public boolean resumed() {
+            return resumed;
+        }
+
+        public long startedMillis() {
+            return startedMillis;
+        }
+
+        /** "pausing writers", "discarding", "copying" or "flushing": where it is, or where it failed. */
+        public String phase() {
+            return phase;
+        }
+
+        public long blocksChanged() {
+            return blocksChanged;
+        }
+
+        /** Why it failed (production is partly restored until a restore completes), or null while it runs. */
+        public String error() {
+            return error;
+        }
     }
 
     private void checkOpen() throws BlockDeviceException {

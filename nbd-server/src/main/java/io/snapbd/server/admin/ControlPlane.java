@@ -221,11 +221,37 @@ public final class ControlPlane {
         ObjectNode r = JSON.createObjectNode();
         r.put("volume", v.name());
         ArrayNode list = r.putArray("snapshots");
+        Volume.RestoreProgress restoring = v.restoreProgress();
         for (SnapshotSet.Info i : v.snapshots().list()) {
-            list.add(snapshotJson(v, i.record(), i.active(), i.chunksUsed()));
+            ObjectNode o = snapshotJson(v, i.record(), i.active(), i.chunksUsed());
+            if (restoring != null && restoring.snapshot().equals(i.record().name())) {
+                o.put("restoring", true);
+            }
+            list.add(o);
         }
+        restoreJson(r, v);
         saveJson(r, v);
         return r;
+    }
+
+    /**
+     * {@code "restore"}: the restore of production running now, or the last one if it failed (production is then
+     * partly restored until a restore completes or the next start finishes it). Absent otherwise.
+     */
+    private static void restoreJson(ObjectNode o, Volume v) {
+        Volume.RestoreProgress p = v.restoreProgress();
+        if (p == null) {
+            return;
+        }
+        ObjectNode r = o.putObject("restore");
+        r.put("snapshot", p.snapshot());
+        r.put("state", p.error() == null ? "in progress" : "failed");
+        r.put("phase", p.phase());
+        r.put("blocksChanged", p.blocksChanged());
+        r.put("started", Instant.ofEpochMilli(p.startedMillis()).toString());
+        if (p.error() != null) {
+            r.put("error", p.error());
+        }
     }
 
     private static void saveJson(ObjectNode o, Volume v) {
@@ -275,7 +301,19 @@ public final class ControlPlane {
         }
         long t0 = System.nanoTime();
         v.lunState().onAlteringRequest();      // a restore alters the export
-        long changed = v.restore(name);
+        // New clients would see production half restored: they are refused until it is done.
+        String unavailableBefore = e == null ? null : e.unavailableReason();
+        if (e != null && unavailableBefore == null) {
+            e.setUnavailable("restore from snapshot " + name + " in progress");
+        }
+        long changed;
+        try {
+            changed = v.restore(name);
+        } finally {
+            if (e != null && unavailableBefore == null) {
+                e.setUnavailable(null);
+            }
+        }
         ObjectNode r = JSON.createObjectNode();
         r.put("volume", v.name());
         r.put("restoredFrom", name);
@@ -494,6 +532,7 @@ public final class ControlPlane {
             o.put("snapshots", v.snapshots().list().size());
             o.put("copyOnWriteCopies", v.cowCopies());
             saveJson(o, v);
+            restoreJson(o, v);
         } else {
             o.put("open", false);
             o.put("cleanlyClosed", h.clean());

@@ -31,6 +31,15 @@ final class SnapshotCommand implements Runnable {
         return r;
     }
 
+    /** One line for a restore in progress (or failed) as {@code status} and {@code snapshot list} report it. */
+    static String restoreLine(JsonNode r) {
+        String base = "restore from snapshot " + r.path("snapshot").asText() + " " + r.path("state").asText()
+                + " (" + r.path("phase").asText() + ", " + r.path("blocksChanged").asLong() + " block(s) changed, started "
+                + r.path("started").asText() + ")";
+        return r.has("error") ? base + ": " + r.path("error").asText()
+                + "; production is partly restored until a restore completes (the next start finishes it)" : base;
+    }
+
     @Command(name = "create", mixinStandardHelpOptions = true,
             description = "Take a snapshot: in-flight writes finish first, later ones wait; time does not grow with volume size.")
     static final class Create implements Runnable {
@@ -81,6 +90,9 @@ final class SnapshotCommand implements Runnable {
                 System.out.printf("%-20s %5d %-24s %-28s %10s %s%n", s.path("name").asText(), s.path("sequence").asLong(),
                         s.path("created").asText(), state, Sizes.format(s.path("saveBytesUsed").asLong()),
                         (lun.path("enabled").asBoolean() ? "enabled" : "disabled") + " counter=" + lun.path("counter").asLong());
+            }
+            if (r.has("restore")) {
+                System.out.println(restoreLine(r.path("restore")));
             }
             JsonNode sv = r.path("saveVolume");
             System.out.println("save volume: " + Sizes.format(sv.path("bytesUsed").asLong()) + " of "

@@ -52,6 +52,9 @@ final class StatusCommand implements Runnable {
                 sb.append(", ").append(v.path("connections").asInt()).append(" connection(s)");
             }
             System.out.println(sb);
+            if (v.has("restore")) {
+                System.out.println("    " + SnapshotCommand.restoreLine(v.path("restore")));
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 package io.snapbd.server.server;
 
 import io.snapbd.engine.volume.CopyOnWriteWarmUp;
+import io.snapbd.engine.snapshot.RestoreMarker;
 import io.snapbd.engine.volume.RecoveryReport;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
@@ -114,8 +115,13 @@ public final class SnapbdServer implements AutoCloseable {
         }
         List<String> volumeNames = catalog.names();
         for (String name : volumeNames) {
-            Systemd.startStep((stoppedCleanly(name) ? "opening volume " : "recovering volume ") + name + " ("
+            boolean restoreMarked = RestoreMarker.exists(catalog.volumeDir(name));
+            Systemd.startStep((restoreMarked ? "finishing the interrupted restore of volume "
+                    : stoppedCleanly(name) ? "opening volume " : "recovering volume ") + name + " ("
                     + (volumeNames.indexOf(name) + 1) + " of " + volumeNames.size() + ")", START_STEP);
+            if (restoreMarked) {
+                Log.warn("volume %s: a restore was interrupted; finishing it before clients are admitted", name);
+            }
             Volume v;
             try {
                 v = catalog.open(name);
@@ -129,6 +135,11 @@ public final class SnapbdServer implements AutoCloseable {
             if (!r.wasClean()) {
                 Log.warn("volume %s was not stopped cleanly: rebuilt the meta bit map of %d region(s), %d block(s) marked in use, %d damaged page(s)",
                         name, r.regionsScanned(), r.blocksMarkedInUse(), r.damagedPages());
+            }
+            Volume.RestoreProgress resumed = v.resumedRestore();
+            if (resumed != null) {
+                Log.warn("resumed the interrupted restore of volume %s from snapshot %s: %d block(s) changed in %d ms; production is now the snapshot's content",
+                        name, resumed.snapshot(), resumed.blocksChanged(), System.currentTimeMillis() - resumed.startedMillis());
             }
             long[] snap = v.snapshots().openReport();
             if (snap[0] + snap[1] + snap[2] > 0) {
