@@ -200,7 +200,7 @@ class VolumeCheckerTest {
     @Test
     void fsckReportsWhatTheOpenRefusesAndTheRefusedOpenChangesNothing() throws IOException {
         for (String file : List.of(Volume.HEADER_FILE, LunState.FILE, Volume.META_FILE, Volume.INTENT_FILE,
-                SnapshotSet.TABLE_FILE, SnapshotSet.LOG_FILE, "snap-1.meta")) {
+                SnapshotSet.TABLE_FILE, SnapshotSet.LOG_FILE)) {
             Files.createDirectories(tmp);
             makeVolume(true);
             Volume v = Volume.open(dir(), TestVolumes.java());
@@ -211,13 +211,37 @@ class VolumeCheckerTest {
             VolumeChecker.Report r = VolumeChecker.check(dir(), false);
             Path f = dir().resolve(file);
             assertTrue(r.problems().stream().anyMatch(p -> p.startsWith(f + ": ")), file + ": " + r.problems());
-            IOException e = assertThrows(IOException.class, () -> Volume.open(dir(), TestVolumes.java()));
+            IOException e = assertThrows(IOException.class, () -> Volume.open(dir(), TestVolumes.java()), file);
             assertTrue(e.getMessage().startsWith(f + ": "), e.getMessage());
             assertTrue(r.problems().contains(e.getMessage()), e.getMessage() + " vs " + r.problems());
             Map<String, byte[]> after = contents(dir());
             assertEquals(before.keySet(), after.keySet(), file);
             before.forEach((n, b) -> assertArrayEquals(b, after.get(n), file + " damaged: " + n + " changed by the refused open"));
             Volume.deleteFiles(dir());
+        }
+    }
+
+    /**
+     * A damaged {@code snap-SEQ.meta} refuses that snapshot, not the volume (docs/snapshots.md, "Damage"): fsck
+     * names the file, the open succeeds and lists the snapshot invalid with a {@code damaged} reason.
+     */
+    @Test
+    void aDamagedSnapshotMetaFileRefusesTheSnapshotNotTheVolume() throws IOException {
+        makeVolume(true);
+        Volume v = Volume.open(dir(), TestVolumes.java());
+        v.createSnapshot("s1");
+        v.close();
+        Path f = dir().resolve("snap-1.meta");
+        flipByte(f, 33);
+        VolumeChecker.Report r = VolumeChecker.check(dir(), false);
+        assertTrue(r.problems().stream().anyMatch(p -> p.startsWith(f + ": ")), r.problems().toString());
+        Volume opened = Volume.open(dir(), TestVolumes.java());
+        try {
+            SnapshotSet.Info s1 = opened.snapshots().list().get(0);
+            assertFalse(s1.active(), "a snapshot whose meta file is damaged must not be served");
+            assertTrue(s1.record().reason().startsWith("damaged"), s1.record().reason());
+        } finally {
+            opened.close();
         }
     }
 
