@@ -2,6 +2,7 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -27,6 +28,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The management CLI, online (through the admin socket of a running server) and offline (on the disk). */
 @Timeout(value = 5, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class CliIT {
 
     static final ObjectMapper JSON = new ObjectMapper();
