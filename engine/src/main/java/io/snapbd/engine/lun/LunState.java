@@ -31,9 +31,13 @@ public final class LunState {
     static final int VERSION = 1;
     static final int BYTES = 64;
     static final int CRC_OFFSET = 60;
-    /** Counter values and nanoseconds of time granted per forced write of the ceiling. */
-    public static final long LEASE = 1L << 20;
-    static final long TIME_LEASE_NANOS = 60_000_000_000L;
+    /**
+     * Counter values granted per forced write of the ceiling: 2^20; tests cross it with
+     * {@code -Dsnapbd.lunState.lease.values=N} (read once, a constant for the JIT).
+     */
+    public static final long LEASE = Long.getLong("snapbd.lunState.lease.values", 1L << 20);
+    /** Nanoseconds of time granted likewise: 60 s; {@code -Dsnapbd.lunState.lease.millis=N} for tests. */
+    static final long TIME_LEASE_NANOS = Long.getLong("snapbd.lunState.lease.millis", 60_000L) * 1_000_000L;
 
     /** A GET answer. */
     public record Value(boolean enabled, long counter, long timestamp) {
@@ -50,8 +54,13 @@ public final class LunState {
     private final long wallBase = System.currentTimeMillis() * 1_000_000L;
     private final long monoBase = System.nanoTime();
     private final boolean recoveredFromCrash;
+    private final long leaseValues;
+    private final long leaseNanos;
 
-    private LunState(Path file, UUID owner, boolean enabled, long counter, long timestamp, boolean crashed) {
+    private LunState(Path file, UUID owner, boolean enabled, long counter, long timestamp, boolean crashed,
+                     long leaseValues, long leaseNanos) {
+        this.leaseValues = leaseValues;
+        this.leaseNanos = leaseNanos;
         this.file = file;
         this.owner = owner;
         this.enabled = enabled;
@@ -62,10 +71,18 @@ public final class LunState {
 
     /** Opens the state of a volume; a missing file starts at zero (new volume). */
     public static LunState open(Path dir, UUID owner) throws IOException {
+        return open(dir, owner, LEASE, TIME_LEASE_NANOS);
+    }
+
+    /** {@link #open(Path, UUID)} with other leases (tests: cross them within a test). */
+    static LunState open(Path dir, UUID owner, long leaseValues, long leaseNanos) throws IOException {
+        if (leaseValues < 1 || leaseNanos < 1) {
+            throw new IllegalArgumentException("leases must be positive: " + leaseValues + " values, " + leaseNanos + " ns");
+        }
         Path f = dir.resolve(FILE);
         LunState s;
         if (!Files.exists(f)) {
-            s = new LunState(f, owner, false, 0, 0, false);
+            s = new LunState(f, owner, false, 0, 0, false, leaseValues, leaseNanos);
         } else {
             ByteBuffer b = AtomicFile.readAll(f, 4096).order(ByteOrder.LITTLE_ENDIAN);
             if (b.limit() != BYTES || b.getLong(0) != MAGIC) {
@@ -85,11 +102,11 @@ public final class LunState {
             long value = b.getLong(32);
             long ts = b.getLong(40);
             // clean: exact values; crashed: the ceilings, above anything handed out before
-            s = clean ? new LunState(f, owner, en, value, ts, false) : new LunState(f, owner, en, value, ts, true);
+            s = new LunState(f, owner, en, value, ts, !clean, leaseValues, leaseNanos);
         }
         s.counterCeiling = s.counter.get();
         s.timeCeiling = s.timestamp.get();
-        s.persist(false, s.counter.get() + LEASE, Math.max(s.now(), s.timestamp.get()) + TIME_LEASE_NANOS);
+        s.persist(false, s.counter.get() + leaseValues, Math.max(s.now(), s.timestamp.get()) + leaseNanos);
         return s;
     }
 
@@ -129,7 +146,7 @@ public final class LunState {
         if (c >= counterCeiling || t >= timeCeiling) {
             synchronized (persistLock) {
                 if (c >= counterCeiling || t >= timeCeiling) {
-                    persist(false, Math.max(counterCeiling, c + LEASE), Math.max(timeCeiling, Math.max(t, now()) + TIME_LEASE_NANOS));
+                    persist(false, Math.max(counterCeiling, c + leaseValues), Math.max(timeCeiling, Math.max(t, now()) + leaseNanos));
                 }
             }
         }
