@@ -9,7 +9,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.ClosedChannelException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 
 class SocketPairsTest {
@@ -53,21 +56,52 @@ class SocketPairsTest {
         }
     }
 
-    // Closing an end must release a thread blocked reading it, or the server could not stop.
+    // Closing an end must release a thread blocked reading it, or the server could not stop. The close comes
+    // only once the reader is inside read(2) (its kernel task says so), so the one right outcome is end of stream.
     @Test
-    void closeReleasesABlockedReader() throws Exception {
+    void closeReleasesAReaderBlockedInRead() throws Exception {
         try (SocketPairs.SocketPair pair = SocketPairs.create()) {
+            CompletableFuture<String> tid = new CompletableFuture<>();
             CompletableFuture<Object> reader = CompletableFuture.supplyAsync(() -> {
                 try {
+                    tid.complete(Path.of("/proc/thread-self").toRealPath().getFileName().toString());
                     return pair.second().read(ByteBuffer.allocate(8));
                 } catch (IOException e) {
                     return e;
                 }
             });
+            awaitBlockedInRead(tid.get(1, TimeUnit.MINUTES));
+            assertTrue(!reader.isDone(), "the reader is blocked");
             pair.second().close();
-            Object result = reader.join();
-            assertTrue(Integer.valueOf(-1).equals(result) || result instanceof ClosedChannelException, "got " + result);
+            assertEquals(-1, reader.get(1, TimeUnit.MINUTES), "a reader blocked in read(2) sees end of stream");
         }
+    }
+
+    // The other order: a read after the close never touches the (possibly reused) descriptor.
+    @Test
+    void readAfterCloseIsClosedChannel() throws Exception {
+        try (SocketPairs.SocketPair pair = SocketPairs.create()) {
+            pair.second().close();
+            assertThrows(ClosedChannelException.class, () -> pair.second().read(ByteBuffer.allocate(8)));
+        }
+    }
+
+    /** Waits until thread {@code tid} of this process sleeps in the read(2) system call (/proc/self/task/TID/syscall). */
+    private static void awaitBlockedInRead(String tid) throws Exception {
+        String read = switch (System.getProperty("os.arch")) {
+            case "amd64", "x86_64" -> "0";
+            case "aarch64" -> "63";
+            default -> throw new AssertionError("read(2)'s system call number on " + System.getProperty("os.arch") + " is not known here");
+        };
+        Path syscall = Path.of("/proc/self/task", tid, "syscall");
+        for (int i = 0; i < 6000; i++) {
+            String[] f = Files.readString(syscall).trim().split(" ");
+            if (f[0].equals(read)) {
+                return;
+            }
+            Thread.sleep(10);
+        }
+        throw new AssertionError("thread " + tid + " never blocked in read(2): " + Files.readString(syscall));
     }
 
     // The transmission code sends a reply header and the data behind it as one gathering write.

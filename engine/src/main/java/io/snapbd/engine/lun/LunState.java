@@ -35,9 +35,13 @@ public final class LunState {
     static final int VERSION = 1;
     static final int BYTES = 64;
     static final int CRC_OFFSET = 60;
-    /** Counter values and nanoseconds of time granted per forced write of the ceiling. */
-    public static final long LEASE = 1L << 20;
-    static final long TIME_LEASE_NANOS = 60_000_000_000L;
+    /**
+     * Counter values granted per forced write of the ceiling: 2^20; tests cross it with
+     * {@code -Dsnapbd.lunState.lease.values=N} (read once, a constant for the JIT).
+     */
+    public static final long LEASE = Long.getLong("snapbd.lunState.lease.values", 1L << 20);
+    /** Nanoseconds of time granted likewise: 60 s; {@code -Dsnapbd.lunState.lease.millis=N} for tests. */
+    static final long TIME_LEASE_NANOS = Long.getLong("snapbd.lunState.lease.millis", 60_000L) * 1_000_000L;
 
     /** A GET answer. */
     public record Value(boolean enabled, long counter, long timestamp) {
@@ -58,8 +62,13 @@ public final class LunState {
     private final long wallBase = System.currentTimeMillis() * 1_000_000L;
     private final long monoBase = System.nanoTime();
     private final boolean recoveredFromCrash;
+    private final long leaseValues;
+    private final long leaseNanos;
 
-    private LunState(Path file, UUID owner, boolean enabled, long counter, long timestamp, boolean crashed) {
+    private LunState(Path file, UUID owner, boolean enabled, long counter, long timestamp, boolean crashed,
+                     long leaseValues, long leaseNanos) {
+        this.leaseValues = leaseValues;
+        this.leaseNanos = leaseNanos;
         this.file = file;
         this.owner = owner;
         this.enabled = enabled;
@@ -79,18 +88,32 @@ public final class LunState {
      * never written while enabled) is raised to it, so the timestamp never reads 0.
      */
     public static LunState open(Path dir, UUID owner, long createdNanos) throws IOException {
+        return open(dir, owner, createdNanos, LEASE, TIME_LEASE_NANOS);
+    }
+
+    /** {@link #open(Path, UUID)} with other leases (tests: cross them within a test). */
+    static LunState open(Path dir, UUID owner, long leaseValues, long leaseNanos) throws IOException {
+        return open(dir, owner, 0, leaseValues, leaseNanos);
+    }
+
+    private static LunState open(Path dir, UUID owner, long createdNanos, long leaseValues, long leaseNanos)
+            throws IOException {
+        if (leaseValues < 1 || leaseNanos < 1) {
+            throw new IllegalArgumentException("leases must be positive: " + leaseValues + " values, " + leaseNanos + " ns");
+        }
         Path f = dir.resolve(FILE);
         LunState s;
         Stored st = read(f, owner);
         if (st == null) {
-            s = new LunState(f, owner, false, 0, createdNanos, false);
+            s = new LunState(f, owner, false, 0, createdNanos, false, leaseValues, leaseNanos);
         } else {
             // clean: exact values; crashed: the ceilings, above anything handed out before
-            s = new LunState(f, owner, st.enabled(), st.counter(), Math.max(st.timestamp(), createdNanos), !st.clean());
+            s = new LunState(f, owner, st.enabled(), st.counter(), Math.max(st.timestamp(), createdNanos), !st.clean(),
+                    leaseValues, leaseNanos);
         }
         s.counterCeiling = s.counter.get();
         s.timeCeiling = s.timestamp.get();
-        s.persist(false, s.counter.get() + LEASE, Math.max(s.now(), s.timestamp.get()) + TIME_LEASE_NANOS);
+        s.persist(false, s.counter.get() + leaseValues, Math.max(s.now(), s.timestamp.get()) + leaseNanos);
         return s;
     }
 
@@ -183,7 +206,7 @@ public final class LunState {
         if (c >= counterCeiling || t >= timeCeiling) {
             synchronized (persistLock) {
                 if (c >= counterCeiling || t >= timeCeiling) {
-                    persist(false, Math.max(counterCeiling, c + LEASE), Math.max(timeCeiling, Math.max(t, now()) + TIME_LEASE_NANOS));
+                    persist(false, Math.max(counterCeiling, c + leaseValues), Math.max(timeCeiling, Math.max(t, now()) + leaseNanos));
                 }
             }
         }

@@ -19,6 +19,11 @@ import java.util.function.BooleanSupplier;
 public final class CloneCopier {
 
     private static final int CHUNK = 4 << 20;
+    /**
+     * A pause after each piece copied (an extent, at most a chunk), for tests that must see a clone still copying
+     * ({@code -Dsnapbd.clone.chunkPauseMillis=N}; 0, no pause, by default).
+     */
+    private static final long CHUNK_PAUSE_NANOS = Long.getLong("snapbd.clone.chunkPauseMillis", 0L) * 1_000_000L;
 
     private final BlockDevice source;
     private final BlockDevice target;
@@ -89,6 +94,9 @@ public final class CloneCopier {
                         }, false);
                         off += n;
                         done.addAndGet(n);
+                        if (CHUNK_PAUSE_NANOS > 0) {
+                            java.util.concurrent.locks.LockSupport.parkNanos(CHUNK_PAUSE_NANOS);
+                        }
                     }
                 }
                 pos = ext[0] + ext[1];

@@ -8,6 +8,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
+import java.nio.file.FileSystemException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
@@ -471,11 +472,18 @@ final class ExceptionLog implements AutoCloseable {
         }
         ByteBuffer zeros = ByteBuffer.allocate(64 << 10);
         long target = ((needed + GROW - 1) / GROW) * GROW;
-        for (long p = a; p < target; p += zeros.capacity()) {
-            zeros.clear().limit((int) Math.min(zeros.capacity(), target - p));
-            writeFully(channel, zeros, p);
+        try {
+            for (long p = a; p < target; p += zeros.capacity()) {
+                zeros.clear().limit((int) Math.min(zeros.capacity(), target - p));
+                writeFully(channel, zeros, p);
+            }
+            channel.force(true);
+        } catch (FileSystemException e) {
+            throw e;
+        } catch (IOException e) {
+            // The JDK's message ("No space left on device") names no file: say which one could not grow.
+            throw new FileSystemException(path.toString(), null, e.getMessage());
         }
-        channel.force(true);
         allocated = target;
     }
 

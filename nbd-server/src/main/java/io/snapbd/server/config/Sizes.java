@@ -4,19 +4,33 @@ import java.util.Locale;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
-/** Byte sizes with binary suffixes: 4096, 512K, 256M, 1G, 2T (also 1GiB, 1GB meaning the same). */
+/**
+ * Byte sizes with binary suffixes: 4096, 512K, 256M, 1G, 2T (also 1GiB; the letter in either case). Strict:
+ * no blank anywhere, and no "KB", "MB", "GB"... (decimal or binary is ambiguous there), so a typo is an error
+ * rather than a silently different size.
+ */
 public final class Sizes {
-    private static final Pattern SIZE = Pattern.compile("(\\d+)\\s*([KMGTP]?)(I?B)?", Pattern.CASE_INSENSITIVE);
+    private static final Pattern SIZE = Pattern.compile("(\\d+)(?:([KMGTP])(iB)?)?", Pattern.CASE_INSENSITIVE);
+    private static final Pattern DECIMAL_UNIT = Pattern.compile("\\d+([KMGTP])B", Pattern.CASE_INSENSITIVE);
 
     private Sizes() {
     }
 
     public static long parse(String text) {
-        Matcher m = SIZE.matcher(text == null ? "" : text.trim());
+        String t = text == null ? "" : text;
+        Matcher m = SIZE.matcher(t);
         if (!m.matches()) {
-            throw new IllegalArgumentException("invalid size '" + text + "': use a number with an optional K, M, G or T suffix");
+            Matcher d = DECIMAL_UNIT.matcher(t);
+            if (d.matches()) {
+                String u = d.group(1).toUpperCase(Locale.ROOT);
+                throw new IllegalArgumentException("invalid size '" + text + "': " + u + "B is ambiguous, use "
+                        + u + " or " + u + "iB (both binary, powers of 1024)");
+            }
+            throw new IllegalArgumentException("invalid size '" + text + "': use digits with an optional K, M, G, T or P "
+                    + "suffix (powers of 1024; KiB... also accepted), no blanks");
         }
-        int shift = switch (m.group(2).toUpperCase(Locale.ROOT)) {
+        String suffix = m.group(2) == null ? "" : m.group(2);
+        int shift = switch (suffix.toUpperCase(Locale.ROOT)) {
             case "K" -> 10;
             case "M" -> 20;
             case "G" -> 30;

@@ -50,6 +50,16 @@ class ConfigFileTest {
     }
 
     @Test
+    void ambiguousSizeNamesFileAndLine() throws Exception {
+        Path f = dir.resolve("size.conf");
+        Files.writeString(f, "default-volume = v\ndefault-volume-size = 1MB\n");
+        ConfigFile c = ConfigFile.read(f);
+        ConfigFile.ConfigException e = assertThrows(ConfigFile.ConfigException.class,
+                () -> c.apply(ServerConfig.defaults(dir)));
+        assertTrue(e.getMessage().startsWith(f + ":2: default-volume-size") && e.getMessage().contains("ambiguous"), e.getMessage());
+    }
+
+    @Test
     void parsesHostPort() {
         assertEquals(10809, ServerConfig.parseHostPort("127.0.0.1:10809").getPort());
         assertTrue(ServerConfig.parseHostPort("[::1]:10809").getAddress().isLoopbackAddress());

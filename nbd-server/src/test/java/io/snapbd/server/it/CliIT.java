@@ -2,6 +2,7 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -27,6 +28,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /** The management CLI, online (through the admin socket of a running server) and offline (on the disk). */
 @Timeout(value = 5, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class CliIT {
 
     static final ObjectMapper JSON = new ObjectMapper();
@@ -86,6 +88,12 @@ class CliIT {
         for (String m : mentions) {
             assertTrue(line.toLowerCase().contains(m.toLowerCase()), "the error mentions '" + m + "': " + r);
         }
+    }
+
+    /** {@link #assertOneClearError}, returning the exit status. */
+    static int assertOneClearErrorExit(Tools.Result r, String... mentions) {
+        assertOneClearError(r, mentions);
+        return r.exit();
     }
 
     // ---- online --------------------------------------------------------------------------------------------
@@ -191,9 +199,13 @@ class CliIT {
         assertOneClearError(server.cli("volume", "frobnicate"), "frobnicate");
         assertOneClearError(server.cli("volume", "create", "bad/name", "--size", "16M"));
         assertOneClearError(server.cli("volume", "create", "x4", "--size", "0"));
+        // Sizes are strict: a blank or a decimal-looking unit is bad usage (exit 2), not a silently other size.
+        assertEquals(2, assertOneClearErrorExit(server.cli("volume", "create", "x5", "--size", " 1M"), "' 1M'", "blanks"));
+        assertEquals(2, assertOneClearErrorExit(server.cli("volume", "create", "x6", "--size", "1MB"), "'1MB'", "ambiguous"));
+        assertEquals(2, assertOneClearErrorExit(server.cli("volume", "create", "x7", "--size", "16M", "--save-size", "4MB"), "'4MB'"));
         // None of them left anything behind.
         String list = server.cli("volume", "list").assertOk().stdout();
-        for (String n : List.of("x1", "x2", "x3", "x4", "bad")) {
+        for (String n : List.of("x1", "x2", "x3", "x4", "x5", "x6", "x7", "bad")) {
             assertFalse(list.lines().anyMatch(l -> l.startsWith(n + " ")), n + " must not exist:\n" + list);
         }
     }

@@ -1,6 +1,7 @@
 package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -43,6 +44,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * YOUNGER) must give YOUNGER byte for byte.
  */
 @Timeout(value = 10, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class DiffIT {
 
     static final int BLOCK = 4096;

@@ -1,6 +1,7 @@
 package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -31,6 +32,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * kill -9, independence of exports, the check command, and the state recorded with each snapshot.
  */
 @Timeout(value = 10, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class LunStateIT {
 
     @TempDir
@@ -300,6 +302,144 @@ class LunStateIT {
         server.restart();
         assertEquals(third, get(vol), "a clean stop after the recovery keeps the value handed out last");
         assertEquals(q1, get(quiet));
+    }
+
+    // ---- the durable ceilings, crossed ------------------------------------------------------------------------
+
+    /** A server of its own with small leases, on a data directory with one volume {@code vol}. */
+    static ServerProcess leaseServer(String name, long values, long millis, String vol) {
+        Path d = tmp.resolve(name);
+        ServerProcess.snapbd(d, "volume", "create", vol, "--size", "32M", "--save-size", "4M").assertOk();
+        return ServerProcess.start(List.of("-Dsnapbd.lunState.lease.values=" + values, "-Dsnapbd.lunState.lease.millis=" + millis),
+                d, "LunStateIT-" + name);
+    }
+
+    static Lun lunOn(ServerProcess s, String verb, String export) {
+        JsonNode j = json(s.cli("lun-state", verb, export, "--json"));
+        return Lun.of(j);
+    }
+
+    static void fioOn(ServerProcess s, String export, int n, int iodepth) {
+        Tools.run("fio", "--name=lun", "--ioengine=nbd", "--uri=" + s.unixUri(export), "--rw=randwrite",
+                "--bs=4k", "--size=32M", "--number_ios=" + n, "--iodepth=" + iodepth).assertOk();
+    }
+
+    /**
+     * kill -9 right after a GET crossed the counter lease (1000 values here; the time lease, an hour, is never
+     * reached): the ceiling that GET raised is what the state restarts at. Without the raise the state would
+     * restart at the old ceiling, below the value handed out.
+     */
+    @Test
+    void kill9RightAfterTheCounterLeaseIsCrossed() {
+        Tools.require("fio");
+        try (ServerProcess s = leaseServer("counter-lease", 1000, 3_600_000, "cl")) {
+            lunOn(s, "enable", "cl");
+            fioOn(s, "cl", 1500, 8);
+            Lun crossed = lunOn(s, "get", "cl");
+            assertEquals(1500, crossed.counter(), "past the first ceiling (1000)");
+            s.kill9();
+            s.restart();
+            Lun after = lunOn(s, "get", "cl");
+            assertTrue(after.counter() > crossed.counter(), "after kill -9 the counter restarts above the value handed out: "
+                    + crossed + " -> " + after);
+            assertTrue(after.timestamp() > crossed.timestamp(), crossed + " -> " + after);
+            // Crossed again after the recovery, and crashed again.
+            fioOn(s, "cl", 1200, 8);
+            Lun again = lunOn(s, "get", "cl");
+            assertEquals(after.counter() + 1200, again.counter());
+            s.kill9();
+            s.restart();
+            Lun third = lunOn(s, "get", "cl");
+            assertTrue(third.counter() > again.counter() && third.timestamp() > again.timestamp(), again + " -> " + third);
+        }
+    }
+
+    /**
+     * kill -9 right after a GET crossed the time lease (300 ms; the counter lease is never reached): the
+     * timestamp restarts above the one handed out.
+     */
+    @Test
+    void kill9RightAfterTheTimeLeaseIsCrossed() throws Exception {
+        Tools.require("fio");
+        try (ServerProcess s = leaseServer("time-lease", 1L << 40, 300, "tl")) {
+            lunOn(s, "enable", "tl");
+            fioOn(s, "tl", 5, 1);
+            Lun first = lunOn(s, "get", "tl");
+            Thread.sleep(600);
+            fioOn(s, "tl", 1, 1);
+            Lun crossed = lunOn(s, "get", "tl");
+            assertTrue(crossed.timestamp() >= first.timestamp() + 300_000_000L, "the write came after the time lease: "
+                    + first + " -> " + crossed);
+            s.kill9();
+            s.restart();
+            Lun after = lunOn(s, "get", "tl");
+            assertTrue(after.timestamp() > crossed.timestamp(), "after kill -9 the timestamp restarts above the one handed out: "
+                    + crossed + " -> " + after);
+            assertTrue(after.counter() > crossed.counter(), crossed + " -> " + after);
+        }
+    }
+
+    /**
+     * Four fio jobs write while a thread GETs through the admin socket as fast as it can, leases small enough
+     * (200 values, 50 ms) that the GETs cross them all the time; kill -9 in the middle of it. Every GET answered
+     * before the kill never went back, and the first GET after the restart is above all of them.
+     */
+    @Test
+    void concurrentWritersWithGetsDuringAKill9() throws Exception {
+        Tools.require("fio");
+        try (ServerProcess s = leaseServer("concurrent-lease", 200, 50, "cc")) {
+            lunOn(s, "enable", "cc");
+            Path log = tmp.resolve("concurrent-lease-fio.log");
+            Process fio = Tools.start(log, List.of("fio", "--name=cc", "--ioengine=nbd", "--uri=" + s.unixUri("cc"),
+                    "--rw=randwrite", "--bs=4k", "--size=32M", "--numjobs=4", "--iodepth=4", "--rate_iops=400",
+                    "--time_based", "--runtime=600"));
+            List<Lun> seen = java.util.Collections.synchronizedList(new ArrayList<>());
+            java.util.concurrent.atomic.AtomicBoolean killed = new java.util.concurrent.atomic.AtomicBoolean();
+            java.util.concurrent.atomic.AtomicReference<Throwable> pollerFailure = new java.util.concurrent.atomic.AtomicReference<>();
+            Thread poller = new Thread(() -> {
+                try (SnapshotSupport.Admin admin = new SnapshotSupport.Admin(s)) {
+                    while (true) {
+                        seen.add(Lun.of(admin.call(Map.of("command", "lun.get", "export", "cc"))));
+                    }
+                } catch (Throwable t) {
+                    if (!killed.get()) {
+                        pollerFailure.set(t);
+                    }
+                }
+            });
+            try {
+                poller.start();
+                long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(3);
+                while ((seen.isEmpty() || seen.get(seen.size() - 1).counter() < 3000) && System.nanoTime() < deadline
+                        && pollerFailure.get() == null) {
+                    assertTrue(fio.isAlive(), "fio ended early: " + Files.readString(log));
+                    Thread.sleep(20);
+                }
+                assertTrue(pollerFailure.get() == null, "GETs failed before the kill: " + pollerFailure.get());
+                assertTrue(fio.isAlive(), "fio ran until the kill: " + Files.readString(log));
+                int before = seen.size();
+                Thread.sleep(50);
+                assertTrue(seen.size() > before, "GETs were running at the kill");
+                killed.set(true);
+                s.kill9();
+                poller.join(TimeUnit.MINUTES.toMillis(1));
+            } finally {
+                SnapshotSupport.stopNow(fio);
+            }
+            List<Lun> answered = new ArrayList<>(seen);
+            assertTrue(answered.get(answered.size() - 1).counter() >= 3000, "the writers crossed the lease many times: " + answered.size()
+                    + " GETs, last " + answered.get(answered.size() - 1));
+            for (int i = 1; i < answered.size(); i++) {
+                Lun a = answered.get(i - 1);
+                Lun b = answered.get(i);
+                assertTrue(b.counter() >= a.counter() && b.timestamp() >= a.timestamp(), "GET went back at " + i + ": " + a + " -> " + b);
+            }
+            Lun last = answered.get(answered.size() - 1);
+            s.restart();
+            Lun after = lunOn(s, "get", "cc");
+            assertTrue(after.counter() > last.counter() && after.timestamp() > last.timestamp(),
+                    "after kill -9 above every value answered before it: " + last + " -> " + after);
+        }
     }
 
     // ---- independence -------------------------------------------------------------------------------------------

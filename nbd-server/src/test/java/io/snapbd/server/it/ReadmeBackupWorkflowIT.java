@@ -1,6 +1,7 @@
 package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -35,6 +36,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * under the same name, reaching the very counter that was saved (the saved token still answers "changed").
  */
 @Timeout(value = 10, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class ReadmeBackupWorkflowIT {
 
     static final String UNTOUCHED = "vol0-backup is untouched: restore from it";

@@ -1,6 +1,7 @@
 package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -37,6 +38,7 @@ import static org.junit.jupiter.api.Assertions.fail;
  * clean after a clean stop.
  */
 @Timeout(value = 30, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class RestoreCrashIT {
 
     static final int SIZE = 256 << 20;

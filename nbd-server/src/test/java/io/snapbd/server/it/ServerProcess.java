@@ -12,6 +12,8 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -19,6 +21,11 @@ import java.util.concurrent.atomic.AtomicInteger;
  * A real {@code snapbd serve} in a child JVM, on a TCP port of 127.0.0.1 and a Unix socket, over a data
  * directory the test owns. Its stderr goes to a file under {@code target/it-logs/} (kept after the run for
  * post-mortems) and can be read back with {@link #log()}.
+ *
+ * <p>A server that dies on its own is a failure, never healed in silence: {@link ServerLiveness} (registered
+ * on every IT class) checks after each test that every server still open is alive unless the test stopped
+ * or killed it itself, {@link #ensureRunning()} restarts only a server a test stopped or killed, and
+ * {@link #close()} fails unless the server was alive and exited 0 on SIGTERM.
  */
 public final class ServerProcess implements AutoCloseable {
 
@@ -26,17 +33,23 @@ public final class ServerProcess implements AutoCloseable {
     private static final Duration READY_TIMEOUT = Duration.ofSeconds(60);
     private static final Duration STOP_TIMEOUT = Duration.ofSeconds(60);
     private static final AtomicInteger SEQUENCE = new AtomicInteger();
+    /** Servers started and not closed yet, for {@link ServerLiveness}. */
+    private static final Set<ServerProcess> OPEN = ConcurrentHashMap.newKeySet();
 
     private final Path dataDir;
     private final Path socket;
     private final List<String> extraArgs;
+    private final List<String> jvmOptions;
     private final String label;
     private Process process;
     private Path logFile;
     private int port;
     private int starts;
+    /** True while the server is down because a test stopped or killed it (or its death was reported). */
+    private volatile boolean down;
 
-    private ServerProcess(Path dataDir, Path socket, String label, List<String> extraArgs) {
+    private ServerProcess(Path dataDir, Path socket, String label, List<String> jvmOptions, List<String> extraArgs) {
+        this.jvmOptions = List.copyOf(jvmOptions);
         this.dataDir = dataDir;
         this.socket = socket;
         this.label = label;
@@ -48,6 +61,11 @@ public final class ServerProcess implements AutoCloseable {
      * The Unix socket lives beside the data directory.
      */
     public static ServerProcess start(Path dataDir, String label, String... extraArgs) {
+        return start(List.of(), dataDir, label, extraArgs);
+    }
+
+    /** {@link #start(Path, String, String...)} with JVM options for the server (e.g. {@code -Dsnapbd.x=y}). */
+    public static ServerProcess start(List<String> jvmOptions, Path dataDir, String label, String... extraArgs) {
         Path sock = dataDir.toAbsolutePath().getParent().resolve(dataDir.getFileName() + ".sock");
         if (sock.toString().length() > 100) {
             // sun_path holds 108 bytes: fall back to a short directory.
@@ -57,15 +75,27 @@ public final class ServerProcess implements AutoCloseable {
                 throw new IllegalStateException(e);
             }
         }
-        ServerProcess s = new ServerProcess(dataDir.toAbsolutePath(), sock, label, List.of(extraArgs));
-        s.startProcess();
+        ServerProcess s = new ServerProcess(dataDir.toAbsolutePath(), sock, label, jvmOptions, List.of(extraArgs));
+        OPEN.add(s);
+        try {
+            s.startProcess();
+        } catch (RuntimeException | Error e) {
+            OPEN.remove(s);
+            throw e;
+        }
         return s;
     }
 
     /** Like {@link #start(Path, String, String...)}, with the Unix socket at {@code socket} (e.g. DIR/nbd.sock, serve's default). */
     public static ServerProcess start(Path dataDir, Path socket, String label, String... extraArgs) {
-        ServerProcess s = new ServerProcess(dataDir.toAbsolutePath(), socket.toAbsolutePath(), label, List.of(extraArgs));
-        s.startProcess();
+        ServerProcess s = new ServerProcess(dataDir.toAbsolutePath(), socket.toAbsolutePath(), label, List.of(), List.of(extraArgs));
+        OPEN.add(s);
+        try {
+            s.startProcess();
+        } catch (RuntimeException | Error e) {
+            OPEN.remove(s);
+            throw e;
+        }
         return s;
     }
 
@@ -124,7 +154,9 @@ public final class ServerProcess implements AutoCloseable {
             try {
                 Files.createDirectories(logDir);
                 logFile = logDir.resolve(String.format("%s-%03d-start%d.log", label, SEQUENCE.incrementAndGet(), starts));
-                List<String> cmd = new ArrayList<>(List.of(javaBin(), "-jar", jar().toString(), "serve",
+                List<String> cmd = new ArrayList<>(List.of(javaBin()));
+                cmd.addAll(jvmOptions);
+                cmd.addAll(List.of("-jar", jar().toString(), "serve",
                         "--data-dir", dataDir.toString(),
                         "--tcp", "127.0.0.1:" + port,
                         "--unix", socket.toString()));
@@ -139,6 +171,7 @@ public final class ServerProcess implements AutoCloseable {
                 throw new IllegalStateException("cannot start the server: " + e.getMessage(), e);
             }
             if (awaitReady()) {
+                down = false;
                 return;
             }
             lastLog = log();
@@ -146,6 +179,7 @@ public final class ServerProcess implements AutoCloseable {
                 break;  // not a port race: no point retrying
             }
         }
+        down = true;    // reported here
         Assertions.fail("server did not start on " + dataDir + "; its log:\n" + lastLog);
     }
 
@@ -166,6 +200,7 @@ public final class ServerProcess implements AutoCloseable {
             }
         }
         process.destroyForcibly();
+        down = true;    // reported here
         Assertions.fail("server not ready after " + READY_TIMEOUT + "; its log:\n" + log());
         return false;
     }
@@ -183,6 +218,7 @@ public final class ServerProcess implements AutoCloseable {
         if (process == null) {
             return -1;
         }
+        down = true;
         process.destroy();      // SIGTERM on Linux: the shutdown hook closes the volumes cleanly
         try {
             if (!process.waitFor(STOP_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
@@ -199,6 +235,7 @@ public final class ServerProcess implements AutoCloseable {
 
     /** SIGKILL: no shutdown hook runs, nothing is closed or forced. */
     public void kill9() {
+        down = true;
         process.destroyForcibly();      // SIGKILL on Linux
         try {
             if (!process.waitFor(STOP_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
@@ -218,11 +255,50 @@ public final class ServerProcess implements AutoCloseable {
         startProcess();
     }
 
-    /** Starts the server again if a previous test left it stopped. */
+    /**
+     * Starts the server again if a previous test left it stopped or killed (a durability test that failed
+     * half-way); a server that died on its own fails instead, once (then the next test gets a new one).
+     */
     public void ensureRunning() {
+        assertAlive();
         if (process == null || !process.isAlive()) {
             startProcess();
         }
+    }
+
+    /**
+     * Fails if the server died without a test stopping or killing it: names its exit status and shows its
+     * log. The death is reported once; afterwards the server counts as stopped.
+     */
+    public void assertAlive() {
+        if (process != null && !down && !process.isAlive()) {
+            down = true;
+            Assertions.fail("the server " + label + " died on its own (exit status " + process.exitValue() + "); its log "
+                    + logFile + ":\n" + tail(log()));
+        }
+    }
+
+    /** Every server started and not closed yet: {@link #assertAlive()} (after each test, {@link ServerLiveness}). */
+    static void assertOpenServersAlive() {
+        AssertionError first = null;
+        for (ServerProcess s : OPEN) {
+            try {
+                s.assertAlive();
+            } catch (AssertionError e) {
+                if (first == null) {
+                    first = e;
+                } else {
+                    first.addSuppressed(e);
+                }
+            }
+        }
+        if (first != null) {
+            throw first;
+        }
+    }
+
+    private static String tail(String log) {
+        return log.length() <= 20_000 ? log : "...\n" + log.substring(log.length() - 20_000);
     }
 
     public boolean isAlive() {
@@ -233,19 +309,36 @@ public final class ServerProcess implements AutoCloseable {
         return process;
     }
 
+    /**
+     * Stops the server with SIGTERM and fails unless it exits 0 (a clean stop); also fails if it had died on
+     * its own before (not stopped or killed by a test).
+     */
     @Override
     public void close() {
-        if (process != null && process.isAlive()) {
-            process.destroy();
-            try {
-                if (!process.waitFor(STOP_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
-                    process.destroyForcibly();
-                    process.waitFor(30, TimeUnit.SECONDS);
-                }
-            } catch (InterruptedException e) {
+        OPEN.remove(this);
+        if (process == null) {
+            return;
+        }
+        if (!process.isAlive()) {
+            assertAlive();
+            return;
+        }
+        down = true;
+        process.destroy();
+        try {
+            if (!process.waitFor(STOP_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS)) {
                 process.destroyForcibly();
-                Thread.currentThread().interrupt();
+                process.waitFor(30, TimeUnit.SECONDS);
+                Assertions.fail("the server " + label + " ignored SIGTERM for " + STOP_TIMEOUT + "; its log:\n" + tail(log()));
             }
+        } catch (InterruptedException e) {
+            process.destroyForcibly();
+            Thread.currentThread().interrupt();
+            return;
+        }
+        if (process.exitValue() != 0) {
+            Assertions.fail("the server " + label + " exited " + process.exitValue() + " on SIGTERM instead of 0 (a clean stop); its log "
+                    + logFile + ":\n" + tail(log()));
         }
     }
 

@@ -1,6 +1,7 @@
 package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -28,6 +29,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * with their exact content; the damage is still reported after the server ran.
  */
 @Timeout(value = 10, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class SnapshotDamageIT {
 
     @TempDir

@@ -1,6 +1,7 @@
 package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
@@ -34,6 +35,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * use, {@code --reset}, {@code --hgrm}, and the {@code --latency-histograms=off} switch.
  */
 @Timeout(value = 10, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class StatsIT {
 
     static final String[] ORDER = {"min", "p50", "p90", "p99", "p99.9", "p99.99", "max"};

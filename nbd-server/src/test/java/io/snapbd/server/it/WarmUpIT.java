@@ -2,6 +2,7 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -19,6 +20,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * the scratch volume never shows, leaves nothing in the data directory, and counts in no export's statistics.
  */
 @Timeout(value = 3, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
 class WarmUpIT {
 
     static final ObjectMapper JSON = new ObjectMapper();
