@@ -357,18 +357,18 @@ class ReconcilerModelTest {
      */
     @Test
     void symantec14_21_everyCrashPointOfWritesAndReconciliation_twoLegs() throws IOException {
-        everyCrashPoint(2, 7, -1);
+        everyCrashPoint(2, 7, -1, 3);
     }
 
     @Test
     void symantec14_21_everyCrashPointOfWritesAndReconciliation_threeLegs() throws IOException {
-        everyCrashPoint(3, 11, -1);
+        everyCrashPoint(3, 11, -1, 10);
     }
 
     /** Symantec behaviour 12: a lost retirement batch only costs a copy of data already in sync, never a wrong one. */
     @Test
     void symantec12_droppedRetirementBatchCopiesOnlyThatBatchAndStaysCorrect() throws IOException {
-        everyCrashPoint(2, 5, 1);
+        everyCrashPoint(2, 5, 1, 1000);
         // without any crash: the dropped batch is the only thing copied
         Path dir = tmp.resolve("drop-nocrash");
         UUID owner = UUID.randomUUID();
@@ -385,7 +385,11 @@ class ReconcilerModelTest {
         verify(dir, 2, m, r, "dropped batch");
     }
 
-    private void everyCrashPoint(int n, long seed, int dropRound) throws IOException {
+    /**
+     * Crashes the workload after each I/O in turn; for every {@code reconcileCrashEvery}-th crash point also
+     * crashes reconciliation after each of its I/Os in turn (rerunning it until it completes).
+     */
+    private void everyCrashPoint(int n, long seed, int dropRound, int reconcileCrashEvery) throws IOException {
         Budget probe = new Budget(Long.MAX_VALUE);
         Path pdir = tmp.resolve("probe");
         Files.createDirectories(pdir);
@@ -396,6 +400,8 @@ class ReconcilerModelTest {
         long total = Long.MAX_VALUE - probe.left;
         assertTrue(total > 40, "workload does " + total + " I/Os");
         long reconcileCrashes = 0;
+        long copiedSomewhere = 0;
+        long matchedSomewhere = 0;
         for (long k = 0; k <= total; k++) {
             Path dir = tmp.resolve("k" + k);
             UUID owner = UUID.randomUUID();
@@ -403,7 +409,7 @@ class ReconcilerModelTest {
             // reconciliation crashed at its j-th I/O, rerun, until a run completes
             Reconciler.Report report = null;
             for (long j = 0; report == null; j++) {
-                Budget b = new Budget(k % 4 == 0 ? j : Long.MAX_VALUE);   // every 4th point also crashes reconciliation at each I/O
+                Budget b = new Budget(k % reconcileCrashEvery == 0 ? j : Long.MAX_VALUE);
                 try (Life life = new Life(dir, owner, n, b)) {
                     report = reconcile(life);
                 } catch (Crash c) {
@@ -414,12 +420,16 @@ class ReconcilerModelTest {
                 }
             }
             verify(dir, n, m, report, "crash after I/O " + k);
+            copiedSomewhere += report.bytesCopied();
+            matchedSomewhere += report.entriesMatched();
             // a second reconciliation has nothing left to do
             try (Life life = new Life(dir, owner, n, new Budget(Long.MAX_VALUE))) {
                 Reconciler.Report again = reconcile(life);
                 assertEquals(0, again.bytesCopied() + again.entriesMatched() + again.entriesUnmatched(), "k " + k + ": " + again);
             }
         }
-        assertTrue(reconcileCrashes > total / 4, "reconciliation crashes exercised: " + reconcileCrashes);
+        assertTrue(reconcileCrashes > total / reconcileCrashEvery, "reconciliation crashes exercised: " + reconcileCrashes);
+        assertTrue(copiedSomewhere > 0 && matchedSomewhere > 0, "the crash points include copies and matches: "
+                + copiedSomewhere + " bytes copied, " + matchedSomewhere + " entries matched");
     }
 }
