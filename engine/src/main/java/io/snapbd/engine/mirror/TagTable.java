@@ -16,6 +16,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.UUID;
+import java.util.zip.CRC32C;
 
 /**
  * One leg's persistent tag table (docs/glossary.md: Symantec tag table; behaviours 4–7, 9–12): an append
@@ -87,6 +88,7 @@ public final class TagTable implements Closeable {
     private long durable;       // slots below this are forced
     private int prevCrc;
     private final ByteBuffer rec = ByteBuffer.allocate(RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+    private final CRC32C crc32c = new CRC32C();
 
     private TagTable(TagStore store, UUID owner, int leg, long halfRecords) {
         this.store = store;
@@ -340,7 +342,9 @@ public final class TagTable implements Closeable {
                 .putLong(8, next).putLong(16, committed)
                 .putLong(24, a).putLong(32, b2).putLong(40, c).putLong(48, d)
                 .putInt(56, prevCrc);
-        int crc = Crc32c.of(rec, 0, 60);
+        crc32c.reset();
+        crc32c.update(rec.array(), 0, 60);
+        int crc = (int) crc32c.getValue();
         rec.putInt(60, crc);
         store.write(rec, slotPos(activeHalf, next));
         prevCrc = crc;
