@@ -227,7 +227,7 @@ public final class BitMapFile implements AutoCloseable {
     }
 
     /** {@code e} with the file named: the JDK's write and force errors say only what failed ("No space left on device"). */
-    static IOException named(Path path, IOException e) {
+    public static IOException named(Path path, IOException e) {
         if (e.getMessage() != null && e.getMessage().contains(path.toString())) {
             return e;
         }

@@ -77,7 +77,12 @@ final class SnapshotMetaFile implements AutoCloseable {
             ch.force(true);
             return f;
         } catch (IOException | RuntimeException e) {
+            // CREATE_NEW made the file: a create that failed (a full file system) leaves nothing behind
             ch.close();
+            Files.deleteIfExists(path);
+            if (e instanceof IOException io) {
+                throw BitMapFile.named(path, io);
+            }
             throw e;
         }
     }
