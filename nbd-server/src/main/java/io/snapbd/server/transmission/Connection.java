@@ -24,7 +24,8 @@ import java.util.concurrent.locks.ReentrantLock;
 /**
  * The transmission phase of one connection. One reader thread decodes requests into a reused header
  * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write is one copy from the socket into the
- * mapping, a read one copy from the mapping into the socket. Durability work (FLUSH, FUA) goes to a shared
+ * mapping, a read one copy from the mapping into the socket; once a reply announcing data is out, exactly that
+ * much data follows or the connection ends. Durability work (FLUSH, FUA) goes to a shared
  * pool and is answered out of order, so slow fsyncs never stall the request stream. Replies from both sides
  * are serialised by a per-connection send lock; no lock is shared with other connections.
  */
@@ -96,7 +97,11 @@ public final class Connection {
             }
         } catch (ProtocolViolation e) {
             Log.warn("%s: %s; closing the connection", peer, e.getMessage());
+        } catch (ReplyCut e) {
+            Log.warn("%s: %s; closing the connection (the reply's payload was partly sent: nothing may follow inside it)",
+                    peer, e.getMessage());
         } catch (IOException e) {
+
             Log.debug("%s: connection ended: %s", peer, e.getMessage());
         } finally {
             awaitSyncTasks();
@@ -169,6 +174,8 @@ public final class Connection {
             return true;
         } catch (PeerGone e) {
             throw e.io;
+        } catch (ReplyCut e) {
+            throw e;
         } catch (IOException e) {
             Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(type), export.name(), e.toString());
             error(type, handle, Nbd.EIO, "I/O error: " + e.getMessage());
@@ -241,14 +248,34 @@ public final class Connection {
                 .putLong(offset).flip();
     }
 
-    /** Sends {@link #replyHeader} followed by the device's data, straight from the mapping. */
+    /**
+     * Sends {@link #replyHeader} followed by the device's data, straight from the mapping. The header announces
+     * {@code length} bytes: if the device fails before anything went out, the caller answers with an error; once
+     * the header is out, exactly {@code length} bytes follow or the connection ends ({@link ReplyCut}), because
+     * any other reply would land inside the payload.
+     */
     private void sendWithData(long offset, int length) throws IOException {
         sendLock.lock();
         try {
             dataSink.headerPending = true;
-            device.read(session, offset, length, dataSink);
-            if (dataSink.headerPending) {
-                sendLocked(replyHeader);
+            dataSink.sent = 0;
+            try {
+                device.read(session, offset, length, dataSink);
+            } catch (PeerGone e) {
+                throw e;
+            } catch (IOException | RuntimeException e) {
+                if (!dataSink.headerPending) {
+                    throw new ReplyCut(export.name() + ": READ [" + offset + ", +" + length + ") failed after "
+                            + dataSink.sent + " of its " + length + " announced bytes: " + e.getMessage());
+                }
+                throw e;
+            }
+            if (dataSink.sent != length) {
+                String why = export.name() + ": READ [" + offset + ", +" + length + ") produced " + dataSink.sent + " bytes";
+                if (!dataSink.headerPending) {
+                    throw new ReplyCut(why);
+                }
+                throw new IOException(why);
             }
         } finally {
             sendLock.unlock();
@@ -446,9 +473,11 @@ public final class Connection {
     /** Streams device data to the socket; the first buffer goes out together with the pending reply header. */
     private final class DataSink implements ByteSink {
         boolean headerPending;
+        long sent;              // payload bytes handed to the socket (or about to be) for the current reply
 
         @Override
         public void write(ByteBuffer src) throws IOException {
+            sent += src.remaining();
             try {
                 if (headerPending) {
                     headerPending = false;
@@ -605,7 +634,14 @@ public final class Connection {
         }
     }
 
-    /** The socket failed under us: nothing more can be sent or received. */
+    /** A reply's header and part of its payload are out but the rest cannot come: the connection must end. */
+    private static final class ReplyCut extends IOException {
+        ReplyCut(String message) {
+            super(message);
+        }
+    }
+
+
     private static final class PeerGone extends IOException {
         final IOException io;
 
