@@ -23,9 +23,10 @@ import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * The transmission phase of one connection. One reader thread decodes requests into a reused header
- * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write is one copy from the socket into the
- * mapping, a read one copy from the mapping into the socket; once a reply announcing data is out, exactly that
- * much data follows or the connection ends. Durability work (FLUSH, FUA) goes to a shared
+ * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write's payload is received in full into a
+ * reused buffer and then copied into the mapping (so a payload that stops part way is never applied), a read is
+ * one copy from the mapping into the socket, and once a reply announcing data is out, exactly that much data
+ * follows or the connection ends. Durability work (FLUSH, FUA) goes to a shared
  * pool and is answered out of order, so slow fsyncs never stall the request stream. Replies from both sides
  * are serialised by a per-connection send lock; no lock is shared with other connections.
  */
@@ -50,6 +51,7 @@ public final class Connection {
     private final ReentrantLock sendLock = new ReentrantLock();
 
     private final PayloadSource payload = new PayloadSource();
+    private final ReceivedPayload received = new ReceivedPayload();
     private final DataSink dataSink = new DataSink();
     private final ExtentList extents = new ExtentList();
     private final ArrayDeque<SyncTask> freeTasks = new ArrayDeque<>();
@@ -101,7 +103,6 @@ public final class Connection {
             Log.warn("%s: %s; closing the connection (the reply's payload was partly sent: nothing may follow inside it)",
                     peer, e.getMessage());
         } catch (IOException e) {
-
             Log.debug("%s: connection ended: %s", peer, e.getMessage());
         } finally {
             awaitSyncTasks();
@@ -293,11 +294,22 @@ public final class Connection {
                     "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
         }
         boolean fua = (flags & Nbd.CMD_FLAG_FUA) != 0;
+        // Up to WHOLE_WRITE_MAX the payload is received in full before the engine is asked for anything: a
+        // client that stops halfway (or dies) leaves the volume untouched, and no writer sits admitted in the
+        // volume's write gate waiting for the network. Larger writes stream into the mapping as they arrive.
+        boolean whole = length <= WHOLE_WRITE_MAX;
+        ByteSource from = payload;
+        if (whole) {
+            received.receive(length);
+            from = received;
+        }
         boolean mustCommit;
         try {
             mustCommit = device.prepareWrite(session, offset, length);
         } catch (IOException e) {
-            skipPayload(Nbd.CMD_WRITE, length);
+            if (!whole) {
+                skipPayload(Nbd.CMD_WRITE, length);
+            }
             throw e;
         }
         payload.consumed = 0;
@@ -307,10 +319,12 @@ public final class Connection {
             }
         } catch (IOException e) {
             device.abortPrepared(session);
-            skipPayload(Nbd.CMD_WRITE, length);
+            if (!whole) {
+                skipPayload(Nbd.CMD_WRITE, length);
+            }
             throw e;
         }
-        device.finishWrite(session, offset, length, payload);
+        device.finishWrite(session, offset, length, from);
         if (fua) {
             submit(SyncTask.FORCE_RANGE, handle, offset, length);
         } else {
@@ -496,6 +510,48 @@ public final class Connection {
         }
     }
 
+    /**
+     * Largest WRITE whose payload is received in full before anything is written (4 MiB: above what the kernel
+     * client and common tools send per request). Writes up to it are never applied in part because the payload
+     * stopped; see docs/engine.md.
+     */
+    static final int WHOLE_WRITE_MAX = 4 << 20;
+
+    /**
+     * The payload of the current WRITE, received in full into a per-connection buffer that grows (powers of two,
+     * from 64 KiB to {@link #WHOLE_WRITE_MAX}) to the largest write seen and is then reused: no allocation per
+     * request in steady state. The engine then copies it out of here like it would read the socket.
+     */
+    private final class ReceivedPayload implements ByteSource {
+        private ByteBuffer buf;
+
+        void receive(int length) throws IOException {
+            if (buf == null || buf.capacity() < length) {
+                int cap = Math.max(64 << 10, Integer.highestOneBit(Math.max(1, length - 1)) << 1);
+                buf = ByteBuffer.allocateDirect(Math.min(cap, WHOLE_WRITE_MAX));
+            }
+            buf.clear().limit(length);
+            try {
+                Wire.readFully(channel, buf);
+            } catch (IOException e) {
+                throw new PeerGone(e);      // incomplete: nothing of it is applied
+            }
+            buf.flip();
+        }
+
+        @Override
+        public void readFully(ByteBuffer dst) throws IOException {
+            int n = dst.remaining();
+            if (n > buf.remaining()) {
+                throw new IOException("the engine asked for " + n + " more payload bytes, the write has " + buf.remaining());
+            }
+            int limit = buf.limit();
+            buf.limit(buf.position() + n);
+            dst.put(buf);
+            buf.limit(limit);
+        }
+    }
+
     /** Reads WRITE payload from the socket straight into the buffer the engine lends (its mapping). */
     private final class PayloadSource implements ByteSource {
         int consumed;
@@ -641,7 +697,7 @@ public final class Connection {
         }
     }
 
-
+    /** The socket failed under us: nothing more can be sent or received. */
     private static final class PeerGone extends IOException {
         final IOException io;
 
