@@ -23,8 +23,9 @@ import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * The transmission phase of one connection. One reader thread decodes requests into a reused header
- * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write's payload is received in full into a
- * reused buffer and then copied into the mapping (so a payload that stops part way is never applied), a read is
+ * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write's payload is received in full (usually
+ * in the same read() as its header, into a read-ahead buffer) and then copied into the mapping, so a payload that
+ * stops part way is never applied; a read is
  * one copy from the mapping into the socket, and once a reply announcing data is out, exactly that much data
  * follows or the connection ends. Durability work (FLUSH, FUA) goes to a shared
  * pool and is answered out of order, so slow fsyncs never stall the request stream. Replies from both sides
@@ -47,6 +48,13 @@ public final class Connection {
     private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(32).order(ByteOrder.BIG_ENDIAN);
     private final ByteBuffer asyncHeader = ByteBuffer.allocateDirect(16).order(ByteOrder.BIG_ENDIAN);
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(64 << 10);
+    /**
+     * Bytes read from the socket ahead of use, [position, limit) not consumed yet: one read() usually brings a
+     * request header with its WRITE payload (and often the next requests), so a small write costs one system call
+     * and its payload is copied from here into the mapping once it is complete.
+     */
+    private final ByteBuffer in = ByteBuffer.allocateDirect(IN_BYTES);
+    private static final int IN_BYTES = 128 << 10;
     private final ByteBuffer[] gather = new ByteBuffer[2];
     private final ReentrantLock sendLock = new ReentrantLock();
 
@@ -59,6 +67,7 @@ public final class Connection {
 
     public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
         this.channel = channel;
+        this.in.limit(0);
         this.out = out;
         this.export = n.export();
         this.device = export.device();
@@ -81,7 +90,7 @@ public final class Connection {
             while (true) {
                 request.clear();
                 try {
-                    Wire.readFully(channel, request);
+                    readIn(request);
                 } catch (EOFException e) {
                     Log.debug("%s: closed without NBD_CMD_DISC", peer);
                     return;
@@ -303,28 +312,34 @@ public final class Connection {
             received.receive(length);
             from = received;
         }
-        boolean mustCommit;
         try {
-            mustCommit = device.prepareWrite(session, offset, length);
-        } catch (IOException e) {
-            if (!whole) {
-                skipPayload(Nbd.CMD_WRITE, length);
+            boolean mustCommit;
+            try {
+                mustCommit = device.prepareWrite(session, offset, length);
+            } catch (IOException e) {
+                if (!whole) {
+                    skipPayload(Nbd.CMD_WRITE, length);
+                }
+                throw e;
             }
-            throw e;
+            payload.consumed = 0;
+            try {
+                if (mustCommit) {
+                    device.commitPrepared();
+                }
+            } catch (IOException e) {
+                device.abortPrepared(session);
+                if (!whole) {
+                    skipPayload(Nbd.CMD_WRITE, length);
+                }
+                throw e;
+            }
+            device.finishWrite(session, offset, length, from);
+        } finally {
+            if (whole) {
+                received.consumed();        // whatever happened, the stream continues after this payload
+            }
         }
-        payload.consumed = 0;
-        try {
-            if (mustCommit) {
-                device.commitPrepared();
-            }
-        } catch (IOException e) {
-            device.abortPrepared(session);
-            if (!whole) {
-                skipPayload(Nbd.CMD_WRITE, length);
-            }
-            throw e;
-        }
-        device.finishWrite(session, offset, length, from);
         if (fua) {
             submit(SyncTask.FORCE_RANGE, handle, offset, length);
         } else {
@@ -413,11 +428,45 @@ public final class Connection {
     private void skipPayload(int type, long length) throws IOException {
         if (type == Nbd.CMD_WRITE && length > 0) {
             try {
-                Wire.skip(channel, length, scratch);
+                for (long n = length; n > 0; n -= scratch.limit()) {
+                    scratch.clear().limit((int) Math.min(scratch.capacity(), n));
+                    readIn(scratch);
+                }
             } catch (IOException e) {
                 throw new PeerGone(e);
             }
         }
+    }
+
+    /**
+     * Fills {@code dst} from the read-ahead buffer, then from the socket: what is at least as large as the buffer
+     * goes straight into {@code dst}, anything smaller through the buffer. EOFException if the peer closes first.
+     */
+    private void readIn(ByteBuffer dst) throws IOException {
+        while (dst.hasRemaining()) {
+            if (in.hasRemaining()) {
+                take(in, in.position() + Math.min(in.remaining(), dst.remaining()), dst);
+            } else if (dst.remaining() >= IN_BYTES) {
+                if (channel.read(dst) < 0) {
+                    throw new EOFException("peer closed the connection");
+                }
+            } else {
+                in.clear();
+                int n = channel.read(in);
+                in.flip();
+                if (n < 0) {
+                    throw new EOFException("peer closed the connection");
+                }
+            }
+        }
+    }
+
+    /** Copies src's bytes from its position up to {@code end} into dst, leaving src's limit as it was. */
+    private static void take(ByteBuffer src, int end, ByteBuffer dst) {
+        int limit = src.limit();
+        src.limit(end);
+        dst.put(src);
+        src.limit(limit);
     }
 
     private static int errno(int type, BlockDeviceException e) {
@@ -518,37 +567,52 @@ public final class Connection {
     static final int WHOLE_WRITE_MAX = 4 << 20;
 
     /**
-     * The payload of the current WRITE, received in full into a per-connection buffer that grows (powers of two,
-     * from 64 KiB to {@link #WHOLE_WRITE_MAX}) to the largest write seen and is then reused: no allocation per
-     * request in steady state. The engine then copies it out of here like it would read the socket.
+     * The payload of the current WRITE, received in full before the engine sees it. Usually it is already in the
+     * read-ahead buffer {@link #in} and is used from there; otherwise it is collected into a per-connection buffer
+     * that grows (powers of two, from 64 KiB to {@link #WHOLE_WRITE_MAX}) to the largest such write and is then
+     * reused. No allocation per request in steady state. The engine copies it out like it would read the socket.
      */
     private final class ReceivedPayload implements ByteSource {
-        private ByteBuffer buf;
+        private ByteBuffer staging;
+        private ByteBuffer src;     // in or staging
+        private int end;            // src's payload ends here
 
         void receive(int length) throws IOException {
-            if (buf == null || buf.capacity() < length) {
-                int cap = Math.max(64 << 10, Integer.highestOneBit(Math.max(1, length - 1)) << 1);
-                buf = ByteBuffer.allocateDirect(Math.min(cap, WHOLE_WRITE_MAX));
+            if (in.remaining() >= length) {
+                src = in;
+                end = in.position() + length;
+                return;
             }
-            buf.clear().limit(length);
+            if (staging == null || staging.capacity() < length) {
+                int cap = Math.max(64 << 10, Integer.highestOneBit(Math.max(1, length - 1)) << 1);
+                staging = ByteBuffer.allocateDirect(Math.min(cap, WHOLE_WRITE_MAX));
+            }
+            staging.clear().limit(length);
             try {
-                Wire.readFully(channel, buf);
+                readIn(staging);
             } catch (IOException e) {
                 throw new PeerGone(e);      // incomplete: nothing of it is applied
             }
-            buf.flip();
+            staging.flip();
+            src = staging;
+            end = length;
         }
 
         @Override
         public void readFully(ByteBuffer dst) throws IOException {
             int n = dst.remaining();
-            if (n > buf.remaining()) {
-                throw new IOException("the engine asked for " + n + " more payload bytes, the write has " + buf.remaining());
+            if (n > end - src.position()) {
+                throw new IOException("the engine asked for " + n + " more payload bytes, the write has " + (end - src.position()));
             }
-            int limit = buf.limit();
-            buf.limit(buf.position() + n);
-            dst.put(buf);
-            buf.limit(limit);
+            take(src, src.position() + n, dst);
+        }
+
+        /** The write is done with its payload (applied or not): the request stream goes on after it. */
+        void consumed() {
+            if (src == in) {
+                in.position(end);
+            }
+            src = null;
         }
     }
 
@@ -560,7 +624,7 @@ public final class Connection {
         public void readFully(ByteBuffer dst) throws IOException {
             int before = dst.remaining();
             try {
-                Wire.readFully(channel, dst);
+                readIn(dst);
             } catch (IOException e) {
                 throw new PeerGone(e);
             }
