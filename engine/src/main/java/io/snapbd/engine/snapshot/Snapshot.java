@@ -25,6 +25,13 @@ final class Snapshot {
     final java.util.BitSet ownedPages = new java.util.BitSet();
     /** Chunks in use on behalf of this snapshot (= cardinality of bits), for status. */
     final java.util.concurrent.atomic.AtomicLong chunks = new java.util.concurrent.atomic.AtomicLong();
+    /** Read requests in flight on this snapshot ({@link SnapshotSet#pin}); delete and terminate wait for them. */
+    final java.util.concurrent.atomic.AtomicInteger readers = new java.util.concurrent.atomic.AtomicInteger();
+    /**
+     * Null while the snapshot may be pinned; once delete or terminate has started, why it is going (what a
+     * refused read is told). Set before the remover looks at {@link #readers}, so a pin either sees it or is seen.
+     */
+    volatile String leaving;
 
     record FrozenPage(int page, long[] words) {
     }

@@ -763,6 +763,93 @@ public final class SnapshotSet implements AutoCloseable {
         return find(chain, seq) != null;
     }
 
+    // ---- pins: reads in flight hold their snapshot in the queue ------------------------------------------------
+
+    /** How long delete and terminate wait for in-flight reads of the snapshot (see {@link #setReaderGrace}). */
+    private static volatile long readerGraceNanos = java.util.concurrent.TimeUnit.SECONDS.toNanos(10);
+
+    /**
+     * How long deleting or terminating a snapshot waits for the reads in flight on it to finish (a client that
+     * stopped reading its socket holds one); after that it goes ahead and those reads end with an error (their
+     * connections are closed). Process-wide; default 10 s.
+     */
+    public static void setReaderGrace(java.time.Duration grace) {
+        if (grace.isNegative()) {
+            throw new IllegalArgumentException("snapshot read grace must not be negative: " + grace);
+        }
+        readerGraceNanos = grace.toNanos();
+    }
+
+    public static java.time.Duration readerGrace() {
+        return java.time.Duration.ofNanos(readerGraceNanos);
+    }
+
+    /**
+     * Pins active snapshot {@code seq} for one read request: until {@link #unpin}, its before-images stay where
+     * they are and production keeps saving them, because delete and terminate wait (up to the grace) for every
+     * pin to go. So a read that starts returns the content the snapshot had. Lock-free (one atomic increment);
+     * null when the snapshot is not active or is already leaving the queue.
+     */
+    Snapshot pin(long seq) {
+        Snapshot s = find(chain, seq);
+        if (s == null) {
+            return null;
+        }
+        s.readers.incrementAndGet();
+        if (s.leaving != null) {        // the remover set it before looking at readers: do not hold it up
+            unpin(s);
+            return null;
+        }
+        return s;
+    }
+
+    void unpin(Snapshot s) {
+        if (s.readers.decrementAndGet() == 0 && s.leaving != null) {
+            synchronized (s) {
+                s.notifyAll();
+            }
+        }
+    }
+
+    /** Why snapshot {@code seq} refuses new reads while its delete or terminate waits for reads in flight, or null. */
+    String leavingReason(long seq) {
+        Snapshot s = find(chain, seq);
+        return s == null ? null : s.leaving;
+    }
+
+    /**
+     * Marks {@code s} as leaving (new pins are refused) and waits until no read holds it, at most the grace.
+     * Holds no stripe lock (a pinned read may need one), only {@link #opsLock}.
+     */
+    private void drainReaders(Snapshot s, String invalidReason) {
+        s.leaving = invalidReason != null ? "snapshot terminated: " + invalidReason : "snapshot deleted";
+        if (s.readers.get() == 0) {
+            return;
+        }
+        long grace = readerGraceNanos;
+        String what = dir.getFileName() + "@" + s.name();
+        String doing = invalidReason != null ? "terminating it (" + invalidReason + ")" : "deleting it";
+        System.err.println("snapbd: snapshot " + what + ": waiting up to " + (grace / 1_000_000) + " ms for "
+                + s.readers.get() + " read(s) in flight to finish before " + doing);
+        long deadline = System.nanoTime() + grace;
+        synchronized (s) {
+            while (s.readers.get() > 0) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    System.err.println("snapbd: snapshot " + what + ": " + s.readers.get() + " read(s) still in flight after "
+                            + (grace / 1_000_000) + " ms: going ahead; they end with an error and their connections are closed");
+                    return;
+                }
+                try {
+                    s.wait(Math.max(1, left / 1_000_000));
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
+    }
+
     // ---- queue operations ----------------------------------------------------------------------------------
 
     public List<Info> list() {
@@ -894,8 +981,26 @@ public final class SnapshotSet implements AutoCloseable {
      * neighbour lacks are written to its file; (2) the snapshot table drops (or invalidates) it; (3) the
      * exception log is rewritten with its entries moved to the older neighbour or dropped; (4) its meta file
      * is deleted. A crash after (2) is finished by {@link #open}, which merges orphan entries the same way.
+     * First, new reads of the snapshot are refused and those in flight are waited for (at most the grace,
+     * {@link #setReaderGrace}), so no read is cut off by its before-images moving, being freed or reused.
      */
     private void removeFromQueue(long seq, String invalidReason) throws IOException {
+        Snapshot going = find(chain, seq);
+        if (going != null) {
+            drainReaders(going, invalidReason);
+        }
+        boolean removed = false;
+        try {
+            removeDrained(seq, invalidReason);
+            removed = true;
+        } finally {
+            if (!removed && going != null && find(chain, seq) == going) {
+                going.leaving = null;       // still in the queue: readable again
+            }
+        }
+    }
+
+    private void removeDrained(long seq, String invalidReason) throws IOException {
         long[] stamps = lockAllStripes();
         try {
             // Copies registered before the stripes were taken are made durable first (no new ones can start):

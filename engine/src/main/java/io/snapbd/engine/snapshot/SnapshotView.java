@@ -12,7 +12,8 @@ import java.nio.ByteBuffer;
 /**
  * A snapshot as a read-only block device (VOLUME@SNAPSHOT). Reads resolve each block along the read chain
  * (docs/snapshots.md, read path); block status comes from the snapshot's frozen meta bit map. When the snapshot is terminated
- * (save volume full) each session gets ENOSPC once, then every request fails as unavailable.
+ * (save volume full) each session gets ENOSPC once, then every request fails as unavailable. A read in flight
+ * pins the snapshot, so delete and terminate wait for it (see {@link #read}).
  */
 public final class SnapshotView implements BlockDevice {
 
@@ -127,11 +128,11 @@ public final class SnapshotView implements BlockDevice {
         return false;
     }
 
-    /** Null while the snapshot can be read, else why not. */
+    /** Null while the snapshot can be read, else why not (also while its delete or terminate waits for reads in flight). */
     @Override
     public String unavailableReason() {
         if (set.isActive(seq)) {
-            return null;
+            return set.leavingReason(seq);
         }
         for (SnapshotSet.Info i : set.list()) {
             if (i.record().seq() == seq) {
@@ -158,37 +159,51 @@ public final class SnapshotView implements BlockDevice {
         return new ViewSession();
     }
 
-    private void checkAvailable(ViewSession s) throws BlockDeviceException {
-        if (set.isActive(seq)) {
-            return;
-        }
+    /** The error for a read the snapshot refuses: ENOSPC once per session after a terminate, then unavailable. */
+    private BlockDeviceException unavailable(ViewSession s) {
         String why = unavailableReason();
+        if (why == null) {
+            why = "snapshot deleted";       // raced: it left the queue between the pin and this look
+        }
         if (why.startsWith("snapshot terminated") && !s.toldNoSpace) {
             s.toldNoSpace = true;
-            throw new BlockDeviceException(BlockDeviceException.Reason.NO_SPACE, name + ": " + why);
+            return new BlockDeviceException(BlockDeviceException.Reason.NO_SPACE, name + ": " + why);
         }
-        throw new BlockDeviceException(BlockDeviceException.Reason.UNAVAILABLE, name + " is not available: " + why);
+        return new BlockDeviceException(BlockDeviceException.Reason.UNAVAILABLE, name + " is not available: " + why);
     }
 
+    /**
+     * Reads with the snapshot pinned for the whole request: delete and terminate wait for it (up to the grace,
+     * {@link SnapshotSet#setReaderGrace}), so every byte handed to the sink is the snapshot's content, and a
+     * request that starts finishes even if the client drains it slowly. Each block is also copied under its
+     * stripe's validation, so if the grace runs out and the snapshot leaves mid-request, the rest fails with
+     * UNAVAILABLE instead of returning moved or reused data; the caller must then abandon the reply.
+     */
     @Override
     public void read(Session session, long offset, int length, ByteSink sink) throws IOException {
         ViewSession s = (ViewSession) session;
-        checkAvailable(s);
-        BlockDevice.checkRange(this, offset, length);
-        if (s.buffer == null) {
-            s.buffer = ByteBuffer.allocateDirect(BUFFER);
+        Snapshot pinned = set.pin(seq);
+        if (pinned == null) {
+            throw unavailable(s);
         }
-        long pos = offset;
-        long end = offset + length;
-        while (pos < end) {
-            int n = (int) Math.min(BUFFER, end - pos);
-            s.buffer.clear();
-            set.read(seq, s.cursor, pos, n, s.buffer);
-            s.buffer.flip();
-            sink.write(s.buffer);
-            pos += n;
+        try {
+            BlockDevice.checkRange(this, offset, length);
+            if (s.buffer == null) {
+                s.buffer = ByteBuffer.allocateDirect(BUFFER);
+            }
+            long pos = offset;
+            long end = offset + length;
+            while (pos < end) {
+                int n = (int) Math.min(BUFFER, end - pos);
+                s.buffer.clear();
+                set.read(seq, s.cursor, pos, n, s.buffer);
+                s.buffer.flip();
+                sink.write(s.buffer);
+                pos += n;
+            }
+        } finally {
+            set.unpin(pinned);
         }
-        checkAvailable(s);      // terminated while we read: the data may mix old and new, so fail the request
     }
 
     @Override

@@ -49,6 +49,11 @@ final class ServeCommand implements Callable<Integer> {
             description = "Run the copy-on-write path on a scratch volume before taking clients, so the first snapshot's writes are not slowed by the JIT (default on, a few seconds).")
     String warmUp;
 
+    @Option(names = "--snapshot-read-grace", paramLabel = "SECONDS",
+            description = "How long deleting or terminating a snapshot waits for reads in flight on its export to finish; "
+                    + "after that they are cut off and their connections closed (default 10).")
+    String snapshotReadGrace;
+
     @Option(names = {"-v", "--verbose"}, description = "Log every connection and refused request.")
     boolean verbose;
 
@@ -127,6 +132,13 @@ final class ServeCommand implements Callable<Integer> {
             }
             if (maxConnections != null) {
                 cfg = cfg.withLimits(cfg.handshakeTimeout(), ConfigFile.positiveInt(String.valueOf(maxConnections)));
+            }
+            if (snapshotReadGrace != null) {
+                try {
+                    io.snapbd.engine.snapshot.SnapshotSet.setReaderGrace(Duration.ofMillis(ConfigFile.seconds(snapshotReadGrace)));
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException("--snapshot-read-grace: " + e.getMessage());
+                }
             }
             if (latencyHistograms != null) {
                 try {

@@ -23,8 +23,11 @@ import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * The transmission phase of one connection. One reader thread decodes requests into a reused header
- * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write is one copy from the socket into the
- * mapping, a read one copy from the mapping into the socket. Durability work (FLUSH, FUA) goes to a shared
+ * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write's payload is received in full (usually
+ * in the same read() as its header, into a read-ahead buffer) and then copied into the mapping, so a payload that
+ * stops part way is never applied; a read is
+ * one copy from the mapping into the socket, and once a reply announcing data is out, exactly that much data
+ * follows or the connection ends. Durability work (FLUSH, FUA) goes to a shared
  * pool and is answered out of order, so slow fsyncs never stall the request stream. Replies from both sides
  * are serialised by a per-connection send lock; no lock is shared with other connections.
  */
@@ -45,10 +48,18 @@ public final class Connection {
     private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(32).order(ByteOrder.BIG_ENDIAN);
     private final ByteBuffer asyncHeader = ByteBuffer.allocateDirect(16).order(ByteOrder.BIG_ENDIAN);
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(64 << 10);
+    /**
+     * Bytes read from the socket ahead of use, [position, limit) not consumed yet: one read() usually brings a
+     * request header with its WRITE payload (and often the next requests), so a small write costs one system call
+     * and its payload is copied from here into the mapping once it is complete.
+     */
+    private final ByteBuffer in = ByteBuffer.allocateDirect(IN_BYTES);
+    private static final int IN_BYTES = 128 << 10;
     private final ByteBuffer[] gather = new ByteBuffer[2];
     private final ReentrantLock sendLock = new ReentrantLock();
 
     private final PayloadSource payload = new PayloadSource();
+    private final ReceivedPayload received = new ReceivedPayload();
     private final DataSink dataSink = new DataSink();
     private final ExtentList extents = new ExtentList();
     private final ArrayDeque<SyncTask> freeTasks = new ArrayDeque<>();
@@ -56,6 +67,7 @@ public final class Connection {
 
     public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
         this.channel = channel;
+        this.in.limit(0);
         this.out = out;
         this.export = n.export();
         this.device = export.device();
@@ -78,7 +90,7 @@ public final class Connection {
             while (true) {
                 request.clear();
                 try {
-                    Wire.readFully(channel, request);
+                    readIn(request);
                 } catch (EOFException e) {
                     Log.debug("%s: closed without NBD_CMD_DISC", peer);
                     return;
@@ -96,6 +108,9 @@ public final class Connection {
             }
         } catch (ProtocolViolation e) {
             Log.warn("%s: %s; closing the connection", peer, e.getMessage());
+        } catch (ReplyCut e) {
+            Log.warn("%s: %s; closing the connection (the reply's payload was partly sent: nothing may follow inside it)",
+                    peer, e.getMessage());
         } catch (IOException e) {
             if ("Bad address".equals(e.getMessage())) {
                 // EFAULT: the kernel could not move data between the socket and the mapping of the export's file
@@ -177,6 +192,8 @@ public final class Connection {
             return true;
         } catch (PeerGone e) {
             throw e.io;
+        } catch (ReplyCut e) {
+            throw e;
         } catch (IOException e) {
             Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(type), export.name(), e.toString());
             error(type, handle, Nbd.EIO, "I/O error: " + e.getMessage());
@@ -256,14 +273,34 @@ public final class Connection {
                 .putLong(offset).flip();
     }
 
-    /** Sends {@link #replyHeader} followed by the device's data, straight from the mapping. */
+    /**
+     * Sends {@link #replyHeader} followed by the device's data, straight from the mapping. The header announces
+     * {@code length} bytes: if the device fails before anything went out, the caller answers with an error; once
+     * the header is out, exactly {@code length} bytes follow or the connection ends ({@link ReplyCut}), because
+     * any other reply would land inside the payload.
+     */
     private void sendWithData(long offset, int length) throws IOException {
         sendLock.lock();
         try {
             dataSink.headerPending = true;
-            device.read(session, offset, length, dataSink);
-            if (dataSink.headerPending) {
-                sendLocked(replyHeader);
+            dataSink.sent = 0;
+            try {
+                device.read(session, offset, length, dataSink);
+            } catch (PeerGone e) {
+                throw e;
+            } catch (IOException | RuntimeException e) {
+                if (!dataSink.headerPending) {
+                    throw new ReplyCut(export.name() + ": READ [" + offset + ", +" + length + ") failed after "
+                            + dataSink.sent + " of its " + length + " announced bytes: " + e.getMessage());
+                }
+                throw e;
+            }
+            if (dataSink.sent != length) {
+                String why = export.name() + ": READ [" + offset + ", +" + length + ") produced " + dataSink.sent + " bytes";
+                if (!dataSink.headerPending) {
+                    throw new ReplyCut(why);
+                }
+                throw new IOException(why);
             }
         } finally {
             sendLock.unlock();
@@ -281,24 +318,43 @@ public final class Connection {
                     "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
         }
         boolean fua = (flags & Nbd.CMD_FLAG_FUA) != 0;
-        boolean mustCommit;
-        try {
-            mustCommit = device.prepareWrite(session, offset, length);
-        } catch (IOException e) {
-            skipPayload(Nbd.CMD_WRITE, length);
-            throw e;
+        // Up to WHOLE_WRITE_MAX the payload is received in full before the engine is asked for anything: a
+        // client that stops halfway (or dies) leaves the volume untouched, and no writer sits admitted in the
+        // volume's write gate waiting for the network. Larger writes stream into the mapping as they arrive.
+        boolean whole = length <= WHOLE_WRITE_MAX;
+        ByteSource from = payload;
+        if (whole) {
+            received.receive(length);
+            from = received;
         }
-        payload.consumed = 0;
         try {
-            if (mustCommit) {
-                device.commitPrepared();
+            boolean mustCommit;
+            try {
+                mustCommit = device.prepareWrite(session, offset, length);
+            } catch (IOException e) {
+                if (!whole) {
+                    skipPayload(Nbd.CMD_WRITE, length);
+                }
+                throw e;
             }
-        } catch (IOException e) {
-            device.abortPrepared(session);
-            skipPayload(Nbd.CMD_WRITE, length);
-            throw e;
+            payload.consumed = 0;
+            try {
+                if (mustCommit) {
+                    device.commitPrepared();
+                }
+            } catch (IOException e) {
+                device.abortPrepared(session);
+                if (!whole) {
+                    skipPayload(Nbd.CMD_WRITE, length);
+                }
+                throw e;
+            }
+            device.finishWrite(session, offset, length, from);
+        } finally {
+            if (whole) {
+                received.consumed();        // whatever happened, the stream continues after this payload
+            }
         }
-        device.finishWrite(session, offset, length, payload);
         if (fua) {
             submit(SyncTask.FORCE_RANGE, handle, offset, length);
         } else {
@@ -387,11 +443,45 @@ public final class Connection {
     private void skipPayload(int type, long length) throws IOException {
         if (type == Nbd.CMD_WRITE && length > 0) {
             try {
-                Wire.skip(channel, length, scratch);
+                for (long n = length; n > 0; n -= scratch.limit()) {
+                    scratch.clear().limit((int) Math.min(scratch.capacity(), n));
+                    readIn(scratch);
+                }
             } catch (IOException e) {
                 throw new PeerGone(e);
             }
         }
+    }
+
+    /**
+     * Fills {@code dst} from the read-ahead buffer, then from the socket: what is at least as large as the buffer
+     * goes straight into {@code dst}, anything smaller through the buffer. EOFException if the peer closes first.
+     */
+    private void readIn(ByteBuffer dst) throws IOException {
+        while (dst.hasRemaining()) {
+            if (in.hasRemaining()) {
+                take(in, in.position() + Math.min(in.remaining(), dst.remaining()), dst);
+            } else if (dst.remaining() >= IN_BYTES) {
+                if (channel.read(dst) < 0) {
+                    throw new EOFException("peer closed the connection");
+                }
+            } else {
+                in.clear();
+                int n = channel.read(in);
+                in.flip();
+                if (n < 0) {
+                    throw new EOFException("peer closed the connection");
+                }
+            }
+        }
+    }
+
+    /** Copies src's bytes from its position up to {@code end} into dst, leaving src's limit as it was. */
+    private static void take(ByteBuffer src, int end, ByteBuffer dst) {
+        int limit = src.limit();
+        src.limit(end);
+        dst.put(src);
+        src.limit(limit);
     }
 
     private static int errno(int type, BlockDeviceException e) {
@@ -461,9 +551,11 @@ public final class Connection {
     /** Streams device data to the socket; the first buffer goes out together with the pending reply header. */
     private final class DataSink implements ByteSink {
         boolean headerPending;
+        long sent;              // payload bytes handed to the socket (or about to be) for the current reply
 
         @Override
         public void write(ByteBuffer src) throws IOException {
+            sent += src.remaining();
             try {
                 if (headerPending) {
                     headerPending = false;
@@ -482,6 +574,63 @@ public final class Connection {
         }
     }
 
+    /**
+     * Largest WRITE whose payload is received in full before anything is written (4 MiB: above what the kernel
+     * client and common tools send per request). Writes up to it are never applied in part because the payload
+     * stopped; see docs/engine.md.
+     */
+    static final int WHOLE_WRITE_MAX = 4 << 20;
+
+    /**
+     * The payload of the current WRITE, received in full before the engine sees it. Usually it is already in the
+     * read-ahead buffer {@link #in} and is used from there; otherwise it is collected into a per-connection buffer
+     * that grows (powers of two, from 64 KiB to {@link #WHOLE_WRITE_MAX}) to the largest such write and is then
+     * reused. No allocation per request in steady state. The engine copies it out like it would read the socket.
+     */
+    private final class ReceivedPayload implements ByteSource {
+        private ByteBuffer staging;
+        private ByteBuffer src;     // in or staging
+        private int end;            // src's payload ends here
+
+        void receive(int length) throws IOException {
+            if (in.remaining() >= length) {
+                src = in;
+                end = in.position() + length;
+                return;
+            }
+            if (staging == null || staging.capacity() < length) {
+                int cap = Math.max(64 << 10, Integer.highestOneBit(Math.max(1, length - 1)) << 1);
+                staging = ByteBuffer.allocateDirect(Math.min(cap, WHOLE_WRITE_MAX));
+            }
+            staging.clear().limit(length);
+            try {
+                readIn(staging);
+            } catch (IOException e) {
+                throw new PeerGone(e);      // incomplete: nothing of it is applied
+            }
+            staging.flip();
+            src = staging;
+            end = length;
+        }
+
+        @Override
+        public void readFully(ByteBuffer dst) throws IOException {
+            int n = dst.remaining();
+            if (n > end - src.position()) {
+                throw new IOException("the engine asked for " + n + " more payload bytes, the write has " + (end - src.position()));
+            }
+            take(src, src.position() + n, dst);
+        }
+
+        /** The write is done with its payload (applied or not): the request stream goes on after it. */
+        void consumed() {
+            if (src == in) {
+                in.position(end);
+            }
+            src = null;
+        }
+    }
+
     /** Reads WRITE payload from the socket straight into the buffer the engine lends (its mapping). */
     private final class PayloadSource implements ByteSource {
         int consumed;
@@ -490,7 +639,7 @@ public final class Connection {
         public void readFully(ByteBuffer dst) throws IOException {
             int before = dst.remaining();
             try {
-                Wire.readFully(channel, dst);
+                readIn(dst);
             } catch (IOException e) {
                 throw new PeerGone(e);
             }
@@ -617,6 +766,13 @@ public final class Connection {
         @Override
         public synchronized Throwable fillInStackTrace() {
             return this;        // an expected outcome, not a bug: no stack trace to pay for
+        }
+    }
+
+    /** A reply's header and part of its payload are out but the rest cannot come: the connection must end. */
+    private static final class ReplyCut extends IOException {
+        ReplyCut(String message) {
+            super(message);
         }
     }
 

@@ -97,6 +97,14 @@ public final class RawNbd implements AutoCloseable {
         return new RawNbd(new Socket(InetAddress.getLoopbackAddress(), port));
     }
 
+    /** Connects with SO_RCVBUF set before the connect (so the advertised window is small too): a slow reader. */
+    public static RawNbd connect(int port, int receiveBuffer) throws IOException {
+        Socket s = new Socket();
+        s.setReceiveBufferSize(receiveBuffer);
+        s.connect(new java.net.InetSocketAddress(InetAddress.getLoopbackAddress(), port));
+        return new RawNbd(s);
+    }
+
     public Socket socket() {
         return socket;
     }
