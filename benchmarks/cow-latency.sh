@@ -12,40 +12,27 @@
 # `snapshot create`, so every write is a first write), rateR-ns / rateR-as. Each "as" row takes a fresh
 # snapshot and deletes it afterwards. Reported: medians over rounds and ratios to the matching ns row.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" cow-latency
 ROUNDS=$1; shift
-SNAPBD=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bin/snapbd
 CLOSED_IOS=${CLOSED_IOS:-65536}
 RATES=${RATES-"2000 5000"}
 WORK=$(mktemp -d /tmp/cow-latency.XXXXXX)
 echo "work: $WORK" >&2
-declare -A JAR PID
+declare -A JAR
 LABELS=()
 for a in "$@"; do l=${a%%=*}; JAR[$l]=${a#*=}; LABELS+=($l); done
-cleanup() { for l in "${LABELS[@]}"; do [ -n "${PID[$l]:-}" ] && kill ${PID[$l]} 2>/dev/null; done; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+bl_on_exit "$WORK"
+bl_traps
 for l in "${LABELS[@]}"; do
   d=$WORK/$l; mkdir -p $d
   SNAPBD_JAR=${JAR[$l]} $SNAPBD volume create bench --size 1G --save-size 1100M --data-dir $d/data >/dev/null
   optvar=OPTS_$l
-  SNAPBD_JAVA_OPTS="${!optvar:-}" SNAPBD_JAR=${JAR[$l]} $SNAPBD serve --data-dir $d/data --tcp none --unix $d/sock >$d/server.log 2>&1 &
-  PID[$l]=$!
-  for _ in $(seq 1 300); do grep -q "snapbd ready" $d/server.log 2>/dev/null && break; sleep 0.2; done
-  fio --name=prefill --ioengine=nbd --uri="nbd+unix:///bench?socket=$d/sock" --rw=write --bs=1M --iodepth=8 --size=1G >/dev/null
+  SNAPBD_JAVA_OPTS="${!optvar:-}" SNAPBD_JAR=${JAR[$l]} bl_start_snapbd "$l" $d/data $d/sock $d/server.log
+  bl_fio_prefill "nbd+unix:///bench?socket=$d/sock" 1G
 done
-parse() {
-python3 - "$1" <<'PY'
-import json, sys
-raw = open(sys.argv[1]).read()
-d = json.loads(raw[raw.index('{'):])
-w = d["jobs"][0]["write"]; p = w["clat_ns"]["percentile"]
-print(w["iops"], p["50.000000"]/1000, p["99.000000"]/1000, p["99.900000"]/1000)
-PY
-}
 runfio() { # label name args
   local l=$1 n=$2; shift 2
-  fio --name=$n --ioengine=nbd --uri="nbd+unix:///bench?socket=$WORK/$l/sock" --rw=randwrite --bs=4k --iodepth=32 --size=1G \
-    --randrepeat=0 --percentile_list=50:99:99.9 --output-format=json --output=$WORK/$l/$n.json "$@" >/dev/null
-  echo "$l $n $(parse $WORK/$l/$n.json)" | tee -a $WORK/results.txt
+  echo "$l $n $(bl_fio_randwrite "nbd+unix:///bench?socket=$WORK/$l/sock" $n $WORK/$l/$n.json 1G "$@")" | tee -a $WORK/results.txt
 }
 snap() { SNAPBD_JAR=${JAR[$1]} $SNAPBD snapshot $2 bench s --data-dir $WORK/$1/data >/dev/null; }
 for r in $(seq 1 $ROUNDS); do

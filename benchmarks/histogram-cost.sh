@@ -10,38 +10,25 @@
 # usage: benchmarks/histogram-cost.sh [--pairs N] [--window S] [--size SIZE] [--depth N] [--json FILE]
 # Needs: bin/snapbd and benchmarks/target/snapbd-bench.jar (mvn -B -q -DskipTests package).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" histogram-cost.sh
+BL_DIE_STATUS=2
 PAIRS=10 WINDOW=4 SIZE=1G DEPTH=32 JSON=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --pairs) PAIRS=$2; shift 2 ;;
-    --window) WINDOW=$2; shift 2 ;;
-    --size) SIZE=$2; shift 2 ;;
-    --depth) DEPTH=$2; shift 2 ;;
-    --json) JSON=$2; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "histogram-cost.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SNAPBD=$REPO_ROOT/bin/snapbd
-BENCH=$REPO_ROOT/benchmarks/bench
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+bl_options usage --pairs PAIRS --window WINDOW --size SIZE --depth DEPTH --json JSON -- "$@"
+BL_DIE_STATUS=1
 WORK=$(mktemp -d /tmp/histogram-cost.XXXXXX)
+bl_on_exit "$WORK"
+bl_traps
 # Private copies of the jars: a build running meanwhile must not change them under the server.
-cp "${SNAPBD_JAR:-$REPO_ROOT/nbd-server/target/snapbd.jar}" "$WORK/snapbd.jar"
-cp "${SNAPBD_BENCH_JAR:-$REPO_ROOT/benchmarks/target/snapbd-bench.jar}" "$WORK/snapbd-bench.jar"
-export SNAPBD_JAR=$WORK/snapbd.jar SNAPBD_BENCH_JAR=$WORK/snapbd-bench.jar
-PID=""
-cleanup() { [ -n "$PID" ] && { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
+bl_private_jars "$WORK"
 
 conf() { printf 'data-dir = %s\nunix = %s\ntcp = none\nlatency-histograms = %s\n' "$WORK/data" "$WORK/sock" "$1" >"$WORK/snapbd.conf"; }
 "$SNAPBD" volume create bench --size "$SIZE" --save-size 64M --data-dir "$WORK/data" >/dev/null
 conf on
 # SIGHUP at its default even under nohup: the JVM installs no handler for a signal ignored at start.
-env --default-signal=HUP "$SNAPBD" serve --config "$WORK/snapbd.conf" >"$WORK/server.log" 2>&1 </dev/null &
-PID=$!
-for _ in $(seq 1 600); do [ -S "$WORK/sock" ] && break; sleep 0.1; done
-[ -S "$WORK/sock" ] || { cat "$WORK/server.log" >&2; echo "histogram-cost.sh: server did not start" >&2; exit 1; }
+bl_start server "$WORK/server.log" env --default-signal=HUP "$SNAPBD" serve --config "$WORK/snapbd.conf"
+PID=$BL_PID
+bl_wait_socket server "$WORK/server.log" "$WORK/sock"
 URI="nbd+unix:///bench?socket=$WORK/sock"
 "$BENCH" load "$URI" -w seqwrite --ops $(( $(numfmt --from=iec "$SIZE") / 65536 )) -d 8 >/dev/null
 "$BENCH" load "$URI" -t 10 --warmup 2 -d "$DEPTH" >/dev/null      # JIT warm-up, not measured
@@ -53,7 +40,7 @@ setting() {   # on|off: switch and wait until the server logged it
     [ "$(grep -c "latency-histograms" "$WORK/server.log" || true)" -gt "$before" ] && return 0
     sleep 0.05
   done
-  tail -5 "$WORK/server.log" >&2; echo "histogram-cost.sh: the server did not apply latency-histograms = $1" >&2; exit 1
+  tail -5 "$WORK/server.log" >&2; die "the server did not apply latency-histograms = $1"
 }
 current=on
 IOPS=""

@@ -13,67 +13,36 @@
 # Needs the built jar (mvn -B -q -DskipTests install) and the Debian packages user-mode-linux,
 # busybox-static, nbd-client, fio, nbdkit, python3 (and gcc on hosts with AMX, for the UML shim).
 set -euo pipefail
-root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh" kernel-compare
+BL_DIE_STATUS=2
 runtime=20
 rounds=2
 iodepth=32
 markdown=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runtime) runtime="$2"; shift 2 ;;
-    --rounds) rounds="$2"; shift 2 ;;
-    --iodepth) iodepth="$2"; shift 2 ;;
-    --markdown) markdown="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "kernel-compare: unknown option $1" >&2; exit 2 ;;
-  esac
-done
-jar="${SNAPBD_JAR:-$root/nbd-server/target/snapbd.jar}"
-[ -f "$jar" ] || { echo "kernel-compare: $jar is missing: run 'mvn -B -q -DskipTests install' first" >&2; exit 1; }
-for t in /usr/bin/linux.uml nbd-client fio nbdkit python3; do
-  command -v "$t" >/dev/null 2>&1 || { echo "kernel-compare: $t is missing (see the header of this script)" >&2; exit 1; }
-done
-out="$root/benchmarks/target/kernel-compare"
+usage() { bl_header_usage 2 16; }
+bl_options usage --runtime runtime --rounds rounds --iodepth iodepth --markdown markdown -- "$@"
+BL_DIE_STATUS=1
+bl_require_jars snapbd
+jar=$(bl_snapbd_jar)
+bl_kernel_need nbd-client fio nbdkit python3
+out="$ROOT/benchmarks/target/kernel-compare"
 rm -rf "$out"
 mkdir -p "$out"
 
-# ---- the part that runs inside UML ---------------------------------------------------------------------
+# ---- the part that runs inside UML (setup and teardown: kernel-guest.sh) --------------------------------
 cat > "$out/guest.sh" <<'GUEST'
 set -u
 root="$1"; export SNAPBD_JAR="$2"; runtime="$3"; rounds="$4"; iodepth="$5"
-out="$KT_OUT"
-export SNAPBD_DATA_DIR=/run/snapbd-data
 size=256M
-log() { echo "[$(date +%H:%M:%S)] $*"; }
+targets="snapbd-attach:/dev/nbd0 snapbd-nbdclient:/dev/nbd1 nbdkit-file:/dev/nbd2"
+. "$root/benchmarks/kernel-guest.sh"
 fio_job() {   # DEVICE RW LABEL ROUND
   fio --name="$3" --filename="$1" --rw="$2" --bs=4k --ioengine=libaio --iodepth="$iodepth" --direct=1 \
       --size=$size --time_based --runtime="$runtime" --ramp_time=3 --randrepeat=0 --norandommap \
       --output-format=json --output="$out/fio-$3-$2-$4.json" >/dev/null 2>&1 \
     || log "fio $3 $2 failed"
 }
-fill() { fio --name=fill --filename="$1" --rw=write --bs=1M --ioengine=libaio --iodepth=4 --direct=1 --size=$size >/dev/null 2>&1; }
-cli() { SNAPBD_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m" "$root/bin/snapbd" "$@"; }
-
-cat > /run/snapbd.conf <<EOF
-default-volume = vol0
-default-volume-size = $size
-default-save-size = 16M
-tcp = none
-EOF
-log "starting snapbd"
-SNAPBD_JAVA_OPTS="-Xmx512m" setsid "$root/bin/snapbd" serve --config /run/snapbd.conf > "$out/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 600); do grep -q 'snapbd ready' "$out/server.log" && break; sleep 0.5; done
-truncate -s 0 /run/nbdkit.img && fallocate -l $size /run/nbdkit.img
-nbdkit --unix /run/nbdkit.sock --pidfile /run/nbdkit.pid file /run/nbdkit.img
-for _ in $(seq 1 100); do [ -S /run/nbdkit.sock ] && break; sleep 0.1; done
-
-cli attach vol0 /dev/nbd0 || log "attach failed"
-nbd-client -unix "$SNAPBD_DATA_DIR/nbd.sock" /dev/nbd1 -N vol0 -b 4096 >/dev/null || log "nbd-client (snapbd) failed"
-nbd-client -unix /run/nbdkit.sock /dev/nbd2 -b 4096 >/dev/null || log "nbd-client (nbdkit) failed"
-log "filling the backings once"
-fill /dev/nbd0; fill /dev/nbd2
-
+kg_setup
 for r in $(seq 1 "$rounds"); do
   # Alternate the order between rounds so that neither side always runs first.
   if [ $((r % 2)) -eq 1 ]; then order="snapbd-attach:/dev/nbd0 snapbd-nbdclient:/dev/nbd1 nbdkit-file:/dev/nbd2"
@@ -85,38 +54,34 @@ for r in $(seq 1 "$rounds"); do
     done
   done
 done
-nbd-client -d /dev/nbd2 >/dev/null; nbd-client -d /dev/nbd1 >/dev/null
-cli detach /dev/nbd0 || log "detach failed"
-kill "$(cat /run/nbdkit.pid)"
-kill -TERM "$server"
-for _ in $(seq 1 240); do [ -d /proc/$server ] && ! grep -q "^State:.*Z" /proc/$server/status 2>/dev/null || break; sleep 0.5; done
-log "done"
+kg_teardown
 GUEST
 
 echo "kernel-compare: booting UML (runtime ${runtime}s, ${rounds} round(s), iodepth ${iodepth}); output in $out" >&2
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s)
-UML_TIMEOUT=$(( 900 + rounds * 6 * (runtime + 10) )) \
-  bash "$root/nbd-server/src/test/resources/kernel/uml-run.sh" "$out" "$out/guest.sh" "$root" "$jar" "$runtime" "$rounds" "$iodepth" \
-  || { echo "kernel-compare: the UML run failed; see $out/guest.log and $out/console.log" >&2; exit 1; }
+bl_uml_run $(( 900 + rounds * 6 * (runtime + 10) )) "$out" "$out/guest.sh" "$ROOT" "$jar" "$runtime" "$rounds" "$iodepth" \
+  || die "the UML run failed; see $out/guest.log and $out/console.log"
 elapsed=$(( $(date +%s) - start ))
 export KC_LOAD="host load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 export KC_CMD="benchmarks/kernel-compare.sh --runtime $runtime --rounds $rounds --iodepth $iodepth"
 
+# One line per fio run: label rw iops p50 p99 (µs).
+for f in "$out"/fio-*.json; do
+  [ -e "$f" ] || continue
+  name=$(basename "$f" .json); name=${name#fio-}; rw=${name%-*}; rw=${rw##*-}; label=${name%-*-*}
+  ddir=read; [ "$rw" = randwrite ] && ddir=write
+  if v=$(python3 "$FIO_SUMMARY" --lenient --ddir "$ddir" "$f" iops p50_us p99_us); then echo "$label $rw $v"
+  else echo "unreadable $f" >&2; fi
+done > "$out/runs.txt"
 python3 - "$out" "$runtime" "$rounds" "$iodepth" "$elapsed" "${markdown}" <<'PY'
-import glob, json, os, platform, statistics, sys
+import os, platform, statistics, sys
 out, runtime, rounds, iodepth, elapsed, markdown = sys.argv[1:7]
 rows = {}
-for f in sorted(glob.glob(os.path.join(out, "fio-*.json"))):
-    name = os.path.basename(f)[4:-5]
-    label, rw, rnd = name.rsplit("-", 2)
-    try:
-        job = json.load(open(f))["jobs"][0]
-    except Exception as e:
-        print(f"unreadable {f}: {e}", file=sys.stderr); continue
-    side = job["write" if rw == "randwrite" else "read"]
-    pct = side["clat_ns"].get("percentile", {})
-    rows.setdefault((rw, label), []).append((side["iops"], pct.get("50.000000", 0) / 1000, pct.get("99.000000", 0) / 1000))
+for line in open(os.path.join(out, "runs.txt")):
+    label, rw, *v = line.split()
+    if len(v) == 3:
+        rows.setdefault((rw, label), []).append(tuple(float(x) for x in v))
 labels = ["snapbd-attach", "snapbd-nbdclient", "nbdkit-file"]
 lines = []
 lines.append(f"fio 4k, libaio, iodepth {iodepth}, O_DIRECT on /dev/nbdN, {runtime}s + 3s ramp per job, median of {rounds} round(s); UML boot {elapsed}s")

@@ -25,9 +25,7 @@
 # to every request it held up). Also 70/30 random read/write and 64 KiB sequential writes for snapbd and
 # the peers. Writes .hgrm files, JSON, PNG plots and a Markdown report into --out.
 set -euo pipefail
-
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" latency
 SIZE=1G
 DURATION=20
 WARMUP=3
@@ -56,40 +54,19 @@ Needs: bin/snapbd and benchmarks/target/snapbd-bench.jar (mvn -B -q -DskipTests 
 qemu-nbd (qemu-utils), python3, fallocate.
 EOF
 }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --size) SIZE=$2; shift 2 ;;
-    --duration) DURATION=$2; shift 2 ;;
-    --warmup) WARMUP=$2; shift 2 ;;
-    --depth) DEPTH=$2; shift 2 ;;
-    --connections) CONNECTIONS=$2; shift 2 ;;
-    --rate) RATE=$2; shift 2 ;;
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --no-workloads) WORKLOADS=0; shift ;;
-    --out) OUT=$2; shift 2 ;;
-    --markdown) MARKDOWN=$2; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "latency: unknown option $1" >&2; usage >&2; exit 2 ;;
-  esac
-done
-die() { echo "latency: $*" >&2; exit 1; }
-for t in nbdkit qemu-nbd python3 fallocate; do command -v $t >/dev/null || die "missing $t"; done
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
+bl_options usage --size SIZE --duration DURATION --warmup WARMUP --depth DEPTH --connections CONNECTIONS --rate RATE \
+  --rounds ROUNDS --no-workloads WORKLOADS=0 --out OUT --markdown MARKDOWN -- "$@"
+bl_need nbdkit qemu-nbd python3 fallocate
+bl_positive --rounds "$ROUNDS"
 
-# Private copies of the jars: a build running meanwhile must not replace them mid-run.
 WORK=$(mktemp -d /tmp/latency.XXXXXX)
-SNAPBD_SRC_JAR=${SNAPBD_JAR:-$REPO_ROOT/nbd-server/target/snapbd.jar}
-BENCH_SRC_JAR=${SNAPBD_BENCH_JAR:-$REPO_ROOT/benchmarks/target/snapbd-bench.jar}
-[ -f "$SNAPBD_SRC_JAR" ] || die "$SNAPBD_SRC_JAR missing; build first: mvn -B -q -DskipTests package"
-[ -f "$BENCH_SRC_JAR" ] || die "$BENCH_SRC_JAR missing; build first: mvn -B -q -DskipTests package"
-cp "$SNAPBD_SRC_JAR" "$WORK/snapbd.jar"
-cp "$BENCH_SRC_JAR" "$WORK/snapbd-bench.jar"
-export SNAPBD_JAR=$WORK/snapbd.jar SNAPBD_BENCH_JAR=$WORK/snapbd-bench.jar
-SNAPBD=$REPO_ROOT/bin/snapbd
-BENCH=$REPO_ROOT/benchmarks/bench
-OUT=${OUT:-$REPO_ROOT/benchmarks/results/latency-$(date -u +%Y%m%dT%H%M%SZ)}
+bl_on_exit "$WORK"
+bl_traps
+# Private copies of the jars: a build running meanwhile must not replace them mid-run.
+bl_private_jars "$WORK"
+OUT=${OUT:-$ROOT/benchmarks/results/latency-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-SIZE_BYTES=$(python3 -c "import sys; s=sys.argv[1]; m={'K':1<<10,'M':1<<20,'G':1<<30,'T':1<<40}; print(int(s[:-1])*m[s[-1].upper()] if s[-1].upper() in m else int(s))" "$SIZE")
+SIZE_BYTES=$(bl_bytes "$SIZE") || die "bad --size '$SIZE'"
 BLOCKS=$((SIZE_BYTES / 4096))
 # Closed-loop rows right after a snapshot write this many blocks, all first writes (a random order without
 # repeats over the first 3/4 of the blocks), every one measured; the other rows are time-bound. Before them,
@@ -105,32 +82,8 @@ warm_first_writes() {
 
 DATA=$WORK/data
 SOCK=$WORK/snapbd.sock
-SERVER_PID=""
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
-cleanup() { stop_server; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
-
-wait_socket() {   # socket log
-  for _ in $(seq 1 600); do
-    [ -S "$1" ] && return 0
-    kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 20 "$2" >&2; die "server exited (log: $2)"; }
-    sleep 0.1
-  done
-  die "no socket $1 after 60 s (log: $2)"
-}
-
-start_snapbd() {   # extra serve args...
-  rm -f "$SOCK"
-  "$SNAPBD" serve --data-dir "$DATA" --tcp none --unix "$SOCK" "$@" >>"$OUT/server-snapbd.log" 2>&1 </dev/null &
-  SERVER_PID=$!
-  wait_socket "$SOCK" "$OUT/server-snapbd.log"
-}
+stop_server() { bl_stop snapbd; }
+start_snapbd() { bl_start_snapbd -a snapbd "$DATA" "$SOCK" "$OUT/server-snapbd.log" "$@"; }   # extra serve args...
 
 cli() { "$SNAPBD" "$@" --data-dir "$DATA" >/dev/null; }
 SNAPBD_URI="nbd+unix:///bench?socket=$SOCK"
@@ -179,9 +132,7 @@ machine() {
   echo "java:        $(java -version 2>&1 | head -1)"
   echo "nbdkit:      $(nbdkit --version | head -1)"
   echo "qemu-nbd:    $(qemu-nbd --version | head -1)"
-  local rev; rev=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  [ -n "$(git -C "$REPO_ROOT" status --porcelain 2>/dev/null | head -1)" ] && rev="$rev (with uncommitted changes)"
-  echo "snapbd:      git $rev"
+  echo "snapbd:      git $(bl_git_rev)"
   echo "settings:    size $SIZE, ${DURATION}s measured + ${WARMUP}s warm-up per row, 4 KiB random writes unless named,"
   echo "             closed loop depth $DEPTH x $CONNECTIONS connection(s), open loop $RATE IOPS, rounds $ROUNDS"
 }
@@ -190,28 +141,11 @@ machine | tee "$OUT/machine.txt" >&2
 # ---------------------------------------------------------------- servers
 # All three run for the whole script (idle while another is measured), so each round measures snapbd
 # and its peers side by side, minutes apart rather than at the two ends of the run.
-PEER_PIDS=()
-peer() {   # name command...
-  local name=$1; shift
-  "$@" >"$OUT/server-$name.log" 2>&1 </dev/null &
-  PEER_PIDS+=($!)
-  local pid=$!
-  for _ in $(seq 1 600); do
-    [ -S "$WORK/$name.sock" ] && return 0
-    kill -0 "$pid" 2>/dev/null || die "$name exited (log: $OUT/server-$name.log)"
-    sleep 0.1
-  done
-  die "$name: no socket after 60 s (log: $OUT/server-$name.log)"
-}
-stop_peers() { for p in "${PEER_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; PEER_PIDS=(); }
-cleanup() { stop_server; stop_peers; rm -rf "$WORK"; }
-
 fallocate -l "$SIZE_BYTES" "$WORK/nbdkit.img"
-peer nbdkit nbdkit --foreground --unix "$WORK/nbdkit.sock" file "$WORK/nbdkit.img"
+bl_start_nbdkit nbdkit "$WORK/nbdkit.sock" "$OUT/server-nbdkit.log" file "$WORK/nbdkit.img"
 NBDKIT_URI="nbd+unix:///?socket=$WORK/nbdkit.sock"
 fallocate -l "$SIZE_BYTES" "$WORK/qemu.img"
-peer qemu-nbd qemu-nbd --socket="$WORK/qemu-nbd.sock" --format=raw --persistent --shared=8 --cache=writeback \
-  --aio=threads "$WORK/qemu.img"
+bl_start_qemu_nbd qemu-nbd "$WORK/qemu-nbd.sock" "$OUT/server-qemu-nbd.log" "$WORK/qemu.img"
 QEMU_URI="nbd+unix:///?socket=$WORK/qemu-nbd.sock"
 mkdir -p "$DATA"
 "$SNAPBD" volume create bench --size "$SIZE" --save-size "$((SIZE_BYTES * 5 / 4 / 1048576))M" --data-dir "$DATA" \
@@ -233,7 +167,7 @@ peer_rows() {   # name uri suffix
 # The same workload through fio's nbd engine (libnbd), its latency log converted to .hgrm: one plot with both.
 fio_row() {   # label uri
   echo "[$1]" >&2
-  "$SCRIPT_DIR/fio-latency.sh" --uri "$2" --label "$1" --out "$OUT" --runtime "$DURATION" --size "$SIZE" \
+  "$BENCH_DIR/fio-latency.sh" --uri "$2" --label "$1" --out "$OUT" --runtime "$DURATION" --size "$SIZE" \
     --iodepth "$DEPTH" >"$OUT/$1.txt" 2>&1 || die "fio failed: $(tail -5 "$OUT/$1.txt")"
 }
 
@@ -305,15 +239,14 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 fio_row fio-no-snapshot "$SNAPBD_URI"
 fio_row fio-nbdkit "$NBDKIT_URI"
-stop_server
-stop_peers
+bl_stop_all
 echo "load avg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
 # ---------------------------------------------------------------- report
-python3 "$SCRIPT_DIR/latency-report.py" "$OUT" "$ROUNDS" "$DEPTH" "$RATE" >"$OUT/report.md"
+python3 "$BENCH_DIR/latency-report.py" "$OUT" "$ROUNDS" "$DEPTH" "$RATE" >"$OUT/report.md"
 cd "$OUT"
 plot() { local png=$1 title=$2; shift 2; "$BENCH" plot -o "$png" --title "$title" "$@" 2>/dev/null || echo "plot $png failed" >&2; }
-pick() { python3 "$SCRIPT_DIR/latency-report.py" --pick "$OUT" "$ROUNDS" "$1"; }   # row → the median round's file stem
+pick() { python3 "$BENCH_DIR/latency-report.py" --pick "$OUT" "$ROUNDS" "$1"; }   # row → the median round's file stem
 plot snapshots-closed.png "4 KiB random writes, closed loop depth $DEPTH: snapshot states" \
   $(for n in no-snapshot after-snapshot 8-snapshots all-copied lun-tracking; do echo "$n=$(pick "$n")-write.hgrm"; done)
 plot snapshots-rate.png "4 KiB random writes, open loop at $RATE IOPS (coordinated omission corrected)" \

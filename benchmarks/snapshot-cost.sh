@@ -15,9 +15,7 @@
 # sparse for this measurement only) — creation must not grow with the volume size.
 set -euo pipefail
 
-SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-SNAPBD=$REPO_ROOT/bin/snapbd
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" snapshot-cost
 SIZE=1G
 RUNTIME=15
 ROUNDS=3
@@ -33,62 +31,21 @@ Usage: benchmarks/snapshot-cost.sh [--runtime S] [--rounds N] [--copy-ios N] [--
   --markdown FILE also write the tables as Markdown
 EOF
 }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runtime) RUNTIME=$2; shift 2 ;;
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --copy-ios) COPY_IOS=$2; shift 2 ;;
-    --markdown) MARKDOWN=$2; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) echo "snapshot-cost: unknown option $1" >&2; usage >&2; exit 2 ;;
-  esac
-done
-[ -x "$SNAPBD" ] || { echo "snapshot-cost: $SNAPBD missing" >&2; exit 1; }
-for t in fio nbdinfo python3; do command -v $t >/dev/null || { echo "snapshot-cost: missing $t" >&2; exit 1; }; done
+bl_options usage --runtime RUNTIME --rounds ROUNDS --copy-ios COPY_IOS --markdown MARKDOWN -- "$@"
+[ -x "$SNAPBD" ] || die "$SNAPBD missing"
+bl_need fio nbdinfo python3
 
 WORK=$(mktemp -d /tmp/snapshot-cost.XXXXXX)
 DATA=$WORK/data
 SOCK=$WORK/nbd.sock
-SERVER_PID=""
-cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+bl_on_exit "$WORK"
+bl_traps
 
 cli() { "$SNAPBD" "$@" --data-dir "$DATA"; }
-
-start_server() {
-  "$SNAPBD" serve --data-dir "$DATA" --tcp none --unix "$SOCK" >"$WORK/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 1 300); do
-    if grep -q "snapbd ready" "$WORK/server.log" 2>/dev/null; then return 0; fi
-    sleep 0.2
-  done
-  cat "$WORK/server.log" >&2
-  echo "snapshot-cost: server did not start" >&2
-  exit 1
-}
-
 URI="nbd+unix:///bench?socket=$SOCK"
-
-# fio JSON -> "iops p50 p99 p999" (µs)
-parse() {
-  python3 - "$1" <<'PY'
-import json, sys
-raw = open(sys.argv[1]).read()
-d = json.loads(raw[raw.index('{'):])
-w = d["jobs"][0]["write"]
-p = w["clat_ns"]["percentile"]
-print(w["iops"], p["50.000000"] / 1000, p["99.000000"] / 1000, p["99.900000"] / 1000)
-PY
-}
-
-run_fio() {   # name, extra args...
+run_fio() {   # name, extra args... -> "iops p50 p99 p999" (µs)
   local name=$1; shift
-  fio --name="$name" --ioengine=nbd --uri="$URI" --rw=randwrite --bs=4k --iodepth=32 --size="$SIZE" \
-      --randrepeat=0 --percentile_list=50:99:99.9 --output-format=json --output="$WORK/$name.json" "$@" >/dev/null
-  parse "$WORK/$name.json"
+  bl_fio_randwrite "$URI" "$name" "$WORK/$name.json" "$SIZE" "$@"
 }
 
 echo "== machine" >&2
@@ -100,9 +57,9 @@ echo "$MACHINE" >&2
 
 mkdir -p "$DATA"
 cli volume create bench --size "$SIZE" --save-size 1100M >/dev/null
-start_server
+bl_start_snapbd server "$DATA" "$SOCK" "$WORK/server.log"
 echo "prefill" >&2
-fio --name=prefill --ioengine=nbd --uri="$URI" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null
+bl_fio_prefill "$URI" "$SIZE"
 
 declare -A RES
 for r in $(seq 1 "$ROUNDS"); do
@@ -112,7 +69,7 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "[round $r/$ROUNDS] after-snapshot ($COPY_IOS first writes)" >&2
   RES[after-snapshot,$r]=$(run_fio "as$r" --number_ios="$COPY_IOS")
   echo "[round $r/$ROUNDS] copy the rest once" >&2
-  fio --name=fill --ioengine=nbd --uri="$URI" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null
+  bl_fio_nbd "$URI" --name=fill --rw=write --bs=1M --iodepth=8 --size="$SIZE"
   echo "[round $r/$ROUNDS] all-copied" >&2
   RES[all-copied,$r]=$(run_fio "ac$r" --time_based --runtime="$RUNTIME" --ramp_time=2 --norandommap)
   cli snapshot delete bench s >/dev/null
@@ -121,23 +78,21 @@ for r in $(seq 1 "$ROUNDS"); do
   RES[lun-tracking,$r]=$(run_fio "lt$r" --time_based --runtime="$RUNTIME" --ramp_time=2 --norandommap)
   cli lun-state disable bench >/dev/null
 done
-kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+bl_stop server
 
 # Snapshot creation time, 1 GiB vs 64 GiB (sparse), median of 5, each on a flushed, idle volume.
 create_times() {   # size sparse?
   local size=$1 dir=$WORK/c$1
   "$SNAPBD" volume create v --size "$size" --save-size 64M --sparse --data-dir "$dir" >/dev/null
-  "$SNAPBD" serve --data-dir "$dir" --tcp none --unix "$dir/nbd.sock" >"$dir.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 1 300); do grep -q "snapbd ready" "$dir.log" 2>/dev/null && break; sleep 0.2; done
-  fio --name=w --ioengine=nbd --uri="nbd+unix:///v?socket=$dir/nbd.sock" --rw=randwrite --bs=4k --size="$size" \
-      --number_ios=20000 --iodepth=16 >/dev/null
+  bl_start_snapbd server "$dir" "$dir/nbd.sock" "$dir.log"
+  bl_fio_nbd "nbd+unix:///v?socket=$dir/nbd.sock" --name=w --rw=randwrite --bs=4k --size="$size" \
+      --number_ios=20000 --iodepth=16
   local times=()
   for i in 1 2 3 4 5; do
     "$SNAPBD" snapshot create v "s$i" --data-dir "$dir" --json >/dev/null   # flushes the writes above
     times+=("$("$SNAPBD" snapshot create v "t$i" --data-dir "$dir" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["createMicros"])')")
   done
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  bl_stop server
   printf '%s\n' "${times[@]}" | sort -n | sed -n 3p
   rm -rf "$dir"
 }

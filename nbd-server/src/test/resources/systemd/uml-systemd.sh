@@ -30,8 +30,9 @@ uml="${UML:-/usr/bin/linux.uml}"
 command -v busybox >/dev/null || { echo "uml-systemd: busybox is missing: apt-get install busybox-static" >&2; exit 125; }
 [ -x /lib/systemd/systemd ] || { echo "uml-systemd: /lib/systemd/systemd is missing: apt-get install systemd" >&2; exit 125; }
 
-# UML on hosts whose CPUs have AMX needs the xstate shim of the kernel tests (see its comment).
-shim_src="$here/../kernel/uml-xstate-shim.c"
+# UML on hosts whose CPUs have AMX needs the xstate shim of tools/uml/uml-run.sh (see its comment).
+top="$here"; while [ "$top" != / ] && [ ! -d "$top/tools/uml" ]; do top="$(dirname "$top")"; done
+shim_src="$top/tools/uml/uml-xstate-shim.c"
 shim="$out/uml-xstate-shim.so"
 preload=""
 if [ -f "$shim_src" ] && { [ ! -f "$shim" ] || [ "$shim_src" -nt "$shim" ]; }; then

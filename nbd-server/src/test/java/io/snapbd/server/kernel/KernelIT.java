@@ -64,10 +64,12 @@ class KernelIT {
     @TestFactory
     Stream<DynamicTest> kernelScenario() throws Exception {
         Path steps = resource("kernel/kernel-steps.sh");
-        Path runner = steps.resolveSibling("uml-run.sh");
         Path jar = jar();
         Path home = projectHome();
         requirePieces(jar, home);
+        // The UML runner is shared with benchmarks/kernel-*.sh, so it lives in the repository, not in test resources.
+        Path runner = home.resolve("tools/uml/uml-run.sh");
+        Assertions.assertTrue(Files.isRegularFile(runner), "the UML runner " + runner + " is missing");
 
         Path out = jar.getParent().resolve("kernel-it");
         deleteTree(out);

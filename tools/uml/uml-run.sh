@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Boots User-Mode Linux with the host file system as its root and runs one script inside it, as root, with
-# the real nbd driver loaded. Used by KernelIT and benchmarks/kernel-compare.sh.
+# the real nbd driver loaded. Used by KernelIT and benchmarks/kernel-compare.sh and kernel-latency.sh (through
+# benchmarks/lib.sh); SystemdUmlIT's uml-systemd.sh builds the same xstate shim.
 #
 #   uml-run.sh OUTDIR GUEST-SCRIPT [ARGS...]
 #
