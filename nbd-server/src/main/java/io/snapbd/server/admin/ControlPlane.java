@@ -34,29 +34,26 @@ import java.util.List;
 public final class ControlPlane {
 
     private final VolumeCatalog catalog;
-    private final ExportRegistry exports;      // null offline
-    private final NbdServer nbd;               // null offline
+    private final Serving serving;
     private final CloneJobs clones;
-    private final KernelAttachments attachments;   // null offline
     private final StatsHandler stats;
-    private final long startedMillis = System.currentTimeMillis();
 
-    public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd) {
-        this(catalog, exports, nbd, new CloneJobs(catalog, exports));
-    }
-
-    public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd, CloneJobs clones) {
-        this(catalog, exports, nbd, clones, null);
-    }
-
+    /** Inside the running server; {@code attachments} may be null (then attach and detach are refused). */
     public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd, CloneJobs clones,
                         KernelAttachments attachments) {
+        this(catalog, new Serving.Online(exports, nbd, attachments, System.currentTimeMillis()), clones);
+    }
+
+    private ControlPlane(VolumeCatalog catalog, Serving serving, CloneJobs clones) {
         this.catalog = catalog;
-        this.exports = exports;
-        this.nbd = nbd;
+        this.serving = serving;
         this.clones = clones;
-        this.attachments = attachments;
-        this.stats = new StatsHandler(catalog, exports);
+        this.stats = new StatsHandler(catalog, serving);
+    }
+
+    /** For the CLI while no server runs: nothing is exported, clones copy before the command returns. */
+    public static ControlPlane offline(VolumeCatalog catalog) {
+        return new ControlPlane(catalog, Serving.Offline.INSTANCE, new CloneJobs(catalog, null));
     }
 
     /** Exports a volume and each of its snapshots (VOLUME@SNAPSHOT), terminated ones included. */
@@ -67,7 +64,7 @@ public final class ControlPlane {
         }
     }
 
-    private static void exportSnapshot(ExportRegistry exports, Volume v, SnapshotRecord r) {
+    static void exportSnapshot(ExportRegistry exports, Volume v, SnapshotRecord r) {
         String name = ExportName.format(v.name(), r.name());
         if (exports.lookup(name) == null) {
             exports.add(new Export(name, "snapshot " + r.name() + " of " + v.name() + " (read-only)",
@@ -127,10 +124,7 @@ public final class ControlPlane {
 
     /** Kernel attachments live in the running server; offline there is nothing to attach with. */
     private KernelAttachments kernel(String what) throws OperationException {
-        if (attachments == null) {
-            throw new OperationException(what + " needs the running server: start it with 'snapbd serve' (as root, with the nbd module loaded)");
-        }
-        return attachments;
+        return serving.attachments(what + " needs the running server: start it with 'snapbd serve' (as root, with the nbd module loaded)");
     }
 
     private JsonNode volumeCreate(JsonNode req) throws IOException, OperationException {
@@ -147,9 +141,7 @@ public final class ControlPlane {
         }
         Volume.checkGeometry(size, blockSize, save);
         Volume v = catalog.create(name, size, blockSize, save, sparse);
-        if (exports != null) {
-            exportVolume(exports, v);
-        }
+        serving.exportVolume(v);
         return volumeJson(name);
     }
 
@@ -169,9 +161,7 @@ public final class ControlPlane {
         long t0 = System.nanoTime();
         SnapshotRecord r = v.createSnapshot(name);
         long micros = (System.nanoTime() - t0) / 1000;
-        if (exports != null) {
-            exportSnapshot(exports, v, r);
-        }
+        serving.exportSnapshot(v, r);
         ObjectNode o = snapshotJson(v, r, true, 0);
         o.put("export", ExportName.format(v.name(), r.name()));
         o.put("createMicros", micros);
@@ -251,14 +241,14 @@ public final class ControlPlane {
             throw new OperationException("snapshot " + name + " is being cloned into " + cloneTarget + "; wait for the copy to finish");
         }
         String exportName = ExportName.format(v.name(), name);
-        Export e = exports == null ? null : exports.lookup(exportName);
+        Export e = serving.lookup(exportName);
         if (e != null && e.connections() > 0 && !force) {
             throw new OperationException("snapshot export " + exportName + " has " + e.connections()
                     + " client connection(s); disconnect them or use --force");
         }
         v.deleteSnapshot(name);
         if (e != null) {
-            exports.remove(exportName);
+            serving.remove(exportName);
         }
         ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("deleted", exportName);
@@ -270,7 +260,7 @@ public final class ControlPlane {
         Volume v = volume(req);
         String name = text(req, "name", true);
         boolean force = req.path("force").asBoolean(false);
-        Export e = exports == null ? null : exports.lookup(v.name());
+        Export e = serving.lookup(v.name());
         if (e != null && e.connections() > 0 && !force) {
             throw new OperationException("volume " + v.name() + " is attached read-write by " + e.connections()
                     + " client(s); restoring under them would change their data: disconnect them or use --force");
@@ -319,13 +309,8 @@ public final class ControlPlane {
             // Before the volume is exported to anyone: every write from here on, the copy's included, counts.
             t.lunState().enable();
         }
-        if (exports != null) {
-            ExportName source = ExportName.ofSnapshot(v.name(), name);
-            Export te = new Export(t.name(), "snapbd volume " + t.name() + " (clone of " + source + ")", t);
-            te.setUnavailable("clone from " + source + " in progress");
-            exports.add(te);
-        }
-        CloneJobs.Job job = clones.start(v.name(), name, target, nbd != null);
+        serving.exportCloneTarget(t, ExportName.ofSnapshot(v.name(), name));
+        CloneJobs.Job job = clones.start(v.name(), name, target, serving.running());
         return Json.MAPPER.valueToTree(job.status());
     }
 
@@ -423,19 +408,12 @@ public final class ControlPlane {
             throw new OperationException("volume " + name + " is set aside (" + aside + "); deleting it discards its data "
                     + "for good: repeat with --force to delete it, or stop the server and restore its directory from a backup");
         }
-        if (exports != null) {
-            Export e = exports.lookup(name);
-            if (e != null && e.connections() > 0 && !force) {
-                throw new OperationException("volume " + name + " has " + e.connections()
-                        + " client connection(s); disconnect them or use --force");
-            }
-            for (Export x : exports.list()) {
-                if (ExportName.parse(x.name()).belongsTo(name)) {
-                    x.setUnavailable("volume being deleted");
-                    exports.remove(x.name());
-                }
-            }
+        Export e = serving.lookup(name);
+        if (e != null && e.connections() > 0 && !force) {
+            throw new OperationException("volume " + name + " has " + e.connections()
+                    + " client connection(s); disconnect them or use --force");
         }
+        serving.removeAll(name);
         for (CloneJobs.Job j : clones.all().values()) {
             if (j.source().belongsTo(name) && j.state() == CloneState.COPYING) {
                 throw new OperationException("volume " + name + " is the source of a running clone into " + j.target());
@@ -443,9 +421,7 @@ public final class ControlPlane {
         }
         clones.forget(name);
         catalog.delete(name);
-        if (exports != null) {
-            exports.withhold(name, null);
-        }
+        serving.forgetWithheld(name);
         ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("deleted", name);
         return r;
@@ -503,8 +479,8 @@ public final class ControlPlane {
             o.put("open", false);
             o.put("cleanlyClosed", h.clean());
         }
-        if (exports != null && v != null) {
-            Export e = exports.lookup(name);
+        if (serving.running() && v != null) {
+            Export e = serving.lookup(name);
             o.put("export", name);
             o.put("connections", e == null ? 0 : e.connections());
             o.put("requests", e == null ? 0 : e.requests().get());
@@ -516,21 +492,9 @@ public final class ControlPlane {
     private JsonNode status() throws IOException {
         ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("dataDir", catalog.root().toAbsolutePath().toString());
-        r.put("server", nbd != null ? "running" : "not running");
+        r.put("server", serving.running() ? "running" : "not running");
         r.put("fileSpace", catalog.space().describe());
-        if (nbd != null) {
-            r.put("pid", ProcessHandle.current().pid());
-            r.put("uptimeSeconds", (System.currentTimeMillis() - startedMillis) / 1000);
-            ArrayNode ls = r.putArray("listeners");
-            nbd.listenerNames().forEach(ls::add);
-            r.put("connections", nbd.activeConnections());
-            r.put("connectionsAccepted", nbd.acceptedConnections());
-            r.put("connectionsRejected", nbd.rejectedConnections());
-            r.put("defaultExport", exports.defaultName());
-            ArrayNode cl = r.putArray("clones");
-            clones.all().values().forEach(j -> cl.add(Json.MAPPER.valueToTree(j.status())));
-            r.set("attachments", attachments != null ? attachments.listJson() : Json.MAPPER.createArrayNode());
-        }
+        serving.status(r, clones);
         List<String> names = catalog.names();
         r.put("volumesSetAside", catalog.setAside().size());
         ArrayNode vols = r.putArray("volumes");

@@ -20,11 +20,11 @@ import java.time.Instant;
 final class StatsHandler {
 
     private final VolumeCatalog catalog;
-    private final ExportRegistry exports;      // null offline
+    private final Serving serving;
 
-    StatsHandler(VolumeCatalog catalog, ExportRegistry exports) {
+    StatsHandler(VolumeCatalog catalog, Serving serving) {
         this.catalog = catalog;
-        this.exports = exports;
+        this.serving = serving;
     }
 
     /** Percentiles shown per request type: JSON name, percentile. */
@@ -37,9 +37,8 @@ final class StatsHandler {
      * type's latency histogram, HdrHistogram's compressed encoding in base64 (nanoseconds).
      */
     JsonNode handle(JsonNode req) throws OperationException {
-        if (exports == null) {
-            throw new OperationException("stats needs the running server: request statistics live in its memory (start it with 'snapbd serve')");
-        }
+        ExportRegistry exports = serving.exports(
+                "stats needs the running server: request statistics live in its memory (start it with 'snapbd serve')");
         String name = ControlPlane.text(req, "export", false);
         boolean reset = req.path("reset").asBoolean(false);
         boolean encoded = req.path("histograms").asBoolean(false);

@@ -71,7 +71,7 @@ final class Cli {
             }
             boolean creates = request.path("command").asText().equals("volume.create");
             try (VolumeCatalog catalog = VolumeCatalog.open(dataDir, FileSpaces.best(), creates)) {
-                return new ControlPlane(catalog, null, null).handle(request);
+                return ControlPlane.offline(catalog).handle(request);
             } catch (DataDirBusyException e) {
                 throw new ExitException(1, e.getMessage() + ", but its admin socket " + dataDir.resolve("admin.sock")
                         + " does not answer");

@@ -84,7 +84,7 @@ class KernelAttachmentsTest {
         assertEquals("'/dev/sda' is not an nbd device: use /dev/nbdN", e.getMessage());
         assertTrue(online.handle(Json.MAPPER.createObjectNode().put("command", "status")).path("attachments").isArray());
 
-        ControlPlane offline = new ControlPlane(catalog, null, null);
+        ControlPlane offline = ControlPlane.offline(catalog);
         req.put("device", "/dev/nbd0");
         e = assertThrows(OperationException.class, () -> offline.handle(req));
         assertTrue(e.getMessage().startsWith("attach needs the running server"), e.getMessage());
