@@ -1,6 +1,8 @@
 package io.snapbd.server.admin;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.OperationException;
 
 import java.io.BufferedReader;
 import java.io.IOException;
@@ -33,19 +35,19 @@ public final class AdminClient {
         }
     }
 
-    public static JsonNode call(SocketChannel ch, JsonNode request) throws IOException, ControlPlane.OperationException {
+    public static JsonNode call(SocketChannel ch, JsonNode request) throws IOException, OperationException {
         try (ch) {
             OutputStream out = Channels.newOutputStream(ch);
-            out.write((ControlPlane.JSON.writeValueAsString(request) + "\n").getBytes(StandardCharsets.UTF_8));
+            out.write((Json.MAPPER.writeValueAsString(request) + "\n").getBytes(StandardCharsets.UTF_8));
             out.flush();
             BufferedReader in = new BufferedReader(new InputStreamReader(Channels.newInputStream(ch), StandardCharsets.UTF_8));
             String line = in.readLine();
             if (line == null) {
                 throw new IOException("the server closed the admin connection without answering");
             }
-            JsonNode resp = ControlPlane.JSON.readTree(line);
+            JsonNode resp = Json.MAPPER.readTree(line);
             if (!resp.path("ok").asBoolean(false)) {
-                throw new ControlPlane.OperationException(resp.path("error").asText("unknown error"),
+                throw new OperationException(resp.path("error").asText("unknown error"),
                         resp.hasNonNull("code") ? resp.path("code").asText() : null);
             }
             return resp.path("result");

@@ -3,6 +3,8 @@ package io.snapbd.server.admin;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.server.Log;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.OperationException;
 
 import java.io.BufferedReader;
 import java.io.IOException;
@@ -74,17 +76,17 @@ public final class AdminServer implements AutoCloseable {
                 if (line.isBlank()) {
                     continue;
                 }
-                ObjectNode resp = ControlPlane.JSON.createObjectNode();
+                ObjectNode resp = Json.MAPPER.createObjectNode();
                 try {
-                    JsonNode req = ControlPlane.JSON.readTree(line);
+                    JsonNode req = Json.MAPPER.readTree(line);
                     if (req == null || !req.isObject()) {
-                        throw new ControlPlane.OperationException("request must be a JSON object");
+                        throw new OperationException("request must be a JSON object");
                     }
                     JsonNode result = control.handle(req);
                     resp.put("ok", true);
                     resp.set("result", result);
                     Log.info("admin: %s ok", req.path("command").asText("?"));
-                } catch (ControlPlane.OperationException e) {
+                } catch (OperationException e) {
                     resp.put("ok", false);
                     resp.put("error", e.getMessage());
                     if (e.code() != null) {
@@ -98,7 +100,7 @@ public final class AdminServer implements AutoCloseable {
                     resp.put("ok", false);
                     resp.put("error", "internal error: " + e);
                 }
-                out.write((ControlPlane.JSON.writeValueAsString(resp) + "\n").getBytes(StandardCharsets.UTF_8));
+                out.write((Json.MAPPER.writeValueAsString(resp) + "\n").getBytes(StandardCharsets.UTF_8));
                 out.flush();
             }
         } catch (IOException e) {

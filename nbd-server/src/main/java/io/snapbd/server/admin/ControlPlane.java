@@ -1,7 +1,6 @@
 package io.snapbd.server.admin;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.engine.snapshot.SnapshotRecord;
@@ -10,13 +9,17 @@ import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
 import io.snapbd.engine.volume.VolumeSetAsideException;
+import io.snapbd.server.api.CloneState;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.LunStatus;
+import io.snapbd.server.api.OperationException;
+import io.snapbd.server.api.SaveSpace;
 import io.snapbd.server.export.Export;
+import io.snapbd.server.export.ExportName;
 import io.snapbd.server.export.ExportRegistry;
-import io.snapbd.server.export.ExportStats;
 import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.snapshot.CloneJobs;
 import io.snapbd.server.transport.NbdServer;
-import org.HdrHistogram.Histogram;
 
 import java.io.IOException;
 import java.nio.file.NoSuchFileException;
@@ -30,30 +33,27 @@ import java.util.List;
  */
 public final class ControlPlane {
 
-    public static final ObjectMapper JSON = new ObjectMapper();
-
     private final VolumeCatalog catalog;
-    private final ExportRegistry exports;      // null offline
-    private final NbdServer nbd;               // null offline
+    private final Serving serving;
     private final CloneJobs clones;
-    private final KernelAttachments attachments;   // null offline
-    private final long startedMillis = System.currentTimeMillis();
+    private final StatsHandler stats;
 
-    public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd) {
-        this(catalog, exports, nbd, new CloneJobs(catalog, exports));
-    }
-
-    public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd, CloneJobs clones) {
-        this(catalog, exports, nbd, clones, null);
-    }
-
+    /** Inside the running server; {@code attachments} may be null (then attach and detach are refused). */
     public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd, CloneJobs clones,
                         KernelAttachments attachments) {
+        this(catalog, new Serving.Online(exports, nbd, attachments, System.currentTimeMillis()), clones);
+    }
+
+    private ControlPlane(VolumeCatalog catalog, Serving serving, CloneJobs clones) {
         this.catalog = catalog;
-        this.exports = exports;
-        this.nbd = nbd;
+        this.serving = serving;
         this.clones = clones;
-        this.attachments = attachments;
+        this.stats = new StatsHandler(catalog, serving);
+    }
+
+    /** For the CLI while no server runs: nothing is exported, clones copy before the command returns. */
+    public static ControlPlane offline(VolumeCatalog catalog) {
+        return new ControlPlane(catalog, Serving.Offline.INSTANCE, new CloneJobs(catalog, null));
     }
 
     /** Exports a volume and each of its snapshots (VOLUME@SNAPSHOT), terminated ones included. */
@@ -64,33 +64,11 @@ public final class ControlPlane {
         }
     }
 
-    private static void exportSnapshot(ExportRegistry exports, Volume v, SnapshotRecord r) {
-        String name = v.name() + "@" + r.name();
+    static void exportSnapshot(ExportRegistry exports, Volume v, SnapshotRecord r) {
+        String name = ExportName.format(v.name(), r.name());
         if (exports.lookup(name) == null) {
             exports.add(new Export(name, "snapshot " + r.name() + " of " + v.name() + " (read-only)",
                     r.state() == SnapshotRecord.State.ACTIVE ? v.snapshotView(r.name()) : new GoneDevice(name, v, r)));
-        }
-    }
-
-    /** A failure whose message is meant for the user as is; {@code code} names the kinds a script may test. */
-    public static final class OperationException extends Exception {
-        /** Error code of {@code snapshot.create} on a volume without save space (CLI exit status 5). */
-        public static final String NO_SAVE_VOLUME = "no-save-volume";
-
-        private final String code;
-
-        public OperationException(String message) {
-            this(message, null);
-        }
-
-        public OperationException(String message, String code) {
-            super(message);
-            this.code = code;
-        }
-
-        /** Null, or a stable code such as {@link #NO_SAVE_VOLUME}. */
-        public String code() {
-            return code;
         }
     }
 
@@ -129,7 +107,7 @@ public final class ControlPlane {
                 case "detach":
                     return kernel("detach").detachCommand(request);
                 case "stats":
-                    return stats(request);
+                    return stats.handle(request);
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
@@ -146,10 +124,7 @@ public final class ControlPlane {
 
     /** Kernel attachments live in the running server; offline there is nothing to attach with. */
     private KernelAttachments kernel(String what) throws OperationException {
-        if (attachments == null) {
-            throw new OperationException(what + " needs the running server: start it with 'snapbd serve' (as root, with the nbd module loaded)");
-        }
-        return attachments;
+        return serving.attachments(what + " needs the running server: start it with 'snapbd serve' (as root, with the nbd module loaded)");
     }
 
     private JsonNode volumeCreate(JsonNode req) throws IOException, OperationException {
@@ -166,9 +141,7 @@ public final class ControlPlane {
         }
         Volume.checkGeometry(size, blockSize, save);
         Volume v = catalog.create(name, size, blockSize, save, sparse);
-        if (exports != null) {
-            exportVolume(exports, v);
-        }
+        serving.exportVolume(v);
         return volumeJson(name);
     }
 
@@ -188,17 +161,15 @@ public final class ControlPlane {
         long t0 = System.nanoTime();
         SnapshotRecord r = v.createSnapshot(name);
         long micros = (System.nanoTime() - t0) / 1000;
-        if (exports != null) {
-            exportSnapshot(exports, v, r);
-        }
+        serving.exportSnapshot(v, r);
         ObjectNode o = snapshotJson(v, r, true, 0);
-        o.put("export", v.name() + "@" + r.name());
+        o.put("export", ExportName.format(v.name(), r.name()));
         o.put("createMicros", micros);
         return o;
     }
 
     private ObjectNode snapshotJson(Volume v, SnapshotRecord r, boolean active, long chunks) {
-        ObjectNode o = JSON.createObjectNode();
+        ObjectNode o = Json.MAPPER.createObjectNode();
         o.put("volume", v.name());
         o.put("name", r.name());
         o.put("sequence", r.seq());
@@ -218,7 +189,7 @@ public final class ControlPlane {
 
     private JsonNode snapshotList(JsonNode req) throws IOException, OperationException {
         Volume v = volume(req);
-        ObjectNode r = JSON.createObjectNode();
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("volume", v.name());
         ArrayNode list = r.putArray("snapshots");
         Volume.RestoreProgress restoring = v.restoreProgress();
@@ -254,13 +225,8 @@ public final class ControlPlane {
         }
     }
 
-    private static void saveJson(ObjectNode o, Volume v) {
-        SnapshotSet s = v.snapshots();
-        ObjectNode save = o.putObject("saveVolume");
-        save.put("chunksUsed", s.saveChunksUsed());
-        save.put("chunks", s.saveChunks());
-        save.put("bytesUsed", s.saveChunksUsed() * v.blockSize());
-        save.put("bytes", s.saveChunks() * v.blockSize());
+    static void saveJson(ObjectNode o, Volume v) {
+        o.set("saveVolume", Json.MAPPER.valueToTree(SaveSpace.of(v)));
     }
 
     private JsonNode snapshotDelete(JsonNode req) throws IOException, OperationException {
@@ -274,17 +240,17 @@ public final class ControlPlane {
         if (cloneTarget != null) {
             throw new OperationException("snapshot " + name + " is being cloned into " + cloneTarget + "; wait for the copy to finish");
         }
-        String exportName = v.name() + "@" + name;
-        Export e = exports == null ? null : exports.lookup(exportName);
+        String exportName = ExportName.format(v.name(), name);
+        Export e = serving.lookup(exportName);
         if (e != null && e.connections() > 0 && !force) {
             throw new OperationException("snapshot export " + exportName + " has " + e.connections()
                     + " client connection(s); disconnect them or use --force");
         }
         v.deleteSnapshot(name);
         if (e != null) {
-            exports.remove(exportName);
+            serving.remove(exportName);
         }
-        ObjectNode r = JSON.createObjectNode();
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("deleted", exportName);
         saveJson(r, v);
         return r;
@@ -294,7 +260,7 @@ public final class ControlPlane {
         Volume v = volume(req);
         String name = text(req, "name", true);
         boolean force = req.path("force").asBoolean(false);
-        Export e = exports == null ? null : exports.lookup(v.name());
+        Export e = serving.lookup(v.name());
         if (e != null && e.connections() > 0 && !force) {
             throw new OperationException("volume " + v.name() + " is attached read-write by " + e.connections()
                     + " client(s); restoring under them would change their data: disconnect them or use --force");
@@ -314,7 +280,7 @@ public final class ControlPlane {
                 e.setUnavailable(null);
             }
         }
-        ObjectNode r = JSON.createObjectNode();
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("volume", v.name());
         r.put("restoredFrom", name);
         r.put("blocksChanged", changed);
@@ -343,13 +309,9 @@ public final class ControlPlane {
             // Before the volume is exported to anyone: every write from here on, the copy's included, counts.
             t.lunState().enable();
         }
-        if (exports != null) {
-            Export te = new Export(t.name(), "snapbd volume " + t.name() + " (clone of " + v.name() + "@" + name + ")", t);
-            te.setUnavailable("clone from " + v.name() + "@" + name + " in progress");
-            exports.add(te);
-        }
-        CloneJobs.Job job = clones.start(v.name(), name, target, nbd != null);
-        return job.json();
+        serving.exportCloneTarget(t, ExportName.ofSnapshot(v.name(), name));
+        CloneJobs.Job job = clones.start(v.name(), name, target, serving.running());
+        return Json.MAPPER.valueToTree(job.status());
     }
 
     /** Extents changed (or unused) from snapshot OLDER to snapshot YOUNGER (docs/snapshots.md, differential), ascending. */
@@ -363,7 +325,7 @@ public final class ControlPlane {
         } catch (IllegalArgumentException e) {
             throw new OperationException(e.getMessage());
         }
-        ObjectNode r = JSON.createObjectNode();
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("volume", v.name());
         r.put("older", older);
         r.put("younger", younger);
@@ -394,16 +356,15 @@ public final class ControlPlane {
      */
     private JsonNode lunState(String command, JsonNode req) throws IOException, OperationException {
         String export = text(req, "export", true);
-        int at = export.indexOf('@');
-        String volName = at < 0 ? export : export.substring(0, at);
-        if (!catalog.exists(volName)) {
+        ExportName en = ExportName.parse(export);
+        if (!catalog.exists(en.volume())) {
             throw new OperationException("no export named " + export);
         }
-        Volume v = catalog.open(volName);
-        ObjectNode o = JSON.createObjectNode();
+        Volume v = catalog.open(en.volume());
+        ObjectNode o = Json.MAPPER.createObjectNode();
         o.put("export", export);
-        if (at >= 0) {
-            SnapshotRecord r = v.snapshots().record(export.substring(at + 1));
+        if (en.isSnapshot()) {
+            SnapshotRecord r = v.snapshots().record(en.snapshot());
             if (r == null) {
                 throw new OperationException("no export named " + export);
             }
@@ -424,17 +385,7 @@ public final class ControlPlane {
             case "lun.disable" -> v.lunState().disable();
             default -> v.lunState().get();
         };
-        return lunJson(o, v.lunState(), val);
-    }
-
-    /** {@code enabled}, {@code counter}, {@code timestamp}, {@code identity} and {@code token} (null while disabled). */
-    public static ObjectNode lunJson(ObjectNode o, io.snapbd.engine.lun.LunState lun, io.snapbd.engine.lun.LunState.Value val) {
-        o.put("enabled", val.enabled());
-        o.put("counter", val.counter());
-        o.put("timestamp", val.timestamp());
-        o.put("identity", lun.identity().toString());
-        o.put("token", lun.token(val));
-        return o;
+        return o.setAll((ObjectNode) Json.MAPPER.valueToTree(LunStatus.of(v.lunState(), val)));
     }
 
     private JsonNode cloneStatus(JsonNode req) throws OperationException {
@@ -443,7 +394,7 @@ public final class ControlPlane {
         if (j == null) {
             throw new OperationException("no clone into " + target + " is known to this server");
         }
-        return j.json();
+        return Json.MAPPER.valueToTree(j.status());
     }
 
     private JsonNode volumeDelete(JsonNode req) throws IOException, OperationException {
@@ -457,40 +408,31 @@ public final class ControlPlane {
             throw new OperationException("volume " + name + " is set aside (" + aside + "); deleting it discards its data "
                     + "for good: repeat with --force to delete it, or stop the server and restore its directory from a backup");
         }
-        if (exports != null) {
-            Export e = exports.lookup(name);
-            if (e != null && e.connections() > 0 && !force) {
-                throw new OperationException("volume " + name + " has " + e.connections()
-                        + " client connection(s); disconnect them or use --force");
-            }
-            for (Export x : exports.list()) {
-                if (x.name().equals(name) || x.name().startsWith(name + "@")) {
-                    x.setUnavailable("volume being deleted");
-                    exports.remove(x.name());
-                }
-            }
+        Export e = serving.lookup(name);
+        if (e != null && e.connections() > 0 && !force) {
+            throw new OperationException("volume " + name + " has " + e.connections()
+                    + " client connection(s); disconnect them or use --force");
         }
+        serving.removeAll(name);
         for (CloneJobs.Job j : clones.all().values()) {
-            if (j.json().path("source").asText().startsWith(name + "@") && "copying".equals(j.json().path("state").asText())) {
-                throw new OperationException("volume " + name + " is the source of a running clone into " + j.json().path("target").asText());
+            if (j.source().belongsTo(name) && j.state() == CloneState.COPYING) {
+                throw new OperationException("volume " + name + " is the source of a running clone into " + j.target());
             }
         }
         clones.forget(name);
         catalog.delete(name);
-        if (exports != null) {
-            exports.withhold(name, null);
-        }
-        ObjectNode r = JSON.createObjectNode();
+        serving.forgetWithheld(name);
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("deleted", name);
         return r;
     }
 
     private JsonNode volumeList() throws IOException {
-        ArrayNode list = JSON.createArrayNode();
+        ArrayNode list = Json.MAPPER.createArrayNode();
         for (String name : catalog.names()) {
             list.add(volumeJson(name));
         }
-        ObjectNode r = JSON.createObjectNode();
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.set("volumes", list);
         return r;
     }
@@ -501,7 +443,7 @@ public final class ControlPlane {
      * (offline: its volume.meta cannot be read; {@code reason}).
      */
     private ObjectNode volumeJson(String name) throws IOException {
-        ObjectNode o = JSON.createObjectNode();
+        ObjectNode o = Json.MAPPER.createObjectNode();
         o.put("name", name);
         String aside = catalog.setAsideReason(name);
         VolumeHeader h;
@@ -537,8 +479,8 @@ public final class ControlPlane {
             o.put("open", false);
             o.put("cleanlyClosed", h.clean());
         }
-        if (exports != null && v != null) {
-            Export e = exports.lookup(name);
+        if (serving.running() && v != null) {
+            Export e = serving.lookup(name);
             o.put("export", name);
             o.put("connections", e == null ? 0 : e.connections());
             o.put("requests", e == null ? 0 : e.requests().get());
@@ -547,127 +489,12 @@ public final class ControlPlane {
         return o;
     }
 
-    // ---- stats ---------------------------------------------------------------------------------------------
-
-    /** Percentiles shown per request type: JSON name, percentile. */
-    private static final String[] PERCENTILE_NAMES = {"p50", "p90", "p99", "p99.9", "p99.99"};
-    private static final double[] PERCENTILES = {50, 90, 99, 99.9, 99.99};
-
-    /**
-     * Request statistics of one export ({@code export}: VOLUME or VOLUME@SNAPSHOT) or, without it, of every export
-     * ({@code {"exports": [...]}}). {@code reset}: start a new period after answering; {@code histograms}: add each
-     * type's latency histogram, HdrHistogram's compressed encoding in base64 (nanoseconds).
-     */
-    private JsonNode stats(JsonNode req) throws OperationException {
-        if (exports == null) {
-            throw new OperationException("stats needs the running server: request statistics live in its memory (start it with 'snapbd serve')");
-        }
-        String name = text(req, "export", false);
-        boolean reset = req.path("reset").asBoolean(false);
-        boolean encoded = req.path("histograms").asBoolean(false);
-        if (name != null) {
-            Export e = exports.lookup(name);
-            if (e == null) {
-                throw new OperationException("no export named " + name);
-            }
-            return statsJson(e, reset, encoded);
-        }
-        ObjectNode r = JSON.createObjectNode();
-        r.put("latencyHistograms", exports.latencyHistograms());
-        ArrayNode list = r.putArray("exports");
-        for (Export e : exports.list()) {
-            list.add(statsJson(e, reset, encoded));
-        }
-        return r;
-    }
-
-    private ObjectNode statsJson(Export e, boolean reset, boolean encoded) {
-        ExportStats.Snapshot s = e.stats().snapshot(true, reset);
-        ObjectNode o = JSON.createObjectNode();
-        String name = e.name();
-        int at = name.indexOf('@');
-        String volName = at < 0 ? name : name.substring(0, at);
-        o.put("export", name);
-        o.put("volume", volName);
-        if (at >= 0) {
-            o.put("snapshot", name.substring(at + 1));
-        }
-        o.put("readOnly", e.readOnly());
-        o.put("connections", e.connections());
-        o.put("since", Instant.ofEpochMilli(s.sinceMillis()).toString());
-        o.put("seconds", (System.currentTimeMillis() - s.sinceMillis()) / 1000.0);
-        o.put("latencyHistograms", s.histograms());
-        long requests = 0;
-        long errors = 0;
-        for (ExportStats.OpStats op : s.ops()) {
-            requests += op.requests();
-            errors += op.errors();
-        }
-        o.put("requests", requests);
-        o.put("errors", errors);
-        o.put("bytesRead", s.op(ExportStats.Op.READ).bytes());
-        o.put("bytesWritten", s.op(ExportStats.Op.WRITE).bytes());
-        ObjectNode ops = o.putObject("ops");
-        for (ExportStats.OpStats op : s.ops()) {
-            ObjectNode j = ops.putObject(op.op().label);
-            j.put("requests", op.requests());
-            j.put("errors", op.errors());
-            j.put("bytes", op.bytes());
-            Histogram h = op.latency();
-            if (h == null) {
-                j.putNull("latencyMicros");
-                continue;
-            }
-            ObjectNode l = j.putObject("latencyMicros");
-            l.put("count", h.getTotalCount());
-            l.put("min", h.getMinValue() / 1000.0);
-            for (int i = 0; i < PERCENTILES.length; i++) {
-                l.put(PERCENTILE_NAMES[i], h.getValueAtPercentile(PERCENTILES[i]) / 1000.0);
-            }
-            l.put("max", h.getMaxValue() / 1000.0);
-            l.put("mean", Math.round(h.getMean()) / 1000.0);
-            if (encoded) {
-                java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(h.getNeededByteBufferCapacity());
-                int n = h.encodeIntoCompressedByteBuffer(b);
-                j.put("hdrHistogram", java.util.Base64.getEncoder().encodeToString(java.util.Arrays.copyOf(b.array(), n)));
-            }
-        }
-        if (reset) {
-            o.put("reset", true);
-        }
-        Volume v = catalog.openVolumes().get(volName);
-        if (v != null) {
-            o.put("copyOnWriteCopies", v.cowCopies());
-            saveJson(o, v);
-            if (at >= 0) {
-                for (SnapshotSet.Info i : v.snapshots().list()) {
-                    if (i.record().name().equals(name.substring(at + 1))) {
-                        o.put("snapshotSaveBytesUsed", i.chunksUsed() * v.blockSize());
-                    }
-                }
-            }
-        }
-        return o;
-    }
-
     private JsonNode status() throws IOException {
-        ObjectNode r = JSON.createObjectNode();
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("dataDir", catalog.root().toAbsolutePath().toString());
-        r.put("server", nbd != null ? "running" : "not running");
+        r.put("server", serving.running() ? "running" : "not running");
         r.put("fileSpace", catalog.space().describe());
-        if (nbd != null) {
-            r.put("pid", ProcessHandle.current().pid());
-            r.put("uptimeSeconds", (System.currentTimeMillis() - startedMillis) / 1000);
-            ArrayNode ls = r.putArray("listeners");
-            nbd.listenerNames().forEach(ls::add);
-            r.put("connections", nbd.activeConnections());
-            r.put("connectionsAccepted", nbd.acceptedConnections());
-            r.put("connectionsRejected", nbd.rejectedConnections());
-            r.put("defaultExport", exports.defaultName());
-            ArrayNode cl = r.putArray("clones");
-            clones.all().values().forEach(j -> cl.add(j.json()));
-            r.set("attachments", attachments != null ? attachments.listJson() : JSON.createArrayNode());
-        }
+        serving.status(r, clones);
         List<String> names = catalog.names();
         r.put("volumesSetAside", catalog.setAside().size());
         ArrayNode vols = r.putArray("volumes");
@@ -677,7 +504,7 @@ public final class ControlPlane {
         return r;
     }
 
-    private static String text(JsonNode req, String field, boolean required) throws OperationException {
+    static String text(JsonNode req, String field, boolean required) throws OperationException {
         JsonNode n = req.get(field);
         if (n == null || !n.isTextual()) {
             if (required) {

@@ -6,6 +6,8 @@ import io.snapbd.engine.volume.DataDirBusyException;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.server.admin.AdminClient;
 import io.snapbd.server.admin.ControlPlane;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.OperationException;
 import io.snapbd.server.server.FileSpaces;
 import picocli.CommandLine;
 
@@ -52,7 +54,7 @@ final class Cli {
     }
 
     static ObjectNode request(String command) {
-        ObjectNode r = ControlPlane.JSON.createObjectNode();
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("command", command);
         return r;
     }
@@ -69,13 +71,13 @@ final class Cli {
             }
             boolean creates = request.path("command").asText().equals("volume.create");
             try (VolumeCatalog catalog = VolumeCatalog.open(dataDir, FileSpaces.best(), creates)) {
-                return new ControlPlane(catalog, null, null).handle(request);
+                return ControlPlane.offline(catalog).handle(request);
             } catch (DataDirBusyException e) {
                 throw new ExitException(1, e.getMessage() + ", but its admin socket " + dataDir.resolve("admin.sock")
                         + " does not answer");
             }
-        } catch (ControlPlane.OperationException e) {
-            boolean noSave = ControlPlane.OperationException.NO_SAVE_VOLUME.equals(e.code());
+        } catch (OperationException e) {
+            boolean noSave = OperationException.NO_SAVE_VOLUME.equals(e.code());
             throw new ExitException(noSave ? EXIT_NO_SAVE_VOLUME : 1, e.getMessage());
         } catch (IOException e) {
             throw new ExitException(1, message(e));
@@ -84,7 +86,7 @@ final class Cli {
 
     static void printJson(JsonNode n) {
         try {
-            System.out.println(ControlPlane.JSON.writerWithDefaultPrettyPrinter().writeValueAsString(n));
+            System.out.println(Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(n));
         } catch (IOException e) {
             throw new ExitException(1, message(e));
         }

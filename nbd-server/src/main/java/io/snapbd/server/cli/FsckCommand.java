@@ -5,7 +5,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.engine.fsck.VolumeChecker;
 import io.snapbd.engine.volume.DataDirBusyException;
 import io.snapbd.engine.volume.VolumeCatalog;
-import io.snapbd.server.admin.ControlPlane;
+import io.snapbd.server.api.Json;
 import io.snapbd.server.server.FileSpaces;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -35,7 +35,7 @@ final class FsckCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        ArrayNode out = ControlPlane.JSON.createArrayNode();
+        ArrayNode out = Json.MAPPER.createArrayNode();
         boolean ok = true;
         try (VolumeCatalog catalog = VolumeCatalog.open(dataDir.resolve(), FileSpaces.best(), false)) {
             List<String> names = volumes.isEmpty() ? catalog.names() : volumes;

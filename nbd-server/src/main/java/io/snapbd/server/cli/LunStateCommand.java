@@ -2,6 +2,7 @@ package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.server.export.ExportName;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -123,7 +124,7 @@ final class LunStateCommand implements Runnable {
             }
             String why;
             if (now == null) {
-                why = export.contains("@") ? "the snapshot is no longer active" : "LUN state tracking is disabled";
+                why = ExportName.parse(export).isSnapshot() ? "the snapshot is no longer active" : "LUN state tracking is disabled";
             } else if (!now.substring(0, 36).equals(saved.substring(0, 36))) {
                 why = "not the volume the token was saved from (deleted and created again?)";
             } else {

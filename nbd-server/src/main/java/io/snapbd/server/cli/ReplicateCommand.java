@@ -2,9 +2,10 @@ package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import io.snapbd.server.admin.ControlPlane;
+import io.snapbd.server.api.Json;
 import io.snapbd.server.client.NbdUri;
 import io.snapbd.server.config.Sizes;
+import io.snapbd.server.export.ExportName;
 import io.snapbd.server.replication.Replicator;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -69,7 +70,7 @@ final class ReplicateCommand implements Callable<Integer> {
         String younger = snapshot;
         long olderSeq = -1;
         if (state != null && Files.exists(state)) {
-            JsonNode st = ControlPlane.JSON.readTree(Files.readString(state, StandardCharsets.UTF_8));
+            JsonNode st = Json.MAPPER.readTree(Files.readString(state, StandardCharsets.UTF_8));
             if (!st.path("volume").asText().equals(volume) || !st.path("target").asText().equals(target.toString())) {
                 throw new Cli.ExitException(2, state + " records volume " + st.path("volume").asText() + " to "
                         + st.path("target").asText() + ", not " + volume + " to " + target);
@@ -114,15 +115,15 @@ final class ReplicateCommand implements Callable<Integer> {
             older = null;
         }
         if (older != null && olderNode.path("sequence").asLong() == youngerNode.path("sequence").asLong()) {
-            System.out.println("up to date: " + target + " already holds " + volume + "@" + younger);
+            System.out.println("up to date: " + target + " already holds " + ExportName.format(volume, younger));
             return 0;
         }
         if (older != null && olderNode.path("sequence").asLong() > youngerNode.path("sequence").asLong()) {
             throw new Cli.ExitException(1, "snapshot " + older + " is younger than " + younger + ": nothing to send forward");
         }
         Path sock = sourceSocket != null ? sourceSocket : dir.resolve("nbd.sock");
-        NbdUri source = NbdUri.unix(sock, volume + "@" + younger);
-        NbdUri olderUri = older == null ? null : NbdUri.unix(sock, volume + "@" + older);
+        NbdUri source = NbdUri.unix(sock, ExportName.format(volume, younger));
+        NbdUri olderUri = older == null ? null : NbdUri.unix(sock, ExportName.format(volume, older));
         Progress bar = new Progress(System.out, (older == null ? "full copy " : "delta " + older + "..") + younger + " -> " + target);
         Replicator.Result r;
         try {
@@ -131,18 +132,18 @@ final class ReplicateCommand implements Callable<Integer> {
             throw new Cli.ExitException(1, "replication failed: " + Cli.message(e) + " (re-run the same command to complete it)");
         }
         if (state != null) {
-            ObjectNode st = ControlPlane.JSON.createObjectNode();
+            ObjectNode st = Json.MAPPER.createObjectNode();
             st.put("volume", volume);
             st.put("target", target.toString());
             st.put("snapshot", younger);
             st.put("sequence", youngerNode.path("sequence").asLong());
             st.put("replicatedAt", Instant.now().toString());
             Path tmp = state.resolveSibling(state.getFileName() + ".tmp");
-            Files.writeString(tmp, ControlPlane.JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st) + "\n", StandardCharsets.UTF_8);
+            Files.writeString(tmp, Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(st) + "\n", StandardCharsets.UTF_8);
             Files.move(tmp, state, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         }
         if (json) {
-            ObjectNode o = ControlPlane.JSON.createObjectNode();
+            ObjectNode o = Json.MAPPER.createObjectNode();
             o.put("volume", volume);
             o.put("snapshot", younger);
             if (older != null) {
@@ -155,7 +156,7 @@ final class ReplicateCommand implements Callable<Integer> {
             o.put("verified", r.verified());
             Cli.printJson(o);
         } else {
-            System.out.println("replicated " + volume + "@" + younger + (older == null ? " (full copy)" : " (delta from " + older + ")")
+            System.out.println("replicated " + ExportName.format(volume, younger) + (older == null ? " (full copy)" : " (delta from " + older + ")")
                     + " to " + target + ": " + Sizes.format(r.bytesCopied()) + " copied in " + r.extentsCopied() + " extent(s), "
                     + Sizes.format(r.bytesZeroed()) + " zeroed" + (r.verified() ? ", verified" : ""));
         }

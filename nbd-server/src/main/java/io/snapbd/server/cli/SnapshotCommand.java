@@ -2,7 +2,12 @@ package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.server.api.CloneState;
+import io.snapbd.server.api.CloneStatus;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.SaveSpace;
 import io.snapbd.server.config.Sizes;
+import io.snapbd.server.export.ExportName;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -11,7 +16,7 @@ import picocli.CommandLine.Parameters;
 @Command(name = "snapshot", mixinStandardHelpOptions = true,
         description = "Create, list, delete, restore and clone snapshots (exported read-only as VOLUME@SNAPSHOT).",
         subcommands = {SnapshotCommand.Create.class, SnapshotCommand.ListSnapshots.class, SnapshotCommand.Delete.class,
-                SnapshotCommand.Restore.class, SnapshotCommand.Clone.class, SnapshotCommand.CloneStatus.class})
+                SnapshotCommand.Restore.class, SnapshotCommand.Clone.class, SnapshotCommand.CloneProgress.class})
 final class SnapshotCommand implements Runnable {
 
     @CommandLine.Spec
@@ -59,7 +64,7 @@ final class SnapshotCommand implements Runnable {
                 Cli.printJson(r);
             } else {
                 System.out.println("created snapshot " + name + " of " + volume + " (sequence " + r.path("sequence").asLong()
-                        + ", " + r.path("createMicros").asLong() + " us), exported as " + volume + "@" + name);
+                        + ", " + r.path("createMicros").asLong() + " us), exported as " + ExportName.format(volume, name));
             }
         }
     }
@@ -94,9 +99,8 @@ final class SnapshotCommand implements Runnable {
             if (r.has("restore")) {
                 System.out.println(restoreLine(r.path("restore")));
             }
-            JsonNode sv = r.path("saveVolume");
-            System.out.println("save volume: " + Sizes.format(sv.path("bytesUsed").asLong()) + " of "
-                    + Sizes.format(sv.path("bytes").asLong()) + " used");
+            SaveSpace sv = Json.MAPPER.convertValue(r.path("saveVolume"), SaveSpace.class);
+            System.out.println("save volume: " + Sizes.format(sv.bytesUsed()) + " of " + Sizes.format(sv.bytes()) + " used");
         }
     }
 
@@ -117,8 +121,8 @@ final class SnapshotCommand implements Runnable {
             ObjectNode req = request("snapshot.delete", volume, name);
             req.put("force", force);
             JsonNode r = Cli.call(dataDir.resolve(), req);
-            System.out.println("deleted snapshot " + volume + "@" + name + "; save volume "
-                    + Sizes.format(r.path("saveVolume").path("bytesUsed").asLong()) + " used");
+            SaveSpace sv = Json.MAPPER.convertValue(r.path("saveVolume"), SaveSpace.class);
+            System.out.println("deleted snapshot " + ExportName.format(volume, name) + "; save volume " + Sizes.format(sv.bytesUsed()) + " used");
         }
     }
 
@@ -177,11 +181,12 @@ final class SnapshotCommand implements Runnable {
                 req.put("track", true);
             }
             JsonNode job = Cli.call(dataDir.resolve(), req);
+            CloneStatus c = Json.MAPPER.convertValue(job, CloneStatus.class);
             if (waitForIt) {
                 // With --json, stdout carries only the JSON: progress goes to stderr.
-                Progress p = new Progress(json ? System.err : System.out, "clone " + volume + "@" + name + " -> " + target);
-                while ("copying".equals(job.path("state").asText())) {
-                    p.update(job.path("bytesDone").asLong(), job.path("bytesTotal").asLong(), false);
+                Progress p = new Progress(json ? System.err : System.out, "clone " + ExportName.format(volume, name) + " -> " + target);
+                while (c.state() == CloneState.COPYING) {
+                    p.update(c.bytesDone(), c.bytesTotal(), false);
                     try {
                         Thread.sleep(250);
                     } catch (InterruptedException e) {
@@ -191,35 +196,35 @@ final class SnapshotCommand implements Runnable {
                     ObjectNode st = Cli.request("clone.status");
                     st.put("target", target);
                     job = Cli.call(dataDir.resolve(), st);
+                    c = Json.MAPPER.convertValue(job, CloneStatus.class);
                 }
-                p.update(job.path("bytesDone").asLong(), job.path("bytesTotal").asLong(), true);
-                if (!"done".equals(job.path("state").asText())) {
-                    throw new Cli.ExitException(1, "clone " + job.path("state").asText() + ": " + job.path("error").asText(""));
+                p.update(c.bytesDone(), c.bytesTotal(), true);
+                if (c.state() != CloneState.DONE) {
+                    throw new Cli.ExitException(1, "clone " + c.state().label() + ": " + (c.error() == null ? "" : c.error()));
                 }
             }
             if (json) {
                 Cli.printJson(job);
             } else if (!waitForIt) {
-                System.out.println("clone of " + volume + "@" + name + " into " + target + ": " + job.path("state").asText()
-                        + " (" + Sizes.format(job.path("bytesDone").asLong()) + " copied); follow it with 'snapbd snapshot clone-status "
+                System.out.println("clone of " + ExportName.format(volume, name) + " into " + target + ": " + c.state().label()
+                        + " (" + Sizes.format(c.bytesDone()) + " copied); follow it with 'snapbd snapshot clone-status "
                         + target + "'");
             } else {
-                printToken(job);
+                printToken(c);
             }
         }
     }
 
     /** The LUN state token of a finished tracked clone, the value a backup tool saves. */
-    static void printToken(JsonNode job) {
-        JsonNode lun = job.path("lunState");
-        if (lun.path("token").isTextual()) {
-            System.out.println("LUN state token to save: " + lun.path("token").asText());
+    static void printToken(CloneStatus job) {
+        if (job.lunState() != null && job.lunState().token() != null) {
+            System.out.println("LUN state token to save: " + job.lunState().token());
         }
     }
 
     @Command(name = "clone-status", mixinStandardHelpOptions = true,
             description = "Progress of the copy into NEWVOLUME (running server); when a --track clone is done, the LUN state token to save.")
-    static final class CloneStatus implements Runnable {
+    static final class CloneProgress implements Runnable {
         @CommandLine.Mixin
         Cli.DataDirOption dataDir;
         @Parameters(index = "0", paramLabel = "NEWVOLUME")
@@ -236,10 +241,11 @@ final class SnapshotCommand implements Runnable {
                 Cli.printJson(job);
                 return;
             }
-            System.out.println("clone of " + job.path("source").asText() + " into " + target + ": " + job.path("state").asText()
-                    + " (" + Sizes.format(job.path("bytesDone").asLong()) + " of " + Sizes.format(Math.max(0, job.path("bytesTotal").asLong()))
-                    + ")" + (job.has("error") ? ": " + job.path("error").asText() : ""));
-            printToken(job);
+            CloneStatus c = Json.MAPPER.convertValue(job, CloneStatus.class);
+            System.out.println("clone of " + c.source() + " into " + target + ": " + c.state().label()
+                    + " (" + Sizes.format(c.bytesDone()) + " of " + Sizes.format(Math.max(0, c.bytesTotal()))
+                    + ")" + (c.error() != null ? ": " + c.error() : ""));
+            printToken(c);
         }
     }
 }

@@ -2,6 +2,8 @@ package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.SaveSpace;
 import io.snapbd.server.config.Sizes;
 import org.HdrHistogram.Histogram;
 import picocli.CommandLine;
@@ -127,10 +129,10 @@ final class StatsCommand implements Runnable {
         if (e.has("copyOnWriteCopies")) {
             System.out.println("  copy-on-write copies: " + e.path("copyOnWriteCopies").asLong() + " (since the volume was opened)");
         }
-        JsonNode save = e.path("saveVolume");
-        if (save.isObject()) {
-            long used = save.path("bytesUsed").asLong();
-            long size = save.path("bytes").asLong();
+        if (e.path("saveVolume").isObject()) {
+            SaveSpace save = Json.MAPPER.convertValue(e.path("saveVolume"), SaveSpace.class);
+            long used = save.bytesUsed();
+            long size = save.bytes();
             System.out.println("  save volume: " + Sizes.format(used) + " of " + Sizes.format(size) + " used"
                     + (size > 0 ? String.format(Locale.ROOT, " (%.1f %%)", 100.0 * used / size) : "")
                     + (e.has("snapshotSaveBytesUsed") ? ", " + Sizes.format(e.path("snapshotSaveBytesUsed").asLong()) + " by this snapshot" : ""));

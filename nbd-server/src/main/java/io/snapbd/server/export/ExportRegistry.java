@@ -70,8 +70,7 @@ public final class ExportRegistry {
 
     /** Why the export {@code name} (VOLUME or VOLUME@SNAPSHOT) is not served, or null when nothing is known. */
     public String withheldReason(String name) {
-        int at = name.indexOf('@');
-        return withheld.get(at < 0 ? name : name.substring(0, at));
+        return withheld.get(ExportName.parse(name).volume());
     }
 
     public List<Export> list() {

@@ -6,8 +6,8 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.nativeio.NbdIoctl;
 import io.snapbd.nativeio.SocketPairs;
 import io.snapbd.server.Log;
-import io.snapbd.server.admin.ControlPlane;
-import io.snapbd.server.admin.ControlPlane.OperationException;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.OperationException;
 import io.snapbd.server.config.AttachSpec;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
@@ -96,9 +96,14 @@ public final class KernelAttachments implements AutoCloseable {
 
     /** The attachments for {@code status}, ordered by device. */
     public ArrayNode listJson() {
-        ArrayNode list = ControlPlane.JSON.createArrayNode();
+        ArrayNode list = Json.MAPPER.createArrayNode();
         new TreeMap<>(attached).values().forEach(a -> list.add(a.json()));
         return list;
+    }
+
+    /** The attachments, ordered by device. */
+    public List<Attachment> list() {
+        return List.copyOf(new TreeMap<>(attached).values());
     }
 
     public int size() {
@@ -229,7 +234,7 @@ public final class KernelAttachments implements AutoCloseable {
         }
         long t0 = System.nanoTime();
         boolean flushed = a.detach("detach requested");
-        ObjectNode r = ControlPlane.JSON.createObjectNode();
+        ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("device", device);
         r.put("export", a.export.name());
         r.put("detached", true);
@@ -526,8 +531,21 @@ public final class KernelAttachments implements AutoCloseable {
             }
         }
 
+        public String device() {
+            return spec.device();
+        }
+
+        public String exportName() {
+            return export.name();
+        }
+
+        /** attaching, attached, detaching, detached or failed. */
+        public String state() {
+            return state;
+        }
+
         public ObjectNode json() {
-            ObjectNode o = ControlPlane.JSON.createObjectNode();
+            ObjectNode o = Json.MAPPER.createObjectNode();
             o.put("device", spec.device());
             o.put("export", export.name());
             o.put("readOnly", readOnly);

@@ -1,6 +1,5 @@
 package io.snapbd.server.server;
 
-import com.fasterxml.jackson.databind.JsonNode;
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
 import io.snapbd.engine.lun.LunState;
@@ -259,13 +258,12 @@ public final class Metrics implements AutoCloseable {
 
         // ---- kernel attachments and clone jobs ------------------------------------------------------------
         t.family("snapbd_attachment_info", "gauge", "Always 1 per nbd device attached by this server; labels: device, export, state.");
-        for (JsonNode a : attachments.listJson()) {
-            t.sample("snapbd_attachment_info", labels("device", a.path("device").asText(), "export", a.path("export").asText(),
-                    "state", a.path("state").asText()), 1);
+        for (KernelAttachments.Attachment a : attachments.list()) {
+            t.sample("snapbd_attachment_info", labels("device", a.device(), "export", a.exportName(), "state", a.state()), 1);
         }
         t.family("snapbd_clone_jobs", "gauge", "Snapshot clone jobs known to the server, per state.");
         Map<String, Integer> jobs = new TreeMap<>();
-        clones.all().values().forEach(j -> jobs.merge(j.json().path("state").asText(), 1, Integer::sum));
+        clones.all().values().forEach(j -> jobs.merge(j.state().label(), 1, Integer::sum));
         jobs.forEach((state, n) -> t.sample("snapbd_clone_jobs", labels("state", state), n));
 
         Runtime rt = Runtime.getRuntime();

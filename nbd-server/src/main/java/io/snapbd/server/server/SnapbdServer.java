@@ -16,6 +16,7 @@ import io.snapbd.server.config.VolumeSpec;
 import io.snapbd.nativeio.InheritedSockets;
 import io.snapbd.server.config.Sizes;
 import io.snapbd.server.export.Export;
+import io.snapbd.server.export.ExportName;
 import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.snapshot.CloneJobs;
@@ -178,8 +179,7 @@ public final class SnapbdServer implements AutoCloseable {
             nbd.listenUnix(config.unix());
         }
         for (AttachSpec spec : config.attachments()) {
-            String aside = catalog.setAsideReason(spec.export().contains("@")
-                    ? spec.export().substring(0, spec.export().indexOf('@')) : spec.export());
+            String aside = catalog.setAsideReason(ExportName.parse(spec.export()).volume());
             if (aside != null) {
                 // the other volumes' devices are attached all the same
                 Log.error("%s: not attaching %s to %s: its volume is set aside: %s", spec.origin(), spec.export(), spec.device(), aside);
@@ -219,7 +219,7 @@ public final class SnapbdServer implements AutoCloseable {
 
     /** One line for systemd's STATUS=: what is served where. */
     public String statusLine() {
-        long vols = exports.list().stream().filter(e -> !e.name().contains("@")).count();
+        long vols = exports.list().stream().filter(e -> !ExportName.parse(e.name()).isSnapshot()).count();
         java.util.Set<String> aside = catalog.setAside().keySet();
         return "serving " + vols + " volume(s), " + (exports.list().size() - vols) + " snapshot export(s) on "
                 + String.join(", ", nbd.listenerNames()) + (attachments.size() > 0 ? "; " + attachments.size() + " nbd device(s) attached" : "")

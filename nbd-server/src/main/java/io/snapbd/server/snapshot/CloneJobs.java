@@ -1,13 +1,15 @@
 package io.snapbd.server.snapshot;
 
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.engine.snapshot.CloneCopier;
 import io.snapbd.engine.snapshot.SnapshotView;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.server.Log;
-import io.snapbd.server.admin.ControlPlane;
+import io.snapbd.server.api.CloneState;
+import io.snapbd.server.api.CloneStatus;
+import io.snapbd.server.api.LunStatus;
 import io.snapbd.server.export.Export;
+import io.snapbd.server.export.ExportName;
 import io.snapbd.server.export.ExportRegistry;
 
 import java.io.IOException;
@@ -24,46 +26,47 @@ import java.util.concurrent.ConcurrentHashMap;
  *
  * <p>When the copy is complete, the target's LUN state is read <em>before</em> its export accepts connections:
  * with tracking enabled (clone --track) that value is exactly the state of the finished copy, the token to
- * save, reported by {@link Job#json()} as {@code lunState}.
+ * save, reported by {@link Job#status()} as {@code lunState}.
  */
 public final class CloneJobs {
 
     /** One copy. */
     public static final class Job {
-        final String source;
+        final ExportName source;
         final String target;
         volatile CloneCopier copier;
-        volatile String state = "copying";
+        volatile CloneState state = CloneState.COPYING;
         volatile String error;
         volatile boolean cancel;
         /** The target's LUN state at the end of the copy, before anyone could connect; null until done. */
-        volatile ObjectNode lunState;
+        volatile LunStatus lunState;
         final long started = System.currentTimeMillis();
 
-        Job(String source, String target) {
+        Job(ExportName source, String target) {
             this.source = source;
             this.target = target;
         }
 
-        public synchronized ObjectNode json() {
-            ObjectNode o = ControlPlane.JSON.createObjectNode();
-            o.put("source", source);
-            o.put("target", target);
-            o.put("state", state);
+        /** The snapshot copied from. */
+        public ExportName source() {
+            return source;
+        }
+
+        public String target() {
+            return target;
+        }
+
+        public CloneState state() {
+            return state;
+        }
+
+        public synchronized CloneStatus status() {
             CloneCopier c = copier;
             long total = c == null ? -1 : c.total();
             long done = c == null ? 0 : c.done();
-            o.put("bytesDone", done);
-            o.put("bytesTotal", total);
-            o.put("percent", total <= 0 ? ("done".equals(state) ? 100.0 : 0.0) : Math.floor(1000.0 * done / total) / 10);
-            o.put("elapsedSeconds", (System.currentTimeMillis() - started) / 1000.0);
-            if (error != null) {
-                o.put("error", error);
-            }
-            if (lunState != null) {
-                o.set("lunState", lunState);
-            }
-            return o;
+            double percent = total <= 0 ? (state == CloneState.DONE ? 100.0 : 0.0) : Math.floor(1000.0 * done / total) / 10;
+            return new CloneStatus(source.toString(), target, state, done, total, percent,
+                    (System.currentTimeMillis() - started) / 1000.0, error, lunState);
         }
     }
 
@@ -90,9 +93,9 @@ public final class CloneJobs {
 
     /** True while some copy reads from VOLUME@SNAPSHOT. */
     public String cloneReading(String volume, String snapshot) {
-        String src = volume + "@" + snapshot;
+        ExportName src = ExportName.ofSnapshot(volume, snapshot);
         for (Job j : jobs.values()) {
-            if (j.source.equals(src) && "copying".equals(j.state)) {
+            if (j.source.equals(src) && j.state == CloneState.COPYING) {
                 return j.target;
             }
         }
@@ -102,8 +105,9 @@ public final class CloneJobs {
     /** Starts (or, after a restart, restarts) the copy of {@code source} into the existing volume {@code target}. */
     public Job start(String volume, String snapshot, String target, boolean background) throws IOException {
         Files.createDirectories(markerDir());
-        Files.writeString(markerDir().resolve(target), volume + "@" + snapshot + "\n", StandardCharsets.UTF_8);
-        Job job = new Job(volume + "@" + snapshot, target);
+        ExportName source = ExportName.ofSnapshot(volume, snapshot);
+        Files.writeString(markerDir().resolve(target), source + "\n", StandardCharsets.UTF_8);
+        Job job = new Job(source, target);
         jobs.put(target, job);
         Export targetExport = exports == null ? null : exports.lookup(target);
         if (targetExport != null) {
@@ -129,21 +133,21 @@ public final class CloneJobs {
             job.copier = copier;
             Log.info("clone %s -> %s started", job.source, job.target);
             if (!copier.run(() -> job.cancel)) {
-                job.state = "cancelled";
+                job.state = CloneState.CANCELLED;
                 return;
             }
             Files.deleteIfExists(markerDir().resolve(job.target));
             // The value at the end of the copy, taken while the export still refuses connections.
-            job.lunState = ControlPlane.lunJson(ControlPlane.JSON.createObjectNode(), dst.lunState(), dst.lunState().get());
-            synchronized (job) {    // json() sees "copying" with the export closed or "done" with it open
+            job.lunState = LunStatus.of(dst.lunState(), dst.lunState().get());
+            synchronized (job) {    // status() sees "copying" with the export closed or "done" with it open
                 if (targetExport != null) {
                     targetExport.setUnavailable(null);
                 }
-                job.state = "done";
+                job.state = CloneState.DONE;
             }
             Log.info("clone %s -> %s done: %d bytes", job.source, job.target, copier.done());
         } catch (IOException | RuntimeException e) {
-            job.state = "failed";
+            job.state = CloneState.FAILED;
             job.error = e.getMessage();
             if (targetExport != null) {
                 targetExport.setUnavailable("clone from " + job.source + " failed: " + e.getMessage());
@@ -161,14 +165,14 @@ public final class CloneJobs {
             for (Path m : (Iterable<Path>) files::iterator) {
                 String target = m.getFileName().toString();
                 String src = Files.readString(m, StandardCharsets.UTF_8).strip();
-                int at = src.indexOf('@');
-                if (at <= 0 || !catalog.exists(target)) {
+                ExportName source = ExportName.parse(src);
+                if (!source.isSnapshot() || source.volume().isEmpty() || !catalog.exists(target)) {
                     Log.warn("ignoring clone marker %s: '%s'", m, src);
                     continue;
                 }
                 Log.info("restarting interrupted clone %s -> %s", src, target);
                 try {
-                    start(src.substring(0, at), src.substring(at + 1), target, true);
+                    start(source.volume(), source.snapshot(), target, true);
                 } catch (IOException | IllegalArgumentException e) {
                     // e.g. its source or target volume is set aside: the other volumes are served all the same
                     Log.error("cannot restart the interrupted clone %s -> %s: %s", src, target, e.getMessage());

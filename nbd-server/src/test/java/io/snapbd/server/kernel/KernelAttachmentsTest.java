@@ -3,6 +3,8 @@ package io.snapbd.server.kernel;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.server.admin.ControlPlane;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.OperationException;
 import io.snapbd.server.config.AttachSpec;
 import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.server.FileSpaces;
@@ -74,17 +76,17 @@ class KernelAttachmentsTest {
     @Test
     void controlPlaneRoutesAttachAndExplainsOffline() throws Exception {
         ControlPlane online = new ControlPlane(catalog, exports, nbd, new CloneJobs(catalog, exports), attachments);
-        ObjectNode req = ControlPlane.JSON.createObjectNode();
+        ObjectNode req = Json.MAPPER.createObjectNode();
         req.put("command", "attach");
         req.put("export", "vol0");
         req.put("device", "/dev/sda");
-        ControlPlane.OperationException e = assertThrows(ControlPlane.OperationException.class, () -> online.handle(req));
+        OperationException e = assertThrows(OperationException.class, () -> online.handle(req));
         assertEquals("'/dev/sda' is not an nbd device: use /dev/nbdN", e.getMessage());
-        assertTrue(online.handle(ControlPlane.JSON.createObjectNode().put("command", "status")).path("attachments").isArray());
+        assertTrue(online.handle(Json.MAPPER.createObjectNode().put("command", "status")).path("attachments").isArray());
 
-        ControlPlane offline = new ControlPlane(catalog, null, null);
+        ControlPlane offline = ControlPlane.offline(catalog);
         req.put("device", "/dev/nbd0");
-        e = assertThrows(ControlPlane.OperationException.class, () -> offline.handle(req));
+        e = assertThrows(OperationException.class, () -> offline.handle(req));
         assertTrue(e.getMessage().startsWith("attach needs the running server"), e.getMessage());
     }
 }
