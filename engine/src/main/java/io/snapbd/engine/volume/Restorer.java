@@ -6,7 +6,6 @@ import io.snapbd.engine.snapshot.RestoreMarker;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.engine.volume.Volume.RestoreProgress;
-import io.snapbd.engine.volume.Volume.VolumeSession;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;

@@ -22,10 +22,12 @@ import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * A writable volume: a preallocated, memory-mapped data file plus its production meta bit map. This class is
- * the public facade and the read and write path; its parts each do one job: {@link VolumeOpener} (create and
- * open), {@link VolumeRecovery} (crash recovery at open), {@link WriteIntents} (the write-intent log),
- * {@link Committer} (the copy-on-write committer thread), {@link Zeroing} (TRIM and WRITE_ZEROES),
- * {@link Restorer} (restore from a snapshot) and {@link VolumeTuning} (the {@code -Dsnapbd.*} knobs).
+ * the public facade and the request path (read, prepare/stage/finish write, TRIM, WRITE_ZEROES, FLUSH), kept
+ * in one class so that each request stays a few direct calls over the same final fields (overlay, gate,
+ * snapshots, intents). Its parts each do one job: {@link VolumeOpener} (create and open), {@link VolumeRecovery}
+ * (crash recovery at open), {@link WriteIntents} (the write-intent log), {@link Committer} (the copy-on-write
+ * committer thread), {@link Zeroing} (how blocks become zero), {@link Restorer} (restore from a snapshot),
+ * {@link VolumeSession} (one client's state) and {@link VolumeTuning} (the {@code -Dsnapbd.*} knobs).
  *
  * <p>Invariants that make crash recovery exact enough:
  * <ul>
@@ -263,47 +265,6 @@ public final class Volume implements BlockDevice, AutoCloseable {
     @Override
     public Session openSession() {
         return new VolumeSession(data.cursor(), gate, overlay.view());
-    }
-
-    static final class VolumeSession implements Session {
-        final MappedData.Cursor cursor;
-        final Overlay.View overlayView;
-        final WriteGate gate;
-        final WriteGate.Slot slot;
-        final SnapshotSet.CowBuffer cow = new SnapshotSet.CowBuffer();
-        private int[] slots;
-        private ByteBuffer readBuffer;
-        int stagedSlots;
-        long stagedFirst;
-
-        /** Overlay slots reserved for the write in progress (sized for the largest staged write). */
-        int[] slotBuffer() {
-            if (slots == null) {
-                slots = new int[256];
-            }
-            return slots;
-        }
-
-        ByteBuffer readBuffer() {
-            if (readBuffer == null) {
-                readBuffer = ByteBuffer.allocateDirect(1 << 20);
-            }
-            return readBuffer;
-        }
-
-        VolumeSession(MappedData.Cursor cursor, WriteGate gate, Overlay.View overlayView) {
-            this.cursor = cursor;
-            this.overlayView = overlayView;
-            this.gate = gate;
-            this.slot = gate.register();
-        }
-
-
-
-        @Override
-        public void close() {
-            gate.unregister(slot);
-        }
     }
 
     /** Saves before-images that snapshots need for blocks [first, last] (no-op without snapshots). */
