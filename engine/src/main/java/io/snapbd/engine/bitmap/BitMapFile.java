@@ -13,6 +13,9 @@ import java.nio.file.StandardOpenOption;
 import java.util.BitSet;
 import java.util.UUID;
 
+import static io.snapbd.engine.format.ChannelIo.readFully;
+import static io.snapbd.engine.format.ChannelIo.writeFully;
+
 /**
  * On-disk form of a {@link PagedBitMap}: a 4 KiB header, a table of per-page entries {CRC-32C, flags}, then
  * the pages. Pages are rewritten in place; a page whose checksum does not match after a crash is reported as
@@ -288,22 +291,5 @@ public final class BitMapFile implements AutoCloseable {
     @Override
     public void close() throws IOException {
         channel.close();
-    }
-
-    static void writeFully(FileChannel ch, ByteBuffer b, long pos) throws IOException {
-        b.position(0);
-        while (b.hasRemaining()) {
-            pos += ch.write(b, pos);
-        }
-    }
-
-    static void readFully(FileChannel ch, ByteBuffer b, long pos, Path path) throws IOException {
-        while (b.hasRemaining()) {
-            int n = ch.read(b, pos);
-            if (n < 0) {
-                throw new CorruptMetadataException(path, "file is truncated at byte " + pos);
-            }
-            pos += n;
-        }
     }
 }

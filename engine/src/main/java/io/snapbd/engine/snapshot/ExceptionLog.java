@@ -15,6 +15,9 @@ import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.UUID;
 
+import static io.snapbd.engine.format.ChannelIo.readFully;
+import static io.snapbd.engine.format.ChannelIo.writeFully;
+
 /**
  * {@code exceptions.log}: the persistent block maps of all snapshots of a volume, as an append-only log of
  * 64-byte records {snapshot, block, chunk} (the role of dm-snapshot's persistent exception store). A record
@@ -571,22 +574,5 @@ final class ExceptionLog implements AutoCloseable {
     @Override
     public void close() throws IOException {
         channel.close();
-    }
-
-    private static void writeFully(FileChannel ch, ByteBuffer b, long pos) throws IOException {
-        b.position(0);
-        while (b.hasRemaining()) {
-            pos += ch.write(b, pos);
-        }
-    }
-
-    private static void readFully(FileChannel ch, ByteBuffer b, long pos, Path path) throws IOException {
-        while (b.hasRemaining()) {
-            int n = ch.read(b, pos);
-            if (n < 0) {
-                throw new CorruptMetadataException(path, "truncated at byte " + pos);
-            }
-            pos += n;
-        }
     }
 }

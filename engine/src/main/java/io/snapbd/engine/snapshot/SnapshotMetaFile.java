@@ -19,6 +19,9 @@ import java.util.BitSet;
 import java.util.List;
 import java.util.UUID;
 
+import static io.snapbd.engine.format.ChannelIo.readFully;
+import static io.snapbd.engine.format.ChannelIo.writeFully;
+
 /**
  * {@code snap-SEQ.meta}: the meta pages frozen for one snapshot (bit map file format, kind {@code SNAPSHOT_META},
  * version 2). Each page is written at most once: its 4096 bytes are written and forced first, and only then its
@@ -302,22 +305,5 @@ final class SnapshotMetaFile implements AutoCloseable {
     @Override
     public void close() throws IOException {
         channel.close();
-    }
-
-    private static void writeFully(FileChannel ch, ByteBuffer b, long pos) throws IOException {
-        b.position(0);
-        while (b.hasRemaining()) {
-            pos += ch.write(b, pos);
-        }
-    }
-
-    private static void readFully(FileChannel ch, ByteBuffer b, long pos, Path path) throws IOException {
-        while (b.hasRemaining()) {
-            int n = ch.read(b, pos);
-            if (n < 0) {
-                throw new CorruptMetadataException(path, "file is truncated at byte " + pos);
-            }
-            pos += n;
-        }
     }
 }

@@ -2,15 +2,19 @@ package io.snapbd.engine.volume;
 
 import io.snapbd.engine.io.FileSpace;
 
+import java.lang.System.Logger.Level;
+
 /**
  * The committer's scheduling priority. While no writer waits for it, it runs at {@code idleNice} (19 by
  * default): on a machine with few CPUs a batch being filled, forced and applied must not hold a connection
- * thread back, and at nice 10 it still did (a depth-1 client's p99 after a snapshot 2.6-2.9x the no-snapshot
- * row, 1.3-1.6x at 19; benchmarks/RESULTS.md run 8). When writers do wait for it (a FLUSH, a rewrite of a
- * staged block, an overlay a quarter full or with no room), it runs at {@code busyNice} (0 by default), so a
- * busy neighbour process cannot starve the writes that wait. Only the committer thread calls it.
+ * thread back, and at nice 10 it still did (benchmarks/RESULTS.md run 8). When writers do wait for it (a
+ * FLUSH, a rewrite of a staged block, an overlay a quarter full or with no room), it runs at {@code busyNice}
+ * (0 by default), so a busy neighbour process cannot starve the writes that wait. Only the committer thread
+ * calls it.
  */
 final class CommitterPriority {
+
+    private static final System.Logger LOG = System.getLogger(CommitterPriority.class.getName());
 
     private final FileSpace space;
     private final int idleNice;
@@ -37,7 +41,7 @@ final class CommitterPriority {
         } else if (wanted == busyNice && current != Integer.MIN_VALUE) {
             // Lowering the nice value again needs CAP_SYS_NICE or RLIMIT_NICE (LimitNICE=+0 in snapbd.service).
             canBoost = false;
-            System.err.println("snapbd: volume " + volume + ": cannot set the committer back to nice " + busyNice
+            LOG.log(Level.WARNING, "snapbd: volume " + volume + ": cannot set the committer back to nice " + busyNice
                     + " when writers wait for it (needs CAP_SYS_NICE or RLIMIT_NICE >= " + (20 - busyNice)
                     + "); it stays at nice " + current + ", so on a busy machine such writers wait longer");
         } else if (current == Integer.MIN_VALUE) {

@@ -17,9 +17,9 @@ import java.util.concurrent.atomic.AtomicReference;
  *
  * <p>Why: the first snapshot of a freshly started process otherwise pays for the JIT compiling (and, after the
  * no-snapshot traffic before it, recompiling) the copy, stage, force and apply code while clients wait: its
- * first writes measured 2.5-4x the p99 of the same writes one snapshot later (benchmarks/RESULTS.md, cold
- * row). The scratch volume lives in its own directory, uses the same {@link FileSpace} as the real volumes and
- * the same calls a connection makes (prepare, commit, finish), from two threads so that writers meet pending
+ * first writes measured several times the p99 of the same writes one snapshot later (benchmarks/RESULTS.md,
+ * run 5 and its cold row). The scratch volume lives in its own directory, uses the same {@link FileSpace} as
+ * the real volumes and the same calls a connection makes (prepare, commit, finish), from two threads so that writers meet pending
  * copies and staged blocks; it is deleted afterwards. It checks what it wrote: a snapshot that does not read
  * its before-images fails the warm-up (the caller logs it; serving is not affected).
  */
@@ -32,7 +32,8 @@ public final class CopyOnWriteWarmUp {
 
     /**
      * The scratch volume's overlay: small, so that the writers fill it, reach its batch target (a quarter) and
-     * grow its arena past what a snapshot preallocates, the branches a real volume takes only under load.
+     * grow its arena past what a snapshot preallocates, the branches a real volume takes only under load;
+     * otherwise the JIT would meet those branches for the first time on a client's write.
      */
     static final long OVERLAY_BYTES = 8L << 20;
     static final long OVERLAY_PREALLOCATE_BYTES = 1L << 20;
@@ -66,12 +67,12 @@ public final class CopyOnWriteWarmUp {
         try {
             Volume.create(dir, "warm-up", (long) rounds * BLOCKS * BLOCK_SIZE, BLOCK_SIZE, (long) BLOCKS * BLOCK_SIZE,
                     false, space);
-            Volume v = Volume.open(dir, space);
+            Volume v = Volume.open(dir, space,
+                    VolumeTuning.system().withOverlay(OVERLAY_BYTES, OVERLAY_PREALLOCATE_BYTES));
             long writes = 0;
             long copies;
             int done = 0;
             try {
-                v.resizeOverlay(OVERLAY_BYTES, OVERLAY_PREALLOCATE_BYTES);
                 while (done < rounds && (done == 0 || System.nanoTime() - deadline < 0)) {
                     long compiledBefore = JitActivity.compileMillis();
                     String snapshot = "warm-up-" + done;

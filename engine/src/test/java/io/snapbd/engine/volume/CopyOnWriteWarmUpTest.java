@@ -40,20 +40,6 @@ class CopyOnWriteWarmUpTest {
     }
 
     @Test
-    void anOverlayInUseIsNotReplaced() throws IOException {
-        Path vdir = dir.resolve("v");
-        Volume.create(vdir, "v", 1 << 20, 4096, 1 << 20, false, new JavaFileSpace());
-        Volume v = Volume.open(vdir, new JavaFileSpace());
-        try {
-            v.resizeOverlay(1 << 20, 0);                // fresh: allowed
-            v.createSnapshot("s");                      // starts the committer
-            assertThrows(IllegalStateException.class, () -> v.resizeOverlay(1 << 20, 0));
-        } finally {
-            v.close();
-        }
-    }
-
-    @Test
     void aSpentBudgetStillRunsOneRound() throws IOException {
         CopyOnWriteWarmUp.Result r = CopyOnWriteWarmUp.run(dir.resolve("w"), new JavaFileSpace(), 5, Duration.ZERO);
         assertEquals(WRITES_PER_ROUND, r.writes());

@@ -52,9 +52,11 @@ class OverlayRewriteTest {
         return b;
     }
 
+    /** A volume whose committer holds a batch an hour unless somebody waits (to observe staging). */
     private Volume create() throws IOException {
         Volume.create(dir.resolve("v"), "v", (long) BLOCKS * BS, BS, (long) BLOCKS * 2 * BS, false, new JavaFileSpace());
-        return Volume.open(dir.resolve("v"), new JavaFileSpace());
+        return Volume.open(dir.resolve("v"), new JavaFileSpace(),
+                VolumeTuning.system().withOverlayBatchNanos(3_600_000_000_000L));
     }
 
     @Test
@@ -62,9 +64,7 @@ class OverlayRewriteTest {
         try (Volume v = create()) {
             try (BlockDevice.Session s = v.openSession()) {
                 write(v, s, 0, filled(4 * BS, 'a'));
-                // The committer holds the batch unless somebody waits. Set before the snapshot: taking it starts
-                // the committer, whose wait then already uses this batch time.
-                v.overlayBatchNanos(3_600_000_000_000L);
+                // The committer holds the batch unless somebody waits (the batch time create() opened it with).
                 v.createSnapshot("s");
                 assertFalse(v.prepareWrite(s, BS, BS), "a first write after a snapshot is staged");
                 v.abortPrepared(s);
@@ -86,7 +86,6 @@ class OverlayRewriteTest {
                 Arrays.fill(want, 100, 110, (byte) 'z');
                 assertArrayEquals(want, read(v, BS, BS));
                 assertArrayEquals(filled(4 * BS, 'a'), read(v.snapshotView("s"), 0, 4 * BS));
-                v.overlayBatchNanos(0);
             }
         }
         try (Volume v = Volume.open(dir.resolve("v"), new JavaFileSpace())) {

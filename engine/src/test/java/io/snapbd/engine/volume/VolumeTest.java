@@ -516,7 +516,7 @@ class VolumeTest {
 
     private PagedBitMap onDiskIntents() throws IOException {
         VolumeHeader h = VolumeHeader.read(dir().resolve(Volume.HEADER_FILE));
-        PagedBitMap m = new PagedBitMap(Volume.regions(h.blocks(), h.regionShift()));
+        PagedBitMap m = new PagedBitMap(WriteIntents.regions(h.blocks(), h.regionShift()));
         BitSet damaged = new BitSet();
         BitMapFile.open(dir().resolve(Volume.INTENT_FILE), BitMapFile.Kind.INTENT, h.uuid(), m, damaged).close();
         assertTrue(damaged.isEmpty());
