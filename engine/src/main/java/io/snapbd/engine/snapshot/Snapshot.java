@@ -25,7 +25,7 @@ final class Snapshot {
     final java.util.BitSet ownedPages = new java.util.BitSet();
     /** Chunks in use on behalf of this snapshot (= cardinality of bits), for status. */
     final java.util.concurrent.atomic.AtomicLong chunks = new java.util.concurrent.atomic.AtomicLong();
-    /** Read requests in flight on this snapshot ({@link SnapshotSet#pin}); delete and terminate wait for them. */
+    /** Read requests in flight on this snapshot ({@link SnapshotReads#pin}); delete and terminate wait for them. */
     final java.util.concurrent.atomic.AtomicInteger readers = new java.util.concurrent.atomic.AtomicInteger();
     /**
      * Null while the snapshot may be pinned; once delete or terminate has started, why it is going (what a

@@ -114,7 +114,7 @@ public final class SnapshotChecker {
         }
         // Which snapshots the damage takes with it: exactly the ones the next open refuses.
         if (files.size() == all.size()) {
-            String[] refused = SnapshotSet.refusals(all, files, fileProblems, present.toArray(new BitSet[0]),
+            String[] refused = SnapshotLoader.refusals(all, files, fileProblems, present.toArray(new BitSet[0]),
                     damaged.toArray(new BitSet[0]), pages, scan.hasDamage() ? scan.damageBound : -1,
                     scan.hasDamage() ? "damaged: " + SnapshotSet.LOG_FILE + " record at byte " + scan.firstDamagedOffset : null);
             for (int i = 0; i < refused.length; i++) {
