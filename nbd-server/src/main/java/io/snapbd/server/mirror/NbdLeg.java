@@ -10,8 +10,13 @@ import java.io.Closeable;
 import java.io.EOFException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.time.Duration;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * A mirror leg on any NBD server (snapbd, nbdkit, qemu-nbd, ...): one connection to one export that holds the
@@ -36,6 +41,12 @@ import java.util.concurrent.atomic.AtomicInteger;
  * call on success. Errors (the server's error replies, a lost connection) become {@link IOException}s naming
  * the URI, the area and the request; after the connection is lost every later call fails the same way: open
  * the leg again once the server is back.
+ *
+ * <p>Request timeout: a server that stops answering but keeps the connection open (a host gone from the
+ * network, a stopped process) would leave callers waiting for ever. A watchdog closes the connection when calls
+ * are waiting and no reply at all has arrived for the request timeout (checked every eighth of it, so a call
+ * fails after about one timeout); the waiting calls then fail as above, with the timeout as the reason. A slow
+ * server that keeps answering something is never cut off.
  */
 public final class NbdLeg implements Closeable {
 
@@ -43,6 +54,8 @@ public final class NbdLeg implements Closeable {
     public static final long TABLE_HALF_RECORDS = TagTable.DEFAULT_HALF_RECORDS;
     /** Bytes of the tag table area after the volume's blocks: {@code TagTable.areaBytes(TABLE_HALF_RECORDS)} (2 MiB + 4 KiB). */
     public static final long TABLE_BYTES = TagTable.areaBytes(TABLE_HALF_RECORDS);
+    /** How long calls wait without any reply before the connection is given up. */
+    public static final Duration DEFAULT_REQUEST_TIMEOUT = Duration.ofSeconds(60);
 
     private final NbdUri uri;
     private final NbdClient client;
@@ -51,15 +64,26 @@ public final class NbdLeg implements Closeable {
     private final View blocks;
     private final View table;
     private final AtomicInteger openViews = new AtomicInteger(2);
+    /** Calls in progress, and requests answered (or failed) so far: what the watchdog looks at. */
+    private final AtomicLong busy = new AtomicLong();
+    private final AtomicLong replies = new AtomicLong();
+    private final Duration requestTimeout;
+    private final ScheduledFuture<?> watchdog;
+    /** Watchdog thread only: the reply count it last saw, and since when nothing changed while calls waited. */
+    private long seenReplies;
+    private long quietSince = System.nanoTime();
 
-    private NbdLeg(NbdUri uri, NbdClient client, long volumeSize) {
+    private NbdLeg(NbdUri uri, NbdClient client, long volumeSize, Duration requestTimeout) {
         this.uri = uri;
         this.client = client;
         this.volumeSize = volumeSize;
+        this.requestTimeout = requestTimeout;
         this.maxChunk = (int) Math.min(client.blockSize().maximum(), 1 << 30);
         this.blocks = new View(0, volumeSize, false, uri + " (volume blocks [0, " + volumeSize + "))");
         this.table = new View(volumeSize, TABLE_BYTES, true,
                 uri + " (tag table area [" + volumeSize + ", " + (volumeSize + TABLE_BYTES) + "))");
+        long period = Math.max(1, requestTimeout.toNanos() / 8);
+        this.watchdog = Watchdogs.EXECUTOR.scheduleAtFixedRate(this::watch, period, period, TimeUnit.NANOSECONDS);
     }
 
     /** Smallest export that can hold a leg of a volume of {@code volumeSize} bytes: the blocks, then the table area. */
@@ -67,20 +91,26 @@ public final class NbdLeg implements Closeable {
         return Math.addExact(volumeSize, TABLE_BYTES);
     }
 
-    /** {@link #open(NbdUri, long, NbdClient.Options)} with the client's default options. */
+    /** {@link #open(NbdUri, long, NbdClient.Options, Duration)} with the client's default options and request timeout. */
     public static NbdLeg open(NbdUri uri, long volumeSize) throws IOException {
-        return open(uri, volumeSize, NbdClient.Options.defaults());
+        return open(uri, volumeSize, NbdClient.Options.defaults(), DEFAULT_REQUEST_TIMEOUT);
     }
 
     /**
      * Connects to {@code uri} and checks that the export can be a leg of a volume of {@code volumeSize} bytes.
+     * {@code options} bound the connection and handshake; {@code requestTimeout} bounds how long calls wait
+     * without any reply (see the class comment).
      *
      * @throws IOException naming the URI when the server cannot be reached or the export is refused (too small,
      *                     read-only, no FLUSH, aligned requests only)
      */
-    public static NbdLeg open(NbdUri uri, long volumeSize, NbdClient.Options options) throws IOException {
+    public static NbdLeg open(NbdUri uri, long volumeSize, NbdClient.Options options, Duration requestTimeout)
+            throws IOException {
         if (volumeSize <= 0) {
             throw new IllegalArgumentException("volume size must be positive: " + volumeSize);
+        }
+        if (requestTimeout.isNegative() || requestTimeout.isZero()) {
+            throw new IllegalArgumentException("request timeout must be positive: " + requestTimeout);
         }
         long needed = exportBytes(volumeSize);
         NbdClient client;
@@ -107,7 +137,7 @@ public final class NbdLeg implements Closeable {
             client.close();
             throw new IOException("NBD leg " + uri + ": " + refusal);
         }
-        return new NbdLeg(uri, client, volumeSize);
+        return new NbdLeg(uri, client, volumeSize, requestTimeout);
     }
 
     /** The volume's blocks, {@code [0, volumeSize)} of the export. */
@@ -142,7 +172,36 @@ public final class NbdLeg implements Closeable {
 
     private void viewClosed() {
         if (openViews.decrementAndGet() == 0) {
-            client.close();
+            client.close();         // waits for calls in flight; the watchdog still bounds that wait
+            watchdog.cancel(false);
+        }
+    }
+
+    /** Gives up the connection when calls have waited a whole request timeout without any reply. */
+    private void watch() {
+        long now = System.nanoTime();
+        long r = replies.get();
+        if (busy.get() == 0 || r != seenReplies) {
+            seenReplies = r;
+            quietSince = now;
+            return;
+        }
+        if (now - quietSince >= requestTimeout.toNanos()) {
+            client.abort("no reply within " + requestTimeout.toMillis() + " ms (the leg's request timeout); "
+                    + "the connection is closed");
+        }
+    }
+
+    /** One daemon thread for the watchdogs of every NBD leg in the JVM. */
+    private static final class Watchdogs {
+        static final ScheduledThreadPoolExecutor EXECUTOR = new ScheduledThreadPoolExecutor(1, r -> {
+            Thread t = new Thread(r, "nbd-leg-watchdog");
+            t.setDaemon(true);
+            return t;
+        });
+
+        static {
+            EXECUTOR.setRemoveOnCancelPolicy(true);
         }
     }
 
@@ -204,14 +263,19 @@ public final class NbdLeg implements Closeable {
             int end = buf.limit();
             long p = pos;
             int n = 0;
+            busy.incrementAndGet();
             try {
                 while (buf.position() < end) {
                     n = Math.min(maxChunk, end - buf.position());
                     buf.limit(buf.position() + n);
-                    if (write) {
-                        client.write(base + p, buf, false);
-                    } else {
-                        client.read(base + p, buf);
+                    try {
+                        if (write) {
+                            client.write(base + p, buf, false);
+                        } else {
+                            client.read(base + p, buf);
+                        }
+                    } finally {
+                        replies.incrementAndGet();
                     }
                     p += n;
                 }
@@ -220,16 +284,21 @@ public final class NbdLeg implements Closeable {
                         + " (export offset " + (base + p) + ") failed: " + e.getMessage(), e);
             } finally {
                 buf.limit(end);
+                busy.decrementAndGet();
             }
         }
 
         @Override
         public void force() throws IOException {
             checkOpen();
+            busy.incrementAndGet();
             try {
                 client.flush();
             } catch (IOException e) {
                 throw new IOException(name + ": FLUSH failed: " + e.getMessage(), e);
+            } finally {
+                replies.incrementAndGet();
+                busy.decrementAndGet();
             }
         }
 

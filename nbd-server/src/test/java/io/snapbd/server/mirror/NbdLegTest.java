@@ -5,6 +5,7 @@ import io.snapbd.engine.mirror.FileTagStore;
 import io.snapbd.engine.mirror.LegIo;
 import io.snapbd.engine.mirror.Reconciler;
 import io.snapbd.engine.mirror.TagTable;
+import io.snapbd.server.client.NbdClient;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -15,6 +16,8 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
@@ -23,11 +26,14 @@ import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -130,6 +136,29 @@ class NbdLegTest {
             assertArrayEquals(new byte[16], z.array());
         }
         assertArrayEquals(new byte[5], readFile(file, VOL, 5), "the refused write left the table area alone");
+    }
+
+    /** Durability is the peer's FLUSH: nbdkit's log filter shows each force() as a Flush after the writes (no FUA). */
+    @Test
+    void forceIsAFlushOnThePeer() throws Exception {
+        Path file = exportFile(NbdLeg.exportBytes(VOL));
+        Path log = tmp.resolve("requests.log");
+        try (Nbdkit k = Nbdkit.start(tmp, "logged", "--filter=log", "file", file.toString(), "logfile=" + log);
+             NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
+            leg.blocks().write(ByteBuffer.wrap(new byte[] {1}), 100);
+            leg.blocks().force();
+            leg.table().write(ByteBuffer.wrap(new byte[] {2}), 200);
+            leg.table().force();
+        }
+        List<String> ops = new ArrayList<>();
+        for (String line : Files.readAllLines(log)) {
+            Matcher m = Pattern
+                    .compile("connection=\\d+ (Write|Flush) id=\\d+( offset=(0x[0-9a-f]+) count=0x1 fua=(\\d))?").matcher(line);
+            if (m.find()) {
+                ops.add(m.group(1) + (m.group(3) == null ? "" : " " + Long.decode(m.group(3)) + " fua=" + m.group(4)));
+            }
+        }
+        assertEquals(List.of("Write 100 fua=0", "Flush", "Write " + (VOL + 200) + " fua=0", "Flush"), ops);
     }
 
     /**
@@ -243,12 +272,53 @@ class NbdLegTest {
             assertNotNull(t);
             assertTrue(t instanceof IOException, String.valueOf(t));
             assertTrue(t.getMessage().contains(k.uri().toString()), t.getMessage());
-            assertTrue(t.getMessage().contains("write of"), t.getMessage());
+            assertTrue(t.getMessage().contains("(volume blocks [0, " + VOL + ")): write of"), t.getMessage());
             IOException later = assertThrows(IOException.class, () -> leg.blocks().force());
             assertTrue(later.getMessage().contains(k.uri().toString()) && later.getMessage().contains("FLUSH"),
                     later.getMessage());
         } finally {
             k.close();
+        }
+    }
+
+    /**
+     * A peer that stops answering but keeps the connection open (nbdkit's delay filter holds every write for an
+     * hour): the leg's request timeout gives up the connection and the write fails naming the URI. The
+     * preemptive bound is only there so that a regression fails instead of hanging the build.
+     */
+    @Test
+    void aPeerThatStopsAnsweringFailsAfterTheRequestTimeout() throws Exception {
+        Path file = exportFile(NbdLeg.exportBytes(VOL));
+        Nbdkit k = Nbdkit.start(tmp, "stuck", "--filter=delay", "file", file.toString(), "delay-write=3600");
+        NbdLeg leg = null;
+        try {
+            NbdLeg l = NbdLeg.open(k.uri(), VOL, NbdClient.Options.defaults(), Duration.ofMillis(500));
+            leg = l;
+            l.blocks().force();                             // flushes are answered: the connection works
+            IOException e = assertTimeoutPreemptively(Duration.ofSeconds(60),
+                    () -> assertThrows(IOException.class, () -> l.blocks().write(ByteBuffer.allocate(4096), 0)));
+            assertTrue(e.getMessage().contains(k.uri().toString()) && e.getMessage().contains("request timeout"),
+                    e.getMessage());
+        } finally {
+            // nbdkit first: closing the leg waits for requests in flight, which only a dead peer ends if the
+            // timeout did not; and nbdkit would sit out the delayed write before exiting on SIGTERM.
+            k.killNow();
+            if (leg != null) {
+                leg.close();
+            }
+        }
+    }
+
+    /** The request timeout only counts while calls wait: an idle leg is never cut off. */
+    @Test
+    void anIdleLegIsNotCutOff() throws Exception {
+        Path file = exportFile(NbdLeg.exportBytes(VOL));
+        try (Nbdkit k = fileServer(file);
+             NbdLeg leg = NbdLeg.open(k.uri(), VOL, NbdClient.Options.defaults(), Duration.ofMillis(100))) {
+            Thread.sleep(1000);
+            leg.blocks().write(ByteBuffer.wrap(new byte[] {1, 2, 3}), 0);
+            leg.blocks().force();
+            assertArrayEquals(new byte[] {1, 2, 3}, readFile(file, 0, 3));
         }
     }
 
