@@ -58,8 +58,8 @@ class NbdLegTest {
     }
 
     /** nbdkit's file plugin; the blocksize-policy filter advertises a 64 KiB maximum, so larger calls must be split. */
-    private Nbdkit fileServer(Path file) throws Exception {
-        return Nbdkit.start(tmp, "file", "--filter=blocksize-policy", "file", file.toString(), "blocksize-maximum=65536");
+    private LegPeer fileServer(Path file) throws Exception {
+        return LegPeer.nbdkit(tmp, "file", "--filter=blocksize-policy", "file", file.toString(), "blocksize-maximum=65536");
     }
 
     private static byte[] random(long seed, int n) {
@@ -81,7 +81,7 @@ class NbdLegTest {
     void tagTableInTheExportSurvivesCloseAndServerRestart() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL));
         UUID owner = UUID.randomUUID();
-        try (Nbdkit k = fileServer(file)) {
+        try (LegPeer k = fileServer(file)) {
             NbdLeg leg = NbdLeg.open(k.uri(), VOL);
             assertEquals(VOL, leg.blocks().size());
             assertEquals(NbdLeg.TABLE_BYTES, leg.table().size());
@@ -100,9 +100,34 @@ class NbdLegTest {
         assertEquals("SNBDTAGT", new String(readFile(file, VOL + 2048L, 8), StandardCharsets.US_ASCII));
         assertArrayEquals(new byte[VOL], readFile(file, 0, VOL), "the table must not spill into the volume's blocks");
 
-        try (Nbdkit k = fileServer(file); NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
+        try (LegPeer k = fileServer(file); NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
             TagTable t = TagTable.open(leg.table(), owner, 1);
             assertEquals(List.of(new TagTable.Entry(5, 4096, 8192, true), new TagTable.Entry(7, 3 << 20, 70000, true)),
+                    t.live());
+            t.close();
+        }
+    }
+
+    /** The same round trip through qemu-nbd serving a raw file: blocks and table where they belong, table reopened. */
+    @Test
+    void qemuNbdLegKeepsBlocksAndTable() throws Exception {
+        Path file = exportFile(NbdLeg.exportBytes(VOL));
+        UUID owner = UUID.randomUUID();
+        byte[] data = random(3, 100_000);
+        try (LegPeer q = LegPeer.qemuNbd(tmp, "qemu", file); NbdLeg leg = NbdLeg.open(q.uri(), VOL)) {
+            TagTable t = TagTable.create(leg.table(), owner, 2, NbdLeg.TABLE_HALF_RECORDS);
+            t.record(41, 5000, data.length);
+            leg.blocks().write(ByteBuffer.wrap(data), 5000);
+            leg.blocks().force();
+            t.markDone(new long[] {41}, 1);
+            t.record(42, 0, 1);                              // forces the DONE appended before it
+            t.close();
+        }
+        assertArrayEquals(data, readFile(file, 5000, data.length));
+        assertEquals("SNBDTAGT", new String(readFile(file, VOL + 2048L, 8), StandardCharsets.US_ASCII));
+        try (LegPeer q = LegPeer.qemuNbd(tmp, "qemu", file); NbdLeg leg = NbdLeg.open(q.uri(), VOL)) {
+            TagTable t = TagTable.open(leg.table(), owner, 2);
+            assertEquals(List.of(new TagTable.Entry(41, 5000, data.length, true), new TagTable.Entry(42, 0, 1, false)),
                     t.live());
             t.close();
         }
@@ -112,7 +137,7 @@ class NbdLegTest {
     void blockWritesAreSplitForcedAndLandAtTheSameOffsetsInTheExport() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL) + 12345);      // a bigger export is fine
         byte[] data = random(1, 300_000);                              // > 64 KiB: several requests
-        try (Nbdkit k = fileServer(file); NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
+        try (LegPeer k = fileServer(file); NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
             LegIo io = leg.blocks();
             io.write(ByteBuffer.wrap(data), 12_345);
             io.force();
@@ -143,7 +168,7 @@ class NbdLegTest {
     void forceIsAFlushOnThePeer() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL));
         Path log = tmp.resolve("requests.log");
-        try (Nbdkit k = Nbdkit.start(tmp, "logged", "--filter=log", "file", file.toString(), "logfile=" + log);
+        try (LegPeer k = LegPeer.nbdkit(tmp, "logged", "--filter=log", "file", file.toString(), "logfile=" + log);
              NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
             leg.blocks().write(ByteBuffer.wrap(new byte[] {1}), 100);
             leg.blocks().force();
@@ -191,7 +216,7 @@ class NbdLegTest {
         System.arraycopy(d4, 0, expected, (int) t4Off, d4.length);     // after d2: the higher tag wins
         System.arraycopy(d3, 0, expected, (int) t3Off, d3.length);
 
-        try (Nbdkit k = fileServer(file)) {
+        try (LegPeer k = fileServer(file)) {
             FileLegIo fileIo = new FileLegIo(local);
             TagTable t0 = TagTable.create(FileTagStore.create(tmp.resolve("local.tags"), NbdLeg.TABLE_BYTES), owner, 0,
                     NbdLeg.TABLE_HALF_RECORDS);
@@ -246,7 +271,7 @@ class NbdLegTest {
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
     void aPeerThatDiesMidWriteGivesAnIOExceptionNamingTheUri() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL));
-        Nbdkit k = fileServer(file);
+        LegPeer k = fileServer(file);
         try (NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
             AtomicLong writes = new AtomicLong();
             AtomicReference<Throwable> failure = new AtomicReference<>();
@@ -289,7 +314,7 @@ class NbdLegTest {
     @Test
     void aPeerThatStopsAnsweringFailsAfterTheRequestTimeout() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL));
-        Nbdkit k = Nbdkit.start(tmp, "stuck", "--filter=delay", "file", file.toString(), "delay-write=3600");
+        LegPeer k = LegPeer.nbdkit(tmp, "stuck", "--filter=delay", "file", file.toString(), "delay-write=3600");
         NbdLeg leg = null;
         try {
             NbdLeg l = NbdLeg.open(k.uri(), VOL, NbdClient.Options.defaults(), Duration.ofMillis(500));
@@ -313,7 +338,7 @@ class NbdLegTest {
     @Test
     void anIdleLegIsNotCutOff() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL));
-        try (Nbdkit k = fileServer(file);
+        try (LegPeer k = fileServer(file);
              NbdLeg leg = NbdLeg.open(k.uri(), VOL, NbdClient.Options.defaults(), Duration.ofMillis(100))) {
             Thread.sleep(1000);
             leg.blocks().write(ByteBuffer.wrap(new byte[] {1, 2, 3}), 0);
@@ -325,7 +350,7 @@ class NbdLegTest {
     @Test
     void refusesAnExportTooSmallForBlocksAndTable() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL) - 1);
-        try (Nbdkit k = fileServer(file)) {
+        try (LegPeer k = fileServer(file)) {
             IOException e = assertThrows(IOException.class, () -> NbdLeg.open(k.uri(), VOL));
             assertTrue(e.getMessage().contains(k.uri().toString()), e.getMessage());
             assertTrue(e.getMessage().contains("needs at least " + NbdLeg.exportBytes(VOL)), e.getMessage());
@@ -335,7 +360,7 @@ class NbdLegTest {
     @Test
     void refusesAReadOnlyExport() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL));
-        try (Nbdkit k = Nbdkit.start(tmp, "ro", "-r", "file", file.toString())) {
+        try (LegPeer k = LegPeer.nbdkit(tmp, "ro", "-r", "file", file.toString())) {
             IOException e = assertThrows(IOException.class, () -> NbdLeg.open(k.uri(), VOL));
             assertTrue(e.getMessage().contains(k.uri().toString()) && e.getMessage().contains("read-only"), e.getMessage());
         }
@@ -344,7 +369,7 @@ class NbdLegTest {
     @Test
     void refusesAnExportWithoutFlush() throws Exception {
         long size = NbdLeg.exportBytes(VOL);
-        try (Nbdkit k = Nbdkit.start(tmp, "noflush", "eval", "get_size=echo " + size,
+        try (LegPeer k = LegPeer.nbdkit(tmp, "noflush", "eval", "get_size=echo " + size,
                 "pread=dd if=/dev/zero count=$3 iflag=count_bytes 2>/dev/null", "pwrite=cat >/dev/null",
                 "can_write=exit 0", "can_flush=exit 3")) {
             IOException e = assertThrows(IOException.class, () -> NbdLeg.open(k.uri(), VOL));
@@ -355,7 +380,7 @@ class NbdLegTest {
     @Test
     void refusesAnExportThatDemandsAlignedRequests() throws Exception {
         Path file = exportFile(NbdLeg.exportBytes(VOL));
-        try (Nbdkit k = Nbdkit.start(tmp, "aligned", "--filter=blocksize-policy", "file", file.toString(),
+        try (LegPeer k = LegPeer.nbdkit(tmp, "aligned", "--filter=blocksize-policy", "file", file.toString(),
                 "blocksize-minimum=512")) {
             IOException e = assertThrows(IOException.class, () -> NbdLeg.open(k.uri(), VOL));
             assertTrue(e.getMessage().contains(k.uri().toString()) && e.getMessage().contains("aligned to 512"), e.getMessage());
@@ -371,7 +396,7 @@ class NbdLegTest {
         IllegalArgumentException tls = assertThrows(IllegalArgumentException.class, () -> NbdLegs.open("nbds://h/x", VOL));
         assertTrue(tls.getMessage().contains("TLS"), tls.getMessage());
         Path file = exportFile(NbdLeg.exportBytes(VOL));
-        try (Nbdkit k = fileServer(file)) {
+        try (LegPeer k = fileServer(file)) {
             AtomicReference<Path> asked = new AtomicReference<>();
             try (NbdLegs.Opened o = NbdLegs.open(k.uri().toString(), VOL, (p, size) -> {
                 throw new AssertionError("an NBD URI opened as a file: " + p);
