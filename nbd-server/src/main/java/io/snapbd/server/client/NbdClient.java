@@ -546,6 +546,15 @@ public final class NbdClient implements AutoCloseable {
     // ---- closing ---------------------------------------------------------------------------------------------
 
     /**
+     * Fails the connection now, e.g. because the server stopped answering: every request in flight completes as
+     * lost with {@code why} (after the URI) as the reason, and later ones are refused. For callers that bound how
+     * long they wait for a reply; the client itself never times out a request. Idempotent (the first reason stays).
+     */
+    public void abort(String why) {
+        pipeline.abort(new IOException(uri + ": " + why));
+    }
+
+    /**
      * Waits for outstanding requests, sends {@code NBD_CMD_DISC} and closes the socket once the server has hung
      * up (or after the connect timeout). Idempotent; must not be called from a {@link Completion}.
      */

@@ -277,6 +277,11 @@ final class Pipeline {
         }
     }
 
+    /** Fails the connection from outside (a caller's request timeout): what is in flight completes as lost. */
+    void abort(IOException cause) {
+        recordFailure(cause);
+    }
+
     /** Keeps the first failure and closes the channel, which wakes the reader to fail what is in flight. */
     private void recordFailure(IOException cause) {
         synchronized (pool) {
