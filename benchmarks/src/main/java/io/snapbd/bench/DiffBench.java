@@ -10,6 +10,7 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Random;
+import java.util.concurrent.Callable;
 
 /**
  * Differential benchmark (issue 6): a sparse 64 GiB volume, 8 snapshots, 1% of the blocks changed between
@@ -21,7 +22,7 @@ public final class DiffBench {
     /** {@code bench diff DIR [SIZE_GIB] [SNAPSHOTS] [PERCENT]}. */
     @picocli.CommandLine.Command(name = "diff", mixinStandardHelpOptions = true,
             description = "Differential of a sparse volume with snapshots: time to produce all extents.")
-    static final class Command implements java.util.concurrent.Callable<Integer> {
+    static final class Command implements Callable<Integer> {
         @picocli.CommandLine.Parameters(arity = "1..4", paramLabel = "DIR [SIZE_GIB [SNAPSHOTS [PERCENT]]]")
         String[] args;
 

@@ -11,6 +11,7 @@ import picocli.CommandLine.Parameters;
 
 import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -206,7 +207,7 @@ public final class LoadCommand implements Callable<Integer> {
             Files.deleteIfExists(file);
             return;
         }
-        try (PrintStream p = new PrintStream(Files.newOutputStream(file), false, java.nio.charset.StandardCharsets.UTF_8)) {
+        try (PrintStream p = new PrintStream(Files.newOutputStream(file), false, StandardCharsets.UTF_8)) {
             h.outputPercentileDistribution(p, 1000.0); // nanoseconds recorded, microseconds written
         }
     }

@@ -1,5 +1,6 @@
 package io.snapbd.server.cli;
 
+import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.server.Log;
 import io.snapbd.server.config.ConfigFile;
 import io.snapbd.server.config.ServerConfig;
@@ -13,6 +14,7 @@ import picocli.CommandLine.Option;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -135,7 +137,7 @@ final class ServeCommand implements Callable<Integer> {
             }
             if (snapshotReadGrace != null) {
                 try {
-                    io.snapbd.engine.snapshot.SnapshotSet.setReaderGrace(Duration.ofMillis(ConfigFile.seconds(snapshotReadGrace)));
+                    SnapshotSet.setReaderGrace(Duration.ofMillis(ConfigFile.seconds(snapshotReadGrace)));
                 } catch (IllegalArgumentException e) {
                     throw new IllegalArgumentException("--snapshot-read-grace: " + e.getMessage());
                 }
@@ -238,7 +240,7 @@ final class ServeCommand implements Callable<Integer> {
             Loaded loaded = load();
             Log.Level before = Log.level();
             applyLogLevel(loaded.service());
-            List<String> changes = new java.util.ArrayList<>(s.reload(loaded.config(), loaded.service()));
+            List<String> changes = new ArrayList<>(s.reload(loaded.config(), loaded.service()));
             if (Log.level() != before) {
                 changes.add("log-level " + before.name().toLowerCase() + " -> " + Log.level().name().toLowerCase());
             }

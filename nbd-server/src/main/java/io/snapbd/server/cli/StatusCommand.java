@@ -6,6 +6,9 @@ import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
+import java.util.ArrayList;
+import java.util.List;
+
 @Command(name = "status", mixinStandardHelpOptions = true, description = "Show the server (if running) and its volumes.")
 final class StatusCommand implements Runnable {
 
@@ -59,7 +62,7 @@ final class StatusCommand implements Runnable {
     }
 
     private static Iterable<String> iter(JsonNode arr) {
-        java.util.List<String> l = new java.util.ArrayList<>();
+        List<String> l = new ArrayList<>();
         arr.forEach(n -> l.add(n.asText()));
         return l;
     }
