@@ -4,6 +4,7 @@ import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.JavaFileSpace;
 import io.snapbd.engine.snapshot.Differential;
 import io.snapbd.engine.volume.Volume;
+import picocli.CommandLine;
 
 import java.lang.management.ManagementFactory;
 import java.nio.ByteBuffer;
@@ -20,10 +21,10 @@ import java.util.concurrent.Callable;
 public final class DiffBench {
 
     /** {@code bench diff DIR [SIZE_GIB] [SNAPSHOTS] [PERCENT]}. */
-    @picocli.CommandLine.Command(name = "diff", mixinStandardHelpOptions = true,
+    @CommandLine.Command(name = "diff", mixinStandardHelpOptions = true,
             description = "Differential of a sparse volume with snapshots: time to produce all extents.")
     static final class Command implements Callable<Integer> {
-        @picocli.CommandLine.Parameters(arity = "1..4", paramLabel = "DIR [SIZE_GIB [SNAPSHOTS [PERCENT]]]")
+        @CommandLine.Parameters(arity = "1..4", paramLabel = "DIR [SIZE_GIB [SNAPSHOTS [PERCENT]]]")
         String[] args;
 
         @Override

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.SerializationFeature;
 import io.snapbd.server.client.NbdUri;
 import io.snapbd.server.config.Sizes;
 import org.HdrHistogram.Histogram;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -160,8 +161,8 @@ public final class LoadCommand implements Callable<Integer> {
                 warm, (long) (duration * 1e9), ops, seed, atMeasureStart);
     }
 
-    @picocli.CommandLine.Spec
-    picocli.CommandLine.Model.CommandSpec spec;
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
 
     private boolean warmupGiven() {
         return spec != null && spec.commandLine() != null && spec.commandLine().getParseResult().hasMatchedOption("--warmup");

@@ -10,6 +10,8 @@ import io.snapbd.server.server.Systemd;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
+import sun.misc.Signal;
+import sun.misc.SignalHandler;
 
 import java.io.IOException;
 import java.nio.file.Path;
@@ -174,7 +176,7 @@ final class ServeCommand implements Callable<Integer> {
      */
     private boolean installSignalHandlers() {
         try {
-            sun.misc.Signal.handle(new sun.misc.Signal("TERM"), sig -> {
+            Signal.handle(new Signal("TERM"), sig -> {
                 termWhileStarting = true;       // read by call() after it publishes the server: one of us stops it
                 SnapbdServer s = server;
                 if (s == null) {
@@ -183,7 +185,7 @@ final class ServeCommand implements Callable<Integer> {
                     stopAsync(s, "SIGTERM");
                 }
             });
-            if (sun.misc.Signal.handle(new sun.misc.Signal("HUP"), sig -> reload()) == sun.misc.SignalHandler.SIG_IGN) {
+            if (Signal.handle(new Signal("HUP"), sig -> reload()) == SignalHandler.SIG_IGN) {
                 // The JVM installs no handler for a signal ignored at start (nohup does that): say so, or a reload
                 // sent with kill -HUP would vanish without a trace.
                 Log.warn("SIGHUP is ignored by this process (started under nohup?): reload by signal is off; start "
