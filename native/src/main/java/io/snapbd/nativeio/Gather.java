@@ -4,7 +4,6 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.WritableByteChannel;
-
 import jnr.ffi.Pointer;
 import jnr.ffi.Runtime;
 
@@ -18,8 +17,8 @@ final class Gather {
     /** Buffers per {@code writev}; the rest are left for the next call (a short write, as the contract allows). */
     static final int IOV_ENTRIES = 16;
 
-    /** How {@code write(ByteBuffer[])} goes. */
-    enum Way { NOTHING, EACH, WRITEV }
+    /** What {@link #writeUnlessGathered} returns when the caller is to {@code writev}. */
+    static final long GATHER = -1;
 
     private Gather() {
     }
@@ -29,7 +28,12 @@ final class Gather {
         return ByteBuffer.allocateDirect(16 * IOV_ENTRIES).order(ByteOrder.nativeOrder());
     }
 
-    static Way way(ByteBuffer[] srcs, int offset, int length) {
+    /**
+     * Writes what needs no {@code writev} through {@code ch} and returns the bytes written: nothing (0), or one
+     * {@code write} per buffer, stopping at the first short one, when a single buffer has bytes or one of them is
+     * on the heap. Otherwise writes nothing and returns {@link #GATHER}: fill the iovec and {@code writev}.
+     */
+    static long writeUnlessGathered(WritableByteChannel ch, ByteBuffer[] srcs, int offset, int length) throws IOException {
         int count = 0;
         boolean allDirect = true;
         for (int i = offset; i < offset + length; i++) {
@@ -38,11 +42,12 @@ final class Gather {
                 allDirect &= srcs[i].isDirect();
             }
         }
-        return count == 0 ? Way.NOTHING : count == 1 || !allDirect ? Way.EACH : Way.WRITEV;
-    }
-
-    /** One {@code write} per buffer through {@code ch}, stopping at the first short write. */
-    static long writeEach(WritableByteChannel ch, ByteBuffer[] srcs, int offset, int length) throws IOException {
+        if (count == 0) {
+            return 0;
+        }
+        if (count > 1 && allDirect) {
+            return GATHER;
+        }
         long total = 0;
         for (int i = offset; i < offset + length; i++) {
             ByteBuffer b = srcs[i];

@@ -90,13 +90,9 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
     @Override
     public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
         Objects.checkFromIndexSize(offset, length, srcs.length);
-        switch (Gather.way(srcs, offset, length)) {
-            case NOTHING:
-                return 0;
-            case EACH:
-                return Gather.writeEach(this, srcs, offset, length);
-            default:
-                break;
+        long simple = Gather.writeUnlessGathered(this, srcs, offset, length);
+        if (simple != Gather.GATHER) {
+            return simple;
         }
         int f = fd.acquire();
         try {

@@ -105,13 +105,9 @@ public final class SocketPairs {
         public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
             Objects.checkFromIndexSize(offset, length, srcs.length);
             ensureOpen();
-            switch (Gather.way(srcs, offset, length)) {
-                case NOTHING:
-                    return 0;
-                case EACH:
-                    return Gather.writeEach(this, srcs, offset, length);
-                default:
-                    break;
+            long simple = Gather.writeUnlessGathered(this, srcs, offset, length);
+            if (simple != Gather.GATHER) {
+                return simple;
             }
             synchronized (iov) {
                 int entries = Gather.fill(iov, srcs, offset, length);
