@@ -1,6 +1,8 @@
 package io.snapbd.bench;
 
 import io.snapbd.bench.fio.FioLogToHgrm;
+import io.snapbd.bench.latency.LoadCommand;
+import io.snapbd.bench.latency.PlotCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -20,8 +22,8 @@ public final class BenchMain {
     /** Registered here so each tool stays a self-contained class. */
     public static CommandLine commandLine() {
         CommandLine cl = new CommandLine(new BenchMain());
-        cl.addSubcommand("load", new io.snapbd.bench.latency.LoadCommand());
-        cl.addSubcommand("plot", new io.snapbd.bench.latency.PlotCommand());
+        cl.addSubcommand("load", new LoadCommand());
+        cl.addSubcommand("plot", new PlotCommand());
         cl.addSubcommand("diff", new DiffBench.Command());
         cl.addSubcommand("fio2hgrm", new FioLogToHgrm());
         return cl;

@@ -4,12 +4,14 @@ import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.JavaFileSpace;
 import io.snapbd.engine.snapshot.Differential;
 import io.snapbd.engine.volume.Volume;
+import picocli.CommandLine;
 
 import java.lang.management.ManagementFactory;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Random;
+import java.util.concurrent.Callable;
 
 /**
  * Differential benchmark (issue 6): a sparse 64 GiB volume, 8 snapshots, 1% of the blocks changed between
@@ -19,10 +21,10 @@ import java.util.Random;
 public final class DiffBench {
 
     /** {@code bench diff DIR [SIZE_GIB] [SNAPSHOTS] [PERCENT]}. */
-    @picocli.CommandLine.Command(name = "diff", mixinStandardHelpOptions = true,
+    @CommandLine.Command(name = "diff", mixinStandardHelpOptions = true,
             description = "Differential of a sparse volume with snapshots: time to produce all extents.")
-    static final class Command implements java.util.concurrent.Callable<Integer> {
-        @picocli.CommandLine.Parameters(arity = "1..4", paramLabel = "DIR [SIZE_GIB [SNAPSHOTS [PERCENT]]]")
+    static final class Command implements Callable<Integer> {
+        @CommandLine.Parameters(arity = "1..4", paramLabel = "DIR [SIZE_GIB [SNAPSHOTS [PERCENT]]]")
         String[] args;
 
         @Override

@@ -2,6 +2,7 @@ package io.snapbd.engine;
 
 import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.ByteSource;
+import io.snapbd.engine.lun.LunState;
 
 import java.io.IOException;
 
@@ -28,7 +29,7 @@ public interface BlockDevice {
     }
 
     /** HP LUN state of this export, or null when it never changes (read-only snapshot exports). */
-    default io.snapbd.engine.lun.LunState lunState() {
+    default LunState lunState() {
         return null;
     }
 

@@ -1,9 +1,11 @@
 package io.snapbd.nativeio;
 
 import java.nio.ByteBuffer;
+import jnr.ffi.Pointer;
 import jnr.ffi.annotations.In;
 import jnr.ffi.annotations.Out;
 import jnr.ffi.annotations.Variadic;
+import jnr.ffi.byref.IntByReference;
 
 /**
  * The libc functions snapbd needs, bound through jnr-ffi. Functions that report failure
@@ -54,16 +56,16 @@ public interface LibC {
     @Variadic(fixedCount = 2)
     int fcntl(int fd, int cmd, int arg);
 
-    int getsockopt(int fd, int level, int optname, @Out ByteBuffer optval, @In @Out jnr.ffi.byref.IntByReference optlen);
+    int getsockopt(int fd, int level, int optname, @Out ByteBuffer optval, @In @Out IntByReference optlen);
 
     int setsockopt(int fd, int level, int optname, @In ByteBuffer optval, int optlen);
 
-    int getsockname(int fd, @Out ByteBuffer addr, @In @Out jnr.ffi.byref.IntByReference addrlen);
+    int getsockname(int fd, @Out ByteBuffer addr, @In @Out IntByReference addrlen);
 
-    int getpeername(int fd, @Out ByteBuffer addr, @In @Out jnr.ffi.byref.IntByReference addrlen);
+    int getpeername(int fd, @Out ByteBuffer addr, @In @Out IntByReference addrlen);
 
     /** {@code addr} and {@code addrlen} may be null. */
-    int accept4(int fd, jnr.ffi.Pointer addr, jnr.ffi.Pointer addrlen, int flags);
+    int accept4(int fd, Pointer addr, Pointer addrlen, int flags);
 
     /** {@code fds}: a direct buffer of {@code nfds} struct pollfd {int fd; short events; short revents}. */
     int poll(@In @Out ByteBuffer fds, long nfds, int timeout);

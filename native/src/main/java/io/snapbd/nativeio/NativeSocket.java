@@ -17,7 +17,6 @@ import jnr.constants.platform.Errno;
 import jnr.constants.platform.IPProto;
 import jnr.constants.platform.Shutdown;
 import jnr.constants.platform.TCP;
-import jnr.ffi.Pointer;
 import jnr.ffi.byref.IntByReference;
 
 /**
@@ -28,11 +27,10 @@ import jnr.ffi.byref.IntByReference;
  */
 public final class NativeSocket implements ByteChannel, GatheringByteChannel {
 
-    private static final int IOV_ENTRIES = 16;
     private static final int SOCKADDR_BYTES = 128;   // sizeof(struct sockaddr_storage)
 
     private final FdRef fd;
-    private final ByteBuffer iov = ByteBuffer.allocateDirect(16 * IOV_ENTRIES).order(ByteOrder.nativeOrder());
+    private final ByteBuffer iov = Gather.newIov();
 
     NativeSocket(int fd) {
         this.fd = new FdRef(fd);
@@ -92,45 +90,14 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
     @Override
     public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
         Objects.checkFromIndexSize(offset, length, srcs.length);
-        int count = 0;
-        boolean allDirect = true;
-        for (int i = offset; i < offset + length; i++) {
-            if (srcs[i].hasRemaining()) {
-                count++;
-                allDirect &= srcs[i].isDirect();
-            }
-        }
-        if (count == 0) {
-            return 0;
-        }
-        if (count == 1 || !allDirect) {
-            long total = 0;
-            for (int i = offset; i < offset + length; i++) {
-                ByteBuffer b = srcs[i];
-                if (b.hasRemaining()) {
-                    total += write(b);
-                    if (b.hasRemaining()) {
-                        break;
-                    }
-                }
-            }
-            return total;
+        long simple = Gather.writeUnlessGathered(this, srcs, offset, length);
+        if (simple != Gather.GATHER) {
+            return simple;
         }
         int f = fd.acquire();
         try {
             synchronized (iov) {
-                jnr.ffi.Runtime runtime = Native.runtime();
-                iov.clear();
-                int entries = 0;
-                for (int i = offset; i < offset + length && entries < IOV_ENTRIES; i++) {
-                    ByteBuffer b = srcs[i];
-                    if (b.hasRemaining()) {
-                        iov.putLong(Pointer.wrap(runtime, b.slice()).address());
-                        iov.putLong(b.remaining());
-                        entries++;
-                    }
-                }
-                iov.flip();
+                int entries = Gather.fill(iov, srcs, offset, length);
                 long n;
                 while ((n = Native.libc().writev(f, iov, entries)) < 0) {
                     int err = Native.errno();
@@ -138,13 +105,7 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
                         throw new IOException("write to socket failed: " + Native.strerror(err));
                     }
                 }
-                long left = n;
-                for (int i = offset; i < offset + length && left > 0; i++) {
-                    ByteBuffer b = srcs[i];
-                    int step = (int) Math.min(left, b.remaining());
-                    b.position(b.position() + step);
-                    left -= step;
-                }
+                Gather.advance(srcs, offset, length, n);
                 return n;
             }
         } finally {

@@ -3,12 +3,10 @@ package io.snapbd.nativeio;
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.nio.channels.ByteChannel;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.GatheringByteChannel;
 import java.util.Objects;
-import jnr.ffi.Pointer;
 import jnr.unixsocket.UnixSocketChannel;
 
 /** Connected pairs of AF_UNIX stream sockets, e.g. one end for the nbd driver, one for the server. */
@@ -55,12 +53,9 @@ public final class SocketPairs {
      * (a reply header and the mapped data behind it) go out in one writev(2).
      */
     public static final class End implements ByteChannel, GatheringByteChannel {
-        /** Buffers per writev; longer gathers are written in several calls (the contract allows short writes). */
-        private static final int IOV_ENTRIES = 16;
-
         private final UnixSocketChannel channel;
-        /** struct iovec[IOV_ENTRIES]; guarded by itself, since replies may be sent from several threads. */
-        private final ByteBuffer iov = ByteBuffer.allocateDirect(16 * IOV_ENTRIES).order(ByteOrder.nativeOrder());
+        /** struct iovec[Gather.IOV_ENTRIES]; guarded by itself, since replies may be sent from several threads. */
+        private final ByteBuffer iov = Gather.newIov();
 
         private End(UnixSocketChannel channel) {
             this.channel = channel;
@@ -110,63 +105,19 @@ public final class SocketPairs {
         public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
             Objects.checkFromIndexSize(offset, length, srcs.length);
             ensureOpen();
-            int count = 0;
-            boolean allDirect = true;
-            for (int i = offset; i < offset + length; i++) {
-                if (srcs[i].hasRemaining()) {
-                    count++;
-                    allDirect &= srcs[i].isDirect();
-                }
-            }
-            if (count == 0) {
-                return 0;
-            }
-            if (count == 1 || !allDirect) {
-                return writeEach(srcs, offset, length);
+            long simple = Gather.writeUnlessGathered(this, srcs, offset, length);
+            if (simple != Gather.GATHER) {
+                return simple;
             }
             synchronized (iov) {
-                jnr.ffi.Runtime runtime = Native.runtime();
-                iov.clear();
-                int entries = 0;
-                for (int i = offset; i < offset + length && entries < IOV_ENTRIES; i++) {
-                    ByteBuffer b = srcs[i];
-                    if (b.hasRemaining()) {
-                        // A slice starts at the position, whatever wrap() does with positions.
-                        iov.putLong(Pointer.wrap(runtime, b.slice()).address());
-                        iov.putLong(b.remaining());
-                        entries++;
-                    }
-                }
-                iov.flip();
+                int entries = Gather.fill(iov, srcs, offset, length);
                 long n = Native.libc().writev(fd(), iov, entries);
                 if (n < 0) {
                     throw new IOException("write to socket failed: " + Native.strerror(Native.errno()));
                 }
-                long left = n;
-                for (int i = offset; i < offset + length && left > 0; i++) {
-                    ByteBuffer b = srcs[i];
-                    int step = (int) Math.min(left, b.remaining());
-                    b.position(b.position() + step);
-                    left -= step;
-                }
+                Gather.advance(srcs, offset, length, n);
                 return n;
             }
-        }
-
-        /** One write(2) per buffer, stopping at the first short write. */
-        private long writeEach(ByteBuffer[] srcs, int offset, int length) throws IOException {
-            long total = 0;
-            for (int i = offset; i < offset + length; i++) {
-                ByteBuffer b = srcs[i];
-                if (!b.hasRemaining()) {
-                    continue;
-                }
-                total += write(b);
-                if (b.hasRemaining()) {
-                    break;
-                }
-            }
-            return total;
         }
 
         // After close the descriptor number may already belong to another file.

@@ -1,6 +1,9 @@
 package io.snapbd.server;
 
+import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
 
@@ -55,11 +58,11 @@ public final class Log {
         }
         try {
             String[] devIno = journalStream.split(":");
-            java.nio.file.Path stderr = java.nio.file.Path.of("/proc/self/fd/2");
-            long dev = ((Number) java.nio.file.Files.getAttribute(stderr, "unix:dev")).longValue();
-            long ino = ((Number) java.nio.file.Files.getAttribute(stderr, "unix:ino")).longValue();
+            Path stderr = Path.of("/proc/self/fd/2");
+            long dev = ((Number) Files.getAttribute(stderr, "unix:dev")).longValue();
+            long ino = ((Number) Files.getAttribute(stderr, "unix:ino")).longValue();
             return devIno.length == 2 && Long.parseLong(devIno[0]) == dev && Long.parseLong(devIno[1]) == ino;
-        } catch (RuntimeException | java.io.IOException e) {
+        } catch (RuntimeException | IOException e) {
             return true;        // cannot tell (no /proc?): trust the variable
         }
     }

@@ -17,6 +17,7 @@ import java.io.IOException;
 import java.io.OutputStream;
 import java.io.PrintStream;
 import java.io.PrintWriter;
+import java.nio.charset.MalformedInputException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
@@ -262,7 +263,7 @@ public final class FioLogToHgrm implements Callable<Integer> {
                 parse(in, f.toString(), skipMs, unit, r);
             } catch (NoSuchFileException e) {
                 throw new BadInputException(f + ": no such file");
-            } catch (java.nio.charset.MalformedInputException e) {
+            } catch (MalformedInputException e) {
                 throw new BadInputException(f + ": not a text file (is it a compressed log? fio's"
                         + " log_compression/log_store_compressed is not supported)");
             }

@@ -5,12 +5,14 @@ import com.fasterxml.jackson.databind.SerializationFeature;
 import io.snapbd.server.client.NbdUri;
 import io.snapbd.server.config.Sizes;
 import org.HdrHistogram.Histogram;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -159,8 +161,8 @@ public final class LoadCommand implements Callable<Integer> {
                 warm, (long) (duration * 1e9), ops, seed, atMeasureStart);
     }
 
-    @picocli.CommandLine.Spec
-    picocli.CommandLine.Model.CommandSpec spec;
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
 
     private boolean warmupGiven() {
         return spec != null && spec.commandLine() != null && spec.commandLine().getParseResult().hasMatchedOption("--warmup");
@@ -206,7 +208,7 @@ public final class LoadCommand implements Callable<Integer> {
             Files.deleteIfExists(file);
             return;
         }
-        try (PrintStream p = new PrintStream(Files.newOutputStream(file), false, java.nio.charset.StandardCharsets.UTF_8)) {
+        try (PrintStream p = new PrintStream(Files.newOutputStream(file), false, StandardCharsets.UTF_8)) {
             h.outputPercentileDistribution(p, 1000.0); // nanoseconds recorded, microseconds written
         }
     }

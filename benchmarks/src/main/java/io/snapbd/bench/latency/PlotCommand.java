@@ -5,6 +5,7 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 import java.io.IOException;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -42,7 +43,7 @@ public final class PlotCommand implements Callable<Integer> {
                 series.add(HgrmFile.read(p, label));
             }
             new LatencyPlot(width, height, title).write(series, output);
-        } catch (java.nio.file.NoSuchFileException e) {
+        } catch (NoSuchFileException e) {
             System.err.println("bench plot: no such file: " + e.getFile());
             return 2;
         } catch (IOException | IllegalArgumentException e) {

@@ -2,6 +2,7 @@ package io.snapbd.bench.latency;
 
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.BooleanSupplier;
 
 /**
  * Free request slots of one connection: the connection's reader thread gives slots back as replies arrive
@@ -37,7 +38,7 @@ final class SlotQueue {
     }
 
     /** Consumer: the next free slot, waiting for one; -1 if {@code stop} turned true while waiting. */
-    int take(java.util.function.BooleanSupplier stop) {
+    int take(BooleanSupplier stop) {
         int spins = 0;
         while (head == tail.get()) {
             if (stop.getAsBoolean()) {

@@ -2,6 +2,8 @@ package io.snapbd.engine.bitmap;
 
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
+import java.util.Arrays;
+import java.util.Objects;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 
 /**
@@ -128,7 +130,7 @@ public final class PagedBitMap {
     }
 
     public boolean get(long bit) {
-        java.util.Objects.checkIndex(bit, bits);
+        Objects.checkIndex(bit, bits);
         long[] page = (long[]) PAGE_SLOT.getAcquire(pages, page(bit));
         if (page == null) {
             return false;
@@ -139,7 +141,7 @@ public final class PagedBitMap {
 
     /** Sets the bit; true if it was clear before (this call changed it). */
     public boolean set(long bit) {
-        java.util.Objects.checkIndex(bit, bits);    // slack bits of the last page must stay clear
+        Objects.checkIndex(bit, bits);    // slack bits of the last page must stay clear
         int p = page(bit);
         int w = wordInPage(bit);
         long mask = 1L << bit;
@@ -161,7 +163,7 @@ public final class PagedBitMap {
 
     /** Clears the bit; true if it was set before. */
     public boolean clear(long bit) {
-        java.util.Objects.checkIndex(bit, bits);
+        Objects.checkIndex(bit, bits);
         int p = page(bit);
         long[] page = (long[]) PAGE_SLOT.getAcquire(pages, p);
         int w = wordInPage(bit);
@@ -266,7 +268,7 @@ public final class PagedBitMap {
         }
         long[] page = null;
         if (any) {
-            page = java.util.Arrays.copyOf(words, PAGE_LONGS + 1);
+            page = Arrays.copyOf(words, PAGE_LONGS + 1);
             page[GEN] = generation;
         }
         // Bits past the end of the map must stay clear.
@@ -302,7 +304,7 @@ public final class PagedBitMap {
 
     /** Replaces a shared page by a private copy (or the copy another thread installed first). */
     private long[] ownedCopy(int p, long[] sharedPage) {
-        long[] copy = java.util.Arrays.copyOf(sharedPage, PAGE_LONGS + 1);
+        long[] copy = Arrays.copyOf(sharedPage, PAGE_LONGS + 1);
         copy[GEN] = generation;
         if (PAGE_SLOT.compareAndSet(pages, p, sharedPage, copy)) {
             notifyCopied(p, sharedPage);

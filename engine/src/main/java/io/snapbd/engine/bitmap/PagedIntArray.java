@@ -2,6 +2,7 @@ package io.snapbd.engine.bitmap;
 
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
+import java.util.Arrays;
 
 /**
  * A sparse array of ints indexed by block, in pages of {@link #PAGE} entries allocated on first store: the
@@ -35,7 +36,7 @@ public final class PagedIntArray {
         int[] p = (int[]) SLOT.getAcquire(pages, pi);
         if (p == null) {
             int[] fresh = new int[PAGE];
-            java.util.Arrays.fill(fresh, -1);
+            Arrays.fill(fresh, -1);
             p = SLOT.compareAndSet(pages, pi, (int[]) null, fresh) ? fresh : (int[]) SLOT.getAcquire(pages, pi);
         }
         INT.setRelease(p, (int) (index & (PAGE - 1)), value);

@@ -3,6 +3,8 @@ package io.snapbd.engine.fsck;
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.lun.LunState;
+import io.snapbd.engine.snapshot.RestoreMarker;
+import io.snapbd.engine.snapshot.SnapshotChecker;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeHeader;
 
@@ -80,8 +82,8 @@ public final class VolumeChecker {
             problems.add(e.getMessage());
         }
         checkLunState(dir, h, problems, notes);
-        io.snapbd.engine.snapshot.SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
-        io.snapbd.engine.snapshot.RestoreMarker.check(dir, h.uuid(), problems, notes);
+        SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
+        RestoreMarker.check(dir, h.uuid(), problems, notes);
         long scanned = 0;
         if (scanData && metaOk && damaged.isEmpty()) {
             // Read through the file, not a mapping: a read of a hole in a sparse file needs no space, whereas a
@@ -126,13 +128,12 @@ public final class VolumeChecker {
     /** {@code lun.state}: the open-time checks (size, magic, crc, version, owner = the volume's UUID, flags). */
     private static void checkLunState(Path dir, VolumeHeader h, List<String> problems, List<String> notes) {
         try {
-            io.snapbd.engine.lun.LunState.Stored s = io.snapbd.engine.lun.LunState.read(
-                    dir.resolve(io.snapbd.engine.lun.LunState.FILE), h.uuid());
+            LunState.Stored s = LunState.read(dir.resolve(LunState.FILE), h.uuid());
             if (s == null) {
-                notes.add(io.snapbd.engine.lun.LunState.FILE + " absent (never opened): LUN state starts at counter 0, "
+                notes.add(LunState.FILE + " absent (never opened): LUN state starts at counter 0, "
                         + "timestamp = creation time");
             } else if (!s.clean() && h.clean()) {
-                problems.add(io.snapbd.engine.lun.LunState.FILE + ": holds lease ceilings on a cleanly closed volume "
+                problems.add(LunState.FILE + ": holds lease ceilings on a cleanly closed volume "
                         + "(a clean close writes the exact values first)");
             }
         } catch (IOException e) {

@@ -1,13 +1,10 @@
 package io.snapbd.engine.lun;
 
-import io.snapbd.engine.format.AtomicFile;
+import io.snapbd.engine.format.CeilingFile;
 import io.snapbd.engine.format.CorruptMetadataException;
-import io.snapbd.engine.format.Crc32c;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicLong;
@@ -33,8 +30,6 @@ public final class LunState {
     public static final String FILE = "lun.state";
     static final long MAGIC = 0x534e554c44424e53L;   // "SNBDLUNS" little-endian
     static final int VERSION = 1;
-    static final int BYTES = 64;
-    static final int CRC_OFFSET = 60;
     /**
      * Counter values granted per forced write of the ceiling: 2^20; tests cross it with
      * {@code -Dsnapbd.lunState.lease.values=N} (read once, a constant for the JIT).
@@ -122,21 +117,9 @@ public final class LunState {
      * null if the file does not exist. Used by {@link #open} and by fsck.
      */
     public static Stored read(Path f, UUID owner) throws IOException {
-        if (!Files.exists(f)) {
+        ByteBuffer b = CeilingFile.read(f, MAGIC, VERSION, owner, "LUN state");
+        if (b == null) {
             return null;
-        }
-        ByteBuffer b = AtomicFile.readAll(f, 4096).order(ByteOrder.LITTLE_ENDIAN);
-        if (b.limit() != BYTES || b.getLong(0) != MAGIC) {
-            throw new CorruptMetadataException(f, "bad magic or size (not a snapbd LUN state file)");
-        }
-        if (b.getInt(CRC_OFFSET) != Crc32c.of(b, 0, CRC_OFFSET)) {
-            throw new CorruptMetadataException(f, "checksum mismatch");
-        }
-        if (b.getInt(8) != VERSION) {
-            throw new CorruptMetadataException(f, "unsupported version " + b.getInt(8));
-        }
-        if (!new UUID(b.getLong(16), b.getLong(24)).equals(owner)) {
-            throw new CorruptMetadataException(f, "belongs to another volume");
         }
         int clean = b.getInt(12);
         int en = b.getInt(56);
@@ -245,14 +228,11 @@ public final class LunState {
      */
     private void persist(boolean clean, long newCounterCeiling, long newTimeCeiling) throws IOException {
         synchronized (persistLock) {
-            ByteBuffer b = ByteBuffer.allocate(BYTES).order(ByteOrder.LITTLE_ENDIAN);
-            b.putLong(0, MAGIC).putInt(8, VERSION).putInt(12, clean ? 1 : 0)
-                    .putLong(16, owner.getMostSignificantBits()).putLong(24, owner.getLeastSignificantBits())
+            ByteBuffer b = CeilingFile.frame(MAGIC, VERSION, clean, owner)
                     .putLong(32, clean ? counter.get() : newCounterCeiling)
                     .putLong(40, clean ? timestamp.get() : newTimeCeiling)
                     .putInt(56, enabled ? 1 : 0);
-            b.putInt(CRC_OFFSET, Crc32c.of(b, 0, CRC_OFFSET));
-            AtomicFile.write(file, b);
+            CeilingFile.write(file, b);
             counterCeiling = newCounterCeiling;
             timeCeiling = newTimeCeiling;
         }

@@ -6,14 +6,11 @@ import java.nio.channels.FileChannel;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 
-/** A {@link TagStore} in a file: positional reads and writes, {@code fdatasync} for force. */
-public final class FileTagStore implements TagStore {
-    private final Path file;
-    private final FileChannel ch;
+/** A {@link TagStore} in a file: positional reads and writes, {@code fdatasync} for force; past the end reads zeros. */
+public final class FileTagStore extends PositionalFile implements TagStore {
 
     private FileTagStore(Path file, FileChannel ch) {
-        this.file = file;
-        this.ch = ch;
+        super(file, ch);
     }
 
     /** Creates (or truncates) {@code file} as a zero-filled area of {@code bytes}. */
@@ -36,45 +33,9 @@ public final class FileTagStore implements TagStore {
     }
 
     @Override
-    public long size() throws IOException {
-        return ch.size();
-    }
-
-    @Override
-    public void read(ByteBuffer dst, long pos) throws IOException {
-        long p = pos;
+    void pastTheEnd(ByteBuffer dst, long pos) {
         while (dst.hasRemaining()) {
-            int n = ch.read(dst, p);
-            if (n < 0) {
-                while (dst.hasRemaining()) {
-                    dst.put((byte) 0);
-                }
-                return;
-            }
-            p += n;
+            dst.put((byte) 0);
         }
-    }
-
-    @Override
-    public void write(ByteBuffer src, long pos) throws IOException {
-        long p = pos;
-        while (src.hasRemaining()) {
-            p += ch.write(src, p);
-        }
-    }
-
-    @Override
-    public void force() throws IOException {
-        ch.force(false);
-    }
-
-    @Override
-    public String describe() {
-        return file.toString();
-    }
-
-    @Override
-    public void close() throws IOException {
-        ch.close();
     }
 }

@@ -1,13 +1,10 @@
 package io.snapbd.engine.mirror;
 
-import io.snapbd.engine.format.AtomicFile;
+import io.snapbd.engine.format.CeilingFile;
 import io.snapbd.engine.format.CorruptMetadataException;
-import io.snapbd.engine.format.Crc32c;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicLong;
@@ -17,19 +14,18 @@ import java.util.concurrent.atomic.AtomicLong;
  * write, TRIM and WRITE_ZEROES takes the next tag, and no tag is ever handed out twice, across clean
  * restarts and crashes alike.
  *
- * <p>The same lease pattern as {@code LunState}: tags handed out are always below a <em>ceiling</em> that is
- * durable in {@code mirror.tags}. {@link #next} is a lock-free increment; only when it reaches the ceiling does
- * it raise the ceiling by {@link #LEASE} and force the file (atomic replace) before the tag is returned. A clean
- * close stores the exact next tag; after a crash the counter restarts at the ceiling, above every tag handed
- * out before. Tag 0 is never handed out (it means "no tag").
+ * <p>The same lease pattern as {@code LunState}, in the same file frame ({@link CeilingFile}): tags handed out
+ * are always below a <em>ceiling</em> that is durable in {@code mirror.tags}. {@link #next} is a lock-free
+ * increment; only when it reaches the ceiling does it raise the ceiling by {@link #LEASE} and force the file
+ * (atomic replace) before the tag is returned. A clean close stores the exact next tag; after a crash the
+ * counter restarts at the ceiling, above every tag handed out before. Tag 0 is never handed out (it means
+ * "no tag").
  */
 public final class TagSource {
 
     public static final String FILE = "mirror.tags";
     static final long MAGIC = 0x5347415444424e53L;   // "SNBDTAGS" little-endian
     static final int VERSION = 1;
-    static final int BYTES = 64;
-    static final int CRC_OFFSET = 60;
     /** Tags granted per forced write of the ceiling. */
     public static final long LEASE = 1L << 20;
 
@@ -74,21 +70,9 @@ public final class TagSource {
 
     /** Reads and checks {@code mirror.tags} without changing it; null if absent. Used by {@link #open} and fsck. */
     public static Stored read(Path f, UUID owner) throws IOException {
-        if (!Files.exists(f)) {
+        ByteBuffer b = CeilingFile.read(f, MAGIC, VERSION, owner, "tag counter");
+        if (b == null) {
             return null;
-        }
-        ByteBuffer b = AtomicFile.readAll(f, 4096).order(ByteOrder.LITTLE_ENDIAN);
-        if (b.limit() != BYTES || b.getLong(0) != MAGIC) {
-            throw new CorruptMetadataException(f, "bad magic or size (not a snapbd tag counter file)");
-        }
-        if (b.getInt(CRC_OFFSET) != Crc32c.of(b, 0, CRC_OFFSET)) {
-            throw new CorruptMetadataException(f, "checksum mismatch");
-        }
-        if (b.getInt(8) != VERSION) {
-            throw new CorruptMetadataException(f, "unsupported version " + b.getInt(8));
-        }
-        if (owner != null && !new UUID(b.getLong(16), b.getLong(24)).equals(owner)) {
-            throw new CorruptMetadataException(f, "belongs to another volume");
         }
         int clean = b.getInt(12);
         if (clean != 0 && clean != 1) {
@@ -128,12 +112,7 @@ public final class TagSource {
     /** Writes the file durably, then publishes the new ceiling. Clean: the exact next tag; else the ceiling. */
     private void persist(boolean clean, long newCeiling) throws IOException {
         synchronized (persistLock) {
-            ByteBuffer b = ByteBuffer.allocate(BYTES).order(ByteOrder.LITTLE_ENDIAN);
-            b.putLong(0, MAGIC).putInt(8, VERSION).putInt(12, clean ? 1 : 0)
-                    .putLong(16, owner.getMostSignificantBits()).putLong(24, owner.getLeastSignificantBits())
-                    .putLong(32, clean ? counter.get() : newCeiling);
-            b.putInt(CRC_OFFSET, Crc32c.of(b, 0, CRC_OFFSET));
-            AtomicFile.write(file, b);
+            CeilingFile.write(file, CeilingFile.frame(MAGIC, VERSION, clean, owner).putLong(32, clean ? counter.get() : newCeiling));
             ceiling = newCeiling;
         }
     }

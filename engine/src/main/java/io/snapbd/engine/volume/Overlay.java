@@ -5,9 +5,11 @@ import io.snapbd.engine.bitmap.PagedIntArray;
 import io.snapbd.engine.io.MappedData;
 
 import java.io.IOException;
+import java.io.InterruptedIOException;
 import java.nio.ByteBuffer;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.concurrent.locks.StampedLock;
+import java.util.function.BooleanSupplier;
 
 /**
  * New data of blocks whose before-images are not durable yet (docs/snapshots.md, rule 5). Instead of making the
@@ -304,37 +306,29 @@ final class Overlay {
 
     /** Waits until no block of [first, last] is staged. */
     synchronized void awaitApplied(long first, long last) throws IOException {
-        if (!anyStaged(first, last)) {
-            return;
-        }
-        waiters++;
-        notifyAll();                // wake the committer: somebody waits
-        try {
-            while (anyStaged(first, last)) {
-                wait();
-            }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new java.io.InterruptedIOException("interrupted while waiting for staged writes");
-        } finally {
-            waiters--;
+        if (anyStaged(first, last)) {
+            awaitWhile(() -> anyStaged(first, last));
         }
     }
 
     /** Waits until nothing is staged. */
     synchronized void awaitEmpty() throws IOException {
-        if (stagedCount == 0) {
-            return;
+        if (stagedCount > 0) {
+            awaitWhile(() -> stagedCount > 0);
         }
+    }
+
+    /** Waits (holding the monitor) while {@code staged}, having woken the committer: somebody waits. */
+    private void awaitWhile(BooleanSupplier staged) throws IOException {
         waiters++;
         notifyAll();
         try {
-            while (stagedCount > 0) {
+            while (staged.getAsBoolean()) {
                 wait();
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
-            throw new java.io.InterruptedIOException("interrupted while waiting for staged writes");
+            throw new InterruptedIOException("interrupted while waiting for staged writes");
         } finally {
             waiters--;
         }

@@ -1,5 +1,6 @@
 package io.snapbd.engine.volume;
 
+import io.snapbd.engine.format.CorruptMetadataException;
 import io.snapbd.engine.io.FileSpace;
 
 import java.io.IOException;
@@ -142,7 +143,7 @@ public final class VolumeCatalog implements AutoCloseable {
             Path dir = volumeDir(name);
             VolumeHeader h = VolumeHeader.read(dir.resolve(Volume.HEADER_FILE));
             if (!h.name().equals(name)) {
-                throw new io.snapbd.engine.format.CorruptMetadataException(dir.resolve(Volume.HEADER_FILE),
+                throw new CorruptMetadataException(dir.resolve(Volume.HEADER_FILE),
                         "names volume '" + h.name() + "' but lives in directory '" + name + "'");
             }
             v = Volume.open(dir, space);

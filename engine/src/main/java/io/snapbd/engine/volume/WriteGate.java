@@ -3,6 +3,7 @@ package io.snapbd.engine.volume;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * Lets snapshot creation and restore stop production writers at a consistent point without a shared lock
@@ -14,7 +15,7 @@ public final class WriteGate {
 
     /** One session's slot: how many of its writes are inside (a connection may have several in flight). */
     public static final class Slot {
-        final java.util.concurrent.atomic.AtomicInteger inside = new java.util.concurrent.atomic.AtomicInteger();
+        final AtomicInteger inside = new AtomicInteger();
         volatile Thread thread;
     }
 

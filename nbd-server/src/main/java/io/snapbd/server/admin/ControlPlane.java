@@ -3,6 +3,9 @@ package io.snapbd.server.admin;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.engine.lun.LunState;
+import io.snapbd.engine.snapshot.Differential;
+import io.snapbd.engine.snapshot.NoSaveVolumeException;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.engine.volume.Volume;
@@ -13,7 +16,11 @@ import io.snapbd.server.api.CloneState;
 import io.snapbd.server.api.Json;
 import io.snapbd.server.api.LunStatus;
 import io.snapbd.server.api.OperationException;
+import io.snapbd.server.api.RestoreStatus;
 import io.snapbd.server.api.SaveSpace;
+import io.snapbd.server.api.VolumeState;
+import io.snapbd.server.api.VolumeStatus;
+import io.snapbd.server.config.AttachSpec;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportName;
 import io.snapbd.server.export.ExportRegistry;
@@ -53,7 +60,7 @@ public final class ControlPlane {
 
     /** For the CLI while no server runs: nothing is exported, clones copy before the command returns. */
     public static ControlPlane offline(VolumeCatalog catalog) {
-        return new ControlPlane(catalog, Serving.Offline.INSTANCE, new CloneJobs(catalog, null));
+        return new ControlPlane(catalog, Serving.Offline.INSTANCE, CloneJobs.offline(catalog));
     }
 
     /** Exports a volume and each of its snapshots (VOLUME@SNAPSHOT), terminated ones included. */
@@ -103,15 +110,15 @@ public final class ControlPlane {
                 case "lun.disable":
                     return lunState(command, request);
                 case "attach":
-                    return kernel("attach").attachCommand(request);
+                    return attach(request);
                 case "detach":
-                    return kernel("detach").detachCommand(request);
+                    return detach(request);
                 case "stats":
                     return stats.handle(request);
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
-        } catch (io.snapbd.engine.snapshot.NoSaveVolumeException e) {
+        } catch (NoSaveVolumeException e) {
             throw new OperationException(e.getMessage(), OperationException.NO_SAVE_VOLUME);
         } catch (IllegalArgumentException e) {
             throw new OperationException(e.getMessage());
@@ -125,6 +132,31 @@ public final class ControlPlane {
     /** Kernel attachments live in the running server; offline there is nothing to attach with. */
     private KernelAttachments kernel(String what) throws OperationException {
         return serving.attachments(what + " needs the running server: start it with 'snapbd serve' (as root, with the nbd module loaded)");
+    }
+
+    /** {@code {"command":"attach","export":"vol0","device":"/dev/nbd0","readOnly":false,"timeout":30}}. */
+    private JsonNode attach(JsonNode req) throws OperationException {
+        KernelAttachments kernel = kernel("attach");
+        JsonNode t = req.get("timeout");
+        Integer timeout = t == null || t.isNull() ? null : t.asInt();
+        AttachSpec spec = new AttachSpec(req.path("export").asText(""), req.path("device").asText(""),
+                req.path("readOnly").asBoolean(false), timeout, "admin request");
+        try {
+            return json(kernel.attach(spec).status());
+        } catch (KernelAttachments.AttachException e) {
+            throw new OperationException(e.getMessage());
+        }
+    }
+
+    /** {@code {"command":"detach","device":"/dev/nbd0","force":false}}. */
+    private JsonNode detach(JsonNode req) throws OperationException {
+        KernelAttachments kernel = kernel("detach");
+        String device = AttachSpec.normalizeDevice(req.path("device").asText(""));
+        try {
+            return json(kernel.detach(device, req.path("force").asBoolean(false)));
+        } catch (KernelAttachments.AttachException e) {
+            throw new OperationException(e.getMessage());
+        }
     }
 
     private JsonNode volumeCreate(JsonNode req) throws IOException, OperationException {
@@ -142,7 +174,7 @@ public final class ControlPlane {
         Volume.checkGeometry(size, blockSize, save);
         Volume v = catalog.create(name, size, blockSize, save, sparse);
         serving.exportVolume(v);
-        return volumeJson(name);
+        return json(volumeStatus(name));
     }
 
     // ---- snapshots -----------------------------------------------------------------------------------------
@@ -200,29 +232,12 @@ public final class ControlPlane {
             }
             list.add(o);
         }
-        restoreJson(r, v);
+        RestoreStatus restore = RestoreStatus.of(v);
+        if (restore != null) {
+            r.set("restore", json(restore));
+        }
         saveJson(r, v);
         return r;
-    }
-
-    /**
-     * {@code "restore"}: the restore of production running now, or the last one if it failed (production is then
-     * partly restored until a restore completes or the next start finishes it). Absent otherwise.
-     */
-    private static void restoreJson(ObjectNode o, Volume v) {
-        Volume.RestoreProgress p = v.restoreProgress();
-        if (p == null) {
-            return;
-        }
-        ObjectNode r = o.putObject("restore");
-        r.put("snapshot", p.snapshot());
-        r.put("state", p.error() == null ? "in progress" : "failed");
-        r.put("phase", p.phase());
-        r.put("blocksChanged", p.blocksChanged());
-        r.put("started", Instant.ofEpochMilli(p.startedMillis()).toString());
-        if (p.error() != null) {
-            r.put("error", p.error());
-        }
     }
 
     static void saveJson(ObjectNode o, Volume v) {
@@ -310,7 +325,7 @@ public final class ControlPlane {
             t.lunState().enable();
         }
         serving.exportCloneTarget(t, ExportName.ofSnapshot(v.name(), name));
-        CloneJobs.Job job = clones.start(v.name(), name, target, serving.running());
+        CloneJobs.Job job = clones.start(v.name(), name, target);
         return Json.MAPPER.valueToTree(job.status());
     }
 
@@ -319,7 +334,7 @@ public final class ControlPlane {
         Volume v = volume(req);
         String older = text(req, "older", true);
         String younger = text(req, "younger", true);
-        io.snapbd.engine.snapshot.Differential d;
+        Differential d;
         try {
             d = v.snapshots().differential(older, younger);
         } catch (IllegalArgumentException e) {
@@ -335,12 +350,12 @@ public final class ControlPlane {
         int shift = Integer.numberOfTrailingZeros(v.blockSize());
         long t0 = System.nanoTime();
         d.scan(0, v.size() >>> shift, (first, count, state) -> {
-            if (state != io.snapbd.engine.snapshot.Differential.State.UNCHANGED) {
+            if (state != Differential.State.UNCHANGED) {
                 ObjectNode e = ext.addObject();
                 e.put("offset", first << shift);
                 e.put("length", count << shift);
-                e.put("state", state == io.snapbd.engine.snapshot.Differential.State.CHANGED ? "changed" : "unused");
-                totals[state == io.snapbd.engine.snapshot.Differential.State.CHANGED ? 0 : 1] += count << shift;
+                e.put("state", state == Differential.State.CHANGED ? "changed" : "unused");
+                totals[state == Differential.State.CHANGED ? 0 : 1] += count << shift;
             }
             return true;
         });
@@ -377,10 +392,10 @@ public final class ControlPlane {
             o.put("readOnly", true);
             o.put("identity", v.header().uuid().toString());
             boolean active = r.state() == SnapshotRecord.State.ACTIVE;
-            o.put("token", active ? io.snapbd.engine.lun.LunState.snapshotToken(v.header().uuid(), r.seq()) : null);
+            o.put("token", active ? LunState.snapshotToken(v.header().uuid(), r.seq()) : null);
             return o;
         }
-        io.snapbd.engine.lun.LunState.Value val = switch (command) {
+        LunState.Value val = switch (command) {
             case "lun.enable" -> v.lunState().enable();
             case "lun.disable" -> v.lunState().disable();
             default -> v.lunState().get();
@@ -430,7 +445,7 @@ public final class ControlPlane {
     private JsonNode volumeList() throws IOException {
         ArrayNode list = Json.MAPPER.createArrayNode();
         for (String name : catalog.names()) {
-            list.add(volumeJson(name));
+            list.add(json(volumeStatus(name)));
         }
         ObjectNode r = Json.MAPPER.createObjectNode();
         r.set("volumes", list);
@@ -438,55 +453,42 @@ public final class ControlPlane {
     }
 
     /**
-     * One volume for listings. {@code state}: "open" (served, or opened by this command), "closed" (offline, not
-     * opened), "set-aside" (its open failed: not served; {@code reason} says why, naming the file) or "damaged"
-     * (offline: its volume.meta cannot be read; {@code reason}).
+     * One volume for listings (its fields in {@link VolumeStatus}): open (served, or opened by this command), closed
+     * (offline, not opened), set aside (its open failed: not served; {@code reason} says why, naming the file) or
+     * damaged (offline: its volume.meta cannot be read; {@code reason}).
      */
-    private ObjectNode volumeJson(String name) throws IOException {
-        ObjectNode o = Json.MAPPER.createObjectNode();
-        o.put("name", name);
+    private VolumeStatus volumeStatus(String name) throws IOException {
         String aside = catalog.setAsideReason(name);
         VolumeHeader h;
         try {
             h = catalog.header(name);
         } catch (IOException e) {
-            o.put("state", aside != null ? "set-aside" : "damaged");
-            o.put("reason", aside != null ? aside : VolumeSetAsideException.reasonOf(e));
-            o.put("open", false);
-            return o;
+            return aside != null ? VolumeStatus.unreadable(name, VolumeState.SET_ASIDE, aside)
+                    : VolumeStatus.unreadable(name, VolumeState.DAMAGED, VolumeSetAsideException.reasonOf(e));
         }
         Volume v = catalog.openVolumes().get(name);
-        o.put("state", v != null ? "open" : aside != null ? "set-aside" : "closed");
-        if (v == null && aside != null) {
-            o.put("reason", aside);
-        }
-        o.put("uuid", h.uuid().toString());
-        o.put("size", h.size());
-        o.put("blockSize", h.blockSize());
-        o.put("saveSize", h.saveSize());
-        o.put("sparse", h.sparse());
-        o.put("created", Instant.ofEpochMilli(h.createdNanos() / 1_000_000L).toString());
+        VolumeState state = v != null ? VolumeState.OPEN : aside != null ? VolumeState.SET_ASIDE : VolumeState.CLOSED;
+        String created = Instant.ofEpochMilli(h.createdNanos() / 1_000_000L).toString();
+        VolumeStatus s;
         if (v != null) {
-            o.put("open", true);
-            o.put("blocksInUse", v.blocksInUse());
-            o.put("bytesInUse", v.blocksInUse() * h.blockSize());
-            o.put("recoveredFromUncleanStop", !v.recovery().wasClean());
-            o.put("snapshots", v.snapshots().list().size());
-            o.put("copyOnWriteCopies", v.cowCopies());
-            saveJson(o, v);
-            restoreJson(o, v);
+            s = new VolumeStatus(name, state, null, h.uuid().toString(), h.size(), h.blockSize(), h.saveSize(), h.sparse(),
+                    created, true, v.blocksInUse(), v.blocksInUse() * h.blockSize(), !v.recovery().wasClean(),
+                    v.snapshots().list().size(), v.cowCopies(), SaveSpace.of(v), RestoreStatus.of(v), null,
+                    null, null, null, null);
         } else {
-            o.put("open", false);
-            o.put("cleanlyClosed", h.clean());
+            s = new VolumeStatus(name, state, aside, h.uuid().toString(), h.size(), h.blockSize(), h.saveSize(), h.sparse(),
+                    created, false, null, null, null, null, null, null, null, h.clean(),
+                    null, null, null, null);
         }
         if (serving.running() && v != null) {
             Export e = serving.lookup(name);
-            o.put("export", name);
-            o.put("connections", e == null ? 0 : e.connections());
-            o.put("requests", e == null ? 0 : e.requests().get());
-            o.put("errors", e == null ? 0 : e.errors().get());
+            s = e == null ? s.served(0, 0, 0) : s.served(e.connections(), e.requests().get(), e.errors().get());
         }
-        return o;
+        return s;
+    }
+
+    private static JsonNode json(Object o) {
+        return Json.MAPPER.valueToTree(o);
     }
 
     private JsonNode status() throws IOException {
@@ -499,7 +501,7 @@ public final class ControlPlane {
         r.put("volumesSetAside", catalog.setAside().size());
         ArrayNode vols = r.putArray("volumes");
         for (String n : names) {
-            vols.add(volumeJson(n));
+            vols.add(json(volumeStatus(n)));
         }
         return r;
     }

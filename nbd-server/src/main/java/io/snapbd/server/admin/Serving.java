@@ -189,7 +189,10 @@ sealed interface Serving {
             r.put("defaultExport", registry.defaultName());
             ArrayNode cl = r.putArray("clones");
             clones.all().values().forEach(j -> cl.add(Json.MAPPER.valueToTree(j.status())));
-            r.set("attachments", kernel != null ? kernel.listJson() : Json.MAPPER.createArrayNode());
+            ArrayNode at = r.putArray("attachments");
+            if (kernel != null) {
+                kernel.list().forEach(a -> at.add(Json.MAPPER.valueToTree(a.status())));
+            }
         }
     }
 }

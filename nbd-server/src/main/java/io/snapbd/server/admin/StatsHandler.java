@@ -14,7 +14,10 @@ import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.export.ExportStats;
 import org.HdrHistogram.Histogram;
 
+import java.nio.ByteBuffer;
 import java.time.Instant;
+import java.util.Arrays;
+import java.util.Base64;
 
 /** The {@code stats} command: request counts, bytes and latency percentiles per export, from the server's memory. */
 final class StatsHandler {
@@ -102,9 +105,9 @@ final class StatsHandler {
             l.put("max", h.getMaxValue() / 1000.0);
             l.put("mean", Math.round(h.getMean()) / 1000.0);
             if (encoded) {
-                java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(h.getNeededByteBufferCapacity());
+                ByteBuffer b = ByteBuffer.allocate(h.getNeededByteBufferCapacity());
                 int n = h.encodeIntoCompressedByteBuffer(b);
-                j.put("hdrHistogram", java.util.Base64.getEncoder().encodeToString(java.util.Arrays.copyOf(b.array(), n)));
+                j.put("hdrHistogram", Base64.getEncoder().encodeToString(Arrays.copyOf(b.array(), n)));
             }
         }
         if (reset) {

@@ -13,6 +13,7 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 import java.io.IOException;
+import java.nio.file.NoSuchFileException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -61,7 +62,7 @@ final class FsckCommand implements Callable<Integer> {
             }
         } catch (DataDirBusyException e) {
             throw new Cli.ExitException(2, e.getMessage() + ": stop the server before fsck");
-        } catch (java.nio.file.NoSuchFileException e) {
+        } catch (NoSuchFileException e) {
             throw new Cli.ExitException(2, e.getMessage());
         }
         if (json) {

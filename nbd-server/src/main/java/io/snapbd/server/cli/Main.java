@@ -3,6 +3,9 @@ package io.snapbd.server.cli;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
+import java.nio.file.Path;
+import java.util.Objects;
+
 /** Entry point of {@code bin/snapbd}. */
 @Command(name = "snapbd", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "User-space block device: an NBD server over preallocated memory-mapped volumes with snapshots.",
@@ -19,7 +22,7 @@ public final class Main implements Runnable {
 
     @CommandLine.Option(names = "--data-dir", paramLabel = "DIR",
             description = "Data directory of the command that follows (the same as giving it after the command).")
-    java.nio.file.Path dataDir;
+    Path dataDir;
 
     @CommandLine.Option(names = "--json", description = "JSON output of the command that follows, for commands that have one.")
     boolean json;
@@ -78,7 +81,7 @@ public final class Main implements Runnable {
             }
             if (leaf.hasMatchedOption(name)) {
                 Object mine = leaf.matchedOption(name).getValue();
-                if (!java.util.Objects.equals(mine, value)) {
+                if (!Objects.equals(mine, value)) {
                     throw new CommandLine.ParameterException(cmd, name + " given twice with different values ("
                             + value + " before the command, " + mine + " after it)");
                 }

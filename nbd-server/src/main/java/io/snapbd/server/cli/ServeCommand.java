@@ -1,5 +1,6 @@
 package io.snapbd.server.cli;
 
+import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.server.Log;
 import io.snapbd.server.config.ConfigFile;
 import io.snapbd.server.config.ServerConfig;
@@ -9,10 +10,13 @@ import io.snapbd.server.server.Systemd;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
+import sun.misc.Signal;
+import sun.misc.SignalHandler;
 
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -135,7 +139,7 @@ final class ServeCommand implements Callable<Integer> {
             }
             if (snapshotReadGrace != null) {
                 try {
-                    io.snapbd.engine.snapshot.SnapshotSet.setReaderGrace(Duration.ofMillis(ConfigFile.seconds(snapshotReadGrace)));
+                    SnapshotSet.setReaderGrace(Duration.ofMillis(ConfigFile.seconds(snapshotReadGrace)));
                 } catch (IllegalArgumentException e) {
                     throw new IllegalArgumentException("--snapshot-read-grace: " + e.getMessage());
                 }
@@ -172,7 +176,7 @@ final class ServeCommand implements Callable<Integer> {
      */
     private boolean installSignalHandlers() {
         try {
-            sun.misc.Signal.handle(new sun.misc.Signal("TERM"), sig -> {
+            Signal.handle(new Signal("TERM"), sig -> {
                 termWhileStarting = true;       // read by call() after it publishes the server: one of us stops it
                 SnapbdServer s = server;
                 if (s == null) {
@@ -181,7 +185,7 @@ final class ServeCommand implements Callable<Integer> {
                     stopAsync(s, "SIGTERM");
                 }
             });
-            if (sun.misc.Signal.handle(new sun.misc.Signal("HUP"), sig -> reload()) == sun.misc.SignalHandler.SIG_IGN) {
+            if (Signal.handle(new Signal("HUP"), sig -> reload()) == SignalHandler.SIG_IGN) {
                 // The JVM installs no handler for a signal ignored at start (nohup does that): say so, or a reload
                 // sent with kill -HUP would vanish without a trace.
                 Log.warn("SIGHUP is ignored by this process (started under nohup?): reload by signal is off; start "
@@ -238,7 +242,7 @@ final class ServeCommand implements Callable<Integer> {
             Loaded loaded = load();
             Log.Level before = Log.level();
             applyLogLevel(loaded.service());
-            List<String> changes = new java.util.ArrayList<>(s.reload(loaded.config(), loaded.service()));
+            List<String> changes = new ArrayList<>(s.reload(loaded.config(), loaded.service()));
             if (Log.level() != before) {
                 changes.add("log-level " + before.name().toLowerCase() + " -> " + Log.level().name().toLowerCase());
             }

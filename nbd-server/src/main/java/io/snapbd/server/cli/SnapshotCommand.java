@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.server.api.CloneState;
 import io.snapbd.server.api.CloneStatus;
 import io.snapbd.server.api.Json;
+import io.snapbd.server.api.RestoreStatus;
 import io.snapbd.server.api.SaveSpace;
 import io.snapbd.server.config.Sizes;
 import io.snapbd.server.export.ExportName;
@@ -37,11 +38,10 @@ final class SnapshotCommand implements Runnable {
     }
 
     /** One line for a restore in progress (or failed) as {@code status} and {@code snapshot list} report it. */
-    static String restoreLine(JsonNode r) {
-        String base = "restore from snapshot " + r.path("snapshot").asText() + " " + r.path("state").asText()
-                + " (" + r.path("phase").asText() + ", " + r.path("blocksChanged").asLong() + " block(s) changed, started "
-                + r.path("started").asText() + ")";
-        return r.has("error") ? base + ": " + r.path("error").asText()
+    static String restoreLine(RestoreStatus r) {
+        String base = "restore from snapshot " + r.snapshot() + " " + r.state()
+                + " (" + r.phase() + ", " + r.blocksChanged() + " block(s) changed, started " + r.started() + ")";
+        return r.error() != null ? base + ": " + r.error()
                 + "; production is partly restored until a restore completes (the next start finishes it)" : base;
     }
 
@@ -97,7 +97,7 @@ final class SnapshotCommand implements Runnable {
                         (lun.path("enabled").asBoolean() ? "enabled" : "disabled") + " counter=" + lun.path("counter").asLong());
             }
             if (r.has("restore")) {
-                System.out.println(restoreLine(r.path("restore")));
+                System.out.println(restoreLine(Json.MAPPER.convertValue(r.path("restore"), RestoreStatus.class)));
             }
             SaveSpace sv = Json.MAPPER.convertValue(r.path("saveVolume"), SaveSpace.class);
             System.out.println("save volume: " + Sizes.format(sv.bytesUsed()) + " of " + Sizes.format(sv.bytes()) + " used");

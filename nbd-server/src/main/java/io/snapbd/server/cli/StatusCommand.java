@@ -1,10 +1,16 @@
 package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.snapbd.server.api.AttachmentStatus;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.VolumeStatus;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
+
+import java.util.ArrayList;
+import java.util.List;
 
 @Command(name = "status", mixinStandardHelpOptions = true, description = "Show the server (if running) and its volumes.")
 final class StatusCommand implements Runnable {
@@ -30,36 +36,38 @@ final class StatusCommand implements Runnable {
             System.out.println("connections:    " + s.path("connections").asInt() + " open, "
                     + s.path("connectionsAccepted").asLong() + " accepted, " + s.path("connectionsRejected").asLong() + " refused");
             System.out.println("default export: " + s.path("defaultExport").asText());
-            for (JsonNode a : s.path("attachments")) {
-                System.out.println("attached:       " + a.path("device").asText() + " -> " + a.path("export").asText()
-                        + " (" + (a.path("readOnly").asBoolean() ? "read-only" : "read-write") + ", since " + a.path("since").asText() + ")");
+            for (JsonNode n : s.path("attachments")) {
+                AttachmentStatus a = Json.MAPPER.convertValue(n, AttachmentStatus.class);
+                System.out.println("attached:       " + a.device() + " -> " + a.export()
+                        + " (" + (a.readOnly() ? "read-only" : "read-write") + ", since " + a.since() + ")");
             }
         }
         System.out.println("file space:     " + s.path("fileSpace").asText());
         System.out.println("volumes:");
-        for (JsonNode v : s.path("volumes")) {
-            if (v.has("reason")) {
-                System.out.println("  " + v.path("name").asText() + ": " + v.path("state").asText().toUpperCase().replace('-', ' ')
-                        + (s.has("listeners") ? " (not exported)" : "") + ": " + v.path("reason").asText());
+        for (JsonNode n : s.path("volumes")) {
+            VolumeStatus v = Json.MAPPER.convertValue(n, VolumeStatus.class);
+            if (v.reason() != null) {
+                System.out.println("  " + v.name() + ": " + v.state().label().toUpperCase().replace('-', ' ')
+                        + (s.has("listeners") ? " (not exported)" : "") + ": " + v.reason());
                 continue;
             }
-            StringBuilder sb = new StringBuilder("  " + v.path("name").asText() + ": " + Sizes.format(v.path("size").asLong())
-                    + ", block " + v.path("blockSize").asInt() + ", save volume " + Sizes.format(v.path("saveSize").asLong()));
-            if (v.has("bytesInUse")) {
-                sb.append(", in use ").append(Sizes.format(v.path("bytesInUse").asLong()));
+            StringBuilder sb = new StringBuilder("  " + v.name() + ": " + Sizes.format(v.size())
+                    + ", block " + v.blockSize() + ", save volume " + Sizes.format(v.saveSize()));
+            if (v.bytesInUse() != null) {
+                sb.append(", in use ").append(Sizes.format(v.bytesInUse()));
             }
-            if (v.has("connections")) {
-                sb.append(", ").append(v.path("connections").asInt()).append(" connection(s)");
+            if (v.connections() != null) {
+                sb.append(", ").append(v.connections()).append(" connection(s)");
             }
             System.out.println(sb);
-            if (v.has("restore")) {
-                System.out.println("    " + SnapshotCommand.restoreLine(v.path("restore")));
+            if (v.restore() != null) {
+                System.out.println("    " + SnapshotCommand.restoreLine(v.restore()));
             }
         }
     }
 
     private static Iterable<String> iter(JsonNode arr) {
-        java.util.List<String> l = new java.util.ArrayList<>();
+        List<String> l = new ArrayList<>();
         arr.forEach(n -> l.add(n.asText()));
         return l;
     }

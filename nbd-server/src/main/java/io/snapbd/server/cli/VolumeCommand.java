@@ -2,6 +2,8 @@ package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.VolumeStatus;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -62,8 +64,9 @@ final class VolumeCommand implements Runnable {
             if (json) {
                 Cli.printJson(v);
             } else {
-                System.out.println("created volume " + name + ": " + Sizes.format(v.path("size").asLong())
-                        + ", block size " + v.path("blockSize").asInt() + ", save volume " + Sizes.format(v.path("saveSize").asLong()));
+                VolumeStatus created = Json.MAPPER.convertValue(v, VolumeStatus.class);
+                System.out.println("created volume " + name + ": " + Sizes.format(created.size())
+                        + ", block size " + created.blockSize() + ", save volume " + Sizes.format(created.saveSize()));
             }
         }
     }
@@ -84,16 +87,17 @@ final class VolumeCommand implements Runnable {
                 return;
             }
             System.out.printf("%-20s %10s %6s %10s %10s %s%n", "NAME", "SIZE", "BLOCK", "SAVE", "IN USE", "CONNECTIONS");
-            for (JsonNode v : r.path("volumes")) {
-                if (v.has("reason")) {
+            for (JsonNode n : r.path("volumes")) {
+                VolumeStatus v = Json.MAPPER.convertValue(n, VolumeStatus.class);
+                if (v.reason() != null) {
                     // set aside (server) or damaged (offline): no figures to show, only why
-                    System.out.printf("%-20s %s: %s%n", v.path("name").asText(), v.path("state").asText(), v.path("reason").asText());
+                    System.out.printf("%-20s %s: %s%n", v.name(), v.state().label(), v.reason());
                     continue;
                 }
-                String inUse = v.has("bytesInUse") ? Sizes.format(v.path("bytesInUse").asLong()) : "-";
-                String conns = v.has("connections") ? v.path("connections").asText() : "-";
-                System.out.printf("%-20s %10s %6d %10s %10s %s%n", v.path("name").asText(), Sizes.format(v.path("size").asLong()),
-                        v.path("blockSize").asInt(), Sizes.format(v.path("saveSize").asLong()), inUse, conns);
+                String inUse = v.bytesInUse() != null ? Sizes.format(v.bytesInUse()) : "-";
+                String conns = v.connections() != null ? String.valueOf(v.connections()) : "-";
+                System.out.printf("%-20s %10s %6d %10s %10s %s%n", v.name(), Sizes.format(v.size()), v.blockSize(),
+                        Sizes.format(v.saveSize()), inUse, conns);
             }
         }
     }

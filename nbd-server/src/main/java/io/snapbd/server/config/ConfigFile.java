@@ -1,6 +1,9 @@
 package io.snapbd.server.config;
 
+import io.snapbd.server.Log;
+
 import java.io.IOException;
+import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -87,8 +90,8 @@ public final class ConfigFile {
      * checked here; {@link #apply} ignores them.
      */
     public ServiceSettings service() throws ConfigException {
-        java.net.InetSocketAddress metrics = null;
-        io.snapbd.server.Log.Level level = null;
+        InetSocketAddress metrics = null;
+        Log.Level level = null;
         Duration stopTimeout = ServiceSettings.DEFAULT_STOP_TIMEOUT;
         boolean histograms = true;
         boolean warmUp = true;
@@ -101,7 +104,7 @@ public final class ConfigFile {
                 if (key.equals("metrics")) {
                     metrics = v.equals("none") ? null : ServerConfig.parseHostPort(v);
                 } else if (key.equals("log-level")) {
-                    level = io.snapbd.server.Log.parseLevel(v);
+                    level = Log.parseLevel(v);
                 } else if (key.equals("stop-timeout")) {
                     stopTimeout = Duration.ofMillis(seconds(v));
                 } else if (key.equals("latency-histograms")) {

@@ -5,6 +5,7 @@ import io.snapbd.server.Log;
 import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.List;
+import java.util.Locale;
 
 /**
  * The production-host part of the configuration file (docs/production.md): the metrics endpoint, the log level,
@@ -43,7 +44,7 @@ public record ServiceSettings(InetSocketAddress metrics, Log.Level logLevel, Dur
 
     /** {@code on}/{@code off} (also true/false, yes/no, 1/0). */
     public static boolean parseOnOff(String v) {
-        return switch (v.strip().toLowerCase(java.util.Locale.ROOT)) {
+        return switch (v.strip().toLowerCase(Locale.ROOT)) {
             case "on", "true", "yes", "1" -> true;
             case "off", "false", "no", "0" -> false;
             default -> throw new IllegalArgumentException("'" + v + "' must be on or off");

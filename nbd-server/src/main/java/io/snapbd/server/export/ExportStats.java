@@ -9,6 +9,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.atomic.AtomicReferenceArray;
+import java.util.function.Function;
 
 /**
  * Per-export request statistics: per request type the requests answered, those answered with an error, their
@@ -268,7 +269,7 @@ public final class ExportStats {
      * Applies {@code f} to the since-start latency of one type under the lock, without copying the histogram
      * (f must not keep it); null when nothing was recorded.
      */
-    public synchronized <T> T withCumulative(Op op, java.util.function.Function<Histogram, T> f) {
+    public synchronized <T> T withCumulative(Op op, Function<Histogram, T> f) {
         harvest();
         Histogram h = sinceStart[op.ordinal()];
         return h == null ? null : f.apply(h);

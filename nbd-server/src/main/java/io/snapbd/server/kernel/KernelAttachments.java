@@ -1,13 +1,11 @@
 package io.snapbd.server.kernel;
 
-import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ArrayNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.nativeio.NbdIoctl;
 import io.snapbd.nativeio.SocketPairs;
 import io.snapbd.server.Log;
-import io.snapbd.server.api.Json;
-import io.snapbd.server.api.OperationException;
+import io.snapbd.server.api.AttachmentState;
+import io.snapbd.server.api.AttachmentStatus;
+import io.snapbd.server.api.DetachResult;
 import io.snapbd.server.config.AttachSpec;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
@@ -29,6 +27,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.regex.Pattern;
 import java.util.stream.Stream;
 
 /**
@@ -68,38 +67,7 @@ public final class KernelAttachments implements AutoCloseable {
         }
     }
 
-    // ---- admin commands ------------------------------------------------------------------------------------
-
-    /** {@code {"command":"attach","export":"vol0","device":"/dev/nbd0","readOnly":false,"timeout":30}}. */
-    public JsonNode attachCommand(JsonNode req) throws OperationException {
-        String export = req.path("export").asText("");
-        String device = req.path("device").asText("");
-        JsonNode t = req.get("timeout");
-        Integer timeout = t == null || t.isNull() ? null : t.asInt();
-        try {
-            AttachSpec spec = new AttachSpec(export, device, req.path("readOnly").asBoolean(false), timeout, "admin request");
-            return attach(spec).json();
-        } catch (IllegalArgumentException | AttachException e) {
-            throw new OperationException(e.getMessage());
-        }
-    }
-
-    /** {@code {"command":"detach","device":"/dev/nbd0","force":false}}. */
-    public JsonNode detachCommand(JsonNode req) throws OperationException {
-        try {
-            String device = AttachSpec.normalizeDevice(req.path("device").asText(""));
-            return detach(device, req.path("force").asBoolean(false));
-        } catch (IllegalArgumentException | AttachException e) {
-            throw new OperationException(e.getMessage());
-        }
-    }
-
-    /** The attachments for {@code status}, ordered by device. */
-    public ArrayNode listJson() {
-        ArrayNode list = Json.MAPPER.createArrayNode();
-        new TreeMap<>(attached).values().forEach(a -> list.add(a.json()));
-        return list;
-    }
+    // ---- listing -------------------------------------------------------------------------------------------
 
     /** The attachments, ordered by device. */
     public List<Attachment> list() {
@@ -213,7 +181,7 @@ public final class KernelAttachments implements AutoCloseable {
     // ---- detach --------------------------------------------------------------------------------------------
 
     /** Flushes, disconnects and releases one attachment; refuses while a file system is mounted, unless forced. */
-    public JsonNode detach(String device, boolean force) throws AttachException {
+    public DetachResult detach(String device, boolean force) throws AttachException {
         Attachment a = attached.get(device);
         if (a == null) {
             String pid = readQuietly(sysBlock(device).resolve("pid"));
@@ -234,13 +202,7 @@ public final class KernelAttachments implements AutoCloseable {
         }
         long t0 = System.nanoTime();
         boolean flushed = a.detach("detach requested");
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("device", device);
-        r.put("export", a.export.name());
-        r.put("detached", true);
-        r.put("flushed", flushed);
-        r.put("millis", (System.nanoTime() - t0) / 1_000_000);
-        return r;
+        return new DetachResult(device, a.export.name(), true, flushed, (System.nanoTime() - t0) / 1_000_000);
     }
 
     /** Detaches everything (server shutdown): flush, disconnect, wait; bounded. */
@@ -305,7 +267,7 @@ public final class KernelAttachments implements AutoCloseable {
                 continue;
             }
             String src = f[0];
-            if (src.equals(device) || src.matches(java.util.regex.Pattern.quote(device) + "p[0-9]+")) {
+            if (src.equals(device) || src.matches(Pattern.quote(device) + "p[0-9]+")) {
                 result.add(f[1].replace("\\040", " "));
             }
         }
@@ -326,7 +288,7 @@ public final class KernelAttachments implements AutoCloseable {
         private final CompletableFuture<Void> setUp = new CompletableFuture<>();
         private final CompletableFuture<String> ended = new CompletableFuture<>();
         private volatile SocketPairs.SocketPair pair;
-        private volatile String state = "attaching";
+        private volatile AttachmentState state = AttachmentState.ATTACHING;
         private volatile boolean detaching;
 
         Attachment(AttachSpec spec, Export export, boolean readOnly, long size, int blockSize) {
@@ -387,7 +349,7 @@ public final class KernelAttachments implements AutoCloseable {
             }
             nbd.serveTransmission(p.second(), p.second(), export, "kernel " + device, () ->
                     Log.debug("%s: server side of the attachment ended", device));
-            state = "attached";
+            state = AttachmentState.ATTACHED;
             setUp.complete(null);
             String reason;
             try {
@@ -396,7 +358,7 @@ public final class KernelAttachments implements AutoCloseable {
             } catch (IOException e) {
                 reason = e.getMessage();
             }
-            state = "detached";
+            state = AttachmentState.DETACHED;
             try {
                 NbdIoctl.clearQueue(fd);
             } catch (IOException e) {
@@ -417,7 +379,7 @@ public final class KernelAttachments implements AutoCloseable {
         }
 
         private void fail(String message) {
-            state = "failed";
+            state = AttachmentState.FAILED;
             setUp.completeExceptionally(new AttachException(message));
             ended.complete(message);
         }
@@ -461,7 +423,7 @@ public final class KernelAttachments implements AutoCloseable {
                 return false;
             }
             detaching = true;
-            state = "detaching";
+            state = AttachmentState.DETACHING;
             boolean flushed = false;
             int fd = -1;
             try {
@@ -539,28 +501,14 @@ public final class KernelAttachments implements AutoCloseable {
             return export.name();
         }
 
-        /** attaching, attached, detaching, detached or failed. */
-        public String state() {
+        public AttachmentState state() {
             return state;
         }
 
-        public ObjectNode json() {
-            ObjectNode o = Json.MAPPER.createObjectNode();
-            o.put("device", spec.device());
-            o.put("export", export.name());
-            o.put("readOnly", readOnly);
-            o.put("since", since.toString());
-            o.put("state", state);
-            o.put("size", size);
-            o.put("blockSize", blockSize);
-            if (spec.timeoutSeconds() != null) {
-                o.put("timeoutSeconds", spec.timeoutSeconds());
-            } else {
-                o.putNull("timeoutSeconds");
-            }
-            o.put("transmissionFlags", flags);
-            o.put("origin", spec.origin());
-            return o;
+        /** What {@code attach} answers and {@code status} lists. */
+        public AttachmentStatus status() {
+            return new AttachmentStatus(spec.device(), export.name(), readOnly, since.toString(), state, size, blockSize,
+                    spec.timeoutSeconds(), flags, spec.origin());
         }
     }
 

@@ -17,8 +17,10 @@ import org.HdrHistogram.Histogram;
 
 import java.io.IOException;
 import java.io.OutputStream;
+import java.math.BigDecimal;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -259,7 +261,7 @@ public final class Metrics implements AutoCloseable {
         // ---- kernel attachments and clone jobs ------------------------------------------------------------
         t.family("snapbd_attachment_info", "gauge", "Always 1 per nbd device attached by this server; labels: device, export, state.");
         for (KernelAttachments.Attachment a : attachments.list()) {
-            t.sample("snapbd_attachment_info", labels("device", a.device(), "export", a.exportName(), "state", a.state()), 1);
+            t.sample("snapbd_attachment_info", labels("device", a.device(), "export", a.exportName(), "state", a.state().label()), 1);
         }
         t.family("snapbd_clone_jobs", "gauge", "Snapshot clone jobs known to the server, per state.");
         Map<String, Integer> jobs = new TreeMap<>();
@@ -322,7 +324,7 @@ public final class Metrics implements AutoCloseable {
         if (Double.isNaN(d) || Double.isInfinite(d)) {
             return Double.isNaN(d) ? "NaN" : d > 0 ? "+Inf" : "-Inf";
         }
-        return java.math.BigDecimal.valueOf(d).stripTrailingZeros().toPlainString();
+        return BigDecimal.valueOf(d).stripTrailingZeros().toPlainString();
     }
 
     /**
@@ -330,7 +332,7 @@ public final class Metrics implements AutoCloseable {
      * its HELP and TYPE lines, as the format requires, whatever order the samples were added in.
      */
     private static final class Text {
-        private final Map<String, StringBuilder> families = new java.util.LinkedHashMap<>();
+        private final Map<String, StringBuilder> families = new LinkedHashMap<>();
 
         void family(String name, String type, String help) {
             StringBuilder b = new StringBuilder();

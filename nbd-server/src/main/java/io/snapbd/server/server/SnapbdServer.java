@@ -5,6 +5,7 @@ import io.snapbd.engine.snapshot.RestoreMarker;
 import io.snapbd.engine.volume.RecoveryReport;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
+import io.snapbd.engine.volume.VolumeHeader;
 import io.snapbd.engine.volume.VolumeSetAsideException;
 import io.snapbd.server.Log;
 import io.snapbd.server.admin.AdminServer;
@@ -29,6 +30,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.Set;
 import java.util.concurrent.CountDownLatch;
 
 /** The running server: data directory, exports, NBD listeners and the admin socket, started and stopped together. */
@@ -52,7 +54,7 @@ public final class SnapbdServer implements AutoCloseable {
         this.service = service;
         this.catalog = catalog;
         this.nbd = new NbdServer(exports, config.handshakeTimeout(), config.maxConnections());
-        this.clones = new CloneJobs(catalog, exports);
+        this.clones = CloneJobs.online(catalog, exports);
         this.attachments = new KernelAttachments(exports, nbd);
         this.metrics = new Metrics(catalog, exports, nbd, attachments, clones);
     }
@@ -220,7 +222,7 @@ public final class SnapbdServer implements AutoCloseable {
     /** One line for systemd's STATUS=: what is served where. */
     public String statusLine() {
         long vols = exports.list().stream().filter(e -> !ExportName.parse(e.name()).isSnapshot()).count();
-        java.util.Set<String> aside = catalog.setAside().keySet();
+        Set<String> aside = catalog.setAside().keySet();
         return "serving " + vols + " volume(s), " + (exports.list().size() - vols) + " snapshot export(s) on "
                 + String.join(", ", nbd.listenerNames()) + (attachments.size() > 0 ? "; " + attachments.size() + " nbd device(s) attached" : "")
                 + (aside.isEmpty() ? "" : "; " + aside.size() + " volume(s) set aside: " + String.join(", ", aside));
@@ -231,7 +233,7 @@ public final class SnapbdServer implements AutoCloseable {
         List<String> created = new ArrayList<>();
         for (VolumeSpec v : specs) {
             if (catalog.exists(v.name())) {
-                io.snapbd.engine.volume.VolumeHeader h;
+                VolumeHeader h;
                 try {
                     h = catalog.header(v.name());
                 } catch (IOException e) {

@@ -17,6 +17,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Map;
+import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
@@ -70,13 +71,74 @@ public final class CloneJobs {
         }
     }
 
+    /**
+     * Where the copies run and whose exports they open. {@link Online}: in the running server, copies run in the
+     * background and each target's export refuses connections until its copy is done. {@link Offline}: for the CLI
+     * alone, nothing is exported and a copy runs before the command returns.
+     */
+    private sealed interface Mode {
+        /** The gate of {@code target}'s export: what its clients are told while it is closed. */
+        TargetGate gate(String target);
+
+        boolean background();
+    }
+
+    /** A clone target's export: {@code setUnavailable(reason)} closes it, {@code setUnavailable(null)} opens it. */
+    @FunctionalInterface
+    private interface TargetGate {
+        TargetGate NONE = reason -> { };
+
+        void setUnavailable(String reason);
+    }
+
+    private record Online(ExportRegistry exports) implements Mode {
+        Online {
+            Objects.requireNonNull(exports, "exports");
+        }
+
+        @Override
+        public TargetGate gate(String target) {
+            Export e = exports.lookup(target);
+            return e == null ? TargetGate.NONE : e::setUnavailable;
+        }
+
+        @Override
+        public boolean background() {
+            return true;
+        }
+    }
+
+    private enum Offline implements Mode {
+        INSTANCE;
+
+        @Override
+        public TargetGate gate(String target) {
+            return TargetGate.NONE;
+        }
+
+        @Override
+        public boolean background() {
+            return false;
+        }
+    }
+
     private final VolumeCatalog catalog;
-    private final ExportRegistry exports;      // null offline
+    private final Mode mode;
     private final Map<String, Job> jobs = new ConcurrentHashMap<>();
 
-    public CloneJobs(VolumeCatalog catalog, ExportRegistry exports) {
+    private CloneJobs(VolumeCatalog catalog, Mode mode) {
         this.catalog = catalog;
-        this.exports = exports;
+        this.mode = mode;
+    }
+
+    /** Inside the running server: copies run in the background and open their target's export when done. */
+    public static CloneJobs online(VolumeCatalog catalog, ExportRegistry exports) {
+        return new CloneJobs(catalog, new Online(exports));
+    }
+
+    /** For the CLI while no server runs: nothing is exported, a copy runs before {@link #start} returns. */
+    public static CloneJobs offline(VolumeCatalog catalog) {
+        return new CloneJobs(catalog, Offline.INSTANCE);
     }
 
     private Path markerDir() {
@@ -102,19 +164,20 @@ public final class CloneJobs {
         return null;
     }
 
-    /** Starts (or, after a restart, restarts) the copy of {@code source} into the existing volume {@code target}. */
-    public Job start(String volume, String snapshot, String target, boolean background) throws IOException {
+    /**
+     * Starts (or, after a restart, restarts) the copy of {@code source} into the existing volume {@code target}: in the
+     * background in the running server, before returning offline.
+     */
+    public Job start(String volume, String snapshot, String target) throws IOException {
         Files.createDirectories(markerDir());
         ExportName source = ExportName.ofSnapshot(volume, snapshot);
         Files.writeString(markerDir().resolve(target), source + "\n", StandardCharsets.UTF_8);
         Job job = new Job(source, target);
         jobs.put(target, job);
-        Export targetExport = exports == null ? null : exports.lookup(target);
-        if (targetExport != null) {
-            targetExport.setUnavailable("clone from " + job.source + " in progress");
-        }
+        TargetGate targetExport = mode.gate(target);
+        targetExport.setUnavailable("clone from " + job.source + " in progress");
         Runnable body = () -> run(job, volume, snapshot, targetExport);
-        if (background) {
+        if (mode.background()) {
             Thread t = new Thread(body, "clone " + target);
             t.setDaemon(true);
             t.start();
@@ -124,7 +187,7 @@ public final class CloneJobs {
         return job;
     }
 
-    private void run(Job job, String volume, String snapshot, Export targetExport) {
+    private void run(Job job, String volume, String snapshot, TargetGate targetExport) {
         try {
             Volume src = catalog.open(volume);
             SnapshotView view = src.snapshotView(snapshot);
@@ -140,18 +203,14 @@ public final class CloneJobs {
             // The value at the end of the copy, taken while the export still refuses connections.
             job.lunState = LunStatus.of(dst.lunState(), dst.lunState().get());
             synchronized (job) {    // status() sees "copying" with the export closed or "done" with it open
-                if (targetExport != null) {
-                    targetExport.setUnavailable(null);
-                }
+                targetExport.setUnavailable(null);
                 job.state = CloneState.DONE;
             }
             Log.info("clone %s -> %s done: %d bytes", job.source, job.target, copier.done());
         } catch (IOException | RuntimeException e) {
             job.state = CloneState.FAILED;
             job.error = e.getMessage();
-            if (targetExport != null) {
-                targetExport.setUnavailable("clone from " + job.source + " failed: " + e.getMessage());
-            }
+            targetExport.setUnavailable("clone from " + job.source + " failed: " + e.getMessage());
             Log.error("clone %s -> %s failed: %s", job.source, job.target, e.getMessage());
         }
     }
@@ -172,7 +231,7 @@ public final class CloneJobs {
                 }
                 Log.info("restarting interrupted clone %s -> %s", src, target);
                 try {
-                    start(source.volume(), source.snapshot(), target, true);
+                    start(source.volume(), source.snapshot(), target);
                 } catch (IOException | IllegalArgumentException e) {
                     // e.g. its source or target volume is set aside: the other volumes are served all the same
                     Log.error("cannot restart the interrupted clone %s -> %s: %s", src, target, e.getMessage());

@@ -1,5 +1,7 @@
 package io.snapbd.server.transport;
 
+import io.snapbd.nativeio.InheritedSockets;
+import io.snapbd.nativeio.NativeSocket;
 import io.snapbd.server.Log;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
@@ -8,7 +10,11 @@ import io.snapbd.server.handshake.Negotiated;
 import io.snapbd.server.transmission.Connection;
 
 import java.io.IOException;
+import java.net.ConnectException;
+import java.net.Inet6Address;
 import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.SocketException;
 import java.net.StandardProtocolFamily;
 import java.net.StandardSocketOptions;
 import java.net.UnixDomainSocketAddress;
@@ -24,6 +30,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
@@ -45,7 +52,7 @@ public final class NbdServer implements AutoCloseable {
     private final List<ServerSocketChannel> listeners = new ArrayList<>();
     private final List<String> listenerNames = new ArrayList<>();
     private final List<Path> unixPaths = new ArrayList<>();
-    private final List<io.snapbd.nativeio.InheritedSockets.Listener> inherited = new java.util.concurrent.CopyOnWriteArrayList<>();
+    private final List<InheritedSockets.Listener> inherited = new CopyOnWriteArrayList<>();
     private final Set<ByteChannel> open = ConcurrentHashMap.newKeySet();
     private final Set<Thread> threads = ConcurrentHashMap.newKeySet();
     private final AtomicInteger active = new AtomicInteger();
@@ -84,7 +91,7 @@ public final class NbdServer implements AutoCloseable {
             throw new IOException("cannot listen on " + address.getHostString() + ":" + address.getPort() + ": " + e.getMessage(), e);
         }
         InetSocketAddress bound = (InetSocketAddress) ss.getLocalAddress();
-        String host = bound.getAddress() instanceof java.net.Inet6Address ? "[" + bound.getHostString() + "]" : bound.getHostString();
+        String host = bound.getAddress() instanceof Inet6Address ? "[" + bound.getHostString() + "]" : bound.getHostString();
         start(ss, "tcp://" + host + ":" + bound.getPort());
     }
 
@@ -95,9 +102,9 @@ public final class NbdServer implements AutoCloseable {
             try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
                 probe.connect(UnixDomainSocketAddress.of(path));
                 throw new IOException("cannot listen on " + path + ": another server is listening there");
-            } catch (java.net.ConnectException | java.nio.channels.ClosedChannelException stale) {
+            } catch (ConnectException | ClosedChannelException stale) {
                 Files.deleteIfExists(path);
-            } catch (java.net.SocketException stale) {
+            } catch (SocketException stale) {
                 Files.deleteIfExists(path);
             }
         }
@@ -116,10 +123,10 @@ public final class NbdServer implements AutoCloseable {
      * Serves a listening socket passed by systemd (socket activation). It stays systemd's: closing the server
      * only closes this process's descriptor, and connections keep queueing for the next start.
      */
-    public void listenInherited(io.snapbd.nativeio.InheritedSockets.Listener l) {
-        java.net.SocketAddress a = l.address();
+    public void listenInherited(InheritedSockets.Listener l) {
+        SocketAddress a = l.address();
         String name = a instanceof InetSocketAddress i
-                ? "tcp://" + (i.getAddress() instanceof java.net.Inet6Address ? "[" + i.getAddress().getHostAddress() + "]"
+                ? "tcp://" + (i.getAddress() instanceof Inet6Address ? "[" + i.getAddress().getHostAddress() + "]"
                         : i.getAddress().getHostAddress()) + ":" + i.getPort()
                 : "unix://" + (a instanceof UnixDomainSocketAddress u ? u.getPath().toString() : String.valueOf(a));
         inherited.add(l);
@@ -129,9 +136,9 @@ public final class NbdServer implements AutoCloseable {
         t.start();
     }
 
-    private void acceptInherited(io.snapbd.nativeio.InheritedSockets.Listener l, String name) {
+    private void acceptInherited(InheritedSockets.Listener l, String name) {
         while (!closing) {
-            io.snapbd.nativeio.NativeSocket ch;
+            NativeSocket ch;
             try {
                 ch = l.accept(200);         // a short poll, so a stop never has to shut down systemd's socket
             } catch (ClosedChannelException e) {
@@ -146,7 +153,7 @@ public final class NbdServer implements AutoCloseable {
             if (ch == null) {
                 continue;
             }
-            java.net.SocketAddress remote = ch.remoteAddress();
+            SocketAddress remote = ch.remoteAddress();
             String peer = remote instanceof InetSocketAddress a ? a.getHostString() + ":" + a.getPort()
                     : name + "#" + ch.fd();
             if (closing || active.get() >= maxConnections) {
@@ -355,7 +362,7 @@ public final class NbdServer implements AutoCloseable {
         try {
             if (ch instanceof SocketChannel sc) {
                 sc.shutdownInput();
-            } else if (ch instanceof io.snapbd.nativeio.NativeSocket ns) {
+            } else if (ch instanceof NativeSocket ns) {
                 ns.shutdownInput();
             } else {
                 ch.close();         // a kernel attachment's socket: detached before, or it cannot be drained
@@ -398,7 +405,7 @@ public final class NbdServer implements AutoCloseable {
                 // leave it
             }
         }
-        for (io.snapbd.nativeio.InheritedSockets.Listener l : inherited) {
+        for (InheritedSockets.Listener l : inherited) {
             closeQuietly(l);
         }
         // Graceful: end the reading side of every connection, so no new request is read while the requests

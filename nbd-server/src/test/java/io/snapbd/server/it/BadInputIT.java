@@ -3,10 +3,8 @@ package io.snapbd.server.it;
 import io.snapbd.server.it.RawNbd.OptReply;
 import io.snapbd.server.it.RawNbd.Reply;
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -52,29 +50,12 @@ class BadInputIT {
 
     @TempDir
     static Path tmp;
-    static ServerProcess server;
-
-    @BeforeAll
-    static void startServer() {
-        Tools.require("nbdinfo");
-        Path data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", GOOD, "--size", "64M", "--save-size", "16M").assertOk();
-        ServerProcess.snapbd(data, "volume", "create", JUNK, "--size", "32M", "--save-size", "8M").assertOk();
-        server = ServerProcess.start(data, "BadInputIT");
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    @BeforeEach
-    void serverUp() {
-        // A crash is reported by the previous test's health check; do not let it cascade into every later test.
-        server.ensureRunning();
-    }
+    // A crash is reported by the previous test's health check; the extension's ensureRunning before each test
+    // keeps it from cascading into every later test.
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("BadInputIT").requires("nbdinfo")
+            .volume(GOOD, "64M", "16M").volume(JUNK, "32M", "8M").build();
+    static final ServerProcess server = SNAPBD.server();
 
     @AfterEach
     void serverStillServesGoodClients() throws IOException {

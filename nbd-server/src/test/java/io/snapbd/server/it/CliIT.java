@@ -3,9 +3,7 @@ package io.snapbd.server.it;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -35,27 +33,10 @@ class CliIT {
 
     @TempDir
     static Path tmp;
-    static Path data;
-    static ServerProcess server;
-
-    @BeforeAll
-    static void startServer() {
-        data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", "first", "--size", "64M", "--save-size", "16M").assertOk();
-        server = ServerProcess.start(data, "CliIT");
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    @BeforeEach
-    void serverUp() {
-        server.ensureRunning();
-    }
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("CliIT").volume("first", "64M", "16M").build();
+    static final ServerProcess server = SNAPBD.server();
+    static final Path data = SNAPBD.dataDir();
 
     static List<String> exportNames(String uri) throws IOException {
         JsonNode list = JSON.readTree(Tools.run("nbdinfo", "--list", "--json", uri).assertOk().stdout());

@@ -2,9 +2,8 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -59,29 +58,16 @@ class DiffIT {
 
     @TempDir
     static Path tmp;
-    static ServerProcess server;
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("DiffIT").volume("v", "32M", "32M").build();
+    static final ServerProcess server = SNAPBD.server();
     /** The scenario run on volume "v" once for the read-only checks. */
     static Scenario main;
 
     @BeforeAll
-    static void startServer() {
-        Path data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", "v", "--size", "32M", "--save-size", "32M").assertOk();
-        server = ServerProcess.start(data, "DiffIT");
+    static void runScenario() {
         Tools.require("nbdsh");
         main = Scenario.run("v");
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    @BeforeEach
-    void serverUp() {
-        server.ensureRunning();
     }
 
     // ---- the scripted scenario and its block model ------------------------------------------------------------

@@ -2,9 +2,7 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -37,27 +35,10 @@ class LunStateIT {
 
     @TempDir
     static Path tmp;
-    static Path data;
-    static ServerProcess server;
-
-    @BeforeAll
-    static void startServer() {
-        data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", "first", "--size", "32M", "--save-size", "4M").assertOk();
-        server = ServerProcess.start(data, "LunStateIT");
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    @BeforeEach
-    void serverUp() {
-        server.ensureRunning();
-    }
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("LunStateIT").volume("first", "32M", "4M").build();
+    static final ServerProcess server = SNAPBD.server();
+    static final Path data = SNAPBD.dataDir();
 
     static String newVolume(String name) {
         server.cli("volume", "create", name, "--size", "32M", "--save-size", "16M").assertOk();

@@ -1,14 +1,11 @@
 package io.snapbd.server.it;
 
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
-import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -27,23 +24,10 @@ class PartialWriteIT {
 
     static final int MiB = 1 << 20;
 
-    @TempDir
-    static Path tmp;
-    static ServerProcess server;
-
-    @BeforeAll
-    static void startServer() {
-        Path data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", "torn", "--size", "16M", "--save-size", "1M").assertOk();
-        server = ServerProcess.start(data, "PartialWriteIT", "--warm-up", "off");
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("PartialWriteIT")
+            .volume("torn", "16M", "1M").serveArgs("--warm-up", "off").build();
+    static final ServerProcess server = SNAPBD.server();
 
     @Test
     void aWriteWhosePayloadStopsAfter700BytesIsNotApplied() throws Exception {

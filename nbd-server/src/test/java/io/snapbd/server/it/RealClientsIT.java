@@ -3,9 +3,7 @@ package io.snapbd.server.it;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -41,29 +39,13 @@ class RealClientsIT {
 
     @TempDir
     static Path tmp;
-    static Path data;
-    static ServerProcess server;
-
-    @BeforeAll
-    static void startServer() {
-        data = tmp.resolve("data");
-        // Two volumes made offline before the first start: serve must not add vol0 next to them.
-        ServerProcess.snapbd(data, "volume", "create", "alpha", "--size", "64M", "--save-size", "16M").assertOk();
-        ServerProcess.snapbd(data, "volume", "create", "beta", "--size", "32M", "--save-size", "8M").assertOk();
-        server = ServerProcess.start(data, "RealClientsIT");
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    @BeforeEach
-    void serverUp() {
-        server.ensureRunning();     // a durability test may have left it stopped when it failed
-    }
+    // Two volumes made offline before the first start: serve must not add vol0 next to them. Before each test the
+    // extension restarts the server if a durability test left it stopped when it failed.
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("RealClientsIT")
+            .volume("alpha", "64M", "16M").volume("beta", "32M", "8M").build();
+    static final ServerProcess server = SNAPBD.server();
+    static final Path data = SNAPBD.dataDir();
 
     static String newVolume(String name) {
         return newVolume(name, "64M");

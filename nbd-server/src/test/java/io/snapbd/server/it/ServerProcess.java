@@ -66,6 +66,21 @@ public final class ServerProcess implements AutoCloseable {
 
     /** {@link #start(Path, String, String...)} with JVM options for the server (e.g. {@code -Dsnapbd.x=y}). */
     public static ServerProcess start(List<String> jvmOptions, Path dataDir, String label, String... extraArgs) {
+        return unstarted(jvmOptions, dataDir, socketBeside(dataDir), label, List.of(extraArgs)).begin();
+    }
+
+    /** Like {@link #start(Path, String, String...)}, with the Unix socket at {@code socket} (e.g. DIR/nbd.sock, serve's default). */
+    public static ServerProcess start(Path dataDir, Path socket, String label, String... extraArgs) {
+        return unstarted(List.of(), dataDir, socket, label, List.of(extraArgs)).begin();
+    }
+
+    /** A server not started yet: {@link #begin()} starts it ({@link SnapbdServerExtension} does so before all tests). */
+    static ServerProcess unstarted(List<String> jvmOptions, Path dataDir, Path socket, String label, List<String> extraArgs) {
+        return new ServerProcess(dataDir.toAbsolutePath(), socket.toAbsolutePath(), label, jvmOptions, extraArgs);
+    }
+
+    /** The Unix socket DIR.sock beside the data directory DIR, or in a short directory if that path is too long. */
+    static Path socketBeside(Path dataDir) {
         Path sock = dataDir.toAbsolutePath().getParent().resolve(dataDir.getFileName() + ".sock");
         if (sock.toString().length() > 100) {
             // sun_path holds 108 bytes: fall back to a short directory.
@@ -75,28 +90,19 @@ public final class ServerProcess implements AutoCloseable {
                 throw new IllegalStateException(e);
             }
         }
-        ServerProcess s = new ServerProcess(dataDir.toAbsolutePath(), sock, label, jvmOptions, List.of(extraArgs));
-        OPEN.add(s);
-        try {
-            s.startProcess();
-        } catch (RuntimeException | Error e) {
-            OPEN.remove(s);
-            throw e;
-        }
-        return s;
+        return sock;
     }
 
-    /** Like {@link #start(Path, String, String...)}, with the Unix socket at {@code socket} (e.g. DIR/nbd.sock, serve's default). */
-    public static ServerProcess start(Path dataDir, Path socket, String label, String... extraArgs) {
-        ServerProcess s = new ServerProcess(dataDir.toAbsolutePath(), socket.toAbsolutePath(), label, List.of(), List.of(extraArgs));
-        OPEN.add(s);
+    /** Starts this (unstarted) server; from now on {@link ServerLiveness} watches it until {@link #close()}. */
+    ServerProcess begin() {
+        OPEN.add(this);
         try {
-            s.startProcess();
+            startProcess();
         } catch (RuntimeException | Error e) {
-            OPEN.remove(s);
+            OPEN.remove(this);
             throw e;
         }
-        return s;
+        return this;
     }
 
     // ---- the jar and the CLI -------------------------------------------------------------------------------

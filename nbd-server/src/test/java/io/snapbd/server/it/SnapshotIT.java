@@ -2,9 +2,7 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -57,28 +55,12 @@ class SnapshotIT {
 
     @TempDir
     static Path tmp;
-    static Path data;
-    static ServerProcess server;
-
-    @BeforeAll
-    static void startServer() {
-        data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", "first", "--size", "32M", "--save-size", "4M").assertOk();
-        // Clones pause 100 ms per copied piece (at most 4 MiB), so that a client can always be seen refused while one copies.
-        server = ServerProcess.start(List.of("-Dsnapbd.clone.chunkPauseMillis=100"), data, "SnapshotIT");
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    @BeforeEach
-    void serverUp() {
-        server.ensureRunning();
-    }
+    // Clones pause 100 ms per copied piece (at most 4 MiB), so that a client can always be seen refused while one copies.
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("SnapshotIT").volume("first", "32M", "4M")
+            .jvmOptions("-Dsnapbd.clone.chunkPauseMillis=100").build();
+    static final ServerProcess server = SNAPBD.server();
+    static final Path data = SNAPBD.dataDir();
 
     static String newVolume(String name, String size, String saveSize) {
         server.cli("volume", "create", name, "--size", size, "--save-size", saveSize).assertOk();

@@ -2,9 +2,7 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -50,27 +48,11 @@ class SnapshotVanishIT {
 
     @TempDir
     static Path tmp;
-    static ServerProcess server;
-
-    @BeforeAll
-    static void startServer() {
-        Path data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", "first", "--size", "8M", "--save-size", "1M").assertOk();
-        // A grace far beyond any stall of this test: the removal must wait for the read, however slow the machine.
-        server = ServerProcess.start(data, "SnapshotVanishIT", "--snapshot-read-grace", "600", "--warm-up", "off");
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    @BeforeEach
-    void serverUp() {
-        server.ensureRunning();
-    }
+    // A grace far beyond any stall of this test: the removal must wait for the read, however slow the machine.
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("SnapshotVanishIT").volume("first", "8M", "1M")
+            .serveArgs("--snapshot-read-grace", "600", "--warm-up", "off").build();
+    static final ServerProcess server = SNAPBD.server();
 
     enum Vanish { TERMINATE, DELETE }
 

@@ -2,14 +2,13 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.extension.ExtendWith;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.net.InetAddress;
 import java.net.ServerSocket;
 import java.net.URI;
@@ -42,19 +41,18 @@ class StatsIT {
 
     @TempDir
     static Path tmp;
-    static ServerProcess server;
-    static int metricsPort;
+    static final int metricsPort = freePort();
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("StatsIT").volume("first", "32M", "4M")
+            .config("metrics = 127.0.0.1:" + metricsPort + "\n").build();
+    static final ServerProcess server = SNAPBD.server();
 
-    @BeforeAll
-    static void startServer() throws IOException {
-        Path data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", "first", "--size", "32M", "--save-size", "4M").assertOk();
+    static int freePort() {
         try (ServerSocket ss = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
-            metricsPort = ss.getLocalPort();
+            return ss.getLocalPort();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
         }
-        Path conf = tmp.resolve("snapbd.conf");
-        Files.writeString(conf, "metrics = 127.0.0.1:" + metricsPort + "\n");
-        server = ServerProcess.start(data, "StatsIT", "--config", conf.toString());
     }
 
     static String metrics() throws IOException, InterruptedException {
@@ -62,18 +60,6 @@ class StatsIT {
                 HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + metricsPort + "/metrics")).build(), HttpResponse.BodyHandlers.ofString());
         assertEquals(200, r.statusCode(), r.body());
         return r.body();
-    }
-
-    @AfterAll
-    static void stopServer() {
-        if (server != null) {
-            server.close();
-        }
-    }
-
-    @BeforeEach
-    void serverUp() {
-        server.ensureRunning();
     }
 
     static String newVolume(ServerProcess s, String name) {

@@ -75,7 +75,7 @@ class KernelAttachmentsTest {
 
     @Test
     void controlPlaneRoutesAttachAndExplainsOffline() throws Exception {
-        ControlPlane online = new ControlPlane(catalog, exports, nbd, new CloneJobs(catalog, exports), attachments);
+        ControlPlane online = new ControlPlane(catalog, exports, nbd, CloneJobs.online(catalog, exports), attachments);
         ObjectNode req = Json.MAPPER.createObjectNode();
         req.put("command", "attach");
         req.put("export", "vol0");
