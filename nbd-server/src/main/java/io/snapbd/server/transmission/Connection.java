@@ -317,45 +317,28 @@ public final class Connection {
             throw new RequestRefused(length == 0 ? Nbd.EINVAL : Nbd.ENOSPC,
                     "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
         }
-        boolean fua = (flags & Nbd.CMD_FLAG_FUA) != 0;
         // Up to WHOLE_WRITE_MAX the payload is received in full before the engine is asked for anything: a
         // client that stops halfway (or dies) leaves the volume untouched, and no writer sits admitted in the
         // volume's write gate waiting for the network. Larger writes stream into the mapping as they arrive.
-        boolean whole = length <= WHOLE_WRITE_MAX;
-        ByteSource from = payload;
-        if (whole) {
+        if (length <= WHOLE_WRITE_MAX) {
             received.receive(length);
-            from = received;
-        }
-        try {
-            boolean mustCommit;
             try {
-                mustCommit = device.prepareWrite(session, offset, length);
-            } catch (IOException e) {
-                if (!whole) {
-                    skipPayload(Nbd.CMD_WRITE, length);
-                }
-                throw e;
-            }
-            payload.consumed = 0;
-            try {
-                if (mustCommit) {
-                    device.commitPrepared();
-                }
-            } catch (IOException e) {
-                device.abortPrepared(session);
-                if (!whole) {
-                    skipPayload(Nbd.CMD_WRITE, length);
-                }
-                throw e;
-            }
-            device.finishWrite(session, offset, length, from);
-        } finally {
-            if (whole) {
+                device.write(session, offset, length, received, false);    // FUA: forced from the sync pool
+            } finally {
                 received.consumed();        // whatever happened, the stream continues after this payload
             }
+        } else {
+            payload.consumed = 0;
+            try {
+                device.write(session, offset, length, payload, false);
+            } catch (PeerGone e) {
+                throw e;
+            } catch (IOException e) {
+                skipPayload(Nbd.CMD_WRITE, length - payload.consumed);     // what the engine did not take
+                throw e;
+            }
         }
-        if (fua) {
+        if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
             submit(SyncTask.FORCE_RANGE, handle, offset, length);
         } else {
             simpleReply(handle, 0);
