@@ -6,7 +6,8 @@ import java.nio.ByteOrder;
 /**
  * What every wire layout flyweight shares: the buffer and the offset of the structure in it. Subclasses read
  * and write fields at {@code base + FIELD_OFFSET} with absolute accessors, so they never move the buffer's
- * position or limit and never allocate.
+ * position or limit and never allocate. Like every absolute access, a field must lie below the buffer's limit:
+ * clear a send buffer before encoding into it, then set the limit to what goes out.
  */
 abstract class Flyweight {
     ByteBuffer buffer;
