@@ -38,28 +38,13 @@ public interface BlockDevice {
 
     void read(Session s, long offset, int length, ByteSink sink) throws IOException;
 
-    void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException;
-
     /**
-     * Two-phase write, so a connection can batch the durability work of many writes: {@link #prepareWrite}
-     * makes the before-images snapshots need (not yet durable) and answers whether {@link #commitPrepared}
-     * must run before the data may be written; {@link #finishWrite} then writes the data. Every successful
-     * prepare must be followed by one finish (or {@link #abortPrepared}).
+     * Writes {@code length} bytes, read in order from {@code source}, at {@code offset}; with {@code fua} the
+     * range is durable when it returns. The one write call: a device that must make before-images durable
+     * first (snapshots) does so inside, batched with other sessions' writes. On failure {@code source} may have
+     * been read in part or not at all; the caller owns the stream and learns from its source how much was taken.
      */
-    default boolean prepareWrite(Session s, long offset, int length) throws IOException {
-        throw new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name() + " is read-only");
-    }
-
-    default void commitPrepared() throws IOException {
-    }
-
-    default void finishWrite(Session s, long offset, int length, ByteSource source) throws IOException {
-        throw new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name() + " is read-only");
-    }
-
-    /** Ends a prepared write whose data will never come (the client went away). */
-    default void abortPrepared(Session s) {
-    }
+    void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException;
 
     /** Discards whole blocks inside the range: they become not-in-use and read as zeros. */
     void trim(Session s, long offset, long length, boolean fua) throws IOException;

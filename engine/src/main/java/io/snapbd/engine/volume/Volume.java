@@ -333,7 +333,13 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
     }
 
-    @Override
+    /**
+     * The engine's two-phase write, which {@link #write} and {@link CopyOnWriteWarmUp} compose (not on
+     * {@link BlockDevice}: no protocol sequences it): {@code prepareWrite} makes the before-images snapshots
+     * need (not yet durable) and answers whether {@link #commitPrepared} must run before the data may be
+     * written; {@link #finishWrite} then writes the data. Every successful prepare is followed by one finish
+     * (or {@link #abortPrepared}).
+     */
     public boolean prepareWrite(Session s, long offset, int length) throws IOException {
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
@@ -392,7 +398,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
     }
 
 
-    @Override
+    /** Ends a prepared write whose data will never come. */
     public void abortPrepared(Session s) {
         VolumeSession vs = (VolumeSession) s;
         if (vs.stagedSlots > 0) {
@@ -429,12 +435,11 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
     }
 
-    @Override
+    /** Makes the prepared before-images durable, batched with other writers' (group commit). */
     public void commitPrepared() throws IOException {
         snapshots.forceCopies();
     }
 
-    @Override
     public void finishWrite(Session s, long offset, int length, ByteSource source) throws IOException {
         VolumeSession vs = (VolumeSession) s;
         if (vs.stagedSlots > 0) {

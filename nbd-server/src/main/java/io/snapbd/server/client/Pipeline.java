@@ -1,13 +1,19 @@
 package io.snapbd.server.client;
 
+import io.snapbd.server.protocol.BlockStatusChunk;
+import io.snapbd.server.protocol.ErrorChunk;
 import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.protocol.OffsetDataChunk;
+import io.snapbd.server.protocol.OffsetHoleChunk;
+import io.snapbd.server.protocol.RequestHeader;
+import io.snapbd.server.protocol.SimpleReplyHeader;
+import io.snapbd.server.protocol.StructuredReplyHeader;
 
 import java.io.EOFException;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
-import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
@@ -55,12 +61,19 @@ final class Pipeline {
 
     // ---- send path, guarded by sendLock ----------------------------------------------------------------------
     private final ReentrantLock sendLock = new ReentrantLock();
-    private final ByteBuffer requestHeader = ByteBuffer.allocateDirect(Nbd.REQUEST_HEADER_BYTES);
+    private final ByteBuffer requestHeader = ByteBuffer.allocateDirect(RequestHeader.BYTES);
+    private final RequestHeader request = new RequestHeader().wrap(requestHeader);
     private final ByteBuffer[] gather = new ByteBuffer[2];
     private final AtomicBoolean disconnectSent = new AtomicBoolean();
 
     // ---- reader thread only --------------------------------------------------------------------------------
     private final ByteBuffer in = ByteBuffer.allocateDirect(RECEIVE_BUFFER).flip();
+    private final SimpleReplyHeader simpleReply = new SimpleReplyHeader();
+    private final StructuredReplyHeader chunk = new StructuredReplyHeader();
+    private final OffsetDataChunk dataChunk = new OffsetDataChunk();
+    private final OffsetHoleChunk holeChunk = new OffsetHoleChunk();
+    private final BlockStatusChunk statusChunk = new BlockStatusChunk();
+    private final ErrorChunk errorChunk = new ErrorChunk();
     private final Thread reader;
     /** OFFSET_HOLE chunks received (the reader writes, others read after a completion). */
     private long holeChunks;
@@ -173,8 +186,7 @@ final class Pipeline {
                 throw refusal();
             }
             requestHeader.clear();
-            requestHeader.putInt(Nbd.REQUEST_MAGIC).putShort((short) flags).putShort((short) r.type)
-                    .putLong(r.handle).putLong(r.offset).putInt((int) r.length).flip();
+            request.encode(flags, r.type, r.handle, r.offset, r.length);
             r.state = Request.IN_FLIGHT;
             try {
                 if (payload == null) {
@@ -264,8 +276,7 @@ final class Pipeline {
         sendLock.lock();
         try {
             requestHeader.clear();
-            requestHeader.putInt(Nbd.REQUEST_MAGIC).putShort((short) 0).putShort((short) Nbd.CMD_DISC)
-                    .putLong(0).putLong(0).putInt(0).flip();
+            request.encode(0, Nbd.CMD_DISC, 0, 0, 0);
             while (requestHeader.hasRemaining()) {
                 channel.write(requestHeader);
             }
@@ -306,12 +317,12 @@ final class Pipeline {
     private void readLoop() {
         IOException cause = null;
         try {
-            while (fill(4, true)) {
+            while (fill(Integer.BYTES, true)) {     // the magic, which starts both kinds of reply
                 int magic = in.getInt(in.position());
                 if (magic == Nbd.SIMPLE_REPLY_MAGIC) {
-                    simpleReply();
+                    receiveSimpleReply();
                 } else if (magic == Nbd.STRUCTURED_REPLY_MAGIC) {
-                    structuredChunk();
+                    receiveChunk();
                 } else {
                     throw violation("bad reply magic 0x" + Integer.toHexString(magic));
                 }
@@ -327,11 +338,12 @@ final class Pipeline {
         terminate(cause);
     }
 
-    private void simpleReply() throws IOException {
-        fill(16, false);
-        int error = in.getInt(in.position() + 4);
-        long handle = in.getLong(in.position() + 8);
-        in.position(in.position() + 16);
+    private void receiveSimpleReply() throws IOException {
+        fill(SimpleReplyHeader.BYTES, false);
+        simpleReply.wrap(in, in.position());
+        int error = simpleReply.error();
+        long handle = simpleReply.handle();
+        in.position(in.position() + SimpleReplyHeader.BYTES);
         Request r = lookup(handle);
         if (structured && r.type == Nbd.CMD_READ) {
             throw violation("simple reply to " + r.describe() + " although structured replies were negotiated");
@@ -346,14 +358,14 @@ final class Pipeline {
         finish(r);
     }
 
-    private void structuredChunk() throws IOException {
-        fill(20, false);
-        int p = in.position();
-        int flags = Short.toUnsignedInt(in.getShort(p + 4));
-        int type = Short.toUnsignedInt(in.getShort(p + 6));
-        long handle = in.getLong(p + 8);
-        long length = Integer.toUnsignedLong(in.getInt(p + 16));
-        in.position(p + 20);
+    private void receiveChunk() throws IOException {
+        fill(StructuredReplyHeader.BYTES, false);
+        chunk.wrap(in, in.position());
+        int flags = chunk.flags();
+        int type = chunk.type();
+        long handle = chunk.handle();
+        long length = chunk.length();
+        in.position(in.position() + StructuredReplyHeader.BYTES);
         Request r = lookup(handle);
         switch (type) {
             case Nbd.REPLY_TYPE_NONE:
@@ -362,24 +374,27 @@ final class Pipeline {
                 }
                 break;
             case Nbd.REPLY_TYPE_OFFSET_DATA: {
-                if (r.type != Nbd.CMD_READ || length < 9) {
+                if (r.type != Nbd.CMD_READ || length <= OffsetDataChunk.BYTES) {
                     throw violation("data chunk of " + length + " bytes for " + r.describe());
                 }
-                fill(8, false);
-                long offset = in.getLong();
-                long n = length - 8;
+                fill(OffsetDataChunk.BYTES, false);
+                long offset = dataChunk.wrap(in, in.position()).offset();
+                in.position(in.position() + OffsetDataChunk.BYTES);
+                long n = length - OffsetDataChunk.BYTES;
                 checkWithin(r, offset, n);
                 receiveData(r, offset, (int) n);
                 r.received += n;
                 break;
             }
             case Nbd.REPLY_TYPE_OFFSET_HOLE: {
-                if (r.type != Nbd.CMD_READ || length != 12) {
+                if (r.type != Nbd.CMD_READ || length != OffsetHoleChunk.BYTES) {
                     throw violation("hole chunk of " + length + " bytes for " + r.describe());
                 }
-                fill(12, false);
-                long offset = in.getLong();
-                long n = Integer.toUnsignedLong(in.getInt());
+                fill(OffsetHoleChunk.BYTES, false);
+                holeChunk.wrap(in, in.position());
+                long offset = holeChunk.offset();
+                long n = holeChunk.size();
+                in.position(in.position() + OffsetHoleChunk.BYTES);
                 if (n == 0) {
                     throw violation("empty hole chunk for " + r.describe());
                 }
@@ -390,19 +405,19 @@ final class Pipeline {
                 break;
             }
             case Nbd.REPLY_TYPE_BLOCK_STATUS:
-                if (r.type != Nbd.CMD_BLOCK_STATUS || length < 12 || (length - 4) % 8 != 0 || length > MAX_METADATA_CHUNK) {
+                if (r.type != Nbd.CMD_BLOCK_STATUS || BlockStatusChunk.descriptors(length) < 1 || length > MAX_METADATA_CHUNK) {
                     throw violation("block status chunk of " + length + " bytes for " + r.describe());
                 }
-                blockStatus(r, payload((int) length));
+                receiveBlockStatus(r, payload((int) length));
                 break;
             default:
-                if ((type & 0x8000) == 0) {
+                if (!StructuredReplyHeader.isError(type)) {
                     throw violation("unknown reply chunk type " + type + " for " + r.describe());
                 }
-                if (length < 6 || length > MAX_METADATA_CHUNK) {
+                if (length < ErrorChunk.BYTES || length > MAX_METADATA_CHUNK) {
                     throw violation("error chunk of " + length + " bytes for " + r.describe());
                 }
-                errorChunk(r, type, payload((int) length));
+                receiveError(r, type, payload((int) length));
                 break;
         }
         if ((flags & Nbd.REPLY_FLAG_DONE) != 0) {
@@ -410,17 +425,19 @@ final class Pipeline {
         }
     }
 
-    private void blockStatus(Request r, ByteBuffer b) throws IOException {
-        int id = b.getInt();
+    private void receiveBlockStatus(Request r, ByteBuffer b) throws IOException {
+        statusChunk.wrap(b, b.position());
+        int id = statusChunk.contextId();
         if (!contextIds.contains(id)) {
             throw violation("block status for unknown metadata context id " + id);
         }
         if (id != r.contextId) {
             return;     // the server answers for every selected context; the caller asked about one
         }
-        while (b.hasRemaining()) {
-            long length = Integer.toUnsignedLong(b.getInt());
-            int flags = b.getInt();
+        int n = (int) BlockStatusChunk.descriptors(b.remaining());
+        for (int i = 0; i < n; i++) {
+            long length = statusChunk.extentLength(i);
+            int flags = statusChunk.extentFlags(i);
             if (length == 0) {
                 throw violation("zero-length extent for " + r.describe());
             }
@@ -429,17 +446,17 @@ final class Pipeline {
         }
     }
 
-    private void errorChunk(Request r, int type, ByteBuffer b) throws IOException {
-        int error = b.getInt();
-        int messageLength = Short.toUnsignedInt(b.getShort());
-        if (messageLength > b.remaining()) {
-            throw violation("error message of " + messageLength + " bytes in a chunk of " + (b.limit() - b.position()));
+    private void receiveError(Request r, int type, ByteBuffer b) throws IOException {
+        errorChunk.wrap(b, b.position());
+        int error = errorChunk.error();
+        int messageLength = errorChunk.messageLength();
+        int after = b.remaining() - ErrorChunk.BYTES;       // bytes after the fixed fields
+        if (messageLength > after) {
+            throw violation("error message of " + messageLength + " bytes in a chunk of " + after);
         }
-        byte[] text = new byte[messageLength];
-        b.get(text);
-        String message = new String(text, StandardCharsets.UTF_8);
-        if (type == Nbd.REPLY_TYPE_ERROR_OFFSET && b.remaining() == 8) {
-            message = message + (message.isEmpty() ? "" : " ") + "at offset " + b.getLong();
+        String message = errorChunk.message();
+        if (type == Nbd.REPLY_TYPE_ERROR_OFFSET && after - messageLength == ErrorChunk.ERROR_OFFSET_BYTES) {
+            message = message + (message.isEmpty() ? "" : " ") + "at offset " + errorChunk.errorOffset();
         }
         // An error chunk must carry an error; one that says 0 still means the request failed.
         r.fail(error != 0 ? error : Nbd.EIO, message);

@@ -64,7 +64,6 @@ public final class Nbd {
     public static final int REQUEST_MAGIC = 0x25609513;
     public static final int SIMPLE_REPLY_MAGIC = 0x67446698;
     public static final int STRUCTURED_REPLY_MAGIC = 0x668e33ef;
-    public static final int REQUEST_HEADER_BYTES = 28;
 
     public static final int CMD_READ = 0;
     public static final int CMD_WRITE = 1;

@@ -2,24 +2,25 @@ package io.snapbd.server.transmission;
 
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.BlockDeviceException;
-import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.ByteSource;
+import io.snapbd.engine.lun.LunState;
 import io.snapbd.server.Log;
 import io.snapbd.server.export.Export;
+import io.snapbd.server.export.MetaContext;
 import io.snapbd.server.handshake.Negotiated;
 import io.snapbd.server.protocol.Nbd;
 import io.snapbd.server.protocol.ProtocolViolation;
-import io.snapbd.server.protocol.Wire;
+import io.snapbd.server.protocol.RequestHeader;
 
 import java.io.EOFException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.nio.channels.ByteChannel;
 import java.nio.channels.GatheringByteChannel;
 import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.List;
 import java.util.concurrent.Executor;
-import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * The transmission phase of one connection. One reader thread decodes requests into a reused header
@@ -28,25 +29,24 @@ import java.util.concurrent.locks.ReentrantLock;
  * stops part way is never applied; a read is
  * one copy from the mapping into the socket, and once a reply announcing data is out, exactly that much data
  * follows or the connection ends. Durability work (FLUSH, FUA) goes to a shared
- * pool and is answered out of order, so slow fsyncs never stall the request stream. Replies from both sides
- * are serialised by a per-connection send lock; no lock is shared with other connections.
+ * pool and is answered out of order, so slow fsyncs never stall the request stream. Every reply goes out
+ * through {@link Replies}, which serialises both sides with a per-connection send lock.
  */
 public final class Connection {
 
     private final ByteChannel channel;
-    private final GatheringByteChannel out;
     private final Export export;
     private final BlockDevice device;
     private final BlockDevice.Session session;
-    private final io.snapbd.engine.lun.LunState lun;
+    private final LunState lun;
     private final boolean structured;
-    private final java.util.List<io.snapbd.server.export.MetaContext> contexts;
+    private final List<MetaContext> contexts;
     private final Executor syncPool;
     private final String peer;
 
-    private final ByteBuffer request = ByteBuffer.allocateDirect(Nbd.REQUEST_HEADER_BYTES).order(ByteOrder.BIG_ENDIAN);
-    private final ByteBuffer replyHeader = ByteBuffer.allocateDirect(32).order(ByteOrder.BIG_ENDIAN);
-    private final ByteBuffer asyncHeader = ByteBuffer.allocateDirect(16).order(ByteOrder.BIG_ENDIAN);
+    private final ByteBuffer requestBuffer = ByteBuffer.allocateDirect(RequestHeader.BYTES);
+    private final RequestHeader request = new RequestHeader().wrap(requestBuffer);
+    private final Replies replies;
     private final ByteBuffer scratch = ByteBuffer.allocateDirect(64 << 10);
     /**
      * Bytes read from the socket ahead of use, [position, limit) not consumed yet: one read() usually brings a
@@ -55,12 +55,9 @@ public final class Connection {
      */
     private final ByteBuffer in = ByteBuffer.allocateDirect(IN_BYTES);
     private static final int IN_BYTES = 128 << 10;
-    private final ByteBuffer[] gather = new ByteBuffer[2];
-    private final ReentrantLock sendLock = new ReentrantLock();
 
     private final PayloadSource payload = new PayloadSource();
     private final ReceivedPayload received = new ReceivedPayload();
-    private final DataSink dataSink = new DataSink();
     private final ExtentList extents = new ExtentList();
     private final ArrayDeque<SyncTask> freeTasks = new ArrayDeque<>();
     private int tasksInFlight;              // guarded by freeTasks
@@ -68,10 +65,10 @@ public final class Connection {
     public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
         this.channel = channel;
         this.in.limit(0);
-        this.out = out;
         this.export = n.export();
         this.device = export.device();
         this.session = device.openSession();
+        this.replies = new Replies(out, device, session, export.name());
         this.lun = device.lunState();
         this.structured = n.structuredReplies();
         this.contexts = n.contexts();
@@ -88,9 +85,9 @@ public final class Connection {
     public void serve() {
         try {
             while (true) {
-                request.clear();
+                requestBuffer.clear();
                 try {
-                    readIn(request);
+                    readIn(requestBuffer);
                 } catch (EOFException e) {
                     Log.debug("%s: closed without NBD_CMD_DISC", peer);
                     return;
@@ -102,8 +99,7 @@ public final class Connection {
                     return;
                 }
                 if (!answerLater) {     // answered inline: its time is known now (else SyncTask records it)
-                    export.stats().record(Short.toUnsignedInt(request.getShort(6)), Integer.toUnsignedLong(request.getInt(24)),
-                            System.nanoTime() - requestStart, !requestFailed);
+                    export.stats().record(request.type(), request.length(), System.nanoTime() - requestStart, !requestFailed);
                 }
             }
         } catch (ProtocolViolation e) {
@@ -129,15 +125,15 @@ public final class Connection {
 
     /** Handles the request in {@link #request}; false when the connection must end. */
     private boolean dispatch() throws IOException {
-        int magic = request.getInt(0);
+        int magic = request.magic();
         if (magic != Nbd.REQUEST_MAGIC) {
             throw new ProtocolViolation("bad request magic 0x" + Integer.toHexString(magic));
         }
-        int flags = Short.toUnsignedInt(request.getShort(4));
-        int type = Short.toUnsignedInt(request.getShort(6));
-        long handle = request.getLong(8);
-        long offset = request.getLong(16);
-        long length = Integer.toUnsignedLong(request.getInt(24));
+        int flags = request.flags();
+        int type = request.type();
+        long handle = request.handle();
+        long offset = request.offset();
+        long length = request.length();
         export.requests().incrementAndGet();
         if (lun != null && (type == Nbd.CMD_WRITE || type == Nbd.CMD_TRIM || type == Nbd.CMD_WRITE_ZEROES)) {
             lun.onAlteringRequest();     // HP order: counted at dispatch, before the request executes
@@ -145,7 +141,7 @@ public final class Connection {
 
         if (type == Nbd.CMD_WRITE && (length > Nbd.MAX_PAYLOAD)) {
             // The payload cannot be skipped cheaply, so the stream cannot be resynchronised.
-            simpleReply(handle, Nbd.EINVAL);
+            replies.sendSimpleReply(handle, Nbd.EINVAL);
             throw new ProtocolViolation("WRITE of " + length + " bytes exceeds the " + Nbd.MAX_PAYLOAD + " byte maximum");
         }
         if ((flags & ~Nbd.CMD_FLAGS_KNOWN) != 0) {
@@ -175,7 +171,7 @@ public final class Connection {
                     return true;
                 case Nbd.CMD_CACHE:
                     checkRequest(type, offset, length);
-                    simpleReply(handle, 0);     // the mapping is the cache: nothing to prefetch
+                    replies.sendSimpleReply(handle, 0);     // the mapping is the cache: nothing to prefetch
                     return true;
                 case Nbd.CMD_BLOCK_STATUS:
                     blockStatus(handle, flags, offset, length);
@@ -222,14 +218,11 @@ public final class Connection {
         checkRequest(Nbd.CMD_READ, offset, length);
         int len = (int) length;
         if (!structured) {
-            replyHeader.clear();
-            replyHeader.putInt(Nbd.SIMPLE_REPLY_MAGIC).putInt(0).putLong(handle).flip();
-            sendWithData(offset, len);
+            replies.sendSimpleRead(handle, offset, len);
             return;
         }
         if ((flags & Nbd.CMD_FLAG_DF) != 0 || !hasHoles(offset, len)) {
-            dataChunkHeader(handle, Nbd.REPLY_FLAG_DONE, offset, len);
-            sendWithData(offset, len);
+            replies.sendReadChunk(handle, Nbd.REPLY_FLAG_DONE, offset, len);
             return;
         }
         for (int i = 0; i < extents.count; i++) {
@@ -237,14 +230,9 @@ public final class Connection {
             long off = extents.offset[i];
             int n = (int) extents.length[i];
             if (extents.inUse[i]) {
-                dataChunkHeader(handle, done, off, n);
-                sendWithData(off, n);
+                replies.sendReadChunk(handle, done, off, n);
             } else {
-                replyHeader.clear();
-                replyHeader.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) done)
-                        .putShort((short) Nbd.REPLY_TYPE_OFFSET_HOLE).putLong(handle).putInt(12)
-                        .putLong(off).putInt(n).flip();
-                send(replyHeader);
+                replies.sendHoleChunk(handle, done, off, n);
             }
         }
     }
@@ -266,47 +254,6 @@ public final class Connection {
         return false;
     }
 
-    private void dataChunkHeader(long handle, int flags, long offset, int length) {
-        replyHeader.clear();
-        replyHeader.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) flags)
-                .putShort((short) Nbd.REPLY_TYPE_OFFSET_DATA).putLong(handle).putInt(8 + length)
-                .putLong(offset).flip();
-    }
-
-    /**
-     * Sends {@link #replyHeader} followed by the device's data, straight from the mapping. The header announces
-     * {@code length} bytes: if the device fails before anything went out, the caller answers with an error; once
-     * the header is out, exactly {@code length} bytes follow or the connection ends ({@link ReplyCut}), because
-     * any other reply would land inside the payload.
-     */
-    private void sendWithData(long offset, int length) throws IOException {
-        sendLock.lock();
-        try {
-            dataSink.headerPending = true;
-            dataSink.sent = 0;
-            try {
-                device.read(session, offset, length, dataSink);
-            } catch (PeerGone e) {
-                throw e;
-            } catch (IOException | RuntimeException e) {
-                if (!dataSink.headerPending) {
-                    throw new ReplyCut(export.name() + ": READ [" + offset + ", +" + length + ") failed after "
-                            + dataSink.sent + " of its " + length + " announced bytes: " + e.getMessage());
-                }
-                throw e;
-            }
-            if (dataSink.sent != length) {
-                String why = export.name() + ": READ [" + offset + ", +" + length + ") produced " + dataSink.sent + " bytes";
-                if (!dataSink.headerPending) {
-                    throw new ReplyCut(why);
-                }
-                throw new IOException(why);
-            }
-        } finally {
-            sendLock.unlock();
-        }
-    }
-
     private void write(long handle, int flags, long offset, int length) throws IOException {
         if (export.readOnly()) {
             skipPayload(Nbd.CMD_WRITE, length);
@@ -317,64 +264,31 @@ public final class Connection {
             throw new RequestRefused(length == 0 ? Nbd.EINVAL : Nbd.ENOSPC,
                     "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
         }
-        boolean fua = (flags & Nbd.CMD_FLAG_FUA) != 0;
         // Up to WHOLE_WRITE_MAX the payload is received in full before the engine is asked for anything: a
         // client that stops halfway (or dies) leaves the volume untouched, and no writer sits admitted in the
         // volume's write gate waiting for the network. Larger writes stream into the mapping as they arrive.
-        boolean whole = length <= WHOLE_WRITE_MAX;
-        ByteSource from = payload;
-        if (whole) {
+        if (length <= WHOLE_WRITE_MAX) {
             received.receive(length);
-            from = received;
-        }
-        try {
-            boolean mustCommit;
             try {
-                mustCommit = device.prepareWrite(session, offset, length);
-            } catch (IOException e) {
-                if (!whole) {
-                    skipPayload(Nbd.CMD_WRITE, length);
-                }
-                throw e;
-            }
-            payload.consumed = 0;
-            try {
-                if (mustCommit) {
-                    device.commitPrepared();
-                }
-            } catch (IOException e) {
-                device.abortPrepared(session);
-                if (!whole) {
-                    skipPayload(Nbd.CMD_WRITE, length);
-                }
-                throw e;
-            }
-            device.finishWrite(session, offset, length, from);
-        } finally {
-            if (whole) {
+                device.write(session, offset, length, received, false);    // FUA: forced from the sync pool
+            } finally {
                 received.consumed();        // whatever happened, the stream continues after this payload
             }
+        } else {
+            payload.consumed = 0;
+            try {
+                device.write(session, offset, length, payload, false);
+            } catch (PeerGone e) {
+                throw e;
+            } catch (IOException e) {
+                skipPayload(Nbd.CMD_WRITE, length - payload.consumed);     // what the engine did not take
+                throw e;
+            }
         }
-        if (fua) {
+        if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
             submit(SyncTask.FORCE_RANGE, handle, offset, length);
         } else {
-            simpleReply(handle, 0);
-        }
-    }
-
-    private void asyncReply(long handle, int errno) {
-        sendLock.lock();
-        try {
-            asyncHeader.clear();
-            asyncHeader.putInt(Nbd.SIMPLE_REPLY_MAGIC).putInt(errno).putLong(handle).flip();
-            if (errno != 0) {
-                export.errors().incrementAndGet();
-            }
-            Wire.writeFully(out, asyncHeader);
-        } catch (IOException e) {
-            Log.debug("%s: could not send reply: %s", peer, e.getMessage());
-        } finally {
-            sendLock.unlock();
+            replies.sendSimpleReply(handle, 0);
         }
     }
 
@@ -396,7 +310,7 @@ public final class Connection {
         if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
             submit(SyncTask.FLUSH, handle, 0, 0);
         } else {
-            simpleReply(handle, 0);
+            replies.sendSimpleReply(handle, 0);
         }
     }
 
@@ -405,21 +319,10 @@ public final class Connection {
             throw new RequestRefused(Nbd.EINVAL, "BLOCK_STATUS needs a meta context selected during the handshake");
         }
         checkRequest(Nbd.CMD_BLOCK_STATUS, offset, length);
-        int limit = (flags & Nbd.CMD_FLAG_REQ_ONE) != 0 ? 1 : ExtentList.MAX_DESCRIPTORS;
+        int limit = (flags & Nbd.CMD_FLAG_REQ_ONE) != 0 ? 1 : Replies.MAX_EXTENTS;
         for (int c = 0; c < contexts.size(); c++) {
-            ByteBuffer b = extents.reply;
-            b.clear();
-            b.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) (c == contexts.size() - 1 ? Nbd.REPLY_FLAG_DONE : 0))
-                    .putShort((short) Nbd.REPLY_TYPE_BLOCK_STATUS).putLong(handle).putInt(0)
-                    .putInt(c + 1);
-            int[] n = {0};
-            contexts.get(c).extents(offset, length, (len, f) -> {
-                b.putInt((int) len).putInt(f);
-                return ++n[0] < limit;
-            });
-            b.putInt(16, 4 + 8 * n[0]);
-            b.flip();
-            send(b);
+            int done = c == contexts.size() - 1 ? Nbd.REPLY_FLAG_DONE : 0;
+            replies.sendBlockStatus(handle, done, c + 1, contexts.get(c), offset, length, limit);
         }
     }
 
@@ -508,69 +411,21 @@ public final class Connection {
         requestFailed = true;
         Log.debug("%s: %s -> errno %d: %s", peer, Nbd.commandName(type), errno, message);
         if (structured && (type == Nbd.CMD_READ || type == Nbd.CMD_BLOCK_STATUS)) {
-            byte[] m = message.getBytes(java.nio.charset.StandardCharsets.UTF_8);
-            int mlen = Math.min(m.length, 4096);
-            ByteBuffer b = ByteBuffer.allocate(20 + 6 + mlen);
-            b.putInt(Nbd.STRUCTURED_REPLY_MAGIC).putShort((short) Nbd.REPLY_FLAG_DONE)
-                    .putShort((short) Nbd.REPLY_TYPE_ERROR).putLong(handle).putInt(6 + mlen)
-                    .putInt(errno).putShort((short) mlen).put(m, 0, mlen).flip();
-            send(b);
+            replies.sendErrorChunk(handle, errno, message);
         } else {
-            simpleReply(handle, errno);
+            replies.sendSimpleReply(handle, errno);
         }
     }
 
-    private void simpleReply(long handle, int errno) throws IOException {
-        sendLock.lock();
-        try {
-            replyHeader.clear();
-            replyHeader.putInt(Nbd.SIMPLE_REPLY_MAGIC).putInt(errno).putLong(handle).flip();
-            sendLocked(replyHeader);
-        } finally {
-            sendLock.unlock();
+    /** The answer of a FLUSH or FUA task, from the sync pool; a send failure is only logged (the reader sees it too). */
+    private void asyncReply(long handle, int errno) {
+        if (errno != 0) {
+            export.errors().incrementAndGet();
         }
-    }
-
-    private void send(ByteBuffer b) throws IOException {
-        sendLock.lock();
         try {
-            sendLocked(b);
-        } finally {
-            sendLock.unlock();
-        }
-    }
-
-    private void sendLocked(ByteBuffer b) throws IOException {
-        try {
-            Wire.writeFully(out, b);
+            replies.sendSimpleReply(handle, errno);
         } catch (IOException e) {
-            throw new PeerGone(e);
-        }
-    }
-
-    /** Streams device data to the socket; the first buffer goes out together with the pending reply header. */
-    private final class DataSink implements ByteSink {
-        boolean headerPending;
-        long sent;              // payload bytes handed to the socket (or about to be) for the current reply
-
-        @Override
-        public void write(ByteBuffer src) throws IOException {
-            sent += src.remaining();
-            try {
-                if (headerPending) {
-                    headerPending = false;
-                    gather[0] = replyHeader;
-                    gather[1] = src;
-                    while (replyHeader.hasRemaining() || src.hasRemaining()) {
-                        out.write(gather);
-                    }
-                    gather[1] = null;
-                } else {
-                    Wire.writeFully(out, src);
-                }
-            } catch (IOException e) {
-                throw new PeerGone(e);
-            }
+            Log.debug("%s: could not send reply: %s", peer, e.getMessage());
         }
     }
 
@@ -631,7 +486,10 @@ public final class Connection {
         }
     }
 
-    /** Reads WRITE payload from the socket straight into the buffer the engine lends (its mapping). */
+    /**
+     * Reads the payload of a WRITE larger than {@link #WHOLE_WRITE_MAX} from the socket straight into the buffer
+     * the engine lends (its mapping), counting what it took so that the rest of a refused write can be skipped.
+     */
     private final class PayloadSource implements ByteSource {
         int consumed;
 
@@ -663,8 +521,8 @@ public final class Connection {
         t.offset = offset;
         t.length = length;
         t.start = requestStart;
-        t.cmd = Short.toUnsignedInt(request.getShort(6));
-        t.cmdLength = Integer.toUnsignedLong(request.getInt(24));
+        t.cmd = request.type();
+        t.cmdLength = request.length();
         answerLater = true;
         syncPool.execute(t);
     }
@@ -731,20 +589,18 @@ public final class Connection {
 
     /** Extents reported by the device, kept in reusable arrays. */
     private static final class ExtentList implements BlockDevice.ExtentConsumer {
-        static final int MAX_DESCRIPTORS = 1024;
         long[] offset = new long[16];
         long[] length = new long[16];
         boolean[] inUse = new boolean[16];
         int count;
         int limit = Integer.MAX_VALUE;
-        final ByteBuffer reply = ByteBuffer.allocateDirect(24 + 8 * MAX_DESCRIPTORS).order(ByteOrder.BIG_ENDIAN);
 
         @Override
         public boolean accept(long off, long len, boolean used) {
             if (count == offset.length) {
-                offset = java.util.Arrays.copyOf(offset, count * 2);
-                length = java.util.Arrays.copyOf(length, count * 2);
-                inUse = java.util.Arrays.copyOf(inUse, count * 2);
+                offset = Arrays.copyOf(offset, count * 2);
+                length = Arrays.copyOf(length, count * 2);
+                inUse = Arrays.copyOf(inUse, count * 2);
             }
             offset[count] = off;
             length[count] = len;
@@ -766,28 +622,6 @@ public final class Connection {
         @Override
         public synchronized Throwable fillInStackTrace() {
             return this;        // an expected outcome, not a bug: no stack trace to pay for
-        }
-    }
-
-    /** A reply's header and part of its payload are out but the rest cannot come: the connection must end. */
-    private static final class ReplyCut extends IOException {
-        ReplyCut(String message) {
-            super(message);
-        }
-    }
-
-    /** The socket failed under us: nothing more can be sent or received. */
-    private static final class PeerGone extends IOException {
-        final IOException io;
-
-        PeerGone(IOException io) {
-            super(io.getMessage(), io);
-            this.io = io;
-        }
-
-        @Override
-        public synchronized Throwable fillInStackTrace() {
-            return this;
         }
     }
 }

@@ -1,6 +1,7 @@
 package io.snapbd.server.client;
 
 import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.protocol.RequestHeader;
 
 import java.io.EOFException;
 import java.io.IOException;
@@ -141,7 +142,7 @@ final class ScriptedServer implements AutoCloseable {
         }
 
         Request readRequest() throws IOException {
-            ByteBuffer h = read(Nbd.REQUEST_HEADER_BYTES);
+            ByteBuffer h = read(RequestHeader.BYTES);
             if (h.getInt() != Nbd.REQUEST_MAGIC) {
                 throw new IOException("bad request magic");
             }
