@@ -82,6 +82,7 @@ public final class VolumeChecker {
         checkLunState(dir, h, problems, notes);
         io.snapbd.engine.snapshot.SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
         io.snapbd.engine.snapshot.RestoreMarker.check(dir, h.uuid(), problems, notes);
+        io.snapbd.engine.mirror.MirrorChecker.check(dir, h.uuid(), h.size(), h.clean(), problems, notes);
         long scanned = 0;
         if (scanData && metaOk && damaged.isEmpty()) {
             // Read through the file, not a mapping: a read of a hole in a sparse file needs no space, whereas a

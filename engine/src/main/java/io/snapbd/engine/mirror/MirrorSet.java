@@ -35,6 +35,7 @@ import java.util.concurrent.locks.ReentrantLock;
  */
 public final class MirrorSet implements AutoCloseable {
 
+    private static final System.Logger LOG = System.getLogger(MirrorSet.class.getName());
     /** Bytes of the volume per range lock region. */
     static final int STRIPE_SHIFT = 20;
     static final int STRIPES = 256;
@@ -234,7 +235,9 @@ public final class MirrorSet implements AutoCloseable {
                 live |= !l.table.live().isEmpty();
             }
             if (tags.recoveredFromCrash() || live) {
-                m.runReconcile(true);
+                Reconciliation r = m.runReconcile(true);
+                LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror legs reconciled after an"
+                        + " unclean stop: " + r.report());
             }
             return m;
         } catch (IOException | RuntimeException e) {

@@ -263,4 +263,23 @@ class MirroredVolumeTest {
         Volume.deleteFiles(dir());
         assertTrue(!Files.exists(leg(1)) && !Files.exists(FileLegOpener.tableFile(leg(1))));
     }
+
+    /** fsck verifies every leg's tag table (behaviours 4–7: the tables must be trustworthy) and names a damaged one. */
+    @Test
+    void symantec4_7_fsckReportsADamagedLegTableNamingTheFile() throws Exception {
+        Volume v = create();
+        BlockDevice.Session s = v.openSession();
+        for (int i = 0; i < 4; i++) {
+            TestVolumes.write(v, s, i * BS, TestVolumes.pattern(i, BS));
+        }
+        v.abandon();
+        io.snapbd.engine.fsck.VolumeChecker.Report ok = io.snapbd.engine.fsck.VolumeChecker.check(dir(), false);
+        assertTrue(ok.ok(), ok.problems().toString());
+        assertTrue(ok.notes().stream().anyMatch(n -> n.contains("live entr")), ok.notes().toString());
+        Path table = FileLegOpener.tableFile(leg(1));
+        TestVolumes.flipByte(table, 4096 + 30);        // record 0 of the active half: durable once, now damaged
+        io.snapbd.engine.fsck.VolumeChecker.Report bad = io.snapbd.engine.fsck.VolumeChecker.check(dir(), false);
+        assertTrue(!bad.ok());
+        assertTrue(bad.problems().stream().anyMatch(p -> p.contains(table.toString())), bad.problems().toString());
+    }
 }

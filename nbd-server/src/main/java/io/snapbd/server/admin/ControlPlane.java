@@ -108,6 +108,10 @@ public final class ControlPlane {
                     return kernel("detach").detachCommand(request);
                 case "stats":
                     return stats.handle(request);
+                case "mirror.status":
+                    return MirrorHandler.status(volume(request));
+                case "mirror.reconcile":
+                    return MirrorHandler.reconcile(volume(request));
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
@@ -140,7 +144,11 @@ public final class ControlPlane {
             throw new OperationException("volume " + name + " already exists");
         }
         Volume.checkGeometry(size, blockSize, save);
-        Volume v = catalog.create(name, size, blockSize, save, sparse);
+        List<String> mirrors = new java.util.ArrayList<>();
+        for (JsonNode m : req.path("mirrors")) {
+            mirrors.add(m.asText());
+        }
+        Volume v = catalog.create(name, size, blockSize, save, sparse, mirrors);
         serving.exportVolume(v);
         return volumeJson(name);
     }
