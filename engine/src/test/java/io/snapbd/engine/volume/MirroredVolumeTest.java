@@ -282,4 +282,24 @@ class MirroredVolumeTest {
         assertTrue(!bad.ok());
         assertTrue(bad.problems().stream().anyMatch(p -> p.contains(table.toString())), bad.problems().toString());
     }
+
+    /** Behaviour 8 for the clone copier: a snapshot copied into a mirrored volume reaches every leg (it writes through the volume's write path). */
+    @Test
+    void symantec8_cloneCopierIntoAMirroredVolumeReachesEveryLeg() throws Exception {
+        Volume.create(tmp.resolve("src"), "src", SIZE, BS, 4L << 20, false, space);
+        Volume src = Volume.open(tmp.resolve("src"), space);
+        BlockDevice.Session s = src.openSession();
+        TestVolumes.write(src, s, 0, TestVolumes.pattern(7, 5 * BS));
+        TestVolumes.write(src, s, 3L << 20, TestVolumes.pattern(8, 3 << 20));
+        src.createSnapshot("s");
+        s.close();
+        Volume target = create();
+        assertTrue(new io.snapbd.engine.snapshot.CloneCopier(src.snapshotView("s"), target).run(() -> false));
+        BlockDevice.Session t = target.openSession();
+        assertArrayEquals(TestVolumes.pattern(8, 3 << 20), TestVolumes.read(target, t, 3L << 20, 3 << 20));
+        t.close();
+        assertLegsIdentical();
+        target.close();
+        src.close();
+    }
 }

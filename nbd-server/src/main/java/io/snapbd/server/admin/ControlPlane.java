@@ -312,7 +312,12 @@ public final class ControlPlane {
         }
         long save = number(req, "saveSize", v.header().saveSize());
         boolean track = req.path("track").asBoolean(false);
-        Volume t = catalog.create(target, v.size(), v.blockSize(), save, false);
+        List<String> mirrors = new java.util.ArrayList<>();
+        for (JsonNode m : req.path("mirrors")) {
+            mirrors.add(m.asText());
+        }
+        // A mirrored target: the copier writes through the volume's write path, so every leg gets the copy.
+        Volume t = catalog.create(target, v.size(), v.blockSize(), save, false, mirrors);
         if (track) {
             // Before the volume is exported to anyone: every write from here on, the copy's included, counts.
             t.lunState().enable();
