@@ -155,18 +155,31 @@ class MirrorIT {
     }
 
     /**
-     * Behaviours 4–7 and 14: {@code mirror reconcile} on demand on a running server (nothing to copy after
-     * answered writes), and fsck verifies each leg's tag table: a damaged one is a problem naming the file (exit 4).
+     * Behaviours 4–8 and 14: {@code snapshot restore} reaches the leg (legs identical after it, the restored
+     * data verifies), {@code mirror reconcile} on demand on a running server (nothing to copy after answered
+     * changes), and fsck verifies each leg's tag table: a damaged one is a problem naming the file (exit 4).
      */
     @Test
-    void symantec4_7_14_reconcileOnDemandAndFsckNamesADamagedLegTable() throws Exception {
+    void symantec4_8_14_restoreIsMirroredReconcileOnDemandAndFsckNamesADamagedLegTable() throws Exception {
         Tools.require("fio");
         Path data = tmp.resolve("data");
         Path leg1 = tmp.resolve("leg1.img");
-        ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M",
+        ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "8M",
                 "--mirror", leg1.toString()).assertOk();
+        Path local = data.resolve("volumes").resolve(VOL).resolve("data.img");
         try (ServerProcess server = ServerProcess.start(data, "MirrorIT-reconcile", "--warm-up", "off")) {
             assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--size=4M", "--do_verify=1")));
+            // snapshot restore changes production: it is mirrored too (each restore run is a tagged change)
+            server.cli("snapshot", "create", VOL, "s1").assertOk();
+            Tools.run(Tools.DEFAULT_TIMEOUT, null, List.of("fio", "--name=overwrite", "--ioengine=nbd", "--uri=" + server.unixUri(VOL),
+                    "--rw=randwrite", "--bs=4k", "--size=4M", "--io_size=2M")).assertOk();
+            String overwritten = sha256(local, SIZE);
+            assertEquals(overwritten, sha256(leg1, SIZE), "leg 1 differs from data.img after the overwrite");
+            server.cli("snapshot", "restore", VOL, "s1").assertOk();
+            String restored = sha256(local, SIZE);
+            assertFalse(restored.equals(overwritten), "the restore changed production");
+            assertEquals(restored, sha256(leg1, SIZE), "leg 1 differs from data.img after snapshot restore");
+            assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--size=4M", "--verify_only")));
             JsonNode r = json(server.cli("mirror", "reconcile", VOL, "--json"));
             JsonNode rec = r.path("lastReconciliation");
             assertFalse(rec.path("atOpen").asBoolean(), r.toString());
