@@ -96,7 +96,10 @@ class MirrorIT {
         ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M",
                 "--mirror", leg1.toString(), "--mirror", leg2.toString()).assertOk();
         Path local = data.resolve("volumes").resolve(VOL).resolve("data.img");
-        try (ServerProcess server = ServerProcess.start(data, "MirrorIT", "--warm-up", "off")) {
+        int metricsPort = DamagedVolumeIT.freePort();
+        Path conf = tmp.resolve("metrics.conf");
+        Files.writeString(conf, "metrics = 127.0.0.1:" + metricsPort + "\n");
+        try (ServerProcess server = ServerProcess.start(data, "MirrorIT", "--warm-up", "off", "--config", conf.toString())) {
             assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.tcpUri(VOL), "--do_verify=1")));
             JsonNode st = json(server.cli("mirror", "status", VOL, "--json"));
             assertEquals(3, st.path("legs").size(), st.toString());
@@ -139,6 +142,15 @@ class MirrorIT {
             for (JsonNode l : after.path("legs")) {
                 assertEquals("in-sync", l.path("state").asText(), after.toString());
             }
+            String metrics = DamagedVolumeIT.metrics(metricsPort);
+            double metricCopied = -1;
+            for (String line : metrics.split("\n")) {
+                if (line.startsWith("snapbd_mirror_reconcile_copied_bytes_total{volume=\"" + VOL + "\"}")) {
+                    metricCopied = Double.parseDouble(line.substring(line.lastIndexOf(' ') + 1));
+                }
+            }
+            assertEquals(copied, metricCopied, 0.0, "the metric shows the bytes reconciliation copied: " + metrics);
+            assertEquals(3, metrics.lines().filter(l -> l.startsWith("snapbd_mirror_leg_table_entries{volume=\"" + VOL + "\"")).count(), metrics);
             // No client has written since the restart: the files are what reconciliation left.
             String h0 = sha256(local, SIZE);
             assertEquals(h0, sha256(leg1, SIZE), "leg 1 differs from data.img after reconciliation");
