@@ -450,7 +450,7 @@ public final class MirrorSet implements AutoCloseable {
                 long t0 = System.nanoTime();
                 try {
                     op.tickets[i] = l.table.append(tag, offset, length);
-                } catch (IOException e) {
+                } catch (IOException | RuntimeException e) {
                     throw fail(l, "its tag table", e);
                 }
                 l.depth.incrementAndGet();
@@ -461,7 +461,7 @@ public final class MirrorSet implements AutoCloseable {
                 long t0 = System.nanoTime();
                 try {
                     l.table.commit(op.tickets[i]);
-                } catch (IOException e) {
+                } catch (IOException | RuntimeException e) {
                     throw fail(l, "its tag table", e);
                 }
                 op.legNanos[i] += System.nanoTime() - t0;
@@ -504,7 +504,7 @@ public final class MirrorSet implements AutoCloseable {
                         buf.position(0);
                         try {
                             l.leg.data().write(buf, pos);
-                        } catch (IOException e) {
+                        } catch (IOException | RuntimeException e) {
                             throw fail(l, "its data", e);
                         }
                         op.legNanos[i] += System.nanoTime() - t0;
@@ -524,7 +524,7 @@ public final class MirrorSet implements AutoCloseable {
                         l.dataCommit.sync(l.forceData);
                     }
                     l.table.markDone(op.one, 1);
-                } catch (IOException e) {
+                } catch (IOException | RuntimeException e) {
                     throw fail(l, i == 0 ? "the volume's data" : "its data", e);
                 }
                 l.timed(op.legNanos[i] + System.nanoTime() - t0);
@@ -563,7 +563,7 @@ public final class MirrorSet implements AutoCloseable {
             try {
                 l.table.retire(op.pending, n);
                 l.depth.addAndGet(-n);
-            } catch (IOException e) {
+            } catch (IOException | RuntimeException e) {
                 IOException f = fail(l, "its tag table", e);
                 first = first == null ? f : first;
             }
@@ -626,7 +626,8 @@ public final class MirrorSet implements AutoCloseable {
         }
     }
 
-    private IOException fail(Leg l, String what, IOException e) {
+    /** Marks leg {@code l} failed (an I/O error, or any other failure of its implementation) and says why. */
+    private IOException fail(Leg l, String what, Exception e) {
         String why = "mirror leg " + l.index + " (" + l.leg.uri() + "): " + what + " failed: " + e.getMessage();
         if (l.failure == null) {
             l.failure = why;

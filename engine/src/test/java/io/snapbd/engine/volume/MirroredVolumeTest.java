@@ -458,4 +458,38 @@ class MirroredVolumeTest {
         assertLegsIdentical();
         v.close();
     }
+
+    /**
+     * Behaviours 14, 17: after a leg failed (changes refused with an I/O error), {@code reconcile()} on demand
+     * copies the failed change's range to the leg, clears the failed state, and changes are accepted again.
+     */
+    @Test
+    void symantec14_17_reconcileOnDemandBringsAFailedLegBack() throws Exception {
+        create().close();
+        AtomicBoolean broken = new AtomicBoolean();
+        LegOpener.install(hooked(leg(1).toString(), pos -> {
+            if (broken.get()) {
+                throw new java.io.UncheckedIOException(new IOException("injected I/O error"));
+            }
+        }));
+        Volume v = Volume.open(dir(), space);
+        BlockDevice.Session s = v.openSession();
+        broken.set(true);
+        assertThrows(IOException.class, () -> TestVolumes.write(v, s, 4 * BS, TestVolumes.pattern(5, BS)));
+        assertEquals("failed", v.mirror().status().get(1).state());
+        IOException refused = assertThrows(IOException.class, () -> TestVolumes.write(v, s, 8 * BS, TestVolumes.pattern(6, BS)));
+        assertTrue(refused.getMessage().contains("refuses changes"), refused.getMessage());
+        broken.set(false);
+        MirrorSet.Reconciliation rec = v.mirror().reconcile();
+        assertEquals(BS, rec.report().bytesCopied(), rec.report().toString());
+        assertEquals("to", rec.direction(1));
+        for (MirrorSet.LegStatus l : v.mirror().status()) {
+            assertEquals("in-sync", l.state(), l.toString());
+        }
+        TestVolumes.write(v, s, 8 * BS, TestVolumes.pattern(6, BS));
+        assertLegsIdentical();
+        s.close();
+        v.close();
+        assertLegsIdentical();
+    }
 }
