@@ -199,7 +199,7 @@ public final class MirrorSet implements AutoCloseable {
      * Opens the mirror of the volume in {@code dir}, or returns null when it is not mirrored. Checks every table
      * (owner, leg number, damage) and, after an unclean stop (the tag counter was not closed cleanly, or a table
      * holds live entries), reconciles the legs before returning (behaviours 25–26): the caller hands the volume
-     * to no client before this returns. Must run before the volume's data file is mapped.
+     * to no client before this returns. Runs before the volume's crash recovery reads {@code dataFile}.
      */
     public static MirrorSet open(Path dir, UUID owner, long size, Path dataFile) throws IOException {
         MirrorConfig cfg = MirrorConfig.read(dir, owner);

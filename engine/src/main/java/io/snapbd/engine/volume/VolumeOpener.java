@@ -115,13 +115,7 @@ final class VolumeOpener {
         LunState.read(dir.resolve(LunState.FILE), h.uuid());     // validated now, written last
         List<AutoCloseable> toClose = new ArrayList<>();
         try {
-            // Reconciles the legs after an unclean stop, before anything maps or recovers leg 0 (behaviour 26).
-            MirrorSet mirror = MirrorSet.open(dir, h.uuid(), h.size(), dir.resolve(DATA_FILE));
-            if (mirror != null) {
-                toClose.add(mirror::abandon);
-            }
-            Volume v = open(dir, space, tuning, h, toClose, hook, mirror);
-            return v;
+            return open(dir, space, tuning, h, toClose, hook);
         } catch (IOException | RuntimeException | Error e) {
             for (int i = toClose.size() - 1; i >= 0; i--) {
                 try {
@@ -135,7 +129,7 @@ final class VolumeOpener {
     }
 
     private static Volume open(Path dir, FileSpace space, VolumeTuning tuning, VolumeHeader h,
-                               List<AutoCloseable> toClose, Volume.StepHook hook, MirrorSet mirror) throws IOException {
+                               List<AutoCloseable> toClose, Volume.StepHook hook) throws IOException {
         long blocks = h.blocks();
         PagedBitMap meta = new PagedBitMap(blocks);
         BitSet damagedMeta = new BitSet();
@@ -159,6 +153,12 @@ final class VolumeOpener {
                 dir.resolve(SAVE_FILE), new ProductionAccess(self, data, meta));
         toClose.add(snapshots::abandon);
 
+        // Every file is validated by now. Reconcile the legs after an unclean stop before recovery reads leg 0's
+        // data and before any client is served (behaviour 26).
+        MirrorSet mirror = MirrorSet.open(dir, h.uuid(), h.size(), dir.resolve(DATA_FILE));
+        if (mirror != null) {
+            toClose.add(mirror::abandon);
+        }
         RecoveryReport report = VolumeRecovery.recover(h, data, meta, metaFile, intentsOnDisk, damagedMeta,
                 damagedIntent, snapshots);
         // Start the session with no intents: they are re-taken (and forced) on first touch of each region.
