@@ -190,6 +190,13 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 header = header.withFlags(header.flags() | VolumeHeader.FLAG_CLEAN);
                 header.write(dir.resolve(HEADER_FILE));
             } finally {
+                if (mirror != null) {
+                    try {
+                        mirror.abandon();       // closes the legs' files (already closed after a clean close)
+                    } catch (IOException e) {
+                        // closing a file handle failed: nothing is lost, the files are not used again
+                    }
+                }
                 metaFile.close();
                 intents.close();
                 zeroing.close();
