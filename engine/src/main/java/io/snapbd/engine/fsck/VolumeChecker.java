@@ -3,6 +3,7 @@ package io.snapbd.engine.fsck;
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.lun.LunState;
+import io.snapbd.engine.mirror.MirrorChecker;
 import io.snapbd.engine.snapshot.RestoreMarker;
 import io.snapbd.engine.snapshot.SnapshotChecker;
 import io.snapbd.engine.volume.Volume;
@@ -84,6 +85,7 @@ public final class VolumeChecker {
         checkLunState(dir, h, problems, notes);
         SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
         RestoreMarker.check(dir, h.uuid(), problems, notes);
+        MirrorChecker.check(dir, h.uuid(), h.size(), h.clean(), problems, notes);
         long scanned = 0;
         if (scanData && metaOk && damaged.isEmpty()) {
             // Read through the file, not a mapping: a read of a hole in a sparse file needs no space, whereas a

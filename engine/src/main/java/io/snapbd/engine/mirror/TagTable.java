@@ -89,6 +89,11 @@ public final class TagTable implements Closeable {
     private int prevCrc;
     private final ByteBuffer rec = ByteBuffer.allocate(RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
     private final CRC32C crc32c = new CRC32C();
+    /** Records appended since open (a ticket counter); records up to {@link #forcedTickets} are durable. */
+    private long appended;
+    private volatile long forcedTickets;
+    private volatile long forces;
+    private final Object forceLock = new Object();
 
     private TagTable(TagStore store, UUID owner, int leg, long halfRecords) {
         this.store = store;
@@ -349,6 +354,7 @@ public final class TagTable implements Closeable {
         store.write(rec, slotPos(activeHalf, next));
         prevCrc = crc;
         next++;
+        appended++;
     }
 
     private void ensureRoom(long records, Set<Long> retiring) throws IOException {
@@ -368,14 +374,61 @@ public final class TagTable implements Closeable {
      * written back by the kernel whenever it likes), so an entry written after it could be missing for data that
      * is there; with the entry first, every byte that can differ between legs is covered by an entry.
      */
-    public synchronized void record(long tag, long offset, long length) throws IOException {
+    public void record(long tag, long offset, long length) throws IOException {
+        commit(append(tag, offset, length));
+    }
+
+    /**
+     * Group commit, first half: writes the ENTRY {tag, offset, length} without forcing it and returns a ticket for
+     * {@link #commit}. The record's {@code committed} is the durable point when it was written (the start of its
+     * batch), as the format requires. The caller must not write this leg's data before {@code commit} returned.
+     */
+    public synchronized long append(long tag, long offset, long length) throws IOException {
         if (tag < 1 || offset < 0 || length < 1) {
             throw new IllegalArgumentException("entry tag " + tag + " offset " + offset + " length " + length);
         }
         ensureRoom(1, Set.of());
         append(TYPE_ENTRY, 1, tag, offset, length, 0, durable);
-        store.force();
-        durable = next;
+        return appended;
+    }
+
+    /**
+     * Group commit, second half: returns once the record behind {@code ticket} is durable. One force covers
+     * every record appended before it started, so N writers that append concurrently cost one or two forces of
+     * the table, not N (docs/mirrors.md, "Group commit").
+     */
+    public void commit(long ticket) throws IOException {
+        if (forcedTickets >= ticket) {
+            return;
+        }
+        synchronized (forceLock) {
+            if (forcedTickets >= ticket) {
+                return;
+            }
+            long target;
+            int gen;
+            long slot;
+            synchronized (this) {
+                target = appended;
+                gen = generation;
+                slot = next;
+            }
+            store.force();
+            forces++;
+            synchronized (this) {
+                if (generation == gen && durable < slot) {
+                    durable = slot;
+                }
+                if (forcedTickets < target) {
+                    forcedTickets = target;
+                }
+            }
+        }
+    }
+
+    /** Forces of the table run by {@link #commit} (for statistics and tests). */
+    public long commitForces() {
+        return forces;
     }
 
     /**
@@ -415,6 +468,7 @@ public final class TagTable implements Closeable {
         if (force) {
             store.force();
             durable = next;
+            forcedTickets = appended;
         }
     }
 
@@ -422,6 +476,7 @@ public final class TagTable implements Closeable {
     public synchronized List<Entry> live() throws IOException {
         store.force();
         durable = next;
+        forcedTickets = appended;
         return read(store).live();
     }
 
@@ -438,6 +493,7 @@ public final class TagTable implements Closeable {
     private void compact(Set<Long> retiring) throws IOException {
         store.force();
         durable = next;
+        forcedTickets = appended;
         List<Entry> live = new ArrayList<>();
         for (Entry e : read(store).live()) {
             if (!retiring.contains(e.tag())) {

@@ -87,11 +87,24 @@ final class Restorer {
             volume.checkOpen();            // a close may have run while this restore waited for the lock
             RestoreProgress previous = progress;
             progress = p;
-            if (!volume.gate.pause()) {
+            // A mirrored volume's changes hold their range until every leg has them: pause those first (a writer
+            // waiting at the volume's gate below may hold one), then the volume's writers.
+            io.snapbd.engine.mirror.MirrorSet mirror = volume.mirror;
+            if (mirror != null && !mirror.pause()) {
                 progress = previous;
                 throw new IOException("in-flight writes did not finish in time; nothing restored");
             }
+            if (!volume.gate.pause()) {
+                progress = previous;
+                if (mirror != null) {
+                    mirror.resume();
+                }
+                throw new IOException("in-flight writes did not finish in time; nothing restored");
+            }
             VolumeSession s = (VolumeSession) volume.openSession();
+            if (s.mirrorOp != null) {
+                s.mirrorOp.bypassPause(true);
+            }
             boolean marked = false;
             try {
                 volume.awaitStagedApplied();
@@ -134,7 +147,24 @@ final class Restorer {
             } finally {
                 s.close();
                 volume.gate.resume();
+                if (mirror != null) {
+                    mirror.resume();
+                }
             }
+        }
+    }
+
+    /** A mirrored volume: blocks [first, end) are about to change as one tagged change (docs/mirrors.md). */
+    private void mirrorBegin(VolumeSession s, long first, long end, boolean discard) throws IOException {
+        if (s.mirrorOp != null) {
+            volume.mirror.begin(s.mirrorOp, first << blockShift, (end - first) << blockShift, volume, discard);
+        }
+    }
+
+    /** ... and changed on leg 0: copied to the other legs, durable on each, before the restore goes on. */
+    private void mirrorEnd(VolumeSession s) throws IOException {
+        if (s.mirrorOp != null) {
+            volume.mirror.end(s.mirrorOp, s, volume);
         }
     }
 
@@ -162,8 +192,13 @@ final class Restorer {
                 while (runEnd < end && !target.get(runEnd)) {
                     runEnd++;
                 }
-                volume.copyOnWrite(s, b, runEnd - 1);
-                zeroing.discard(s.cursor, b, runEnd);
+                mirrorBegin(s, b, runEnd, true);
+                try {
+                    volume.copyOnWrite(s, b, runEnd - 1);
+                    zeroing.discard(s.cursor, b, runEnd);
+                } finally {
+                    mirrorEnd(s);
+                }
                 changed += runEnd - b;
                 p.blocksChanged = changed;
                 b = runEnd - 1;
@@ -188,18 +223,23 @@ final class Restorer {
             int bytes = (int) ((end - b) << blockShift);
             buf.clear();
             snapshots.read(seq, rc, b << blockShift, bytes, buf);
-            volume.copyOnWrite(s, b, end - 1);
-            intents.markInUse(b, end - 1);
-            buf.flip();
-            long pos = b << blockShift;
-            while (buf.hasRemaining()) {
-                ByteBuffer v = s.cursor.view(pos, buf.remaining());
-                int n = v.remaining();
-                ByteBuffer part = buf.duplicate();
-                part.limit(part.position() + n);
-                v.put(part);
-                buf.position(buf.position() + n);
-                pos += n;
+            mirrorBegin(s, b, end, false);
+            try {
+                volume.copyOnWrite(s, b, end - 1);
+                intents.markInUse(b, end - 1);
+                buf.flip();
+                long pos = b << blockShift;
+                while (buf.hasRemaining()) {
+                    ByteBuffer v = s.cursor.view(pos, buf.remaining());
+                    int n = v.remaining();
+                    ByteBuffer part = buf.duplicate();
+                    part.limit(part.position() + n);
+                    v.put(part);
+                    buf.position(buf.position() + n);
+                    pos += n;
+                }
+            } finally {
+                mirrorEnd(s);
             }
             changed += end - b;
             p.blocksChanged = changed;

@@ -10,6 +10,7 @@ import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.GroupCommit;
 import io.snapbd.engine.io.MappedData;
 import io.snapbd.engine.lun.LunState;
+import io.snapbd.engine.mirror.MirrorSet;
 import io.snapbd.engine.snapshot.NoSaveVolumeException;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.snapshot.SnapshotSet;
@@ -18,6 +19,7 @@ import io.snapbd.engine.snapshot.SnapshotView;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -71,6 +73,8 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private final long overlayPreallocateBytes;
     private final AtomicLong cowCopies = new AtomicLong();
     private final Restorer restorer;
+    /** The legs of a mirrored volume (docs/mirrors.md), set by {@link VolumeOpener} before the volume is handed out; else null. */
+    MirrorSet mirror;
 
     /**
      * Called between the durable steps of snapshot create, delete and restore with the step's name (the list is in
@@ -110,7 +114,16 @@ public final class Volume implements BlockDevice, AutoCloseable {
     /** Creates the volume's directory and files (data and save volume preallocated unless {@code sparse}). */
     public static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
                               FileSpace space) throws IOException {
-        VolumeOpener.create(dir, name, size, blockSize, saveSize, sparse, space);
+        VolumeOpener.create(dir, name, size, blockSize, saveSize, sparse, space, List.of());
+    }
+
+    /**
+     * {@link #create(Path, String, long, int, long, boolean, FileSpace)} of a mirrored volume: {@code mirrors} are
+     * the extra legs' URIs (file paths, or what the installed {@code LegOpener} knows); see docs/mirrors.md.
+     */
+    public static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
+                              FileSpace space, java.util.List<String> mirrors) throws IOException {
+        VolumeOpener.create(dir, name, size, blockSize, saveSize, sparse, space, mirrors);
     }
 
     public static void checkGeometry(long size, int blockSize, long saveSize) {
@@ -167,6 +180,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
             // fails, the files are closed: the volume is then left marked open and its next open recovers it.
             try {
                 data.forceAll();
+                if (mirror != null) {
+                    mirror.closeClean();
+                }
                 snapshots.close();
                 lun.closeClean();
                 metaFile.writeDirty(meta);
@@ -175,6 +191,13 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 header = header.withFlags(header.flags() | VolumeHeader.FLAG_CLEAN);
                 header.write(dir.resolve(HEADER_FILE));
             } finally {
+                if (mirror != null) {
+                    try {
+                        mirror.abandon();       // closes the legs' files (already closed after a clean close)
+                    } catch (IOException e) {
+                        // closing a file handle failed: nothing is lost, the files are not used again
+                    }
+                }
                 metaFile.close();
                 intents.close();
                 zeroing.close();
@@ -201,6 +224,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
     public void abandon() throws IOException {
         committer.stop(false);
         closed = true;
+        if (mirror != null) {
+            mirror.abandon();
+        }
         snapshots.abandon();
         metaFile.close();
         intents.close();
@@ -264,7 +290,16 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     @Override
     public Session openSession() {
-        return new VolumeSession(data.cursor(), gate, overlay.view());
+        VolumeSession s = new VolumeSession(data.cursor(), gate, overlay.view());
+        if (mirror != null) {
+            s.mirrorOp = mirror.newOp();
+        }
+        return s;
+    }
+
+    /** The legs of a mirrored volume, or null when it is not mirrored. */
+    public MirrorSet mirror() {
+        return mirror;
     }
 
     /** Saves before-images that snapshots need for blocks [first, last] (no-op without snapshots). */
@@ -341,6 +376,22 @@ public final class Volume implements BlockDevice, AutoCloseable {
      * (or {@link #abortPrepared}).
      */
     public boolean prepareWrite(Session s, long offset, int length) throws IOException {
+        if (mirror == null) {
+            return prepareLocal(s, offset, length);
+        }
+        checkOpen();
+        BlockDevice.checkRange(this, offset, length);
+        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        mirror.begin(op, offset, length, this, false);
+        try {
+            return prepareLocal(s, offset, length);
+        } catch (IOException | RuntimeException e) {
+            mirror.abort(op);
+            throw e;
+        }
+    }
+
+    private boolean prepareLocal(Session s, long offset, int length) throws IOException {
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
         if (length == 0) {
@@ -406,6 +457,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
             vs.stagedSlots = 0;
         }
         vs.gate.exit(vs.slot);
+        if (mirror != null) {
+            mirror.abort(vs.mirrorOp);
+        }
     }
 
     /** Streams the payload into the reserved overlay slots and publishes them; the write is then complete. */
@@ -441,6 +495,18 @@ public final class Volume implements BlockDevice, AutoCloseable {
     }
 
     public void finishWrite(Session s, long offset, int length, ByteSource source) throws IOException {
+        if (mirror == null) {
+            finishLocal(s, offset, length, source);
+            return;
+        }
+        try {
+            finishLocal(s, offset, length, source);
+        } finally {
+            mirror.end(((VolumeSession) s).mirrorOp, s, this);      // even a write cut short: legs get what leg 0 got
+        }
+    }
+
+    private void finishLocal(Session s, long offset, int length, ByteSource source) throws IOException {
         VolumeSession vs = (VolumeSession) s;
         if (vs.stagedSlots > 0) {
             finishStaged(vs, offset, length, source);
@@ -467,6 +533,22 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     @Override
     public void trim(Session s, long offset, long length, boolean fua) throws IOException {
+        if (mirror == null || length == 0) {
+            trimLocal(s, offset, length, fua);
+            return;
+        }
+        checkOpen();
+        BlockDevice.checkRange(this, offset, length);
+        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        mirror.begin(op, offset, length, this, true);
+        try {
+            trimLocal(s, offset, length, fua);
+        } finally {
+            mirror.end(op, s, this);
+        }
+    }
+
+    private void trimLocal(Session s, long offset, long length, boolean fua) throws IOException {
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
         long firstWhole = (offset + blockSize() - 1) >>> blockShift;
@@ -489,6 +571,23 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     @Override
     public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua)
+            throws IOException {
+        if (mirror == null || length == 0) {
+            writeZeroesLocal(s, offset, length, noHole, fastOnly, fua);
+            return;
+        }
+        checkOpen();
+        BlockDevice.checkRange(this, offset, length);
+        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        mirror.begin(op, offset, length, this, true);
+        try {
+            writeZeroesLocal(s, offset, length, noHole, fastOnly, fua);
+        } finally {
+            mirror.end(op, s, this);
+        }
+    }
+
+    private void writeZeroesLocal(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua)
             throws IOException {
         checkOpen();
         BlockDevice.checkRange(this, offset, length);

@@ -102,6 +102,12 @@ public final class VolumeCatalog implements AutoCloseable {
     }
 
     public synchronized Volume create(String name, long size, int blockSize, long saveSize, boolean sparse) throws IOException {
+        return create(name, size, blockSize, saveSize, sparse, List.of());
+    }
+
+    /** Creates a volume mirrored to {@code mirrors} (extra legs' URIs; none: not mirrored) and opens it. */
+    public synchronized Volume create(String name, long size, int blockSize, long saveSize, boolean sparse,
+                                      List<String> mirrors) throws IOException {
         Path dir = volumeDir(name);
         if (Files.exists(dir)) {
             if (exists(name)) {
@@ -110,7 +116,7 @@ public final class VolumeCatalog implements AutoCloseable {
             // volume.meta is written last: this is a create cut short by a crash, not a volume
             Volume.deleteFiles(dir);
         }
-        Volume.create(dir, name, size, blockSize, saveSize, sparse, space);
+        Volume.create(dir, name, size, blockSize, saveSize, sparse, space, mirrors);
         try {
             return open(name);
         } catch (VolumeSetAsideException e) {

@@ -6,6 +6,7 @@ import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.JavaFileSpace;
 import io.snapbd.engine.io.MappedData;
 import io.snapbd.engine.lun.LunState;
+import io.snapbd.engine.mirror.MirrorSet;
 import io.snapbd.engine.snapshot.SnapshotSet;
 
 import java.io.IOException;
@@ -33,7 +34,7 @@ final class VolumeOpener {
 
     /** See {@link Volume#create}. */
     static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
-                       FileSpace space) throws IOException {
+                       FileSpace space, List<String> mirrors) throws IOException {
         VolumeNames.check(name);
         checkGeometry(size, blockSize, saveSize);
         Files.createDirectories(dir.getParent());
@@ -50,6 +51,10 @@ final class VolumeOpener {
             BitMapFile.create(dir.resolve(META_FILE), BitMapFile.Kind.META, uuid, blocks).close();
             BitMapFile.create(dir.resolve(INTENT_FILE), BitMapFile.Kind.INTENT, uuid,
                     WriteIntents.regions(blocks, regionShift)).close();
+            if (!mirrors.isEmpty()) {
+                // before volume.meta: a crash before it leaves no volume (and deleteFiles removes the legs)
+                MirrorSet.create(dir, uuid, size, mirrors, sparse, space);
+            }
             int flags = VolumeHeader.FLAG_CLEAN | (sparse ? VolumeHeader.FLAG_SPARSE : 0);
             long now = System.currentTimeMillis() * 1_000_000L;
             new VolumeHeader(name, uuid, size, blockSize, saveSize, now, 0, regionShift, flags)
@@ -95,6 +100,7 @@ final class VolumeOpener {
         if (!Files.exists(dir)) {
             return;
         }
+        MirrorSet.deleteLegs(dir);
         try (var files = Files.list(dir)) {
             for (Path p : (Iterable<Path>) files::iterator) {
                 Files.deleteIfExists(p);
@@ -147,6 +153,12 @@ final class VolumeOpener {
                 dir.resolve(SAVE_FILE), new ProductionAccess(self, data, meta));
         toClose.add(snapshots::abandon);
 
+        // Every file is validated by now. Reconcile the legs after an unclean stop before recovery reads leg 0's
+        // data and before any client is served (behaviour 26).
+        MirrorSet mirror = MirrorSet.open(dir, h.uuid(), h.size(), dir.resolve(DATA_FILE));
+        if (mirror != null) {
+            toClose.add(mirror::abandon);
+        }
         RecoveryReport report = VolumeRecovery.recover(h, data, meta, metaFile, intentsOnDisk, damagedMeta,
                 damagedIntent, snapshots);
         // Start the session with no intents: they are re-taken (and forced) on first touch of each region.
@@ -159,6 +171,16 @@ final class VolumeOpener {
                 tuning, hook);
         self[0] = v;
         try {
+            if (mirror != null) {
+                v.mirror = mirror;
+                // ranges reconciliation copied into data.img from another leg: in use (clear bit => zero data)
+                int shift = Integer.numberOfTrailingZeros(h.blockSize());
+                mirror.onLocalCopies((off, len) -> {
+                    if (len > 0) {
+                        intents.markInUse(off >>> shift, (off + len - 1) >>> shift);
+                    }
+                });
+            }
             v.restores().resume();
         } catch (IOException | RuntimeException e) {
             toClose.clear();        // abandon closes what the open opened

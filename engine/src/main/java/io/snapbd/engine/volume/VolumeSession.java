@@ -20,6 +20,8 @@ final class VolumeSession implements BlockDevice.Session {
     private int[] slots;
     private ByteBuffer readBuffer;
     int stagedSlots;
+    /** The mirrored volume's per-session change state, or null (not mirrored). */
+    io.snapbd.engine.mirror.MirrorSet.Op mirrorOp;
     long stagedFirst;
 
     /** Overlay slots reserved for the write in progress (sized for the largest staged write). */
@@ -46,6 +48,9 @@ final class VolumeSession implements BlockDevice.Session {
 
     @Override
     public void close() {
+        if (mirrorOp != null) {
+            mirrorOp.close();
+        }
         gate.unregister(slot);
     }
 }

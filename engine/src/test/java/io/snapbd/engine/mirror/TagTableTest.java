@@ -219,4 +219,90 @@ class TagTableTest {
             s.force();
         }
     }
+
+    /**
+     * Group commit of ENTRY records (docs/mirrors.md, "Group commit"; behaviours 5, 6): entries appended while a
+     * force runs are covered by the next single force, so three concurrent writers cost two forces, not three;
+     * every entry is durable when its commit returns, and the table reads back with a valid chain.
+     */
+    @Test
+    void symantec5_6_groupCommitOneForceCoversEntriesQueuedMeanwhile() throws Exception {
+        java.util.concurrent.CountDownLatch forcing = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.atomic.AtomicInteger forces = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
+        FileTagStore inner = FileTagStore.create(file(), TagTable.areaBytes(64));
+        TagStore gated = new TagStore() {
+            @Override
+            public long size() throws IOException {
+                return inner.size();
+            }
+
+            @Override
+            public void read(ByteBuffer dst, long pos) throws IOException {
+                inner.read(dst, pos);
+            }
+
+            @Override
+            public void write(ByteBuffer src, long pos) throws IOException {
+                inner.write(src, pos);
+            }
+
+            @Override
+            public void force() throws IOException {
+                if (armed.get() && forces.incrementAndGet() == 1 && release.getCount() > 0) {
+                    forcing.countDown();
+                    try {
+                        release.await();
+                    } catch (InterruptedException e) {
+                        throw new IOException(e);
+                    }
+                }
+                inner.force();
+            }
+
+            @Override
+            public String describe() {
+                return inner.describe();
+            }
+
+            @Override
+            public void close() throws IOException {
+                inner.close();
+            }
+        };
+        try (TagTable t = TagTable.create(gated, owner, 0, 64)) {
+            long base = t.commitForces();
+            armed.set(true);
+            Thread a = new Thread(() -> {
+                try {
+                    t.record(1, 0, 4096);
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            a.start();
+            forcing.await();                                   // A's force is running
+            long tb = t.append(2, 4096, 4096);                 // B and C queue their entries meanwhile
+            long tc = t.append(3, 8192, 4096);
+            Thread b = new Thread(() -> {
+                try {
+                    t.commit(tb);
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            b.start();
+            release.countDown();
+            a.join(10_000);
+            b.join(10_000);
+            t.commit(tc);                                      // covered by B's force: no force of its own
+            assertEquals(2, forces.get(), "one force for A, one for B and C together");
+            assertEquals(base + 2, t.commitForces());
+            assertEquals(List.of(e(1, 0, 4096, false), e(2, 4096, 4096, false), e(3, 8192, 4096, false)), t.live());
+        }
+        TagTableChecker.Report r = TagTableChecker.check(file());
+        assertTrue(r.ok(), r.problems().toString());
+        assertEquals(3, r.liveEntries());
+    }
 }

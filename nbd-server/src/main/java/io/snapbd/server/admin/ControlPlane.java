@@ -115,6 +115,10 @@ public final class ControlPlane {
                     return detach(request);
                 case "stats":
                     return stats.handle(request);
+                case "mirror.status":
+                    return MirrorHandler.status(volume(request));
+                case "mirror.reconcile":
+                    return MirrorHandler.reconcile(volume(request));
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
@@ -172,7 +176,11 @@ public final class ControlPlane {
             throw new OperationException("volume " + name + " already exists");
         }
         Volume.checkGeometry(size, blockSize, save);
-        Volume v = catalog.create(name, size, blockSize, save, sparse);
+        List<String> mirrors = new java.util.ArrayList<>();
+        for (JsonNode m : req.path("mirrors")) {
+            mirrors.add(m.asText());
+        }
+        Volume v = catalog.create(name, size, blockSize, save, sparse, mirrors);
         serving.exportVolume(v);
         return json(volumeStatus(name));
     }
@@ -319,7 +327,12 @@ public final class ControlPlane {
         }
         long save = number(req, "saveSize", v.header().saveSize());
         boolean track = req.path("track").asBoolean(false);
-        Volume t = catalog.create(target, v.size(), v.blockSize(), save, false);
+        List<String> mirrors = new java.util.ArrayList<>();
+        for (JsonNode m : req.path("mirrors")) {
+            mirrors.add(m.asText());
+        }
+        // A mirrored target: the copier writes through the volume's write path, so every leg gets the copy.
+        Volume t = catalog.create(target, v.size(), v.blockSize(), save, false, mirrors);
         if (track) {
             // Before the volume is exported to anyone: every write from here on, the copy's included, counts.
             t.lunState().enable();

@@ -116,6 +116,9 @@ final class StatsHandler {
         Volume v = catalog.openVolumes().get(name.volume());
         if (v != null) {
             o.put("copyOnWriteCopies", v.cowCopies());
+            if (v.mirror() != null && !name.isSnapshot()) {
+                MirrorHandler.legs(o.putObject("mirror"), v.mirror());
+            }
             ControlPlane.saveJson(o, v);
             if (name.isSnapshot()) {
                 for (SnapshotSet.Info i : v.snapshots().list()) {

@@ -172,11 +172,17 @@ final class SnapshotCommand implements Runnable {
         boolean track;
         @Option(names = "--json", description = "Print JSON.")
         boolean json;
+        @Option(names = "--mirror", paramLabel = "PATH", description = "Make the new volume mirrored to this file (as volume create --mirror); repeatable.")
+        java.util.List<String> mirrors = new java.util.ArrayList<>();
 
         @Override
         public void run() {
             ObjectNode req = request("snapshot.clone", volume, name);
             req.put("target", target);
+            var legs = req.putArray("mirrors");
+            for (String m : mirrors) {
+                legs.add(m.contains("://") ? m : java.nio.file.Path.of(m).toAbsolutePath().normalize().toString());
+            }
             if (track) {
                 req.put("track", true);
             }

@@ -46,10 +46,21 @@ final class VolumeCommand implements Runnable {
         @Option(names = "--json", description = "Print the new volume as JSON.")
         boolean json;
 
+        @Option(names = "--mirror", paramLabel = "PATH",
+                description = "Keep a synchronous copy of the volume's blocks in this file (a new file; its tag table goes to PATH.tags). Repeat for more legs. See docs/mirrors.md.")
+        java.util.List<String> mirrors = new java.util.ArrayList<>();
+
         @Override
         public void run() {
             ObjectNode req = Cli.request("volume.create");
             req.put("name", name);
+            var legs = req.putArray("mirrors");
+            java.util.List<String> resolved = new java.util.ArrayList<>();
+            for (String m : mirrors) {
+                // file legs are absolute paths: resolve here, where the user's working directory is known
+                resolved.add(m.contains("://") ? m : java.nio.file.Path.of(m).toAbsolutePath().normalize().toString());
+                legs.add(resolved.get(resolved.size() - 1));
+            }
             try {
                 req.put("size", Sizes.parse(size));
                 if (saveSize != null) {
@@ -66,7 +77,8 @@ final class VolumeCommand implements Runnable {
             } else {
                 VolumeStatus created = Json.MAPPER.convertValue(v, VolumeStatus.class);
                 System.out.println("created volume " + name + ": " + Sizes.format(created.size())
-                        + ", block size " + created.blockSize() + ", save volume " + Sizes.format(created.saveSize()));
+                        + ", block size " + created.blockSize() + ", save volume " + Sizes.format(created.saveSize())
+                        + (resolved.isEmpty() ? "" : ", mirrored to " + String.join(", ", resolved)));
             }
         }
     }

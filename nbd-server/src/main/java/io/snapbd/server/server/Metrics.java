@@ -247,6 +247,30 @@ public final class Metrics implements AutoCloseable {
             t.sample("snapbd_snapshots", labels("volume", me.getKey(), "state", "invalid"), invalid);
         }
 
+        t.family("snapbd_mirror_leg_failed", "gauge", "1 while a mirror leg is failed (changes to the volume are refused), else 0.");
+        t.family("snapbd_mirror_leg_table_entries", "gauge", "Live entries in a mirror leg's tag table (changes in flight or not yet retired).");
+        t.family("snapbd_mirror_leg_writes_total", "counter", "Changes (writes, TRIM, WRITE_ZEROES, restore runs) completed on a mirror leg.");
+        t.family("snapbd_mirror_leg_write_seconds_total", "counter", "Time spent per mirror leg on its part of those changes (entry, data, force, DONE).");
+        t.family("snapbd_mirror_leg_write_seconds_max", "gauge", "Longest time one change took on a mirror leg since the start.");
+        t.family("snapbd_mirror_reconciliations_total", "counter", "Reconciliations of a mirrored volume's legs (at open after an unclean stop, at a clean close, on demand).");
+        t.family("snapbd_mirror_reconcile_copied_bytes_total", "counter", "Bytes reconciliation copied between a mirrored volume's legs.");
+        for (Map.Entry<String, Volume> me : volumes.entrySet()) {
+            io.snapbd.engine.mirror.MirrorSet m = me.getValue().mirror();
+            if (m == null) {
+                continue;
+            }
+            for (io.snapbd.engine.mirror.MirrorSet.LegStatus l : m.status()) {
+                String lb = labels("volume", me.getKey(), "leg", Integer.toString(l.leg()), "uri", l.uri());
+                t.sample("snapbd_mirror_leg_failed", lb, "failed".equals(l.state()) ? 1 : 0);
+                t.sample("snapbd_mirror_leg_table_entries", lb, l.tableEntries());
+                t.sample("snapbd_mirror_leg_writes_total", lb, l.writes());
+                t.sample("snapbd_mirror_leg_write_seconds_total", lb, l.writeNanos() / 1e9);
+                t.sample("snapbd_mirror_leg_write_seconds_max", lb, l.maxWriteNanos() / 1e9);
+            }
+            t.sample("snapbd_mirror_reconciliations_total", labels("volume", me.getKey()), m.reconciliations());
+            t.sample("snapbd_mirror_reconcile_copied_bytes_total", labels("volume", me.getKey()), m.bytesCopiedTotal());
+        }
+
         t.family("snapbd_lun_state_enabled", "gauge", "1 while the export's LUN state counter is enabled (HP).");
         t.family("snapbd_lun_state_counter", "gauge", "The export's LUN state counter: altering requests counted while enabled.");
         t.family("snapbd_lun_state_timestamp_seconds", "gauge", "Time of the last altering request counted, in seconds since the epoch.");

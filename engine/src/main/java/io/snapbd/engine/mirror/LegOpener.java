@@ -1,0 +1,46 @@
+package io.snapbd.engine.mirror;
+
+import io.snapbd.engine.io.FileSpace;
+
+import java.io.IOException;
+
+/**
+ * Makes and opens the extra legs of mirrored volumes from their URIs. The engine handles file paths
+ * ({@link FileLegOpener}); the server installs an opener that also knows other schemes (for example
+ * {@code nbd://}) and hands the rest to {@link #FILES}. Leg 0, the volume's own {@code data.img}, is not opened
+ * through here.
+ */
+public interface LegOpener {
+
+    /** File paths: the leg's blocks in the file, its tag table in {@code PATH.tags} next to it. */
+    LegOpener FILES = new FileLegOpener();
+
+    /**
+     * Creates a new leg able to hold {@code size} bytes of volume blocks and a tag table area of
+     * {@code tableBytes}, every byte zero. Refuses a leg that already exists (it may hold someone's data).
+     */
+    MirrorLeg create(String uri, long size, long tableBytes, boolean sparse, FileSpace space) throws IOException;
+
+    /** Opens an existing leg for reading and writing. */
+    MirrorLeg open(String uri) throws IOException;
+
+    /** Removes what {@link #create} made (volume delete, or a create that failed); absent parts are ignored. */
+    void delete(String uri) throws IOException;
+
+    /** The opener volumes use from now on (the server installs one that knows more schemes). */
+    static void install(LegOpener opener) {
+        Installed.opener = opener;
+    }
+
+    static LegOpener installed() {
+        return Installed.opener;
+    }
+
+    /** Holder of the installed opener. */
+    final class Installed {
+        private static volatile LegOpener opener = FILES;
+
+        private Installed() {
+        }
+    }
+}

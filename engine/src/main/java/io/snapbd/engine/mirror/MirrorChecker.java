@@ -1,0 +1,83 @@
+package io.snapbd.engine.mirror;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.UUID;
+
+/**
+ * fsck of a mirrored volume's files, read-only: {@code mirror.legs}, {@code mirror.tags}, and for every leg its
+ * tag table ({@link TagTableChecker}: header copies, chain, torn tail versus damage, owner and leg number) and,
+ * for file legs, that the leg file holds the volume's size. Problems name the file.
+ */
+public final class MirrorChecker {
+
+    private MirrorChecker() {
+    }
+
+    public static void check(Path dir, UUID owner, long size, boolean clean, List<String> problems, List<String> notes) {
+        MirrorConfig cfg;
+        try {
+            cfg = MirrorConfig.read(dir, owner);
+        } catch (IOException e) {
+            problems.add(e.getMessage());
+            return;
+        }
+        if (cfg == null) {
+            return;
+        }
+        try {
+            TagSource.Stored t = TagSource.read(dir.resolve(TagSource.FILE), owner);
+            if (t == null) {
+                notes.add(TagSource.FILE + " absent (never opened)");
+            } else if (clean && !t.clean()) {
+                notes.add(TagSource.FILE + ": not closed cleanly; the next open reconciles the legs");
+            }
+        } catch (IOException e) {
+            problems.add(e.getMessage());
+        }
+        table(dir.resolve(MirrorConfig.LOCAL_TABLE), owner, 0, problems, notes);
+        for (int i = 1; i < cfg.legs(); i++) {
+            String uri = cfg.extraLegs().get(i - 1);
+            Path p;
+            try {
+                p = FileLegOpener.path(uri);
+            } catch (IOException e) {
+                notes.add("mirror leg " + i + " (" + uri + ") is not a file leg: not checked offline");
+                continue;
+            }
+            try {
+                if (!Files.isRegularFile(p)) {
+                    problems.add(p + ": mirror leg " + i + " is missing");
+                } else if (Files.size(p) < size) {
+                    problems.add(p + ": mirror leg " + i + " holds " + Files.size(p) + " bytes, less than the volume's " + size);
+                }
+            } catch (IOException e) {
+                problems.add(p + ": " + e.getMessage());
+            }
+            table(FileLegOpener.tableFile(p), owner, i, problems, notes);
+        }
+    }
+
+    private static void table(Path file, UUID owner, int leg, List<String> problems, List<String> notes) {
+        TagTableChecker.Report r = TagTableChecker.check(file);
+        problems.addAll(r.problems());
+        for (String n : r.notes()) {
+            notes.add(file.getFileName() + ": " + n);
+        }
+        if (r.ok()) {
+            try (FileTagStore s = FileTagStore.open(file, false)) {
+                TagTable.Loaded l = TagTable.read(s);
+                if (!l.owner().equals(owner)) {
+                    problems.add(file + ": tag table belongs to volume " + l.owner() + ", not " + owner);
+                }
+                if (l.leg() != leg) {
+                    problems.add(file + ": tag table belongs to leg " + l.leg() + ", not leg " + leg);
+                }
+            } catch (IOException e) {
+                problems.add(file + ": " + e.getMessage());
+            }
+        }
+    }
+}
