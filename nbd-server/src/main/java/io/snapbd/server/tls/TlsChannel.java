@@ -20,8 +20,9 @@ import java.nio.channels.GatheringByteChannel;
  */
 public final class TlsChannel implements ByteChannel, GatheringByteChannel {
 
-    /** Records gathered before one socket write. */
+    /** Records gathered before one socket write, and room for as many in one socket read. */
     private static final int RECORDS_PER_WRITE = 4;
+    private static final int RECORDS_PER_READ = 4;
 
     private final ByteChannel net;
     private final SSLEngine engine;
@@ -38,7 +39,7 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
         this.net = net;
         this.engine = engine;
         SSLSession s = engine.getSession();
-        netIn = ByteBuffer.allocate(s.getPacketBufferSize()).flip();
+        netIn = ByteBuffer.allocate(RECORDS_PER_READ * s.getPacketBufferSize()).flip();
         appIn = ByteBuffer.allocate(s.getApplicationBufferSize()).flip();
         netOut = ByteBuffer.allocate(RECORDS_PER_WRITE * s.getPacketBufferSize());
     }
@@ -116,13 +117,22 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
      * there yet. Null at the end of the stream.
      */
     private SSLEngineResult unwrap() throws IOException {
+        return unwrap(null);
+    }
+
+    /** As {@link #unwrap()}, into {@code direct} (in write mode) instead when not null. */
+    private SSLEngineResult unwrap(ByteBuffer direct) throws IOException {
         while (true) {
-            appIn.compact();
             SSLEngineResult r;
-            try {
-                r = engine.unwrap(netIn, appIn);
-            } finally {
-                appIn.flip();
+            if (direct != null) {
+                r = engine.unwrap(netIn, direct);
+            } else {
+                appIn.compact();
+                try {
+                    r = engine.unwrap(netIn, appIn);
+                } finally {
+                    appIn.flip();
+                }
             }
             switch (r.getStatus()) {
                 case OK, CLOSED -> {
@@ -144,12 +154,20 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
                         return null;
                     }
                 }
-                case BUFFER_OVERFLOW -> appIn = ByteBuffer.allocate(appIn.remaining()
-                        + engine.getSession().getApplicationBufferSize()).put(appIn).flip();
+                case BUFFER_OVERFLOW -> {
+                    if (direct != null) {
+                        return r;       // the caller falls back to appIn
+                    }
+                    appIn = ByteBuffer.allocate(appIn.remaining() + engine.getSession().getApplicationBufferSize()).put(appIn).flip();
+                }
             }
         }
     }
 
+    /**
+     * Decrypted bytes into {@code dst}: straight from the record when {@code dst} can hold a whole one (large
+     * payloads: one copy less), else through {@link #appIn}. Blocks until at least one byte or the end.
+     */
     @Override
     public int read(ByteBuffer dst) throws IOException {
         synchronized (readLock) {
@@ -157,7 +175,12 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
                 if (closed) {
                     throw new ClosedChannelException();
                 }
-                SSLEngineResult r = unwrap();
+                boolean direct = dst.remaining() >= appIn.capacity();
+                SSLEngineResult r = direct ? unwrap(dst) : unwrap();
+                if (direct && r != null && r.getStatus() == SSLEngineResult.Status.BUFFER_OVERFLOW) {
+                    direct = false;
+                    r = unwrap();
+                }
                 if (r == null || r.getStatus() == SSLEngineResult.Status.CLOSED) {
                     return -1;      // end of stream, with or without close_notify
                 }
@@ -174,6 +197,9 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
                         netOut.flip();
                         writeNet();
                     }
+                }
+                if (direct && r.bytesProduced() > 0) {
+                    return r.bytesProduced();
                 }
             }
             int n = Math.min(appIn.remaining(), dst.remaining());
