@@ -122,13 +122,14 @@ class TlsChannelTest {
                         throw new RuntimeException(e);
                     }
                 });
-                // Reader (this thread, while the writer runs): alternately tiny and large buffers.
+                // Reader (this thread, while the writer runs): a tiny buffer (through the decrypted buffer, which it
+                // leaves partly full), then large ones (the rest of it, then straight from the records).
                 byte[] got = new byte[up.length];
                 int off = 0;
-                boolean small = true;
+                int reads = 0;
                 while (true) {
+                    boolean small = reads++ % 4 == 0;
                     ByteBuffer dst = ByteBuffer.wrap(got, off, Math.min(got.length - off, small ? 5 : 1 << 20));
-                    small = !small;
                     if (!dst.hasRemaining()) {
                         assertEquals(-1, ch.read(ByteBuffer.allocate(1)), "end of stream after the client's data");
                         break;
