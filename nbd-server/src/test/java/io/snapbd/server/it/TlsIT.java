@@ -97,7 +97,7 @@ class TlsIT {
 
         Path data = tmp.resolve("data");
         ServerProcess.snapbd(data, "volume", "create", "tls", "--size", "16M", "--save-size", "4M").assertOk();
-        required = ServerProcess.start(data, "TlsIT-require", "--warm-up", "off",
+        required = ServerProcess.start(data, "TlsIT-require", "--warm-up", "off", "--handshake-timeout", "5",
                 "--tls=require", "--tls-certificates=" + pki);
         Path data2 = tmp.resolve("data2");
         ServerProcess.snapbd(data2, "volume", "create", "tls", "--size", "16M", "--save-size", "4M").assertOk();
@@ -267,6 +267,19 @@ class TlsIT {
             Tools.run("nbdinfo", nbds(required, "tls", pki)).assertOk();
             tls.disconnect();
         }
+    }
+
+    @Test
+    void clientStallingInTheTlsHandshakeIsCutOffByTheDeadline() throws Exception {
+        try (RawNbd stalled = RawNbd.connect(required.port())) {
+            stalled.startHandshake();
+            stalled.sendOption(OPT_STARTTLS, new byte[0]);
+            assertEquals(RawNbd.REP_ACK, stalled.readOptReply().type());
+            // No ClientHello: the handshake deadline (5 s here) closes the connection; meanwhile others are served.
+            Tools.run("nbdinfo", nbds(required, "tls", pki)).assertOk();
+            assertClosed(stalled.in());
+        }
+        assertTrue(required.log().contains("handshake not finished within"), required.log());
     }
 
     @Test
