@@ -61,6 +61,9 @@ class TlsIT {
     static Path noClientCert;
     /** CA 1's ca-cert.pem with a client certificate signed by CA 2. */
     static Path foreignClientCert;
+    /** CA 1's ca-cert.pem with an expired client certificate signed by CA 1. */
+    static Path expiredClientCert;
+    static long expiredAt;
     /** tls=require. */
     static ServerProcess required;
     /** tls=on with --tls-verify-peer. */
@@ -94,6 +97,12 @@ class TlsIT {
         Files.copy(ca2.resolve("client-cert.pem"), foreignClientCert.resolve("client-cert.pem"));
         Files.copy(ca2.resolve("client-key.pem"), foreignClientCert.resolve("client-key.pem"));
         Files.setPosixFilePermissions(foreignClientCert.resolve("client-key.pem"), PosixFilePermissions.fromString("rw-------"));
+
+        expiredClientCert = tmp.resolve("expired-client-cert");
+        Files.createDirectories(expiredClientCert);
+        Files.copy(pki.resolve("ca-cert.pem"), expiredClientCert.resolve("ca-cert.pem"));
+        makeCert(expiredClientCert, "client", "client expired", "extendedKeyUsage=clientAuth\n", pki, 0);
+        expiredAt = System.currentTimeMillis();
 
         Path data = tmp.resolve("data");
         ServerProcess.snapbd(data, "volume", "create", "tls", "--size", "16M", "--save-size", "4M").assertOk();
@@ -139,11 +148,16 @@ class TlsIT {
     }
 
     static void makeCert(Path dir, String name, String cn, String extensions, Path caDir) throws IOException {
+        makeCert(dir, name, cn, extensions, caDir, 2);
+    }
+
+    /** {@code days} 0: valid until the second it is made. */
+    static void makeCert(Path dir, String name, String cn, String extensions, Path caDir, int days) throws IOException {
         Files.writeString(dir.resolve(name + ".ext"), extensions);
         openssl(dir, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + "-key.pem", "-out", name + ".csr", "-subj", "/CN=" + cn);
         openssl(dir, "x509", "-req", "-in", name + ".csr", "-CA", caDir.resolve("ca-cert.pem").toString(),
                 "-CAkey", caDir.resolve("ca-key.pem").toString(), "-CAcreateserial", "-out", name + "-cert.pem",
-                "-days", "2", "-extfile", name + ".ext");
+                "-days", String.valueOf(days), "-extfile", name + ".ext");
         Files.setPosixFilePermissions(dir.resolve(name + "-key.pem"), PosixFilePermissions.fromString("rw-------"));
     }
 
@@ -216,12 +230,19 @@ class TlsIT {
     }
 
     @Test
-    void verifyPeerRefusesClientsWithoutAGoodCertificate() {
+    void verifyPeerRefusesClientsWithoutAGoodCertificate() throws InterruptedException {
         Tools.Result none = Tools.run("nbdinfo", nbds(verifying, "tls", noClientCert));
         assertNotEquals(0, none.exit(), "no client certificate: " + none);
         Tools.Result foreign = Tools.run("nbdinfo", nbds(verifying, "tls", foreignClientCert));
         assertNotEquals(0, foreign.exit(), "client certificate from another CA: " + foreign);
         assertTrue(verifying.log().contains("refused: TLS handshake failed"), verifying.log());
+        // A certificate from the right CA whose validity ended (openssl -days 0: at the second it was made).
+        while (System.currentTimeMillis() < expiredAt + 2000) {
+            Thread.sleep(100);
+        }
+        Tools.Result expired = Tools.run("nbdinfo", nbds(verifying, "tls", expiredClientCert));
+        assertNotEquals(0, expired.exit(), "expired client certificate: " + expired);
+        assertTrue(verifying.log().contains("refused: TLS handshake failed: PKIX path validation failed"), verifying.log());
 
         Tools.Result good = Tools.run("nbdinfo", nbds(verifying, "tls", pki)).assertOk();
         assertTrue(good.stdout().contains("with TLS"), good.stdout());
