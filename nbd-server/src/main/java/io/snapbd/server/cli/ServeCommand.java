@@ -5,6 +5,8 @@ import io.snapbd.server.Log;
 import io.snapbd.server.config.ConfigFile;
 import io.snapbd.server.config.ServerConfig;
 import io.snapbd.server.config.ServiceSettings;
+import io.snapbd.server.config.TlsSettings;
+import io.snapbd.server.tls.ServerTls;
 import io.snapbd.server.server.SnapbdServer;
 import io.snapbd.server.server.Systemd;
 import picocli.CommandLine;
@@ -58,6 +60,18 @@ final class ServeCommand implements Callable<Integer> {
                     + "after that they are cut off and their connections closed (default 10).")
     String snapshotReadGrace;
 
+    @Option(names = "--tls", paramLabel = "off|on|require",
+            description = "STARTTLS on the TCP listener: off (default), on (plain clients still served), require (nothing but "
+                    + "STARTTLS before TLS; transmission never in plain text). The Unix socket stays plain (local). See docs/security.md.")
+    String tls;
+
+    @Option(names = "--tls-certificates", paramLabel = "DIR",
+            description = "Directory with ca-cert.pem, server-cert.pem and server-key.pem (PEM; the key mode 600).")
+    Path tlsCertificates;
+
+    @Option(names = "--tls-verify-peer", description = "Require a client certificate signed by DIR/ca-cert.pem.")
+    boolean tlsVerifyPeer;
+
     @Option(names = {"-v", "--verbose"}, description = "Log every connection and refused request.")
     boolean verbose;
 
@@ -66,7 +80,7 @@ final class ServeCommand implements Callable<Integer> {
     private volatile boolean termWhileStarting;
 
     /** The configuration built from the file and the command line. */
-    private record Loaded(ServerConfig config, ServiceSettings service) {
+    private record Loaded(ServerConfig config, ServiceSettings service, TlsSettings tls) {
     }
 
     @Override
@@ -79,10 +93,16 @@ final class ServeCommand implements Callable<Integer> {
         }
         // Before the start, so a SIGTERM that comes while volumes are being recovered stops the server once
         // they are open, instead of killing the JVM halfway.
+        ServerTls serverTls;
+        try {
+            serverTls = ServerTls.load(loaded.tls());
+        } catch (IOException e) {
+            throw new Cli.ExitException(2, e.getMessage());
+        }
         boolean handlers = installSignalHandlers();
         SnapbdServer s;
         try {
-            s = SnapbdServer.start(cfg, loaded.service());
+            s = SnapbdServer.start(cfg, loaded.service(), serverTls);
         } catch (IOException | RuntimeException e) {
             Systemd.status("failed to start: " + Cli.message(e));
             throw e;
@@ -106,10 +126,12 @@ final class ServeCommand implements Callable<Integer> {
     private Loaded load() {
         ConfigFile file = null;
         ServiceSettings service = ServiceSettings.DEFAULTS;
+        TlsSettings tlsSettings = TlsSettings.OFF;
         if (config != null) {
             try {
                 file = ConfigFile.read(config);
                 service = file.service();
+                tlsSettings = file.tls();
             } catch (ConfigFile.ConfigException e) {
                 throw new Cli.ExitException(2, e.getMessage());
             }
@@ -158,10 +180,24 @@ final class ServeCommand implements Callable<Integer> {
                     throw new IllegalArgumentException("--warm-up: " + e.getMessage());
                 }
             }
+            if (tls != null) {
+                try {
+                    tlsSettings = new TlsSettings(TlsSettings.parseMode(tls), tlsSettings.certificates(), tlsSettings.verifyPeer());
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException("--tls: " + e.getMessage());
+                }
+            }
+            if (tlsCertificates != null) {
+                tlsSettings = new TlsSettings(tlsSettings.mode(), tlsCertificates, tlsSettings.verifyPeer());
+            }
+            if (tlsVerifyPeer) {
+                tlsSettings = new TlsSettings(tlsSettings.mode(), tlsSettings.certificates(), true);
+            }
+            tlsSettings.validate();
         } catch (IllegalArgumentException e) {
             throw new Cli.ExitException(2, e.getMessage());
         }
-        return new Loaded(cfg, service);
+        return new Loaded(cfg, service, tlsSettings);
     }
 
     /** -v wins; else the file's log-level; else info. */
@@ -243,6 +279,9 @@ final class ServeCommand implements Callable<Integer> {
             Log.Level before = Log.level();
             applyLogLevel(loaded.service());
             List<String> changes = new ArrayList<>(s.reload(loaded.config(), loaded.service()));
+            if (!loaded.tls().equals(s.tlsSettings())) {
+                Log.warn("reload: changed settings that only take effect at the next start: tls, tls-certificates, tls-verify-peer");
+            }
             if (Log.level() != before) {
                 changes.add("log-level " + before.name().toLowerCase() + " -> " + Log.level().name().toLowerCase());
             }

@@ -24,7 +24,8 @@ public final class ConfigFile {
 
     public static final Set<String> KEYS = Set.of("data-dir", "tcp", "unix", "admin-socket", "handshake-timeout",
             "max-connections", "default-volume", "default-volume-size", "default-save-size", "attach",
-            "metrics", "log-level", "stop-timeout", "latency-histograms", "warm-up");
+            "metrics", "log-level", "stop-timeout", "latency-histograms", "warm-up",
+            "tls", "tls-certificates", "tls-verify-peer");
 
     /** Keys named {@code volume.NAME}: one line per volume to create when missing (see {@link #service()}). */
     public static final String VOLUME_PREFIX = "volume.";
@@ -119,6 +120,36 @@ public final class ConfigFile {
             }
         }
         return new ServiceSettings(metrics, level, stopTimeout, volumes, histograms, warmUp);
+    }
+
+    /**
+     * The TLS keys ({@code tls = off|on|require}, {@code tls-certificates = DIR}, {@code tls-verify-peer = on|off});
+     * {@link #apply} ignores them. A relative directory is taken relative to the file's directory.
+     */
+    public TlsSettings tls() throws ConfigException {
+        TlsSettings.Mode mode = TlsSettings.Mode.OFF;
+        Path dir = null;
+        boolean verify = false;
+        for (String key : List.of("tls", "tls-certificates", "tls-verify-peer")) {
+            Entry e = entries.get(key);
+            if (e == null) {
+                continue;
+            }
+            try {
+                switch (key) {
+                    case "tls" -> mode = TlsSettings.parseMode(e.value);
+                    case "tls-certificates" -> {
+                        Path p = Path.of(e.value);
+                        Path base = file.toAbsolutePath().getParent();
+                        dir = p.isAbsolute() || base == null ? p : base.resolve(p);
+                    }
+                    default -> verify = ServiceSettings.parseOnOff(e.value);
+                }
+            } catch (IllegalArgumentException ex) {
+                throw new ConfigException(file + ":" + e.line + ": " + key + ": " + ex.getMessage());
+            }
+        }
+        return new TlsSettings(mode, dir, verify);
     }
 
     public String dataDir() {

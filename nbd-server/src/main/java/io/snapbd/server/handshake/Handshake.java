@@ -6,11 +6,14 @@ import io.snapbd.server.export.MetaContext;
 import io.snapbd.server.protocol.Nbd;
 import io.snapbd.server.protocol.ProtocolViolation;
 import io.snapbd.server.protocol.Wire;
+import io.snapbd.server.tls.ServerTls;
+import io.snapbd.server.tls.TlsChannel;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.ByteChannel;
+import java.nio.channels.GatheringByteChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
@@ -20,11 +23,17 @@ import java.util.List;
 /**
  * Fixed-newstyle negotiation: greeting, client flags, then option haggling until EXPORT_NAME or a successful
  * GO. Errors that leave the stream in sync get an NBD_REP_ERR_* reply; anything else ends the connection.
+ * With TLS configured, NBD_OPT_STARTTLS (else NBD_REP_ERR_UNSUP) switches the rest of the handshake (and, through {@link #channel()} and
+ * {@link #output()}, the transmission phase) to a {@link TlsChannel}; with TLS required, every other option but
+ * ABORT is refused with NBD_REP_ERR_TLS_REQD until then, and EXPORT_NAME closes the connection.
  */
 public final class Handshake {
 
-    private final ByteChannel ch;
+    private ByteChannel ch;
+    private GatheringByteChannel out;
     private final ExportRegistry exports;
+    private final ServerTls tls;
+    private TlsChannel tlsChannel;
     private final ByteBuffer hdr = ByteBuffer.allocate(20).order(ByteOrder.BIG_ENDIAN);
     private boolean noZeroes;
     private boolean structured;
@@ -32,9 +41,32 @@ public final class Handshake {
     private String metaExport;
     private List<MetaContext> metaSelected = List.of();
 
+    /** Without TLS (STARTTLS refused with NBD_REP_ERR_UNSUP). */
     public Handshake(ByteChannel ch, ExportRegistry exports) {
+        this(ch, ch instanceof GatheringByteChannel g ? g : null, exports, null);
+    }
+
+    /** {@code tls} null: TLS off on this connection. */
+    public Handshake(ByteChannel ch, GatheringByteChannel out, ExportRegistry exports, ServerTls tls) {
         this.ch = ch;
+        this.out = out;
         this.exports = exports;
+        this.tls = tls;
+    }
+
+    /** The channel to read the transmission phase from: the TLS channel after a STARTTLS, else the socket. */
+    public ByteChannel channel() {
+        return ch;
+    }
+
+    /** The channel to write the transmission phase to (the same TLS channel after a STARTTLS). */
+    public GatheringByteChannel output() {
+        return out;
+    }
+
+    /** The TLS channel, once STARTTLS succeeded; else null. */
+    public TlsChannel tls() {
+        return tlsChannel;
     }
 
     /** Runs the negotiation; null when the client aborted or disconnected cleanly before choosing an export. */
@@ -79,6 +111,18 @@ public final class Handshake {
     }
 
     private Negotiated handleOption(int option, ByteBuffer data) throws IOException {
+        if (option == Nbd.OPT_STARTTLS) {
+            startTls(data);
+            return null;
+        }
+        if (tls != null && tls.required() && tlsChannel == null && option != Nbd.OPT_ABORT) {
+            if (option == Nbd.OPT_EXPORT_NAME) {
+                // EXPORT_NAME cannot carry an error: the spec says to close the connection.
+                throw new ProtocolViolation("client asked for an export without TLS, which this server requires (tls=require)");
+            }
+            reply(option, Nbd.REP_ERR_TLS_REQD, "this server requires TLS: send NBD_OPT_STARTTLS first");
+            return null;
+        }
         switch (option) {
             case Nbd.OPT_EXPORT_NAME:
                 return exportName(data);
@@ -107,6 +151,39 @@ public final class Handshake {
                 reply(option, Nbd.REP_ERR_UNSUP, "option " + option + " is not supported");
                 return null;
         }
+    }
+
+    /**
+     * ACKs and runs the TLS handshake; from then on every byte goes through the TLS channel. What was negotiated
+     * in plain text (structured replies, meta contexts) is forgotten: a man in the middle could have chosen it.
+     */
+    private void startTls(ByteBuffer data) throws IOException {
+        if (tls == null) {
+            // UNSUP, as before TLS existed here; the spec allows it as well as POLICY for a server without TLS.
+            reply(Nbd.OPT_STARTTLS, Nbd.REP_ERR_UNSUP, "TLS is not enabled on this server (serve --tls=on|require)");
+            return;
+        }
+        if (tlsChannel != null) {
+            reply(Nbd.OPT_STARTTLS, Nbd.REP_ERR_INVALID, "TLS is already on");
+            return;
+        }
+        if (data.hasRemaining()) {
+            reply(Nbd.OPT_STARTTLS, Nbd.REP_ERR_INVALID, "STARTTLS takes no data");
+            return;
+        }
+        replyAck(Nbd.OPT_STARTTLS);
+        TlsChannel t;
+        try {
+            t = TlsChannel.accept(ch, tls.newEngine());
+        } catch (javax.net.ssl.SSLException e) {
+            throw new IOException("TLS handshake failed: " + e.getMessage(), e);
+        }
+        tlsChannel = t;
+        ch = t;
+        out = t;
+        structured = false;
+        metaExport = null;
+        metaSelected = List.of();
     }
 
     private Negotiated exportName(ByteBuffer data) throws IOException {

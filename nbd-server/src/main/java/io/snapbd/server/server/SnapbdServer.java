@@ -68,9 +68,20 @@ public final class SnapbdServer implements AutoCloseable {
      * every volume is open (recovered if need be), every listener bound and every configured device attached.
      */
     public static SnapbdServer start(ServerConfig config, ServiceSettings service) throws IOException {
+        return start(config, service, null);
+    }
+
+    /** As {@link #start(ServerConfig, ServiceSettings)}, with TLS (STARTTLS) on the TCP listeners; null: off. */
+    public static SnapbdServer start(ServerConfig config, ServiceSettings service, io.snapbd.server.tls.ServerTls tls) throws IOException {
         Systemd.startStep("opening data directory " + config.dataDir(), START_STEP);
         VolumeCatalog catalog = VolumeCatalog.open(config.dataDir(), FileSpaces.best());
         SnapbdServer s = new SnapbdServer(config, service, catalog);
+        s.nbd.setTls(tls);      // before any listener accepts
+        if (tls != null) {
+            Log.info("TLS %s on the TCP listener (STARTTLS; TLS 1.3, 1.2), certificates from %s%s",
+                    tls.required() ? "required" : "offered", tls.settings().certificates(),
+                    tls.settings().verifyPeer() ? ", client certificates required" : "");
+        }
         try {
             s.startUp();
         } catch (IOException | RuntimeException e) {
@@ -319,6 +330,12 @@ public final class SnapbdServer implements AutoCloseable {
         return a == null ? "none" : a.getHostString() + ":" + a.getPort();
     }
 
+    /** The TLS settings in force (they change only at a restart). */
+    public io.snapbd.server.config.TlsSettings tlsSettings() {
+        io.snapbd.server.tls.ServerTls t = nbd.tls();
+        return t == null ? io.snapbd.server.config.TlsSettings.OFF : t.settings();
+    }
+
     /** The settings from the configuration file in force (the last reload's). */
     public ServiceSettings service() {
         return service;
@@ -338,6 +355,10 @@ public final class SnapbdServer implements AutoCloseable {
         String hostPort = listener.substring("tcp://".length());
         int colon = hostPort.lastIndexOf(':');
         String host = hostPort.substring(0, colon).replace("[", "").replace("]", "");
+        io.snapbd.server.tls.ServerTls tls = nbd.tls();
+        if (tls != null && tls.required()) {
+            return "nbdinfo 'nbds://" + hostPort + "/" + vol + "?tls-certificates=" + tls.settings().certificates() + "'";
+        }
         return "nbdinfo nbd://" + hostPort + "/" + vol + "   |   nbd-client " + host + " "
                 + hostPort.substring(colon + 1) + " /dev/nbd0 -N " + vol;
     }

@@ -7,6 +7,8 @@ import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.handshake.Handshake;
 import io.snapbd.server.handshake.Negotiated;
+import io.snapbd.server.tls.ServerTls;
+import io.snapbd.server.tls.TlsChannel;
 import io.snapbd.server.transmission.Connection;
 
 import java.io.IOException;
@@ -61,6 +63,8 @@ public final class NbdServer implements AutoCloseable {
     private final ScheduledExecutorService timer;
     private final ExecutorService syncPool;
     private volatile boolean closing;
+    /** TLS for TCP clients (STARTTLS); null when off. Unix-socket clients are local and stay plain. */
+    private volatile ServerTls tls;
 
     public NbdServer(ExportRegistry exports, Duration handshakeTimeout, int maxConnections) {
         this.exports = exports;
@@ -170,8 +174,17 @@ public final class NbdServer implements AutoCloseable {
                 closeQuietly(ch);
                 continue;
             }
-            serve(ch, ch, peer);
+            serve(ch, ch, peer, name.startsWith("tcp://"));
         }
+    }
+
+    /** TLS for the TCP listeners, set before they accept; null turns it off. */
+    public void setTls(ServerTls tls) {
+        this.tls = tls;
+    }
+
+    public ServerTls tls() {
+        return tls;
     }
 
     /** Changes the limits that can change while running (a reload); open connections keep going. */
@@ -241,7 +254,7 @@ public final class NbdServer implements AutoCloseable {
                 closeQuietly(ch);
                 continue;
             }
-            serve(ch, ch, peer);
+            serve(ch, ch, peer, name.startsWith("tcp://"));
         }
     }
 
@@ -250,10 +263,16 @@ public final class NbdServer implements AutoCloseable {
      * its own thread: handshake, then transmission.
      */
     public void serve(ByteChannel ch, GatheringByteChannel out, String peer) {
+        serve(ch, out, peer, false);
+    }
+
+    /** {@code network}: a TCP client, to which the TLS setting applies. */
+    private void serve(ByteChannel ch, GatheringByteChannel out, String peer, boolean network) {
         accepted.incrementAndGet();
         active.incrementAndGet();
         open.add(ch);
-        Thread t = new Thread(() -> run(ch, out, peer), "nbd " + peer);
+        ServerTls t0 = network ? tls : null;
+        Thread t = new Thread(() -> run(ch, out, peer, t0), "nbd " + peer);
         t.setDaemon(true);
         threads.add(t);
         t.start();
@@ -296,30 +315,49 @@ public final class NbdServer implements AutoCloseable {
         t.start();
     }
 
-    private void run(ByteChannel ch, GatheringByteChannel out, String peer) {
+    private void run(ByteChannel ch, GatheringByteChannel out, String peer, ServerTls tls) {
         ScheduledFuture<?> deadline = timer.schedule(() -> {
             Log.warn("%s: handshake not finished within %s; closing", peer, handshakeTimeout);
             closeQuietly(ch);
         }, handshakeTimeout.toMillis(), TimeUnit.MILLISECONDS);
         Negotiated n = null;
+        Handshake h = new Handshake(ch, out, exports, tls);
         try {
-            n = new Handshake(ch, exports).run();
+            n = h.run();
             deadline.cancel(false);
             if (n != null && !closing) {
                 n.export().connected();
                 try {
-                    Log.debug("%s: serving %s", peer, n.export().name());
-                    new Connection(ch, out, n, syncPool, peer).serve();
+                    TlsChannel secure = h.tls();
+                    if (secure != null) {
+                        String subject = secure.peerSubject();
+                        Log.debug("%s: serving %s over %s%s", peer, n.export().name(), secure.describe(),
+                                subject == null ? "" : ", client certificate " + subject);
+                    } else {
+                        Log.debug("%s: serving %s", peer, n.export().name());
+                    }
+                    new Connection(h.channel(), h.output(), n, syncPool, peer).serve();
                 } finally {
                     n.export().disconnected();
                 }
             }
         } catch (IOException e) {
-            Log.info("%s: handshake ended: %s", peer, e.getMessage() != null ? e.getMessage() : "connection closed");
+            String why = e.getMessage() != null ? e.getMessage() : "connection closed";
+            if (e.getCause() instanceof javax.net.ssl.SSLException) {
+                Log.warn("%s: refused: %s", peer, why);
+            } else {
+                Log.info("%s: handshake ended: %s", peer, why);
+            }
         } catch (RuntimeException e) {
             Log.error("%s: internal error: %s", peer, e);
         } finally {
             deadline.cancel(false);
+            if (h.tls() != null) {
+                // close_notify, then the socket; a peer that stopped reading cannot hold this thread past the bound.
+                ScheduledFuture<?> bound = timer.schedule(() -> closeQuietly(ch), 5, TimeUnit.SECONDS);
+                closeQuietly(h.tls());
+                bound.cancel(false);
+            }
             closeQuietly(ch);
             open.remove(ch);
             active.decrementAndGet();

@@ -1,0 +1,151 @@
+package io.snapbd.server.tls;
+
+import io.snapbd.server.config.TlsSettings;
+import io.snapbd.server.it.Tools;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLSocket;
+import javax.net.ssl.TrustManagerFactory;
+import java.io.ByteArrayInputStream;
+import java.io.DataInputStream;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.KeyStore;
+import java.security.cert.CertificateFactory;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * TlsChannel against the JDK's own client socket: both directions at once (one thread reading while another
+ * writes, as in the transmission phase), reads into small and large buffers (through the decrypted buffer and
+ * straight from the record), gathering writes, and the end of the stream.
+ */
+@Timeout(value = 2, unit = TimeUnit.MINUTES)
+class TlsChannelTest {
+
+    @TempDir
+    static Path pki;
+    static ServerTls tls;
+    static SSLContext client;
+
+    @BeforeAll
+    static void certificates() throws Exception {
+        Tools.require("openssl");
+        Tools.run(Duration.ofMinutes(2), Map.of(), List.of("sh", "-c", "cd '" + pki + "' && "
+                + "openssl req -x509 -newkey rsa:2048 -nodes -keyout server-key.pem -out server-cert.pem -days 2 -subj /CN=localhost"
+                + " && cp server-cert.pem ca-cert.pem && chmod 600 server-key.pem")).assertOk();
+        tls = ServerTls.load(new TlsSettings(TlsSettings.Mode.REQUIRE, pki, false));
+        KeyStore trust = KeyStore.getInstance("PKCS12");
+        trust.load(null, null);
+        trust.setCertificateEntry("ca", CertificateFactory.getInstance("X.509")
+                .generateCertificate(new ByteArrayInputStream(Files.readAllBytes(pki.resolve("ca-cert.pem")))));
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(trust);
+        client = SSLContext.getInstance("TLS");
+        client.init(null, tmf.getTrustManagers(), null);
+    }
+
+    @Test
+    void fullDuplexWithSmallAndLargeReadsAndGatheringWrites() throws Exception {
+        byte[] up = new byte[6 << 20];
+        byte[] down = new byte[5 << 20];
+        new Random(1).nextBytes(up);
+        new Random(2).nextBytes(down);
+        try (ServerSocketChannel ss = ServerSocketChannel.open()) {
+            ss.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+            int port = ((InetSocketAddress) ss.getLocalAddress()).getPort();
+            CompletableFuture<byte[]> clientGot = CompletableFuture.supplyAsync(() -> {
+                try (Socket raw = new Socket(InetAddress.getLoopbackAddress(), port);
+                     SSLSocket s = (SSLSocket) client.getSocketFactory().createSocket(raw, "localhost", port, true)) {
+                    s.startHandshake();
+                    OutputStream out = s.getOutputStream();
+                    CompletableFuture<Void> sending = CompletableFuture.runAsync(() -> {
+                        try {
+                            Random r = new Random(3);
+                            for (int off = 0; off < up.length; ) {
+                                int n = Math.min(up.length - off, 1 + r.nextInt(100_000));
+                                out.write(up, off, n);
+                                off += n;
+                            }
+                            out.flush();
+                            s.shutdownOutput();
+                        } catch (Exception e) {
+                            throw new RuntimeException(e);
+                        }
+                    });
+                    byte[] got = new byte[down.length];
+                    new DataInputStream(s.getInputStream()).readFully(got);
+                    sending.join();
+                    InputStream in = s.getInputStream();
+                    assertEquals(-1, in.read(), "close_notify after the server's data");
+                    return got;
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            try (SocketChannel sc = ss.accept()) {
+                TlsChannel ch = TlsChannel.accept(sc, tls.newEngine());
+                // Writer: header + payload gathers, as the transmission phase sends replies.
+                CompletableFuture<Void> writing = CompletableFuture.runAsync(() -> {
+                    try {
+                        ByteBuffer[] gather = new ByteBuffer[2];
+                        for (int off = 0; off < down.length; ) {
+                            int n = Math.min(down.length - off, 65536 + 7);
+                            int h = Math.min(n, 16);
+                            gather[0] = ByteBuffer.wrap(down, off, h);
+                            gather[1] = ByteBuffer.wrap(down, off + h, n - h);
+                            while (gather[0].hasRemaining() || gather[1].hasRemaining()) {
+                                ch.write(gather);
+                            }
+                            off += n;
+                        }
+                    } catch (Exception e) {
+                        throw new RuntimeException(e);
+                    }
+                });
+                // Reader (this thread, while the writer runs): a tiny buffer (through the decrypted buffer, which it
+                // leaves partly full), then large ones (the rest of it, then straight from the records).
+                byte[] got = new byte[up.length];
+                int off = 0;
+                int reads = 0;
+                while (true) {
+                    boolean small = reads++ % 4 == 0;
+                    ByteBuffer dst = ByteBuffer.wrap(got, off, Math.min(got.length - off, small ? 5 : 1 << 20));
+                    if (!dst.hasRemaining()) {
+                        assertEquals(-1, ch.read(ByteBuffer.allocate(1)), "end of stream after the client's data");
+                        break;
+                    }
+                    int n = ch.read(dst);
+                    if (n < 0) {
+                        break;
+                    }
+                    off += n;
+                }
+                assertEquals(up.length, off);
+                assertArrayEquals(up, got, "client to server");
+                writing.get(1, TimeUnit.MINUTES);
+                ch.close();
+            }
+            assertArrayEquals(down, clientGot.get(1, TimeUnit.MINUTES), "server to client");
+        }
+    }
+}
