@@ -9,6 +9,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.Collection;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
@@ -308,13 +309,16 @@ public final class TagTable implements Closeable {
     }
 
     /**
-     * True when the half at {@code base} holds a record of generation {@code gen} appended after that generation's
-     * header was written: a valid record whose lsn (its slot) is at least its {@code committed}. Compaction writes
-     * its records (lsn below committed) before the header; appends come only once the header is durable.
+     * True when the half at {@code base} shows writes made after generation {@code gen}'s header was written: a
+     * valid record of {@code gen} whose lsn (its slot) is at least its {@code committed}, or anything but zeros in
+     * the slot just after the compaction batch. Compaction writes its records (lsn below committed, all with
+     * committed = the batch size) and zeros that slot before the header; appends come only once it is durable.
      */
     private static boolean appendedUnder(TagStore store, long base, long halfRecords, int gen) throws IOException {
         int chunk = 1024;
         ByteBuffer b = ByteBuffer.allocate(chunk * RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        long batch = -1;
+        BitSet nonZero = new BitSet();
         for (long i0 = 0; i0 < halfRecords; i0 += chunk) {
             int n = (int) Math.min(chunk, halfRecords - i0);
             b.clear().limit(n * RECORD_BYTES);
@@ -322,13 +326,18 @@ public final class TagTable implements Closeable {
             for (int k = 0; k < n; k++) {
                 int r = k * RECORD_BYTES;
                 long lsn = b.getLong(r + 8);
-                if (b.getInt(r + 4) == gen && lsn == i0 + k && lsn >= b.getLong(r + 16)
-                        && b.getInt(r + 60) == Crc32c.of(b, r, r + 60)) {
-                    return true;
+                if (!isZero(b, r) && i0 + k < Integer.MAX_VALUE) {
+                    nonZero.set((int) (i0 + k));
+                }
+                if (b.getInt(r + 4) == gen && lsn == i0 + k && b.getInt(r + 60) == Crc32c.of(b, r, r + 60)) {
+                    if (lsn >= b.getLong(r + 16)) {
+                        return true;
+                    }
+                    batch = b.getLong(r + 16);
                 }
             }
         }
-        return false;
+        return batch >= 0 && batch < halfRecords && batch < Integer.MAX_VALUE && nonZero.get((int) batch);
     }
 
     private static boolean isZero(ByteBuffer b, int r) {

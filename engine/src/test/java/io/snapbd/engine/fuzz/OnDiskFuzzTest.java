@@ -266,6 +266,28 @@ class OnDiskFuzzTest {
     }
 
     /**
+     * True when, inside [{@code from}, {@code to}), {@code now} is {@code was} up to some record, that record is
+     * torn or gone, and every record after it is zero (or past the end of the file), whatever else changed: with
+     * the header in force damaged too, that is indistinguishable from a compaction whose header write was cut.
+     */
+    private static boolean tailLost(byte[] was, byte[] now, int from, int to) {
+        int d = from;
+        while (d < to && d < now.length && d < was.length && was[d] == now[d]) {
+            d++;
+        }
+        if (d >= to || (d >= was.length && d >= now.length)) {
+            return false;       // the range did not change
+        }
+        // the record holding the first change may be left half written (torn); every record after it is gone
+        for (int i = from + ((d - from) / 64 + 1) * 64; i < Math.min(to, now.length); i++) {
+            if (now[i] != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
      * True when {@code now} is {@code was} with whole 64-byte records missing from the end of the log: from some
      * record boundary on, every slot is zero or beyond the end of the file (and nothing else changed).
      */
@@ -312,7 +334,11 @@ class OnDiskFuzzTest {
         }
         try (t) {
             List<TagTable.Entry> live = t.live();
-            if (!forge) {
+            // Whole records lost at the end of the active half (zeroed, or cut and grown back) read as a clean end:
+            // not detectable (docs/mirrors.md, Reading), so not checked. The active half is half 1 (one compaction).
+            long half = 16;
+            boolean tailLost = tailLost(p.mirrorFiles().get("leg-0.tags"), b, (int) (4096 + half * 64), (int) (4096 + 2 * half * 64));
+            if (!forge && !tailLost) {
                 // Every entry live before is still live, same range; its DONE mark may be lost (a DONE record is
                 // not forced: it can go with a torn tail, which only makes reconciliation copy more). A retired
                 // entry may come back only as it was written (also only more copying). Nothing else.
