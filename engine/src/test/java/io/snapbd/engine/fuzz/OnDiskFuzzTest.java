@@ -267,7 +267,8 @@ class OnDiskFuzzTest {
 
     /**
      * True when, inside [{@code from}, {@code to}), {@code now} is {@code was} up to some record, that record is
-     * torn or gone, and every record after it is zero (or past the end of the file), whatever else changed: with
+     * torn or gone, and no valid record follows it (zeros, garbage, or past the end of the file), whatever else
+     * changed: with
      * the header in force damaged too, that is indistinguishable from a compaction whose header write was cut.
      */
     private static boolean tailLost(byte[] was, byte[] now, int from, int to) {
@@ -278,9 +279,11 @@ class OnDiskFuzzTest {
         if (d >= to || (d >= was.length && d >= now.length)) {
             return false;       // the range did not change
         }
-        // the record holding the first change may be left half written (torn); every record after it is gone
-        for (int i = from + ((d - from) / 64 + 1) * 64; i < Math.min(to, now.length); i++) {
-            if (now[i] != 0) {
+        // the record holding the first change may be left half written (torn); every record after it is gone:
+        // zero, or bytes that are no valid record (a record with a valid checksum there would be read)
+        java.nio.ByteBuffer w = java.nio.ByteBuffer.wrap(now).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        for (int r = from + ((d - from) / 64 + 1) * 64; r + 64 <= Math.min(to, now.length); r += 64) {
+            if (w.getInt(r + 60) == io.snapbd.engine.format.Crc32c.of(now, r, r + 60) && !TestVolumes.isZero(now, r, r + 64)) {
                 return false;
             }
         }
@@ -346,7 +349,20 @@ class OnDiskFuzzTest {
                 for (TagTable.Entry e : live) {
                     now.put(e.tag(), e);
                 }
+                // Entry 13 is the last batch (slot 10 of half 1, after the commit point 10 that the compaction's
+                // records carry): damage there reads as a torn tail, the stated limit (docs/mirrors.md, Reading).
+                // With header copy 0 (generation 2, in force) intact only half 1 is read: the first change there counts.
+                byte[] was = p.mirrorFiles().get("leg-0.tags");
+                int firstChange = (int) (4096 + half * 64);
+                while (firstChange < Math.min(b.length, 4096 + 2 * half * 64) && b[firstChange] == was[firstChange]) {
+                    firstChange++;
+                }
+                boolean lastBatchOnly = b.length >= 64 && Arrays.equals(was, 0, 64, b, 0, 64)
+                        && firstChange >= 4096 + half * 64 + 10 * 64;
                 for (TagTable.Entry e : p.tagEntries()) {
+                    if (e.tag() == 13 && lastBatchOnly) {
+                        continue;
+                    }
                     TagTable.Entry n = now.get(e.tag());
                     if (n == null || n.offset() != e.offset() || n.length() != e.length() || (n.done() && !e.done())) {
                         throw new AssertionError("tag table opened without entry " + e + ": " + live + "; damage:" + Damage.LAST.get());
