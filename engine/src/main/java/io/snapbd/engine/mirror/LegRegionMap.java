@@ -95,7 +95,16 @@ public final class LegRegionMap implements Closeable {
         if (!new UUID(h.getLong(16), h.getLong(24)).equals(owner) || h.getInt(12) != leg) {
             throw new CorruptMetadataException(p, "belongs to another volume or leg");
         }
-        LegRegionMap m = new LegRegionMap(store, h.getLong(32), h.getInt(40));
+        // The geometry is checked before anything is sized by it: a damaged size or shift made the page array's
+        // length negative or huge (NegativeArraySizeException, OutOfMemoryError) instead of refusing the area.
+        long volumeSize = h.getLong(32);
+        int shift = h.getInt(40);
+        if (volumeSize < 1 || shift < 9 || shift > 30
+                || (((volumeSize - 1) >>> shift) + BITS_PER_PAGE) / BITS_PER_PAGE > MAX_PAGES) {
+            throw new CorruptMetadataException(p, "volume size " + volumeSize + " and region shift " + shift
+                    + " do not fit a region map (shift 9 … 30, at most " + MAX_PAGES + " pages)");
+        }
+        LegRegionMap m = new LegRegionMap(store, volumeSize, shift);
         if (h.getInt(44) != m.pages || m.pages > MAX_PAGES || store.size() < areaBytes(m.volumeSize, m.regionShift)) {
             throw new CorruptMetadataException(p, "page count " + h.getInt(44) + " does not fit the geometry or the area");
         }

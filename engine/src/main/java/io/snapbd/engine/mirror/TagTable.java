@@ -9,6 +9,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.Collection;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
@@ -173,6 +174,7 @@ public final class TagTable implements Closeable {
         int best = -1;
         int bestGen = -1;
         int badMagic = 0;
+        boolean[] readable = new boolean[2];
         for (int s = 0; s < 2; s++) {
             int o = HEADER_SLOT_OFFSET[s];
             if (h.getLong(o) != MAGIC) {
@@ -183,6 +185,7 @@ public final class TagTable implements Closeable {
                 notes.add("header copy " + s + " fails its checksum (a header write cut short by a crash, or damage)");
                 continue;
             }
+            readable[s] = true;
             if (h.getInt(o + 8) != VERSION) {
                 throw new CorruptMetadataException(p, "unsupported tag table version " + h.getInt(o + 8));
             }
@@ -208,11 +211,18 @@ public final class TagTable implements Closeable {
         if (half != 0 && half != 1) {
             throw new CorruptMetadataException(p, "active half " + half + " is not 0 or 1");
         }
-        if (halfRecords < 2 || store.size() < areaBytes(halfRecords)) {
+        // Compared by division: areaBytes(halfRecords) overflows for a damaged huge value, which then "fitted"
+        // and had the scan below read (zeros past the end) for ever.
+        if (halfRecords < 2 || halfRecords > (store.size() - HEADER_AREA) / (2L * RECORD_BYTES)) {
             throw new CorruptMetadataException(p, "half_records " + halfRecords + " does not fit the area of " + store.size() + " bytes");
         }
         if (best != bestGen % 2) {
             problems.add("header generation " + bestGen + " is in copy " + best + ", expected copy " + (bestGen % 2));
+        }
+        if (!readable[1 - best] && appendedUnder(store, HEADER_AREA + (1 - half) * halfRecords * RECORD_BYTES, halfRecords, bestGen + 1)) {
+            // Without this the table fell back to generation G silently, losing every entry, DONE and RETIRE since.
+            problems.add("header copy " + (1 - best) + " is unreadable, but half " + (1 - half) + " holds records appended"
+                    + " under generation " + (bestGen + 1) + ": that header was in force and is damaged (entries may be lost)");
         }
 
         // Scan the active half.
@@ -301,6 +311,38 @@ public final class TagTable implements Closeable {
         }
         return new Loaded(owner, leg, bestGen, half, halfRecords, end,
                 List.copyOf(live.values()), problems, notes, torn);
+    }
+
+    /**
+     * True when the half at {@code base} shows writes made after generation {@code gen}'s header was written: a
+     * valid record of {@code gen} whose lsn (its slot) is at least its {@code committed}, or anything but zeros in
+     * the slot just after the compaction batch. Compaction writes its records (lsn below committed, all with
+     * committed = the batch size) and zeros that slot before the header; appends come only once it is durable.
+     */
+    private static boolean appendedUnder(TagStore store, long base, long halfRecords, int gen) throws IOException {
+        int chunk = 1024;
+        ByteBuffer b = ByteBuffer.allocate(chunk * RECORD_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        long batch = -1;
+        BitSet nonZero = new BitSet();
+        for (long i0 = 0; i0 < halfRecords; i0 += chunk) {
+            int n = (int) Math.min(chunk, halfRecords - i0);
+            b.clear().limit(n * RECORD_BYTES);
+            store.read(b, base + i0 * RECORD_BYTES);
+            for (int k = 0; k < n; k++) {
+                int r = k * RECORD_BYTES;
+                long lsn = b.getLong(r + 8);
+                if (!isZero(b, r) && i0 + k < Integer.MAX_VALUE) {
+                    nonZero.set((int) (i0 + k));
+                }
+                if (b.getInt(r + 4) == gen && lsn == i0 + k && b.getInt(r + 60) == Crc32c.of(b, r, r + 60)) {
+                    if (lsn >= b.getLong(r + 16)) {
+                        return true;
+                    }
+                    batch = b.getLong(r + 16);
+                }
+            }
+        }
+        return batch >= 0 && batch < halfRecords && batch < Integer.MAX_VALUE && nonZero.get((int) batch);
     }
 
     private static boolean isZero(ByteBuffer b, int r) {

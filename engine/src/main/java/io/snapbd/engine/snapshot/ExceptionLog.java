@@ -207,6 +207,18 @@ final class ExceptionLog implements AutoCloseable {
                 scan.firstDamage = describeSlot(ch, path, first, headerCrc);
                 scan.damageBound = bound[0] < 0 ? Long.MAX_VALUE : bound[0];
             }
+            if ((size - HEADER_BYTES) % RECORD_BYTES != 0) {
+                // Records are written whole and the file grows by whole records (zeros): one that ends inside a
+                // record was cut short (truncated), and records after the cut may have been durable. Reading it as
+                // a log that simply ended there served snapshots without their before-images.
+                if (scan.damaged == 0) {
+                    scan.firstDamagedOffset = HEADER_BYTES + slots * RECORD_BYTES;
+                    scan.firstDamage = "the file ends " + (size - scan.firstDamagedOffset) + " bytes into a record: it was "
+                            + "truncated, records after the cut are lost";
+                }
+                scan.damaged++;
+                scan.damageBound = Long.MAX_VALUE;
+            }
             // Entries, in file order.
             for (long base = 0; base < cut; base += 1024) {
                 int n = (int) Math.min(1024, cut - base);

@@ -206,12 +206,14 @@ public final class ConfigFile {
         return c;
     }
 
-    /** Seconds, fractional allowed, returned in milliseconds. */
+    /** Seconds, fractional allowed, returned in milliseconds (at least 1). */
     public static long seconds(String v) {
         try {
             double d = Double.parseDouble(v);
-            if (d <= 0 || d > 86400) {
-                throw new IllegalArgumentException("'" + v + "' must be between 0 and 86400 seconds");
+            // NaN passed "d <= 0 || d > 86400", and below a millisecond the result was 0: a zero timeout
+            // (a handshake deadline that closes every connection at once, a stop that waits for nothing).
+            if (!(d >= 0.001) || d > 86400) {
+                throw new IllegalArgumentException("'" + v + "' must be between 0.001 and 86400 seconds");
             }
             return (long) (d * 1000);
         } catch (NumberFormatException e) {

@@ -144,6 +144,11 @@ public final class Connection {
             replies.sendSimpleReply(handle, Nbd.EINVAL);
             throw new ProtocolViolation("WRITE of " + length + " bytes exceeds the " + Nbd.MAX_PAYLOAD + " byte maximum");
         }
+        if (type == Nbd.CMD_DISC) {
+            // Whatever its flags: DISC has no reply, and the client sends nothing after it.
+            Log.debug("%s: disconnect requested", peer);
+            return false;
+        }
         if ((flags & ~Nbd.CMD_FLAGS_KNOWN) != 0) {
             skipPayload(type, length);
             error(type, handle, Nbd.EINVAL, "unknown command flags 0x" + Integer.toHexString(flags));
@@ -157,9 +162,6 @@ public final class Connection {
                 case Nbd.CMD_WRITE:
                     write(handle, flags, offset, (int) length);
                     return true;
-                case Nbd.CMD_DISC:
-                    Log.debug("%s: disconnect requested", peer);
-                    return false;
                 case Nbd.CMD_FLUSH:
                     submit(SyncTask.FLUSH, handle, 0, 0);
                     return true;

@@ -59,6 +59,22 @@ class ConfigFileTest {
         assertTrue(e.getMessage().startsWith(f + ":2: default-volume-size") && e.getMessage().contains("ambiguous"), e.getMessage());
     }
 
+    /** Found by ConfigFuzzTest: "NaN" and "1e-9" were accepted as a timeout of 0 ms. */
+    @Test
+    void timeoutsBelowAMillisecondOrNotANumberAreRefused() throws Exception {
+        for (String v : new String[]{"NaN", "1e-9", "0.0009", "-0"}) {
+            Path f = dir.resolve("t.conf");
+            Files.writeString(f, "handshake-timeout = " + v + "\n");
+            ConfigFile.ConfigException e = assertThrows(ConfigFile.ConfigException.class,
+                    () -> ConfigFile.read(f).apply(ServerConfig.defaults(dir)), v);
+            assertTrue(e.getMessage().startsWith(f + ":1: handshake-timeout: '" + v + "' must be between 0.001 and 86400"), e.getMessage());
+            Files.writeString(f, "stop-timeout = " + v + "\n");
+            e = assertThrows(ConfigFile.ConfigException.class, () -> ConfigFile.read(f).service(), v);
+            assertTrue(e.getMessage().startsWith(f + ":1: stop-timeout: "), e.getMessage());
+        }
+        assertEquals(1, ConfigFile.seconds("0.001"));
+    }
+
     @Test
     void parsesHostPort() {
         assertEquals(10809, ServerConfig.parseHostPort("127.0.0.1:10809").getPort());
