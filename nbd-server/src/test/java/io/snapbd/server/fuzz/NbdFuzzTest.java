@@ -13,6 +13,7 @@ import io.snapbd.server.export.MetaContext;
 import io.snapbd.server.handshake.Handshake;
 import io.snapbd.server.handshake.Negotiated;
 import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.protocol.RequestHeader;
 import io.snapbd.server.transmission.Connection;
 
 import java.io.ByteArrayOutputStream;
@@ -202,7 +203,7 @@ class NbdFuzzTest {
                 client.writeBytes(in.consumeBytes(in.consumeInt(0, 64)));
                 continue;
             }
-            ByteBuffer h = ByteBuffer.allocate(Nbd.REQUEST_HEADER_BYTES);
+            ByteBuffer h = ByteBuffer.allocate(RequestHeader.BYTES);
             int type = in.consumeInt(0, 9);
             int flags = in.consumeBoolean() ? in.consumeInt(0, Nbd.CMD_FLAGS_KNOWN) : in.consumeShort() & 0xffff;
             long offset = edge(in, SIZE);
@@ -299,11 +300,11 @@ class NbdFuzzTest {
         long size = n.export().device().size();
         BitSet touched = new BitSet((int) size);
         int p = 0;
-        while (p + Nbd.REQUEST_HEADER_BYTES <= client.length && c.getInt(p) == Nbd.REQUEST_MAGIC) {
+        while (p + RequestHeader.BYTES <= client.length && c.getInt(p) == Nbd.REQUEST_MAGIC) {
             Req r = new Req(c.getShort(p + 4) & 0xffff, c.getShort(p + 6) & 0xffff, c.getLong(p + 8), c.getLong(p + 16),
                     c.getInt(p + 24) & 0xffffffffL);
             reqs.add(r);
-            p += Nbd.REQUEST_HEADER_BYTES;
+            p += RequestHeader.BYTES;
             if (r.type() == Nbd.CMD_WRITE || r.type() == Nbd.CMD_TRIM || r.type() == Nbd.CMD_WRITE_ZEROES) {
                 long from = Math.max(0, Math.min(size, r.offset()));
                 long to = r.offset() < 0 || r.offset() + r.length() < r.offset() ? size : Math.min(size, r.offset() + r.length());

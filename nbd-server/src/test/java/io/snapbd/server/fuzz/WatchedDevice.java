@@ -86,45 +86,9 @@ final class WatchedDevice implements BlockDevice {
         }
     }
 
-    @Override
-    public boolean prepareWrite(Session s, long offset, int length) throws IOException {
-        try {
-            return d.prepareWrite(s, offset, length);
-        } catch (RuntimeException | Error e) {
-            seen(e);
-            throw e;
-        }
-    }
 
-    @Override
-    public void commitPrepared() throws IOException {
-        try {
-            d.commitPrepared();
-        } catch (RuntimeException | Error e) {
-            seen(e);
-            throw e;
-        }
-    }
 
-    @Override
-    public void finishWrite(Session s, long offset, int length, ByteSource source) throws IOException {
-        try {
-            d.finishWrite(s, offset, length, source);
-        } catch (RuntimeException | Error e) {
-            seen(e);
-            throw e;
-        }
-    }
 
-    @Override
-    public void abortPrepared(Session s) {
-        try {
-            d.abortPrepared(s);
-        } catch (RuntimeException | Error e) {
-            seen(e);
-            throw e;
-        }
-    }
 
     @Override
     public void trim(Session s, long offset, long length, boolean fua) throws IOException {
