@@ -24,6 +24,7 @@ public final class BenchMain {
         cl.addSubcommand("plot", new io.snapbd.bench.latency.PlotCommand());
         cl.addSubcommand("diff", new DiffBench.Command());
         cl.addSubcommand("fio2hgrm", new FioLogToHgrm());
+        cl.addSubcommand("power-loss", new io.snapbd.bench.powerloss.PowerLossCommand());
         return cl;
     }
 }
