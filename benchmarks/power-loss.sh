@@ -15,7 +15,9 @@
 # Options:
 #   --rounds N        power cuts (default 20)
 #   --seed S          campaign seed (default: from the clock); round R uses seed S*1000+R
-#   --max-delay S     the cut comes 0.5..S seconds after the workload's first operation (default 20)
+#   --max-delay S     the cut comes 0.5..S seconds after the workload's first operation (default 20); in three
+#                     rounds of four it then waits (up to 30 s) for a snapshot create, delete or restore
+#                     to be sent and cuts 0..50 ms into it
 #   --out DIR         where logs go (default benchmarks/results/power-loss-<timestamp>)
 #   --json            print the summary as JSON on stdout
 #   --keep-going      run every round even after a violation (default: stop at the first)
@@ -25,7 +27,7 @@
 # Needs: user-mode-linux, e2fsprogs, the jars (mvn -B -q -DskipTests package).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" power-loss
-usage() { bl_header_usage 2 26; }
+usage() { bl_header_usage 2 28; }
 
 rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test=""
 bl_options usage --rounds rounds --seed seed --max-delay max_delay --out out --json json=1 --keep-going keep_going=1 \
@@ -68,7 +70,8 @@ uml_pids() {   # $1 and all its descendants (the runner, timeout, linux.uml, whi
     END { for (p in parent) { q = p; while (q != "" && q != 0 && q != root) q = parent[q]; if (q == root) print p } }'
 }
 # boot N PREV CUR SEED: runs the guest; with CUR, cuts the power once the workload has run for a while.
-# Sets cut_delay and cut_lines (log lines seen just before the cut).
+# Sets cut_delay, cut_target (the kind of operation the cut waited for, or "time") and cut_lines (log
+# lines seen just before the cut).
 boot() {
   local n=$1 prev=$2 cur=$3 rseed=$4 bdir=$out/boot-$1
   mkdir -p "$bdir"
@@ -93,7 +96,15 @@ boot() {
     sleep 0.2
   done
   cut_delay=$(( 500 + (RANDOM * 32768 + RANDOM) % (max_delay * 1000 - 499) ))
+  local targets=(time SNAP_CREATE SNAP_DELETE RESTORE) jitter=$((RANDOM % 50))
+  cut_target=${targets[$((RANDOM % 4))]}
   sleep "$(printf '%d.%03d' $((cut_delay / 1000)) $((cut_delay % 1000)))"
+  if [ "$cut_target" != time ]; then
+    # ops.log.sending names the operation being sent (written through hostfs before each one).
+    local until=$((SECONDS + 30))
+    until grep -q "^$cut_target " "$cur/ops.log.sending" 2>/dev/null || [ "$SECONDS" -ge "$until" ]; do sleep 0.01; done
+    sleep "0.$(printf '%03d' "$jitter")"
+  fi
   cut_lines=$(grep -c '^ACK ' "$cur/ops.log" || true)
   grep -q '^ERROR ' "$cur/ops.log" && { cat "$cur/ops.log" | tail -n 3 >&2; die "boot $n: the workload failed before the cut (see $bdir/guest.log)"; }
   # The power cut: SIGKILL to every process of the guest's session at once.
@@ -134,25 +145,25 @@ PY
   total_bytes=$((total_bytes + bytes)) total_violations=$((total_violations + vio)) total_ops=$((total_ops + ops))
   total_torn=$((total_torn + torn)) rounds_done=$((rounds_done + 1)) total_lost=$((total_lost + lost)) total_kept=$((total_kept + kept))
   points[$kind]=$(( ${points[$kind]:-0} + 1 ))
-  printf 'round %d/%d seed %d (write-back %s): cut after %d.%03d s, %d ops acknowledged, in flight %s; checked %d MiB (%d snapshot(s)); blocks not yet durable: %d kept, %d lost, %d torn; %d violation(s)%s\n' \
-    "$r" "$rounds" "$((seed * 1000 + r))" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" \
+  printf 'round %d/%d seed %d (write-back %s, cut %s): at %d.%03d s, %d ops acknowledged, in flight %s; checked %d MiB (%d snapshot(s)); blocks not yet durable: %d kept, %d lost, %d torn; %d violation(s)%s\n' \
+    "$r" "$rounds" "$((seed * 1000 + r))" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" "${round_target[$r]}" \
     "$((${round_delay[$r]} / 1000))" "$((${round_delay[$r]} % 1000))" "$ops" "$kind" \
     "$((bytes >> 20))" "$snaps" "$kept" "$lost" "$torn" "$vio" "$extra" >&2
   if [ "$vio" -gt 0 ]; then
     python3 -c 'import json,sys; [print("  VIOLATION", v) for v in json.load(open(sys.argv[1])).get("violations", [])]' "$rdir/check.json" >&2
   fi
   [ "$rounds_done" = 1 ] || results_json+=","
-  results_json+="{\"round\":$r,\"seed\":$((seed * 1000 + r)),\"cutMillis\":${round_delay[$r]},\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\"}"
+  results_json+="{\"round\":$r,\"seed\":$((seed * 1000 + r)),\"cutMillis\":${round_delay[$r]},\"cutTarget\":\"${round_target[$r]}\",\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\"}"
 }
 
 log "power-loss: $rounds round(s), seed $seed, output in $out ($(bl_git_rev))"
-declare -A round_delay=()
+declare -A round_delay=() round_target=()
 for ((b = 1; b <= rounds + 1; b++)); do
   prev=- cur=-
   [ "$b" -gt 1 ] && prev=$out/round-$((b - 1))
   if [ "$b" -le "$rounds" ]; then cur=$out/round-$b; mkdir -p "$cur"; fi
   boot "$b" "$prev" "$cur" "$((seed * 1000 + b))"
-  [ "$cur" = - ] || { round_delay[$b]=$cut_delay; total_kills=$((total_kills + 1)); }
+  [ "$cur" = - ] || { round_delay[$b]=$cut_delay round_target[$b]=$cut_target; total_kills=$((total_kills + 1)); }
   if [ "$b" -gt 1 ]; then
     check_round $((b - 1))
     if [ "$total_violations" -gt 0 ] && [ "$keep_going" = 0 ] && [ "$b" -le "$rounds" ]; then

@@ -138,13 +138,19 @@ public final class PowerLossCommand implements Callable<Integer> {
         int blocks = (int) (size / bs);
         byte[] buf = new byte[16 * bs];
         Workload gen = new Workload(seed, blocks);
+        // LOG.sending: the operation being sent, rewritten in place before each one and never forced; through
+        // hostfs the host sees it at once, so power-loss.sh can cut while a chosen kind of operation runs.
+        Path sendingPath = log.resolveSibling(log.getFileName() + ".sending");
         try (FileChannel out = FileChannel.open(log, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                StandardOpenOption.TRUNCATE_EXISTING)) {
+                StandardOpenOption.TRUNCATE_EXISTING);
+             FileChannel sending = FileChannel.open(sendingPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                     StandardOpenOption.TRUNCATE_EXISTING)) {
             append(out, MAGIC + " seed=" + seed + " volume=" + volume + " blocks=" + blocks + " blockSize=" + bs);
             NbdClient c = connect(volume);
             try {
                 while (true) {
                     Op op = gen.next();
+                    sending.write(ByteBuffer.wrap(String.format("%-12s %12d%n", op.kind(), op.index()).getBytes(StandardCharsets.US_ASCII)), 0);
                     String res;
                     try {
                         res = execute(op, c, buf, bs);
