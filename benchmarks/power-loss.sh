@@ -46,6 +46,8 @@ for j in "$(bl_snapbd_jar)" "$(bl_bench_jar)"; do [ -f "$j" ] || missing "$j is 
 [ -n "$out" ] || out=$BENCH_DIR/results/power-loss-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+# A previous run's logs in the same directory would be taken for this run's (the cut waits for ops.log).
+rm -rf "$out"/round-* "$out"/boot-*
 bl_private_jars "$out"
 bl_traps
 # linux.uml puts itself in a session of its own, out of reach of bl_stop's process-group kill.
@@ -107,7 +109,7 @@ boot() {
   fi
   cut_lines=$(grep -c '^ACK ' "$cur/ops.log" || true)
   grep -q '^ERROR ' "$cur/ops.log" && { cat "$cur/ops.log" | tail -n 3 >&2; die "boot $n: the workload failed before the cut (see $bdir/guest.log)"; }
-  # The power cut: SIGKILL to every process of the guest's session at once.
+  # The power cut: SIGKILL to the runner and every process under it (linux.uml and its helpers) at once.
   local victims left p
   victims=$(uml_pids "$pid")
   # shellcheck disable=SC2086
