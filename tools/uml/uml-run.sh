@@ -8,7 +8,7 @@
 # OUTDIR (created) receives console.log
 # (the UML console), guest.log (the script's output) and whatever the script writes there ($KT_OUT).
 # Environment: UML_MEM (default 3G), UML_TIMEOUT seconds for the whole boot (default 1800), KT_NBDS (nbd
-# devices, default 8). Exit status: the guest script's, 124 on timeout, 125 when UML cannot run here.
+# devices, default 8), UML_UBD0 (a host file the guest sees as the block device /dev/ubda; benchmarks/power-loss.sh). Exit status: the guest script's, 124 on timeout, 125 when UML cannot run here.
 set -euo pipefail
 here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 out="${1:?usage: uml-run.sh OUTDIR GUEST-SCRIPT [ARGS...]}"
@@ -53,6 +53,7 @@ export TMPDIR="${UML_TMPDIR:-/dev/shm}"
 set +e
 LD_PRELOAD="$preload" timeout --kill-after=30 "${UML_TIMEOUT:-1800}" "$uml" mem="${UML_MEM:-3G}" \
   root=/dev/root rootfstype=hostfs rootflags=/ rw init="$out/init.sh" con=null con0=fd:0,fd:1 \
+  ${UML_UBD0:+"ubd0=$UML_UBD0"} \
   </dev/null >"$out/console.log" 2>&1
 rc=$?
 set -e

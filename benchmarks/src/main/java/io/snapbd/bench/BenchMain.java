@@ -26,6 +26,7 @@ public final class BenchMain {
         cl.addSubcommand("plot", new PlotCommand());
         cl.addSubcommand("diff", new DiffBench.Command());
         cl.addSubcommand("fio2hgrm", new FioLogToHgrm());
+        cl.addSubcommand("power-loss", new io.snapbd.bench.powerloss.PowerLossCommand());
         return cl;
     }
 }

@@ -1,0 +1,75 @@
+# benchmarks/power-loss-guest.sh — one boot of benchmarks/power-loss.sh, run inside User-Mode Linux by
+# tools/uml/uml-run.sh (so as root, with the host's file system as / through hostfs):
+#   power-loss-guest.sh ROOT SNAPBD-JAR BENCH-JAR PREV-DIR|- CUR-DIR|- SEED [self-test]
+# Mounts the ext4 data disk /dev/ubda (the ext4 journal replays: this is the reboot after the power cut),
+# and when PREV-DIR is given checks the round that ran there: `snapbd fsck` on the state the power cut left
+# (PREV-DIR/fsck-crash.*), then snapbd serve (recovery), then `bench power-loss --check` (PREV-DIR/check.json).
+# When CUR-DIR is given it then runs the logged workload (CUR-DIR/ops.log) until the host kills the guest;
+# otherwise (the last boot) it stops snapbd cleanly and runs fsck again (PREV-DIR/fsck-open.*).
+root=$1 snapbd_jar=$2 bench_jar=$3 prev=$4 cur=$5 seed=$6 self_test=${7:-}
+export SNAPBD_JAR=$snapbd_jar
+out=$KT_OUT
+data=/mnt/pl/snapbd
+java_opts="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+log() { echo "[$(date +%H:%M:%S.%N | cut -c1-12)] $*"; }
+
+mkdir -p /mnt/pl
+mount -t ext4 /dev/ubda /mnt/pl || { log "cannot mount /dev/ubda"; exit 1; }
+mkdir -p "$data"
+log "mounted /dev/ubda ($(dmesg | grep -c 'EXT4-fs.*recovery') ext4 recovery message(s))"
+
+fsck() {   # NAME: fsck of every volume into $prev/fsck-NAME.{txt,rc}
+  SNAPBD_JAVA_OPTS="$java_opts -Xmx256m" "$root/bin/snapbd" fsck --data-dir "$data" > "$prev/fsck-$1.txt" 2>&1
+  echo $? > "$prev/fsck-$1.rc"
+  log "fsck ($1): exit $(cat "$prev/fsck-$1.rc")"
+}
+
+if [ "$prev" != - ]; then
+  fsck crash
+fi
+
+log "starting snapbd"
+rm -f /run/nbd.sock
+# On an empty data directory serve creates the default volume: make it the campaign's small one.
+printf 'default-volume = pl\ndefault-volume-size = 16M\ndefault-save-size = 64M\n' > /run/pl.conf
+SNAPBD_JAVA_OPTS="$java_opts -Xms64m -Xmx384m -XX:MaxDirectMemorySize=256m" setsid "$root/bin/snapbd" serve \
+  --config /run/pl.conf --data-dir "$data" --tcp none --unix /run/nbd.sock > "$out/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 1200); do
+  grep -q 'snapbd ready' "$out/server.log" && break
+  kill -0 "$server" 2>/dev/null || break
+  sleep 0.25
+done
+grep -q 'snapbd ready' "$out/server.log" || { log "snapbd did not start; see $out/server.log"; tail -5 "$out/server.log"; exit 1; }
+log "snapbd ready"
+
+if [ "$cur" != - ]; then
+  # Vary the guest's write-back by round: the kernel's default (dirty pages written after 30 s, so a cut
+  # mostly loses everything not forced), or write-back every 0.5 s or 0.1 s of pages dirty for 1 s or 0.1 s
+  # (so pages reach the disk in the kernel's own order in between snapbd's forces, as on a busy machine).
+  case $((seed % 3)) in
+    0) wb="default" ;;
+    1) echo 100 > /proc/sys/vm/dirty_expire_centisecs; echo 50 > /proc/sys/vm/dirty_writeback_centisecs; wb="expire 1 s, every 0.5 s" ;;
+    2) echo 10 > /proc/sys/vm/dirty_expire_centisecs; echo 10 > /proc/sys/vm/dirty_writeback_centisecs; wb="expire 0.1 s, every 0.1 s" ;;
+  esac
+  echo "$wb" > "$cur/writeback.txt"
+  log "write-back: $wb"
+fi
+
+args=(--socket /run/nbd.sock --admin "$data/admin.sock" --seed "$seed")
+[ "$prev" != - ] && args+=(--check "$prev/ops.log" --result "$prev/check.json")
+[ "$cur" != - ] && args+=(--log "$cur/ops.log")
+[ "$self_test" = self-test ] && args+=(--self-test)
+java $java_opts -Xmx256m -jar "$bench_jar" power-loss "${args[@]}"
+rc=$?
+log "bench power-loss: exit $rc"
+if [ "$cur" != - ]; then
+  exit "$rc"      # the workload only returns on an error; the host cuts the power otherwise
+fi
+
+kill -TERM "$server"
+wait "$server"
+log "snapbd stopped"
+[ "$prev" != - ] && fsck open
+umount /mnt/pl
+exit "$rc"

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# benchmarks/power-loss.sh — real power cuts under snapbd, inside User-Mode Linux (docs/power-loss.md).
+#
+#   benchmarks/power-loss.sh [--rounds N] [--seed S] [--max-delay SECONDS] [--out DIR] [--json]
+#
+# Each round boots a UML guest whose snapbd data directory is on ext4 on /dev/ubda (a host file), runs
+# snapbd there and a client workload against it (`bench power-loss`: random writes with and without FUA,
+# FLUSH, TRIM, WRITE_ZEROES, snapshot create/delete/restore, LUN state enable/get), each acknowledged
+# operation logged to a host file through hostfs and forced before the next is sent; then, after a delay
+# drawn from the seed, SIGKILLs the UML processes: the guest's page cache is lost, only what it had written
+# to /dev/ubda survives. The next boot replays the ext4 journal, runs `snapbd fsck`, starts snapbd
+# (recovery) and checks the volume, its snapshots and its LUN state against the log; then it starts the
+# next round on a new volume. The last boot only checks, stops snapbd and runs fsck again.
+#
+# Options:
+#   --rounds N        power cuts (default 20)
+#   --seed S          campaign seed (default: from the clock); round R uses seed S*1000+R
+#   --max-delay S     the cut comes 0.5..S seconds after the workload's first operation (default 20); in three
+#                     rounds of four it then waits (up to 30 s) for a snapshot create, delete or restore
+#                     to be sent and cuts 0..50 ms into it
+#   --out DIR         where logs go (default benchmarks/results/power-loss-<timestamp>)
+#   --json            print the summary as JSON on stdout
+#   --keep-going      run every round even after a violation (default: stop at the first)
+#   --self-test       the workload sends no FLUSH and no FUA yet logs them as done: the check must find
+#                     violations (exit 0 when it does, 3 when it finds none)
+# Exit: 0 no violation; 3 violations; 77 a prerequisite is missing (UML, mkfs.ext4, the jars); 1 other errors.
+# Needs: user-mode-linux, e2fsprogs, the jars (mvn -B -q -DskipTests package).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" power-loss
+usage() { bl_header_usage 2 28; }
+
+rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test=""
+bl_options usage --rounds rounds --seed seed --max-delay max_delay --out out --json json=1 --keep-going keep_going=1 \
+  --self-test self_test=self-test -- "$@"
+bl_positive --rounds "$rounds"
+bl_positive --max-delay "$max_delay"
+[ -n "$seed" ] || seed=$(( $(date +%s) % 100000 ))
+[[ $seed =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, not '$seed'"
+
+missing() { echo "power-loss: $*" >&2; exit 77; }
+[ -x /usr/bin/linux.uml ] || missing "/usr/bin/linux.uml is missing (apt-get install user-mode-linux)"
+command -v mkfs.ext4 >/dev/null || missing "mkfs.ext4 is missing (apt-get install e2fsprogs)"
+command -v java >/dev/null || missing "java is missing"
+for j in "$(bl_snapbd_jar)" "$(bl_bench_jar)"; do [ -f "$j" ] || missing "$j is missing: build first ($BL_BUILD)"; done
+
+[ -n "$out" ] || out=$BENCH_DIR/results/power-loss-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+# A previous run's logs in the same directory would be taken for this run's (the cut waits for ops.log).
+rm -rf "$out"/round-* "$out"/boot-*
+bl_private_jars "$out"
+bl_traps
+# linux.uml puts itself in a session of its own, out of reach of bl_stop's process-group kill.
+pl_cleanup() {
+  local rc=$?
+  # shellcheck disable=SC2046
+  [ -z "${BL_PIDS[uml]:-}" ] || kill -KILL $(uml_pids "${BL_PIDS[uml]}") 2>/dev/null || true
+  (exit "$rc")
+  bl_cleanup
+}
+trap pl_cleanup EXIT
+
+# The data disk: a sparse host file with ext4 on it, made once; every boot mounts it.
+disk=$out/disk.img
+rm -f "$disk"
+truncate -s 512M "$disk"
+mkfs.ext4 -q -F "$disk"
+
+RANDOM=$seed
+uml_pids() {   # $1 and all its descendants (the runner, timeout, linux.uml, which calls setsid, and its helpers)
+  ps -e -o pid=,ppid= | awk -v root="$1" '{ parent[$1] = $2 }
+    END { for (p in parent) { q = p; while (q != "" && q != 0 && q != root) q = parent[q]; if (q == root) print p } }'
+}
+# boot N PREV CUR SEED: runs the guest; with CUR, cuts the power once the workload has run for a while.
+# Sets cut_delay, cut_target (the kind of operation the cut waited for, or "time") and cut_lines (log
+# lines seen just before the cut).
+boot() {
+  local n=$1 prev=$2 cur=$3 rseed=$4 bdir=$out/boot-$1
+  mkdir -p "$bdir"
+  UML_UBD0=$disk UML_MEM=1200M UML_TIMEOUT=900 setsid bash "$BL_UML_RUN" "$bdir" "$BENCH_DIR/power-loss-guest.sh" \
+    "$ROOT" "$SNAPBD_JAR" "$SNAPBD_BENCH_JAR" "$prev" "$cur" "$rseed" $self_test > "$bdir/uml-run.log" 2>&1 < /dev/null &
+  local pid=$! rc
+  BL_PIDS[uml]=$pid
+  if [ "$cur" = - ]; then
+    wait "$pid" && rc=0 || rc=$?
+    unset "BL_PIDS[uml]"
+    [ "$rc" = 0 ] || [ "$rc" = 3 ] || { tail -n 20 "$bdir/guest.log" >&2 || true; die "the last boot failed (exit $rc, see $bdir)"; }
+    return 0
+  fi
+  # Wait for the workload's first acknowledged operation, then cut after the round's delay.
+  local deadline=$((SECONDS + 600))
+  until [ "$(grep -c '^ACK ' "$cur/ops.log" 2>/dev/null)" -ge 1 ] 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$bdir/guest.log" >&2 || true
+      die "boot $n ended before the workload started (see $bdir)"
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || die "boot $n: the workload did not start within 600 s (see $bdir)"
+    sleep 0.2
+  done
+  cut_delay=$(( 500 + (RANDOM * 32768 + RANDOM) % (max_delay * 1000 - 499) ))
+  local targets=(time SNAP_CREATE SNAP_DELETE RESTORE) jitter=$((RANDOM % 50))
+  cut_target=${targets[$((RANDOM % 4))]}
+  sleep "$(printf '%d.%03d' $((cut_delay / 1000)) $((cut_delay % 1000)))"
+  if [ "$cut_target" != time ]; then
+    # ops.log.sending names the operation being sent (written through hostfs before each one).
+    local until=$((SECONDS + 30))
+    until grep -q "^$cut_target " "$cur/ops.log.sending" 2>/dev/null || [ "$SECONDS" -ge "$until" ]; do sleep 0.01; done
+    sleep "0.$(printf '%03d' "$jitter")"
+  fi
+  cut_lines=$(grep -c '^ACK ' "$cur/ops.log" || true)
+  grep -q '^ERROR ' "$cur/ops.log" && { cat "$cur/ops.log" | tail -n 3 >&2; die "boot $n: the workload failed before the cut (see $bdir/guest.log)"; }
+  # The power cut: SIGKILL to the runner and every process under it (linux.uml and its helpers) at once.
+  local victims left p
+  victims=$(uml_pids "$pid")
+  # shellcheck disable=SC2086
+  kill -KILL $victims 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset "BL_PIDS[uml]"
+  for _ in $(seq 1 100); do
+    left=""; for p in $victims; do [ -d "/proc/$p" ] && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] && left+=" $p"; done
+    [ -z "$left" ] && break; sleep 0.1
+  done
+  [ -z "$left" ] || die "boot $n: processes$left survived SIGKILL"
+  # The log went through hostfs and was forced record by record: it must hold every record seen before the cut.
+  local after; after=$(grep -c '^ACK ' "$cur/ops.log" || true)
+  [ "$after" -ge "$cut_lines" ] || die "boot $n: the operation log lost records in the cut ($cut_lines before, $after after)"
+}
+
+total_kills=0 total_bytes=0 total_violations=0 total_ops=0 total_torn=0 rounds_done=0 total_lost=0 total_kept=0
+declare -A points=()
+results_json="["
+check_round() {   # R: reads round R's verdict (written by the next boot) and prints its progress line
+  local r=$1 rdir=$out/round-$1 v fsck_crash fsck_open="-" vio extra=""
+  [ -f "$rdir/check.json" ] || die "round $r: no verdict ($rdir/check.json missing; see $out/boot-$((r + 1)))"
+  v=$(python3 - "$rdir/check.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(d.get("opsAcknowledged", 0), d.get("bytesChecked", 0), len(d.get("violations", [])), d.get("tornBlocks", 0),
+      d.get("inFlightKind", "?"), d.get("snapshotsChecked", 0), d.get("notDurableBlocksKept", 0), d.get("notDurableBlocksLost", 0))
+PY
+)
+  read -r ops bytes vio torn kind snaps kept lost <<< "$v"
+  fsck_crash=$(cat "$rdir/fsck-crash.rc" 2>/dev/null || echo missing)
+  [ -f "$rdir/fsck-open.rc" ] && fsck_open=$(cat "$rdir/fsck-open.rc")
+  if [ "$fsck_crash" != 0 ]; then vio=$((vio + 1)); extra+=" fsck after the cut: exit $fsck_crash ($rdir/fsck-crash.txt)"; fi
+  if [ "$fsck_open" != - ] && [ "$fsck_open" != 0 ]; then vio=$((vio + 1)); extra+=" fsck after recovery: exit $fsck_open"; fi
+  total_bytes=$((total_bytes + bytes)) total_violations=$((total_violations + vio)) total_ops=$((total_ops + ops))
+  total_torn=$((total_torn + torn)) rounds_done=$((rounds_done + 1)) total_lost=$((total_lost + lost)) total_kept=$((total_kept + kept))
+  points[$kind]=$(( ${points[$kind]:-0} + 1 ))
+  printf 'round %d/%d seed %d (write-back %s, cut %s): at %d.%03d s, %d ops acknowledged, in flight %s; checked %d MiB (%d snapshot(s)); blocks not yet durable: %d kept, %d lost, %d torn; %d violation(s)%s\n' \
+    "$r" "$rounds" "$((seed * 1000 + r))" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" "${round_target[$r]}" \
+    "$((${round_delay[$r]} / 1000))" "$((${round_delay[$r]} % 1000))" "$ops" "$kind" \
+    "$((bytes >> 20))" "$snaps" "$kept" "$lost" "$torn" "$vio" "$extra" >&2
+  if [ "$vio" -gt 0 ]; then
+    python3 -c 'import json,sys; [print("  VIOLATION", v) for v in json.load(open(sys.argv[1])).get("violations", [])]' "$rdir/check.json" >&2
+  fi
+  [ "$rounds_done" = 1 ] || results_json+=","
+  results_json+="{\"round\":$r,\"seed\":$((seed * 1000 + r)),\"cutMillis\":${round_delay[$r]},\"cutTarget\":\"${round_target[$r]}\",\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\"}"
+}
+
+log "power-loss: $rounds round(s), seed $seed, output in $out ($(bl_git_rev))"
+declare -A round_delay=() round_target=()
+for ((b = 1; b <= rounds + 1; b++)); do
+  prev=- cur=-
+  [ "$b" -gt 1 ] && prev=$out/round-$((b - 1))
+  if [ "$b" -le "$rounds" ]; then cur=$out/round-$b; mkdir -p "$cur"; fi
+  boot "$b" "$prev" "$cur" "$((seed * 1000 + b))"
+  [ "$cur" = - ] || { round_delay[$b]=$cut_delay round_target[$b]=$cut_target; total_kills=$((total_kills + 1)); }
+  if [ "$b" -gt 1 ]; then
+    check_round $((b - 1))
+    if [ "$total_violations" -gt 0 ] && [ "$keep_going" = 0 ] && [ "$b" -le "$rounds" ]; then
+      log "power-loss: stopping at the first violation (--keep-going runs on); the guest of round $b was cut too"
+      break
+    fi
+  fi
+done
+
+kp=""; for k in "${!points[@]}"; do kp+="$k=${points[$k]} "; done
+printf '\n| rounds | kills | ops acknowledged | bytes checked | not-durable blocks kept / lost / torn | violations |\n|---|---|---|---|---|---|\n| %d | %d | %d | %d | %d / %d / %d | %d |\n' \
+  "$rounds_done" "$total_kills" "$total_ops" "$total_bytes" "$total_kept" "$total_lost" "$total_torn" "$total_violations" >&2
+log "in flight at the cut: ${kp% }"
+log "command: benchmarks/power-loss.sh --rounds $rounds --seed $seed --max-delay $max_delay; output in $out"
+if [ "$json" = 1 ]; then
+  printf '{"rounds":%d,"kills":%d,"opsAcknowledged":%d,"bytesChecked":%d,"notDurableBlocksKept":%d,"notDurableBlocksLost":%d,"tornBlocks":%d,"violations":%d,"seed":%d,"perRound":%s]}\n' \
+    "$rounds_done" "$total_kills" "$total_ops" "$total_bytes" "$total_kept" "$total_lost" "$total_torn" "$total_violations" "$seed" "$results_json"
+fi
+rm -f "$disk"
+if [ -n "$self_test" ]; then
+  [ "$total_violations" -gt 0 ] || { log "self-test: the check found no violation although FLUSH and FUA were never sent"; exit 3; }
+  log "self-test: the check found $total_violations violation(s) where FLUSH and FUA were never sent (expected)"
+  exit 0
+fi
+[ "$total_violations" = 0 ] || exit 3
