@@ -80,8 +80,9 @@ public final class MirrorSet implements AutoCloseable {
 
     private static final class Leg {
         final int index;
-        final MirrorLeg leg;
-        final TagTable table;
+        /** Replaced only by {@link #reopenFailed}, while no change is in flight. */
+        volatile MirrorLeg leg;
+        volatile TagTable table;
         final GroupCommit dataCommit = new GroupCommit();
         final GroupCommit.Force forceData;
         final AtomicLong depth = new AtomicLong();
@@ -94,8 +95,7 @@ public final class MirrorSet implements AutoCloseable {
             this.index = index;
             this.leg = leg;
             this.table = table;
-            LegIo io = leg.data();
-            this.forceData = io::force;
+            this.forceData = () -> this.leg.data().force();
         }
 
         void timed(long nanos) {
@@ -218,7 +218,7 @@ public final class MirrorSet implements AutoCloseable {
                 String uri = cfg.extraLegs().get(i - 1);
                 MirrorLeg l;
                 try {
-                    l = LegOpener.installed().open(uri);
+                    l = LegOpener.installed().open(uri, size);
                 } catch (IOException e) {
                     throw new IOException("mirror leg " + i + " (" + uri + ") cannot be opened: " + e.getMessage(), e);
                 }
@@ -333,12 +333,13 @@ public final class MirrorSet implements AutoCloseable {
     private synchronized Reconciliation runReconcile(boolean atOpen) throws IOException {
         List<TagTable> tables = new ArrayList<>();
         List<LegIo> ios = new ArrayList<>();
-        for (Leg l : legs) {
-            tables.add(l.table);
-            ios.add(l.leg.data());
-        }
         reconciling = true;
         try {
+            reopenFailed();
+            for (Leg l : legs) {
+                tables.add(l.table);
+                ios.add(l.leg.data());
+            }
             Reconciler.Report r = Reconciler.reconcile(tables, ios);
             Reconciliation rec = new Reconciliation(System.currentTimeMillis(), atOpen, r);
             last = rec;
@@ -355,6 +356,48 @@ public final class MirrorSet implements AutoCloseable {
             return rec;
         } finally {
             reconciling = false;
+        }
+    }
+
+    /**
+     * Opens every failed extra leg again (no change is in flight): a leg whose connection was lost (an NBD server
+     * that went away and came back) fails every later call until it is opened anew. The table is read again from
+     * the leg, so whatever the failed change left there is what reconciliation sees. A leg that still cannot be
+     * opened fails the reconciliation and stays failed.
+     */
+    private void reopenFailed() throws IOException {
+        for (Leg l : legs) {
+            if (l.index == 0 || l.failure == null) {
+                continue;
+            }
+            String uri = l.leg.uri();
+            try {
+                l.leg.close();
+            } catch (IOException ignored) {
+                // the leg failed already; its old handles are given up
+            }
+            MirrorLeg n;
+            try {
+                n = LegOpener.installed().open(uri, size);
+            } catch (IOException e) {
+                throw new IOException("mirror leg " + l.index + " (" + uri + ") cannot be opened again: "
+                        + e.getMessage(), e);
+            }
+            try {
+                if (n.data().size() < size) {
+                    throw new IOException("mirror leg " + l.index + " (" + uri + ") holds " + n.data().size()
+                            + " bytes, less than the volume's " + size);
+                }
+                l.table = TagTable.open(n.table(), owner, l.index);
+                l.leg = n;
+            } catch (IOException | RuntimeException e) {
+                try {
+                    n.close();
+                } catch (IOException s) {
+                    e.addSuppressed(s);
+                }
+                throw e;
+            }
         }
     }
 
