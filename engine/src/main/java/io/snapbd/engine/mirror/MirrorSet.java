@@ -3,7 +3,6 @@ package io.snapbd.engine.mirror;
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.FileSpace;
-import io.snapbd.engine.io.GroupCommit;
 import io.snapbd.engine.volume.WriteGate;
 
 import java.io.IOException;
@@ -83,8 +82,10 @@ public final class MirrorSet implements AutoCloseable {
         /** Replaced only by {@link #reopenFailed}, while no change is in flight. */
         volatile MirrorLeg leg;
         volatile TagTable table;
-        final GroupCommit dataCommit = new GroupCommit();
-        final GroupCommit.Force forceData;
+        /** Runs this leg's forces on its own thread (null for leg 0, whose forces run on the caller's thread). */
+        final LegForcer forcer;
+        /** Data writes completed on this leg: the value a data force is requested and awaited for. */
+        final AtomicLong dataWrites = new AtomicLong();
         final AtomicLong depth = new AtomicLong();
         final LongAdder writes = new LongAdder();
         final LongAdder writeNanos = new LongAdder();
@@ -95,7 +96,8 @@ public final class MirrorSet implements AutoCloseable {
             this.index = index;
             this.leg = leg;
             this.table = table;
-            this.forceData = () -> this.leg.data().force();
+            this.forcer = index == 0 ? null : new LegForcer("snapbd mirror leg " + index + " " + leg.uri(),
+                    upTo -> this.table.commit(upTo), upTo -> this.leg.data().force());
         }
 
         void timed(long nanos) {
@@ -228,6 +230,7 @@ public final class MirrorSet implements AutoCloseable {
                             + " bytes, less than the volume's " + size);
                 }
                 legs[i] = new Leg(i, l, TagTable.open(l.table(), owner, i));
+                opened.add(legs[i].forcer);
             }
             TagSource tags = TagSource.open(dir, owner);
             MirrorSet m = new MirrorSet(dir, owner, size, tags, legs);
@@ -302,6 +305,9 @@ public final class MirrorSet implements AutoCloseable {
     private void closeLegs() throws IOException {
         IOException first = null;
         for (Leg l : legs) {
+            if (l.forcer != null) {
+                l.forcer.close();
+            }
             try {
                 l.leg.close();
             } catch (IOException e) {
@@ -390,6 +396,7 @@ public final class MirrorSet implements AutoCloseable {
                 }
                 l.table = TagTable.open(n.table(), owner, l.index);
                 l.leg = n;
+                l.forcer.reset();
             } catch (IOException | RuntimeException e) {
                 try {
                     n.close();
@@ -500,11 +507,21 @@ public final class MirrorSet implements AutoCloseable {
                 l.depth.incrementAndGet();
                 op.legNanos[i] = System.nanoTime() - t0;
             }
-            for (int i = 0; i < legs.length; i++) {
+            // every leg's table forced at the same time: the extra legs' on their forcers, leg 0's here
+            long t0 = System.nanoTime();
+            for (int i = 1; i < legs.length; i++) {
+                legs[i].forcer.request(LegForcer.TABLE, op.tickets[i]);
+            }
+            try {
+                legs[0].table.commit(op.tickets[0]);
+            } catch (IOException | RuntimeException e) {
+                throw fail(legs[0], "its tag table", e);
+            }
+            op.legNanos[0] += System.nanoTime() - t0;
+            for (int i = 1; i < legs.length; i++) {
                 Leg l = legs[i];
-                long t0 = System.nanoTime();
                 try {
-                    l.table.commit(op.tickets[i]);
+                    l.forcer.await(LegForcer.TABLE, op.tickets[i]);
                 } catch (IOException | RuntimeException e) {
                     throw fail(l, "its tag table", e);
                 }
@@ -558,18 +575,27 @@ public final class MirrorSet implements AutoCloseable {
             }
             unlock(op);
             op.one[0] = op.tag;
-            for (int i = 0; i < legs.length; i++) {
+            // every leg's data forced at the same time (group commit per leg), then DONE on each
+            long t0 = System.nanoTime();
+            for (int i = 1; i < legs.length; i++) {
                 Leg l = legs[i];
-                long t0 = System.nanoTime();
+                op.tickets[i] = l.dataWrites.incrementAndGet();    // counted after this op's write completed
+                l.forcer.request(LegForcer.DATA, op.tickets[i]);
+            }
+            try {
+                local.forceRange(op.offset, op.length);
+                legs[0].table.markDone(op.one, 1);
+            } catch (IOException | RuntimeException e) {
+                throw fail(legs[0], "the volume's data", e);
+            }
+            legs[0].timed(op.legNanos[0] + System.nanoTime() - t0);
+            for (int i = 1; i < legs.length; i++) {
+                Leg l = legs[i];
                 try {
-                    if (i == 0) {
-                        local.forceRange(op.offset, op.length);
-                    } else {
-                        l.dataCommit.sync(l.forceData);
-                    }
+                    l.forcer.await(LegForcer.DATA, op.tickets[i]);
                     l.table.markDone(op.one, 1);
                 } catch (IOException | RuntimeException e) {
-                    throw fail(l, i == 0 ? "the volume's data" : "its data", e);
+                    throw fail(l, "its data", e);
                 }
                 l.timed(op.legNanos[i] + System.nanoTime() - t0);
             }
