@@ -26,7 +26,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * per test): {@code volume create --mirror nbd+unix:///…} on nbdkit's file plugin and on a second snapbd, fio with
  * verify under load, {@code kill -9}, reconciliation at the restart, every leg byte-identical over the volume's
  * range; and an NBD leg whose server goes away while the volume is idle (the next change fails with EIO, the leg
- * is {@code failed}) and comes back ({@code mirror reconcile} brings it in sync).
+ * is {@code failed}) and comes back ({@code mirror reconcile} brings it in sync). fsck checks the NBD legs' tables.
  */
 @Timeout(value = 20, unit = TimeUnit.MINUTES)
 @ExtendWith(ServerLiveness.class)
@@ -61,7 +61,8 @@ class NbdMirrorIT {
      * writes at random over the second half on two connections at depth 16 until snapbd is killed with SIGKILL.
      * At the restart reconciliation runs before any client is served; data.img, the file leg, nbdkit's backing
      * file and the snapbd leg (read with nbdcopy) hash the same over the volume's size; the verify pass succeeds;
-     * the bytes copied are at most the bytes of the writes that can have been in flight.
+     * the bytes copied are at most the bytes of the writes that can have been in flight. fsck then reads both NBD
+     * legs' tag tables through their servers, and names the nbdkit leg once its table's headers are damaged.
      */
     @Test
     void symantec4_8_19_26_nbdLegsOnNbdkitAndSnapbdSurviveKill9UnderLoad() throws Exception {
@@ -135,6 +136,21 @@ class NbdMirrorIT {
                 assertEquals(c0, sha256(kitFile, SIZE), "nbdkit's backing file after a clean stop");
                 assertEquals(c0, exportSha256(snapbdLeg, "snapbd-leg"), "the snapbd leg after a clean stop");
             }
+            // fsck reads each NBD leg's tag table through the leg's server
+            Tools.Result fsck = ServerProcess.snapbd(data, "fsck", VOL).assertExit(0);
+            assertTrue(fsck.stdout().contains(VOL + ": clean"), fsck.toString());
+            assertTrue(fsck.stdout().contains("mirror leg 2 (" + kit.uri() + "): leg 2 of volume"), fsck.toString());
+            assertTrue(fsck.stdout().contains("mirror leg 3 (" + snapbdLeg + "): leg 3 of volume"), fsck.toString());
+            try (RandomAccessFile f = new RandomAccessFile(kitFile.toFile(), "rw")) {
+                for (long pos : new long[]{SIZE + 20, SIZE + 2048 + 20}) {     // both header copies of the table
+                    f.seek(pos);
+                    int b = f.read();
+                    f.seek(pos);
+                    f.write(b ^ 0xff);
+                }
+            }
+            Tools.Result bad = ServerProcess.snapbd(data, "fsck", VOL).assertExit(4);
+            assertTrue(bad.stdout().contains(kit.uri().toString()), "the damaged table is named by its leg: " + bad);
         }
     }
 
