@@ -24,6 +24,15 @@ public interface LegOpener {
     /** Opens an existing leg for reading and writing. */
     MirrorLeg open(String uri) throws IOException;
 
+    /**
+     * Opens an existing leg of a volume of {@code volumeSize} bytes: what volumes call. Legs whose layout depends
+     * on the volume's size (an NBD export holds its tag table right after the volume's blocks) override this; the
+     * default ignores the size.
+     */
+    default MirrorLeg open(String uri, long volumeSize) throws IOException {
+        return open(uri);
+    }
+
     /** Removes what {@link #create} made (volume delete, or a create that failed); absent parts are ignored. */
     void delete(String uri) throws IOException;
 

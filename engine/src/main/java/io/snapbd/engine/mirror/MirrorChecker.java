@@ -44,7 +44,7 @@ public final class MirrorChecker {
             try {
                 p = FileLegOpener.path(uri);
             } catch (IOException e) {
-                notes.add("mirror leg " + i + " (" + uri + ") is not a file leg: not checked offline");
+                other(uri, i, owner, size, problems, notes);
                 continue;
             }
             try {
@@ -57,6 +57,40 @@ public final class MirrorChecker {
                 problems.add(p + ": " + e.getMessage());
             }
             table(FileLegOpener.tableFile(p), owner, i, problems, notes);
+        }
+    }
+
+    /**
+     * A leg that is not a file (an NBD export): opened through the installed {@link LegOpener}, its size and its
+     * tag table checked by reading only. A leg that cannot be opened is a problem: the volume could not open.
+     */
+    private static void other(String uri, int leg, UUID owner, long size, List<String> problems, List<String> notes) {
+        try (MirrorLeg l = LegOpener.installed().open(uri, size)) {
+            if (l.data().size() < size) {
+                problems.add(uri + ": mirror leg " + leg + " holds " + l.data().size() + " bytes, less than the volume's " + size);
+            }
+            TagStore t = l.table();
+            TagTableChecker.Report r = TagTableChecker.check(t, Path.of(t.describe()));
+            for (String p : r.problems()) {
+                problems.add("mirror leg " + leg + " (" + uri + "): " + p);
+            }
+            for (String n : r.notes()) {
+                notes.add("mirror leg " + leg + " (" + uri + "): " + n);
+            }
+            if (r.ok()) {
+                owner(TagTable.read(t), t.describe(), owner, leg, problems);
+            }
+        } catch (IOException | RuntimeException e) {
+            problems.add("mirror leg " + leg + " (" + uri + ") cannot be checked: " + e.getMessage());
+        }
+    }
+
+    private static void owner(TagTable.Loaded l, String name, UUID owner, int leg, List<String> problems) {
+        if (!l.owner().equals(owner)) {
+            problems.add(name + ": tag table belongs to volume " + l.owner() + ", not " + owner);
+        }
+        if (l.leg() != leg) {
+            problems.add(name + ": tag table belongs to leg " + l.leg() + ", not leg " + leg);
         }
     }
 

@@ -3,7 +3,6 @@ package io.snapbd.engine.mirror;
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.FileSpace;
-import io.snapbd.engine.io.GroupCommit;
 import io.snapbd.engine.volume.WriteGate;
 
 import java.io.IOException;
@@ -80,10 +79,13 @@ public final class MirrorSet implements AutoCloseable {
 
     private static final class Leg {
         final int index;
-        final MirrorLeg leg;
-        final TagTable table;
-        final GroupCommit dataCommit = new GroupCommit();
-        final GroupCommit.Force forceData;
+        /** Replaced only by {@link #reopenFailed}, while no change is in flight. */
+        volatile MirrorLeg leg;
+        volatile TagTable table;
+        /** Runs this leg's forces on its own thread (null for leg 0, whose forces run on the caller's thread). */
+        final LegForcer forcer;
+        /** Data writes completed on this leg: the value a data force is requested and awaited for. */
+        final AtomicLong dataWrites = new AtomicLong();
         final AtomicLong depth = new AtomicLong();
         final LongAdder writes = new LongAdder();
         final LongAdder writeNanos = new LongAdder();
@@ -94,8 +96,8 @@ public final class MirrorSet implements AutoCloseable {
             this.index = index;
             this.leg = leg;
             this.table = table;
-            LegIo io = leg.data();
-            this.forceData = io::force;
+            this.forcer = index == 0 ? null : new LegForcer("snapbd mirror leg " + index + " " + leg.uri(),
+                    upTo -> this.table.commit(upTo), upTo -> this.leg.data().force());
         }
 
         void timed(long nanos) {
@@ -218,7 +220,7 @@ public final class MirrorSet implements AutoCloseable {
                 String uri = cfg.extraLegs().get(i - 1);
                 MirrorLeg l;
                 try {
-                    l = LegOpener.installed().open(uri);
+                    l = LegOpener.installed().open(uri, size);
                 } catch (IOException e) {
                     throw new IOException("mirror leg " + i + " (" + uri + ") cannot be opened: " + e.getMessage(), e);
                 }
@@ -228,6 +230,7 @@ public final class MirrorSet implements AutoCloseable {
                             + " bytes, less than the volume's " + size);
                 }
                 legs[i] = new Leg(i, l, TagTable.open(l.table(), owner, i));
+                opened.add(legs[i].forcer);
             }
             TagSource tags = TagSource.open(dir, owner);
             MirrorSet m = new MirrorSet(dir, owner, size, tags, legs);
@@ -302,6 +305,9 @@ public final class MirrorSet implements AutoCloseable {
     private void closeLegs() throws IOException {
         IOException first = null;
         for (Leg l : legs) {
+            if (l.forcer != null) {
+                l.forcer.close();
+            }
             try {
                 l.leg.close();
             } catch (IOException e) {
@@ -333,12 +339,13 @@ public final class MirrorSet implements AutoCloseable {
     private synchronized Reconciliation runReconcile(boolean atOpen) throws IOException {
         List<TagTable> tables = new ArrayList<>();
         List<LegIo> ios = new ArrayList<>();
-        for (Leg l : legs) {
-            tables.add(l.table);
-            ios.add(l.leg.data());
-        }
         reconciling = true;
         try {
+            reopenFailed();
+            for (Leg l : legs) {
+                tables.add(l.table);
+                ios.add(l.leg.data());
+            }
             Reconciler.Report r = Reconciler.reconcile(tables, ios);
             Reconciliation rec = new Reconciliation(System.currentTimeMillis(), atOpen, r);
             last = rec;
@@ -355,6 +362,49 @@ public final class MirrorSet implements AutoCloseable {
             return rec;
         } finally {
             reconciling = false;
+        }
+    }
+
+    /**
+     * Opens every failed extra leg again (no change is in flight): a leg whose connection was lost (an NBD server
+     * that went away and came back) fails every later call until it is opened anew. The table is read again from
+     * the leg, so whatever the failed change left there is what reconciliation sees. A leg that still cannot be
+     * opened fails the reconciliation and stays failed.
+     */
+    private void reopenFailed() throws IOException {
+        for (Leg l : legs) {
+            if (l.index == 0 || l.failure == null) {
+                continue;
+            }
+            String uri = l.leg.uri();
+            try {
+                l.leg.close();
+            } catch (IOException ignored) {
+                // the leg failed already; its old handles are given up
+            }
+            MirrorLeg n;
+            try {
+                n = LegOpener.installed().open(uri, size);
+            } catch (IOException e) {
+                throw new IOException("mirror leg " + l.index + " (" + uri + ") cannot be opened again: "
+                        + e.getMessage(), e);
+            }
+            try {
+                if (n.data().size() < size) {
+                    throw new IOException("mirror leg " + l.index + " (" + uri + ") holds " + n.data().size()
+                            + " bytes, less than the volume's " + size);
+                }
+                l.table = TagTable.open(n.table(), owner, l.index);
+                l.leg = n;
+                l.forcer.reset();
+            } catch (IOException | RuntimeException e) {
+                try {
+                    n.close();
+                } catch (IOException s) {
+                    e.addSuppressed(s);
+                }
+                throw e;
+            }
         }
     }
 
@@ -457,11 +507,21 @@ public final class MirrorSet implements AutoCloseable {
                 l.depth.incrementAndGet();
                 op.legNanos[i] = System.nanoTime() - t0;
             }
-            for (int i = 0; i < legs.length; i++) {
+            // every leg's table forced at the same time: the extra legs' on their forcers, leg 0's here
+            long t0 = System.nanoTime();
+            for (int i = 1; i < legs.length; i++) {
+                legs[i].forcer.request(LegForcer.TABLE, op.tickets[i]);
+            }
+            try {
+                legs[0].table.commit(op.tickets[0]);
+            } catch (IOException | RuntimeException e) {
+                throw fail(legs[0], "its tag table", e);
+            }
+            op.legNanos[0] += System.nanoTime() - t0;
+            for (int i = 1; i < legs.length; i++) {
                 Leg l = legs[i];
-                long t0 = System.nanoTime();
                 try {
-                    l.table.commit(op.tickets[i]);
+                    l.forcer.await(LegForcer.TABLE, op.tickets[i]);
                 } catch (IOException | RuntimeException e) {
                     throw fail(l, "its tag table", e);
                 }
@@ -515,18 +575,27 @@ public final class MirrorSet implements AutoCloseable {
             }
             unlock(op);
             op.one[0] = op.tag;
-            for (int i = 0; i < legs.length; i++) {
+            // every leg's data forced at the same time (group commit per leg), then DONE on each
+            long t0 = System.nanoTime();
+            for (int i = 1; i < legs.length; i++) {
                 Leg l = legs[i];
-                long t0 = System.nanoTime();
+                op.tickets[i] = l.dataWrites.incrementAndGet();    // counted after this op's write completed
+                l.forcer.request(LegForcer.DATA, op.tickets[i]);
+            }
+            try {
+                local.forceRange(op.offset, op.length);
+                legs[0].table.markDone(op.one, 1);
+            } catch (IOException | RuntimeException e) {
+                throw fail(legs[0], "the volume's data", e);
+            }
+            legs[0].timed(op.legNanos[0] + System.nanoTime() - t0);
+            for (int i = 1; i < legs.length; i++) {
+                Leg l = legs[i];
                 try {
-                    if (i == 0) {
-                        local.forceRange(op.offset, op.length);
-                    } else {
-                        l.dataCommit.sync(l.forceData);
-                    }
+                    l.forcer.await(LegForcer.DATA, op.tickets[i]);
                     l.table.markDone(op.one, 1);
                 } catch (IOException | RuntimeException e) {
-                    throw fail(l, i == 0 ? "the volume's data" : "its data", e);
+                    throw fail(l, "its data", e);
                 }
                 l.timed(op.legNanos[i] + System.nanoTime() - t0);
             }

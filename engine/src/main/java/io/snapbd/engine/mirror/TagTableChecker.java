@@ -29,6 +29,18 @@ public final class TagTableChecker {
             return new Report(file, problems, notes, 0);
         }
         try (FileTagStore s = FileTagStore.open(file, false)) {
+            return check(s, file);
+        } catch (IOException e) {
+            problems.add(e.getMessage());
+            return new Report(file, problems, notes, 0);
+        }
+    }
+
+    /** The same for a table in any store (an NBD leg's area); {@code file} names it in the messages. Never writes. */
+    public static Report check(TagStore s, Path file) {
+        List<String> problems = new ArrayList<>();
+        List<String> notes = new ArrayList<>();
+        try {
             TagTable.Loaded l = TagTable.read(s);
             for (String p : l.problems()) {
                 problems.add(file + ": " + p);

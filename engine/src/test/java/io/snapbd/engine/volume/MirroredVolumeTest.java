@@ -492,4 +492,112 @@ class MirroredVolumeTest {
         v.close();
         assertLegsIdentical();
     }
+
+    /**
+     * Behaviour 8 and docs/mirrors.md "Cost": the legs' forces of one change run at the same time, not one leg after
+     * the other. Legs 1 and 2 each wait in every force (table and data) until the other leg's force has started
+     * too (a barrier of two, 10 s): forcing the legs in turn would leave the first one waiting for a force that
+     * never starts, and the write would fail. Two barrier trips: the ENTRY forces, then the data forces.
+     */
+    @Test
+    void symantec8_legsForceInParallel() throws Exception {
+        create().close();
+        java.util.concurrent.CyclicBarrier together = new java.util.concurrent.CyclicBarrier(2);
+        AtomicBoolean armed = new AtomicBoolean();
+        java.util.concurrent.atomic.AtomicInteger trips = new java.util.concurrent.atomic.AtomicInteger();
+        IoHook meet = () -> {
+            if (armed.get()) {
+                try {
+                    if (together.await(10, java.util.concurrent.TimeUnit.SECONDS) == 0) {
+                        trips.incrementAndGet();
+                    }
+                } catch (Exception e) {
+                    throw new IOException("the other leg's force did not start: " + e, e);
+                }
+            }
+        };
+        LegOpener.install(new LegOpener() {
+            @Override
+            public MirrorLeg create(String uri, long size, long tableBytes, boolean sparse, FileSpace sp) throws IOException {
+                return FILES.create(uri, size, tableBytes, sparse, sp);
+            }
+
+            @Override
+            public MirrorLeg open(String uri) throws IOException {
+                MirrorLeg l = FILES.open(uri);
+                LegIo d = l.data();
+                io.snapbd.engine.mirror.TagStore t = l.table();
+                return MirrorLeg.of(uri, new LegIo() {
+                    public long size() throws IOException {
+                        return d.size();
+                    }
+
+                    public void read(ByteBuffer dst, long pos) throws IOException {
+                        d.read(dst, pos);
+                    }
+
+                    public void write(ByteBuffer src, long pos) throws IOException {
+                        d.write(src, pos);
+                    }
+
+                    public void force() throws IOException {
+                        meet.run();
+                        d.force();
+                    }
+
+                    public String describe() {
+                        return d.describe();
+                    }
+
+                    public void close() throws IOException {
+                        d.close();
+                    }
+                }, new io.snapbd.engine.mirror.TagStore() {
+                    public long size() throws IOException {
+                        return t.size();
+                    }
+
+                    public void read(ByteBuffer dst, long pos) throws IOException {
+                        t.read(dst, pos);
+                    }
+
+                    public void write(ByteBuffer src, long pos) throws IOException {
+                        t.write(src, pos);
+                    }
+
+                    public void force() throws IOException {
+                        meet.run();
+                        t.force();
+                    }
+
+                    public String describe() {
+                        return t.describe();
+                    }
+
+                    public void close() throws IOException {
+                        t.close();
+                    }
+                });
+            }
+
+            @Override
+            public void delete(String uri) throws IOException {
+                FILES.delete(uri);
+            }
+        });
+        Volume v = Volume.open(dir(), space);
+        BlockDevice.Session s = v.openSession();
+        armed.set(true);
+        TestVolumes.write(v, s, 4 * BS, TestVolumes.pattern(7, 2 * BS));
+        armed.set(false);
+        assertEquals(2, trips.get(), "legs 1 and 2 forced their tables together, then their data");
+        s.close();
+        v.close();
+        assertLegsIdentical();
+    }
+
+    @FunctionalInterface
+    private interface IoHook {
+        void run() throws IOException;
+    }
 }

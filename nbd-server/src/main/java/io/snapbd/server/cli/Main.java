@@ -1,5 +1,6 @@
 package io.snapbd.server.cli;
 
+import io.snapbd.server.mirror.NbdLegOpener;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -32,6 +33,7 @@ public final class Main implements Runnable {
     }
 
     public static int run(String... args) {
+        NbdLegOpener.install();         // commands that open volumes offline (create, fsck, ...) accept NBD legs too
         CommandLine cl = new CommandLine(new Main());
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             cmd.getErr().println("snapbd: error: " + Cli.message(ex));

@@ -172,7 +172,7 @@ final class SnapshotCommand implements Runnable {
         boolean track;
         @Option(names = "--json", description = "Print JSON.")
         boolean json;
-        @Option(names = "--mirror", paramLabel = "PATH", description = "Make the new volume mirrored to this file (as volume create --mirror); repeatable.")
+        @Option(names = "--mirror", paramLabel = "LEG", description = "Make the new volume mirrored to this leg, a file or an NBD URI (as volume create --mirror); repeatable.")
         java.util.List<String> mirrors = new java.util.ArrayList<>();
 
         @Override

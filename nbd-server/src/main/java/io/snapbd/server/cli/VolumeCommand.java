@@ -46,8 +46,8 @@ final class VolumeCommand implements Runnable {
         @Option(names = "--json", description = "Print the new volume as JSON.")
         boolean json;
 
-        @Option(names = "--mirror", paramLabel = "PATH",
-                description = "Keep a synchronous copy of the volume's blocks in this file (a new file; its tag table goes to PATH.tags). Repeat for more legs. See docs/mirrors.md.")
+        @Option(names = "--mirror", paramLabel = "LEG",
+                description = "Keep a synchronous copy of the volume's blocks on this leg: a new file (its tag table goes to PATH.tags), or an NBD export nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH of at least the volume's size + 2101248 bytes (zeroed). Repeat for more legs. See docs/mirrors.md.")
         java.util.List<String> mirrors = new java.util.ArrayList<>();
 
         @Override

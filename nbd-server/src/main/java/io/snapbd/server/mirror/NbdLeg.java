@@ -163,6 +163,36 @@ public final class NbdLeg implements Closeable {
         return client.size();
     }
 
+    /**
+     * Zeroes the leg's part of the export, {@code [0, exportBytes(volumeSize))}: the blocks and the table area
+     * (WRITE_ZEROES when the server offers it, else writes of zeros), then flushes. What a new leg starts with.
+     */
+    public void zero() throws IOException {
+        long end = exportBytes(volumeSize);
+        long p = 0;
+        try {
+            if (client.canZero()) {
+                while (p < end) {
+                    long n = Math.min(end - p, 1L << 30);
+                    client.writeZeroes(p, n);
+                    p += n;
+                }
+            } else {
+                ByteBuffer z = ByteBuffer.allocateDirect((int) Math.min(maxChunk, 1 << 20));
+                while (p < end) {
+                    int n = (int) Math.min(end - p, z.capacity());
+                    z.clear().limit(n);
+                    client.write(p, z, false);
+                    p += n;
+                }
+            }
+            client.flush();
+        } catch (IOException e) {
+            throw new IOException("NBD leg " + uri + ": zeroing the leg's " + end + " bytes failed at export offset "
+                    + p + ": " + e.getMessage(), e);
+        }
+    }
+
     /** Closes both views, then the connection (after outstanding requests). Idempotent. */
     @Override
     public void close() {

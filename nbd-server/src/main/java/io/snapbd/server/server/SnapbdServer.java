@@ -12,6 +12,7 @@ import io.snapbd.server.admin.AdminServer;
 import io.snapbd.server.admin.ControlPlane;
 import io.snapbd.server.config.AttachSpec;
 import io.snapbd.server.config.ServerConfig;
+import io.snapbd.server.mirror.NbdLegOpener;
 import io.snapbd.server.config.ServiceSettings;
 import io.snapbd.server.config.VolumeSpec;
 import io.snapbd.nativeio.InheritedSockets;
@@ -74,6 +75,7 @@ public final class SnapbdServer implements AutoCloseable {
     /** As {@link #start(ServerConfig, ServiceSettings)}, with TLS (STARTTLS) on the TCP listeners; null: off. */
     public static SnapbdServer start(ServerConfig config, ServiceSettings service, io.snapbd.server.tls.ServerTls tls) throws IOException {
         Systemd.startStep("opening data directory " + config.dataDir(), START_STEP);
+        NbdLegOpener.install();         // mirrored volumes may have NBD legs
         VolumeCatalog catalog = VolumeCatalog.open(config.dataDir(), FileSpaces.best());
         SnapbdServer s = new SnapbdServer(config, service, catalog);
         s.nbd.setTls(tls);      // before any listener accepts

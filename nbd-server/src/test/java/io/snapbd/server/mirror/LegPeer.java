@@ -21,7 +21,7 @@ import java.util.concurrent.TimeUnit;
  * An NBD server started by a test on a Unix socket in its temporary directory: nbdkit ({@link #nbdkit}) or
  * qemu-nbd ({@link #qemuNbd}). A missing tool skips the test, or fails it under CI=true.
  */
-final class LegPeer implements AutoCloseable {
+public final class LegPeer implements AutoCloseable {
     private final Process process;
     private final Path socket;
     private final Path log;
@@ -36,7 +36,7 @@ final class LegPeer implements AutoCloseable {
      * {@code nbdkit --foreground --exit-with-parent --unix DIR/NAME.sock -P DIR/NAME.pid ARGS...}, ready once nbdkit
      * has written its pid file (it does so after it listens).
      */
-    static LegPeer nbdkit(Path dir, String name, String... args) throws IOException, InterruptedException {
+    public static LegPeer nbdkit(Path dir, String name, String... args) throws IOException, InterruptedException {
         Tools.require("nbdkit");
         Path sock = dir.resolve(name + ".sock");
         Path pid = dir.resolve(name + ".pid");
@@ -99,11 +99,11 @@ final class LegPeer implements AutoCloseable {
         throw new AssertionError("qemu-nbd did not start: " + q.log());
     }
 
-    NbdUri uri() {
+    public NbdUri uri() {
         return NbdUri.unix(socket, "");
     }
 
-    String log() {
+    public String log() {
         try {
             return Files.readString(log, StandardCharsets.UTF_8);
         } catch (IOException e) {
@@ -114,6 +114,12 @@ final class LegPeer implements AutoCloseable {
     /** SIGKILL, without waiting. */
     void killNow() {
         process.destroyForcibly();
+    }
+
+    /** SIGKILL, and waits until the process is gone (its connections are closed then). */
+    public void kill9() throws InterruptedException {
+        process.destroyForcibly();
+        process.waitFor();
     }
 
     @Override

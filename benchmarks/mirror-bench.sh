@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# mirror-bench.sh — 4 KiB random writes to a mirrored volume (two file legs) vs the same volume unmirrored,
+# at depth 1 and 32, on 1 and 4 connections, for one or more server jars side by side in one run (each jar
+# gets its own server with both volumes; rows alternate between jars, so machine noise hits all alike).
+#
+# usage: benchmarks/mirror-bench.sh [LABEL=JAR ...]      (default: now=nbd-server/target/snapbd.jar)
+#   env RUNTIME   seconds per row (default 10)
+#   env SIZE      size of each volume (default 256M); the mirrored one has two leg files of that size beside it
+#   env WORKDIR   where the data directories go (default a new directory in /tmp, removed at exit)
+# Per jar: volumes `plain` (unmirrored) and `mirrored` (--mirror DIR/leg1.img --mirror DIR/leg2.img), both
+# written once sequentially, then per row: fio --ioengine=nbd --rw=randwrite --bs=4k --iodepth=D --numjobs=J
+# --group_reporting --time_based --runtime=RUNTIME --randrepeat=0 (each job is one NBD connection).
+# Prints a Markdown table: IOPS, p50/p99 completion latency (µs), and mirrored IOPS / plain IOPS.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" mirror-bench
+usage() { bl_header_usage 2 13; }
+[ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { usage; exit 0; }
+bl_need_fio_nbd
+RUNTIME=${RUNTIME:-10}
+SIZE=${SIZE:-256M}
+bl_positive RUNTIME "$RUNTIME"
+[ $# -gt 0 ] || set -- "now=$(bl_snapbd_jar)"
+declare -A JAR
+LABELS=()
+for a in "$@"; do
+  [[ $a == *=* ]] || die "expected LABEL=JAR, not '$a'"
+  l=${a%%=*}; JAR[$l]=${a#*=}; LABELS+=("$l")
+  [ -f "${JAR[$l]}" ] || die "${JAR[$l]} is missing: build first ($BL_BUILD)"
+done
+if [ -n "${WORKDIR:-}" ]; then WORK=$WORKDIR; mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/mirror-bench.XXXXXX); bl_on_exit "$WORK"; fi
+log "work: $WORK"
+bl_traps
+for l in "${LABELS[@]}"; do
+  d=$WORK/$l; mkdir -p "$d"
+  cp "${JAR[$l]}" "$d/snapbd.jar"        # a build running meanwhile cannot replace it
+  SNAPBD_JAR=$d/snapbd.jar $SNAPBD volume create plain --size "$SIZE" --save-size 1M --data-dir "$d/data" >/dev/null
+  SNAPBD_JAR=$d/snapbd.jar $SNAPBD volume create mirrored --size "$SIZE" --save-size 1M --data-dir "$d/data" \
+    --mirror "$d/leg1.img" --mirror "$d/leg2.img" >/dev/null
+  SNAPBD_JAR=$d/snapbd.jar bl_start_snapbd "$l" "$d/data" "$d/sock" "$d/server.log" --warm-up off
+  for v in plain mirrored; do bl_fio_prefill "nbd+unix:///$v?socket=$d/sock" "$SIZE"; done
+done
+: >"$WORK/results.txt"
+for depth in 1 32; do
+  for jobs in 1 4; do
+    for v in plain mirrored; do
+      for l in "${LABELS[@]}"; do
+        bl_alive "$l" "$WORK/$l/server.log"
+        json=$WORK/$l/$v-d$depth-j$jobs.json
+        bl_fio_nbd "nbd+unix:///$v?socket=$WORK/$l/sock" --name="$v" --rw=randwrite --bs=4k --iodepth="$depth" \
+          --numjobs="$jobs" --group_reporting --size="$SIZE" --randrepeat=0 --time_based --runtime="$RUNTIME" \
+          --percentile_list=50:99:99.9 --output-format=json --output="$json"
+        echo "$l $v $depth $jobs $(python3 "$FIO_SUMMARY" --ddir write "$json" iops p50_us p99_us)" | tee -a "$WORK/results.txt" >&2
+      done
+    done
+  done
+done
+echo "mirror-bench: commit $(bl_git_rev), $(nproc) CPUs, RUNTIME=$RUNTIME s, SIZE=$SIZE, legs: two files on the data directory's file system"
+python3 - "$WORK/results.txt" <<'PY'
+import sys
+rows = {}
+order = []
+for line in open(sys.argv[1]):
+    l, v, d, j, iops, p50, p99 = line.split()
+    rows[(l, v, d, j)] = (float(iops), float(p50), float(p99))
+    if (l, d, j) not in order:
+        order.append((l, d, j))
+print("| jar | depth | connections | plain IOPS | plain p50 / p99 µs | mirrored IOPS | mirrored p50 / p99 µs | mirrored / plain |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for l, d, j in order:
+    p = rows[(l, "plain", d, j)]
+    m = rows[(l, "mirrored", d, j)]
+    print(f"| {l} | {d} | {j} | {p[0]:,.0f} | {p[1]:,.0f} / {p[2]:,.0f} | {m[0]:,.0f} | {m[1]:,.0f} / {m[2]:,.0f} | {m[0] / p[0]:.3f} |")
+PY

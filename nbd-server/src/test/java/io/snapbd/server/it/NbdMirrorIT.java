@@ -1,0 +1,212 @@
+package io.snapbd.server.it;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.snapbd.server.mirror.LegPeer;
+import io.snapbd.server.mirror.NbdLeg;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import static io.snapbd.server.it.MirrorIT.assertVerified;
+import static io.snapbd.server.it.MirrorIT.fioVerify;
+import static io.snapbd.server.it.MirrorIT.sha256;
+import static io.snapbd.server.it.SnapshotSupport.json;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Mirrored volumes with NBD legs, against the real server (docs/mirrors.md, "NBD legs"; Symantec behaviours cited
+ * per test): {@code volume create --mirror nbd+unix:///…} on nbdkit's file plugin and on a second snapbd, fio with
+ * verify under load, {@code kill -9}, reconciliation at the restart, every leg byte-identical over the volume's
+ * range; and an NBD leg whose server goes away while the volume is idle (the next change fails with EIO, the leg
+ * is {@code failed}) and comes back ({@code mirror reconcile} brings it in sync). fsck checks the NBD legs' tables.
+ */
+@Timeout(value = 20, unit = TimeUnit.MINUTES)
+@ExtendWith(ServerLiveness.class)
+class NbdMirrorIT {
+
+    static final String VOL = MirrorIT.VOL;
+    static final long SIZE = MirrorIT.SIZE;
+
+    @TempDir
+    Path tmp;
+
+    /** An empty backing file for nbdkit's file plugin, just big enough for a leg of the volume. */
+    private Path legFile(String name, long bytes) throws Exception {
+        Path f = tmp.resolve(name);
+        try (RandomAccessFile r = new RandomAccessFile(f.toFile(), "rw")) {
+            r.setLength(bytes);
+        }
+        return f;
+    }
+
+    /** The first {@code SIZE} bytes of an NBD export, copied with nbdcopy, hashed. */
+    private String exportSha256(String uri, String name) throws Exception {
+        Path out = tmp.resolve(name + ".copy");
+        Files.deleteIfExists(out);
+        Tools.run(Tools.DEFAULT_TIMEOUT, null, List.of("nbdcopy", uri, out.toString())).assertOk();
+        return sha256(out, SIZE);
+    }
+
+    /**
+     * Behaviours 4–8, 13–19, 25–26 with NBD legs: a volume mirrored to a local file leg, to nbdkit's file plugin
+     * and to a second snapbd's volume (both over Unix sockets); fio writes and verifies the first half, then
+     * writes at random over the second half on two connections at depth 16 until snapbd is killed with SIGKILL.
+     * At the restart reconciliation runs before any client is served; data.img, the file leg, nbdkit's backing
+     * file and the snapbd leg (read with nbdcopy) hash the same over the volume's size; the verify pass succeeds;
+     * the bytes copied are at most the bytes of the writes that can have been in flight. fsck then reads both NBD
+     * legs' tag tables through their servers, and names the nbdkit leg once its table's headers are damaged.
+     */
+    @Test
+    void symantec4_8_19_26_nbdLegsOnNbdkitAndSnapbdSurviveKill9UnderLoad() throws Exception {
+        Tools.require("fio", "nbdkit", "nbdcopy");
+        Path legData = tmp.resolve("legdata");
+        ServerProcess.snapbd(legData, "volume", "create", "leg", "--size", String.valueOf(NbdLeg.exportBytes(SIZE)),
+                "--save-size", "1M").assertOk();
+        Path kitFile = legFile("kit.img", NbdLeg.exportBytes(SIZE));
+        Path fileLeg = tmp.resolve("leg1.img");
+        Path data = tmp.resolve("data");
+        Path local = data.resolve("volumes").resolve(VOL).resolve("data.img");
+        try (ServerProcess legServer = ServerProcess.start(legData, "NbdMirrorIT-leg", "--warm-up", "off");
+             LegPeer kit = LegPeer.nbdkit(tmp, "kit", "file", kitFile.toString())) {
+            String snapbdLeg = legServer.unixUri("leg");
+            ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M",
+                    "--mirror", fileLeg.toString(), "--mirror", kit.uri().toString(), "--mirror", snapbdLeg).assertOk();
+            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT", "--warm-up", "off")) {
+                assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--do_verify=1")));
+                JsonNode st = json(server.cli("mirror", "status", VOL, "--json"));
+                assertEquals(4, st.path("legs").size(), st.toString());
+                assertEquals(kit.uri().toString(), st.path("legs").get(2).path("uri").asText(), st.toString());
+                assertEquals(snapbdLeg, st.path("legs").get(3).path("uri").asText(), st.toString());
+                for (JsonNode l : st.path("legs")) {
+                    assertEquals("in-sync", l.path("state").asText(), st.toString());
+                    assertTrue(l.path("writes").asLong() >= 512, "every leg took every 64 KiB write: " + st);
+                }
+
+                Path fioLog = tmp.resolve("load-fio.log");
+                Process fio = Tools.start(fioLog, List.of("fio", "--name=load", "--ioengine=nbd", "--uri=" + server.unixUri(VOL),
+                        "--rw=randwrite", "--bsrange=512-16k", "--blockalign=512", "--iodepth=" + MirrorIT.DEPTH,
+                        "--numjobs=" + MirrorIT.JOBS, "--offset=32M", "--size=32M", "--time_based", "--runtime=600"));
+                try {
+                    long before = MirrorIT.requests(server);
+                    long last = before;
+                    for (int i = 0; i < 600 && last < before + 300; i++) {
+                        assertTrue(fio.isAlive(), "fio ended early: " + Files.readString(fioLog));
+                        Thread.sleep(100);
+                        last = MirrorIT.requests(server);
+                    }
+                    assertTrue(last >= before + 300, "the load was not running: " + Files.readString(fioLog));
+                    assertTrue(fio.isAlive(), "fio ended before the kill: " + Files.readString(fioLog));
+                    server.kill9();
+                } finally {
+                    SnapshotSupport.stopNow(fio);
+                }
+
+                server.restart();
+                String log = server.log();
+                assertTrue(log.contains("volume " + VOL + ": mirror legs reconciled after an unclean stop"), log);
+                JsonNode after = json(server.cli("mirror", "status", VOL, "--json"));
+                JsonNode rec = after.path("lastReconciliation");
+                assertTrue(rec.path("atOpen").asBoolean(), after.toString());
+                long copied = rec.path("bytesCopied").asLong();
+                long inFlightBound = (long) MirrorIT.JOBS * MirrorIT.DEPTH * MirrorIT.MAX_BS;
+                System.out.println("NbdMirrorIT: reconciliation after kill -9: " + rec + "; bytes copied " + copied
+                        + ", bytes of writes that can have been in flight at most " + inFlightBound);
+                assertTrue(copied <= inFlightBound, "copied " + copied + " bytes, more than the " + inFlightBound
+                        + " bytes the writes in flight can cover: " + after);
+                for (JsonNode l : after.path("legs")) {
+                    assertEquals("in-sync", l.path("state").asText(), after.toString());
+                }
+                // No client has written since the restart: every leg is what reconciliation left.
+                String h0 = sha256(local, SIZE);
+                assertEquals(h0, sha256(fileLeg, SIZE), "the file leg differs from data.img");
+                assertEquals(h0, sha256(kitFile, SIZE), "nbdkit's backing file differs from data.img");
+                assertEquals(h0, exportSha256(snapbdLeg, "snapbd-leg"), "the snapbd leg differs from data.img");
+                assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--verify_only")));
+
+                assertEquals(0, server.stop());
+                String c0 = sha256(local, SIZE);
+                assertEquals(c0, sha256(kitFile, SIZE), "nbdkit's backing file after a clean stop");
+                assertEquals(c0, exportSha256(snapbdLeg, "snapbd-leg"), "the snapbd leg after a clean stop");
+            }
+            // fsck reads each NBD leg's tag table through the leg's server
+            Tools.Result fsck = ServerProcess.snapbd(data, "fsck", VOL).assertExit(0);
+            assertTrue(fsck.stdout().contains(VOL + ": clean"), fsck.toString());
+            assertTrue(fsck.stdout().contains("mirror leg 2 (" + kit.uri() + "): leg 2 of volume"), fsck.toString());
+            assertTrue(fsck.stdout().contains("mirror leg 3 (" + snapbdLeg + "): leg 3 of volume"), fsck.toString());
+            try (RandomAccessFile f = new RandomAccessFile(kitFile.toFile(), "rw")) {
+                for (long pos : new long[]{SIZE + 20, SIZE + 2048 + 20}) {     // both header copies of the table
+                    f.seek(pos);
+                    int b = f.read();
+                    f.seek(pos);
+                    f.write(b ^ 0xff);
+                }
+            }
+            Tools.Result bad = ServerProcess.snapbd(data, "fsck", VOL).assertExit(4);
+            assertTrue(bad.stdout().contains(kit.uri().toString()), "the damaged table is named by its leg: " + bad);
+        }
+    }
+
+    /**
+     * Behaviours 8 and 14, and the current limit (no degraded mode): the NBD leg's server is killed while the
+     * volume is idle; the next write fails with EIO and {@code mirror status} shows the leg {@code failed}, naming
+     * it; reads go on. Once the leg's server is back, {@code mirror reconcile} opens the leg again, copies the
+     * failed write's range, and the leg is {@code in-sync} with data.img; writes work again and verify.
+     */
+    @Test
+    void symantec8_14_nbdLegServerGoneWhileIdleFailsTheNextWriteThenReconcileBringsItBack() throws Exception {
+        Tools.require("fio", "nbdkit");
+        Path kitFile = legFile("kit.img", NbdLeg.exportBytes(SIZE));
+        Path data = tmp.resolve("data");
+        Path local = data.resolve("volumes").resolve(VOL).resolve("data.img");
+        LegPeer kit = LegPeer.nbdkit(tmp, "kit", "file", kitFile.toString());
+        String uri = kit.uri().toString();
+        try {
+            ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M", "--mirror", uri).assertOk();
+            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT-gone", "--warm-up", "off")) {
+                assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--size=4M", "--do_verify=1")));
+                assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg took every write");
+
+                kit.kill9();
+                try (RawNbd c = RawNbd.connect(server.port())) {
+                    c.negotiate(VOL, false, false);
+                    byte[] block = TestData.random(7, 4096);
+                    c.sendRequest(0, RawNbd.CMD_WRITE, 1, 8 << 20, block.length, block);
+                    RawNbd.Reply r = c.readReply(0);
+                    assertEquals(5, r.error(), "a write while the leg's server is gone fails with EIO");
+                    c.read(2, 0, 4096);         // reads go on (leg 0)
+                }
+                JsonNode st = json(server.cli("mirror", "status", VOL, "--json"));
+                JsonNode leg = st.path("legs").get(1);
+                assertEquals("failed", leg.path("state").asText(), st.toString());
+                assertTrue(leg.path("error").asText().contains(uri), st.toString());
+                assertEquals("in-sync", st.path("legs").get(0).path("state").asText(), st.toString());
+                // no leg server: reconciliation cannot open the leg, which stays failed
+                server.cli("mirror", "reconcile", VOL).assertExit(1);
+                assertEquals("failed", json(server.cli("mirror", "status", VOL, "--json")).path("legs").get(1)
+                        .path("state").asText());
+
+                kit = LegPeer.nbdkit(tmp, "kit", "file", kitFile.toString());
+                JsonNode r = json(server.cli("mirror", "reconcile", VOL, "--json"));
+                System.out.println("NbdMirrorIT: reconcile after the leg's server came back: " + r.path("lastReconciliation"));
+                for (JsonNode l : r.path("legs")) {
+                    assertEquals("in-sync", l.path("state").asText(), r.toString());
+                }
+                assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg is identical to data.img again");
+                assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--offset=16M",
+                        "--size=4M", "--do_verify=1")));
+                assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg takes writes again");
+                assertEquals(0, server.stop());
+            }
+        } finally {
+            kit.close();
+        }
+    }
+}
