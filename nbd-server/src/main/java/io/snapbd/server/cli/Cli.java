@@ -8,7 +8,7 @@ import io.snapbd.server.admin.AdminClient;
 import io.snapbd.server.admin.ControlPlane;
 import io.snapbd.server.api.Json;
 import io.snapbd.server.api.OperationException;
-import io.snapbd.server.server.FileSpaces;
+import io.snapbd.server.service.FileSpaces;
 import picocli.CommandLine;
 
 import java.io.IOException;

@@ -6,7 +6,7 @@ import io.snapbd.engine.fsck.VolumeChecker;
 import io.snapbd.engine.volume.DataDirBusyException;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.server.api.Json;
-import io.snapbd.server.server.FileSpaces;
+import io.snapbd.server.service.FileSpaces;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;

@@ -5,7 +5,7 @@ import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.server.api.Json;
 import io.snapbd.server.export.ExportRegistry;
-import io.snapbd.server.server.FileSpaces;
+import io.snapbd.server.service.FileSpaces;
 import io.snapbd.server.snapshot.CloneJobs;
 import io.snapbd.server.transport.NbdServer;
 import org.junit.jupiter.api.Test;

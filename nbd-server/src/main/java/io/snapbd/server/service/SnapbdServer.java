@@ -1,4 +1,4 @@
-package io.snapbd.server.server;
+package io.snapbd.server.service;
 
 import io.snapbd.engine.volume.CopyOnWriteWarmUp;
 import io.snapbd.engine.snapshot.RestoreMarker;

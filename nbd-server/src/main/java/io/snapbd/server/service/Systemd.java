@@ -1,4 +1,4 @@
-package io.snapbd.server.server;
+package io.snapbd.server.service;
 
 import io.snapbd.nativeio.SdNotify;
 import io.snapbd.server.Log;

@@ -1,4 +1,4 @@
-package io.snapbd.server.server;
+package io.snapbd.server.service;
 
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.JavaFileSpace;

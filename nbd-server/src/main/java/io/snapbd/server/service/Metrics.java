@@ -1,4 +1,4 @@
-package io.snapbd.server.server;
+package io.snapbd.server.service;
 
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
