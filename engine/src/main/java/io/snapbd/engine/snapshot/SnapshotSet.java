@@ -4,7 +4,7 @@ import io.snapbd.engine.BlockRuns;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.io.MappedData;
 import io.snapbd.engine.lun.LunState;
-import io.snapbd.engine.volume.VolumeNames;
+import io.snapbd.engine.format.VolumeNames;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;

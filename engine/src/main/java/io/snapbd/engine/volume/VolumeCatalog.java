@@ -1,6 +1,7 @@
 package io.snapbd.engine.volume;
 
 import io.snapbd.engine.format.CorruptMetadataException;
+import io.snapbd.engine.format.VolumeNames;
 import io.snapbd.engine.io.FileSpace;
 
 import java.io.IOException;

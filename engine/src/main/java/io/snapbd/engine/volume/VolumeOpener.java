@@ -2,6 +2,7 @@ package io.snapbd.engine.volume;
 
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
+import io.snapbd.engine.format.VolumeNames;
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.JavaFileSpace;
 import io.snapbd.engine.io.MappedData;

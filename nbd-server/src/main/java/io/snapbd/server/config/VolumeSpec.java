@@ -1,7 +1,7 @@
 package io.snapbd.server.config;
 
 import io.snapbd.engine.volume.Volume;
-import io.snapbd.engine.volume.VolumeNames;
+import io.snapbd.engine.format.VolumeNames;
 
 /**
  * A volume the configuration asks for: {@code volume.NAME = SIZE [save=SIZE] [block-size=BYTES] [sparse]}. The

@@ -1,4 +1,4 @@
-package io.snapbd.engine.volume;
+package io.snapbd.engine.format;
 
 import java.util.regex.Pattern;
 
