@@ -5,7 +5,6 @@ import io.snapbd.engine.format.CorruptMetadataException;
 import io.snapbd.engine.snapshot.RestoreMarker;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.snapshot.SnapshotSet;
-import io.snapbd.engine.volume.Volume.RestoreProgress;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;

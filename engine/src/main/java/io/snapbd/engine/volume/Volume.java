@@ -20,13 +20,12 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * A writable volume: a preallocated, memory-mapped data file plus its production meta bit map. This class is
- * the public facade and the request path (read, prepare/stage/finish write, TRIM, WRITE_ZEROES, FLUSH), kept
- * in one class so that each request stays a few direct calls over the same final fields (overlay, gate,
- * snapshots, intents). Its parts each do one job: {@link VolumeOpener} (create and open), {@link VolumeRecovery}
+ * the public facade and the request path (read, FLUSH; WRITE, TRIM and WRITE_ZEROES wrapped for the mirror legs
+ * around {@link ProductionWrites}, which writes into production), so that each request stays a few direct calls
+ * over final fields. Its parts each do one job: {@link VolumeOpener} (create and open), {@link VolumeRecovery}
  * (crash recovery at open), {@link WriteIntents} (the write-intent log), {@link Committer} (the copy-on-write
  * committer thread), {@link Zeroing} (how blocks become zero), {@link Restorer} (restore from a snapshot),
  * {@link VolumeSession} (one client's state) and {@link VolumeTuning} (the {@code -Dsnapbd.*} knobs).
@@ -71,8 +70,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private final Overlay overlay;
     private final Committer committer;
     private final long overlayPreallocateBytes;
-    private final AtomicLong cowCopies = new AtomicLong();
     private final Restorer restorer;
+    /** The write path into production: gate, before-images, overlay staging, the mapping. */
+    private final ProductionWrites writes;
     /** The legs of a mirrored volume (docs/mirrors.md), set by {@link VolumeOpener} before the volume is handed out; else null. */
     MirrorSet mirror;
 
@@ -106,6 +106,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         this.overlayPreallocateBytes = tuning.overlayPreallocateBytes();
         this.committer = new Committer(data, overlay, snapshots, space, tuning, header.name());
         this.steps = steps;
+        this.writes = new ProductionWrites(this, header.blockSize(), overlay, snapshots, intents, committer, zeroing);
         this.restorer = new Restorer(this, snapshots, meta, intents, zeroing);
     }
 
@@ -304,9 +305,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     /** Saves before-images that snapshots need for blocks [first, last] (no-op without snapshots). */
     void copyOnWrite(VolumeSession s, long first, long last) throws IOException {
-        if (!snapshots.isEmpty()) {
-            cowCopies.addAndGet(snapshots.beforeOverwrite(s.cow, first, last));
-        }
+        writes.copyOnWrite(s, first, last);
     }
 
     @Override
@@ -377,115 +376,25 @@ public final class Volume implements BlockDevice, AutoCloseable {
      */
     public boolean prepareWrite(Session s, long offset, int length) throws IOException {
         if (mirror == null) {
-            return prepareLocal(s, offset, length);
+            return writes.prepare(s, offset, length);
         }
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
         MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, false);
         try {
-            return prepareLocal(s, offset, length);
+            return writes.prepare(s, offset, length);
         } catch (IOException | RuntimeException e) {
             mirror.abort(op);
             throw e;
         }
     }
 
-    private boolean prepareLocal(Session s, long offset, int length) throws IOException {
-        checkOpen();
-        BlockDevice.checkRange(this, offset, length);
-        if (length == 0) {
-            throw new BlockDeviceException(BlockDeviceException.Reason.OUT_OF_RANGE, "write of zero bytes");
-        }
-        VolumeSession vs = (VolumeSession) s;
-        long first = offset >>> blockShift;
-        long last = (offset + length - 1) >>> blockShift;
-        vs.gate.enter(vs.slot);
-        try {
-            vs.stagedSlots = 0;
-            boolean restage = false;
-            if (overlay.staged() > 0 && overlay.anyStaged(first, last)) {
-                // A whole-block rewrite replaces the staged copy (no before-image to take: the first write
-                // claimed it); anything else waits for the staged blocks to be applied, to keep order.
-                restage = !snapshots.isEmpty() && ((offset | length) & (blockSize() - 1)) == 0;
-                if (!restage) {
-                    overlay.awaitApplied(first, last);
-                }
-            }
-            if (snapshots.isEmpty()) {
-                intents.markInUse(first, last);
-                return false;
-            }
-            int copied = snapshots.copyBeforeOverwrite(vs.cow, first, last);
-            if (copied > 0) {
-                cowCopies.addAndGet(copied);
-            }
-            intents.markInUse(first, last);
-            boolean mustWait = restage || copied > 0 || SnapshotSet.sawPending(vs.cow);
-            if (mustWait && stage(vs, first, last, offset, offset + length)) {
-                return false;       // the data goes to the overlay; the committer forces and applies it
-            }
-            if (restage) {
-                overlay.awaitApplied(first, last);      // no room: the staged copy must land before ours does
-            }
-            return mustWait;
-        } catch (IOException | RuntimeException e) {
-            vs.gate.exit(vs.slot);
-            throw e;
-        }
-    }
-
-    /** Reserves overlay slots for [first, last]; false when the overlay is full (the caller waits instead). */
-    private boolean stage(VolumeSession vs, long first, long last, long offset, long end) throws IOException {
-        int n = (int) (last - first + 1);
-        if (n > vs.slotBuffer().length
-                || !overlay.reserve(first, last, offset, end, vs.cursor, vs.overlayView, vs.slotBuffer())) {
-            return false;
-        }
-        vs.stagedSlots = n;
-        vs.stagedFirst = first;
-        committer.start();
-        return true;
-    }
-
-
     /** Ends a prepared write whose data will never come. */
     public void abortPrepared(Session s) {
-        VolumeSession vs = (VolumeSession) s;
-        if (vs.stagedSlots > 0) {
-            overlay.release(vs.stagedSlots, vs.slotBuffer());
-            vs.stagedSlots = 0;
-        }
-        vs.gate.exit(vs.slot);
+        writes.abort(s);
         if (mirror != null) {
-            mirror.abort(vs.mirrorOp);
-        }
-    }
-
-    /** Streams the payload into the reserved overlay slots and publishes them; the write is then complete. */
-    private void finishStaged(VolumeSession vs, long offset, int length, ByteSource source) throws IOException {
-        int[] slots = vs.slotBuffer();
-        int n = vs.stagedSlots;
-        long first = vs.stagedFirst;
-        boolean published = false;
-        try {
-            long pos = offset;
-            long end = offset + length;
-            while (pos < end) {
-                long b = pos >>> blockShift;
-                int from = (int) (pos & (blockSize() - 1));
-                int to = (int) Math.min(blockSize(), end - (b << blockShift));
-                source.readFully(vs.overlayView.slot(slots[(int) (b - first)], from, to));
-                pos = (b << blockShift) + to;
-            }
-            overlay.publish(first, first + n - 1, slots);
-            published = true;
-        } finally {
-            if (!published) {
-                overlay.release(n, slots);
-            }
-            vs.stagedSlots = 0;
-            vs.gate.exit(vs.slot);
+            mirror.abort(((VolumeSession) s).mirrorOp);
         }
     }
 
@@ -496,37 +405,13 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     public void finishWrite(Session s, long offset, int length, ByteSource source) throws IOException {
         if (mirror == null) {
-            finishLocal(s, offset, length, source);
+            writes.finish(s, offset, length, source);
             return;
         }
         try {
-            finishLocal(s, offset, length, source);
+            writes.finish(s, offset, length, source);
         } finally {
             mirror.end(((VolumeSession) s).mirrorOp, s, this);      // even a write cut short: legs get what leg 0 got
-        }
-    }
-
-    private void finishLocal(Session s, long offset, int length, ByteSource source) throws IOException {
-        VolumeSession vs = (VolumeSession) s;
-        if (vs.stagedSlots > 0) {
-            finishStaged(vs, offset, length, source);
-            return;
-        }
-        try {
-            MappedData.Cursor c = vs.cursor;
-            long pos = offset;
-            long end = offset + length;
-            while (pos < end) {
-                ByteBuffer v = c.view(pos, end - pos);
-                int n = v.remaining();
-                source.readFully(v);
-                pos += n;
-            }
-            // A TRIM racing with this write may have cleared a bit after we set it; set it again so that
-            // "clear bit => zero data" holds whatever the interleaving.
-            intents.markInUse(offset >>> blockShift, (offset + length - 1) >>> blockShift);
-        } finally {
-            vs.gate.exit(vs.slot);
         }
     }
 
@@ -534,7 +419,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
     @Override
     public void trim(Session s, long offset, long length, boolean fua) throws IOException {
         if (mirror == null || length == 0) {
-            trimLocal(s, offset, length, fua);
+            writes.trim(s, offset, length, fua);
             return;
         }
         checkOpen();
@@ -542,30 +427,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, true);
         try {
-            trimLocal(s, offset, length, fua);
+            writes.trim(s, offset, length, fua);
         } finally {
             mirror.end(op, s, this);
-        }
-    }
-
-    private void trimLocal(Session s, long offset, long length, boolean fua) throws IOException {
-        checkOpen();
-        BlockDevice.checkRange(this, offset, length);
-        long firstWhole = (offset + blockSize() - 1) >>> blockShift;
-        long endWhole = (offset + length) >>> blockShift;
-        if (firstWhole < endWhole) {
-            VolumeSession vs = (VolumeSession) s;
-            vs.gate.enter(vs.slot);
-            try {
-                overlay.awaitApplied(firstWhole, endWhole - 1);
-                copyOnWrite(vs, firstWhole, endWhole - 1);
-                zeroing.discard(vs.cursor, firstWhole, endWhole);
-            } finally {
-                vs.gate.exit(vs.slot);
-            }
-        }
-        if (fua) {
-            flush();
         }
     }
 
@@ -573,7 +437,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
     public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua)
             throws IOException {
         if (mirror == null || length == 0) {
-            writeZeroesLocal(s, offset, length, noHole, fastOnly, fua);
+            writes.writeZeroes(s, offset, length, noHole, fastOnly, fua);
             return;
         }
         checkOpen();
@@ -581,34 +445,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, true);
         try {
-            writeZeroesLocal(s, offset, length, noHole, fastOnly, fua);
+            writes.writeZeroes(s, offset, length, noHole, fastOnly, fua);
         } finally {
             mirror.end(op, s, this);
-        }
-    }
-
-    private void writeZeroesLocal(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua)
-            throws IOException {
-        checkOpen();
-        BlockDevice.checkRange(this, offset, length);
-        if (fastOnly && !zeroing.fast()) {
-            throw new BlockDeviceException(BlockDeviceException.Reason.NOT_SUPPORTED,
-                    "fast zeroing is not supported by the file system under " + name());
-        }
-        if (length == 0) {
-            return;
-        }
-        VolumeSession vs = (VolumeSession) s;
-        vs.gate.enter(vs.slot);
-        try {
-            overlay.awaitApplied(offset >>> blockShift, (offset + length - 1) >>> blockShift);
-            copyOnWrite(vs, offset >>> blockShift, (offset + length - 1) >>> blockShift);
-            zeroing.zeroRange(vs.cursor, offset, length, noHole);
-        } finally {
-            vs.gate.exit(vs.slot);
-        }
-        if (fua) {
-            flush();
         }
     }
 
@@ -666,7 +505,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     /** Blocks copied into the save volume by copy-on-write since open. */
     public long cowCopies() {
-        return cowCopies.get();
+        return writes.cowCopies();
     }
 
     /** Takes snapshot {@code name} of the current content (waits for in-flight writes). */
@@ -716,48 +555,6 @@ public final class Volume implements BlockDevice, AutoCloseable {
     /** The restore that a crash interrupted and this open finished, or null. */
     public RestoreProgress resumedRestore() {
         return restorer.resumed();
-    }
-
-    /** What a restore is doing, for {@code status} and {@code snapshot list}. */
-    public static final class RestoreProgress {
-        private final String snapshot;
-        private final boolean resumed;
-        private final long startedMillis = System.currentTimeMillis();
-        volatile String phase = "pausing writers";
-        volatile long blocksChanged;
-        volatile String error;
-
-        RestoreProgress(String snapshot, boolean resumed) {
-            this.snapshot = snapshot;
-            this.resumed = resumed;
-        }
-
-        public String snapshot() {
-            return snapshot;
-        }
-
-        /** True when this restore finishes one a crash interrupted. */
-        public boolean resumed() {
-            return resumed;
-        }
-
-        public long startedMillis() {
-            return startedMillis;
-        }
-
-        /** "pausing writers", "discarding", "copying" or "flushing": where it is, or where it failed. */
-        public String phase() {
-            return phase;
-        }
-
-        public long blocksChanged() {
-            return blocksChanged;
-        }
-
-        /** Why it failed (production is partly restored until a restore completes), or null while it runs. */
-        public String error() {
-            return error;
-        }
     }
 
     void checkOpen() throws BlockDeviceException {

@@ -340,7 +340,7 @@ class SnapshotCrashPointTest {
             Model m = new Model();
             Volume v = crashAndReopen(dir, m, op, k, what);
             boolean restored = k >= marker;
-            Volume.RestoreProgress resumed = v.resumedRestore();
+            RestoreProgress resumed = v.resumedRestore();
             if (k >= marker && k < done) {
                 assertNotNull(resumed, what + ": the open finished the restore");
                 assertEquals(target, resumed.snapshot(), what);
@@ -421,7 +421,7 @@ class SnapshotCrashPointTest {
         List<String> seen = new ArrayList<>();
         v.steps = step -> {
             if (step.equals("restore.copy") || step.equals("restore.discard")) {
-                Volume.RestoreProgress p = v.restoreProgress();
+                RestoreProgress p = v.restoreProgress();
                 assertNotNull(p, "a restore in progress is visible");
                 seen.add(p.snapshot() + " " + p.phase() + " " + p.blocksChanged() + " " + p.error());
                 if (step.equals("restore.copy")) {
@@ -433,7 +433,7 @@ class SnapshotCrashPointTest {
         assertTrue(e.getMessage().contains("partly restored"), e.getMessage());
         assertTrue(seen.get(0).startsWith("a "), seen.toString());
         assertTrue(seen.stream().allMatch(x -> x.endsWith(" null")), "no error while it runs: " + seen);
-        Volume.RestoreProgress failed = v.restoreProgress();
+        RestoreProgress failed = v.restoreProgress();
         assertNotNull(failed, "the failed restore stays visible");
         assertEquals("a", failed.snapshot());
         assertEquals("copying", failed.phase());

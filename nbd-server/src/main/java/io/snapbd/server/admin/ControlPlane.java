@@ -8,6 +8,7 @@ import io.snapbd.engine.snapshot.Differential;
 import io.snapbd.engine.snapshot.NoSaveVolumeException;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.snapshot.SnapshotSet;
+import io.snapbd.engine.volume.RestoreProgress;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
@@ -232,7 +233,7 @@ public final class ControlPlane {
         ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("volume", v.name());
         ArrayNode list = r.putArray("snapshots");
-        Volume.RestoreProgress restoring = v.restoreProgress();
+        RestoreProgress restoring = v.restoreProgress();
         for (SnapshotSet.Info i : v.snapshots().list()) {
             ObjectNode o = snapshotJson(v, i.record(), i.active(), i.chunksUsed());
             if (restoring != null && restoring.snapshot().equals(i.record().name())) {

@@ -2,6 +2,7 @@ package io.snapbd.server.api;
 
 import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
 import com.fasterxml.jackson.annotation.JsonInclude;
+import io.snapbd.engine.volume.RestoreProgress;
 import io.snapbd.engine.volume.Volume;
 
 import java.time.Instant;
@@ -16,7 +17,7 @@ public record RestoreStatus(String snapshot, String state, String phase, long bl
 
     /** Null when no restore runs and the last one did not fail. */
     public static RestoreStatus of(Volume v) {
-        Volume.RestoreProgress p = v.restoreProgress();
+        RestoreProgress p = v.restoreProgress();
         if (p == null) {
             return null;
         }

@@ -3,6 +3,7 @@ package io.snapbd.server.service;
 import io.snapbd.engine.volume.CopyOnWriteWarmUp;
 import io.snapbd.engine.snapshot.RestoreMarker;
 import io.snapbd.engine.volume.RecoveryReport;
+import io.snapbd.engine.volume.RestoreProgress;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
@@ -152,7 +153,7 @@ public final class SnapbdServer implements AutoCloseable {
                 Log.warn("volume %s was not stopped cleanly: rebuilt the meta bit map of %d region(s), %d block(s) marked in use, %d damaged page(s)",
                         name, r.regionsScanned(), r.blocksMarkedInUse(), r.damagedPages());
             }
-            Volume.RestoreProgress resumed = v.resumedRestore();
+            RestoreProgress resumed = v.resumedRestore();
             if (resumed != null) {
                 Log.warn("resumed the interrupted restore of volume %s from snapshot %s: %d block(s) changed in %d ms; production is now the snapshot's content",
                         name, resumed.snapshot(), resumed.blocksChanged(), System.currentTimeMillis() - resumed.startedMillis());
