@@ -9,6 +9,7 @@ import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.GroupCommit;
 import io.snapbd.engine.io.MappedData;
+import io.snapbd.engine.io.WriteGate;
 import io.snapbd.engine.lun.LunState;
 import io.snapbd.engine.mirror.MirrorSet;
 import io.snapbd.engine.snapshot.NoSaveVolumeException;

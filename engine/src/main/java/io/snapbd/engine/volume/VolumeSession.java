@@ -2,6 +2,7 @@ package io.snapbd.engine.volume;
 
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.MappedData;
+import io.snapbd.engine.io.WriteGate;
 import io.snapbd.engine.snapshot.SnapshotSet;
 
 import java.nio.ByteBuffer;

@@ -1,4 +1,4 @@
-package io.snapbd.engine.volume;
+package io.snapbd.engine.io;
 
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
