@@ -10,6 +10,7 @@ import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.GroupCommit;
 import io.snapbd.engine.io.MappedData;
 import io.snapbd.engine.lun.LunState;
+import io.snapbd.engine.mirror.MirrorOp;
 import io.snapbd.engine.mirror.MirrorSet;
 import io.snapbd.engine.snapshot.NoSaveVolumeException;
 import io.snapbd.engine.snapshot.SnapshotRecord;
@@ -381,7 +382,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
-        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        MirrorOp op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, false);
         try {
             return prepareLocal(s, offset, length);
@@ -539,7 +540,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
-        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        MirrorOp op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, true);
         try {
             trimLocal(s, offset, length, fua);
@@ -578,7 +579,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
-        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        MirrorOp op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, true);
         try {
             writeZeroesLocal(s, offset, length, noHole, fastOnly, fua);
