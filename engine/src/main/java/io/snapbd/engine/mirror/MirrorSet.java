@@ -1,25 +1,21 @@
 package io.snapbd.engine.mirror;
 
 import io.snapbd.engine.BlockDevice;
-import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.io.WriteGate;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
-import java.util.Arrays;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.atomic.LongAdder;
-import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * The legs of one mirrored volume and the tagged write path over them (docs/mirrors.md, "Write order"). Leg 0 is
  * the volume's own {@code data.img} (the local mapping) with its table {@code leg0.tags}; legs 1 … n−1 come from
- * {@link LegOpener}. Every write, TRIM, WRITE_ZEROES and restore run of the volume is one {@link Op}:
+ * {@link LegOpener}. Every write, TRIM, WRITE_ZEROES and restore run of the volume is one {@link MirrorOp}:
  * <ol>
  * <li>{@link #begin}: a tag from {@link TagSource}; the ENTRY appended on every leg and made durable by group
  *     commit (one table force covers every entry appended concurrently); then the op's range is locked, so
@@ -36,9 +32,6 @@ import java.util.concurrent.locks.ReentrantLock;
 public final class MirrorSet implements AutoCloseable {
 
     private static final System.Logger LOG = System.getLogger(MirrorSet.class.getName());
-    /** Bytes of the volume per range lock region. */
-    static final int STRIPE_SHIFT = 20;
-    static final int STRIPES = 256;
     /** Tags per RETIRE batch (per session). */
     static final int RETIRE_BATCH = 32;
     static final int COPY_BUFFER = 1 << 20;
@@ -77,45 +70,12 @@ public final class MirrorSet implements AutoCloseable {
         }
     }
 
-    private static final class Leg {
-        final int index;
-        /** Replaced only by {@link #reopenFailed}, while no change is in flight. */
-        volatile MirrorLeg leg;
-        volatile TagTable table;
-        /** Runs this leg's forces on its own thread (null for leg 0, whose forces run on the caller's thread). */
-        final LegForcer forcer;
-        /** Data writes completed on this leg: the value a data force is requested and awaited for. */
-        final AtomicLong dataWrites = new AtomicLong();
-        final AtomicLong depth = new AtomicLong();
-        final LongAdder writes = new LongAdder();
-        final LongAdder writeNanos = new LongAdder();
-        final AtomicLong maxWriteNanos = new AtomicLong();
-        volatile String failure;
-
-        Leg(int index, MirrorLeg leg, TagTable table) {
-            this.index = index;
-            this.leg = leg;
-            this.table = table;
-            this.forcer = index == 0 ? null : new LegForcer("snapbd mirror leg " + index + " " + leg.uri(),
-                    upTo -> this.table.commit(upTo), upTo -> this.leg.data().force());
-        }
-
-        void timed(long nanos) {
-            writes.increment();
-            writeNanos.add(nanos);
-            long m = maxWriteNanos.get();
-            while (nanos > m && !maxWriteNanos.compareAndSet(m, nanos)) {
-                m = maxWriteNanos.get();
-            }
-        }
-    }
-
     private final Path dir;
     private final UUID owner;
     private final long size;
     private final TagSource tags;
     private final Leg[] legs;
-    private final ReentrantLock[] stripes = new ReentrantLock[STRIPES];
+    private final RangeLocks locks = new RangeLocks();
     private final WriteGate gate = new WriteGate(30_000);
     private final AtomicLong bytesCopiedTotal = new AtomicLong();
     private final AtomicLong reconciliations = new AtomicLong();
@@ -132,9 +92,6 @@ public final class MirrorSet implements AutoCloseable {
         this.size = size;
         this.tags = tags;
         this.legs = legs;
-        for (int i = 0; i < STRIPES; i++) {
-            stripes[i] = new ReentrantLock();
-        }
     }
 
     // ---- create, open, close ---------------------------------------------------------------------------------
@@ -376,104 +333,14 @@ public final class MirrorSet implements AutoCloseable {
             if (l.index == 0 || l.failure == null) {
                 continue;
             }
-            String uri = l.leg.uri();
-            try {
-                l.leg.close();
-            } catch (IOException ignored) {
-                // the leg failed already; its old handles are given up
-            }
-            MirrorLeg n;
-            try {
-                n = LegOpener.installed().open(uri, size);
-            } catch (IOException e) {
-                throw new IOException("mirror leg " + l.index + " (" + uri + ") cannot be opened again: "
-                        + e.getMessage(), e);
-            }
-            try {
-                if (n.data().size() < size) {
-                    throw new IOException("mirror leg " + l.index + " (" + uri + ") holds " + n.data().size()
-                            + " bytes, less than the volume's " + size);
-                }
-                l.table = TagTable.open(n.table(), owner, l.index);
-                l.leg = n;
-                l.forcer.reset();
-            } catch (IOException | RuntimeException e) {
-                try {
-                    n.close();
-                } catch (IOException s) {
-                    e.addSuppressed(s);
-                }
-                throw e;
-            }
+            l.reopen(size, owner);
         }
     }
 
     // ---- the write path --------------------------------------------------------------------------------------
 
-    /** One session's tagged-change state: reused for every change of that session, so a change allocates nothing. */
-    public final class Op implements ByteSink, BlockDevice.ExtentConsumer {
-        private final WriteGate.Slot slot = gate.register();
-        private final long[] tickets = new long[legs.length];
-        private final long[] legNanos = new long[legs.length];
-        private final long[] one = new long[1];
-        private final long[] pending = new long[RETIRE_BATCH];
-        private int npending;
-        private long[] runs = new long[16];
-        private int nruns;
-        private ByteBuffer buf;
-        private long tag;
-        private long offset;
-        private long length;
-        private int stripeLo;
-        private int stripeHi;
-        private boolean locked;
-        private boolean inGate;
-        private boolean bypass;
-
-        /** For the thread that paused the mirror itself (a restore): its changes skip the pause. */
-        public void bypassPause(boolean b) {
-            bypass = b;
-        }
-
-        @Override
-        public void write(ByteBuffer src) {
-            buf.put(src);
-        }
-
-        @Override
-        public boolean accept(long off, long len, boolean inUse) {
-            if (inUse) {
-                addRun(off, len);
-            }
-            return true;
-        }
-
-        private void addRun(long off, long len) {
-            if (nruns > 0 && runs[2 * nruns - 2] + runs[2 * nruns - 1] == off) {
-                runs[2 * nruns - 1] += len;
-                return;
-            }
-            if (2 * nruns + 2 > runs.length) {
-                runs = Arrays.copyOf(runs, runs.length * 2);
-            }
-            runs[2 * nruns] = off;
-            runs[2 * nruns + 1] = len;
-            nruns++;
-        }
-
-        /** Retires this session's pending tags and leaves the gate's books (the session closes). */
-        public void close() {
-            try {
-                retirePending(this);
-            } catch (IOException ignored) {
-                // entries left live only cost a copy at the next reconciliation
-            }
-            gate.unregister(slot);
-        }
-    }
-
-    public Op newOp() {
-        return new Op();
+    public MirrorOp newOp() {
+        return new MirrorOp(this, gate, legs.length);
     }
 
     /**
@@ -483,7 +350,8 @@ public final class MirrorSet implements AutoCloseable {
      * zero data"); else the whole range is. Every successful begin must be followed by {@link #end} or
      * {@link #abort}.
      */
-    public void begin(Op op, long offset, long length, BlockDevice local, boolean inUseOnly) throws IOException {
+    public void begin(MirrorOp op, long offset, long length, BlockDevice local, boolean inUseOnly)
+            throws IOException {
         if (!op.bypass) {
             gate.enter(op.slot);
             op.inGate = true;
@@ -527,7 +395,7 @@ public final class MirrorSet implements AutoCloseable {
                 }
                 op.legNanos[i] += System.nanoTime() - t0;
             }
-            lock(op, offset, length);
+            locks.lock(op, offset, length);
             op.nruns = 0;
             if (inUseOnly) {
                 local.extents(offset, length, op);
@@ -545,7 +413,7 @@ public final class MirrorSet implements AutoCloseable {
      * session {@code s}) to every other leg, forces each leg's data, appends DONE on each. Returns when every
      * leg completed the change; throws (the leg is then marked failed) when one did not.
      */
-    public void end(Op op, BlockDevice.Session s, BlockDevice local) throws IOException {
+    public void end(MirrorOp op, BlockDevice.Session s, BlockDevice local) throws IOException {
         try {
             if (op.buf == null) {
                 op.buf = ByteBuffer.allocateDirect(COPY_BUFFER);
@@ -573,7 +441,7 @@ public final class MirrorSet implements AutoCloseable {
                     pos += n;
                 }
             }
-            unlock(op);
+            locks.unlock(op);
             op.one[0] = op.tag;
             // every leg's data forced at the same time (group commit per leg), then DONE on each
             long t0 = System.nanoTime();
@@ -609,7 +477,7 @@ public final class MirrorSet implements AutoCloseable {
     }
 
     /** Ends a change that never touched leg 0 (its prepare failed): nothing differs, the tag is retired. */
-    public void abort(Op op) {
+    public void abort(MirrorOp op) {
         op.pending[op.npending++] = op.tag;
         try {
             if (op.npending == RETIRE_BATCH) {
@@ -622,7 +490,7 @@ public final class MirrorSet implements AutoCloseable {
         }
     }
 
-    private void retirePending(Op op) throws IOException {
+    void retirePending(MirrorOp op) throws IOException {
         int n = op.npending;
         if (n == 0) {
             return;
@@ -643,56 +511,11 @@ public final class MirrorSet implements AutoCloseable {
         }
     }
 
-    private void release(Op op) {
-        unlock(op);
+    private void release(MirrorOp op) {
+        locks.unlock(op);
         if (op.inGate) {
             op.inGate = false;
             gate.exit(op.slot);
-        }
-    }
-
-    /** Locks the stripes of [offset, offset+length) in ascending index order (all of them for a long range). */
-    private void lock(Op op, long offset, long length) {
-        long first = offset >>> STRIPE_SHIFT;
-        long last = (offset + Math.max(1, length) - 1) >>> STRIPE_SHIFT;
-        if (last - first + 1 >= STRIPES) {
-            op.stripeLo = 0;
-            op.stripeHi = STRIPES - 1;
-        } else {
-            op.stripeLo = (int) (first % STRIPES);
-            op.stripeHi = (int) (last % STRIPES);
-        }
-        if (op.stripeLo <= op.stripeHi) {
-            for (int i = op.stripeLo; i <= op.stripeHi; i++) {
-                stripes[i].lock();
-            }
-        } else {            // wraps: 0 … hi, then lo … end
-            for (int i = 0; i <= op.stripeHi; i++) {
-                stripes[i].lock();
-            }
-            for (int i = op.stripeLo; i < STRIPES; i++) {
-                stripes[i].lock();
-            }
-        }
-        op.locked = true;
-    }
-
-    private void unlock(Op op) {
-        if (!op.locked) {
-            return;
-        }
-        op.locked = false;
-        if (op.stripeLo <= op.stripeHi) {
-            for (int i = op.stripeHi; i >= op.stripeLo; i--) {
-                stripes[i].unlock();
-            }
-        } else {
-            for (int i = STRIPES - 1; i >= op.stripeLo; i--) {
-                stripes[i].unlock();
-            }
-            for (int i = op.stripeHi; i >= 0; i--) {
-                stripes[i].unlock();
-            }
         }
     }
 

@@ -11,6 +11,7 @@ import io.snapbd.engine.io.GroupCommit;
 import io.snapbd.engine.io.MappedData;
 import io.snapbd.engine.io.WriteGate;
 import io.snapbd.engine.lun.LunState;
+import io.snapbd.engine.mirror.MirrorOp;
 import io.snapbd.engine.mirror.MirrorSet;
 import io.snapbd.engine.snapshot.NoSaveVolumeException;
 import io.snapbd.engine.snapshot.SnapshotRecord;
@@ -381,7 +382,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
-        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        MirrorOp op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, false);
         try {
             return writes.prepare(s, offset, length);
@@ -425,7 +426,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
-        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        MirrorOp op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, true);
         try {
             writes.trim(s, offset, length, fua);
@@ -443,7 +444,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
         checkOpen();
         BlockDevice.checkRange(this, offset, length);
-        MirrorSet.Op op = ((VolumeSession) s).mirrorOp;
+        MirrorOp op = ((VolumeSession) s).mirrorOp;
         mirror.begin(op, offset, length, this, true);
         try {
             writes.writeZeroes(s, offset, length, noHole, fastOnly, fua);

@@ -22,7 +22,7 @@ final class VolumeSession implements BlockDevice.Session {
     private ByteBuffer readBuffer;
     int stagedSlots;
     /** The mirrored volume's per-session change state, or null (not mirrored). */
-    io.snapbd.engine.mirror.MirrorSet.Op mirrorOp;
+    io.snapbd.engine.mirror.MirrorOp mirrorOp;
     long stagedFirst;
 
     /** Overlay slots reserved for the write in progress (sized for the largest staged write). */

@@ -1,0 +1,85 @@
+package io.snapbd.engine.mirror;
+
+import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.io.ByteSink;
+import io.snapbd.engine.volume.WriteGate;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.Arrays;
+
+/**
+ * One session's tagged-change state for {@link MirrorSet#begin} / {@link MirrorSet#end}: its tag, range, range-lock
+ * stripes, per-leg tickets and timings, the in-use runs to copy, the copy buffer and its pending RETIRE batch.
+ * Reused for every change of that session, so a change allocates nothing.
+ */
+public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
+    private final MirrorSet set;
+    private final WriteGate gate;
+    final WriteGate.Slot slot;
+    final long[] tickets;
+    final long[] legNanos;
+    final long[] one = new long[1];
+    final long[] pending = new long[MirrorSet.RETIRE_BATCH];
+    int npending;
+    long[] runs = new long[16];
+    int nruns;
+    ByteBuffer buf;
+    long tag;
+    long offset;
+    long length;
+    int stripeLo;
+    int stripeHi;
+    boolean locked;
+    boolean inGate;
+    boolean bypass;
+
+    MirrorOp(MirrorSet set, WriteGate gate, int legs) {
+        this.set = set;
+        this.gate = gate;
+        this.slot = gate.register();
+        this.tickets = new long[legs];
+        this.legNanos = new long[legs];
+    }
+
+    /** For the thread that paused the mirror itself (a restore): its changes skip the pause. */
+    public void bypassPause(boolean b) {
+        bypass = b;
+    }
+
+    @Override
+    public void write(ByteBuffer src) {
+        buf.put(src);
+    }
+
+    @Override
+    public boolean accept(long off, long len, boolean inUse) {
+        if (inUse) {
+            addRun(off, len);
+        }
+        return true;
+    }
+
+    void addRun(long off, long len) {
+        if (nruns > 0 && runs[2 * nruns - 2] + runs[2 * nruns - 1] == off) {
+            runs[2 * nruns - 1] += len;
+            return;
+        }
+        if (2 * nruns + 2 > runs.length) {
+            runs = Arrays.copyOf(runs, runs.length * 2);
+        }
+        runs[2 * nruns] = off;
+        runs[2 * nruns + 1] = len;
+        nruns++;
+    }
+
+    /** Retires this session's pending tags and leaves the gate's books (the session closes). */
+    public void close() {
+        try {
+            set.retirePending(this);
+        } catch (IOException ignored) {
+            // entries left live only cost a copy at the next reconciliation
+        }
+        gate.unregister(slot);
+    }
+}
