@@ -2,7 +2,7 @@ package io.snapbd.engine.mirror;
 
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.ByteSink;
-import io.snapbd.engine.volume.WriteGate;
+import io.snapbd.engine.io.WriteGate;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;

@@ -3,6 +3,7 @@ package io.snapbd.engine.volume;
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.MappedData;
 import io.snapbd.engine.io.WriteGate;
+import io.snapbd.engine.mirror.MirrorOp;
 import io.snapbd.engine.snapshot.SnapshotSet;
 
 import java.nio.ByteBuffer;
@@ -22,7 +23,7 @@ final class VolumeSession implements BlockDevice.Session {
     private ByteBuffer readBuffer;
     int stagedSlots;
     /** The mirrored volume's per-session change state, or null (not mirrored). */
-    io.snapbd.engine.mirror.MirrorOp mirrorOp;
+    MirrorOp mirrorOp;
     long stagedFirst;
 
     /** Overlay slots reserved for the write in progress (sized for the largest staged write). */
