@@ -109,17 +109,28 @@ public final class ServerProcess implements AutoCloseable {
 
     /** The shaded jar under test: failsafe passes it as {@code snapbd.jar}; a direct IDE run finds it in target/. */
     public static Path jar() {
-        String prop = System.getProperty("snapbd.jar");
-        Path jar;
-        if (prop != null && !prop.isBlank()) {
-            jar = Path.of(prop);
-        } else {
-            String home = System.getProperty("snapbd.home");
-            jar = home != null ? Path.of(home, "nbd-server", "target", "snapbd.jar") : Path.of("target", "snapbd.jar");
-        }
+        Path jar = jarPath();
         if (!Files.isRegularFile(jar)) {
-            Assertions.fail("the server jar " + jar.toAbsolutePath() + " is missing: run 'mvn -B -q -DskipTests package' first");
+            Assertions.fail("the server jar " + jar + " is missing: run 'mvn -B -q -DskipTests package' first");
         }
+        return jar;
+    }
+
+    /**
+     * The build's target directory, whether or not the jar is built yet: unit tests (which run before the
+     * package phase in a fresh clone) put their tools' scratch files there too.
+     */
+    public static Path targetDir() {
+        return jarPath().getParent();
+    }
+
+    private static Path jarPath() {
+        String prop = System.getProperty("snapbd.jar");
+        if (prop != null && !prop.isBlank()) {
+            return Path.of(prop).toAbsolutePath();
+        }
+        String home = System.getProperty("snapbd.home");
+        Path jar = home != null ? Path.of(home, "nbd-server", "target", "snapbd.jar") : Path.of("target", "snapbd.jar");
         return jar.toAbsolutePath();
     }
 

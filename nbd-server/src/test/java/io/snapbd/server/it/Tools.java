@@ -148,7 +148,7 @@ public final class Tools {
                     .redirectOutput(out.toFile())
                     .redirectError(err.toFile());
             // Tools may drop files in their working directory (fio's verify state): keep them in target/.
-            Path work = ServerProcess.jar().getParent().resolve("it-work");
+            Path work = ServerProcess.targetDir().resolve("it-work");
             Files.createDirectories(work);
             pb.directory(work.toFile());
             pb.environment().put("PATH", path());
@@ -184,7 +184,7 @@ public final class Tools {
     /** Starts {@code command} in the background (output to {@code log}); the caller waits for it and ends it. */
     public static Process start(Path log, List<String> command) {
         try {
-            Path work = ServerProcess.jar().getParent().resolve("it-work");
+            Path work = ServerProcess.targetDir().resolve("it-work");
             Files.createDirectories(work);
             ProcessBuilder pb = new ProcessBuilder(new ArrayList<>(command))
                     .directory(work.toFile())
