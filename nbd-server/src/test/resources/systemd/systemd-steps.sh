@@ -323,7 +323,9 @@ socket_activation() {
   expect inactive systemctl is-active snapbd.service
   # The first connection starts the service; it takes the socket from systemd.
   must nbdinfo --size nbd://127.0.0.1:10809/vol0
-  expect active systemctl is-active snapbd.service
+  # The server serves the socket as soon as it is bound, a moment before it sends READY=1 (the state is
+  # "activating" until then): wait for the state instead of reading it once.
+  wait_for 120 "snapbd.service active after the first connection" systemctl is-active --quiet snapbd.service
   journalctl -b -u snapbd.service -o cat --no-pager | grep 'listening on systemd socket' \
     || fail "the server did not take the socket from systemd"
   must systemctl stop snapbd.service
