@@ -66,6 +66,7 @@ final class Committer {
                 // Keep the data staged (readers still see it) and retry: losing it would lose acknowledged writes.
                 // (InternalError: a SIGBUS on the mapping of a sparse data file on a full file system.)
                 LOG.log(Level.WARNING, "snapbd: volume " + volume + ": applying staged writes failed, retrying: " + e);
+                overlay.commitFailed(e);        // FLUSH, FUA and writers waiting for these blocks get the error
                 try {
                     Thread.sleep(100);
                 } catch (InterruptedException ie) {
