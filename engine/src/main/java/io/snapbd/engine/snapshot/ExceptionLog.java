@@ -467,7 +467,12 @@ final class ExceptionLog implements AutoCloseable {
             long pos = end;
             long needed = pos + out.remaining();
             if (needed > allocated) {
-                grow(needed);
+                try {
+                    grow(needed);
+                } catch (IOException e) {
+                    putBack(out);
+                    throw e;
+                }
             }
             while (out.hasRemaining()) {
                 pos += channel.write(out, pos);
@@ -475,6 +480,30 @@ final class ExceptionLog implements AutoCloseable {
             end = pos;
             writtenLsn = upTo;
             out.clear();
+        }
+    }
+
+    /**
+     * Returns records taken by a {@link #writeBuffered} that could not write them (the file could not grow: a full
+     * file system) to the front of the buffer, before those appended since. Dropping them would leave a gap in the
+     * sequence numbers and the checksum chain the later records continue, and the next open would cut every
+     * record after the gap off as a torn tail, losing before-images a snapshot still reads.
+     */
+    private void putBack(ByteBuffer out) {
+        synchronized (bufferLock) {
+            buffer.flip();
+            int total = out.remaining() + buffer.remaining();
+            ByteBuffer merged = out;
+            if (out.capacity() < total) {
+                merged = ByteBuffer.allocateDirect(Integer.highestOneBit(total - 1) << 1).order(ByteOrder.LITTLE_ENDIAN);
+                merged.put(out);
+            } else {
+                merged.position(out.limit()).limit(merged.capacity());
+            }
+            merged.put(buffer);
+            buffer.clear();
+            spare = buffer;
+            buffer = merged;
         }
     }
 

@@ -36,6 +36,8 @@ final class PendingCopies {
     /** The forcing thread's scratch (guarded by the group commit): before-images of a run of chunks. */
     private ByteBuffer fillBuffer;
     private MappedData.Cursor fillCursor;
+    /** Pending entries [0, logged) already appended to the log by a force that then failed (guarded by the group commit). */
+    private int logged;
 
     PendingCopies(long blocks, int blockSize, SnapshotSet.Production production, SaveVolume save, ExceptionLog log) {
         this.save = save;
@@ -98,9 +100,12 @@ final class PendingCopies {
             fill(blocksOf, chunksOf, n);
         }
         save.force();
-        for (int i = 0; i < n; i++) {
+        // Entries a failed force appended already stay in the log's buffer (ExceptionLog keeps them when the
+        // file cannot grow): append only the others, so a retry after a full file system adds no duplicates.
+        for (int i = logged; i < n; i++) {
             log.append(seqsOf[i], blocksOf[i], chunksOf[i]);
         }
+        logged = n;
         log.force();
         if (n == 0) {
             return;
@@ -119,6 +124,7 @@ final class PendingCopies {
             System.arraycopy(pendingSeqs, n, pendingSeqs, 0, pendingCount - n);
             pendingCount -= n;
         }
+        logged = 0;
     }
 
     /** Copies the before-images of pending entries [0, n) from production into their chunks. */

@@ -25,6 +25,8 @@ final class Committer {
     private final String volume;
     private Thread thread;
     private volatile boolean stop;
+    private long failures;          // the committer thread's: failed attempts in a row, and when it last warned
+    private long lastWarning;
 
     Committer(MappedData data, Overlay overlay, SnapshotSet snapshots, FileSpace space, VolumeTuning tuning,
               String volume) {
@@ -59,13 +61,26 @@ final class Committer {
                     priority.adjust(overlay.waitedFor());
                     snapshots.forceCopies();
                     overlay.applyStaged(cursor, view, n);
+                    if (failures > 0) {
+                        LOG.log(Level.INFO, "snapbd: volume " + volume + ": staged writes applied again after " + failures
+                                + " failed attempt(s)");
+                        failures = 0;
+                    }
                 }
             } catch (InterruptedException e) {
                 return;
             } catch (IOException | RuntimeException | InternalError e) {
                 // Keep the data staged (readers still see it) and retry: losing it would lose acknowledged writes.
                 // (InternalError: a SIGBUS on the mapping of a sparse data file on a full file system.)
-                LOG.log(Level.WARNING, "snapbd: volume " + volume + ": applying staged writes failed, retrying: " + e);
+                // Retried every 100 ms for as long as the cause lasts (a full file system): warn at the first
+                // failure and then once a minute, not ten times a second.
+                long now = System.nanoTime();
+                if (failures++ == 0 || now - lastWarning >= 60_000_000_000L) {
+                    lastWarning = now;
+                    LOG.log(Level.WARNING, "snapbd: volume " + volume + ": applying staged writes failed, retrying every 100 ms ("
+                            + failures + " failed attempt(s) so far): " + e);
+                }
+                overlay.commitFailed(e);        // FLUSH, FUA and writers waiting for these blocks get the error
                 try {
                     Thread.sleep(100);
                 } catch (InterruptedException ie) {

@@ -318,12 +318,32 @@ final class Overlay {
         }
     }
 
+    /**
+     * The committer could not apply a batch ({@code e}; it keeps the blocks staged and retries): every waiter that
+     * was waiting when it happened gets an error instead of waiting for as long as the cause lasts (a full file
+     * system a snapshot's exceptions.log cannot grow on).
+     */
+    synchronized void commitFailed(Throwable e) {
+        commitFailures++;
+        lastCommitFailure = e;
+        notifyAll();
+    }
+
+    private long commitFailures;            // guarded by this
+    private Throwable lastCommitFailure;
+
     /** Waits (holding the monitor) while {@code staged}, having woken the committer: somebody waits. */
     private void awaitWhile(BooleanSupplier staged) throws IOException {
         waiters++;
         notifyAll();
+        long failuresBefore = commitFailures;
         try {
             while (staged.getAsBoolean()) {
+                if (commitFailures != failuresBefore) {
+                    Throwable e = lastCommitFailure;
+                    throw new IOException("writes staged after a snapshot cannot be applied yet (they stay staged and are "
+                            + "retried): " + e.getMessage(), e);
+                }
                 wait();
             }
         } catch (InterruptedException e) {

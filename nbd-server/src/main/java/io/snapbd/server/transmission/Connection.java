@@ -194,7 +194,9 @@ public final class Connection {
             throw e;
         } catch (IOException e) {
             Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(type), export.name(), e.toString());
-            error(type, handle, Nbd.EIO, "I/O error: " + e.getMessage());
+            // A full file system (a snapshot's exceptions.log that cannot grow): ENOSPC, which the client can
+            // tell from a failing disk, and retry once space is free.
+            error(type, handle, noSpace(e) ? Nbd.ENOSPC : Nbd.EIO, "I/O error: " + e.getMessage());
             return true;
         } catch (RuntimeException e) {
             // A bug must cost one request, not the connection (and its other requests in flight).
@@ -406,6 +408,17 @@ public final class Connection {
         }
     }
 
+    /** True when {@code e} (or a cause) is the file system's "No space left on device" (ENOSPC). */
+    static boolean noSpace(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            String m = t instanceof java.nio.file.FileSystemException f ? f.getReason() : t.getMessage();
+            if (m != null && m.contains("No space left on device")) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     // ---- replies -------------------------------------------------------------------------------------------
 
     private void error(int type, long handle, int errno, String message) throws IOException {
@@ -509,9 +522,25 @@ public final class Connection {
 
     // ---- durability work off the reader thread ---------------------------------------------------------------
 
+    /**
+     * Most FLUSH and FUA requests one connection may have in the sync pool at once. A pool thread answering a client
+     * that does not read its replies blocks on that client's socket; without this bound such a client sending
+     * FLUSHes would make the (unbounded) pool start a thread per request. At the bound the reader waits for one
+     * to finish before it reads the next request, so the client is held back by TCP instead.
+     */
+    static final int MAX_SYNC_IN_FLIGHT = 64;
+
     private void submit(int kind, long handle, long offset, long length) {
         SyncTask t;
         synchronized (freeTasks) {
+            while (tasksInFlight >= MAX_SYNC_IN_FLIGHT) {
+                try {
+                    freeTasks.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    break;
+                }
+            }
             t = freeTasks.poll();
             tasksInFlight++;
         }
@@ -566,7 +595,7 @@ public final class Connection {
                 errno = errno(Nbd.CMD_FLUSH, e);
             } catch (IOException e) {
                 Log.warn("%s: flush of %s failed: %s", peer, export.name(), e.toString());
-                errno = Nbd.EIO;
+                errno = noSpace(e) ? Nbd.ENOSPC : Nbd.EIO;
             }
             long h = handle;
             long t0 = start;
