@@ -33,6 +33,9 @@ import java.util.concurrent.locks.ReentrantLock;
  * Only the reader thread completes requests, including the ones lost when the connection fails; other
  * threads that notice a failure record it and close the channel, which wakes the reader. That single
  * completer is what makes "every in-flight request is completed exactly once" easy to keep.
+ * <p>
+ * Over TLS, requests and replies go through the {@link TlsChannel} while failures close the socket underneath
+ * it, so an abort never waits for a TLS lock held by a blocked writer; a clean close sends close_notify.
  */
 final class Pipeline {
 

@@ -274,6 +274,19 @@ class TlsClientIT {
             Tools.Result plain = a.cli("replicate", "s", "--to", "nbd://localhost:" + server.port() + "/copy", "--snapshot", "L",
                     "--source-socket", a.socket().toString());
             assertTrue(plain.exit() != 0 && plain.stderr().contains("NBD_REP_ERR_TLS_REQD"), plain.toString());
+
+            // The state file knows the target by server and export: another certificate directory (the same
+            // certificates, copied) is the same target, so the replica is up to date rather than refused.
+            Path state = tmp.resolve("replica-state.json");
+            a.cli("replicate", "s", "--to", toSnapbd, "--snapshot", "L", "--state", state.toString(),
+                    "--source-socket", a.socket().toString()).assertOk();
+            Path pkiCopy = dir("pki-copy");
+            for (String f : new String[]{"ca-cert.pem", "client-cert.pem", "client-key.pem"}) {
+                Files.copy(pki.resolve(f), pkiCopy.resolve(f));
+            }
+            Tools.Result again = a.cli("replicate", "s", "--to", nbds("localhost", server.port(), "copy", pkiCopy),
+                    "--state", state.toString(), "--source-socket", a.socket().toString()).assertOk();
+            assertTrue(again.stdout().contains("up to date"), again.toString());
         }
     }
 
