@@ -34,7 +34,8 @@ import java.util.concurrent.Callable;
                 "2:bad arguments or the export cannot take the workload"})
 public final class LoadCommand implements Callable<Integer> {
 
-    @Parameters(index = "0", paramLabel = "URI", description = "NBD URI: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH")
+    @Parameters(index = "0", paramLabel = "URI", description = "NBD URI: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH; "
+            + "TLS: nbds://HOST[:PORT]/EXPORT?tls-certificates=DIR (libnbd's parameters, also tls-verify-peer=false)")
     String uri;
 
     @Option(names = {"-w", "--workload"}, defaultValue = "randwrite", paramLabel = "NAME",

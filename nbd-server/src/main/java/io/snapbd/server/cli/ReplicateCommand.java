@@ -33,7 +33,8 @@ final class ReplicateCommand implements Callable<Integer> {
     @Parameters(paramLabel = "VOLUME")
     String volume;
 
-    @Option(names = "--to", required = true, paramLabel = "URI", description = "Target: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.")
+    @Option(names = "--to", required = true, paramLabel = "URI", description = "Target: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH; "
+            + "over TLS nbds://HOST[:PORT]/EXPORT?tls-certificates=DIR (libnbd's parameters, also tls-verify-peer=false).")
     String to;
 
     @Option(names = "--from", paramLabel = "OLDER", description = "Snapshot the target already holds: send only the difference.")
@@ -54,6 +55,18 @@ final class ReplicateCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print the result as JSON.")
     boolean json;
 
+    /**
+     * Whether the state file's target is {@code target}: the same server and export, whatever the TLS settings
+     * (moving to nbds:// or to another certificate directory keeps the replica's history).
+     */
+    static boolean sameTarget(String recorded, NbdUri target) {
+        try {
+            return NbdUri.parse(recorded).withoutTls().equals(target.withoutTls());
+        } catch (IllegalArgumentException e) {
+            return false;
+        }
+    }
+
     @Override
     public Integer call() throws IOException {
         NbdUri target;
@@ -71,7 +84,7 @@ final class ReplicateCommand implements Callable<Integer> {
         long olderSeq = -1;
         if (state != null && Files.exists(state)) {
             JsonNode st = Json.MAPPER.readTree(Files.readString(state, StandardCharsets.UTF_8));
-            if (!st.path("volume").asText().equals(volume) || !st.path("target").asText().equals(target.toString())) {
+            if (!st.path("volume").asText().equals(volume) || !sameTarget(st.path("target").asText(), target)) {
                 throw new Cli.ExitException(2, state + " records volume " + st.path("volume").asText() + " to "
                         + st.path("target").asText() + ", not " + volume + " to " + target);
             }

@@ -1,6 +1,8 @@
 package io.snapbd.server.client;
 
 import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.tls.ClientTls;
+import io.snapbd.server.tls.TlsChannel;
 
 import java.io.EOFException;
 import java.io.IOException;
@@ -9,6 +11,7 @@ import java.net.StandardSocketOptions;
 import java.net.UnixDomainSocketAddress;
 import java.net.UnknownHostException;
 import java.nio.ByteBuffer;
+import java.nio.channels.ByteChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
@@ -16,10 +19,14 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import javax.net.ssl.SSLException;
+import javax.net.ssl.SSLEngine;
 
 /**
  * The client side of the fixed-newstyle handshake on a blocking channel: greeting, option haggling and the
- * move to transmission. Every method follows the order a server expects; {@link NbdClient} drives it.
+ * move to transmission. Every method follows the order a server expects; {@link NbdClient} drives it. For
+ * {@code nbds://} URIs {@link #greet} also runs {@code NBD_OPT_STARTTLS} and the TLS handshake, and the rest of
+ * the haggling and the transmission go over {@link #tls()}.
  */
 final class ClientHandshake {
 
@@ -36,14 +43,24 @@ final class ClientHandshake {
     private record Reply(int type, ByteBuffer data) {
     }
 
-    private final SocketChannel channel;
+    private final SocketChannel socket;
+    private final NbdUri uri;
     private final String peer;
+    private ByteChannel channel;
+    private TlsChannel tls;
     private boolean fixedNewstyle;
     private boolean noZeroes;
 
     ClientHandshake(SocketChannel channel, NbdUri uri) {
+        this.socket = channel;
         this.channel = channel;
+        this.uri = uri;
         this.peer = uri.toString();
+    }
+
+    /** The TLS channel once {@link #greet} has started TLS, else null. */
+    TlsChannel tls() {
+        return tls;
     }
 
     /** Connects an unconnected blocking channel to the URI's server (TCP with TCP_NODELAY, or a Unix socket). */
@@ -83,6 +100,66 @@ final class ClientHandshake {
         noZeroes = (flags & Nbd.FLAG_NO_ZEROES) != 0;
         int clientFlags = (fixedNewstyle ? Nbd.FLAG_C_FIXED_NEWSTYLE : 0) | (noZeroes ? Nbd.FLAG_C_NO_ZEROES : 0);
         write(ByteBuffer.allocate(4).putInt(clientFlags).flip());
+        if (uri.tls()) {
+            startTls();
+        }
+    }
+
+    /**
+     * {@code NBD_OPT_STARTTLS}, then the TLS handshake. TLS is mandatory for an {@code nbds://} URI: any reply but
+     * {@code NBD_REP_ACK} ends the session (with {@code NBD_OPT_ABORT}) instead of going on in plain text.
+     */
+    private void startTls() throws IOException {
+        // Load the certificates first: a missing or unreadable file is the user's to fix, the server need not hear of it.
+        ClientTls config = ClientTls.load(uri.tlsCertificates(), uri.tlsVerifyPeer());
+        if (!fixedNewstyle) {
+            throw new IOException(peer + ": the server does not speak fixed newstyle, so it cannot start TLS; "
+                    + "refusing to continue in plain text");
+        }
+        sendOption(Nbd.OPT_STARTTLS, ByteBuffer.allocate(0));
+        Reply r = readReply(Nbd.OPT_STARTTLS);
+        if (r.type != Nbd.REP_ACK) {
+            String why = isError(r.type) ? replyName(r.type) + errorText(r.data) : "unexpected reply " + replyName(r.type);
+            abort();
+            throw new IOException(peer + ": the server does not offer TLS (" + why + "); an nbds:// URI requires TLS, "
+                    + "so the client refuses to continue in plain text");
+        }
+        SSLEngine engine = config.newEngine(uri.transport() == NbdUri.Transport.TCP ? uri.host() : null, uri.port());
+        try {
+            tls = TlsChannel.connect(socket, engine);
+        } catch (SSLException e) {
+            throw new IOException(peer + ": TLS handshake failed: " + tlsReason(e), e);
+        } catch (EOFException e) {
+            throw new IOException(peer + ": the server closed the connection during the TLS handshake", e);
+        }
+        channel = tls;
+    }
+
+    /** The handshake failure in words a user can act on, with the JDK's message. */
+    private String tlsReason(SSLException e) {
+        StringBuilder causes = new StringBuilder();
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            causes.append(t.getClass().getName()).append(' ').append(t.getMessage()).append('\n');
+        }
+        String all = causes.toString();
+        String hint = "";
+        if (all.contains("CertPathBuilderException") || all.contains("CertPathValidatorException")
+                || all.contains("unable to find valid certification path")) {
+            hint = "the server's certificate is not signed by a trusted CA ("
+                    + (uri.tlsCertificates() == null ? "the JDK's default trust store; set tls-certificates=DIR"
+                    : uri.tlsCertificates().resolve("ca-cert.pem").toString()) + ")";
+        } else if (all.contains("No subject alternative") || all.contains("No name matching")) {
+            hint = "the server's certificate does not name host " + uri.host() + " (subjectAltName)";
+        } else if (all.contains("certificate_required") || all.contains("bad_certificate")
+                || all.contains("unknown_ca") || all.contains("certificate_unknown")) {
+            hint = "the server refused the client certificate"
+                    + (uri.tlsCertificates() == null ? " (none given: set tls-certificates=DIR with client-cert.pem and client-key.pem)"
+                    : " from " + uri.tlsCertificates());
+        } else if (all.contains("expired") || all.contains("NotAfter")) {
+            hint = "a certificate has expired";
+        }
+        String msg = e.getMessage();
+        return hint.isEmpty() ? msg : hint + ": " + msg;
     }
 
     /** {@code NBD_OPT_STRUCTURED_REPLY}; false when the server cannot or will not. */
@@ -290,17 +367,27 @@ final class ClientHandshake {
 
     private ByteBuffer read(int n, String what) throws IOException {
         ByteBuffer b = ByteBuffer.allocate(n);
-        while (b.hasRemaining()) {
-            if (channel.read(b) < 0) {
-                throw new EOFException(peer + ": the server closed the connection while sending " + what);
+        try {
+            while (b.hasRemaining()) {
+                if (channel.read(b) < 0) {
+                    throw new EOFException(peer + ": the server closed the connection while sending " + what);
+                }
             }
+        } catch (SSLException e) {
+            // In TLS 1.3 the server judges the client certificate after the client's handshake has ended: its
+            // refusal arrives as an alert on the first read.
+            throw new IOException(peer + ": TLS failed: " + tlsReason(e), e);
         }
         return b.flip();
     }
 
     private void write(ByteBuffer b) throws IOException {
-        while (b.hasRemaining()) {
-            channel.write(b);
+        try {
+            while (b.hasRemaining()) {
+                channel.write(b);
+            }
+        } catch (SSLException e) {
+            throw new IOException(peer + ": TLS failed: " + tlsReason(e), e);
         }
     }
 
@@ -329,7 +416,7 @@ final class ClientHandshake {
             case Nbd.REP_ERR_POLICY: return "NBD_REP_ERR_POLICY";
             case Nbd.REP_ERR_INVALID: return "NBD_REP_ERR_INVALID";
             case Nbd.REP_ERR_PLATFORM: return "NBD_REP_ERR_PLATFORM";
-            case Nbd.REP_ERR_TLS_REQD: return "NBD_REP_ERR_TLS_REQD (TLS is not supported by this client)";
+            case Nbd.REP_ERR_TLS_REQD: return "NBD_REP_ERR_TLS_REQD (the server requires TLS: use an nbds:// URI)";
             case Nbd.REP_ERR_UNKNOWN: return "NBD_REP_ERR_UNKNOWN (no such export)";
             case Nbd.REP_ERR_SHUTDOWN: return "NBD_REP_ERR_SHUTDOWN";
             case Nbd.REP_ERR_BLOCK_SIZE_REQD: return "NBD_REP_ERR_BLOCK_SIZE_REQD";

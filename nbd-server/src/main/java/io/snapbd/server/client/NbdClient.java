@@ -1,6 +1,7 @@
 package io.snapbd.server.client;
 
 import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.tls.TlsChannel;
 
 import java.io.IOException;
 import java.net.SocketTimeoutException;
@@ -21,7 +22,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * A client connection to one export of an NBD server (nbdkit, qemu-nbd, nbd-server, snapbd), over TCP or a
- * Unix socket.
+ * Unix socket, in plain text or, for {@code nbds://} URIs, over TLS ({@code NBD_OPT_STARTTLS} first; see
+ * {@link NbdUri}).
  * <p>
  * {@link #connect} runs the fixed-newstyle handshake: {@code NBD_OPT_STRUCTURED_REPLY},
  * {@code NBD_OPT_SET_META_CONTEXT} for the contexts asked for, then {@code NBD_OPT_GO} (or
@@ -131,12 +133,12 @@ public final class NbdClient implements AutoCloseable {
     private final long maxPayload;
     private final Pipeline pipeline;
 
-    private NbdClient(NbdUri uri, SocketChannel channel, ClientHandshake.Result export, Options options) {
+    private NbdClient(NbdUri uri, SocketChannel channel, TlsChannel tls, ClientHandshake.Result export, Options options) {
         this.uri = uri;
         this.export = export;
         this.closeGrace = options.connectTimeout;
         this.maxPayload = Math.min(export.blockSize().maximum(), Integer.MAX_VALUE - 8);
-        this.pipeline = new Pipeline(channel, uri.toString(), export.structuredReplies(),
+        this.pipeline = new Pipeline(channel, tls, uri.toString(), export.structuredReplies(),
                 new HashSet<>(export.metaContexts().values()), options.maxInFlight);
     }
 
@@ -156,8 +158,10 @@ public final class NbdClient implements AutoCloseable {
     public static NbdClient connect(NbdUri uri, Options options) throws IOException {
         Objects.requireNonNull(options, "options");
         SocketChannel channel = openChannel(uri);
+        TlsChannel[] tls = new TlsChannel[1];
         ClientHandshake.Result result = withDeadline(uri, channel, options.connectTimeout, hs -> {
             hs.greet();
+            tls[0] = hs.tls();
             boolean structured = options.structuredReplies && hs.structuredReplies();
             // Metadata contexts need structured replies; without them every context is simply unavailable.
             Map<String, Integer> contexts = structured && !options.metaContexts.isEmpty()
@@ -165,7 +169,7 @@ public final class NbdClient implements AutoCloseable {
             ClientHandshake.Result go = hs.go(uri.exportName(), structured, contexts);
             return go != null ? go : hs.exportName(uri.exportName(), structured, contexts);
         });
-        NbdClient client = new NbdClient(uri, channel, result, options);
+        NbdClient client = new NbdClient(uri, channel, tls[0], result, options);
         client.pipeline.start();
         return client;
     }

@@ -16,10 +16,15 @@ import java.util.Objects;
  * <p>
  * The export name is the percent-decoded path without its leading {@code /}, so {@code nbd://h} and
  * {@code nbd://h/} both name the default export {@code ""} and {@code nbd://h//disk} names {@code /disk}. A
- * missing host means {@code localhost}, a missing port the IANA port 10809. TLS schemes ({@code nbds},
- * {@code nbds+unix}), vsock, user info and query parameters other than {@code socket} are refused with an
- * {@link IllegalArgumentException} that says why: the URI format asks clients to diagnose what they cannot
- * honour rather than to connect without it.
+ * missing host means {@code localhost}, a missing port the IANA port 10809.
+ * <p>
+ * The TLS schemes {@code nbds://} and {@code nbds+unix://} make TLS mandatory ({@code NBD_OPT_STARTTLS}; the
+ * client never falls back to plain text). Their query parameters follow libnbd's: {@code tls-certificates=DIR}
+ * (a directory with {@code ca-cert.pem} and optionally {@code client-cert.pem} and {@code client-key.pem}) and
+ * {@code tls-verify-peer=true|false} (default true: the server's certificate must be signed by a trusted CA and,
+ * over TCP, name the host). Vsock, user info (libnbd's PSK user name), other {@code tls-*} parameters and TLS
+ * parameters on a plain scheme are refused with an {@link IllegalArgumentException} that says why: the URI
+ * format asks clients to diagnose what they cannot honour rather than to connect without it.
  * <p>
  * {@link #toString()} formats the URI back; {@code parse(u.toString())} equals {@code u}.
  */
@@ -36,13 +41,35 @@ public final class NbdUri {
     private final int port;
     private final Path socket;
     private final String exportName;
+    private final boolean tls;
+    private final Path tlsCertificates;
+    private final boolean tlsVerifyPeer;
 
     private NbdUri(Transport transport, String host, int port, Path socket, String exportName) {
+        this(transport, host, port, socket, exportName, false, null, true);
+    }
+
+    private NbdUri(Transport transport, String host, int port, Path socket, String exportName,
+                   boolean tls, Path tlsCertificates, boolean tlsVerifyPeer) {
         this.transport = transport;
         this.host = host;
         this.port = port;
         this.socket = socket;
         this.exportName = exportName;
+        this.tls = tls;
+        this.tlsCertificates = tlsCertificates;
+        this.tlsVerifyPeer = tlsVerifyPeer;
+    }
+
+    /**
+     * The same address with TLS required ({@code nbds://}): {@code certificates} is libnbd's
+     * {@code tls-certificates} directory or null (the JDK's default trust, no client certificate).
+     */
+    public NbdUri withTls(Path certificates, boolean verifyPeer) {
+        if (certificates != null && certificates.toString().isEmpty()) {
+            throw new IllegalArgumentException("empty tls-certificates directory");
+        }
+        return new NbdUri(transport, host, port, socket, exportName, true, certificates, verifyPeer);
     }
 
     /** A TCP address; {@code host} may be a name or an IP literal (IPv6 without brackets). */
@@ -66,9 +93,14 @@ public final class NbdUri {
         return new NbdUri(Transport.UNIX, null, -1, socket, checkExport(exportName));
     }
 
+    /** The same address and export without TLS ({@code nbd://}, {@code nbd+unix://}). */
+    public NbdUri withoutTls() {
+        return new NbdUri(transport, host, port, socket, exportName);
+    }
+
     /** The same server with another export (e.g. a snapshot {@code vol@snap} of the same volume). */
     public NbdUri withExport(String exportName) {
-        return new NbdUri(transport, host, port, socket, checkExport(exportName));
+        return new NbdUri(transport, host, port, socket, checkExport(exportName), tls, tlsCertificates, tlsVerifyPeer);
     }
 
     /**
@@ -87,15 +119,14 @@ public final class NbdUri {
         switch (scheme) {
             case "nbd":
             case "nbd+unix":
-                break;
             case "nbds":
             case "nbds+unix":
-                throw bad(uri, "scheme " + scheme + ":// needs TLS, which this client does not support");
+                break;
             case "nbd+vsock":
             case "nbds+vsock":
                 throw bad(uri, "scheme " + scheme + ":// (vsock) is not supported");
             default:
-                throw bad(uri, "unsupported scheme " + scheme + "://; expected nbd:// or nbd+unix://");
+                throw bad(uri, "unsupported scheme " + scheme + "://; expected nbd://, nbd+unix://, nbds:// or nbds+unix://");
         }
         int hash = rest.indexOf('#');
         if (hash >= 0) {
@@ -109,30 +140,79 @@ public final class NbdUri {
         String path = slash < 0 ? "" : beforeQuery.substring(slash + 1);
         String export = decode(uri, path, "export name");
 
+        boolean tls = scheme.startsWith("nbds");
         String socketParam = null;
+        String certificatesParam = null;
+        Boolean verifyParam = null;
         if (query != null && !query.isEmpty()) {
             for (String param : query.split("&", -1)) {
                 int eq = param.indexOf('=');
                 String key = decode(uri, eq < 0 ? param : param.substring(0, eq), "query parameter");
                 String value = eq < 0 ? "" : decode(uri, param.substring(eq + 1), "query parameter " + key);
-                if (!key.equals("socket")) {
-                    throw bad(uri, key.startsWith("tls")
-                            ? "query parameter " + key + " needs TLS, which this client does not support"
+                switch (key) {
+                    case "socket" -> {
+                        if (socketParam != null) {
+                            throw bad(uri, "socket= is given twice");
+                        }
+                        socketParam = value;
+                    }
+                    case "tls-certificates" -> {
+                        if (!tls) {
+                            throw bad(uri, "tls-certificates= needs a TLS scheme (nbds:// or nbds+unix://)");
+                        }
+                        if (certificatesParam != null) {
+                            throw bad(uri, "tls-certificates= is given twice");
+                        }
+                        if (value.isEmpty() || value.indexOf('\0') >= 0) {
+                            throw bad(uri, "tls-certificates= needs a directory");
+                        }
+                        certificatesParam = value;
+                    }
+                    case "tls-verify-peer" -> {
+                        if (!tls) {
+                            throw bad(uri, "tls-verify-peer= needs a TLS scheme (nbds:// or nbds+unix://)");
+                        }
+                        if (verifyParam != null) {
+                            throw bad(uri, "tls-verify-peer= is given twice");
+                        }
+                        verifyParam = parseBoolean(uri, value);
+                    }
+                    default -> throw bad(uri, key.startsWith("tls")
+                            ? "query parameter " + key + " is not supported (only tls-certificates= and tls-verify-peer=)"
                             : "unknown query parameter '" + key + "'");
                 }
-                if (socketParam != null) {
-                    throw bad(uri, "socket= is given twice");
-                }
-                socketParam = value;
             }
         }
+        NbdUri parsed = parseAddress(uri, scheme, authority, export, socketParam);
+        if (!tls) {
+            return parsed;
+        }
+        try {
+            return parsed.withTls(certificatesParam == null ? null : Path.of(certificatesParam),
+                    verifyParam == null || verifyParam);
+        } catch (InvalidPathException e) {
+            throw bad(uri, "tls-certificates is not a valid path: " + e.getMessage());
+        }
+    }
 
-        if (scheme.equals("nbd+unix")) {
+    private static boolean parseBoolean(String uri, String value) {
+        switch (value.toLowerCase(Locale.ROOT)) {
+            case "true", "on", "yes", "1":
+                return true;
+            case "false", "off", "no", "0":
+                return false;
+            default:
+                throw bad(uri, "tls-verify-peer='" + value + "' is not a boolean (true or false)");
+        }
+    }
+
+    private static NbdUri parseAddress(String uri, String scheme, String authority, String export, String socketParam) {
+        if (scheme.endsWith("+unix")) {
             if (!authority.isEmpty()) {
-                throw bad(uri, "nbd+unix URIs take no host or port (write nbd+unix:///EXPORT?socket=PATH)");
+                throw bad(uri, scheme + " URIs take no host or port (write " + scheme + ":///EXPORT?socket=PATH)");
             }
             if (socketParam == null || socketParam.isEmpty()) {
-                throw bad(uri, "nbd+unix URIs need ?socket=PATH");
+                throw bad(uri, scheme + " URIs need ?socket=PATH");
             }
             if (socketParam.charAt(0) == '\0') {
                 throw bad(uri, "abstract Unix sockets (socket=%00...) are not supported");
@@ -144,14 +224,14 @@ public final class NbdUri {
             }
         }
         if (socketParam != null) {
-            throw bad(uri, "socket= belongs to nbd+unix URIs; nbd:// is TCP");
+            throw bad(uri, "socket= belongs to " + scheme + "+unix URIs; " + scheme + ":// is TCP");
         }
         return parseTcp(uri, authority, export);
     }
 
     private static NbdUri parseTcp(String uri, String authority, String export) {
         if (authority.contains("@")) {
-            throw bad(uri, "user info (USER@) is only used for TLS, which this client does not support");
+            throw bad(uri, "user info (USER@) is only used for TLS with pre-shared keys, which this client does not support");
         }
         String host;
         String portText = null;
@@ -281,16 +361,43 @@ public final class NbdUri {
         return exportName;
     }
 
+    /** Whether TLS is required ({@code nbds://}, {@code nbds+unix://}). */
+    public boolean tls() {
+        return tls;
+    }
+
+    /** libnbd's {@code tls-certificates} directory, or null (default trust store, no client certificate). */
+    public Path tlsCertificates() {
+        return tlsCertificates;
+    }
+
+    /** libnbd's {@code tls-verify-peer}: authenticate the server (default true). */
+    public boolean tlsVerifyPeer() {
+        return tlsVerifyPeer;
+    }
+
     /** The URI text; {@code parse} of it gives an equal object. */
     @Override
     public String toString() {
         // sub-delims and ":@/" are legal in a path; '?' and '#' and '%' are not, so they get escaped.
         String path = "/" + encode(exportName, "!$&'()*+,;=:@/");
+        String scheme = tls ? "nbds" : "nbd";
+        StringBuilder query = new StringBuilder();
         if (transport == Transport.UNIX) {
-            return "nbd+unix://" + path + "?socket=" + encode(socket.toString(), "!$'()*+,;:@/");
+            query.append("?socket=").append(encode(socket.toString(), "!$'()*+,;:@/"));
+        }
+        if (tlsCertificates != null) {
+            query.append(query.length() == 0 ? '?' : '&').append("tls-certificates=")
+                    .append(encode(tlsCertificates.toString(), "!$'()*+,;:@/"));
+        }
+        if (tls && !tlsVerifyPeer) {
+            query.append(query.length() == 0 ? '?' : '&').append("tls-verify-peer=false");
+        }
+        if (transport == Transport.UNIX) {
+            return scheme + "+unix://" + path + query;
         }
         String h = host.indexOf(':') >= 0 ? "[" + host + "]" : encode(host, "!$&'()*+,;=");
-        return "nbd://" + h + (port == DEFAULT_PORT ? "" : ":" + port) + path;
+        return scheme + "://" + h + (port == DEFAULT_PORT ? "" : ":" + port) + path + query;
     }
 
     @Override
@@ -300,11 +407,12 @@ public final class NbdUri {
         }
         NbdUri u = (NbdUri) o;
         return transport == u.transport && port == u.port && Objects.equals(host, u.host)
-                && Objects.equals(socket, u.socket) && exportName.equals(u.exportName);
+                && Objects.equals(socket, u.socket) && exportName.equals(u.exportName)
+                && tls == u.tls && Objects.equals(tlsCertificates, u.tlsCertificates) && tlsVerifyPeer == u.tlsVerifyPeer;
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(transport, host, port, socket, exportName);
+        return Objects.hash(transport, host, port, socket, exportName, tls, tlsCertificates, tlsVerifyPeer);
     }
 }

@@ -8,11 +8,14 @@ import io.snapbd.server.protocol.OffsetHoleChunk;
 import io.snapbd.server.protocol.RequestHeader;
 import io.snapbd.server.protocol.SimpleReplyHeader;
 import io.snapbd.server.protocol.StructuredReplyHeader;
+import io.snapbd.server.tls.TlsChannel;
 
 import java.io.EOFException;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.ByteChannel;
+import java.nio.channels.GatheringByteChannel;
 import java.nio.channels.SocketChannel;
 import java.util.ArrayList;
 import java.util.List;
@@ -30,6 +33,9 @@ import java.util.concurrent.locks.ReentrantLock;
  * Only the reader thread completes requests, including the ones lost when the connection fails; other
  * threads that notice a failure record it and close the channel, which wakes the reader. That single
  * completer is what makes "every in-flight request is completed exactly once" easy to keep.
+ * <p>
+ * Over TLS, requests and replies go through the {@link TlsChannel} while failures close the socket underneath
+ * it, so an abort never waits for a TLS lock held by a blocked writer; a clean close sends close_notify.
  */
 final class Pipeline {
 
@@ -46,6 +52,11 @@ final class Pipeline {
     private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(64 << 10);
 
     private final SocketChannel channel;
+    /** What requests and replies go through: the socket itself, or {@link #tls} over it. */
+    private final ByteChannel io;
+    private final GatheringByteChannel ioGather;
+    /** The TLS layer ({@code nbds://}), or null. */
+    private final TlsChannel tls;
     private final String peer;
     private final boolean structured;
     private final Set<Integer> contextIds;
@@ -80,8 +91,11 @@ final class Pipeline {
 
     private volatile IOException failure;
 
-    Pipeline(SocketChannel channel, String peer, boolean structured, Set<Integer> contextIds, int maxInFlight) {
+    Pipeline(SocketChannel channel, TlsChannel tls, String peer, boolean structured, Set<Integer> contextIds, int maxInFlight) {
         this.channel = channel;
+        this.tls = tls;
+        this.io = tls != null ? tls : channel;
+        this.ioGather = tls != null ? tls : channel;
         this.peer = peer;
         this.structured = structured;
         this.contextIds = contextIds;
@@ -191,7 +205,7 @@ final class Pipeline {
             try {
                 if (payload == null) {
                     while (requestHeader.hasRemaining()) {
-                        channel.write(requestHeader);
+                        io.write(requestHeader);
                     }
                 } else {
                     gather[0] = requestHeader;
@@ -200,7 +214,7 @@ final class Pipeline {
                     try {
                         while (payload.position() < end) {
                             payload.limit(Math.min(end, payload.position() + MAX_IO));
-                            channel.write(gather);
+                            ioGather.write(gather);
                         }
                     } finally {
                         payload.limit(end);
@@ -278,7 +292,10 @@ final class Pipeline {
             requestHeader.clear();
             request.encode(0, Nbd.CMD_DISC, 0, 0, 0);
             while (requestHeader.hasRemaining()) {
-                channel.write(requestHeader);
+                io.write(requestHeader);
+            }
+            if (tls != null) {
+                tls.shutdownOutput();       // close_notify, then the socket's own half-close
             }
             channel.shutdownOutput();
         } catch (IOException e) {
@@ -575,7 +592,7 @@ final class Pipeline {
         int end = dst.limit();
         while (dst.position() < end) {
             dst.limit(Math.min(end, dst.position() + MAX_IO));
-            if (channel.read(dst) < 0) {
+            if (io.read(dst) < 0) {
                 throw new EOFException(peer + ": the server closed the connection in the middle of " + r.describe());
             }
         }
@@ -604,7 +621,7 @@ final class Pipeline {
         ByteBuffer b = ByteBuffer.allocate(n);
         b.put(in);
         while (b.hasRemaining()) {
-            if (channel.read(b) < 0) {
+            if (io.read(b) < 0) {
                 throw new EOFException(peer + ": the server closed the connection in the middle of a reply");
             }
         }
@@ -618,7 +635,7 @@ final class Pipeline {
     private boolean fill(int n, boolean eofOk) throws IOException {
         while (in.remaining() < n) {
             in.compact();
-            int read = channel.read(in);
+            int read = io.read(in);
             in.flip();
             if (read < 0) {
                 if (eofOk && !in.hasRemaining()) {

@@ -45,7 +45,7 @@ public final class NbdLegs {
 
     /**
      * Whether {@code leg} is meant as an NBD URI: any {@code nbd...://} scheme, so that an unsupported one
-     * ({@code nbds://}) is refused by {@link NbdUri#parse} with its reason instead of being taken for a path.
+     * ({@code nbd+vsock://}) is refused by {@link NbdUri#parse} with its reason instead of being taken for a path.
      */
     public static boolean isNbdUri(String leg) {
         int colon = leg.indexOf("://");

@@ -12,7 +12,8 @@ import java.nio.channels.ClosedChannelException;
 import java.nio.channels.GatheringByteChannel;
 
 /**
- * A blocking TLS channel over a connected socket channel, driven by one SSLEngine. One thread reads while
+ * A blocking TLS channel over a connected socket channel, driven by one SSLEngine, for either side: the server
+ * ({@link #accept}) and snapbd's own NBD client ({@link #connect}). One thread reads while
  * others write (writers serialise among themselves; the NBD connection already does so with its send lock):
  * reads and writes have separate locks and buffers, and SSLEngine allows wrap and unwrap at the same time.
  * The encrypted and decrypted buffers are allocated once per connection, sized from the session; nothing is
@@ -45,7 +46,8 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     }
 
     /**
-     * Runs the TLS handshake as the server over {@code net}, blocking. On failure the alert the engine produced
+     * Runs the TLS handshake over {@code net}, blocking: as the server, or as the client when the engine is in
+     * client mode ({@link #connect} checks that). On failure the alert the engine produced
      * (if any) is sent, best effort, and an SSLException (or EOFException) says why; the caller closes {@code net}.
      */
     public static TlsChannel accept(ByteChannel net, SSLEngine engine) throws IOException {
@@ -58,6 +60,25 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
             throw e;
         }
         return t;
+    }
+
+    /**
+     * Runs the TLS handshake as the client over {@code net} (an engine in client mode, with the peer's host
+     * name for verification), blocking. Failures are reported as in {@link #accept}; the caller closes {@code net}.
+     */
+    public static TlsChannel connect(ByteChannel net, SSLEngine engine) throws IOException {
+        if (!engine.getUseClientMode()) {
+            throw new IllegalArgumentException("connect needs an SSLEngine in client mode");
+        }
+        return accept(net, engine);
+    }
+
+    /**
+     * Sends close_notify and stops writing; the socket stays open so the peer's last bytes and its own
+     * close_notify can still be read. Best effort: the peer may be gone already.
+     */
+    public void shutdownOutput() {
+        sendAlert();
     }
 
     /** The negotiated protocol and cipher suite, for the log. */

@@ -8,6 +8,8 @@ import org.junit.jupiter.params.provider.ValueSource;
 import java.nio.file.Path;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -88,11 +90,46 @@ class NbdUriTest {
             "nbd+unix:///vol?socket=/tmp/nbd.sock",
             "nbd+unix:///?socket=relative/path%20with%20space",
             "nbd+unix:///x?socket=/tmp/a%26b%3Dc",
+            "nbds://example.com/disk",
+            "nbds://h:7000/x?tls-certificates=/etc/pki/snapbd",
+            "nbds://h/x?tls-certificates=/a%20b&tls-verify-peer=false",
+            "nbds://h/x?tls-verify-peer=false",
+            "nbds+unix:///vol?socket=/tmp/nbd.sock&tls-certificates=/pki",
     })
     void formatsBackToTheSameUri(String uri) {
         NbdUri u = NbdUri.parse(uri);
         assertEquals(u, NbdUri.parse(u.toString()), u.toString());
         assertEquals(uri, u.toString());
+    }
+
+    /** libnbd's TLS schemes and query parameters. */
+    @Test
+    void tlsSchemesAndParameters() {
+        NbdUri plain = NbdUri.parse("nbd://h/x");
+        assertFalse(plain.tls());
+        NbdUri u = NbdUri.parse("nbds://h:7000/x?tls-certificates=/pki/dir");
+        assertTrue(u.tls());
+        assertTrue(u.tlsVerifyPeer());
+        assertEquals(Path.of("/pki/dir"), u.tlsCertificates());
+        assertEquals(7000, u.port());
+        assertEquals("x", u.exportName());
+        assertNotEquals(plain, NbdUri.parse("nbds://h/x"));
+        assertNull(NbdUri.parse("nbds://h/x").tlsCertificates());
+        for (String no : new String[]{"false", "off", "no", "0", "FALSE"}) {
+            assertFalse(NbdUri.parse("nbds://h/x?tls-verify-peer=" + no).tlsVerifyPeer(), no);
+        }
+        assertTrue(NbdUri.parse("nbds://h/x?tls-verify-peer=true").tlsVerifyPeer());
+        NbdUri unix = NbdUri.parse("NBDS+UNIX:///v?socket=/s&tls-certificates=/c&tls-verify-peer=false");
+        assertEquals(NbdUri.Transport.UNIX, unix.transport());
+        assertTrue(unix.tls());
+        assertFalse(unix.tlsVerifyPeer());
+        assertEquals(Path.of("/s"), unix.socket());
+        // A snapshot of the same volume keeps the TLS settings.
+        NbdUri snap = u.withExport("x@s1");
+        assertTrue(snap.tls());
+        assertEquals(Path.of("/pki/dir"), snap.tlsCertificates());
+        assertEquals("nbds://h:7000/x@s1?tls-certificates=/pki/dir", snap.toString());
+        assertEquals(u, NbdUri.tcp("h", 7000, "x").withTls(Path.of("/pki/dir"), true));
     }
 
     @Test
@@ -109,8 +146,16 @@ class NbdUriTest {
 
     @ParameterizedTest
     @CsvSource(delimiter = '|', value = {
-            "nbds://h/x                       | needs TLS",
-            "nbds+unix:///x?socket=s          | needs TLS",
+            "nbds+vsock://1:2/x               | vsock",
+            "nbds://h/x?tls-psk-file=/k       | tls-psk-file is not supported",
+            "nbds://h/x?tls-verify-peer=maybe | not a boolean",
+            "nbds://h/x?tls-certificates=     | needs a directory",
+            "nbds://h/x?tls-certificates=a&tls-certificates=b | given twice",
+            "nbd://h/x?tls-certificates=/c    | needs a TLS scheme",
+            "nbd://h/x?tls-verify-peer=false  | needs a TLS scheme",
+            "nbds+unix:///x                   | nbds+unix URIs need ?socket=PATH",
+            "nbds://h/x?socket=s              | belongs to nbds+unix",
+            "nbds://user@h/x                  | pre-shared keys",
             "nbd+vsock://1:2/x                | vsock",
             "http://h/x                       | unsupported scheme http",
             "example.com/disk                 | expected nbd://",
@@ -120,7 +165,7 @@ class NbdUriTest {
             "nbd+unix:///x?socket=a&socket=b  | given twice",
             "nbd+unix:///x?socket=%00abstract | abstract",
             "nbd://h/x?socket=s               | belongs to nbd+unix",
-            "nbd://h/x?tls-type=x509          | needs TLS",
+            "nbd://h/x?tls-type=x509          | tls-type is not supported",
             "nbd://h/x?foo=bar                | unknown query parameter 'foo'",
             "nbd://h:99999/x                  | outside 1..65535",
             "nbd://h:0/x                      | outside 1..65535",
