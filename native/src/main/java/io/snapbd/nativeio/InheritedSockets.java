@@ -146,7 +146,7 @@ public final class InheritedSockets {
         private final SocketAddress address;
         private final ByteBuffer pollfd = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
 
-        private Listener(int fd, String name, SocketAddress address) {
+        Listener(int fd, String name, SocketAddress address) {
             this.fd = new FdRef(fd);
             this.name = name;
             this.address = address;
