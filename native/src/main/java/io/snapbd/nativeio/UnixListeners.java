@@ -52,6 +52,6 @@ public final class UnixListeners {
             libc.close(fd);
             throw new IOException("cannot make the Unix socket " + path + " non-blocking");
         }
-        return new InheritedSockets.Listener(fd, path.toString(), UnixDomainSocketAddress.of(path));
+        return new InheritedSockets.Listener(fd, path.toString(), UnixDomainSocketAddress.of(path), true);
     }
 }

@@ -69,6 +69,11 @@ public final class AdminServer implements AutoCloseable {
             } catch (IOException e) {
                 if (!closing) {
                     Log.warn("admin socket accept failed: %s", e.getMessage());
+                    try {
+                        Thread.sleep(100);      // e.g. EMFILE: back off instead of spinning
+                    } catch (InterruptedException ie) {
+                        return;
+                    }
                 }
             }
         }
