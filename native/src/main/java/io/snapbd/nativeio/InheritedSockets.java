@@ -145,11 +145,18 @@ public final class InheritedSockets {
         private final String name;
         private final SocketAddress address;
         private final ByteBuffer pollfd = ByteBuffer.allocateDirect(8).order(ByteOrder.nativeOrder());
+        /** Made by this process ({@link UnixListeners}), not passed by systemd. */
+        private final boolean own;
 
         private Listener(int fd, String name, SocketAddress address) {
+            this(fd, name, address, false);
+        }
+
+        Listener(int fd, String name, SocketAddress address, boolean own) {
             this.fd = new FdRef(fd);
             this.name = name;
             this.address = address;
+            this.own = own;
         }
 
         /** The name from FileDescriptorName= (LISTEN_FDNAMES), else {@code fdN}. */
@@ -225,7 +232,7 @@ public final class InheritedSockets {
         public String toString() {
             String a = address instanceof InetSocketAddress i ? i.getAddress().getHostAddress() + ":" + i.getPort()
                     : address instanceof UnixDomainSocketAddress u ? u.getPath().toString() : String.valueOf(address);
-            return "systemd socket " + name + " (fd " + fd.number() + ", " + a + ")";
+            return (own ? "Unix socket " + a + " (fd " + fd.number() + ")" : "systemd socket " + name + " (fd " + fd.number() + ", " + a + ")");
         }
     }
 }

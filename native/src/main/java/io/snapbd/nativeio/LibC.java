@@ -71,4 +71,14 @@ public interface LibC {
     int poll(@In @Out ByteBuffer fds, long nfds, int timeout);
 
     int shutdown(int fd, int how);
+
+    // ---- the admin socket (UnixListeners, PeerCredentials) ----
+
+    int socket(int domain, int type, int protocol);
+
+    int bind(int fd, @In ByteBuffer addr, int addrlen);
+
+    int listen(int fd, int backlog);
+
+    int geteuid();
 }

@@ -157,6 +157,19 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
         return fd.number();
     }
 
+    /** The peer process's pid, uid and gid (a Unix socket only; getsockopt(SO_PEERCRED)). */
+    public PeerCredentials peerCredentials() throws IOException {
+        return PeerCredentials.of(this);
+    }
+
+    int acquireFd() throws IOException {
+        return fd.acquire();
+    }
+
+    void releaseFd() {
+        fd.release();
+    }
+
     @Override
     public boolean isOpen() {
         return fd.isOpen();

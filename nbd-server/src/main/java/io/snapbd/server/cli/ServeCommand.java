@@ -2,6 +2,7 @@ package io.snapbd.server.cli;
 
 import io.snapbd.engine.snapshot.SnapshotSet;
 import io.snapbd.server.Log;
+import io.snapbd.server.access.AccessRules;
 import io.snapbd.server.config.ConfigFile;
 import io.snapbd.server.config.ServerConfig;
 import io.snapbd.server.config.ServiceSettings;
@@ -72,6 +73,12 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--tls-verify-peer", description = "Require a client certificate signed by DIR/ca-cert.pem.")
     boolean tlsVerifyPeer;
 
+    @Option(names = "--access", paramLabel = "'EXPORT PRINCIPAL ro|rw'",
+            description = "An access rule (repeatable; replaces the file's access lines): EXPORT is VOLUME, VOLUME@SNAPSHOT or *, "
+                    + "PRINCIPAL cn:NAME, dn:DN, any-cert, loopback, unix or anyone. With any rule, only what a rule grants is "
+                    + "listed and opened; without, everything (see docs/security.md).")
+    List<String> access;
+
     @Option(names = {"-v", "--verbose"}, description = "Log every connection and refused request.")
     boolean verbose;
 
@@ -80,7 +87,7 @@ final class ServeCommand implements Callable<Integer> {
     private volatile boolean termWhileStarting;
 
     /** The configuration built from the file and the command line. */
-    private record Loaded(ServerConfig config, ServiceSettings service, TlsSettings tls) {
+    private record Loaded(ServerConfig config, ServiceSettings service, TlsSettings tls, AccessRules access) {
     }
 
     @Override
@@ -102,7 +109,7 @@ final class ServeCommand implements Callable<Integer> {
         boolean handlers = installSignalHandlers();
         SnapbdServer s;
         try {
-            s = SnapbdServer.start(cfg, loaded.service(), serverTls);
+            s = SnapbdServer.start(cfg, loaded.service(), serverTls, loaded.access());
         } catch (IOException | RuntimeException e) {
             Systemd.status("failed to start: " + Cli.message(e));
             throw e;
@@ -127,11 +134,13 @@ final class ServeCommand implements Callable<Integer> {
         ConfigFile file = null;
         ServiceSettings service = ServiceSettings.DEFAULTS;
         TlsSettings tlsSettings = TlsSettings.OFF;
+        AccessRules accessRules = AccessRules.OPEN;
         if (config != null) {
             try {
                 file = ConfigFile.read(config);
                 service = file.service();
                 tlsSettings = file.tls();
+                accessRules = file.access();
             } catch (ConfigFile.ConfigException e) {
                 throw new Cli.ExitException(2, e.getMessage());
             }
@@ -194,10 +203,21 @@ final class ServeCommand implements Callable<Integer> {
                 tlsSettings = new TlsSettings(tlsSettings.mode(), tlsSettings.certificates(), true);
             }
             tlsSettings.validate();
+            if (access != null && !access.isEmpty()) {
+                List<AccessRules.Rule> rules = new ArrayList<>();
+                for (String a : access) {
+                    try {
+                        rules.add(AccessRules.parse(a, "--access"));
+                    } catch (IllegalArgumentException e) {
+                        throw new IllegalArgumentException("--access '" + a + "': " + e.getMessage());
+                    }
+                }
+                accessRules = new AccessRules(rules);
+            }
         } catch (IllegalArgumentException e) {
             throw new Cli.ExitException(2, e.getMessage());
         }
-        return new Loaded(cfg, service, tlsSettings);
+        return new Loaded(cfg, service, tlsSettings, accessRules);
     }
 
     /** -v wins; else the file's log-level; else info. */
@@ -279,6 +299,10 @@ final class ServeCommand implements Callable<Integer> {
             Log.Level before = Log.level();
             applyLogLevel(loaded.service());
             List<String> changes = new ArrayList<>(s.reload(loaded.config(), loaded.service()));
+            if (!loaded.access().equals(s.nbd().access())) {
+                s.setAccess(loaded.access());
+                changes.add("access rules (for new connections): " + loaded.access());
+            }
             if (!loaded.tls().equals(s.tlsSettings())) {
                 Log.warn("reload: changed settings that only take effect at the next start: tls, tls-certificates, tls-verify-peer");
             }

@@ -1,6 +1,7 @@
 package io.snapbd.server.config;
 
 import io.snapbd.server.Log;
+import io.snapbd.server.access.AccessRules;
 
 import java.io.IOException;
 import java.net.InetSocketAddress;
@@ -17,7 +18,8 @@ import java.util.Set;
 /**
  * {@code key = value} configuration (one per line, {@code #} comments). Unknown keys and bad values are
  * reported with file and line, and stop the start. Every key appears at most once, except {@code attach}
- * ({@code attach = EXPORT /dev/nbdN [read-only] [timeout=SECONDS]}, one line per device). The documented
+ * ({@code attach = EXPORT /dev/nbdN [read-only] [timeout=SECONDS]}, one line per device) and {@code access}
+ * ({@code access = EXPORT PRINCIPAL ro|rw}, one line per rule, see {@link AccessRules}). The documented
  * example is systemd/snapbd.conf.
  */
 public final class ConfigFile {
@@ -25,7 +27,7 @@ public final class ConfigFile {
     public static final Set<String> KEYS = Set.of("data-dir", "tcp", "unix", "admin-socket", "handshake-timeout",
             "max-connections", "default-volume", "default-volume-size", "default-save-size", "attach",
             "metrics", "log-level", "stop-timeout", "latency-histograms", "warm-up",
-            "tls", "tls-certificates", "tls-verify-peer");
+            "tls", "tls-certificates", "tls-verify-peer", "access");
 
     /** Keys named {@code volume.NAME}: one line per volume to create when missing (see {@link #service()}). */
     public static final String VOLUME_PREFIX = "volume.";
@@ -45,6 +47,7 @@ public final class ConfigFile {
     private final Path file;
     private final Map<String, Entry> entries = new LinkedHashMap<>();
     private final List<Entry> attaches = new ArrayList<>();
+    private final List<Entry> accessLines = new ArrayList<>();
 
     private ConfigFile(Path file) {
         this.file = file;
@@ -71,6 +74,10 @@ public final class ConfigFile {
             String value = line.substring(eq + 1).strip();
             if (!KEYS.contains(key) && !(key.startsWith(VOLUME_PREFIX) && key.length() > VOLUME_PREFIX.length())) {
                 throw new ConfigException(file + ":" + (i + 1) + ": unknown key '" + key + "' (known: " + String.join(", ", KEYS.stream().sorted().toList()) + ", " + VOLUME_PREFIX + "NAME)");
+            }
+            if (key.equals("access")) {
+                c.accessLines.add(new Entry(value, i + 1));
+                continue;
             }
             if (REPEATABLE.contains(key)) {
                 c.attaches.add(new Entry(value, i + 1));
@@ -150,6 +157,20 @@ public final class ConfigFile {
             }
         }
         return new TlsSettings(mode, dir, verify);
+    }
+
+    /** The {@code access} lines, in order; none: {@link AccessRules#OPEN}. {@link #apply} ignores them. */
+    public AccessRules access() throws ConfigException {
+        List<AccessRules.Rule> rules = new ArrayList<>();
+        for (Entry e : accessLines) {
+            String origin = file + ":" + e.line;
+            try {
+                rules.add(AccessRules.parse(e.value, origin));
+            } catch (IllegalArgumentException ex) {
+                throw new ConfigException(origin + ": access: " + ex.getMessage());
+            }
+        }
+        return rules.isEmpty() ? AccessRules.OPEN : new AccessRules(rules);
     }
 
     public String dataDir() {

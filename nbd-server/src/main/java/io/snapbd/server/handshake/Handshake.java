@@ -1,5 +1,7 @@
 package io.snapbd.server.handshake;
 
+import io.snapbd.server.access.AccessRules;
+import io.snapbd.server.access.Peer;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.export.MetaContext;
@@ -26,6 +28,8 @@ import java.util.List;
  * With TLS configured, NBD_OPT_STARTTLS (else NBD_REP_ERR_UNSUP) switches the rest of the handshake (and, through {@link #channel()} and
  * {@link #output()}, the transmission phase) to a {@link TlsChannel}; with TLS required, every other option but
  * ABORT is refused with NBD_REP_ERR_TLS_REQD until then, and EXPORT_NAME closes the connection.
+ * {@link AccessRules} decide per export what this {@link Peer} may do: an export it may not open is not listed and
+ * is answered exactly like one that does not exist; a read-only grant is advertised with NBD_FLAG_READ_ONLY.
  */
 public final class Handshake {
 
@@ -33,6 +37,8 @@ public final class Handshake {
     private GatheringByteChannel out;
     private final ExportRegistry exports;
     private final ServerTls tls;
+    private final AccessRules access;
+    private Peer peer;
     private TlsChannel tlsChannel;
     private final ByteBuffer hdr = ByteBuffer.allocate(20).order(ByteOrder.BIG_ENDIAN);
     private boolean noZeroes;
@@ -46,12 +52,38 @@ public final class Handshake {
         this(ch, ch instanceof GatheringByteChannel g ? g : null, exports, null);
     }
 
-    /** {@code tls} null: TLS off on this connection. */
+    /** {@code tls} null: TLS off on this connection. No access rules: every export, read-write. */
     public Handshake(ByteChannel ch, GatheringByteChannel out, ExportRegistry exports, ServerTls tls) {
+        this(ch, out, exports, tls, Peer.internal(), AccessRules.OPEN);
+    }
+
+    /** With the access rules in force when the connection came, for the client {@code peer}. */
+    public Handshake(ByteChannel ch, GatheringByteChannel out, ExportRegistry exports, ServerTls tls, Peer peer, AccessRules access) {
         this.ch = ch;
         this.out = out;
         this.exports = exports;
         this.tls = tls;
+        this.peer = peer;
+        this.access = access;
+    }
+
+    /** The client as the access rules see it (with its certificate's subject after STARTTLS). */
+    public Peer peer() {
+        return peer;
+    }
+
+    /** What this client may do with {@code e}. */
+    private AccessRules.Grant grant(Export e) {
+        return access.grant(peer, e.name());
+    }
+
+    /** The transmission flags for this client: a read-only grant adds READ_ONLY and drops the write flags. */
+    private int flags(Export e, boolean readOnly) {
+        int f = e.transmissionFlags(structured);
+        if (readOnly) {
+            f = (f | Nbd.FLAG_READ_ONLY) & ~(Nbd.FLAG_SEND_FUA | Nbd.FLAG_SEND_TRIM | Nbd.FLAG_SEND_WRITE_ZEROES | Nbd.FLAG_SEND_FAST_ZERO);
+        }
+        return f;
     }
 
     /** The channel to read the transmission phase from: the TLS channel after a STARTTLS, else the socket. */
@@ -174,13 +206,14 @@ public final class Handshake {
         replyAck(Nbd.OPT_STARTTLS);
         TlsChannel t;
         try {
-            t = TlsChannel.accept(ch, tls.newEngine());
+            t = TlsChannel.accept(ch, tls.newEngine(access.usesCertificates()));
         } catch (javax.net.ssl.SSLException e) {
             throw new IOException("TLS handshake failed: " + e.getMessage(), e);
         }
         tlsChannel = t;
         ch = t;
         out = t;
+        peer = peer.withCertificate(t.peerPrincipal());
         structured = false;
         metaExport = null;
         metaSelected = List.of();
@@ -192,14 +225,17 @@ public final class Handshake {
         }
         String name = string(data, data.remaining());
         Export e = exports.lookup(name == null ? "" : name);
-        if (name == null || e == null || e.unavailableReason() != null) {
+        AccessRules.Grant g = e == null ? AccessRules.Grant.NONE : grant(e);
+        if (name == null || e == null || g == AccessRules.Grant.NONE || e.unavailableReason() != null) {
             // EXPORT_NAME cannot carry an error: the spec says to close the connection.
-            throw new ProtocolViolation("client asked for unknown or unavailable export '" + name + "'");
+            throw new ProtocolViolation("client asked for unknown or unavailable export '" + name + "'"
+                    + (e != null && g == AccessRules.Grant.NONE ? " (not allowed to " + peer.describe() + " by the access rules)" : ""));
         }
+        boolean readOnly = g == AccessRules.Grant.READ_ONLY;
         ByteBuffer b = ByteBuffer.allocate(noZeroes ? 10 : 134);
-        b.putLong(e.device().size()).putShort((short) e.transmissionFlags(structured));
+        b.putLong(e.device().size()).putShort((short) flags(e, readOnly));
         Wire.writeFully(ch, b.position(0));
-        return new Negotiated(e, structured, selectedContexts(e));
+        return new Negotiated(e, structured, selectedContexts(e), readOnly);
     }
 
     private void list(ByteBuffer data) throws IOException {
@@ -208,8 +244,10 @@ public final class Handshake {
             return;
         }
         for (Export e : exports.list()) {
-            if (e.unavailableReason() != null) {
-                continue;       // terminated snapshots and clones in progress cannot be used: do not advertise them
+            if (e.unavailableReason() != null || grant(e) == AccessRules.Grant.NONE) {
+                // terminated snapshots and clones in progress cannot be used, and this client may not open some:
+                // do not advertise them
+                continue;
             }
             byte[] n = e.name().getBytes(StandardCharsets.UTF_8);
             ByteBuffer b = ByteBuffer.allocate(4 + n.length);
@@ -251,17 +289,21 @@ public final class Handshake {
             return null;
         }
         Export e = exports.lookup(name);
-        if (e == null) {
-            String why = exports.withheldReason(name);
+        AccessRules.Grant g = e == null ? AccessRules.Grant.NONE : grant(e);
+        if (e == null || g == AccessRules.Grant.NONE) {
+            // An export this client may not open is answered as if it did not exist, and so is a withheld volume
+            // it would not be allowed to open: nothing tells it that the name exists.
+            String why = access.grant(peer, name) == AccessRules.Grant.NONE ? null : exports.withheldReason(name);
             reply(option, Nbd.REP_ERR_UNKNOWN, "no export named '" + name + "'" + (why == null ? "" : ": " + why));
             return null;
         }
+        boolean readOnly = g == AccessRules.Grant.READ_ONLY;
         if (e.unavailableReason() != null) {
             reply(option, Nbd.REP_ERR_POLICY, "export '" + e.name() + "' is not available: " + e.unavailableReason());
             return null;
         }
         ByteBuffer info = ByteBuffer.allocate(12);
-        info.putShort((short) Nbd.INFO_EXPORT).putLong(e.device().size()).putShort((short) e.transmissionFlags(structured)).flip();
+        info.putShort((short) Nbd.INFO_EXPORT).putLong(e.device().size()).putShort((short) flags(e, readOnly)).flip();
         reply(option, Nbd.REP_INFO, info);
         if (wantName) {
             byte[] nb = e.name().getBytes(StandardCharsets.UTF_8);
@@ -277,7 +319,7 @@ public final class Handshake {
         reply(option, Nbd.REP_INFO, bs);
         replyAck(option);
         if (option == Nbd.OPT_GO) {
-            return new Negotiated(e, structured, selectedContexts(e));
+            return new Negotiated(e, structured, selectedContexts(e), readOnly);
         }
         return null;
     }
@@ -333,7 +375,7 @@ public final class Handshake {
             return;
         }
         Export target = name == null ? null : exports.lookup(name);
-        if (target == null) {
+        if (target == null || grant(target) == AccessRules.Grant.NONE) {
             reply(option, Nbd.REP_ERR_UNKNOWN, "no export named '" + name + "'");
             return;
         }

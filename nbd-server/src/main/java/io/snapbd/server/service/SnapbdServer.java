@@ -75,11 +75,18 @@ public final class SnapbdServer implements AutoCloseable {
 
     /** As {@link #start(ServerConfig, ServiceSettings)}, with TLS (STARTTLS) on the TCP listeners; null: off. */
     public static SnapbdServer start(ServerConfig config, ServiceSettings service, io.snapbd.server.tls.ServerTls tls) throws IOException {
+        return start(config, service, tls, io.snapbd.server.access.AccessRules.OPEN);
+    }
+
+    /** As {@link #start(ServerConfig, ServiceSettings, io.snapbd.server.tls.ServerTls)}, with per-export access rules. */
+    public static SnapbdServer start(ServerConfig config, ServiceSettings service, io.snapbd.server.tls.ServerTls tls,
+                                     io.snapbd.server.access.AccessRules access) throws IOException {
         Systemd.startStep("opening data directory " + config.dataDir(), START_STEP);
         NbdLegOpener.install();         // mirrored volumes may have NBD legs
         VolumeCatalog catalog = VolumeCatalog.open(config.dataDir(), FileSpaces.best());
         SnapbdServer s = new SnapbdServer(config, service, catalog);
         s.nbd.setTls(tls);      // before any listener accepts
+        s.setAccess(access);
         if (tls != null) {
             Log.info("TLS %s on the TCP listener (STARTTLS; TLS 1.3, 1.2), certificates from %s%s",
                     tls.required() ? "required" : "offered", tls.settings().certificates(),
@@ -327,6 +334,26 @@ public final class SnapbdServer implements AutoCloseable {
             Log.warn("reload: changed settings that only take effect at the next start: %s", String.join(", ", restart));
         }
         return changes;
+    }
+
+    /**
+     * The access rules for new connections (at start and on reload); logs them, and warns about rules that
+     * cannot match as the server is set up (certificate rules without TLS or without ca-cert.pem).
+     */
+    public void setAccess(io.snapbd.server.access.AccessRules access) {
+        nbd.setAccess(access);
+        if (access.isOpen()) {
+            Log.info("access rules: none: every client that reaches a listener may open every export, read-write");
+            return;
+        }
+        for (io.snapbd.server.access.AccessRules.Rule r : access.rules()) {
+            Log.info("access rule (%s): %s", r.origin(), r);
+        }
+        io.snapbd.server.tls.ServerTls t = nbd.tls();
+        if (access.usesCertificates() && (t == null || !t.verifiesClientCertificates())) {
+            Log.warn("access rules name client certificates, but %s: those rules match no client",
+                    t == null ? "TLS is off" : "there is no ca-cert.pem to verify client certificates with");
+        }
     }
 
     private static String hostPort(InetSocketAddress a) {

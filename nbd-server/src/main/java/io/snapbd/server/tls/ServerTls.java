@@ -55,10 +55,13 @@ public final class ServerTls {
 
     private final TlsSettings settings;
     private final SSLContext context;
+    /** True when ca-cert.pem was loaded: client certificates are then checked against it, never the JDK's CAs. */
+    private final boolean ownTrust;
 
-    private ServerTls(TlsSettings settings, SSLContext context) {
+    private ServerTls(TlsSettings settings, SSLContext context, boolean ownTrust) {
         this.settings = settings;
         this.context = context;
+        this.ownTrust = ownTrust;
     }
 
     /** Null when TLS is off; otherwise the loaded context, or an IOException naming the file at fault. */
@@ -95,7 +98,7 @@ public final class ServerTls {
             }
             SSLContext ctx = SSLContext.getInstance("TLS");
             ctx.init(kmf.getKeyManagers(), tmf == null ? null : tmf.getTrustManagers(), null);
-            return new ServerTls(settings, ctx);
+            return new ServerTls(settings, ctx, tmf != null);
         } catch (GeneralSecurityException e) {
             throw new IOException("cannot set up TLS from " + dir + ": " + e.getMessage(), e);
         }
@@ -111,13 +114,31 @@ public final class ServerTls {
 
     /** A new server-side engine for one connection. */
     public SSLEngine newEngine() {
+        return newEngine(false);
+    }
+
+    /**
+     * A new server-side engine; {@code askForCertificate} (access rules name certificates): without
+     * --tls-verify-peer, clients are asked for a certificate but may go on without one. One they send must
+     * still be signed by ca-cert.pem (without that file they are not asked: the JDK's default CAs never count).
+     */
+    public SSLEngine newEngine(boolean askForCertificate) {
         SSLEngine e = context.createSSLEngine();
         e.setUseClientMode(false);
         SSLParameters p = e.getSSLParameters();
         p.setProtocols(PROTOCOLS);
-        p.setNeedClientAuth(settings.verifyPeer());
+        if (settings.verifyPeer()) {
+            p.setNeedClientAuth(true);
+        } else if (askForCertificate && ownTrust) {
+            p.setWantClientAuth(true);
+        }
         e.setSSLParameters(p);
         return e;
+    }
+
+    /** True when client certificates can be verified (ca-cert.pem is there). */
+    public boolean verifiesClientCertificates() {
+        return ownTrust;
     }
 
     /** Refuses a private key that others than its owner may read, as ssh does. */

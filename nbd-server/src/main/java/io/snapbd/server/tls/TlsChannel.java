@@ -88,6 +88,16 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     }
 
     /** The client certificate's subject, or null if the client presented none. */
+    /** The subject of the client certificate the handshake verified, or null when the client sent none. */
+    public javax.security.auth.x500.X500Principal peerPrincipal() {
+        try {
+            java.security.cert.Certificate[] c = engine.getSession().getPeerCertificates();
+            return c.length > 0 && c[0] instanceof java.security.cert.X509Certificate x ? x.getSubjectX500Principal() : null;
+        } catch (javax.net.ssl.SSLPeerUnverifiedException e) {
+            return null;
+        }
+    }
+
     public String peerSubject() {
         try {
             java.security.cert.Certificate[] c = engine.getSession().getPeerCertificates();

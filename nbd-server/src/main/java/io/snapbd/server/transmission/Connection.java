@@ -37,6 +37,8 @@ public final class Connection {
     private final ByteChannel channel;
     private final Export export;
     private final BlockDevice device;
+    /** The export is read-only, or the access rules granted this client read-only access. */
+    private final boolean readOnly;
     private final BlockDevice.Session session;
     private final LunState lun;
     private final boolean structured;
@@ -67,6 +69,7 @@ public final class Connection {
         this.in.limit(0);
         this.export = n.export();
         this.device = export.device();
+        this.readOnly = export.readOnly() || n.readOnly();
         this.session = device.openSession();
         this.replies = new Replies(out, device, session, export.name());
         this.lun = device.lunState();
@@ -259,7 +262,7 @@ public final class Connection {
     }
 
     private void write(long handle, int flags, long offset, int length) throws IOException {
-        if (export.readOnly()) {
+        if (readOnly) {
             skipPayload(Nbd.CMD_WRITE, length);
             throw new RequestRefused(Nbd.EPERM, export.name() + " is read-only");
         }
@@ -337,7 +340,7 @@ public final class Connection {
         if (type == Nbd.CMD_READ && length > Nbd.MAX_PAYLOAD) {
             throw new RequestRefused(Nbd.EINVAL, "READ of " + length + " bytes exceeds the " + Nbd.MAX_PAYLOAD + " byte maximum");
         }
-        if (export.readOnly() && (type == Nbd.CMD_TRIM || type == Nbd.CMD_WRITE_ZEROES)) {
+        if (readOnly && (type == Nbd.CMD_TRIM || type == Nbd.CMD_WRITE_ZEROES)) {
             throw new RequestRefused(Nbd.EPERM, export.name() + " is read-only");
         }
         if (offset < 0 || offset > device.size() || length > device.size() - offset) {

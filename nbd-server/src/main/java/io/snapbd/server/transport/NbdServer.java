@@ -3,6 +3,8 @@ package io.snapbd.server.transport;
 import io.snapbd.nativeio.InheritedSockets;
 import io.snapbd.nativeio.NativeSocket;
 import io.snapbd.server.Log;
+import io.snapbd.server.access.AccessRules;
+import io.snapbd.server.access.Peer;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.handshake.Handshake;
@@ -65,6 +67,8 @@ public final class NbdServer implements AutoCloseable {
     private volatile boolean closing;
     /** TLS for TCP clients (STARTTLS); null when off. Unix-socket clients are local and stay plain. */
     private volatile ServerTls tls;
+    /** Who may open what; read once per connection, so a reload applies to new connections. */
+    private volatile AccessRules access = AccessRules.OPEN;
 
     public NbdServer(ExportRegistry exports, Duration handshakeTimeout, int maxConnections) {
         this.exports = exports;
@@ -174,7 +178,8 @@ public final class NbdServer implements AutoCloseable {
                 closeQuietly(ch);
                 continue;
             }
-            serve(ch, ch, peer, name.startsWith("tcp://"));
+            serve(ch, ch, peer, name.startsWith("tcp://"),
+                    remote instanceof InetSocketAddress a ? Peer.tcp(a.getAddress()) : Peer.unix());
         }
     }
 
@@ -185,6 +190,15 @@ public final class NbdServer implements AutoCloseable {
 
     public ServerTls tls() {
         return tls;
+    }
+
+    /** The access rules for connections accepted from now on (set before the listeners accept, and on reload). */
+    public void setAccess(AccessRules access) {
+        this.access = access;
+    }
+
+    public AccessRules access() {
+        return access;
     }
 
     /** Changes the limits that can change while running (a reload); open connections keep going. */
@@ -254,8 +268,22 @@ public final class NbdServer implements AutoCloseable {
                 closeQuietly(ch);
                 continue;
             }
-            serve(ch, ch, peer, name.startsWith("tcp://"));
+            serve(ch, ch, peer, name.startsWith("tcp://"), describeAccessPeer(ch, name));
         }
+    }
+
+    private static Peer describeAccessPeer(SocketChannel ch, String listener) {
+        if (!listener.startsWith("tcp://")) {
+            return Peer.unix();
+        }
+        try {
+            if (ch.getRemoteAddress() instanceof InetSocketAddress a) {
+                return Peer.tcp(a.getAddress());
+            }
+        } catch (IOException e) {
+            // unknown address: no loopback rule matches
+        }
+        return Peer.tcp(null);
     }
 
     /**
@@ -263,16 +291,17 @@ public final class NbdServer implements AutoCloseable {
      * its own thread: handshake, then transmission.
      */
     public void serve(ByteChannel ch, GatheringByteChannel out, String peer) {
-        serve(ch, out, peer, false);
+        serve(ch, out, peer, false, Peer.internal());
     }
 
-    /** {@code network}: a TCP client, to which the TLS setting applies. */
-    private void serve(ByteChannel ch, GatheringByteChannel out, String peer, boolean network) {
+    /** {@code network}: a TCP client, to which the TLS setting applies; {@code who}: the client for the access rules. */
+    private void serve(ByteChannel ch, GatheringByteChannel out, String peer, boolean network, Peer who) {
         accepted.incrementAndGet();
         active.incrementAndGet();
         open.add(ch);
         ServerTls t0 = network ? tls : null;
-        Thread t = new Thread(() -> run(ch, out, peer, t0), "nbd " + peer);
+        AccessRules rules = access;
+        Thread t = new Thread(() -> run(ch, out, peer, t0, who, rules), "nbd " + peer);
         t.setDaemon(true);
         threads.add(t);
         t.start();
@@ -315,13 +344,13 @@ public final class NbdServer implements AutoCloseable {
         t.start();
     }
 
-    private void run(ByteChannel ch, GatheringByteChannel out, String peer, ServerTls tls) {
+    private void run(ByteChannel ch, GatheringByteChannel out, String peer, ServerTls tls, Peer who, AccessRules rules) {
         ScheduledFuture<?> deadline = timer.schedule(() -> {
             Log.warn("%s: handshake not finished within %s; closing", peer, handshakeTimeout);
             closeQuietly(ch);
         }, handshakeTimeout.toMillis(), TimeUnit.MILLISECONDS);
         Negotiated n = null;
-        Handshake h = new Handshake(ch, out, exports, tls);
+        Handshake h = new Handshake(ch, out, exports, tls, who, rules);
         try {
             n = h.run();
             deadline.cancel(false);
@@ -331,10 +360,10 @@ public final class NbdServer implements AutoCloseable {
                     TlsChannel secure = h.tls();
                     if (secure != null) {
                         String subject = secure.peerSubject();
-                        Log.debug("%s: serving %s over %s%s", peer, n.export().name(), secure.describe(),
-                                subject == null ? "" : ", client certificate " + subject);
+                        Log.debug("%s: serving %s%s over %s%s", peer, n.export().name(), n.readOnly() ? " (read-only grant)" : "",
+                                secure.describe(), subject == null ? "" : ", client certificate " + subject);
                     } else {
-                        Log.debug("%s: serving %s", peer, n.export().name());
+                        Log.debug("%s: serving %s%s", peer, n.export().name(), n.readOnly() ? " (read-only grant)" : "");
                     }
                     new Connection(h.channel(), h.output(), n, syncPool, peer).serve();
                 } finally {

@@ -199,6 +199,20 @@ class TlsIT {
     }
 
     @Test
+    void serverCertificateForAnotherHostNameIsRefusedByTheClient() {
+        // The server certificate names localhost and 127.0.0.1; a client that expects another name must refuse it.
+        String object = "tls-creds-x509,id=tls0,dir=" + pki + ",endpoint=client";
+        String wrong = "driver=nbd,host=127.0.0.1,port=" + required.port() + ",export=tls,tls-creds=tls0,tls-hostname=storage9.example";
+        Tools.Result r = Tools.run("qemu-img", "info", "--object", object, "--image-opts", wrong);
+        assertNotEquals(0, r.exit(), "wrong host name: " + r);
+        assertFalse(r.stdout().contains("16 MiB"), r.stdout());
+        assertTrue(r.stderr().contains("storage9.example"), r.stderr());
+        // The same client with the right name gets in, and the server goes on serving.
+        String right = "driver=nbd,host=127.0.0.1,port=" + required.port() + ",export=tls,tls-creds=tls0,tls-hostname=localhost";
+        Tools.run("qemu-img", "info", "--object", object, "--image-opts", right).assertOk();
+    }
+
+    @Test
     void plainClientAgainstRequireGetsTlsRequiredAndNoData() throws IOException {
         Tools.Result r = Tools.run(Duration.ofMinutes(2), Map.of("LIBNBD_DEBUG", "1"),
                 List.of("nbdinfo", "nbd://localhost:" + required.port() + "/tls"));
@@ -235,14 +249,15 @@ class TlsIT {
         assertNotEquals(0, none.exit(), "no client certificate: " + none);
         Tools.Result foreign = Tools.run("nbdinfo", nbds(verifying, "tls", foreignClientCert));
         assertNotEquals(0, foreign.exit(), "client certificate from another CA: " + foreign);
-        assertTrue(verifying.log().contains("refused: TLS handshake failed"), verifying.log());
+        assertTrue(awaitLog(verifying, "refused: TLS handshake failed"), verifying.log());
         // A certificate from the right CA whose validity ended (openssl -days 0: at the second it was made).
         while (System.currentTimeMillis() < expiredAt + 2000) {
             Thread.sleep(100);
         }
         Tools.Result expired = Tools.run("nbdinfo", nbds(verifying, "tls", expiredClientCert));
         assertNotEquals(0, expired.exit(), "expired client certificate: " + expired);
-        assertTrue(verifying.log().contains("refused: TLS handshake failed: PKIX path validation failed"), verifying.log());
+        // The client may exit before the server has written its log line.
+        assertTrue(awaitLog(verifying, "refused: TLS handshake failed: PKIX path validation failed"), verifying.log());
 
         Tools.Result good = Tools.run("nbdinfo", nbds(verifying, "tls", pki)).assertOk();
         assertTrue(good.stdout().contains("with TLS"), good.stdout());
@@ -336,6 +351,18 @@ class TlsIT {
                 "--warm-up", "off", "--tls=require");
         assertEquals(2, noDir.exit(), noDir.toString());
         assertTrue(noDir.stderr().contains("--tls-certificates"), noDir.stderr());
+    }
+
+    /** Waits (bounded) for {@code text} in the server's log. */
+    static boolean awaitLog(ServerProcess s, String text) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!s.log().contains(text)) {
+            if (System.nanoTime() > deadline) {
+                return false;
+            }
+            Thread.sleep(50);
+        }
+        return true;
     }
 
     /** Reads until the server closes the connection (a TLS alert may come first); fails if it stays open. */
