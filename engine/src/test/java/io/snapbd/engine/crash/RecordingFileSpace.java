@@ -130,8 +130,8 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
         }
         forces++;
         crashPoint("before forcing " + dir.relativize(f) + (length < 0 ? "" : " [" + offset + ", +" + length + ")"));
-        if (!f.equals(dir)) {
-            Object key = key(f);
+        Object key = f.equals(dir) ? null : key(f);
+        if (key != null) {
             byte[] now = read(f);
             if (length < 0) {
                 durable.put(key, now);
@@ -197,6 +197,8 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
     private static Object key(Path f) {
         try {
             return Files.readAttributes(f, BasicFileAttributes.class).fileKey();
+        } catch (java.nio.file.NoSuchFileException gone) {
+            return null;        // deleted while its channel was open: nothing of it can be read back
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }

@@ -45,8 +45,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * exact, deleted ones gone or intact, the LUN state above everything handed out, fsck clean before and after.
  *
  * <p>Budget: {@code -Dsnapbd.crashStates.exhaustive=N} (all subsets up to N dirty pages, default 4) and
- * {@code -Dsnapbd.crashStates.cap=N} (states per crash point beyond that, default 12); a long run:
- * {@code -Dsnapbd.crashStates.exhaustive=10 -Dsnapbd.crashStates.cap=2048}.
+ * {@code -Dsnapbd.crashStates.cap=N} (states per crash point beyond that, default 12), and the mixed workload's
+ * {@code -Dsnapbd.crashStates.ops=N} (default 16) and {@code .seed}; a long run: {@code -Dsnapbd.crashStates.exhaustive=10
+ * -Dsnapbd.crashStates.cap=256 -Dsnapbd.crashStates.ops=300}.
  */
 @Timeout(value = 30, unit = TimeUnit.MINUTES)
 class CrashStateTest {
@@ -495,6 +496,40 @@ class CrashStateTest {
             r.flush();
             r.lunGet();
             r.check("LUN state enable/get").assertClean();
+        }
+    }
+
+    /** Every kind of operation in a seeded random order; {@code snapbd.crashStates.ops} and {@code .seed} make a long run. */
+    @Test
+    void mixedWorkload() throws IOException {
+        int ops = Integer.getInteger("snapbd.crashStates.ops", 16);
+        long seed = Long.getLong("snapbd.crashStates.seed", 25);
+        Random rnd = new Random(seed);
+        try (Run r = new Run("mixed")) {
+            r.lunEnable();
+            for (int i = 0; i < ops; i++) {
+                int op = rnd.nextInt(20);
+                int b0 = rnd.nextInt(BLOCKS);
+                int n = 1 + rnd.nextInt(Math.min(4, BLOCKS - b0));
+                List<String> live = new ArrayList<>(r.snaps.keySet());
+                String any = live.isEmpty() ? null : live.get(rnd.nextInt(live.size()));
+                if (op < 8) {
+                    r.write(b0, n, rnd.nextInt(4) == 0);
+                } else if (op < 10) {
+                    r.zero(b0, n, rnd.nextBoolean(), rnd.nextInt(4) == 0);
+                } else if (op < 12) {
+                    r.flush();
+                } else if (op < 13) {
+                    r.lunGet();
+                } else if (op < 16 && live.size() < 3) {
+                    r.snapshot("s" + i);
+                } else if (op < 18 && any != null) {
+                    r.delete(any);
+                } else if (any != null) {
+                    r.restore(any);
+                }
+            }
+            r.check("mixed workload, " + ops + " operations, seed " + seed).assertClean();
         }
     }
 
