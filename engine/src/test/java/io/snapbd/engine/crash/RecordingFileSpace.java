@@ -12,6 +12,7 @@ import java.nio.file.attribute.BasicFileAttributes;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -28,7 +29,8 @@ import java.util.stream.Stream;
  * any whole-file or directory force, so a crash leaves the names of the last force or the current ones.
  *
  * <p>{@link #crashPoint} (and every force, just before it is issued) takes a {@link CrashPoint}: the durable
- * image, the current names and the dirty pages, with the test's expectations at that moment.
+ * image, the current names and the dirty pages, each with every content seen at a crash point since its last
+ * force, with the test's expectations at that moment.
  */
 public final class RecordingFileSpace implements FileSpace, Forces.Listener, AutoCloseable {
 
@@ -39,11 +41,14 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
     public record Entry(Object key, long length) {
     }
 
-    /** A page written since its file's last force, with its current content (in the order they were first seen dirty). */
-    public record Page(String file, Object key, int index, byte[] content) {
+    /**
+     * A page written since its file's last force, with a content it held since: the current one, or one seen at
+     * an earlier crash point ({@code version} 0 the first seen), which write-back may have put on the disk then.
+     */
+    public record Page(String file, Object key, int index, int version, byte[] content) {
         @Override
         public String toString() {
-            return file + "#" + index;
+            return file + "#" + index + (version > 0 ? "v" + version : "");
         }
     }
 
@@ -60,7 +65,8 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
     private final Map<Object, byte[]> durable = new HashMap<>();     // inode -> content at its last force (never mutated)
     private Map<String, Entry> durableNames = Map.of();
     private final List<String> ignored = new ArrayList<>();
-    private final Map<List<Object>, Long> firstSeen = new HashMap<>();    // (inode, page) -> when first found dirty
+    private Map<List<Object>, List<Page>> seen = new HashMap<>();   // (inode, page) -> contents seen dirty since its last force
+    private final Map<Page, Long> seenAt = new HashMap<>();           // when each was seen first
     private boolean recording;
     private long taken;
     private int forces;
@@ -96,7 +102,7 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
             return;
         }
         Map<String, Entry> names = listing();
-        List<Page> dirty = new ArrayList<>();
+        Map<List<Object>, List<Page>> next = new LinkedHashMap<>();
         for (Map.Entry<String, Entry> e : names.entrySet()) {
             byte[] now = read(dir.resolve(e.getKey()));
             byte[] then = durable.getOrDefault(e.getValue().key(), NONE);
@@ -104,14 +110,24 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
                 int from = p * PAGE;
                 int to = Math.min(now.length, from + PAGE);
                 if (!Arrays.equals(now, from, to, page(then, from, to), 0, to - from)) {
-                    firstSeen.putIfAbsent(List.of(e.getValue().key(), p), taken << 32 | dirty.size());
-                    dirty.add(new Page(e.getKey(), e.getValue().key(), p, Arrays.copyOfRange(now, from, to)));
+                    List<Object> id = List.of(e.getValue().key(), p);
+                    List<Page> versions = new ArrayList<>(seen.getOrDefault(id, List.of()));
+                    byte[] c = Arrays.copyOfRange(now, from, to);
+                    if (versions.isEmpty() || !Arrays.equals(versions.get(versions.size() - 1).content(), c)) {
+                        Page pg = new Page(e.getKey(), e.getValue().key(), p, versions.size(), c);
+                        seenAt.put(pg, taken << 32 | seenAt.size());
+                        versions.add(pg);
+                    }
+                    next.put(id, versions);
                 }
             }
         }
         taken++;
-        firstSeen.keySet().retainAll(dirty.stream().map(pg -> List.of(pg.key(), pg.index())).toList());
-        dirty.sort(java.util.Comparator.comparing(pg -> firstSeen.get(List.of(pg.key(), pg.index()))));
+        seen = next;
+        List<Page> dirty = new ArrayList<>();
+        next.values().forEach(dirty::addAll);
+        dirty.sort(java.util.Comparator.comparing(seenAt::get));
+        seenAt.keySet().retainAll(new java.util.HashSet<>(dirty));
         points.add(new CrashPoint(where, expectations.get(), durableNames, names, Map.copyOf(durable), dirty));
     }
 
@@ -133,6 +149,8 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
         Object key = f.equals(dir) ? null : key(f);
         if (key != null) {
             byte[] now = read(f);
+            seen.keySet().removeIf(id -> id.get(0).equals(key) && (length < 0
+                    || ((Integer) id.get(1) + 1L) * PAGE > offset && (long) (Integer) id.get(1) * PAGE < offset + length));
             if (length < 0) {
                 durable.put(key, now);
             } else {
@@ -152,6 +170,7 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
         durableNames.values().forEach(e -> live.add(e.key()));
         listing().values().forEach(e -> live.add(e.key()));
         durable.keySet().retainAll(live);       // a dead inode's number may be reused by a new file
+        seen.keySet().removeIf(id -> !live.contains(id.get(0)));
     }
 
     /**
@@ -162,8 +181,8 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
         Map<String, byte[]> out = new TreeMap<>();
         for (Map.Entry<String, Entry> e : (newNames ? p.names() : p.durableNames()).entrySet()) {
             byte[] content = Arrays.copyOf(p.durable().getOrDefault(e.getValue().key(), NONE), (int) e.getValue().length());
-            for (Page pg : survivors) {
-                if (pg.key().equals(e.getValue().key()) && (long) pg.index() * PAGE < content.length) {
+            for (Page pg : p.dirty()) {        // in the order seen: a later content of a page overrides an earlier one
+                if (survivors.contains(pg) && pg.key().equals(e.getValue().key()) && (long) pg.index() * PAGE < content.length) {
                     System.arraycopy(pg.content(), 0, content, pg.index() * PAGE,
                             Math.min(pg.content().length, content.length - pg.index() * PAGE));
                 }

@@ -238,6 +238,7 @@ class CrashStateTest {
             Random rnd = new Random(25);
             Set<String> seen = new HashSet<>();
             for (CrashPoint p : points) {
+                t.rewritten += (int) p.dirty().stream().filter(pg -> pg.version() > 0).count();
                 for (CrashStates.State st : CrashStates.of(p, EXHAUSTIVE, CAP, rnd)) {
                     t.states++;
                     Map<String, byte[]> files = st.files();
@@ -272,6 +273,7 @@ class CrashStateTest {
         int states;
         int checked;
         int more;
+        int rewritten;
         final List<String> violations = new ArrayList<>();
 
         Tally(String what, int points, int forces) {
@@ -287,7 +289,8 @@ class CrashStateTest {
 
         @Override
         public String toString() {
-            return "crash states " + what + ": " + points + " crash points (" + forces + " forces), " + states
+            return "crash states " + what + ": " + points + " crash points (" + forces + " forces, " + rewritten
+                    + " earlier page contents), " + states
                     + " states enumerated, " + checked + " distinct states checked, " + (violations.size() + more) + " violations";
         }
     }
