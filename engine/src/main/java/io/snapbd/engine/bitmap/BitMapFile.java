@@ -2,6 +2,7 @@ package io.snapbd.engine.bitmap;
 
 import io.snapbd.engine.format.CorruptMetadataException;
 import io.snapbd.engine.format.Crc32c;
+import io.snapbd.engine.io.Forces;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -108,6 +109,7 @@ public final class BitMapFile implements AutoCloseable {
                 // Absent pages: extend the file; the bytes read back as zero.
                 writeFully(ch, ByteBuffer.allocate(1), end - 1);
             }
+            Forces.forcing(path);
             ch.force(true);
             return f;
         } catch (IOException | RuntimeException e) {
@@ -274,6 +276,7 @@ public final class BitMapFile implements AutoCloseable {
 
     public void force() throws IOException {
         try {
+            Forces.forcing(path);
             channel.force(false);
         } catch (IOException e) {
             throw named(path, e);

@@ -1,5 +1,7 @@
 package io.snapbd.engine.format;
 
+import io.snapbd.engine.io.Forces;
+
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
@@ -27,6 +29,7 @@ public final class AtomicFile {
                 while (b.hasRemaining()) {
                     pos += ch.write(b, pos);
                 }
+                Forces.forcing(tmp);
                 ch.force(true);
             }
             Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
@@ -45,6 +48,7 @@ public final class AtomicFile {
 
     public static void fsyncDirectory(Path dir) throws IOException {
         try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
+            Forces.forcing(dir);
             ch.force(true);
         } catch (IOException e) {
             // Some file systems refuse fsync on a directory; the rename itself is still atomic there.

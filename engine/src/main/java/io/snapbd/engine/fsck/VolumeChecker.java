@@ -61,7 +61,7 @@ public final class VolumeChecker {
         try (BitMapFile f = BitMapFile.open(dir.resolve(Volume.META_FILE), BitMapFile.Kind.META, h.uuid(), meta, damaged)) {
             metaOk = true;
             if (!damaged.isEmpty()) {
-                problems.add(Volume.META_FILE + ": " + damaged.cardinality() + " page(s) fail their checksum: " + damaged);
+                damagedPages(h, Volume.META_FILE, damaged, problems, notes);
             }
         } catch (IOException e) {
             problems.add(e.getMessage());
@@ -71,7 +71,7 @@ public final class VolumeChecker {
         BitSet damagedIntents = new BitSet();
         try (BitMapFile f = BitMapFile.open(dir.resolve(Volume.INTENT_FILE), BitMapFile.Kind.INTENT, h.uuid(), intents, damagedIntents)) {
             if (!damagedIntents.isEmpty()) {
-                problems.add(Volume.INTENT_FILE + ": " + damagedIntents.cardinality() + " page(s) fail their checksum");
+                damagedPages(h, Volume.INTENT_FILE, damagedIntents, problems, notes);
             }
             long set = intents.cardinality();
             if (h.clean() && set > 0) {
@@ -128,6 +128,20 @@ public final class VolumeChecker {
     }
 
     /** {@code lun.state}: the open-time checks (size, magic, crc, version, owner = the volume's UUID, flags). */
+    /**
+     * Bit-map pages are rewritten in place and their checksums live in another 4 KiB page of the file, so a power
+     * cut between two forces can keep one without the other: on a volume not cleanly closed that is a crash
+     * artefact the next open repairs (it rebuilds the regions under the page from the data), on a clean one damage.
+     */
+    private static void damagedPages(VolumeHeader h, String file, BitSet damaged, List<String> problems, List<String> notes) {
+        String msg = file + ": " + damaged.cardinality() + " page(s) fail their checksum: " + damaged;
+        if (h.clean()) {
+            problems.add(msg);
+        } else {
+            notes.add(msg + " (a power cut between a page and its checksum; the next open rebuilds the regions under them)");
+        }
+    }
+
     private static void checkLunState(Path dir, VolumeHeader h, List<String> problems, List<String> notes) {
         try {
             LunState.Stored s = LunState.read(dir.resolve(LunState.FILE), h.uuid());

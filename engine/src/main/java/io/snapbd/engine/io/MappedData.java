@@ -76,6 +76,7 @@ public final class MappedData implements AutoCloseable {
 
     /** Forces [offset, offset+length) of the mapping to disk (msync of just that range). */
     public void force(long offset, long length) throws IOException {
+        Forces.forcing(path, offset, length);
         long pos = offset;
         long end = offset + length;
         while (pos < end) {
@@ -103,6 +104,7 @@ public final class MappedData implements AutoCloseable {
 
     /** Forces every dirty page of the file; pages dirtied through the mapping are included (Linux page cache). */
     public void forceAll() throws IOException {
+        Forces.forcing(path, 0, -1);
         channel.force(false);
     }
 

@@ -3,6 +3,7 @@ package io.snapbd.engine.snapshot;
 import io.snapbd.engine.format.AtomicFile;
 import io.snapbd.engine.format.CorruptMetadataException;
 import io.snapbd.engine.format.Crc32c;
+import io.snapbd.engine.io.Forces;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -251,6 +252,7 @@ final class ExceptionLog implements AutoCloseable {
                         writeFully(ch, zeros, p);
                     }
                 }
+                Forces.forcing(path);
                 ch.force(false);       // what was read is durable now: later records may say so
                 log.durableLsn = cut;
             }
@@ -521,6 +523,7 @@ final class ExceptionLog implements AutoCloseable {
                 zeros.clear().limit((int) Math.min(zeros.capacity(), target - p));
                 writeFully(channel, zeros, p);
             }
+            Forces.forcing(path);
             channel.force(true);
         } catch (FileSystemException e) {
             throw e;
@@ -536,6 +539,7 @@ final class ExceptionLog implements AutoCloseable {
         synchronized (writeLock) {
             writeBuffered();
             long upTo = writtenLsn;
+            Forces.forcing(path);
             channel.force(false);
             synchronized (bufferLock) {
                 durableLsn = Math.max(durableLsn, upTo);   // the next batch says so: a bad record below it is damage
@@ -589,6 +593,7 @@ final class ExceptionLog implements AutoCloseable {
             }
             recs.flip();
             pos += writeAll(out, recs, pos);
+            Forces.forcing(tmp);
             out.force(true);
         }
         channel.close();

@@ -5,6 +5,7 @@ import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.format.AtomicFile;
 import io.snapbd.engine.format.CorruptMetadataException;
 import io.snapbd.engine.format.Crc32c;
+import io.snapbd.engine.io.Forces;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -77,6 +78,7 @@ final class SnapshotMetaFile implements AutoCloseable {
         try {
             SnapshotMetaFile f = new SnapshotMetaFile(path, ch, bits, VERSION);
             f.writeInitial(ch, owner, null);
+            Forces.forcing(path);
             ch.force(true);
             return f;
         } catch (IOException | RuntimeException e) {
@@ -186,6 +188,7 @@ final class SnapshotMetaFile implements AutoCloseable {
         try (FileChannel out = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
             SnapshotMetaFile w = new SnapshotMetaFile(tmp, out, bits, VERSION);
             w.writeInitial(out, owner, pages);
+            Forces.forcing(tmp);
             out.force(true);
         }
         channel.close();
@@ -273,12 +276,14 @@ final class SnapshotMetaFile implements AutoCloseable {
         if (uncommitted.isEmpty()) {
             return;
         }
+        Forces.forcing(path);
         channel.force(false);
         for (int[] u : uncommitted) {
             entryBuf.clear();
             encodeEntry(entryBuf, 0, u[0], u[1], FLAG_PRESENT);
             writeFully(channel, entryBuf, HEADER_BYTES + (long) ENTRY_BYTES * u[0]);
         }
+        Forces.forcing(path);
         channel.force(false);
         for (int[] u : uncommitted) {
             present.set(u[0]);
