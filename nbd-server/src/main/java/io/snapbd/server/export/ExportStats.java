@@ -6,6 +6,7 @@ import org.HdrHistogram.SingleWriterRecorder;
 
 import java.lang.ref.WeakReference;
 import java.util.ArrayList;
+import java.util.Iterator;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.atomic.AtomicReferenceArray;
@@ -26,8 +27,12 @@ import java.util.function.Function;
  * <b>Reading</b> ({@link #snapshot}, {@link #cumulative}) happens under this object's lock, which only readers and
  * slot registration take: every slot's recorders hand over their interval histogram, which is added to the
  * cumulative histograms kept since the start. A slot whose thread has ended is handed to the next thread that
- * registers (its recorders and counters keep their content), so the number of slots is bounded by the number of
- * threads alive at the same time, however many connections come and go.
+ * registers (its recorders and counters keep their content); the slots of the other ended threads are retired
+ * (their last interval and counters folded into the export's totals, their recorders dropped) at that
+ * registration and at every read. So the slots follow the threads alive, not the most ever alive at once: a
+ * burst of FLUSH/FUA work runs on as many pool threads as requests in flight (hundreds for 16 clients at
+ * depth 32), and their recorders, about 150 MB, were otherwise kept for the server's lifetime
+ * (benchmarks/soak.sh found it).
  * <p>
  * Memory: one recorder holds two histograms of about 270 KB; a connection thread doing reads, writes and
  * flushes holds three recorders, about 1.6 MB. {@code latency-histograms = off} saves it (counters remain).
@@ -104,6 +109,7 @@ public final class ExportStats {
     private final Histogram[] sinceReset = new Histogram[NOPS];    // after the first reset; null: nothing since
     private boolean resetDone;
     private final long[] baseline = new long[NOPS * FIELDS];
+    private final long[] retired = new long[NOPS * FIELDS];     // counters of the slots retired so far
     private long resetMillis = System.currentTimeMillis();
     private final long startMillis = resetMillis;
 
@@ -148,15 +154,40 @@ public final class ExportStats {
     /** First request of a thread on this export: reuse the slot of a thread that has ended, else a new one. */
     private synchronized Slot register() {
         Thread me = Thread.currentThread();
+        Slot reuse = null;
         for (Slot s : slots) {
             if (s.ownerGone()) {
-                s.owner = new WeakReference<>(me);      // its counters and recorders keep their content
-                return s;
+                reuse = s;
+                break;
             }
         }
+        if (reuse != null) {
+            reuse.owner = new WeakReference<>(me);      // its counters and recorders keep their content
+            retireEnded();
+            return reuse;
+        }
+        retireEnded();
         Slot s = new Slot(me);
         slots.add(s);
         return s;
+    }
+
+    /**
+     * Drops the slots of threads that have ended (a thread's end happens-before isAlive() answering false, so
+     * everything it recorded is visible): their last interval goes into the cumulative histograms, their
+     * counters into {@link #retired}. Caller holds the lock.
+     */
+    private void retireEnded() {
+        for (Iterator<Slot> it = slots.iterator(); it.hasNext(); ) {
+            Slot s = it.next();
+            if (s.ownerGone()) {
+                harvest(s);
+                for (int i = 0; i < retired.length; i++) {
+                    retired[i] += s.counters.get(i);
+                }
+                it.remove();
+            }
+        }
     }
 
     /** Slots registered so far (threads that recorded at the same time): for tests. */
@@ -166,29 +197,37 @@ public final class ExportStats {
 
     // ---- reading ------------------------------------------------------------------------------------------
 
-    /** Moves every recorder's interval into the cumulative histograms. Caller holds the lock. */
+    /**
+     * Moves every recorder's interval into the cumulative histograms and retires the slots of ended threads.
+     * Caller holds the lock.
+     */
     private void harvest() {
         for (Slot s : slots) {
-            for (int op = 0; op < NOPS; op++) {
-                SingleWriterRecorder r = s.recorders.get(op);
-                if (r == null) {
-                    continue;
+            harvest(s);
+        }
+        retireEnded();
+    }
+
+    private void harvest(Slot s) {
+        for (int op = 0; op < NOPS; op++) {
+            SingleWriterRecorder r = s.recorders.get(op);
+            if (r == null) {
+                continue;
+            }
+            Histogram h = r.getIntervalHistogram(s.interval[op]);
+            s.interval[op] = h;
+            if (h.getTotalCount() == 0) {
+                continue;
+            }
+            if (sinceStart[op] == null) {
+                sinceStart[op] = newHistogram();
+            }
+            sinceStart[op].add(h);
+            if (resetDone) {
+                if (sinceReset[op] == null) {
+                    sinceReset[op] = newHistogram();
                 }
-                Histogram h = r.getIntervalHistogram(s.interval[op]);
-                s.interval[op] = h;
-                if (h.getTotalCount() == 0) {
-                    continue;
-                }
-                if (sinceStart[op] == null) {
-                    sinceStart[op] = newHistogram();
-                }
-                sinceStart[op].add(h);
-                if (resetDone) {
-                    if (sinceReset[op] == null) {
-                        sinceReset[op] = newHistogram();
-                    }
-                    sinceReset[op].add(h);
-                }
+                sinceReset[op].add(h);
             }
         }
     }
@@ -198,7 +237,7 @@ public final class ExportStats {
     }
 
     private long[] counterTotals() {
-        long[] t = new long[NOPS * FIELDS];
+        long[] t = retired.clone();
         for (Slot s : slots) {
             for (int i = 0; i < t.length; i++) {
                 t[i] += s.counters.get(i);
