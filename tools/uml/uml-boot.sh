@@ -1,6 +1,8 @@
 # tools/uml/uml-boot.sh — what the two User-Mode Linux runners share: uml-run.sh (KernelIT, benchmarks/kernel-*.sh,
 # power-loss.sh: a script as PID 1's child) and nbd-server/src/test/resources/systemd/uml-systemd.sh (SystemdUmlIT:
 # systemd as PID 1). Source it after `set -euo pipefail` with UB_NAME set (the prefix of every message), then
+#   ub_args "$@"                 the runner's OUTDIR GUEST-SCRIPT [ARGS...]: OUTDIR created and absolute in UB_OUT,
+#                                GUEST-SCRIPT absolute in UB_SCRIPT (the caller shifts 2 for ARGS)
 #   ub_prepare OUTDIR            checks UML, builds the xstate shim into OUTDIR (exit 125 when UML cannot run here)
 #   (write OUTDIR/init.sh)
 #   ub_boot OUTDIR ro|rw MEM [KERNEL-ARGS...]
@@ -13,6 +15,16 @@ UB_HERE="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 UB_UML="${UML:-/usr/bin/linux.uml}"
 UB_PRELOAD=""
 UB_RC=0
+
+ub_args() {
+  if [ $# -lt 2 ]; then
+    echo "usage: $UB_NAME.sh OUTDIR GUEST-SCRIPT [ARGS...]" >&2
+    exit 2
+  fi
+  mkdir -p "$1"
+  UB_OUT="$(cd "$1" && pwd)"
+  UB_SCRIPT="$(readlink -f "$2")"
+}
 
 ub_prepare() {
   local out=$1

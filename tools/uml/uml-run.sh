@@ -11,15 +11,11 @@
 # devices, default 8), UML_UBD0 (a host file the guest sees as the block device /dev/ubda; benchmarks/power-loss.sh). Exit status: the guest script's, 124 on timeout, 125 when UML cannot run here.
 set -euo pipefail
 here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
-out="${1:?usage: uml-run.sh OUTDIR GUEST-SCRIPT [ARGS...]}"
-script="${2:?usage: uml-run.sh OUTDIR GUEST-SCRIPT [ARGS...]}"
-shift 2
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-script="$(readlink -f "$script")"
-
 UB_NAME=uml-run
 . "$here/uml-boot.sh"
+ub_args "$@"
+out=$UB_OUT script=$UB_SCRIPT
+shift 2
 ub_prepare "$out"
 
 # The init script the guest runs: the variables are baked in, since init gets no environment of ours.

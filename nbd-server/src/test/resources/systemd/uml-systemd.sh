@@ -18,17 +18,13 @@
 # 125 when UML cannot run here or the guest never reached the test.
 set -euo pipefail
 here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
-out="${1:?usage: uml-systemd.sh OUTDIR GUEST-SCRIPT [ARGS...]}"
-script="${2:?usage: uml-systemd.sh OUTDIR GUEST-SCRIPT [ARGS...]}"
-shift 2
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-script="$(readlink -f "$script")"
-
 # The UML boot (and the xstate shim for hosts whose CPUs have AMX) is tools/uml/uml-boot.sh's, as for uml-run.sh.
 top="$here"; while [ "$top" != / ] && [ ! -d "$top/tools/uml" ]; do top="$(dirname "$top")"; done
 UB_NAME=uml-systemd
 . "$top/tools/uml/uml-boot.sh"
+ub_args "$@"
+out=$UB_OUT script=$UB_SCRIPT
+shift 2
 ub_prepare "$out"
 command -v busybox >/dev/null || { echo "uml-systemd: busybox is missing: apt-get install busybox-static" >&2; exit 125; }
 [ -x /lib/systemd/systemd ] || { echo "uml-systemd: /lib/systemd/systemd is missing: apt-get install systemd" >&2; exit 125; }
