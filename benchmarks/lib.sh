@@ -117,6 +117,8 @@ bl_wait() {
     sleep 0.1
   done
 }
+# bl_track NAME PID: a background process of the script itself, stopped at exit like the servers.
+bl_track() { BL_PIDS[$1]=$2; }
 bl_wait_socket() { bl_wait "$1" "$2" test -S "$3"; }   # NAME LOG SOCKET
 # bl_stop NAME: SIGTERM to NAME's session (catches a JVM behind a launcher), SIGKILL after 5 s.
 bl_stop() {

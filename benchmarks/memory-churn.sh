@@ -19,59 +19,37 @@
 # SNAPBD_JAVA_OPTS (unset: the launcher's default heap, the one the service uses). Short form: --minutes 1.
 # Needs the built jar (mvn -B -q -DskipTests package), fio with its nbd engine, jcmd (the JDK).
 set -euo pipefail
-root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh" memory-churn
 minutes=10
 period=2
 keep=4
 fullgc=0
 out=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --minutes) minutes="$2"; shift 2 ;;
-    --period) period="$2"; shift 2 ;;
-    --keep) keep="$2"; shift 2 ;;
-    --fullgc) fullgc="$2"; shift 2 ;;
-    --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
-    *) echo "memory-churn: unknown option $1" >&2; exit 2 ;;
-  esac
-done
-for t in fio jcmd; do
-  command -v "$t" >/dev/null 2>&1 || { echo "memory-churn: $t is missing (see the header of this script)" >&2; exit 1; }
-done
-[ -f "${SNAPBD_JAR:-$root/nbd-server/target/snapbd.jar}" ] \
-  || { echo "memory-churn: the jar is missing: run 'mvn -B -q -DskipTests package' first" >&2; exit 1; }
-out="${out:-$root/benchmarks/target/memory-churn}"
+usage() { bl_header_usage 2 21; }
+BL_DIE_STATUS=2
+bl_options usage --minutes minutes --period period --keep keep --fullgc fullgc --out out -- "$@"
+BL_DIE_STATUS=1
+bl_need fio jcmd
+bl_require_jars snapbd
+out="${out:-$BENCH_DIR/target/memory-churn}"
 rm -rf "$out"
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/memchurn.XXXXXX")
+bl_on_exit "$work"
+bl_traps
 data="$work/data"
 sock="$work/nbd.sock"
 server_opts="${SNAPBD_JAVA_OPTS-}"
 # The CLI is a short-lived JVM per command: keep it cheap (it is not what is measured).
-cli() { SNAPBD_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx64m" "$root/bin/snapbd" "$@" --data-dir "$data"; }
+cli() { SNAPBD_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx64m" "$SNAPBD" "$@" --data-dir "$data"; }
 log() { echo "[$(date +%H:%M:%S)] $*"; }
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "${server:-}" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 cli volume create vol --size 1G --save-size 256M >/dev/null
-# shellcheck disable=SC2086
 SNAPBD_JAVA_OPTS="$server_opts -Xlog:gc:file=$out/gc.log:uptime -XX:NativeMemoryTracking=summary" \
-  "$root/bin/snapbd" serve --data-dir "$data" --tcp none --unix "$sock" > "$out/server.log" 2>&1 &
-server=$!
-for _ in $(seq 600); do
-  grep -q "snapbd ready" "$out/server.log" && break
-  kill -0 "$server" 2>/dev/null || { echo "memory-churn: the server died, see $out/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q "snapbd ready" "$out/server.log" || { echo "memory-churn: the server did not start, see $out/server.log" >&2; exit 1; }
-# The JVM's pid (the launcher execs java, so it is $server).
-jpid=$server
+  bl_start_snapbd server "$data" "$sock" "$out/server.log"
+bl_wait server "$out/server.log" grep -q "snapbd ready" "$out/server.log"
+# The JVM's pid (setsid and the launcher exec java, so it is the one bl_start started).
+jpid=${BL_PIDS[server]}
 log "server pid $jpid, SNAPBD_JAVA_OPTS='$server_opts', output in $out"
 jcmd "$jpid" VM.flags > "$out/vm-flags.txt" 2>&1 || true
 jcmd "$jpid" VM.native_memory summary > "$out/nmt-start.txt" 2>&1 || true
@@ -81,7 +59,7 @@ fio --name=churn --ioengine=nbd --uri="nbd+unix:///vol?socket=$sock" --rw=randwr
     --numjobs=4 --size=256M --offset_increment=256M --verify=crc32c --verify_backlog=4096 --verify_fatal=1 --verify_state_save=0 \
     --time_based --runtime="$seconds" --group_reporting > "$out/fio.log" 2>&1 &
 fio_pid=$!
-pids+=("$fio_pid")
+bl_track fio "$fio_pid"
 
 (
   n=0
@@ -97,7 +75,7 @@ pids+=("$fio_pid")
   done
 ) &
 loop_pid=$!
-pids+=("$loop_pid")
+bl_track snapshot-loop "$loop_pid"
 
 kb() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$jpid/status"; }
 heap() {   # prints "used_kb committed_kb" from GC.heap_info (G1 and Serial/Parallel layouts)

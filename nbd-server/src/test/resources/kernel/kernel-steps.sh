@@ -27,19 +27,8 @@ mkdir -p "$WORK" /mnt/live /mnt/snap /mnt/c
 
 # ---- helpers -------------------------------------------------------------------------------------------
 
-fail() { echo "FAIL: $*"; exit 1; }
+. "$ROOT/tools/uml/guest-steps.sh"      # step, fail, must, bounded
 say() { echo "$*"; }
-# bounded CMD...: runs CMD under timeout(1); shell functions bound themselves.
-bounded() {
-  if [ "$(type -t "$1")" = function ]; then "$@"; else timeout 600 "$@"; fi
-}
-# must CMD...: runs CMD (bounded), fails the step with its output when it fails.
-must() {
-  echo "+ $*"
-  bounded "$@"
-  local rc=$?
-  [ "$rc" -eq 0 ] || fail "'$*' exited $rc"
-}
 snapbd() { SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 300 "$SNAPBD" "$@"; }
 # expect_error 'text' CMD...: CMD must fail and its stderr mention the text.
 expect_error() {
@@ -51,24 +40,6 @@ expect_error() {
   [ "$rc" -ne 0 ] || fail "'$*' succeeded but should have failed"
   [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] || fail "'$*' did not fail with one line: $err"
   printf '%s' "$err" | grep -qF -- "$want" || fail "'$*' failed without mentioning '$want': $err"
-}
-# step NAME FUNCTION: runs FUNCTION in a subshell, records PASS with its last output line, or FAIL.
-step() {
-  local name="$1"; shift
-  local log="$OUT/step-$name.log"
-  local t0; t0=$(date +%s)
-  ( "$@" ) > "$log" 2>&1 </dev/null
-  local rc=$? t1; t1=$(date +%s)
-  local detail
-  if [ "$rc" -eq 0 ]; then
-    detail="$(grep -v '^+' "$log" | grep . | tail -1)"
-    echo "STEP $name PASS ${detail:-ok} ($((t1 - t0)) s)" >> "$RESULTS"
-  else
-    detail="$(grep '^FAIL: ' "$log" | tail -1 | sed 's/^FAIL: //')"
-    [ -n "$detail" ] || detail="exit $rc: $(tail -3 "$log" | tr '\n' ' ')"
-    detail="$(printf '%s' "$detail" | tr -d '\r\n' | head -c 2000)"
-    echo "STEP $name FAIL ${detail} ($((t1 - t0)) s)" >> "$RESULTS"
-  fi
 }
 server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
 alive() { local p="$1"; [ -n "$p" ] && [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }

@@ -29,13 +29,7 @@ METRICS=127.0.0.1:10810
 
 # ---- helpers -------------------------------------------------------------------------------------------
 
-fail() { echo "FAIL: $*"; exit 1; }
-must() {
-  echo "+ $*"
-  timeout 600 "$@"
-  local rc=$?
-  [ "$rc" -eq 0 ] || fail "'$*' exited $rc"
-}
+. "$ROOT/tools/uml/guest-steps.sh"      # step, fail, skip, must, bounded
 # expect VALUE CMD...: CMD's output (trimmed) must be VALUE.
 expect() {
   local want="$1"; shift
@@ -69,27 +63,7 @@ show_unit() {
   echo "---- journal"
   journalctl --no-pager -b -o short-monotonic -n 80 _SYSTEMD_UNIT="$1" UNIT="$1" 2>&1 | tail -80
 }
-step() {
-  local name="$1"; shift
-  local log="$OUT/step-$name.log"
-  local t0; t0=$(date +%s)
-  ( "$@" ) > "$log" 2>&1 </dev/null
-  local rc=$? t1; t1=$(date +%s)
-  local detail
-  if [ "$rc" -eq 0 ]; then
-    detail="$(grep -v '^+' "$log" | grep . | tail -1)"
-    echo "STEP $name PASS ${detail:-ok} ($((t1 - t0)) s)" >> "$RESULTS"
-  elif [ "$rc" -eq 3 ]; then
-    detail="$(grep '^SKIP: ' "$log" | tail -1 | sed 's/^SKIP: //')"
-    echo "STEP $name SKIP ${detail} ($((t1 - t0)) s)" >> "$RESULTS"
-  else
-    detail="$(grep '^FAIL: ' "$log" | tail -1 | sed 's/^FAIL: //')"
-    [ -n "$detail" ] || detail="exit $rc: $(tail -3 "$log" | tr '\n' ' ')"
-    echo "STEP $name FAIL $(echo "$detail" | head -c 1500) ($((t1 - t0)) s)" >> "$RESULTS"
-    { show_unit snapbd.service; show_unit snapbd-attach@nbd0.service; } >> "$log" 2>&1
-  fi
-}
-skip() { echo "SKIP: $*"; exit 3; }
+step_failed() { { show_unit snapbd.service; show_unit snapbd-attach@nbd0.service; } >> "$1" 2>&1; }
 deb_version() { dpkg-query -W -f='${Version}' snapbd 2>/dev/null; }
 deb_status() { dpkg-query -W -f='${Status}' snapbd 2>/dev/null; }
 # volumes_clean: offline, every volume's header says it was closed cleanly (the jar of the build tree, so

@@ -18,31 +18,16 @@
 # 125 when UML cannot run here or the guest never reached the test.
 set -euo pipefail
 here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
-out="${1:?usage: uml-systemd.sh OUTDIR GUEST-SCRIPT [ARGS...]}"
-script="${2:?usage: uml-systemd.sh OUTDIR GUEST-SCRIPT [ARGS...]}"
+# The UML boot (and the xstate shim for hosts whose CPUs have AMX) is tools/uml/uml-boot.sh's, as for uml-run.sh.
+top="$here"; while [ "$top" != / ] && [ ! -d "$top/tools/uml" ]; do top="$(dirname "$top")"; done
+UB_NAME=uml-systemd
+. "$top/tools/uml/uml-boot.sh"
+ub_args "$@"
+out=$UB_OUT script=$UB_SCRIPT
 shift 2
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-script="$(readlink -f "$script")"
-
-uml="${UML:-/usr/bin/linux.uml}"
-[ -x "$uml" ] || { echo "uml-systemd: $uml is missing: apt-get install user-mode-linux" >&2; exit 125; }
+ub_prepare "$out"
 command -v busybox >/dev/null || { echo "uml-systemd: busybox is missing: apt-get install busybox-static" >&2; exit 125; }
 [ -x /lib/systemd/systemd ] || { echo "uml-systemd: /lib/systemd/systemd is missing: apt-get install systemd" >&2; exit 125; }
-
-# UML on hosts whose CPUs have AMX needs the xstate shim of tools/uml/uml-run.sh (see its comment).
-top="$here"; while [ "$top" != / ] && [ ! -d "$top/tools/uml" ]; do top="$(dirname "$top")"; done
-shim_src="$top/tools/uml/uml-xstate-shim.c"
-shim="$out/uml-xstate-shim.so"
-preload=""
-if [ -f "$shim_src" ] && { [ ! -f "$shim" ] || [ "$shim_src" -nt "$shim" ]; }; then
-  if command -v cc >/dev/null 2>&1; then
-    cc -shared -fPIC -O2 -Wall -o "$shim" "$shim_src" -ldl
-  else
-    echo "uml-systemd: no C compiler for the UML xstate shim (apt-get install gcc libc6-dev); trying without it" >&2
-  fi
-fi
-[ -f "$shim" ] && preload="$shim"
 
 rm -f "$out/unit.result" "$out/guest-script.log" "$out/console.log"
 {
@@ -51,26 +36,8 @@ rm -f "$out/unit.result" "$out/guest-script.log" "$out/console.log"
   printf 'ARGS=('; for a in "$@"; do printf ' %q' "$a"; done; echo ' )'
   cat "$here/uml-systemd-init.sh"
 } > "$out/init.sh"
-chmod +x "$out/init.sh"
-
-export TMPDIR="${UML_TMPDIR:-/dev/shm}"
-[ -d "$TMPDIR" ] && [ -w "$TMPDIR" ] || export TMPDIR=/tmp
-set +e
-LD_PRELOAD="$preload" timeout --kill-after=30 "${UML_TIMEOUT:-1800}" "$uml" mem="${UML_MEM:-2G}" \
-  root=/dev/root rootfstype=hostfs rootflags=/ ro init="$out/init.sh" con=null con0=fd:0,fd:1 \
-  systemd.show_status=1 \
-  </dev/null >"$out/console.log" 2>&1
-rc=$?
-set -e
-if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-  echo "uml-systemd: UML did not power off within ${UML_TIMEOUT:-1800} s (killed); see $out/console.log" >&2
-  exit 124
-fi
-if [ ! -f "$out/unit.result" ]; then
-  echo "uml-systemd: the test unit did not finish (UML exit $rc); last console lines:" >&2
-  grep -v '^ \[<' "$out/console.log" | tail -25 >&2
-  exit 125
-fi
+ub_boot "$out" ro "${UML_MEM:-2G}" systemd.show_status=1
+[ -f "$out/unit.result" ] || ub_unfinished "$out" "the test unit" 25
 result="$(cat "$out/unit.result")"
 [ "$result" = "success" ] && exit 0
 echo "uml-systemd: the test unit ended with result '$result'" >&2

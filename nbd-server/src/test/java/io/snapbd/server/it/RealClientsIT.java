@@ -112,26 +112,6 @@ class RealClientsIT {
 
     // ---- allocation map --------------------------------------------------------------------------------------
 
-    /** Extents of base:allocation as {offset, length, type}, adjacent ones of the same type merged. */
-    static List<long[]> map(String uri) throws IOException {
-        JsonNode arr = JSON.readTree(Tools.run("nbdinfo", "--map=base:allocation", "--json", uri).assertOk().stdout());
-        List<long[]> out = new ArrayList<>();
-        long expectOffset = 0;
-        for (JsonNode e : arr) {
-            long off = e.path("offset").asLong();
-            long len = e.path("length").asLong();
-            long type = e.path("type").asLong();
-            assertEquals(expectOffset, off, "extents are contiguous: " + arr);
-            expectOffset = off + len;
-            if (!out.isEmpty() && out.get(out.size() - 1)[2] == type) {
-                out.get(out.size() - 1)[1] += len;
-            } else {
-                out.add(new long[]{off, len, type});
-            }
-        }
-        return out;
-    }
-
     static String show(List<long[]> extents) {
         StringBuilder sb = new StringBuilder();
         for (long[] e : extents) {
@@ -153,7 +133,7 @@ class RealClientsIT {
         if (pos < size) {
             want.add(new long[]{pos, size - pos, 3});
         }
-        List<long[]> got = map(uri);
+        List<long[]> got = SnapshotSupport.map(uri, "base:allocation");
         assertEquals(show(want), show(got), "base:allocation map of " + uri);
     }
 

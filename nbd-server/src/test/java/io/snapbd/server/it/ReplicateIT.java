@@ -1,6 +1,7 @@
 package io.snapbd.server.it;
 
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -26,6 +27,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 class ReplicateIT {
 
     static final int SIZE = 32 << 20;
+
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("ReplicateIT").perTest().build();
 
     @TempDir
     Path tmp;
@@ -85,68 +89,64 @@ class ReplicateIT {
     @Test
     void toNbdkitMemory() throws Exception {
         Tools.require("nbdcopy", "qemu-io", "nbdkit");
-        try (ServerProcess a = ServerProcess.start(tmp.resolve("a"), "replicate-a")) {
-            prepare(a);
-            Path sock = tmp.resolve("kit.sock");
-            Process kit = nbdkit(sock);
-            try {
-                replicateTwice(a, nbdkitUri(sock), tmp.resolve("state.json"));
-                Tools.Result diff = a.cli("diff", "v", "L", "M", "--json").assertOk();
-                assertTrue(diff.stdout().contains("\"state\" : \"changed\""), diff.stdout());
-            } finally {
-                kit.destroy();
-                kit.waitFor();
-            }
+        ServerProcess a = SNAPBD.server();
+        prepare(a);
+        Path sock = tmp.resolve("kit.sock");
+        Process kit = nbdkit(sock);
+        try {
+            replicateTwice(a, nbdkitUri(sock), tmp.resolve("state.json"));
+            Tools.Result diff = a.cli("diff", "v", "L", "M", "--json").assertOk();
+            assertTrue(diff.stdout().contains("\"state\" : \"changed\""), diff.stdout());
+        } finally {
+            kit.destroy();
+            kit.waitFor();
         }
     }
 
     @Test
     void toASecondSnapbd() throws Exception {
         Tools.require("nbdcopy", "qemu-io");
-        try (ServerProcess a = ServerProcess.start(tmp.resolve("a"), "replicate-a");
-             ServerProcess b = ServerProcess.start(tmp.resolve("b"), "replicate-b")) {
-            prepare(a);
-            b.cli("volume", "create", "copy", "--size", String.valueOf(SIZE), "--save-size", "4M").assertOk();
-            replicateTwice(a, b.unixUri("copy"), tmp.resolve("state-b.json"));
-        }
+        ServerProcess a = SNAPBD.server();
+        ServerProcess b = SNAPBD.startAnother("b");
+        prepare(a);
+        b.cli("volume", "create", "copy", "--size", String.valueOf(SIZE), "--save-size", "4M").assertOk();
+        replicateTwice(a, b.unixUri("copy"), tmp.resolve("state-b.json"));
     }
 
     @Test
     void aFailedRunIsCompletedByTheNext() throws Exception {
         Tools.require("nbdcopy", "qemu-io", "nbdkit");
-        try (ServerProcess a = ServerProcess.start(tmp.resolve("a"), "replicate-a")) {
-            prepare(a);
-            Path sock = tmp.resolve("down.sock");
-            Path state = tmp.resolve("state-f.json");
-            Tools.Result failed = a.cli("replicate", "v", "--to", nbdkitUri(sock), "--snapshot", "M", "--state", state.toString(),
-                    "--source-socket", a.socket().toString());
-            assertNotEquals(0, failed.exit());
-            assertTrue(failed.stderr().contains("replication failed"), failed.stderr());
-            assertTrue(!Files.exists(state), "no state is recorded for a failed run");
-            Process kit = nbdkit(sock);
-            try {
-                a.cli("replicate", "v", "--to", nbdkitUri(sock), "--snapshot", "M", "--state", state.toString(),
-                        "--source-socket", a.socket().toString()).assertOk();
-                assertArrayEquals(export(a.unixUri("v@M"), "src"), export(nbdkitUri(sock), "dst"));
-                assertEquals(0, a.cli("replicate", "v", "--to", nbdkitUri(sock), "--state", state.toString(),
-                        "--source-socket", a.socket().toString()).exit());
-            } finally {
-                kit.destroy();
-                kit.waitFor();
-            }
+        ServerProcess a = SNAPBD.server();
+        prepare(a);
+        Path sock = tmp.resolve("down.sock");
+        Path state = tmp.resolve("state-f.json");
+        Tools.Result failed = a.cli("replicate", "v", "--to", nbdkitUri(sock), "--snapshot", "M", "--state", state.toString(),
+                "--source-socket", a.socket().toString());
+        assertNotEquals(0, failed.exit());
+        assertTrue(failed.stderr().contains("replication failed"), failed.stderr());
+        assertTrue(!Files.exists(state), "no state is recorded for a failed run");
+        Process kit = nbdkit(sock);
+        try {
+            a.cli("replicate", "v", "--to", nbdkitUri(sock), "--snapshot", "M", "--state", state.toString(),
+                    "--source-socket", a.socket().toString()).assertOk();
+            assertArrayEquals(export(a.unixUri("v@M"), "src"), export(nbdkitUri(sock), "dst"));
+            assertEquals(0, a.cli("replicate", "v", "--to", nbdkitUri(sock), "--state", state.toString(),
+                    "--source-socket", a.socket().toString()).exit());
+        } finally {
+            kit.destroy();
+            kit.waitFor();
         }
     }
 
     @Test
     void badArgumentsAreOneClearLine() throws Exception {
-        try (ServerProcess a = ServerProcess.start(tmp.resolve("a"), "replicate-a")) {
-            a.cli("volume", "create", "v", "--size", "8M", "--save-size", "1M").assertOk();
-            Tools.Result r = a.cli("replicate", "v", "--to", "nbds://x/y?tls-psk-file=/k", "--snapshot", "s");
-            assertEquals(2, r.exit(), r.toString());
-            assertTrue(r.stderr().contains("tls-psk-file is not supported"), r.stderr());
-            Tools.Result r2 = a.cli("replicate", "v", "--to", "nbd://127.0.0.1:1/x", "--snapshot", "nope");
-            assertNotEquals(0, r2.exit());
-            assertTrue(r2.stderr().contains("no active snapshot named nope"), r2.stderr());
-        }
+        ServerProcess a = SNAPBD.server();
+        a.cli("volume", "create", "v", "--size", "8M", "--save-size", "1M").assertOk();
+        Tools.Result r = a.cli("replicate", "v", "--to", "nbds://x/y?tls-psk-file=/k", "--snapshot", "s");
+        assertEquals(2, r.exit(), r.toString());
+        assertTrue(r.stderr().contains("tls-psk-file is not supported"), r.stderr());
+        Tools.Result r2 = a.cli("replicate", "v", "--to", "nbd://127.0.0.1:1/x", "--snapshot", "nope");
+        assertNotEquals(0, r2.exit());
+        assertTrue(r2.stderr().contains("no active snapshot named nope"), r2.stderr());
     }
 }

@@ -2,6 +2,7 @@ package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -46,82 +47,85 @@ class RestoreCrashIT {
     static final String VOL = "r";
     static final int ROUNDS = 5;
 
+    /** A fresh volume and server for each test; the kill -9 test kills and restarts it through {@link ServerProcess}. */
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("RestoreCrashIT").volume(VOL, "256M", "256M")
+            .serveArgs("--warm-up", "off").perTest().build();
+
     @TempDir
     Path tmp;
 
     @Test
     void kill9DuringARestoreLeavesProductionOldOrRestored() throws Exception {
         Tools.require("nbdcopy");
-        Path data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "256M", "--save-size", "256M").assertOk();
+        Path data = SNAPBD.dataDir();
+        ServerProcess server = SNAPBD.server();
         Random rnd = new Random(2121);
         byte[] content = TestData.imageWithZeroRegions(2121, SIZE);
         Path image = tmp.resolve("prod.img");
         int resumedRounds = 0;
         List<String> outcomes = new ArrayList<>();
-        try (ServerProcess server = ServerProcess.start(data, "RestoreCrashIT", "--warm-up", "off")) {
-            Tools.run("nbdcopy", TestData.write(tmp.resolve("in.img"), content).toString(), server.unixUri(VOL)).assertOk();
-            for (int round = 1; round <= ROUNDS; round++) {
-                for (String old : snapshotNames(server, VOL)) {
-                    server.cli("snapshot", "delete", VOL, old).assertOk();
-                }
-                // Snapshots a, b, c with 2 s of random writes before each, and after c.
-                Map<String, String> sums = new LinkedHashMap<>();
-                try (RawNbd c = RawNbd.connect(server.port())) {
-                    c.negotiate(VOL, false, false);
-                    long[] handle = {1};
-                    for (String s : List.of("a", "b", "c")) {
-                        randomWrites(c, handle, content, rnd);
-                        createSnapshot(server, VOL, s);
-                        sums.put(s, sha256(content));
-                    }
-                    randomWrites(c, handle, content, rnd);
-                    c.sendRequest(0, RawNbd.CMD_FLUSH, handle[0]++, 0, 0, null);
-                    assertEquals(0, c.readReply(0).error(), "FLUSH");
-                    c.disconnect();
-                }
-                String before = sha256(content);
-                assertEquals(before, sha256(copyOut(server.unixUri(VOL), image)), "production matches the model before the restore");
-                String target = List.of("a", "b", "c").get((round - 1) % 3);     // head, middle, tail in turn
-                int delay = rnd.nextInt(301);
-
-                // Left open until the kill: closing it first could make the server see EOF before it read the line.
-                try (SocketChannel admin = send(data, "{\"command\":\"snapshot.restore\",\"volume\":\"" + VOL
-                        + "\",\"name\":\"" + target + "\",\"force\":true}")) {
-                    Thread.sleep(delay);
-                    server.kill9();
-                }
-                server.restart();
-
-                String log = server.log();
-                String after = sha256(copyOut(server.unixUri(VOL), image));
-                boolean resumed = log.contains("resumed the interrupted restore of volume " + VOL + " from snapshot " + target);
-                String outcome = "round " + round + ": restore of " + target + ", kill after " + delay + " ms: "
-                        + (after.equals(before) ? "old content" : after.equals(sums.get(target)) ? "snapshot's content" : "MIXED")
-                        + (resumed ? " (resumed at start)" : "");
-                outcomes.add(outcome);
-                System.out.println(outcome);
-                if (resumed) {
-                    resumedRounds++;
-                    assertEquals(sums.get(target), after, outcome + ": a resumed restore ends with the snapshot's content\n" + log);
-                } else {
-                    assertTrue(after.equals(before) || after.equals(sums.get(target)),
-                            outcome + ": production must be its old content or the snapshot's\n" + String.join("\n", outcomes));
-                }
-                for (Map.Entry<String, String> e : sums.entrySet()) {
-                    assertEquals(e.getValue(), sha256(copyOut(server.unixUri(VOL + "@" + e.getKey()), tmp.resolve("snap.img"))),
-                            outcome + ": snapshot " + e.getKey() + " keeps its content");
-                }
-                JsonNode st = json(server.cli("status", "--json"));
-                for (JsonNode v : st.path("volumes")) {
-                    assertTrue(v.path("restore").isMissingNode(), "no restore in progress after the start: " + v);
-                }
-                content = Files.readAllBytes(image);
+        Tools.run("nbdcopy", TestData.write(tmp.resolve("in.img"), content).toString(), server.unixUri(VOL)).assertOk();
+        for (int round = 1; round <= ROUNDS; round++) {
+            for (String old : snapshotNames(server, VOL)) {
+                server.cli("snapshot", "delete", VOL, old).assertOk();
             }
-            assertEquals(0, server.stop());
-            Tools.Result fsck = ServerProcess.snapbd(data, "fsck", VOL).assertExit(0);
-            assertTrue(fsck.stdout().contains(VOL + ": clean"), fsck.toString());
+            // Snapshots a, b, c with 2 s of random writes before each, and after c.
+            Map<String, String> sums = new LinkedHashMap<>();
+            try (RawNbd c = RawNbd.connect(server.port())) {
+                c.negotiate(VOL, false, false);
+                long[] handle = {1};
+                for (String s : List.of("a", "b", "c")) {
+                    randomWrites(c, handle, content, rnd);
+                    createSnapshot(server, VOL, s);
+                    sums.put(s, sha256(content));
+                }
+                randomWrites(c, handle, content, rnd);
+                c.sendRequest(0, RawNbd.CMD_FLUSH, handle[0]++, 0, 0, null);
+                assertEquals(0, c.readReply(0).error(), "FLUSH");
+                c.disconnect();
+            }
+            String before = sha256(content);
+            assertEquals(before, sha256(copyOut(server.unixUri(VOL), image)), "production matches the model before the restore");
+            String target = List.of("a", "b", "c").get((round - 1) % 3);     // head, middle, tail in turn
+            int delay = rnd.nextInt(301);
+
+            // Left open until the kill: closing it first could make the server see EOF before it read the line.
+            try (SocketChannel admin = send(data, "{\"command\":\"snapshot.restore\",\"volume\":\"" + VOL
+                    + "\",\"name\":\"" + target + "\",\"force\":true}")) {
+                Thread.sleep(delay);
+                server.kill9();
+            }
+            server.restart();
+
+            String log = server.log();
+            String after = sha256(copyOut(server.unixUri(VOL), image));
+            boolean resumed = log.contains("resumed the interrupted restore of volume " + VOL + " from snapshot " + target);
+            String outcome = "round " + round + ": restore of " + target + ", kill after " + delay + " ms: "
+                    + (after.equals(before) ? "old content" : after.equals(sums.get(target)) ? "snapshot's content" : "MIXED")
+                    + (resumed ? " (resumed at start)" : "");
+            outcomes.add(outcome);
+            System.out.println(outcome);
+            if (resumed) {
+                resumedRounds++;
+                assertEquals(sums.get(target), after, outcome + ": a resumed restore ends with the snapshot's content\n" + log);
+            } else {
+                assertTrue(after.equals(before) || after.equals(sums.get(target)),
+                        outcome + ": production must be its old content or the snapshot's\n" + String.join("\n", outcomes));
+            }
+            for (Map.Entry<String, String> e : sums.entrySet()) {
+                assertEquals(e.getValue(), sha256(copyOut(server.unixUri(VOL + "@" + e.getKey()), tmp.resolve("snap.img"))),
+                        outcome + ": snapshot " + e.getKey() + " keeps its content");
+            }
+            JsonNode st = json(server.cli("status", "--json"));
+            for (JsonNode v : st.path("volumes")) {
+                assertTrue(v.path("restore").isMissingNode(), "no restore in progress after the start: " + v);
+            }
+            content = Files.readAllBytes(image);
         }
+        assertEquals(0, server.stop());
+        Tools.Result fsck = ServerProcess.snapbd(data, "fsck", VOL).assertExit(0);
+        assertTrue(fsck.stdout().contains(VOL + ": clean"), fsck.toString());
         // The kill must have come while restores ran, or the rounds prove nothing.
         assertTrue(resumedRounds > 0, "no round killed a restore in progress: " + outcomes);
     }
@@ -133,66 +137,64 @@ class RestoreCrashIT {
     @Test
     void statusAndSnapshotListShowARestoreWhileItRunsAndNewClientsWait() throws Exception {
         Tools.require("nbdcopy");
-        Path data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "256M", "--save-size", "256M").assertOk();
+        Path data = SNAPBD.dataDir();
+        ServerProcess server = SNAPBD.server();
         Random rnd = new Random(77);
         byte[] content = TestData.imageWithZeroRegions(77, SIZE);
-        try (ServerProcess server = ServerProcess.start(data, "RestoreCrashIT-status", "--warm-up", "off")) {
-            Tools.run("nbdcopy", TestData.write(tmp.resolve("in.img"), content).toString(), server.unixUri(VOL)).assertOk();
-            String sumA;
-            try (RawNbd c = RawNbd.connect(server.port())) {
-                c.negotiate(VOL, false, false);
-                long[] handle = {1};
-                createSnapshot(server, VOL, "a");
-                sumA = sha256(content);
-                for (String s : List.of("b", "c")) {
-                    randomWrites(c, handle, content, rnd);
-                    createSnapshot(server, VOL, s);
-                }
+        Tools.run("nbdcopy", TestData.write(tmp.resolve("in.img"), content).toString(), server.unixUri(VOL)).assertOk();
+        String sumA;
+        try (RawNbd c = RawNbd.connect(server.port())) {
+            c.negotiate(VOL, false, false);
+            long[] handle = {1};
+            createSnapshot(server, VOL, "a");
+            sumA = sha256(content);
+            for (String s : List.of("b", "c")) {
                 randomWrites(c, handle, content, rnd);
-                c.disconnect();
+                createSnapshot(server, VOL, s);
             }
-            List<String> seen = new ArrayList<>();
-            try (SocketChannel restore = send(data, "{\"command\":\"snapshot.restore\",\"volume\":\"" + VOL
-                    + "\",\"name\":\"a\",\"force\":true}");
-                 SnapshotSupport.Admin admin = new SnapshotSupport.Admin(server)) {
-                restore.configureBlocking(false);
-                ByteBuffer answer = ByteBuffer.allocate(1 << 16);
-                while (restore.read(answer) >= 0 && !new String(answer.array(), 0, answer.position(), StandardCharsets.UTF_8).contains("\n")) {
-                    JsonNode st = admin.call(Map.of("command", "status"));
-                    for (JsonNode v : st.path("volumes")) {
-                        if (v.has("restore")) {
-                            seen.add("status: " + v.path("restore"));
-                        }
-                    }
-                    JsonNode list = admin.call(Map.of("command", "snapshot.list", "volume", VOL));
-                    if (list.has("restore")) {
-                        seen.add("list: " + list.path("restore") + " " + list.path("snapshots").get(0).path("restoring"));
-                    }
-                    try (RawNbd c = RawNbd.connect(server.port())) {
-                        c.startHandshake();
-                        List<RawNbd.OptReply> go = c.go(VOL);
-                        RawNbd.OptReply last = go.get(go.size() - 1);
-                        if (last.isError()) {
-                            seen.add("refused: " + last.text());
-                        }
+            randomWrites(c, handle, content, rnd);
+            c.disconnect();
+        }
+        List<String> seen = new ArrayList<>();
+        try (SocketChannel restore = send(data, "{\"command\":\"snapshot.restore\",\"volume\":\"" + VOL
+                + "\",\"name\":\"a\",\"force\":true}");
+             SnapshotSupport.Admin admin = new SnapshotSupport.Admin(server)) {
+            restore.configureBlocking(false);
+            ByteBuffer answer = ByteBuffer.allocate(1 << 16);
+            while (restore.read(answer) >= 0 && !new String(answer.array(), 0, answer.position(), StandardCharsets.UTF_8).contains("\n")) {
+                JsonNode st = admin.call(Map.of("command", "status"));
+                for (JsonNode v : st.path("volumes")) {
+                    if (v.has("restore")) {
+                        seen.add("status: " + v.path("restore"));
                     }
                 }
-                String reply = new String(answer.array(), 0, answer.position(), StandardCharsets.UTF_8);
-                assertTrue(reply.contains("\"ok\":true"), reply);
+                JsonNode list = admin.call(Map.of("command", "snapshot.list", "volume", VOL));
+                if (list.has("restore")) {
+                    seen.add("list: " + list.path("restore") + " " + list.path("snapshots").get(0).path("restoring"));
+                }
+                try (RawNbd c = RawNbd.connect(server.port())) {
+                    c.startHandshake();
+                    List<RawNbd.OptReply> go = c.go(VOL);
+                    RawNbd.OptReply last = go.get(go.size() - 1);
+                    if (last.isError()) {
+                        seen.add("refused: " + last.text());
+                    }
+                }
             }
-            assertTrue(seen.stream().anyMatch(x -> x.startsWith("status: ") && x.contains("\"snapshot\":\"a\"")
-                    && x.contains("\"state\":\"in progress\"")), "status showed the restore: " + seen);
-            assertTrue(seen.stream().anyMatch(x -> x.startsWith("list: ") && x.endsWith(" true")),
-                    "snapshot list showed the restore and marked a: " + seen);
-            assertTrue(seen.stream().anyMatch(x -> x.startsWith("refused: ") && x.contains("restore from snapshot a in progress")),
-                    "a new client was refused while it ran: " + seen);
-            for (JsonNode v : json(server.cli("status", "--json")).path("volumes")) {
-                assertTrue(v.path("restore").isMissingNode(), "nothing in progress afterwards: " + v);
-            }
-            assertFalse(server.cli("snapshot", "list", VOL).assertOk().stdout().contains("restore from"));
-            assertEquals(sumA, sha256(copyOut(server.unixUri(VOL), tmp.resolve("after.img"))), "production is a");
+            String reply = new String(answer.array(), 0, answer.position(), StandardCharsets.UTF_8);
+            assertTrue(reply.contains("\"ok\":true"), reply);
         }
+        assertTrue(seen.stream().anyMatch(x -> x.startsWith("status: ") && x.contains("\"snapshot\":\"a\"")
+                && x.contains("\"state\":\"in progress\"")), "status showed the restore: " + seen);
+        assertTrue(seen.stream().anyMatch(x -> x.startsWith("list: ") && x.endsWith(" true")),
+                "snapshot list showed the restore and marked a: " + seen);
+        assertTrue(seen.stream().anyMatch(x -> x.startsWith("refused: ") && x.contains("restore from snapshot a in progress")),
+                "a new client was refused while it ran: " + seen);
+        for (JsonNode v : json(server.cli("status", "--json")).path("volumes")) {
+            assertTrue(v.path("restore").isMissingNode(), "nothing in progress afterwards: " + v);
+        }
+        assertFalse(server.cli("snapshot", "list", VOL).assertOk().stdout().contains("restore from"));
+        assertEquals(sumA, sha256(copyOut(server.unixUri(VOL), tmp.resolve("after.img"))), "production is a");
     }
 
     /** About 2 s of writes of 1 byte to 128 KiB at random offsets (paced, so the save volume never fills). */

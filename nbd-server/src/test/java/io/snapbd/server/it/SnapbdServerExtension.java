@@ -1,6 +1,7 @@
 package io.snapbd.server.it;
 
 import org.junit.jupiter.api.extension.AfterAllCallback;
+import org.junit.jupiter.api.extension.AfterEachCallback;
 import org.junit.jupiter.api.extension.BeforeAllCallback;
 import org.junit.jupiter.api.extension.BeforeEachCallback;
 import org.junit.jupiter.api.extension.ExtensionContext;
@@ -15,7 +16,7 @@ import java.util.List;
 import java.util.stream.Stream;
 
 /**
- * One {@code snapbd serve} shared by the tests of an IT class, the set-up those classes used to copy:
+ * One {@code snapbd serve} for the tests of an IT class, the set-up those classes used to copy:
  * <ul>
  *   <li>before all tests: the tools it needs ({@link Tools#require}), a fresh temporary directory, the
  *       volumes created offline in {@code DIR/data}, an optional config file {@code DIR/snapbd.conf}, and the
@@ -33,30 +34,44 @@ import java.util.stream.Stream;
  * }</pre>
  * The server object exists from the start (so it can be a {@code static final} field); it runs from the
  * extension's {@code beforeAll}, which comes before the class's own {@code @BeforeAll} methods.
+ *
+ * <p>With {@link Builder#perTest()} every test gets all of this to itself instead: a fresh directory, the
+ * volumes and config, and a server started before the test (or by the test, {@link Builder#startedByTest()}),
+ * stopped (clean stop asserted) and deleted after it; take the server with {@link #server()} inside the test.
+ * A test that kills or restarts the server does so through {@link ServerProcess#kill9()},
+ * {@link ServerProcess#stop()} and {@link ServerProcess#restart()}. {@link #startAnother} starts a second
+ * server on an empty data directory of its own, stopped after the test.
  */
-public final class SnapbdServerExtension implements BeforeAllCallback, BeforeEachCallback, AfterAllCallback {
+public final class SnapbdServerExtension
+        implements BeforeAllCallback, BeforeEachCallback, AfterEachCallback, AfterAllCallback {
 
-    private final Path root;
-    private final ServerProcess server;
+    private final String label;
     private final List<String[]> volumes;
     private final List<String> tools;
+    private final List<String> jvmOptions;
+    private final List<String> serveArgs;
     private final String config;
+    private final boolean perTest;
+    private final boolean startedByTest;
+    /** Servers a test started with {@link #startAnother}; stopped after it. */
+    private final List<ServerProcess> others = new ArrayList<>();
+    private Path root;
+    private String serverLabel;
+    private ServerProcess server;
 
     private SnapbdServerExtension(Builder b) {
-        try {
-            root = Files.createTempDirectory("snapbd-" + b.label + "-");
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
+        label = b.label;
         volumes = List.copyOf(b.volumes);
         tools = List.copyOf(b.tools);
+        jvmOptions = List.copyOf(b.jvmOptions);
+        serveArgs = List.copyOf(b.serveArgs);
         config = b.config;
-        List<String> serveArgs = new ArrayList<>(b.serveArgs);
-        if (config != null) {
-            serveArgs.addAll(List.of("--config", configFile().toString()));
+        perTest = b.perTest;
+        startedByTest = b.startedByTest;
+        if (!perTest) {
+            newRoot(label);
+            server = newServer();
         }
-        Path data = root.resolve("data");
-        server = ServerProcess.unstarted(b.jvmOptions, data, ServerProcess.socketBeside(data), b.label, serveArgs);
     }
 
     /** A server labelled {@code label} (the name of its log files under {@code target/it-logs/}). */
@@ -64,42 +79,130 @@ public final class SnapbdServerExtension implements BeforeAllCallback, BeforeEac
         return new Builder(label);
     }
 
-    /** The server (running from before the first test to after the last). */
+    /** The server (of the class, or of the current test with {@link Builder#perTest()}). */
     public ServerProcess server() {
+        if (server == null) {
+            throw new IllegalStateException(startedByTest ? "the test has not called start() yet" : "no test is running");
+        }
         return server;
     }
 
-    /** Its data directory. */
+    /** Its data directory (exists before the server starts). */
     public Path dataDir() {
-        return server.dataDir();
+        if (root == null) {
+            throw new IllegalStateException("no test is running");
+        }
+        return root.resolve("data");
+    }
+
+    /**
+     * With {@link Builder#startedByTest()}: starts the current test's server on its prepared data directory,
+     * with the builder's serve options followed by {@code extraServeArgs}.
+     */
+    public ServerProcess start(String... extraServeArgs) {
+        if (!startedByTest || root == null || server != null) {
+            throw new IllegalStateException("start() is for a test of a startedByTest() extension, once");
+        }
+        server = newServer(extraServeArgs);
+        return server.begin();
+    }
+
+    /**
+     * Another server, started now on an empty data directory {@code DIR/NAME} with the builder's JVM options
+     * and {@code serveArgs}; stopped (clean stop asserted) after the current test.
+     */
+    public ServerProcess startAnother(String name, String... serveArgs) {
+        Path data = root.resolve(name);
+        ServerProcess other = ServerProcess.unstarted(jvmOptions, data, ServerProcess.socketBeside(data),
+                serverLabel + "-" + name, List.of(serveArgs));
+        others.add(other);
+        return other.begin();
+    }
+
+    /** A fresh directory (named after the class only: the admin socket inside must fit in sun_path). */
+    private void newRoot(String serverLabel) {
+        try {
+            root = Files.createTempDirectory("snapbd-" + label + "-");
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        this.serverLabel = serverLabel;
+    }
+
+    private ServerProcess newServer(String... extraServeArgs) {
+        List<String> args = new ArrayList<>(serveArgs);
+        if (config != null) {
+            args.addAll(List.of("--config", configFile().toString()));
+        }
+        args.addAll(List.of(extraServeArgs));
+        Path data = dataDir();
+        return ServerProcess.unstarted(jvmOptions, data, ServerProcess.socketBeside(data), serverLabel, args);
     }
 
     private Path configFile() {
         return root.resolve("snapbd.conf");
     }
 
-    @Override
-    public void beforeAll(ExtensionContext context) throws IOException {
-        Tools.require(tools.toArray(String[]::new));
+    /** The volumes and the config file; then the server unless the test starts it. */
+    private void prepare() throws IOException {
         for (String[] v : volumes) {
             ServerProcess.snapbd(dataDir(), "volume", "create", v[0], "--size", v[1], "--save-size", v[2]).assertOk();
         }
         if (config != null) {
             Files.writeString(configFile(), config);
         }
-        server.begin();
+        if (!startedByTest) {
+            server.begin();
+        }
     }
 
     @Override
-    public void beforeEach(ExtensionContext context) {
-        server.ensureRunning();
+    public void beforeAll(ExtensionContext context) throws IOException {
+        Tools.require(tools.toArray(String[]::new));
+        if (!perTest) {
+            prepare();
+        }
+    }
+
+    @Override
+    public void beforeEach(ExtensionContext context) throws IOException {
+        if (perTest) {
+            newRoot(label + "-" + context.getRequiredTestMethod().getName());
+            server = startedByTest ? null : newServer();
+            prepare();
+        } else {
+            server.ensureRunning();
+        }
+    }
+
+    @Override
+    public void afterEach(ExtensionContext context) throws IOException {
+        try {
+            for (ServerProcess other : others) {
+                other.close();
+            }
+        } finally {
+            others.clear();
+            if (perTest) {
+                closeAndDelete();
+            }
+        }
     }
 
     @Override
     public void afterAll(ExtensionContext context) throws IOException {
+        if (!perTest) {
+            closeAndDelete();
+        }
+    }
+
+    private void closeAndDelete() throws IOException {
         try {
-            server.close();
+            if (server != null) {
+                server.close();
+            }
         } finally {
+            server = perTest ? null : server;
             try (Stream<Path> all = Files.walk(root)) {
                 for (Path p : all.sorted(Comparator.reverseOrder()).toList()) {
                     Files.deleteIfExists(p);
@@ -116,6 +219,8 @@ public final class SnapbdServerExtension implements BeforeAllCallback, BeforeEac
         private final List<String> jvmOptions = new ArrayList<>();
         private final List<String> tools = new ArrayList<>();
         private String config;
+        private boolean perTest;
+        private boolean startedByTest;
 
         private Builder(String label) {
             this.label = label;
@@ -148,6 +253,22 @@ public final class SnapbdServerExtension implements BeforeAllCallback, BeforeEac
         /** Tools the tests need, checked before anything else ({@link Tools#require}). */
         public Builder requires(String... names) {
             tools.addAll(List.of(names));
+            return this;
+        }
+
+        /** A fresh directory, volumes, config and server for every test, stopped and deleted after it. */
+        public Builder perTest() {
+            perTest = true;
+            return this;
+        }
+
+        /**
+         * {@link #perTest()}, with the server started by the test itself ({@link SnapbdServerExtension#start}),
+         * e.g. after it prepared the data directory or with options of its own.
+         */
+        public Builder startedByTest() {
+            perTest = true;
+            startedByTest = true;
             return this;
         }
 

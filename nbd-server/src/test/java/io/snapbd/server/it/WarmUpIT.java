@@ -3,9 +3,9 @@ package io.snapbd.server.it;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import org.junit.jupiter.api.extension.ExtendWith;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -25,15 +25,16 @@ class WarmUpIT {
 
     static final ObjectMapper JSON = new ObjectMapper();
 
-    @TempDir
-    Path tmp;
+    /** Each test prepares the data directory or picks its options, then starts the server. */
+    @RegisterExtension
+    static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("WarmUpIT").volume("real", "32M", "8M")
+            .startedByTest().build();
 
     @Test
     void aStartWarmsUpOnAScratchVolumeThatLeavesNoTrace() throws Exception {
-        Path data = tmp.resolve("data");
-        ServerProcess.snapbd(data, "volume", "create", "real", "--size", "32M", "--save-size", "8M").assertOk();
+        Path data = SNAPBD.dataDir();
         Files.createDirectories(data.resolve("warm-up.tmp").resolve("junk"));     // as a killed warm-up leaves it
-        try (ServerProcess s = ServerProcess.start(data, "WarmUpIT")) {
+        try (ServerProcess s = SNAPBD.start()) {
             assertTrue(s.log().matches("(?s).*copy-on-write path warmed up: \\d+ rounds, \\d+ writes, \\d+ copies.*"), s.log());
             assertFalse(Files.exists(data.resolve("warm-up.tmp")), "the scratch volume is deleted");
             JsonNode list = JSON.readTree(s.cli("volume", "list", "--json").assertOk().stdout());
@@ -49,9 +50,8 @@ class WarmUpIT {
 
     @Test
     void offSkipsIt() {
-        Path data = tmp.resolve("off");
-        ServerProcess.snapbd(data, "volume", "create", "real", "--size", "32M", "--save-size", "8M").assertOk();
-        try (ServerProcess s = ServerProcess.start(data, "WarmUpIT-off", "--warm-up=off")) {
+        Path data = SNAPBD.dataDir();
+        try (ServerProcess s = SNAPBD.start("--warm-up=off")) {
             assertFalse(s.log().contains("warmed up"), s.log());
         }
         ServerProcess.snapbd(null, "serve", "--warm-up=maybe", "--data-dir", data.toString()).assertExit(2);
