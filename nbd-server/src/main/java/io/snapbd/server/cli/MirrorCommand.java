@@ -41,9 +41,8 @@ final class MirrorCommand implements Runnable {
         }
     }
 
-    @Command(name = "status", mixinStandardHelpOptions = true,
-            description = "Per leg: state (in-sync, resyncing, degraded, failed), tag table entries, what the last reconciliation copied.")
-    static final class Status implements Runnable {
+    /** What {@code status} and {@code reconcile} share: the volume, {@code --json}, one request and its printing. */
+    abstract static class VolumeRequest implements Runnable {
         @CommandLine.Mixin
         Cli.DataDirOption dataDir;
 
@@ -53,11 +52,17 @@ final class MirrorCommand implements Runnable {
         @Option(names = "--json", description = "Print JSON.")
         boolean json;
 
+        abstract String command();
+
+        JsonNode call() {
+            ObjectNode req = Cli.request(command());
+            req.put("volume", name);
+            return Cli.call(dataDir.resolve(), req);
+        }
+
         @Override
         public void run() {
-            ObjectNode req = Cli.request("mirror.status");
-            req.put("volume", name);
-            JsonNode r = Cli.call(dataDir.resolve(), req);
+            JsonNode r = call();
             if (json) {
                 Cli.printJson(r);
             } else {
@@ -66,27 +71,75 @@ final class MirrorCommand implements Runnable {
         }
     }
 
+    @Command(name = "status", mixinStandardHelpOptions = true,
+            description = "Per leg: state (in-sync, resyncing, degraded, failed), tag table entries, what the last reconciliation copied.")
+    static final class Status extends VolumeRequest {
+        @Override
+        String command() {
+            return "mirror.status";
+        }
+    }
+
     @Command(name = "reconcile", mixinStandardHelpOptions = true,
-            description = "Reconcile the legs now: changes are held back meanwhile; only ranges of unmatched tag table entries are copied.")
-    static final class Reconcile implements Runnable {
-        @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-
-        @Parameters(paramLabel = "NAME", description = "The mirrored volume.")
-        String name;
-
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
+            description = "Reconcile the legs now and resync degraded legs that are back: changes are held back meanwhile;"
+                    + " only ranges of unmatched tag table entries (and a degraded leg's recorded regions) are copied."
+                    + " With a running server, shows the copy's progress.")
+    static final class Reconcile extends VolumeRequest {
+        @Override
+        String command() {
+            return "mirror.reconcile";
+        }
 
         @Override
-        public void run() {
-            ObjectNode req = Cli.request("mirror.reconcile");
-            req.put("volume", name);
-            JsonNode r = Cli.call(dataDir.resolve(), req);
-            if (json) {
-                Cli.printJson(r);
-            } else {
-                print(r);
+        JsonNode call() {
+            Thread poller = new Thread(this::showProgress, "mirror reconcile progress");
+            poller.setDaemon(true);
+            poller.start();
+            try {
+                return super.call();
+            } finally {
+                poller.interrupt();
+                try {
+                    poller.join(2000);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }
+
+        /** Polls {@code mirror.status} of the running server (if any) and draws the copy's progress. */
+        private void showProgress() {
+            java.nio.file.Path sock = dataDir.resolve().resolve("admin.sock");
+            Progress bar = null;
+            long done = 0;
+            long total = 0;
+            try {
+                while (!Thread.currentThread().isInterrupted()) {
+                    Thread.sleep(500);
+                    ObjectNode req = Cli.request("mirror.status");
+                    req.put("volume", name);
+                    JsonNode st;
+                    try (java.nio.channels.SocketChannel ch = io.snapbd.server.admin.AdminClient.connect(sock)) {
+                        if (ch == null) {
+                            return;            // no server: the reconciliation runs in this process
+                        }
+                        st = io.snapbd.server.admin.AdminClient.call(ch, req);
+                    }
+                    done = st.path("copy").path("bytesDone").asLong();
+                    total = st.path("copy").path("bytesTotal").asLong();
+                    if (total > 0) {
+                        if (bar == null) {
+                            bar = new Progress(json ? System.err : System.out, "reconcile " + name);
+                        }
+                        bar.update(done, total, false);
+                    }
+                }
+            } catch (InterruptedException e) {
+                if (bar != null) {
+                    bar.update(total, total, true);
+                }
+            } catch (Exception e) {
+                // progress is a courtesy: the reconciliation's own answer says what happened
             }
         }
     }
