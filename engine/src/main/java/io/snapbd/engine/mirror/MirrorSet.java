@@ -273,8 +273,8 @@ public final class MirrorSet implements AutoCloseable {
                             + " degraded mirror leg failed (" + e.getMessage() + "); the volume opens with it degraded");
                     r = m.runReconcile(true, Reconciler.Progress.NONE);
                 }
-                LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror legs reconciled at"
-                        + " open: " + r.report() + (m.staleLegs.get() > 0 ? "; degraded legs: " + m.degradedNames() : ""));
+                LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror legs reconciled "
+                        + (tags.recoveredFromCrash() || live ? "after an unclean stop" : "at open") + ": " + r.report() + (m.staleLegs.get() > 0 ? "; degraded legs: " + m.degradedNames() : ""));
             }
             return m;
         } catch (IOException | RuntimeException e) {
@@ -403,8 +403,10 @@ public final class MirrorSet implements AutoCloseable {
     }
 
     /**
-     * Opens failed legs again (not at open: they were just tried), folds every live entry into the region map of
-     * each degraded leg that still cannot be reached (so the current legs' tables can be emptied), then reconciles
+     * Opens failed legs again (not at open: they were just tried). With a degraded leg that still cannot be reached,
+     * when only leg 0 is current, or on demand (and at a clean close) with no other degraded leg back: changes
+     * nothing (the live entries stay the exact record of what it missed). Else folds every live entry into the
+     * region map of each degraded leg that cannot be reached (so the current legs' tables can be emptied), then reconciles
      * the legs that are open, degraded ones as targets only, with their region maps' ranges; deletes the region
      * map of every degraded leg that took part once its copies are durable and the tables retired.
      */
@@ -428,6 +430,17 @@ public final class MirrorSet implements AutoCloseable {
                         throw x;
                     }
                 }
+            }
+            boolean resyncing = false;
+            for (Leg l : part) {
+                resyncing |= l.stale;
+            }
+            if (!away.isEmpty() && !failed && (part.size() < 2 || !atOpen && !resyncing)) {
+                // Nothing to reconcile among the current legs (only leg 0, or no crash to recover from): the live
+                // entries stay as they are, the exact record of what the unreachable legs missed.
+                legs[0].depth.set(legs[0].table.live().size());
+                return new Reconciliation(System.currentTimeMillis(), atOpen,
+                        new Reconciler.Report(0, 0, 0, 0, List.of()), 1L);
             }
             if (!away.isEmpty()) {
                 List<long[]> ranges = new ArrayList<>();
