@@ -160,7 +160,8 @@ class NbdMirrorIT {
      * on with leg 0) and fio's verify passes; {@code mirror status} and {@code stats} show the leg {@code degraded},
      * naming it; {@code mirror reconcile} with the server still gone fails and the leg stays degraded. Once nbdkit
      * is back, {@code mirror reconcile} resyncs the leg: it is {@code in-sync}, byte-identical to data.img (sha256
-     * over the volume's range), and the bytes copied are at most the bytes written while it was degraded.
+     * over the volume's range), and the bytes copied are at most the bytes written while it was degraded (plus the
+     * session's last unretired RETIRE batch, 32 writes).
      */
     @Test
     void symantec8_14_19_nbdLegServerKilledUnderLoadDegradesThenReconcileResyncsOnlyMissedWrites() throws Exception {
@@ -223,8 +224,11 @@ class NbdMirrorIT {
                         + "; bytes copied into the leg " + copied + ", bytes written while it was degraded at most "
                         + writtenDegraded);
                 assertEquals("to", r.path("legs").get(1).path("direction").asText(), r.toString());
-                assertTrue(copied > 0 && copied <= writtenDegraded, "copied " + copied + " bytes, written while degraded "
-                        + writtenDegraded + ": " + r);
+                // The writes of fio's one connection still in its unretired RETIRE batch when the leg went (complete
+                // on every leg, at most 32 of 4 KiB) stay live too and are copied again: the only slack.
+                long batch = 32 * 4096L;
+                assertTrue(copied > 0 && copied <= writtenDegraded + batch, "copied " + copied + " bytes, written while"
+                        + " degraded " + writtenDegraded + ": " + r);
                 assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg is identical to data.img again");
                 assertTrue(!Files.exists(data.resolve("volumes").resolve(VOL).resolve("leg1.rmap")));
                 assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--offset=16M",
