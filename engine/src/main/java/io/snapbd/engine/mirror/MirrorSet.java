@@ -330,7 +330,16 @@ public final class MirrorSet implements AutoCloseable {
         }
         closed = true;
         try {
-            runReconcile(false, Reconciler.Progress.NONE);
+            try {
+                runReconcile(false, Reconciler.Progress.NONE);
+            } catch (IOException | RuntimeException e) {
+                if (staleLegs.get() == 0) {
+                    throw e;
+                }
+                // a degraded leg's resync failed (its records are intact): close with it still degraded
+                LOG.log(System.Logger.Level.WARNING, "snapbd: volume " + dir.getFileName() + ": " + e.getMessage());
+                runReconcile(false, false, Reconciler.Progress.NONE);
+            }
             tags.closeClean();
         } finally {
             closeLegs();
@@ -410,12 +419,17 @@ public final class MirrorSet implements AutoCloseable {
      * the legs that are open, degraded ones as targets only, with their region maps' ranges; deletes the region
      * map of every degraded leg that took part once its copies are durable and the tables retired.
      */
-    private synchronized Reconciliation runReconcile(boolean atOpen, Reconciler.Progress progress) throws IOException {
+    private Reconciliation runReconcile(boolean atOpen, Reconciler.Progress progress) throws IOException {
+        return runReconcile(atOpen, !atOpen, progress);
+    }
+
+    private synchronized Reconciliation runReconcile(boolean atOpen, boolean reopen, Reconciler.Progress progress)
+            throws IOException {
         reconciling = true;
         copyDone = 0;
         copyTotal = 0;
         try {
-            if (!atOpen) {
+            if (reopen) {
                 reopenFailed();
             }
             List<Leg> part = new ArrayList<>();

@@ -670,6 +670,74 @@ class MirroredVolumeTest {
         assertLegsIdentical();
     }
 
+    /**
+     * {@code mirror add} and {@code mirror remove} on a closed volume: a new leg gets a full copy of the volume's
+     * blocks (progress reported up to the volume's size) and is then in sync and takes changes; removing the middle
+     * leg renumbers the last one (its table made anew), the volume opens with the rest in sync; removing a degraded
+     * leg is allowed, and its region map goes.
+     */
+    @Test
+    void mirrorAddCopiesInFullAndRemoveRenumbers() throws Exception {
+        Volume v = create();
+        BlockDevice.Session s = v.openSession();
+        TestVolumes.write(v, s, 3 * BS, TestVolumes.pattern(1, 5 * BS));
+        s.close();
+        v.close();
+        UUID owner = volumeOwner();
+        Path added = tmp.resolve("leg3.img");
+        long[] last = new long[2];
+        int n = io.snapbd.engine.mirror.LegChanges.add(dir(), owner, SIZE, dir().resolve(Volume.DATA_FILE),
+                added.toString(), false, space, (done, total) -> {
+                    last[0] = done;
+                    last[1] = total;
+                });
+        assertEquals(3, n);
+        assertEquals(SIZE, last[0]);
+        assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(added, SIZE), "a full copy");
+        Volume w = Volume.open(dir(), space);
+        assertEquals(4, w.mirror().legCount());
+        assertNull(w.mirror().lastReconciliation(), "the new leg is in sync: nothing to reconcile");
+        BlockDevice.Session s2 = w.openSession();
+        TestVolumes.write(w, s2, 40 * BS, TestVolumes.pattern(2, BS));
+        s2.close();
+        w.close();
+        assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(added, SIZE), "the new leg takes changes");
+
+        io.snapbd.engine.mirror.LegChanges.remove(dir(), owner, SIZE, leg(1).toString());
+        assertEquals(List.of(leg(2).toString(), added.toString()), MirrorConfig.read(dir(), owner).extraLegs());
+        Volume x = Volume.open(dir(), space);
+        assertEquals(3, x.mirror().legCount());
+        BlockDevice.Session s3 = x.openSession();
+        TestVolumes.write(x, s3, 50 * BS, TestVolumes.pattern(3, BS));
+        s3.close();
+        x.close();
+        String h = sha(dir().resolve(Volume.DATA_FILE), SIZE);
+        assertEquals(h, sha(leg(2), SIZE));
+        assertEquals(h, sha(added, SIZE));
+        assertTrue(!h.equals(sha(leg(1), SIZE)), "the removed leg is left as it was");
+
+        AtomicBoolean broken = new AtomicBoolean(true);
+        LegOpener.install(hooked(added.toString(), pos -> {
+            if (broken.get()) {
+                throw new java.io.UncheckedIOException(new IOException("injected I/O error"));
+            }
+        }));
+        Volume y = Volume.open(dir(), space);
+        BlockDevice.Session s4 = y.openSession();
+        TestVolumes.write(y, s4, 60 * BS, TestVolumes.pattern(4, BS));
+        assertEquals("degraded", y.mirror().status().get(2).state());
+        s4.close();
+        y.close();
+        assertTrue(Files.exists(dir().resolve("leg2.rmap")), "a degraded leg keeps its mark over a clean close");
+        io.snapbd.engine.mirror.LegChanges.remove(dir(), owner, SIZE, added.toString());
+        assertTrue(!Files.exists(dir().resolve("leg2.rmap")), "the removed degraded leg's region map goes");
+        LegOpener.install(LegOpener.FILES);
+        Volume z = Volume.open(dir(), space);
+        assertEquals(2, z.mirror().legCount());
+        z.close();
+        assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(leg(2), SIZE));
+    }
+
     @FunctionalInterface
     private interface IoHook {
         void run() throws IOException;

@@ -10,7 +10,8 @@ import picocli.CommandLine.Parameters;
 
 @Command(name = "mirror", mixinStandardHelpOptions = true,
         description = "Mirrored volumes: leg status and reconciliation (docs/mirrors.md).",
-        subcommands = {MirrorCommand.Status.class, MirrorCommand.Reconcile.class})
+        subcommands = {MirrorCommand.Status.class, MirrorCommand.Reconcile.class, MirrorCommand.Add.class,
+                MirrorCommand.Remove.class})
 final class MirrorCommand implements Runnable {
 
     @CommandLine.Spec
@@ -18,7 +19,7 @@ final class MirrorCommand implements Runnable {
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand: status or reconcile");
+        throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand: status, reconcile, add or remove");
     }
 
     static void print(JsonNode r) {
@@ -141,6 +142,84 @@ final class MirrorCommand implements Runnable {
             } catch (Exception e) {
                 // progress is a courtesy: the reconciliation's own answer says what happened
             }
+        }
+    }
+
+    /**
+     * What {@code add} and {@code remove} share: they work on a stopped volume, directly on the data directory (its
+     * lock held); the volume is opened once first, which reconciles and resyncs what it can, and closed cleanly.
+     */
+    abstract static class OfflineLegChange implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+
+        @Parameters(index = "0", paramLabel = "NAME", description = "The volume.")
+        String name;
+
+        @Parameters(index = "1", paramLabel = "LEG", description = "A file path or an NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), as volume create --mirror.")
+        String leg;
+
+        abstract void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
+                             io.snapbd.engine.io.FileSpace space) throws java.io.IOException;
+
+        @Override
+        public void run() {
+            java.nio.file.Path dd = dataDir.resolve();
+            try (java.nio.channels.SocketChannel ch = io.snapbd.server.admin.AdminClient.connect(dd.resolve("admin.sock"))) {
+                if (ch != null) {
+                    throw new Cli.ExitException(1, "a server runs on " + dd + ": stop it first (mirror add and remove"
+                            + " work on a stopped volume)");
+                }
+            } catch (java.io.IOException ignored) {
+                // no server answers
+            }
+            String uri = leg.contains("://") ? leg : java.nio.file.Path.of(leg).toAbsolutePath().toString();
+            try (io.snapbd.engine.volume.VolumeCatalog c = io.snapbd.engine.volume.VolumeCatalog.open(dd,
+                    io.snapbd.server.service.FileSpaces.best(), false)) {
+                if (!c.exists(name)) {
+                    throw new Cli.ExitException(2, "no volume named " + name);
+                }
+                java.nio.file.Path dir = c.volumeDir(name);
+                io.snapbd.engine.volume.VolumeHeader h;
+                try (io.snapbd.engine.volume.Volume v = io.snapbd.engine.volume.Volume.open(dir, c.space())) {
+                    h = v.header();
+                }
+                change(dir, h, uri, c.space());
+            } catch (IllegalArgumentException e) {
+                throw new Cli.ExitException(2, e.getMessage());
+            } catch (java.io.IOException e) {
+                throw new Cli.ExitException(1, e.getMessage());
+            }
+        }
+    }
+
+    @Command(name = "add", mixinStandardHelpOptions = true,
+            description = "Add a leg to a stopped volume: a new file or a zeroed NBD export, filled with a full copy of the"
+                    + " volume's blocks (with progress), then listed; the leg is then in sync.")
+    static final class Add extends OfflineLegChange {
+        @Option(names = "--sparse", description = "Make a file leg sparse instead of preallocated.")
+        boolean sparse;
+
+        @Override
+        void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
+                    io.snapbd.engine.io.FileSpace space) throws java.io.IOException {
+            Progress p = new Progress(System.out, "mirror add " + name);
+            int n = io.snapbd.engine.mirror.LegChanges.add(dir, h.uuid(), h.size(),
+                    dir.resolve(io.snapbd.engine.volume.Volume.DATA_FILE), uri, sparse, space,
+                    (done, total) -> p.update(done, total, done == total));
+            System.out.println("volume " + name + ": mirror leg " + n + " (" + uri + ") added, in sync");
+        }
+    }
+
+    @Command(name = "remove", mixinStandardHelpOptions = true,
+            description = "Remove a leg from a stopped volume (a degraded one too); its files stay as they are. The last"
+                    + " leg removed makes the volume unmirrored.")
+    static final class Remove extends OfflineLegChange {
+        @Override
+        void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
+                    io.snapbd.engine.io.FileSpace space) throws java.io.IOException {
+            io.snapbd.engine.mirror.LegChanges.remove(dir, h.uuid(), h.size(), uri);
+            System.out.println("volume " + name + ": mirror leg " + uri + " removed (its files are left as they are)");
         }
     }
 }
