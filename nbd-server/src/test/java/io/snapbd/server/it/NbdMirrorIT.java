@@ -173,7 +173,11 @@ class NbdMirrorIT {
         String uri = kit.uri().toString();
         try {
             ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M", "--mirror", uri).assertOk();
-            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT-degraded", "--warm-up", "off")) {
+            int metricsPort = DamagedVolumeIT.freePort();
+            Path conf = tmp.resolve("metrics.conf");
+            Files.writeString(conf, "metrics = 127.0.0.1:" + metricsPort + "\n");
+            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT-degraded", "--warm-up", "off",
+                    "--config", conf.toString())) {
                 Path fioLog = tmp.resolve("degraded-fio.log");
                 Process fio = Tools.start(fioLog, List.of("fio", "--name=degraded", "--ioengine=nbd",
                         "--uri=" + server.unixUri(VOL), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--offset=0",
@@ -208,6 +212,9 @@ class NbdMirrorIT {
                 JsonNode stats = json(server.cli("stats", VOL, "--json"));
                 assertEquals("degraded", stats.path("mirror").path("legs").get(1).path("state").asText(), stats.toString());
                 assertTrue(Files.isRegularFile(data.resolve("volumes").resolve(VOL).resolve("leg1.rmap")));
+                String degradedLine = "snapbd_mirror_leg_degraded{volume=\"" + VOL + "\",leg=\"1\"";
+                String m = DamagedVolumeIT.metrics(metricsPort);
+                assertTrue(m.lines().anyMatch(l -> l.startsWith(degradedLine) && l.endsWith(" 1")), m);
                 // no leg server: the leg cannot be resynced, it stays degraded
                 Tools.Result still = server.cli("mirror", "reconcile", VOL).assertExit(1);
                 assertTrue(still.stderr().contains(uri) || still.stdout().contains(uri), still.toString());
@@ -231,6 +238,10 @@ class NbdMirrorIT {
                         + " degraded " + writtenDegraded + ": " + r);
                 assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg is identical to data.img again");
                 assertTrue(!Files.exists(data.resolve("volumes").resolve(VOL).resolve("leg1.rmap")));
+                String m2 = DamagedVolumeIT.metrics(metricsPort);
+                assertTrue(m2.lines().anyMatch(l -> l.startsWith(degradedLine) && l.endsWith(" 0")), m2);
+                assertTrue(m2.lines().anyMatch(l -> l.startsWith("snapbd_mirror_leg_resync_bytes_total{volume=\"" + VOL
+                        + "\",leg=\"1\"") && Math.abs(Double.parseDouble(l.substring(l.lastIndexOf(' ') + 1)) - copied) < 1), m2);
                 assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--offset=16M",
                         "--size=4M", "--do_verify=1")));
                 assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg takes writes again");
