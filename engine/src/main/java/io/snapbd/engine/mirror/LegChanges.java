@@ -95,9 +95,9 @@ public final class LegChanges {
             throw new IllegalArgumentException("mirror leg " + uri + " is not a leg of the volume (its legs: "
                     + String.join(", ", cfg.extraLegs()) + ")");
         }
-        boolean degraded = Files.exists(MirrorSet.mapFile(dir, index));
+        boolean degraded = Files.exists(DegradedLegs.mapFile(dir, index));
         for (int i = 1; i < cfg.legs(); i++) {
-            if (i != index && Files.exists(MirrorSet.mapFile(dir, i))) {
+            if (i != index && Files.exists(DegradedLegs.mapFile(dir, i))) {
                 throw new IOException("mirror leg " + i + " (" + cfg.extraLegs().get(i - 1) + ") is degraded:"
                         + " resync it ('snapbd mirror reconcile') or remove it first");
             }
@@ -132,14 +132,14 @@ public final class LegChanges {
             }
             new MirrorConfig(owner, cfg.halfRecords(), extra).write(dir);
         }
-        Files.deleteIfExists(MirrorSet.mapFile(dir, index));
+        Files.deleteIfExists(DegradedLegs.mapFile(dir, index));
         AtomicFile.fsyncDirectory(dir);
     }
 
     /** No degraded leg, no live entry on leg 0: the volume was closed cleanly with every leg in sync. */
     private static void requireInSync(Path dir, UUID owner, MirrorConfig cfg) throws IOException {
         for (int i = 1; i < cfg.legs(); i++) {
-            if (Files.exists(MirrorSet.mapFile(dir, i))) {
+            if (Files.exists(DegradedLegs.mapFile(dir, i))) {
                 throw new IOException("mirror leg " + i + " (" + cfg.extraLegs().get(i - 1) + ") is degraded: resync it"
                         + " ('snapbd mirror reconcile') or remove it first");
             }

@@ -41,7 +41,7 @@ public final class MirrorChecker {
         table(dir.resolve(MirrorConfig.LOCAL_TABLE), owner, 0, problems, notes);
         for (int i = 1; i < cfg.legs(); i++) {
             String uri = cfg.extraLegs().get(i - 1);
-            Path map = MirrorSet.mapFile(dir, i);
+            Path map = DegradedLegs.mapFile(dir, i);
             if (Files.exists(map)) {
                 try (FileTagStore s = FileTagStore.open(map, false)) {
                     LegRegionMap m = LegRegionMap.open(s, owner, i);

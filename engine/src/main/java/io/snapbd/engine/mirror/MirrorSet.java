@@ -42,8 +42,6 @@ public final class MirrorSet implements AutoCloseable {
     /** Tags per RETIRE batch (per session). */
     static final int RETIRE_BATCH = 32;
     static final int COPY_BUFFER = 1 << 20;
-    /** Smallest region of a degraded leg's region map: 64 KiB (larger for volumes above 2 TiB). */
-    static final int MIN_REGION_SHIFT = 16;
 
     /** Told about ranges reconciliation copied into leg 0 from another leg (the volume marks them in use). */
     @FunctionalInterface
@@ -112,12 +110,10 @@ public final class MirrorSet implements AutoCloseable {
     private volatile boolean reconciling;
     private volatile boolean failed;
     /** Degraded legs: while any, changes keep their entries live on the current legs (docs/mirrors.md). */
-    private final java.util.concurrent.atomic.AtomicInteger staleLegs = new java.util.concurrent.atomic.AtomicInteger();
-    private final Object degradeLock = new Object();
-    private final Object foldLock = new Object();
+    private final DegradedLegs degraded;
+    private final java.util.concurrent.atomic.AtomicInteger staleLegs;
     private volatile long copyDone;
     private volatile long copyTotal;
-    private final AtomicLong folds = new AtomicLong();
     private volatile LocalCopyListener localCopies = (o, l) -> {
     };
     private volatile boolean closed;
@@ -128,6 +124,8 @@ public final class MirrorSet implements AutoCloseable {
         this.size = size;
         this.tags = tags;
         this.legs = legs;
+        this.degraded = new DegradedLegs(dir, owner, size, legs);
+        this.staleLegs = degraded.stale;
     }
 
     // ---- create, open, close ---------------------------------------------------------------------------------
@@ -212,7 +210,7 @@ public final class MirrorSet implements AutoCloseable {
             legs[0] = new Leg(0, local.uri(), local, TagTable.open(local.table(), owner, 0));
             for (int i = 1; i < legs.length; i++) {
                 String uri = cfg.extraLegs().get(i - 1);
-                Path mapFile = mapFile(dir, i);
+                Path mapFile = DegradedLegs.mapFile(dir, i);
                 LegRegionMap map = null;
                 if (Files.exists(mapFile)) {
                     FileTagStore ms = FileTagStore.open(mapFile, true);
@@ -274,7 +272,7 @@ public final class MirrorSet implements AutoCloseable {
                     r = m.runReconcile(true, Reconciler.Progress.NONE);
                 }
                 LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror legs reconciled "
-                        + (tags.recoveredFromCrash() || live ? "after an unclean stop" : "at open") + ": " + r.report() + (m.staleLegs.get() > 0 ? "; degraded legs: " + m.degradedNames() : ""));
+                        + (tags.recoveredFromCrash() || live ? "after an unclean stop" : "at open") + ": " + r.report() + (m.staleLegs.get() > 0 ? "; degraded legs: " + m.degraded.names() : ""));
             }
             return m;
         } catch (IOException | RuntimeException e) {
@@ -287,19 +285,6 @@ public final class MirrorSet implements AutoCloseable {
             }
             throw e;
         }
-    }
-
-    static Path mapFile(Path dir, int leg) {
-        return dir.resolve("leg" + leg + ".rmap");
-    }
-
-    /** Region size of a degraded leg's map: 64 KiB, or larger when the volume needs more than the map's pages. */
-    static int regionShift(long size) {
-        int shift = MIN_REGION_SHIFT;
-        while (LegRegionMap.areaBytes(size, shift) > 4096L + 4096L * LegRegionMap.MAX_PAGES) {
-            shift++;
-        }
-        return shift;
     }
 
     /** Where copies reconciliation makes into leg 0 from other legs are reported (set by the volume at open). */
@@ -405,7 +390,7 @@ public final class MirrorSet implements AutoCloseable {
         for (Leg l : legs) {
             if (l.stale) {
                 throw new IOException(l.failure + "; the leg stays degraded (its missed writes recorded in "
-                        + mapFile(dir, l.index).getFileName() + "), the other legs were reconciled: " + r.report());
+                        + DegradedLegs.mapFile(dir, l.index).getFileName() + "), the other legs were reconciled: " + r.report());
             }
         }
         return r;
@@ -524,7 +509,7 @@ public final class MirrorSet implements AutoCloseable {
             for (Leg l : part) {
                 l.bytesCopiedIn.addAndGet(rec.bytesTo(l.index));
                 if (l.stale) {
-                    resynced(l);
+                    degraded.resynced(l);
                 }
                 l.depth.set(0);
                 l.failure = null;
@@ -543,19 +528,6 @@ public final class MirrorSet implements AutoCloseable {
         } finally {
             reconciling = false;
         }
-    }
-
-    /** A degraded leg's copies are durable and every table retired: its region map goes, it is current again. */
-    private void resynced(Leg l) throws IOException {
-        LegRegionMap m = l.map;
-        l.stale = false;
-        l.map = null;
-        staleLegs.decrementAndGet();
-        m.close();
-        java.nio.file.Files.deleteIfExists(mapFile(dir, l.index));
-        io.snapbd.engine.format.AtomicFile.fsyncDirectory(dir);
-        LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror leg " + l.index + " ("
-                + l.uri + ") resynced; it is in sync again");
     }
 
     /**
@@ -579,120 +551,21 @@ public final class MirrorSet implements AutoCloseable {
     }
 
     /**
-     * Leaves extra leg {@code l} behind (docs/mirrors.md, "Degraded mode"): makes its region map, durably (file,
-     * then directory forced), which marks it stale across restarts; from then on changes skip it. Returns null,
-     * or, for leg 0 or when the map cannot be made, the error that fails the change (the volume then refuses
-     * changes).
+     * Leaves extra leg {@code l} behind ({@link DegradedLegs#leaveBehind}). Returns null, or, for leg 0 or when
+     * the leg's region map cannot be made, the error that fails the change (the volume then refuses changes).
      */
     private IOException degrade(Leg l, String why) {
-        if (l.index == 0) {
+        IOException x = l.index == 0
+                ? new IOException(why + "; the change is not complete on every leg (the volume refuses changes until"
+                        + " 'snapbd mirror reconcile' succeeds or it is reopened)")
+                : degraded.leaveBehind(l, why);
+        if (x != null) {
             failed = true;
             if (l.failure == null) {
                 l.failure = why;
             }
-            return new IOException(why + "; the change is not complete on every leg (the volume refuses changes until"
-                    + " 'snapbd mirror reconcile' succeeds or it is reopened)");
         }
-        synchronized (degradeLock) {
-            if (l.stale) {
-                return null;
-            }
-            try {
-                Path f = mapFile(dir, l.index);
-                int shift = regionShift(size);
-                FileTagStore st = FileTagStore.create(f, LegRegionMap.areaBytes(size, shift));
-                LegRegionMap m;
-                try {
-                    m = LegRegionMap.create(st, owner, l.index, size, shift);
-                } catch (IOException | RuntimeException e) {
-                    st.close();
-                    throw e;
-                }
-                io.snapbd.engine.format.AtomicFile.fsyncDirectory(dir);
-                l.failure = why;
-                l.map = m;
-                l.stale = true;
-                staleLegs.incrementAndGet();
-                LOG.log(System.Logger.Level.WARNING, "snapbd: volume " + dir.getFileName() + ": " + why
-                        + "; the leg is degraded: the volume goes on with the other legs, its missed writes are"
-                        + " recorded; 'snapbd mirror reconcile' resyncs it once it is back");
-                return null;
-            } catch (IOException | RuntimeException e) {
-                failed = true;
-                if (l.failure == null) {
-                    l.failure = why;
-                }
-                return new IOException(why + "; the leg cannot be left behind either (its region map: "
-                        + e.getMessage() + "): the volume refuses changes until 'snapbd mirror reconcile' succeeds", e);
-            }
-        }
-    }
-
-    /** Names of the degraded legs, for log lines. */
-    private String degradedNames() {
-        StringBuilder b = new StringBuilder();
-        for (Leg l : legs) {
-            if (l.stale) {
-                b.append(b.length() == 0 ? "" : ", ").append(l.index).append(" (").append(l.uri).append(')');
-            }
-        }
-        return b.toString();
-    }
-
-    /**
-     * The overflow fallback: the entries DONE on every current leg (complete there, live only because a degraded
-     * leg missed them) are recorded in every degraded leg's region map (forced), then retired on the current legs.
-     * Runs when leg 0's table holds more than half a half of live entries, or is full.
-     */
-    private void foldIntoMaps(boolean force) throws IOException {
-        if (!force && legs[0].depth.get() <= legs[0].table.halfRecords() / 2) {
-            return;
-        }
-        synchronized (foldLock) {
-            TagTable t0 = legs[0].table;
-            if (!force && legs[0].depth.get() <= t0.halfRecords() / 2) {
-                return;
-            }
-            java.util.Map<Long, TagTable.Entry> done = new java.util.HashMap<>();
-            for (TagTable.Entry e : t0.live()) {
-                if (e.done()) {
-                    done.put(e.tag(), e);
-                }
-            }
-            for (Leg l : legs) {
-                if (l.index == 0 || l.stale) {
-                    continue;
-                }
-                java.util.Map<Long, TagTable.Entry> here = new java.util.HashMap<>();
-                for (TagTable.Entry e : l.table.live()) {
-                    here.put(e.tag(), e);
-                }
-                done.values().removeIf(e -> {
-                    TagTable.Entry h = here.get(e.tag());
-                    return h == null || !h.done() || h.offset() != e.offset() || h.length() != e.length();
-                });
-            }
-            if (done.isEmpty()) {
-                return;
-            }
-            List<long[]> ranges = new ArrayList<>();
-            for (TagTable.Entry e : done.values()) {
-                ranges.add(new long[]{e.offset(), e.length()});
-            }
-            for (Leg l : legs) {
-                LegRegionMap m = l.map;
-                if (l.stale && m != null) {
-                    m.markMissed(ranges);
-                }
-            }
-            for (Leg l : legs) {
-                if (!l.stale) {
-                    l.table.retireAll(done.keySet());
-                    l.depth.addAndGet(-done.size());
-                }
-            }
-            folds.incrementAndGet();
-        }
+        return x;
     }
 
     // ---- the write path --------------------------------------------------------------------------------------
@@ -786,7 +659,7 @@ public final class MirrorSet implements AutoCloseable {
                 throw e;
             }
             try {
-                foldIntoMaps(true);
+                degraded.fold(true);
             } catch (IOException | RuntimeException f) {
                 throw fail(legs[0], "a degraded leg's region map", f);
             }
@@ -867,7 +740,7 @@ public final class MirrorSet implements AutoCloseable {
             if (staleLegs.get() > 0) {
                 // a degraded leg missed this change: its entry stays live on the current legs (the record of it)
                 try {
-                    foldIntoMaps(false);
+                    degraded.fold(false);
                 } catch (IOException | RuntimeException e) {
                     throw fail(legs[0], "a degraded leg's region map", e);
                 }
@@ -1024,7 +897,7 @@ public final class MirrorSet implements AutoCloseable {
 
     /** Times completed entries were folded into degraded legs' region maps (the table-overflow fallback). */
     public long folds() {
-        return folds.get();
+        return degraded.folds();
     }
 
     /** The running (or last) reconciliation's copy progress: bytes done and in all. */
