@@ -7,13 +7,21 @@ import java.util.concurrent.atomic.LongAdder;
 
 /**
  * One leg of a {@link MirrorSet} as the write path sees it: its open handles and tag table, its forcing thread,
- * its figures for {@code mirror status}, and why it failed; {@link #reopen} opens a failed leg anew.
+ * its figures for {@code mirror status}, why it failed, and whether it is degraded (stale: left behind, its missed
+ * writes recorded in {@link #map} and in the current legs' tables); {@link #reopen} opens a failed leg anew.
  */
 final class Leg {
     final int index;
-    /** Replaced only by {@link #reopen}, while no change is in flight. */
+    final String uri;
+    /** Replaced only by {@link #reopen}, while no change is in flight; null while an unreachable leg is not open. */
     volatile MirrorLeg leg;
     volatile TagTable table;
+    /** Degraded: the leg missed changes; the write path skips it and it is never read or copied from. */
+    volatile boolean stale;
+    /** A degraded leg's region map ({@code legN.rmap} in the volume's directory), else null. */
+    volatile LegRegionMap map;
+    /** Bytes every reconciliation and resync copied into this leg since the open. */
+    final AtomicLong bytesCopiedIn = new AtomicLong();
     /** Runs this leg's forces on its own thread (null for leg 0, whose forces run on the caller's thread). */
     final LegForcer forcer;
     /** Data writes completed on this leg: the value a data force is requested and awaited for. */
@@ -24,11 +32,12 @@ final class Leg {
     final AtomicLong maxWriteNanos = new AtomicLong();
     volatile String failure;
 
-    Leg(int index, MirrorLeg leg, TagTable table) {
+    Leg(int index, String uri, MirrorLeg leg, TagTable table) {
         this.index = index;
+        this.uri = uri;
         this.leg = leg;
         this.table = table;
-        this.forcer = index == 0 ? null : new LegForcer("snapbd mirror leg " + index + " " + leg.uri(),
+        this.forcer = index == 0 ? null : new LegForcer("snapbd mirror leg " + index + " " + uri,
                 upTo -> this.table.commit(upTo), upTo -> this.leg.data().force());
     }
 
@@ -46,12 +55,14 @@ final class Leg {
      * old handles, opens its URI anew, checks its size and reads its table again from the leg.
      */
     void reopen(long size, UUID owner) throws IOException {
-        String uri = leg.uri();
         try {
-            leg.close();
+            if (leg != null) {
+                leg.close();
+            }
         } catch (IOException ignored) {
             // the leg failed already; its old handles are given up
         }
+        leg = null;
         MirrorLeg n;
         try {
             n = LegOpener.installed().open(uri, size);

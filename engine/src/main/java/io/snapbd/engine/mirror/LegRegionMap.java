@@ -17,7 +17,8 @@ import java.util.UUID;
  * of 2^region_shift bytes (docs/glossary.md: Symantec DRM, behaviour 29), set and forced before the volume's write
  * is answered, cleared only after the region was copied to the leg and forced. Layout in docs/mirrors.md,
  * "Leg region map". A page whose checksum fails (a write cut short) reads as all set: a crash can only make the
- * resync copy more, never less. Not used by any volume yet.
+ * resync copy more, never less. {@link MirrorSet} keeps one per degraded leg, {@code legN.rmap} in the volume's
+ * directory (on leg 0's file system: the record survives what the current copy survives).
  */
 public final class LegRegionMap implements Closeable {
 
@@ -138,6 +139,41 @@ public final class LegRegionMap implements Closeable {
         update(offset, length, true);
     }
 
+    /** Records several missed ranges ({offset, length} pairs) with one force. */
+    public synchronized void markMissed(List<long[]> ranges) throws IOException {
+        int from = Integer.MAX_VALUE;
+        int to = -1;
+        for (long[] r : ranges) {
+            long off = Math.max(0, Math.min(r[0], volumeSize));
+            long end = Math.min(r[0] + r[1], volumeSize);
+            if (end <= off) {
+                continue;
+            }
+            for (long reg = off >>> regionShift; reg <= (end - 1) >>> regionShift; reg++) {
+                int w = (int) (reg >>> 6);
+                long bit = 1L << (reg & 63);
+                if ((words[w] & bit) == 0) {
+                    words[w] |= bit;
+                    int pg = (int) (reg / BITS_PER_PAGE);
+                    from = Math.min(from, pg);
+                    to = Math.max(to, pg);
+                }
+            }
+        }
+        if (to >= 0) {
+            writePages(from, to);
+        }
+    }
+
+    /** Bytes the set regions cover (clipped to the volume): what a resync copies for them. */
+    public synchronized long missedBytes() {
+        long b = 0;
+        for (long[] r : missedRanges()) {
+            b += r[1];
+        }
+        return b;
+    }
+
     /** The regions covering that range were copied to the leg and forced: clears them, durably. */
     public synchronized void clear(long offset, long length) throws IOException {
         update(offset, length, false);
@@ -165,6 +201,10 @@ public final class LegRegionMap implements Closeable {
         if (dirtyTo < 0) {
             return;
         }
+        writePages(dirtyFrom, dirtyTo);
+    }
+
+    private void writePages(int dirtyFrom, int dirtyTo) throws IOException {
         for (int pg = dirtyFrom; pg <= dirtyTo; pg++) {
             page.clear();
             for (int w = 0; w < PAGE / 8; w++) {

@@ -9,7 +9,8 @@ import java.util.UUID;
 /**
  * fsck of a mirrored volume's files, read-only: {@code mirror.legs}, {@code mirror.tags}, and for every leg its
  * tag table ({@link TagTableChecker}: header copies, chain, torn tail versus damage, owner and leg number) and,
- * for file legs, that the leg file holds the volume's size. Problems name the file.
+ * for file legs, that the leg file holds the volume's size; a degraded leg's region map ({@code legN.rmap}: header,
+ * owner, leg, page checksums). Problems name the file.
  */
 public final class MirrorChecker {
 
@@ -40,6 +41,19 @@ public final class MirrorChecker {
         table(dir.resolve(MirrorConfig.LOCAL_TABLE), owner, 0, problems, notes);
         for (int i = 1; i < cfg.legs(); i++) {
             String uri = cfg.extraLegs().get(i - 1);
+            Path map = DegradedLegs.mapFile(dir, i);
+            if (Files.exists(map)) {
+                try (FileTagStore s = FileTagStore.open(map, false)) {
+                    LegRegionMap m = LegRegionMap.open(s, owner, i);
+                    notes.add("mirror leg " + i + " (" + uri + ") is degraded: " + m.missedBytes() + " bytes recorded in "
+                            + map.getFileName() + " (and the live entries) are resynced when it is back");
+                    for (String n : m.notes()) {
+                        notes.add(map.getFileName() + ": " + n);
+                    }
+                } catch (IOException | RuntimeException e) {
+                    problems.add(map + ": " + e.getMessage());
+                }
+            }
             Path p;
             try {
                 p = FileLegOpener.path(uri);

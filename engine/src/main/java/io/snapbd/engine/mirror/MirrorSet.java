@@ -6,6 +6,7 @@ import io.snapbd.engine.io.WriteGate;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -25,9 +26,15 @@ import java.util.concurrent.atomic.AtomicLong;
  *     forced (group commit per leg), then DONE is appended on that leg; only then does the client get its answer
  *     (behaviour 8); the tag joins the session's next RETIRE batch.</li>
  * </ol>
- * A leg whose I/O fails is marked failed and the op fails with an I/O error (EIO to the client); from then on
- * every change to the volume fails the same way until a reconciliation succeeds (degraded mode is not built).
- * After an unclean stop, {@link #open} reconciles before the volume is handed out (behaviour 26).
+ An extra leg whose I/O fails (or that cannot be opened) is <em>degraded</em> (docs/mirrors.md, "Degraded mode"):
+ * its region map {@code legN.rmap} is made in the volume's directory (the durable mark that it is stale), the
+ * change goes on on the other legs, and from then on changes skip it and their entries stay live on the current
+ * legs (not retired) so the missed ranges stay recorded; when the tables would fill up, the completed entries are
+ * folded into the region map. A reconciliation that can open the leg again resyncs it: copies only the recorded
+ * ranges from a current leg (never from the stale one), then deletes the map. Leg 0 (the one reads come from)
+ * is never degraded: its failure fails the change, and changes are refused until a reconciliation succeeds.
+ * After an unclean stop, or with a degraded leg, {@link #open} reconciles before the volume is handed out
+ * (behaviour 26).
  */
 public final class MirrorSet implements AutoCloseable {
 
@@ -42,20 +49,40 @@ public final class MirrorSet implements AutoCloseable {
         void copied(long offset, long length) throws IOException;
     }
 
-    /** One leg's state and figures for {@code mirror status}, {@code stats} and the metrics endpoint. */
+    /**
+     * One leg's state ({@code in-sync}, {@code resyncing}, {@code degraded}, {@code failed}) and figures for
+     * {@code mirror status}, {@code stats} and the metrics endpoint; {@code bytesCopiedIn} … {@code direction} are
+     * the last reconciliation's, {@code bytesCopiedInTotal} every reconciliation's and resync's since the open,
+     * {@code missedRegionBytes} what a degraded leg's region map records.
+     */
     public record LegStatus(int leg, String uri, String state, long tableEntries, long writes, long writeNanos,
                             long maxWriteNanos, long bytesCopiedIn, long bytesCopiedOut, long rangesCopiedIn,
-                            String direction, String error) {
+                            String direction, String error, long bytesCopiedInTotal, long missedRegionBytes) {
+        public boolean degraded() {
+            return "degraded".equals(state);
+        }
     }
 
-    /** The last reconciliation: when, why, and what it did. */
-    public record Reconciliation(long atMillis, boolean atOpen, Reconciler.Report report) {
+    /**
+     * The last reconciliation: when, why, and what it did; {@code legs} has bit i set for every leg that took part
+     * (a degraded leg that could not be reached did not: it received nothing). Copies name legs by number.
+     */
+    public record Reconciliation(long atMillis, boolean atOpen, Reconciler.Report report, long legs) {
+        public Reconciliation(long atMillis, boolean atOpen, Reconciler.Report report) {
+            this(atMillis, atOpen, report, -1L);
+        }
+
+        public boolean tookPart(int leg) {
+            return (legs & (1L << leg)) != 0;
+        }
+
         public long bytesTo(int leg) {
-            return report.copies().stream().filter(c -> c.from() != leg).mapToLong(Reconciler.Copy::length).sum();
+            return !tookPart(leg) ? 0
+                    : report.copies().stream().filter(c -> c.from() != leg).mapToLong(Reconciler.Copy::length).sum();
         }
 
         public long rangesTo(int leg) {
-            return report.copies().stream().filter(c -> c.from() != leg).count();
+            return !tookPart(leg) ? 0 : report.copies().stream().filter(c -> c.from() != leg).count();
         }
 
         public long bytesFrom(int leg) {
@@ -82,6 +109,11 @@ public final class MirrorSet implements AutoCloseable {
     private volatile Reconciliation last;
     private volatile boolean reconciling;
     private volatile boolean failed;
+    /** Degraded legs: while any, changes keep their entries live on the current legs (docs/mirrors.md). */
+    private final DegradedLegs degraded;
+    private final java.util.concurrent.atomic.AtomicInteger staleLegs;
+    private volatile long copyDone;
+    private volatile long copyTotal;
     private volatile LocalCopyListener localCopies = (o, l) -> {
     };
     private volatile boolean closed;
@@ -92,6 +124,8 @@ public final class MirrorSet implements AutoCloseable {
         this.size = size;
         this.tags = tags;
         this.legs = legs;
+        this.degraded = new DegradedLegs(dir, owner, size, legs);
+        this.staleLegs = degraded.stale;
     }
 
     // ---- create, open, close ---------------------------------------------------------------------------------
@@ -169,36 +203,76 @@ public final class MirrorSet implements AutoCloseable {
         List<AutoCloseable> opened = new ArrayList<>();
         try {
             Leg[] legs = new Leg[cfg.legs()];
+            String[] unreachable = new String[legs.length];
             MirrorLeg local = MirrorLeg.of("local:" + dataFile, new FileLegIo(dataFile),
                     FileTagStore.open(dir.resolve(MirrorConfig.LOCAL_TABLE), true));
             opened.add(local);
-            legs[0] = new Leg(0, local, TagTable.open(local.table(), owner, 0));
+            legs[0] = new Leg(0, local.uri(), local, TagTable.open(local.table(), owner, 0));
             for (int i = 1; i < legs.length; i++) {
                 String uri = cfg.extraLegs().get(i - 1);
-                MirrorLeg l;
+                Path mapFile = DegradedLegs.mapFile(dir, i);
+                LegRegionMap map = null;
+                if (Files.exists(mapFile)) {
+                    FileTagStore ms = FileTagStore.open(mapFile, true);
+                    opened.add(ms);
+                    map = LegRegionMap.open(ms, owner, i);
+                }
+                MirrorLeg l = null;
+                TagTable t = null;
                 try {
                     l = LegOpener.installed().open(uri, size);
+                    opened.add(l);
                 } catch (IOException e) {
-                    throw new IOException("mirror leg " + i + " (" + uri + ") cannot be opened: " + e.getMessage(), e);
+                    // unreachable (its server down, its disk gone): the volume opens with the leg degraded
+                    unreachable[i] = "mirror leg " + i + " (" + uri + ") cannot be opened: " + e.getMessage();
                 }
-                opened.add(l);
-                if (l.data().size() < size) {
-                    throw new IOException("mirror leg " + i + " (" + uri + ") holds " + l.data().size()
-                            + " bytes, less than the volume's " + size);
+                if (l != null) {
+                    if (l.data().size() < size) {
+                        throw new IOException("mirror leg " + i + " (" + uri + ") holds " + l.data().size()
+                                + " bytes, less than the volume's " + size);
+                    }
+                    t = TagTable.open(l.table(), owner, i);
                 }
-                legs[i] = new Leg(i, l, TagTable.open(l.table(), owner, i));
+                legs[i] = new Leg(i, uri, l, t);
                 opened.add(legs[i].forcer);
+                if (map != null) {
+                    legs[i].map = map;
+                    legs[i].stale = true;
+                }
+                legs[i].failure = unreachable[i];
             }
             TagSource tags = TagSource.open(dir, owner);
             MirrorSet m = new MirrorSet(dir, owner, size, tags, legs);
             boolean live = false;
             for (Leg l : legs) {
-                live |= !l.table.live().isEmpty();
+                if (l.stale) {
+                    m.staleLegs.incrementAndGet();
+                }
+                live |= l.table != null && !l.table.live().isEmpty();
             }
-            if (tags.recoveredFromCrash() || live) {
-                Reconciliation r = m.runReconcile(true);
-                LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror legs reconciled after an"
-                        + " unclean stop: " + r.report());
+            for (Leg l : legs) {
+                if (l.failure != null && !l.stale) {
+                    IOException x = m.degrade(l, l.failure);
+                    if (x != null) {
+                        throw x;
+                    }
+                }
+            }
+            if (tags.recoveredFromCrash() || live || m.staleLegs.get() > 0) {
+                Reconciliation r;
+                try {
+                    r = m.runReconcile(true, Reconciler.Progress.NONE);
+                } catch (IOException | RuntimeException e) {
+                    if (m.staleLegs.get() == 0) {
+                        throw e;
+                    }
+                    // a degraded leg failed during its resync (its records are intact): open without it
+                    LOG.log(System.Logger.Level.WARNING, "snapbd: volume " + dir.getFileName() + ": resync of a"
+                            + " degraded mirror leg failed (" + e.getMessage() + "); the volume opens with it degraded");
+                    r = m.runReconcile(true, Reconciler.Progress.NONE);
+                }
+                LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror legs reconciled "
+                        + (tags.recoveredFromCrash() || live ? "after an unclean stop" : "at open") + ": " + r.report() + (m.staleLegs.get() > 0 ? "; degraded legs: " + m.degraded.names() : ""));
             }
             return m;
         } catch (IOException | RuntimeException e) {
@@ -241,7 +315,16 @@ public final class MirrorSet implements AutoCloseable {
         }
         closed = true;
         try {
-            runReconcile(false);
+            try {
+                runReconcile(false, Reconciler.Progress.NONE);
+            } catch (IOException | RuntimeException e) {
+                if (staleLegs.get() == 0) {
+                    throw e;
+                }
+                // a degraded leg's resync failed (its records are intact): close with it still degraded
+                LOG.log(System.Logger.Level.WARNING, "snapbd: volume " + dir.getFileName() + ": " + e.getMessage());
+                runReconcile(false, false, Reconciler.Progress.NONE);
+            }
             tags.closeClean();
         } finally {
             closeLegs();
@@ -266,7 +349,12 @@ public final class MirrorSet implements AutoCloseable {
                 l.forcer.close();
             }
             try {
-                l.leg.close();
+                if (l.leg != null) {
+                    l.leg.close();
+                }
+                if (l.map != null) {
+                    l.map.close();
+                }
             } catch (IOException e) {
                 first = first == null ? e : first;
             }
@@ -280,38 +368,158 @@ public final class MirrorSet implements AutoCloseable {
 
     /**
      * Reconciles now (behaviour 14: at any time): waits for every change in flight to finish and holds new ones
-     * back meanwhile. A success clears failed legs (their tables and data agree with the others again).
+     * back meanwhile. Opens failed and degraded legs again and resyncs them (only their recorded ranges, from a
+     * current leg); a success clears their state. A degraded leg that still cannot be opened stays degraded (its
+     * missed ranges kept in its region map) while the other legs are reconciled; then this throws, naming it.
      */
     public Reconciliation reconcile() throws IOException {
+        return reconcile(Reconciler.Progress.NONE);
+    }
+
+    /** As {@link #reconcile()}, telling {@code progress} how many bytes of the copies are done. */
+    public Reconciliation reconcile(Reconciler.Progress progress) throws IOException {
         if (!gate.pause()) {
             throw new IOException("changes in flight on the mirrored volume did not finish in time; nothing reconciled");
         }
+        Reconciliation r;
         try {
-            return runReconcile(false);
+            r = runReconcile(false, progress);
         } finally {
             gate.resume();
         }
+        for (Leg l : legs) {
+            if (l.stale) {
+                throw new IOException(l.failure + "; the leg stays degraded (its missed writes recorded in "
+                        + DegradedLegs.mapFile(dir, l.index).getFileName() + "), the other legs were reconciled: " + r.report());
+            }
+        }
+        return r;
     }
 
-    private synchronized Reconciliation runReconcile(boolean atOpen) throws IOException {
-        List<TagTable> tables = new ArrayList<>();
-        List<LegIo> ios = new ArrayList<>();
+    /**
+     * Opens failed legs again (not at open: they were just tried). With a degraded leg that still cannot be reached,
+     * when only leg 0 is current, or on demand (and at a clean close) with no other degraded leg back: changes
+     * nothing (the live entries stay the exact record of what it missed). Else folds every live entry into the
+     * region map of each degraded leg that cannot be reached (so the current legs' tables can be emptied), then reconciles
+     * the legs that are open, degraded ones as targets only, with their region maps' ranges; deletes the region
+     * map of every degraded leg that took part once its copies are durable and the tables retired.
+     */
+    private Reconciliation runReconcile(boolean atOpen, Reconciler.Progress progress) throws IOException {
+        return runReconcile(atOpen, !atOpen, progress);
+    }
+
+    private synchronized Reconciliation runReconcile(boolean atOpen, boolean reopen, Reconciler.Progress progress)
+            throws IOException {
         reconciling = true;
+        copyDone = 0;
+        copyTotal = 0;
         try {
-            reopenFailed();
+            if (reopen) {
+                reopenFailed();
+            }
+            List<Leg> part = new ArrayList<>();
+            List<Leg> away = new ArrayList<>();
             for (Leg l : legs) {
+                (l.index == 0 || l.failure == null ? part : away).add(l);
+            }
+            for (Leg l : away) {
+                if (!l.stale) {
+                    IOException x = degrade(l, l.failure);
+                    if (x != null) {
+                        throw x;
+                    }
+                }
+            }
+            boolean resyncing = false;
+            for (Leg l : part) {
+                resyncing |= l.stale;
+            }
+            if (!away.isEmpty() && !failed && (part.size() < 2 || !atOpen && !resyncing)) {
+                // Nothing to reconcile among the current legs (only leg 0, or no crash to recover from): the live
+                // entries stay as they are, the exact record of what the unreachable legs missed.
+                legs[0].depth.set(legs[0].table.live().size());
+                return new Reconciliation(System.currentTimeMillis(), atOpen,
+                        new Reconciler.Report(0, 0, 0, 0, List.of()), 1L);
+            }
+            if (!away.isEmpty()) {
+                List<long[]> ranges = new ArrayList<>();
+                for (Leg l : part) {
+                    for (TagTable.Entry e : l.table.live()) {
+                        ranges.add(new long[]{e.offset(), e.length()});
+                    }
+                }
+                for (Leg l : away) {
+                    l.map.markMissed(ranges);
+                }
+            }
+            List<TagTable> tables = new ArrayList<>();
+            List<LegIo> ios = new ArrayList<>();
+            boolean[] stale = new boolean[part.size()];
+            List<long[]> missed = new ArrayList<>();
+            long mask = 0;
+            for (int i = 0; i < part.size(); i++) {
+                Leg l = part.get(i);
                 tables.add(l.table);
                 ios.add(l.leg.data());
+                stale[i] = l.stale;
+                if (l.stale) {
+                    missed.addAll(l.map.missedRanges());
+                }
+                mask |= 1L << l.index;
             }
-            Reconciler.Report r = Reconciler.reconcile(tables, ios);
-            Reconciliation rec = new Reconciliation(System.currentTimeMillis(), atOpen, r);
-            last = rec;
-            reconciliations.incrementAndGet();
-            bytesCopiedTotal.addAndGet(r.bytesCopied());
-            for (Leg l : legs) {
+            Reconciler.Progress p = (done, total) -> {
+                copyDone = done;
+                copyTotal = total;
+                progress.copied(done, total);
+            };
+            Reconciler.Report r;
+            if (part.size() >= 2) {
+                Reconciler.Report pr;
+                try {
+                    pr = Reconciler.reconcile(tables, ios, stale, missed, p);
+                } catch (IOException | RuntimeException e) {
+                    // which leg failed is not known: the degraded ones are opened anew next time (their records
+                    // are intact: nothing was retired or cleared)
+                    String names = "";
+                    for (Leg l : part) {
+                        if (l.stale) {
+                            l.failure = "mirror leg " + l.index + " (" + l.uri + "): resync failed: " + e.getMessage();
+                            names += (names.isEmpty() ? "" : ", ") + l.index + " (" + l.uri + ")";
+                        }
+                    }
+                    throw new IOException((names.isEmpty() ? "reconciliation" : "resync of degraded mirror leg "
+                            + names) + " failed: " + e.getMessage() + "; nothing was retired, it can run again", e);
+                }
+                List<Reconciler.Copy> copies = new ArrayList<>();
+                for (Reconciler.Copy c : pr.copies()) {
+                    copies.add(new Reconciler.Copy(c.tag(), c.offset(), c.length(), part.get(c.from()).index));
+                }
+                r = new Reconciler.Report(pr.entriesMatched(), pr.entriesUnmatched(), pr.rangesCopied(),
+                        pr.bytesCopied(), List.copyOf(copies));
+            } else {
+                // only leg 0 is open: its entries are in every absent leg's region map now
+                List<Long> live = new ArrayList<>();
+                for (TagTable.Entry e : legs[0].table.live()) {
+                    live.add(e.tag());
+                }
+                legs[0].table.retireAll(live);
+                r = new Reconciler.Report(0, live.size(), 0, 0, List.of());
+            }
+            Reconciliation rec = new Reconciliation(System.currentTimeMillis(), atOpen, r, mask);
+            for (Leg l : part) {
+                l.bytesCopiedIn.addAndGet(rec.bytesTo(l.index));
+                if (l.stale) {
+                    degraded.resynced(l);
+                }
                 l.depth.set(0);
                 l.failure = null;
             }
+            for (Leg l : away) {
+                l.depth.set(0);
+            }
+            last = rec;
+            reconciliations.incrementAndGet();
+            bytesCopiedTotal.addAndGet(r.bytesCopied());
             failed = false;
             if (!atOpen) {
                 reportLocal(r);
@@ -326,15 +534,38 @@ public final class MirrorSet implements AutoCloseable {
      * Opens every failed extra leg again (no change is in flight): a leg whose connection was lost (an NBD server
      * that went away and came back) fails every later call until it is opened anew. The table is read again from
      * the leg, so whatever the failed change left there is what reconciliation sees. A leg that still cannot be
-     * opened fails the reconciliation and stays failed.
+     * opened keeps its failure (and is, or becomes, degraded).
      */
-    private void reopenFailed() throws IOException {
+    private void reopenFailed() {
         for (Leg l : legs) {
             if (l.index == 0 || l.failure == null) {
                 continue;
             }
-            l.reopen(size, owner);
+            try {
+                l.reopen(size, owner);
+                l.failure = null;
+            } catch (IOException | RuntimeException e) {
+                l.failure = e.getMessage();
+            }
         }
+    }
+
+    /**
+     * Leaves extra leg {@code l} behind ({@link DegradedLegs#leaveBehind}). Returns null, or, for leg 0 or when
+     * the leg's region map cannot be made, the error that fails the change (the volume then refuses changes).
+     */
+    private IOException degrade(Leg l, String why) {
+        IOException x = l.index == 0
+                ? new IOException(why + "; the change is not complete on every leg (the volume refuses changes until"
+                        + " 'snapbd mirror reconcile' succeeds or it is reopened)")
+                : degraded.leaveBehind(l, why);
+        if (x != null) {
+            failed = true;
+            if (l.failure == null) {
+                l.failure = why;
+            }
+        }
+        return x;
     }
 
     // ---- the write path --------------------------------------------------------------------------------------
@@ -344,11 +575,11 @@ public final class MirrorSet implements AutoCloseable {
     }
 
     /**
-     * Step 1 of a change of [offset, offset+length): tag, ENTRY durable on every leg (group commit), range lock.
-     * With {@code inUseOnly} (TRIM, WRITE_ZEROES, discards) only the blocks of the range {@code local} reports in
-     * use now are copied to the other legs at {@link #end} (the rest is zero on every leg already: "clear bit ⇒
+     * Step 1 of a change of [offset, offset+length): tag, ENTRY durable on every current leg (group commit), range
+     * lock. With {@code inUseOnly} (TRIM, WRITE_ZEROES, discards) only the blocks of the range {@code local} reports
+     * in use now are copied to the other legs at {@link #end} (the rest is zero on every leg already: "clear bit ⇒
      * zero data"); else the whole range is. Every successful begin must be followed by {@link #end} or
-     * {@link #abort}.
+     * {@link #abort}. An extra leg that fails here is degraded and the change goes on without it.
      */
     public void begin(MirrorOp op, long offset, long length, BlockDevice local, boolean inUseOnly)
             throws IOException {
@@ -366,11 +597,16 @@ public final class MirrorSet implements AutoCloseable {
             op.length = length;
             for (int i = 0; i < legs.length; i++) {
                 Leg l = legs[i];
+                op.tickets[i] = 0;
+                if (l.stale) {
+                    continue;
+                }
                 long t0 = System.nanoTime();
                 try {
-                    op.tickets[i] = l.table.append(tag, offset, length);
+                    op.tickets[i] = append(l, tag, offset, length);
                 } catch (IOException | RuntimeException e) {
-                    throw fail(l, "its tag table", e);
+                    rethrowUnlessDegraded(l, "its tag table", e);
+                    continue;
                 }
                 l.depth.incrementAndGet();
                 op.legNanos[i] = System.nanoTime() - t0;
@@ -378,7 +614,9 @@ public final class MirrorSet implements AutoCloseable {
             // every leg's table forced at the same time: the extra legs' on their forcers, leg 0's here
             long t0 = System.nanoTime();
             for (int i = 1; i < legs.length; i++) {
-                legs[i].forcer.request(LegForcer.TABLE, op.tickets[i]);
+                if (op.tickets[i] != 0 && !legs[i].stale) {
+                    legs[i].forcer.request(LegForcer.TABLE, op.tickets[i]);
+                }
             }
             try {
                 legs[0].table.commit(op.tickets[0]);
@@ -388,10 +626,14 @@ public final class MirrorSet implements AutoCloseable {
             op.legNanos[0] += System.nanoTime() - t0;
             for (int i = 1; i < legs.length; i++) {
                 Leg l = legs[i];
+                if (op.tickets[i] == 0 || l.stale) {
+                    continue;
+                }
                 try {
                     l.forcer.await(LegForcer.TABLE, op.tickets[i]);
                 } catch (IOException | RuntimeException e) {
-                    throw fail(l, "its tag table", e);
+                    rethrowUnlessDegraded(l, "its tag table", e);
+                    continue;
                 }
                 op.legNanos[i] += System.nanoTime() - t0;
             }
@@ -408,10 +650,28 @@ public final class MirrorSet implements AutoCloseable {
         }
     }
 
+    /** Appends the ENTRY on a current leg; a table full while a leg is degraded folds into the region maps first. */
+    private long append(Leg l, long tag, long offset, long length) throws IOException {
+        try {
+            return l.table.append(tag, offset, length);
+        } catch (TagTable.TableFullException e) {
+            if (staleLegs.get() == 0) {
+                throw e;
+            }
+            try {
+                degraded.fold(true);
+            } catch (IOException | RuntimeException f) {
+                throw fail(legs[0], "a degraded leg's region map", f);
+            }
+            return l.table.append(tag, offset, length);
+        }
+    }
+
     /**
      * Steps 2–4 after the volume changed leg 0: copies the op's ranges from leg 0 (read through {@code local} on
-     * session {@code s}) to every other leg, forces each leg's data, appends DONE on each. Returns when every
-     * leg completed the change; throws (the leg is then marked failed) when one did not.
+     * session {@code s}) to every other current leg, forces each leg's data, appends DONE on each. Returns when
+     * every current leg completed the change; an extra leg that fails is degraded (the change stays recorded for
+     * it); a failure of leg 0 throws.
      */
     public void end(MirrorOp op, BlockDevice.Session s, BlockDevice local) throws IOException {
         try {
@@ -429,12 +689,15 @@ public final class MirrorSet implements AutoCloseable {
                     buf.flip();
                     for (int i = 1; i < legs.length; i++) {
                         Leg l = legs[i];
+                        if (op.tickets[i] == 0 || l.stale) {
+                            continue;
+                        }
                         long t0 = System.nanoTime();
                         buf.position(0);
                         try {
                             l.leg.data().write(buf, pos);
                         } catch (IOException | RuntimeException e) {
-                            throw fail(l, "its data", e);
+                            rethrowUnlessDegraded(l, "its data", e);
                         }
                         op.legNanos[i] += System.nanoTime() - t0;
                     }
@@ -447,6 +710,9 @@ public final class MirrorSet implements AutoCloseable {
             long t0 = System.nanoTime();
             for (int i = 1; i < legs.length; i++) {
                 Leg l = legs[i];
+                if (op.tickets[i] == 0 || l.stale) {
+                    continue;
+                }
                 op.tickets[i] = l.dataWrites.incrementAndGet();    // counted after this op's write completed
                 l.forcer.request(LegForcer.DATA, op.tickets[i]);
             }
@@ -459,13 +725,26 @@ public final class MirrorSet implements AutoCloseable {
             legs[0].timed(op.legNanos[0] + System.nanoTime() - t0);
             for (int i = 1; i < legs.length; i++) {
                 Leg l = legs[i];
+                if (op.tickets[i] == 0 || l.stale) {
+                    continue;
+                }
                 try {
                     l.forcer.await(LegForcer.DATA, op.tickets[i]);
                     l.table.markDone(op.one, 1);
                 } catch (IOException | RuntimeException e) {
-                    throw fail(l, "its data", e);
+                    rethrowUnlessDegraded(l, "its data", e);
+                    continue;
                 }
                 l.timed(op.legNanos[i] + System.nanoTime() - t0);
+            }
+            if (staleLegs.get() > 0) {
+                // a degraded leg missed this change: its entry stays live on the current legs (the record of it)
+                try {
+                    degraded.fold(false);
+                } catch (IOException | RuntimeException e) {
+                    throw fail(legs[0], "a degraded leg's region map", e);
+                }
+                return;
             }
             op.pending[op.npending++] = op.tag;
             if (op.npending == RETIRE_BATCH) {
@@ -490,20 +769,35 @@ public final class MirrorSet implements AutoCloseable {
         }
     }
 
+    /**
+     * Retires the session's batch on every leg; while a leg is degraded, nothing is retired (the entries stay the
+     * record of what it missed; at worst an unneeded copy at the resync).
+     */
     void retirePending(MirrorOp op) throws IOException {
         int n = op.npending;
         if (n == 0) {
             return;
         }
         op.npending = 0;
+        if (staleLegs.get() > 0) {
+            return;
+        }
         IOException first = null;
         for (Leg l : legs) {
+            if (l.stale) {
+                continue;
+            }
             try {
                 l.table.retire(op.pending, n);
                 l.depth.addAndGet(-n);
             } catch (IOException | RuntimeException e) {
-                IOException f = fail(l, "its tag table", e);
-                first = first == null ? f : first;
+                if (l.index == 0) {
+                    IOException f = fail(l, "its tag table", e);
+                    first = first == null ? f : first;
+                } else {
+                    IOException f = degrade(l, why(l, "its tag table", e));
+                    first = first == null ? f : first;
+                }
             }
         }
         if (first != null) {
@@ -519,9 +813,22 @@ public final class MirrorSet implements AutoCloseable {
         }
     }
 
+    private static String why(Leg l, String what, Exception e) {
+        return "mirror leg " + l.index + " (" + l.uri + "): " + what + " failed: " + e.getMessage();
+    }
+
+    /** An extra leg failed: degrade it (the change goes on without it), or throw when that is not possible. */
+    private void rethrowUnlessDegraded(Leg l, String what, Exception e) throws IOException {
+        IOException x = degrade(l, why(l, what, e));
+        if (x != null) {
+            x.addSuppressed(e);
+            throw x;
+        }
+    }
+
     /** Marks leg {@code l} failed (an I/O error, or any other failure of its implementation) and says why. */
     private IOException fail(Leg l, String what, Exception e) {
-        String why = "mirror leg " + l.index + " (" + l.leg.uri() + "): " + what + " failed: " + e.getMessage();
+        String why = why(l, what, e);
         if (l.failure == null) {
             l.failure = why;
         }
@@ -532,7 +839,7 @@ public final class MirrorSet implements AutoCloseable {
 
     private IOException failure() {
         for (Leg l : legs) {
-            if (l.failure != null) {
+            if (l.failure != null && !l.stale) {
                 return new IOException(l.failure + "; the volume refuses changes until 'snapbd mirror reconcile'"
                         + " succeeds or it is reopened");
             }
@@ -571,13 +878,31 @@ public final class MirrorSet implements AutoCloseable {
         Reconciliation r = last;
         List<LegStatus> out = new ArrayList<>();
         for (Leg l : legs) {
-            String state = l.failure != null ? "failed" : reconciling ? "resyncing" : "in-sync";
-            out.add(new LegStatus(l.index, l.leg.uri(), state, Math.max(0, l.depth.get()), l.writes.sum(),
+            String state = l.stale ? (reconciling && l.failure == null ? "resyncing" : "degraded")
+                    : l.failure != null ? "failed" : reconciling ? "resyncing" : "in-sync";
+            LegRegionMap m = l.map;
+            out.add(new LegStatus(l.index, l.uri, state, Math.max(0, l.depth.get()), l.writes.sum(),
                     l.writeNanos.sum(), l.maxWriteNanos.get(), r == null ? 0 : r.bytesTo(l.index),
                     r == null ? 0 : r.bytesFrom(l.index), r == null ? 0 : r.rangesTo(l.index),
-                    r == null ? "none" : r.direction(l.index), l.failure));
+                    r == null ? "none" : r.direction(l.index), l.failure, l.bytesCopiedIn.get(),
+                    m == null ? 0 : m.missedBytes()));
         }
         return out;
+    }
+
+    /** Legs degraded now. */
+    public int degradedLegs() {
+        return staleLegs.get();
+    }
+
+    /** Times completed entries were folded into degraded legs' region maps (the table-overflow fallback). */
+    public long folds() {
+        return degraded.folds();
+    }
+
+    /** The running (or last) reconciliation's copy progress: bytes done and in all. */
+    public long[] copyProgress() {
+        return new long[]{copyDone, copyTotal};
     }
 
     /** Table forces run by group commit on leg {@code leg} (tests, stats). */

@@ -49,6 +49,15 @@ public final class Reconciler {
 
     static final int COPY_BUFFER = 1 << 20;
 
+    /** Told how many bytes of the copies are done, of how many in all (a resync's progress bar). */
+    @FunctionalInterface
+    public interface Progress {
+        Progress NONE = (done, total) -> {
+        };
+
+        void copied(long done, long total);
+    }
+
     private Reconciler() {
     }
 
@@ -61,7 +70,27 @@ public final class Reconciler {
      * the same bytes in every range any entry named, and every table is empty.
      */
     public static Report reconcile(List<TagTable> tables, List<LegIo> legs) throws IOException {
+        return reconcile(tables, legs, new boolean[legs.size()], List.of(), Progress.NONE);
+    }
+
+    /**
+     * As {@link #reconcile(List, List)}, with degraded legs (docs/mirrors.md, "Degraded mode"): a leg with
+     * {@code stale[i]} missed writes and is never a source, also not of an entry only it holds (that entry's
+     * range is copied from the lowest-numbered current leg instead); {@code missed} ranges (a stale leg's region
+     * map) are copied from the lowest-numbered current leg too, below every entry (any entry's piece wins).
+     */
+    public static Report reconcile(List<TagTable> tables, List<LegIo> legs, boolean[] stale, List<long[]> missed,
+                                   Progress progress) throws IOException {
         int n = legs.size();
+        int current = -1;
+        for (int i = n - 1; i >= 0; i--) {
+            if (i >= stale.length || !stale[i]) {
+                current = i;
+            }
+        }
+        if (current < 0) {
+            throw new IllegalArgumentException("every leg is stale: nothing to copy from");
+        }
         if (tables.size() != n || n < 2) {
             throw new IllegalArgumentException("need one table per leg and at least two legs: " + tables.size() + " tables, " + n + " legs");
         }
@@ -111,11 +140,13 @@ public final class Reconciler {
                         found = r;
                     }
                 }
+                boolean isStale = i < stale.length && stale[i];
+                int rank = isStale ? 0 : e.done() ? 2 : 1;     // a stale leg is never a source
                 if (found == null) {
-                    ranges.add(new long[]{e.offset(), e.length(), i, e.done() ? 1 : 0});
-                } else if (found[3] == 0 && e.done()) {
+                    ranges.add(new long[]{e.offset(), e.length(), isStale ? current : i, rank});
+                } else if (rank > found[3]) {
                     found[2] = i;
-                    found[3] = 1;
+                    found[3] = rank;
                 }
             }
             for (long[] r : ranges) {
@@ -124,6 +155,14 @@ public final class Reconciler {
                 if (end > off) {
                     items.add(new Item(tag, off, end - off, (int) r[2]));
                 }
+            }
+        }
+
+        for (long[] m : missed) {
+            long off = Math.min(m[0], size);
+            long end = Math.min(m[0] + m[1], size);
+            if (end > off) {
+                items.add(new Item(0, off, end - off, current));      // tag 0: below every entry (tags start at 1)
             }
         }
 
@@ -150,6 +189,11 @@ public final class Reconciler {
         copies.sort(Comparator.comparingLong(Copy::offset));
 
         ByteBuffer buf = ByteBuffer.allocateDirect((int) Math.min(COPY_BUFFER, Math.max(1, size)));
+        long total = 0;
+        for (Copy c : copies) {
+            total += c.length();
+        }
+        progress.copied(0, total);
         long bytes = 0;
         for (Copy c : copies) {
             long pos = c.offset();
@@ -165,6 +209,7 @@ public final class Reconciler {
                     }
                 }
                 pos += len;
+                progress.copied(bytes + (pos - c.offset()), total);
             }
             bytes += c.length();
         }

@@ -152,4 +152,27 @@ class ReconcilerTest {
         assertEquals(12288, r.bytesCopied(), "only the two ranges, each byte once: " + r.copies());
         assertEquals(List.of(new Reconciler.Copy(5, 0, 4096, 0), new Reconciler.Copy(7, 4096, 8192, 1)), r.copies());
     }
+
+    /**
+     * Degraded mode (docs/mirrors.md): leg 1 is stale. Its own DONE entry (a write retired on leg 0 whose RETIRE it
+     * missed) is copied from leg 0, never from leg 1, though leg 1 is the only holder: leg 0 has newer data there
+     * (a write folded into leg 1's region map). The map's range is copied from leg 0 too, below the entries.
+     */
+    @Test
+    void degradedLegIsNeverASourceAndItsMissedRangesComeFromTheCurrentLeg() throws IOException {
+        tables.get(1).record(5, 0, 4096);
+        tables.get(1).markDone(new long[]{5}, 1);
+        data(1, 0, fill(4096, 1));           // old data on the stale leg
+        data(0, 0, fill(4096, 9));           // newer data on leg 0, recorded only in leg 1's region map
+        data(0, 16384, fill(8192, 3));
+        Reconciler.Report r = Reconciler.reconcile(tables, legs, new boolean[]{false, true},
+                List.of(new long[]{0, 4096}, new long[]{16384, 8192}), Reconciler.Progress.NONE);
+        assertArrayEquals(leg(0), leg(1));
+        assertEquals(9, leg(1)[0], "the stale leg's entry did not overwrite the current leg");
+        for (Reconciler.Copy c : r.copies()) {
+            assertEquals(0, c.from(), c.toString());
+        }
+        assertEquals(4096 + 8192, r.bytesCopied(), "the entry's range wins over the overlapping map range, copied once");
+        assertEquals(List.of(), tables.get(1).live());
+    }
 }

@@ -9,6 +9,8 @@ import io.snapbd.engine.mirror.LegOpener;
 import io.snapbd.engine.mirror.MirrorConfig;
 import io.snapbd.engine.mirror.MirrorLeg;
 import io.snapbd.engine.mirror.MirrorSet;
+import io.snapbd.engine.mirror.FileTagStore;
+import io.snapbd.engine.mirror.TagTable;
 import io.snapbd.engine.mirror.TagTableChecker;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -21,6 +23,7 @@ import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.UUID;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -56,6 +59,10 @@ class MirroredVolumeTest {
 
     private Path leg(int i) {
         return tmp.resolve("leg" + i + ".img");
+    }
+
+    private UUID volumeOwner() throws IOException {
+        return MirrorConfig.read(dir(), null).owner();
     }
 
     private Volume create() throws IOException {
@@ -135,89 +142,151 @@ class MirroredVolumeTest {
     }
 
     /**
-     * Behaviours 8, 17, 21, 26: a leg whose data write fails: the client's write fails (EIO), the leg is
-     * {@code failed}, later changes are refused; after the crash, reconciliation at open copies exactly the
-     * failed write's range from leg 0 to the others, and the legs are identical.
+     * Degraded mode, behaviours 8, 17, 19, 21, 26: a leg whose data write fails is left behind: the client's write
+     * succeeds on the other legs, the leg is {@code degraded} (its region map {@code leg2.rmap} made in the volume's
+     * directory: the durable mark), later changes succeed and skip it; after a crash, the open resyncs it copying
+     * exactly the two missed writes' ranges from leg 0, and the legs are identical.
      */
     @Test
-    void symantec8_17_21_failedLegFailsTheWriteAndOpenCopiesOnlyThatRange() throws Exception {
+    void symantec8_17_21_degradedLegKeepsTheVolumeWritingAndOpenResyncsOnlyTheMissedRanges() throws Exception {
         Volume v0 = create();
         v0.close();
         AtomicBoolean broken = new AtomicBoolean();
         String bad = leg(2).toString();
-        LegOpener.install(new LegOpener() {
-            @Override
-            public MirrorLeg create(String uri, long size, long tableBytes, boolean sparse, FileSpace sp) throws IOException {
-                return FILES.create(uri, size, tableBytes, sparse, sp);
+        LegOpener.install(hooked(bad, pos -> {
+            if (broken.get()) {
+                throw new java.io.UncheckedIOException(new IOException("injected I/O error"));
             }
-
-            @Override
-            public MirrorLeg open(String uri) throws IOException {
-                MirrorLeg l = FILES.open(uri);
-                if (!uri.equals(bad)) {
-                    return l;
-                }
-                LegIo d = l.data();
-                return MirrorLeg.of(uri, new LegIo() {
-                    public long size() throws IOException {
-                        return d.size();
-                    }
-
-                    public void read(ByteBuffer dst, long pos) throws IOException {
-                        d.read(dst, pos);
-                    }
-
-                    public void write(ByteBuffer src, long pos) throws IOException {
-                        if (broken.get()) {
-                            throw new IOException("injected I/O error");
-                        }
-                        d.write(src, pos);
-                    }
-
-                    public void force() throws IOException {
-                        d.force();
-                    }
-
-                    public String describe() {
-                        return d.describe();
-                    }
-
-                    public void close() throws IOException {
-                        d.close();
-                    }
-                }, l.table());
-            }
-
-            @Override
-            public void delete(String uri) throws IOException {
-                FILES.delete(uri);
-            }
-        });
+        }));
         Volume v = Volume.open(dir(), space);
         BlockDevice.Session s = v.openSession();
         TestVolumes.write(v, s, 0, TestVolumes.pattern(1, 2 * BS));
         broken.set(true);
-        IOException e = assertThrows(IOException.class, () -> TestVolumes.write(v, s, 10 * BS, TestVolumes.pattern(2, 3 * BS)));
-        assertTrue(e.getMessage().contains(bad), e.getMessage());
+        TestVolumes.write(v, s, 10 * BS, TestVolumes.pattern(2, 3 * BS));
         MirrorSet.LegStatus st = v.mirror().status().get(2);
-        assertEquals("failed", st.state());
+        assertEquals("degraded", st.state());
+        assertTrue(st.error().contains(bad), st.error());
         assertEquals("in-sync", v.mirror().status().get(1).state());
-        assertThrows(IOException.class, () -> TestVolumes.write(v, s, 20 * BS, TestVolumes.pattern(3, BS)),
-                "changes are refused while a leg is failed");
+        assertTrue(Files.isRegularFile(dir().resolve("leg2.rmap")), "the degraded mark is durable");
+        TestVolumes.write(v, s, 20 * BS, TestVolumes.pattern(3, BS));
+        assertArrayEquals(TestVolumes.pattern(3, BS), TestVolumes.read(v, s, 20 * BS, BS));
+        assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(leg(1), SIZE), "leg 1 stays current");
+        assertTrue(!sha(leg(1), SIZE).equals(sha(leg(2), SIZE)), "leg 2 missed the writes");
         v.abandon();
+        io.snapbd.engine.fsck.VolumeChecker.Report ok = io.snapbd.engine.fsck.VolumeChecker.check(dir(), false);
+        assertTrue(ok.ok(), ok.problems().toString());
+        assertTrue(ok.notes().stream().anyMatch(n -> n.contains("leg 2") && n.contains("degraded")), ok.notes().toString());
+        Path map = dir().resolve("leg2.rmap");
+        byte[] kept = Files.readAllBytes(map);
+        TestVolumes.flipByte(map, 33);                  // the header's volume size
+        io.snapbd.engine.fsck.VolumeChecker.Report damaged = io.snapbd.engine.fsck.VolumeChecker.check(dir(), false);
+        assertTrue(damaged.problems().stream().anyMatch(p -> p.contains(map.toString())), damaged.problems().toString());
+        Files.write(map, kept);
         LegOpener.install(LegOpener.FILES);
         Volume r = Volume.open(dir(), space);
         MirrorSet.Reconciliation rec = r.mirror().lastReconciliation();
         assertNotNull(rec);
-        assertEquals(3L * BS, rec.report().bytesCopied(), rec.report().toString());
-        assertEquals(1, rec.report().rangesCopied());
-        assertEquals(0, rec.report().copies().get(0).from(), "roll forward from leg 0, which holds the write");
+        assertEquals(4L * BS, rec.report().bytesCopied(), rec.report().toString());
+        assertEquals(2, rec.report().rangesCopied());
+        for (var c : rec.report().copies()) {
+            assertEquals(0, c.from(), "resync from leg 0, never from the stale leg");
+        }
         assertEquals("from", rec.direction(0));
         assertEquals("to", rec.direction(2));
         assertEquals(1, rec.report().entriesMatched());
+        assertEquals("in-sync", r.mirror().status().get(2).state());
+        assertTrue(!Files.exists(dir().resolve("leg2.rmap")), "the region map goes once the leg is resynced");
         BlockDevice.Session s2 = r.openSession();
         assertArrayEquals(TestVolumes.pattern(2, 3 * BS), TestVolumes.read(r, s2, 10 * BS, 3 * BS));
         s2.close();
+        r.close();
+        assertLegsIdentical();
+    }
+
+    /**
+     * Degraded mode, behaviour 29 (the region map as the fallback): with tag tables of 16 records per half, 40
+     * writes while leg 2 is degraded would overflow leg 0's table (entries of missed writes are never retired);
+     * instead the completed entries are folded into leg 2's region map. Every write succeeds; the resync after a
+     * crash copies the map's 64 KiB regions plus the live entries, no more than the 5 regions the writes touched.
+     */
+    @Test
+    void symantec29_tableOverflowWhileDegradedFallsBackToTheRegionMap() throws Exception {
+        create().close();
+        UUID owner = volumeOwner();
+        List<Path> tables = List.of(dir().resolve(MirrorConfig.LOCAL_TABLE), FileLegOpener.tableFile(leg(1)),
+                FileLegOpener.tableFile(leg(2)));
+        for (int i = 0; i < 3; i++) {
+            try (FileTagStore st = FileTagStore.open(tables.get(i), true)) {
+                TagTable.create(st, owner, i, 16).close();
+            }
+        }
+        AtomicBoolean broken = new AtomicBoolean(true);
+        LegOpener.install(hooked(leg(2).toString(), pos -> {
+            if (broken.get()) {
+                throw new java.io.UncheckedIOException(new IOException("injected I/O error"));
+            }
+        }));
+        Volume v = Volume.open(dir(), space);
+        BlockDevice.Session s = v.openSession();
+        for (int i = 0; i < 40; i++) {
+            TestVolumes.write(v, s, i * 2L * BS, TestVolumes.pattern(100 + i, BS));
+        }
+        assertEquals("degraded", v.mirror().status().get(2).state());
+        assertTrue(v.mirror().folds() > 0, "entries were folded into the region map");
+        assertTrue(v.mirror().status().get(2).missedRegionBytes() >= 65536);
+        v.abandon();
+        LegOpener.install(LegOpener.FILES);
+        Volume r = Volume.open(dir(), space);
+        MirrorSet.Reconciliation rec = r.mirror().lastReconciliation();
+        assertTrue(rec.report().bytesCopied() <= 5 * 65536L, rec.report().toString());
+        assertTrue(rec.report().bytesCopied() >= 40L * BS, rec.report().toString());
+        r.close();
+        assertLegsIdentical();
+    }
+
+    /**
+     * Degraded mode, behaviour 14 (restartable): the resync at open fails part way (leg 2's second copy write
+     * fails, as a crash would cut it): the volume opens with leg 2 still degraded, its missed ranges kept (folded
+     * into its region map, as for a leg that cannot be reached at open); after a crash and a reopen with the leg healthy, the resync runs again and the legs are identical.
+     */
+    @Test
+    void symantec14_resyncCutShortLosesNothingAndRunsAgain() throws Exception {
+        create().close();
+        AtomicBoolean broken = new AtomicBoolean(true);
+        LegOpener.install(hooked(leg(2).toString(), pos -> {
+            if (broken.get()) {
+                throw new java.io.UncheckedIOException(new IOException("injected I/O error"));
+            }
+        }));
+        Volume v = Volume.open(dir(), space);
+        BlockDevice.Session s = v.openSession();
+        for (int i = 0; i < 6; i++) {
+            TestVolumes.write(v, s, (i * 300L + 3) * BS, TestVolumes.pattern(200 + i, 2 * BS));
+        }
+        assertEquals("degraded", v.mirror().status().get(2).state());
+        v.abandon();
+        java.util.concurrent.atomic.AtomicInteger copies = new java.util.concurrent.atomic.AtomicInteger();
+        LegOpener.install(hooked(leg(2).toString(), pos -> {
+            if (copies.incrementAndGet() == 2) {
+                throw new java.io.UncheckedIOException(new IOException("injected crash during resync"));
+            }
+        }));
+        Volume mid = Volume.open(dir(), space);
+        assertEquals("degraded", mid.mirror().status().get(2).state(), "a resync cut short leaves the leg degraded");
+        assertTrue(Files.isRegularFile(dir().resolve("leg2.rmap")));
+        assertTrue(copies.get() >= 2, "the resync started copying");
+        mid.abandon();
+        LegOpener.install(LegOpener.FILES);
+        Volume r = Volume.open(dir(), space);
+        assertEquals("in-sync", r.mirror().status().get(2).state());
+        // the failed resync folded leg 2's entries into its region map (64 KiB regions): the rerun copies those
+        long regions = 0;
+        for (int i = 0; i < 6; i++) {
+            long off = (i * 300L + 3) * BS;
+            regions += ((off + 2 * BS - 1) >> 16) - (off >> 16) + 1;
+        }
+        long copied = r.mirror().lastReconciliation().report().bytesCopied();
+        assertTrue(copied >= 6 * 2L * BS && copied <= regions * 65536, copied + " bytes for " + regions + " regions");
         r.close();
         assertLegsIdentical();
     }
@@ -353,6 +422,14 @@ class MirroredVolumeTest {
 
     /** A leg opener whose leg {@code path} runs {@code hook} before each data write. */
     private static LegOpener hooked(String path, java.util.function.LongConsumer hook) {
+        return wrapped(path, hook, null);
+    }
+
+    /**
+     * File legs whose data writes run {@code onWrite} first (leg {@code path} only, or every leg when null) and,
+     * with {@code onForce}, whose data and table forces run it first.
+     */
+    private static LegOpener wrapped(String path, java.util.function.LongConsumer onWrite, IoHook onForce) {
         return new LegOpener() {
             @Override
             public MirrorLeg create(String uri, long size, long tableBytes, boolean sparse, FileSpace sp) throws IOException {
@@ -362,10 +439,11 @@ class MirroredVolumeTest {
             @Override
             public MirrorLeg open(String uri) throws IOException {
                 MirrorLeg l = FILES.open(uri);
-                if (!uri.equals(path)) {
+                if (path != null && !uri.equals(path)) {
                     return l;
                 }
                 LegIo d = l.data();
+                io.snapbd.engine.mirror.TagStore t = l.table();
                 return MirrorLeg.of(uri, new LegIo() {
                     public long size() throws IOException {
                         return d.size();
@@ -376,11 +454,14 @@ class MirroredVolumeTest {
                     }
 
                     public void write(ByteBuffer src, long pos) throws IOException {
-                        hook.accept(pos);
+                        onWrite.accept(pos);
                         d.write(src, pos);
                     }
 
                     public void force() throws IOException {
+                        if (onForce != null) {
+                            onForce.run();
+                        }
                         d.force();
                     }
 
@@ -391,7 +472,32 @@ class MirroredVolumeTest {
                     public void close() throws IOException {
                         d.close();
                     }
-                }, l.table());
+                }, onForce == null ? t : new io.snapbd.engine.mirror.TagStore() {
+                    public long size() throws IOException {
+                        return t.size();
+                    }
+
+                    public void read(ByteBuffer dst, long pos) throws IOException {
+                        t.read(dst, pos);
+                    }
+
+                    public void write(ByteBuffer src, long pos) throws IOException {
+                        t.write(src, pos);
+                    }
+
+                    public void force() throws IOException {
+                        onForce.run();
+                        t.force();
+                    }
+
+                    public String describe() {
+                        return t.describe();
+                    }
+
+                    public void close() throws IOException {
+                        t.close();
+                    }
+                });
             }
 
             @Override
@@ -460,11 +566,12 @@ class MirroredVolumeTest {
     }
 
     /**
-     * Behaviours 14, 17: after a leg failed (changes refused with an I/O error), {@code reconcile()} on demand
-     * copies the failed change's range to the leg, clears the failed state, and changes are accepted again.
+     * Degraded mode and behaviours 14, 17: a leg whose data write fails is degraded and changes go on; a
+     * {@code reconcile()} while the leg still fails leaves it degraded (and throws, naming it); once it works,
+     * {@code reconcile()} resyncs exactly the two missed changes' ranges into it, and it is in sync again.
      */
     @Test
-    void symantec14_17_reconcileOnDemandBringsAFailedLegBack() throws Exception {
+    void symantec14_17_reconcileOnDemandResyncsADegradedLeg() throws Exception {
         create().close();
         AtomicBoolean broken = new AtomicBoolean();
         LegOpener.install(hooked(leg(1).toString(), pos -> {
@@ -475,18 +582,22 @@ class MirroredVolumeTest {
         Volume v = Volume.open(dir(), space);
         BlockDevice.Session s = v.openSession();
         broken.set(true);
-        assertThrows(IOException.class, () -> TestVolumes.write(v, s, 4 * BS, TestVolumes.pattern(5, BS)));
-        assertEquals("failed", v.mirror().status().get(1).state());
-        IOException refused = assertThrows(IOException.class, () -> TestVolumes.write(v, s, 8 * BS, TestVolumes.pattern(6, BS)));
-        assertTrue(refused.getMessage().contains("refuses changes"), refused.getMessage());
+        TestVolumes.write(v, s, 4 * BS, TestVolumes.pattern(5, BS));
+        assertEquals("degraded", v.mirror().status().get(1).state());
+        TestVolumes.write(v, s, 8 * BS, TestVolumes.pattern(6, BS));
+        assertEquals(1, v.mirror().degradedLegs());
+        IOException still = assertThrows(IOException.class, () -> v.mirror().reconcile());
+        assertTrue(still.getMessage().contains(leg(1).toString()), still.getMessage());
+        assertEquals("degraded", v.mirror().status().get(1).state());
         broken.set(false);
         MirrorSet.Reconciliation rec = v.mirror().reconcile();
-        assertEquals(BS, rec.report().bytesCopied(), rec.report().toString());
+        assertEquals(2L * BS, rec.report().bytesCopied(), rec.report().toString());
         assertEquals("to", rec.direction(1));
         for (MirrorSet.LegStatus l : v.mirror().status()) {
             assertEquals("in-sync", l.state(), l.toString());
         }
-        TestVolumes.write(v, s, 8 * BS, TestVolumes.pattern(6, BS));
+        assertEquals(2L * BS, v.mirror().status().get(1).bytesCopiedInTotal());
+        TestVolumes.write(v, s, 12 * BS, TestVolumes.pattern(7, BS));
         assertLegsIdentical();
         s.close();
         v.close();
@@ -497,7 +608,8 @@ class MirroredVolumeTest {
      * Behaviour 8 and docs/mirrors.md "Cost": the legs' forces of one change run at the same time, not one leg after
      * the other. Legs 1 and 2 each wait in every force (table and data) until the other leg's force has started
      * too (a barrier of two, 10 s): forcing the legs in turn would leave the first one waiting for a force that
-     * never starts, and the write would fail. Two barrier trips: the ENTRY forces, then the data forces.
+     * never starts, its force would fail (the leg degraded) and fewer trips would be counted. Two barrier trips: the
+     * ENTRY forces, then the data forces.
      */
     @Test
     void symantec8_legsForceInParallel() throws Exception {
@@ -516,84 +628,85 @@ class MirroredVolumeTest {
                 }
             }
         };
-        LegOpener.install(new LegOpener() {
-            @Override
-            public MirrorLeg create(String uri, long size, long tableBytes, boolean sparse, FileSpace sp) throws IOException {
-                return FILES.create(uri, size, tableBytes, sparse, sp);
-            }
-
-            @Override
-            public MirrorLeg open(String uri) throws IOException {
-                MirrorLeg l = FILES.open(uri);
-                LegIo d = l.data();
-                io.snapbd.engine.mirror.TagStore t = l.table();
-                return MirrorLeg.of(uri, new LegIo() {
-                    public long size() throws IOException {
-                        return d.size();
-                    }
-
-                    public void read(ByteBuffer dst, long pos) throws IOException {
-                        d.read(dst, pos);
-                    }
-
-                    public void write(ByteBuffer src, long pos) throws IOException {
-                        d.write(src, pos);
-                    }
-
-                    public void force() throws IOException {
-                        meet.run();
-                        d.force();
-                    }
-
-                    public String describe() {
-                        return d.describe();
-                    }
-
-                    public void close() throws IOException {
-                        d.close();
-                    }
-                }, new io.snapbd.engine.mirror.TagStore() {
-                    public long size() throws IOException {
-                        return t.size();
-                    }
-
-                    public void read(ByteBuffer dst, long pos) throws IOException {
-                        t.read(dst, pos);
-                    }
-
-                    public void write(ByteBuffer src, long pos) throws IOException {
-                        t.write(src, pos);
-                    }
-
-                    public void force() throws IOException {
-                        meet.run();
-                        t.force();
-                    }
-
-                    public String describe() {
-                        return t.describe();
-                    }
-
-                    public void close() throws IOException {
-                        t.close();
-                    }
-                });
-            }
-
-            @Override
-            public void delete(String uri) throws IOException {
-                FILES.delete(uri);
-            }
-        });
+        LegOpener.install(wrapped(null, pos -> { }, meet));
         Volume v = Volume.open(dir(), space);
         BlockDevice.Session s = v.openSession();
         armed.set(true);
         TestVolumes.write(v, s, 4 * BS, TestVolumes.pattern(7, 2 * BS));
         armed.set(false);
         assertEquals(2, trips.get(), "legs 1 and 2 forced their tables together, then their data");
+        assertEquals(0, v.mirror().degradedLegs(), "no leg's force failed");
         s.close();
         v.close();
         assertLegsIdentical();
+    }
+
+    /**
+     * {@code mirror add} and {@code mirror remove} on a closed volume: a new leg gets a full copy of the volume's
+     * blocks (progress reported up to the volume's size) and is then in sync and takes changes; removing the middle
+     * leg renumbers the last one (its table made anew), the volume opens with the rest in sync; removing a degraded
+     * leg is allowed, and its region map goes.
+     */
+    @Test
+    void mirrorAddCopiesInFullAndRemoveRenumbers() throws Exception {
+        Volume v = create();
+        BlockDevice.Session s = v.openSession();
+        TestVolumes.write(v, s, 3 * BS, TestVolumes.pattern(1, 5 * BS));
+        s.close();
+        v.close();
+        UUID owner = volumeOwner();
+        Path added = tmp.resolve("leg3.img");
+        long[] last = new long[2];
+        int n = io.snapbd.engine.mirror.LegChanges.add(dir(), owner, SIZE, dir().resolve(Volume.DATA_FILE),
+                added.toString(), false, space, (done, total) -> {
+                    last[0] = done;
+                    last[1] = total;
+                });
+        assertEquals(3, n);
+        assertEquals(SIZE, last[0]);
+        assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(added, SIZE), "a full copy");
+        Volume w = Volume.open(dir(), space);
+        assertEquals(4, w.mirror().legCount());
+        assertNull(w.mirror().lastReconciliation(), "the new leg is in sync: nothing to reconcile");
+        BlockDevice.Session s2 = w.openSession();
+        TestVolumes.write(w, s2, 40 * BS, TestVolumes.pattern(2, BS));
+        s2.close();
+        w.close();
+        assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(added, SIZE), "the new leg takes changes");
+
+        io.snapbd.engine.mirror.LegChanges.remove(dir(), owner, SIZE, leg(1).toString());
+        assertEquals(List.of(leg(2).toString(), added.toString()), MirrorConfig.read(dir(), owner).extraLegs());
+        Volume x = Volume.open(dir(), space);
+        assertEquals(3, x.mirror().legCount());
+        BlockDevice.Session s3 = x.openSession();
+        TestVolumes.write(x, s3, 50 * BS, TestVolumes.pattern(3, BS));
+        s3.close();
+        x.close();
+        String h = sha(dir().resolve(Volume.DATA_FILE), SIZE);
+        assertEquals(h, sha(leg(2), SIZE));
+        assertEquals(h, sha(added, SIZE));
+        assertTrue(!h.equals(sha(leg(1), SIZE)), "the removed leg is left as it was");
+
+        AtomicBoolean broken = new AtomicBoolean(true);
+        LegOpener.install(hooked(added.toString(), pos -> {
+            if (broken.get()) {
+                throw new java.io.UncheckedIOException(new IOException("injected I/O error"));
+            }
+        }));
+        Volume y = Volume.open(dir(), space);
+        BlockDevice.Session s4 = y.openSession();
+        TestVolumes.write(y, s4, 60 * BS, TestVolumes.pattern(4, BS));
+        assertEquals("degraded", y.mirror().status().get(2).state());
+        s4.close();
+        y.close();
+        assertTrue(Files.exists(dir().resolve("leg2.rmap")), "a degraded leg keeps its mark over a clean close");
+        io.snapbd.engine.mirror.LegChanges.remove(dir(), owner, SIZE, added.toString());
+        assertTrue(!Files.exists(dir().resolve("leg2.rmap")), "the removed degraded leg's region map goes");
+        LegOpener.install(LegOpener.FILES);
+        Volume z = Volume.open(dir(), space);
+        assertEquals(2, z.mirror().legCount());
+        z.close();
+        assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(leg(2), SIZE));
     }
 
     @FunctionalInterface

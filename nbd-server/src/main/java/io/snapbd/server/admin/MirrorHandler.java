@@ -64,6 +64,8 @@ final class MirrorHandler {
             j.put("bytesCopied", l.bytesCopiedIn());
             j.put("bytesCopiedFrom", l.bytesCopiedOut());
             j.put("direction", l.direction());
+            j.put("bytesCopiedTotal", l.bytesCopiedInTotal());
+            j.put("missedRegionBytes", l.missedRegionBytes());
             if (l.error() != null) {
                 j.put("error", l.error());
             }
@@ -80,6 +82,11 @@ final class MirrorHandler {
             j.put("rangesCopied", rep.rangesCopied());
             j.put("bytesCopied", rep.bytesCopied());
         }
+        long[] p = m.copyProgress();
+        o.put("degradedLegs", m.degradedLegs());
+        ObjectNode c = o.putObject("copy");
+        c.put("bytesDone", p[0]);
+        c.put("bytesTotal", p[1]);
         o.put("reconciliations", m.reconciliations());
         o.put("bytesCopiedTotal", m.bytesCopiedTotal());
     }

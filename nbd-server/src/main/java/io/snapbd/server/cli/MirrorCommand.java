@@ -10,7 +10,8 @@ import picocli.CommandLine.Parameters;
 
 @Command(name = "mirror", mixinStandardHelpOptions = true,
         description = "Mirrored volumes: leg status and reconciliation (docs/mirrors.md).",
-        subcommands = {MirrorCommand.Status.class, MirrorCommand.Reconcile.class})
+        subcommands = {MirrorCommand.Status.class, MirrorCommand.Reconcile.class, MirrorCommand.Add.class,
+                MirrorCommand.Remove.class})
 final class MirrorCommand implements Runnable {
 
     @CommandLine.Spec
@@ -18,7 +19,7 @@ final class MirrorCommand implements Runnable {
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand: status or reconcile");
+        throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand: status, reconcile, add or remove");
     }
 
     static void print(JsonNode r) {
@@ -41,9 +42,8 @@ final class MirrorCommand implements Runnable {
         }
     }
 
-    @Command(name = "status", mixinStandardHelpOptions = true,
-            description = "Per leg: state (in-sync, resyncing, degraded, failed), tag table entries, what the last reconciliation copied.")
-    static final class Status implements Runnable {
+    /** What {@code status} and {@code reconcile} share: the volume, {@code --json}, one request and its printing. */
+    abstract static class VolumeRequest implements Runnable {
         @CommandLine.Mixin
         Cli.DataDirOption dataDir;
 
@@ -53,11 +53,17 @@ final class MirrorCommand implements Runnable {
         @Option(names = "--json", description = "Print JSON.")
         boolean json;
 
+        abstract String command();
+
+        JsonNode call() {
+            ObjectNode req = Cli.request(command());
+            req.put("volume", name);
+            return Cli.call(dataDir.resolve(), req);
+        }
+
         @Override
         public void run() {
-            ObjectNode req = Cli.request("mirror.status");
-            req.put("volume", name);
-            JsonNode r = Cli.call(dataDir.resolve(), req);
+            JsonNode r = call();
             if (json) {
                 Cli.printJson(r);
             } else {
@@ -66,28 +72,154 @@ final class MirrorCommand implements Runnable {
         }
     }
 
+    @Command(name = "status", mixinStandardHelpOptions = true,
+            description = "Per leg: state (in-sync, resyncing, degraded, failed), tag table entries, what the last reconciliation copied.")
+    static final class Status extends VolumeRequest {
+        @Override
+        String command() {
+            return "mirror.status";
+        }
+    }
+
     @Command(name = "reconcile", mixinStandardHelpOptions = true,
-            description = "Reconcile the legs now: changes are held back meanwhile; only ranges of unmatched tag table entries are copied.")
-    static final class Reconcile implements Runnable {
+            description = "Reconcile the legs now and resync degraded legs that are back: changes are held back meanwhile;"
+                    + " only ranges of unmatched tag table entries (and a degraded leg's recorded regions) are copied."
+                    + " With a running server, shows the copy's progress.")
+    static final class Reconcile extends VolumeRequest {
+        @Override
+        String command() {
+            return "mirror.reconcile";
+        }
+
+        @Override
+        JsonNode call() {
+            Thread poller = new Thread(this::showProgress, "mirror reconcile progress");
+            poller.setDaemon(true);
+            poller.start();
+            try {
+                return super.call();
+            } finally {
+                poller.interrupt();
+                try {
+                    poller.join(2000);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }
+
+        /** Polls {@code mirror.status} of the running server (if any) and draws the copy's progress. */
+        private void showProgress() {
+            java.nio.file.Path sock = dataDir.resolve().resolve("admin.sock");
+            Progress bar = null;
+            long done = 0;
+            long total = 0;
+            try {
+                while (!Thread.currentThread().isInterrupted()) {
+                    Thread.sleep(500);
+                    ObjectNode req = Cli.request("mirror.status");
+                    req.put("volume", name);
+                    JsonNode st;
+                    try (java.nio.channels.SocketChannel ch = io.snapbd.server.admin.AdminClient.connect(sock)) {
+                        if (ch == null) {
+                            return;            // no server: the reconciliation runs in this process
+                        }
+                        st = io.snapbd.server.admin.AdminClient.call(ch, req);
+                    }
+                    done = st.path("copy").path("bytesDone").asLong();
+                    total = st.path("copy").path("bytesTotal").asLong();
+                    if (total > 0) {
+                        if (bar == null) {
+                            bar = new Progress(json ? System.err : System.out, "reconcile " + name);
+                        }
+                        bar.update(done, total, false);
+                    }
+                }
+            } catch (InterruptedException e) {
+                if (bar != null) {
+                    bar.update(total, total, true);
+                }
+            } catch (Exception e) {
+                // progress is a courtesy: the reconciliation's own answer says what happened
+            }
+        }
+    }
+
+    /**
+     * What {@code add} and {@code remove} share: they work on a stopped volume, directly on the data directory (its
+     * lock held); the volume is opened once first, which reconciles and resyncs what it can, and closed cleanly.
+     */
+    abstract static class OfflineLegChange implements Runnable {
         @CommandLine.Mixin
         Cli.DataDirOption dataDir;
 
-        @Parameters(paramLabel = "NAME", description = "The mirrored volume.")
+        @Parameters(index = "0", paramLabel = "NAME", description = "The volume.")
         String name;
 
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
+        @Parameters(index = "1", paramLabel = "LEG", description = "A file path or an NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), as volume create --mirror.")
+        String leg;
+
+        abstract void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
+                             io.snapbd.engine.io.FileSpace space) throws java.io.IOException;
 
         @Override
         public void run() {
-            ObjectNode req = Cli.request("mirror.reconcile");
-            req.put("volume", name);
-            JsonNode r = Cli.call(dataDir.resolve(), req);
-            if (json) {
-                Cli.printJson(r);
-            } else {
-                print(r);
+            java.nio.file.Path dd = dataDir.resolve();
+            try (java.nio.channels.SocketChannel ch = io.snapbd.server.admin.AdminClient.connect(dd.resolve("admin.sock"))) {
+                if (ch != null) {
+                    throw new Cli.ExitException(1, "a server runs on " + dd + ": stop it first (mirror add and remove"
+                            + " work on a stopped volume)");
+                }
+            } catch (java.io.IOException ignored) {
+                // no server answers
             }
+            String uri = leg.contains("://") ? leg : java.nio.file.Path.of(leg).toAbsolutePath().toString();
+            try (io.snapbd.engine.volume.VolumeCatalog c = io.snapbd.engine.volume.VolumeCatalog.open(dd,
+                    io.snapbd.server.service.FileSpaces.best(), false)) {
+                if (!c.exists(name)) {
+                    throw new Cli.ExitException(2, "no volume named " + name);
+                }
+                java.nio.file.Path dir = c.volumeDir(name);
+                io.snapbd.engine.volume.VolumeHeader h;
+                try (io.snapbd.engine.volume.Volume v = io.snapbd.engine.volume.Volume.open(dir, c.space())) {
+                    h = v.header();
+                }
+                change(dir, h, uri, c.space());
+            } catch (IllegalArgumentException e) {
+                throw new Cli.ExitException(2, e.getMessage());
+            } catch (java.io.IOException e) {
+                throw new Cli.ExitException(1, e.getMessage());
+            }
+        }
+    }
+
+    @Command(name = "add", mixinStandardHelpOptions = true,
+            description = "Add a leg to a stopped volume: a new file or a zeroed NBD export, filled with a full copy of the"
+                    + " volume's blocks (with progress), then listed; the leg is then in sync.")
+    static final class Add extends OfflineLegChange {
+        @Option(names = "--sparse", description = "Make a file leg sparse instead of preallocated.")
+        boolean sparse;
+
+        @Override
+        void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
+                    io.snapbd.engine.io.FileSpace space) throws java.io.IOException {
+            Progress p = new Progress(System.out, "mirror add " + name);
+            int n = io.snapbd.engine.mirror.LegChanges.add(dir, h.uuid(), h.size(),
+                    dir.resolve(io.snapbd.engine.volume.Volume.DATA_FILE), uri, sparse, space,
+                    (done, total) -> p.update(done, total, done == total));
+            System.out.println("volume " + name + ": mirror leg " + n + " (" + uri + ") added, in sync");
+        }
+    }
+
+    @Command(name = "remove", mixinStandardHelpOptions = true,
+            description = "Remove a leg from a stopped volume (a degraded one too); its files stay as they are. The last"
+                    + " leg removed makes the volume unmirrored.")
+    static final class Remove extends OfflineLegChange {
+        @Override
+        void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
+                    io.snapbd.engine.io.FileSpace space) throws java.io.IOException {
+            io.snapbd.engine.mirror.LegChanges.remove(dir, h.uuid(), h.size(), uri);
+            System.out.println("volume " + name + ": mirror leg " + uri + " removed (its files are left as they are)");
         }
     }
 }

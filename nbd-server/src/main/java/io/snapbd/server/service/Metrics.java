@@ -248,6 +248,9 @@ public final class Metrics implements AutoCloseable {
         }
 
         t.family("snapbd_mirror_leg_failed", "gauge", "1 while a mirror leg is failed (changes to the volume are refused), else 0.");
+        t.family("snapbd_mirror_leg_degraded", "gauge", "1 while a mirror leg is degraded (left behind, its missed writes recorded; resynced when back), else 0.");
+        t.family("snapbd_mirror_leg_resync_bytes_total", "counter", "Bytes reconciliations and resyncs copied into a mirror leg since the volume opened.");
+        t.family("snapbd_mirror_leg_missed_region_bytes", "gauge", "Bytes a degraded mirror leg's region map records as missed (besides its live tag table entries).");
         t.family("snapbd_mirror_leg_table_entries", "gauge", "Live entries in a mirror leg's tag table (changes in flight or not yet retired).");
         t.family("snapbd_mirror_leg_writes_total", "counter", "Changes (writes, TRIM, WRITE_ZEROES, restore runs) completed on a mirror leg.");
         t.family("snapbd_mirror_leg_write_seconds_total", "counter", "Time spent per mirror leg on its part of those changes (entry, data, force, DONE).");
@@ -262,6 +265,9 @@ public final class Metrics implements AutoCloseable {
             for (io.snapbd.engine.mirror.MirrorSet.LegStatus l : m.status()) {
                 String lb = labels("volume", me.getKey(), "leg", Integer.toString(l.leg()), "uri", l.uri());
                 t.sample("snapbd_mirror_leg_failed", lb, "failed".equals(l.state()) ? 1 : 0);
+                t.sample("snapbd_mirror_leg_degraded", lb, l.degraded() ? 1 : 0);
+                t.sample("snapbd_mirror_leg_resync_bytes_total", lb, l.bytesCopiedInTotal());
+                t.sample("snapbd_mirror_leg_missed_region_bytes", lb, l.missedRegionBytes());
                 t.sample("snapbd_mirror_leg_table_entries", lb, l.tableEntries());
                 t.sample("snapbd_mirror_leg_writes_total", lb, l.writes());
                 t.sample("snapbd_mirror_leg_write_seconds_total", lb, l.writeNanos() / 1e9);

@@ -212,4 +212,41 @@ class MirrorIT {
         Tools.Result fsck = ServerProcess.snapbd(data, "fsck", VOL).assertExit(4);
         assertTrue(fsck.stdout().contains(table.toString()), fsck.toString());
     }
+
+    /**
+     * {@code mirror add} and {@code mirror remove} through the CLI: refused while a server runs on the data
+     * directory; on the stopped volume, add copies the volume in full (plain progress lines, 100 % at the end) and
+     * the new leg is byte-identical to data.img; remove takes the first leg out (the new one is renumbered to leg 1),
+     * fsck is clean, and the server serves the volume with its legs in sync.
+     */
+    @Test
+    void mirrorAddAndRemoveOnAStoppedVolume() throws Exception {
+        Tools.require("fio");
+        Path data = tmp.resolve("data");
+        Path leg1 = tmp.resolve("leg1.img");
+        Path leg2 = tmp.resolve("leg2.img");
+        ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M",
+                "--mirror", leg1.toString()).assertOk();
+        Path local = data.resolve("volumes").resolve(VOL).resolve("data.img");
+        try (ServerProcess server = ServerProcess.start(data, "MirrorIT-add", "--warm-up", "off")) {
+            assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--do_verify=1")));
+            Tools.Result busy = server.cli("mirror", "add", VOL, leg2.toString()).assertExit(1);
+            assertTrue(busy.stderr().contains("stop it first"), busy.toString());
+            assertEquals(0, server.stop());
+        }
+        Tools.Result add = ServerProcess.snapbd(data, "mirror", "add", VOL, leg2.toString()).assertOk();
+        assertTrue(add.stdout().contains("mirror add " + VOL + ": 100.0%"), add.toString());
+        assertEquals(sha256(local, SIZE), sha256(leg2, SIZE), "a full copy");
+        ServerProcess.snapbd(data, "mirror", "remove", VOL, leg1.toString()).assertOk();
+        JsonNode st = json(ServerProcess.snapbd(data, "mirror", "status", VOL, "--json"));
+        assertEquals(2, st.path("legs").size(), st.toString());
+        assertEquals(leg2.toString(), st.path("legs").get(1).path("uri").asText(), st.toString());
+        ServerProcess.snapbd(data, "fsck", VOL).assertExit(0);
+        try (ServerProcess server = ServerProcess.start(data, "MirrorIT-add2", "--warm-up", "off")) {
+            assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--offset=32M",
+                    "--do_verify=1")));
+            assertEquals(0, server.stop());
+        }
+        assertEquals(sha256(local, SIZE), sha256(leg2, SIZE), "the added leg takes changes");
+    }
 }

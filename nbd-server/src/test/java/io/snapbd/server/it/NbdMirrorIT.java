@@ -25,8 +25,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Mirrored volumes with NBD legs, against the real server (docs/mirrors.md, "NBD legs"; Symantec behaviours cited
  * per test): {@code volume create --mirror nbd+unix:///…} on nbdkit's file plugin and on a second snapbd, fio with
  * verify under load, {@code kill -9}, reconciliation at the restart, every leg byte-identical over the volume's
- * range; and an NBD leg whose server goes away while the volume is idle (the next change fails with EIO, the leg
- * is {@code failed}) and comes back ({@code mirror reconcile} brings it in sync). fsck checks the NBD legs' tables.
+ * range; and an NBD leg whose server is killed under load (the volume goes on, the leg is {@code degraded}) and
+ * comes back ({@code mirror reconcile} resyncs only the missed writes). fsck checks the NBD legs' tables.
  */
 @Timeout(value = 20, unit = TimeUnit.MINUTES)
 @ExtendWith(ServerLiveness.class)
@@ -155,13 +155,16 @@ class NbdMirrorIT {
     }
 
     /**
-     * Behaviours 8 and 14, and the current limit (no degraded mode): the NBD leg's server is killed while the
-     * volume is idle; the next write fails with EIO and {@code mirror status} shows the leg {@code failed}, naming
-     * it; reads go on. Once the leg's server is back, {@code mirror reconcile} opens the leg again, copies the
-     * failed write's range, and the leg is {@code in-sync} with data.img; writes work again and verify.
+     * Degraded mode (docs/mirrors.md) and behaviours 8, 14, 19: the NBD leg's server (nbdkit) is killed with SIGKILL
+     * while fio writes 4 KiB blocks at random over 16 MiB with verify; every write keeps succeeding (the volume goes
+     * on with leg 0) and fio's verify passes; {@code mirror status} and {@code stats} show the leg {@code degraded},
+     * naming it; {@code mirror reconcile} with the server still gone fails and the leg stays degraded. Once nbdkit
+     * is back, {@code mirror reconcile} resyncs the leg: it is {@code in-sync}, byte-identical to data.img (sha256
+     * over the volume's range), and the bytes copied are at most the bytes written while it was degraded (plus the
+     * session's last unretired RETIRE batch, 32 writes).
      */
     @Test
-    void symantec8_14_nbdLegServerGoneWhileIdleFailsTheNextWriteThenReconcileBringsItBack() throws Exception {
+    void symantec8_14_19_nbdLegServerKilledUnderLoadDegradesThenReconcileResyncsOnlyMissedWrites() throws Exception {
         Tools.require("fio", "nbdkit");
         Path kitFile = legFile("kit.img", NbdLeg.exportBytes(SIZE));
         Path data = tmp.resolve("data");
@@ -170,36 +173,75 @@ class NbdMirrorIT {
         String uri = kit.uri().toString();
         try {
             ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M", "--mirror", uri).assertOk();
-            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT-gone", "--warm-up", "off")) {
-                assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--size=4M", "--do_verify=1")));
-                assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg took every write");
-
-                kit.kill9();
-                try (RawNbd c = RawNbd.connect(server.port())) {
-                    c.negotiate(VOL, false, false);
-                    byte[] block = TestData.random(7, 4096);
-                    c.sendRequest(0, RawNbd.CMD_WRITE, 1, 8 << 20, block.length, block);
-                    RawNbd.Reply r = c.readReply(0);
-                    assertEquals(5, r.error(), "a write while the leg's server is gone fails with EIO");
-                    c.read(2, 0, 4096);         // reads go on (leg 0)
+            int metricsPort = DamagedVolumeIT.freePort();
+            Path conf = tmp.resolve("metrics.conf");
+            Files.writeString(conf, "metrics = 127.0.0.1:" + metricsPort + "\n");
+            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT-degraded", "--warm-up", "off",
+                    "--config", conf.toString())) {
+                Path fioLog = tmp.resolve("degraded-fio.log");
+                Process fio = Tools.start(fioLog, List.of("fio", "--name=degraded", "--ioengine=nbd",
+                        "--uri=" + server.unixUri(VOL), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--offset=0",
+                        "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0"));
+                long writtenBefore;
+                try {
+                    long before = MirrorIT.requests(server);
+                    long last = before;
+                    for (int i = 0; i < 600 && last < before + 300; i++) {
+                        assertTrue(fio.isAlive(), "fio ended early: " + Files.readString(fioLog));
+                        Thread.sleep(100);
+                        last = MirrorIT.requests(server);
+                    }
+                    assertTrue(fio.isAlive(), "fio ended before the kill: " + Files.readString(fioLog));
+                    writtenBefore = bytesWritten(server);
+                    kit.kill9();
+                    assertTrue(fio.waitFor(10, TimeUnit.MINUTES), "fio did not finish");
+                } finally {
+                    SnapshotSupport.stopNow(fio);
                 }
+                String fioOut = Files.readString(fioLog);
+                assertEquals(0, fio.exitValue(), "every write succeeded while the leg was gone: " + fioOut);
+                assertTrue(!fioOut.contains("verify: bad") && fioOut.contains("Run status group"), fioOut);
+                long writtenDegraded = bytesWritten(server) - writtenBefore;
+
                 JsonNode st = json(server.cli("mirror", "status", VOL, "--json"));
                 JsonNode leg = st.path("legs").get(1);
-                assertEquals("failed", leg.path("state").asText(), st.toString());
+                assertEquals("degraded", leg.path("state").asText(), st.toString());
                 assertTrue(leg.path("error").asText().contains(uri), st.toString());
                 assertEquals("in-sync", st.path("legs").get(0).path("state").asText(), st.toString());
-                // no leg server: reconciliation cannot open the leg, which stays failed
-                server.cli("mirror", "reconcile", VOL).assertExit(1);
-                assertEquals("failed", json(server.cli("mirror", "status", VOL, "--json")).path("legs").get(1)
+                assertEquals(1, st.path("degradedLegs").asInt(), st.toString());
+                JsonNode stats = json(server.cli("stats", VOL, "--json"));
+                assertEquals("degraded", stats.path("mirror").path("legs").get(1).path("state").asText(), stats.toString());
+                assertTrue(Files.isRegularFile(data.resolve("volumes").resolve(VOL).resolve("leg1.rmap")));
+                String degradedLine = "snapbd_mirror_leg_degraded{volume=\"" + VOL + "\",leg=\"1\"";
+                String m = DamagedVolumeIT.metrics(metricsPort);
+                assertTrue(m.lines().anyMatch(l -> l.startsWith(degradedLine) && l.endsWith(" 1")), m);
+                // no leg server: the leg cannot be resynced, it stays degraded
+                Tools.Result still = server.cli("mirror", "reconcile", VOL).assertExit(1);
+                assertTrue(still.stderr().contains(uri) || still.stdout().contains(uri), still.toString());
+                assertEquals("degraded", json(server.cli("mirror", "status", VOL, "--json")).path("legs").get(1)
                         .path("state").asText());
 
                 kit = LegPeer.nbdkit(tmp, "kit", "file", kitFile.toString());
                 JsonNode r = json(server.cli("mirror", "reconcile", VOL, "--json"));
-                System.out.println("NbdMirrorIT: reconcile after the leg's server came back: " + r.path("lastReconciliation"));
                 for (JsonNode l : r.path("legs")) {
                     assertEquals("in-sync", l.path("state").asText(), r.toString());
                 }
+                long copied = r.path("legs").get(1).path("bytesCopied").asLong();
+                System.out.println("NbdMirrorIT: resync after the leg's server came back: " + r.path("lastReconciliation")
+                        + "; bytes copied into the leg " + copied + ", bytes written while it was degraded at most "
+                        + writtenDegraded);
+                assertEquals("to", r.path("legs").get(1).path("direction").asText(), r.toString());
+                // The writes of fio's one connection still in its unretired RETIRE batch when the leg went (complete
+                // on every leg, at most 32 of 4 KiB) stay live too and are copied again: the only slack.
+                long batch = 32 * 4096L;
+                assertTrue(copied > 0 && copied <= writtenDegraded + batch, "copied " + copied + " bytes, written while"
+                        + " degraded " + writtenDegraded + ": " + r);
                 assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg is identical to data.img again");
+                assertTrue(!Files.exists(data.resolve("volumes").resolve(VOL).resolve("leg1.rmap")));
+                String m2 = DamagedVolumeIT.metrics(metricsPort);
+                assertTrue(m2.lines().anyMatch(l -> l.startsWith(degradedLine) && l.endsWith(" 0")), m2);
+                assertTrue(m2.lines().anyMatch(l -> l.startsWith("snapbd_mirror_leg_resync_bytes_total{volume=\"" + VOL
+                        + "\",leg=\"1\"") && Math.abs(Double.parseDouble(l.substring(l.lastIndexOf(' ') + 1)) - copied) < 1), m2);
                 assertVerified(Tools.run(Tools.DEFAULT_TIMEOUT, null, fioVerify(server.unixUri(VOL), "--offset=16M",
                         "--size=4M", "--do_verify=1")));
                 assertEquals(sha256(local, SIZE), sha256(kitFile, SIZE), "the leg takes writes again");
@@ -208,5 +250,9 @@ class NbdMirrorIT {
         } finally {
             kit.close();
         }
+    }
+
+    private static long bytesWritten(ServerProcess server) {
+        return json(server.cli("stats", VOL, "--json")).path("bytesWritten").asLong();
     }
 }
