@@ -2,7 +2,7 @@
 """Helpers of benchmarks/cpu-per-request.sh (issue 27: CPU, system calls and context switches per request).
 
 usage:
-  cpu-per-request.py cpu PID                 utime+stime of the process (all threads, exited ones too), in µs
+  cpu-per-request.py cpu PID                 utime and stime of the process (all threads, exited ones too), in µs
   cpu-per-request.py ctxsample PID STOPFILE  polls /proc/PID/task/*/status every 50 ms until STOPFILE exists,
                                              prints the voluntary and involuntary context switches made
                                              meanwhile, summed over all threads (threads that exit in between
@@ -25,7 +25,7 @@ def cpu_us(pid):
     # Fields after the ")" of comm: state is field 3, utime 14, stime 15 (1-based, man 5 proc).
     text = open(f"/proc/{pid}/stat").read()
     rest = text[text.rindex(")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) * TICK_US
+    return int(rest[11]) * TICK_US, int(rest[12]) * TICK_US
 
 
 def task_switches(pid):
@@ -81,15 +81,16 @@ def report(tsv, mdfile, jsonfile, header):
     rows = []
     for line in open(tsv):
         f = line.rstrip("\n").split("\t")
-        if len(f) < 11:
+        if len(f) < 12:
             continue
-        server, job, ios, secs, iops, cpu, vol, invol, ios_s, calls, top = f[:11]
+        server, job, ios, secs, iops, cpu, vol, invol, ios_s, calls, top, sys_us = f[:12]
         ios, ios_s = int(ios), int(ios_s)
         top = json.loads(top)
         rows.append({
             "server": server, "job": job, "requests": ios, "wall_seconds": float(secs),
             "iops": float(iops),
             "cpu_us": float(cpu), "cpu_us_per_request": float(cpu) / ios if ios else None,
+            "system_cpu_share": float(sys_us) / float(cpu) if float(cpu) else None,
             "voluntary_ctxt_switches": int(vol), "involuntary_ctxt_switches": int(invol),
             "ctxt_switches_per_request": (int(vol) + int(invol)) / ios if ios else None,
             "strace_requests": ios_s, "syscalls": int(calls),
@@ -97,14 +98,14 @@ def report(tsv, mdfile, jsonfile, header):
             "top_syscalls_per_request": [[n, c / ios_s if ios_s else None] for n, c in top],
         })
     md = [header, "",
-          "| job | server | requests | IOPS (loaded machine) | CPU µs / request | syscalls / request "
+          "| job | server | requests | IOPS (loaded machine) | CPU µs / request (system share) | syscalls / request "
           "| ctx switches / request (vol+invol) | top 5 syscalls / request (strace pass) |",
           "|---|---|---:|---:|---:|---:|---:|---|"]
     fmt = lambda v, p=1: "n/a" if v is None else f"{v:.{p}f}"
     for r in rows:
         top = ", ".join(f"{n} {fmt(c, 2)}" for n, c in r["top_syscalls_per_request"])
         ctx = r["ctxt_switches_per_request"]
-        md.append(f"| {r['job']} | {r['server']} | {r['requests']} | {r['iops']:.0f} | {fmt(r['cpu_us_per_request'])} "
+        md.append(f"| {r['job']} | {r['server']} | {r['requests']} | {r['iops']:.0f} | {fmt(r['cpu_us_per_request'])} ({fmt(None if r['system_cpu_share'] is None else 100 * r['system_cpu_share'], 0)}%) "
                   f"| {fmt(r['syscalls_per_request'], 2)} | {fmt(ctx, 2)} "
                   f"({r['voluntary_ctxt_switches']}+{r['involuntary_ctxt_switches']}) | {top} |")
     text = "\n".join(md) + "\n"
@@ -116,7 +117,7 @@ def report(tsv, mdfile, jsonfile, header):
 
 def main(argv):
     if len(argv) >= 2 and argv[0] == "cpu":
-        print(f"{cpu_us(argv[1]):.0f}")
+        print("%.0f %.0f" % cpu_us(argv[1]))
     elif len(argv) == 3 and argv[0] == "ctxsample":
         ctxsample(argv[1], argv[2])
     elif len(argv) == 2 and argv[0] == "strace":

@@ -5,7 +5,8 @@
 #   randread-4k-qd32   4 KiB random reads, depth 32 in all (8 per connection), 4 connections
 #   randwrite-4k-qd32  4 KiB random writes, depth 32, 1 connection
 # (fio --ioengine=nbd, RUNTIME seconds, no ramp) it measures, per request completed (fio's JSON):
-#   - the server's CPU time: utime+stime from /proc/PID/stat (all threads, exited ones included), before/after;
+#   - the server's CPU time: utime+stime from /proc/PID/stat (all threads, exited ones included), before/after,
+#     and the share of it spent in the kernel (stime);
 #   - context switches: voluntary + involuntary, summed over /proc/PID/task/*/status (polled every 50 ms, so a
 #     thread that exits during the job counts up to its last sample);
 #   - system calls: a second, separate run of the same job under `strace -c -f -p PID` (strace slows the server,
@@ -26,7 +27,7 @@ HELPER=$BENCH_DIR/cpu-per-request.py
 ALL_SERVERS=(snapbd nbdkit qemu-nbd)
 ALL_JOBS=(randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd32)
 SIZE_ARG=1G RUNTIME=5 ONLY=snapbd,nbdkit,qemu-nbd JOBS_ARG="" OUT_DIR="" MARKDOWN="" JSON=0 STRACE=1 JFR=0
-usage() { bl_header_usage 2 21; }
+usage() { bl_header_usage 2 22; }
 bl_options usage --size SIZE_ARG --runtime RUNTIME --only ONLY --jobs JOBS_ARG --out OUT_DIR --markdown MARKDOWN \
   --json JSON=1 --no-strace STRACE=0 --jfr JFR=1 -- "$@"
 bl_positive --runtime "$RUNTIME"
@@ -106,15 +107,15 @@ run_job() {
 
 # measure NAME JOB: one line of runs.tsv.
 measure() {
-  local name=$1 job=$2 pid=${SPID[$1]} base=$OUT_DIR/raw/$2-$1 stop=$WORK/stop c0 c1 t0 t1 ctx ios iops secs ios_s=0 st='{"calls": 0, "top": []}'
+  local name=$1 job=$2 pid=${SPID[$1]} base=$OUT_DIR/raw/$2-$1 stop=$WORK/stop u0 s0 u1 s1 t0 t1 ctx ios iops secs ios_s=0 st='{"calls": 0, "top": []}'
   rm -f "$stop"
   sync
   nice python3 "$HELPER" ctxsample "$pid" "$stop" >"$base.ctx" &
   local sampler=$!
   until [ -s "$base.ctx" ]; do sleep 0.05; done
-  c0=$(python3 "$HELPER" cpu "$pid"); t0=$(date +%s.%N)
+  read -r u0 s0 < <(python3 "$HELPER" cpu "$pid"); t0=$(date +%s.%N)
   run_job "$name" "$job" "$base.json"
-  c1=$(python3 "$HELPER" cpu "$pid"); t1=$(date +%s.%N)
+  read -r u1 s1 < <(python3 "$HELPER" cpu "$pid"); t1=$(date +%s.%N)
   touch "$stop"; wait "$sampler"
   ctx=$(tail -n 1 "$base.ctx")
   read -r ios iops < <(python3 "$FIO_SUMMARY" "$base.json" ios iops)
@@ -128,8 +129,8 @@ measure() {
     ios_s=$(python3 "$FIO_SUMMARY" "$base-strace.json" ios)
     st=$(python3 "$HELPER" strace "$base.strace")
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$job" "$ios" "$secs" "$iops" "$(python3 -c "print($c1 - $c0)")" \
-    "${ctx% *}" "${ctx#* }" "$ios_s" "$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['calls'], json.dumps(d['top']), sep='\t')" "$st")" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$job" "$ios" "$secs" "$iops" "$((u1 + s1 - u0 - s0))" \
+    "${ctx% *}" "${ctx#* }" "$ios_s" "$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(d['calls'], json.dumps(d['top']), sep='\t')" "$st")" "$((s1 - s0))" \
     >>"$TSV"
   log "  $job on $name: $ios requests, $(tail -n 1 "$TSV" | cut -f6) µs CPU, ctx $ctx, strace: $ios_s requests, $(tail -n 1 "$TSV" | cut -f10) calls"
 }
