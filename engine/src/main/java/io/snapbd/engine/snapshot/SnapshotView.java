@@ -244,11 +244,11 @@ public final class SnapshotView implements BlockDevice {
         int shift = Integer.numberOfTrailingZeros(blockSize);
         long end = offset + length;
         long pos = offset;
-        long blocks = size >>> shift;
+        long lastBlock = Math.min(size >>> shift, (end - 1 >>> shift) + 1);     // no search past the request
         while (pos < end) {
             long block = pos >>> shift;
             boolean used = meta.get(block);
-            long runEnd = Math.min(end, meta.next(block + 1, blocks, !used) << shift);
+            long runEnd = Math.min(end, meta.next(block + 1, lastBlock, !used) << shift);
             if (!consumer.accept(pos, runEnd - pos, used)) {
                 return;
             }

@@ -481,11 +481,13 @@ public final class Volume implements BlockDevice, AutoCloseable {
         BlockDevice.checkRange(this, offset, length);
         long end = offset + length;
         long pos = offset;
-        long blocks = header.blocks();
+        // Search the map only up to the request's last block: a run is cut at 'end' anyway, and a search to the
+        // end of the volume made every read of a fully written volume scan the rest of its map.
+        long lastBlock = Math.min(header.blocks(), (end - 1 >>> blockShift) + 1);
         while (pos < end) {
             long block = pos >>> blockShift;
             boolean used = meta.get(block);
-            long runEndBlock = meta.next(block + 1, blocks, !used);
+            long runEndBlock = meta.next(block + 1, lastBlock, !used);
             long runEnd = Math.min(end, runEndBlock << blockShift);
             if (!consumer.accept(pos, runEnd - pos, used)) {
                 return;
