@@ -2,9 +2,9 @@ package io.snapbd.engine.snapshot;
 
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.BlockDeviceException;
+import io.snapbd.engine.ReadOnlyDevice;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.io.ByteSink;
-import io.snapbd.engine.io.ByteSource;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -15,7 +15,7 @@ import java.nio.ByteBuffer;
  * (save volume full) each session gets ENOSPC once, then every request fails as unavailable. A read in flight
  * pins the snapshot, so delete and terminate wait for it (see {@link #read}).
  */
-public final class SnapshotView implements BlockDevice {
+public final class SnapshotView implements ReadOnlyDevice {
 
     private static final int BUFFER = 1 << 20;
 
@@ -118,16 +118,6 @@ public final class SnapshotView implements BlockDevice {
         return blockSize;
     }
 
-    @Override
-    public boolean isReadOnly() {
-        return true;
-    }
-
-    @Override
-    public boolean canZeroFast() {
-        return false;
-    }
-
     /** Null while the snapshot can be read, else why not (also while its delete or terminate waits for reads in flight). */
     @Override
     public String unavailableReason() {
@@ -207,31 +197,8 @@ public final class SnapshotView implements BlockDevice {
     }
 
     @Override
-    public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
-        throw readOnly();
-    }
-
-    @Override
-    public void trim(Session s, long offset, long length, boolean fua) throws IOException {
-        throw readOnly();
-    }
-
-    @Override
-    public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua) throws IOException {
-        throw readOnly();
-    }
-
-    private BlockDeviceException readOnly() {
+    public BlockDeviceException refusal() {
         return new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name + " is a read-only snapshot");
-    }
-
-    @Override
-    public void flush() {
-        // nothing to make durable: a snapshot never changes
-    }
-
-    @Override
-    public void forceRange(long offset, long length) {
     }
 
     @Override

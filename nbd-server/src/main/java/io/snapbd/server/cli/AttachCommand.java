@@ -1,7 +1,6 @@
 package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -33,18 +32,11 @@ final class AttachCommand implements Runnable {
 
     @Override
     public void run() {
-        ObjectNode req = Cli.request("attach");
-        req.put("export", export);
-        req.put("device", device);
-        req.put("readOnly", readOnly);
-        if (timeout != null) {
-            req.put("timeout", timeout);
-        }
-        JsonNode r = Cli.call(dataDir.resolve(), req);
-        if (json) {
-            Cli.printJson(r);
-            return;
-        }
+        Cli.answer(dataDir, Cli.request("attach", "export", export, "device", device, "readOnly", readOnly, "timeout", timeout),
+                json, AttachCommand::print);
+    }
+
+    private static void print(JsonNode r) {
         System.out.println("attached " + r.path("export").asText() + " to " + r.path("device").asText() + " ("
                 + Sizes.format(r.path("size").asLong()) + ", " + (r.path("readOnly").asBoolean() ? "read-only" : "read-write")
                 + ", block size " + r.path("blockSize").asInt() + ")");

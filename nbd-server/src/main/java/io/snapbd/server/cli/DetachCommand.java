@@ -1,7 +1,5 @@
 package io.snapbd.server.cli;
 
-import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -25,15 +23,8 @@ final class DetachCommand implements Runnable {
 
     @Override
     public void run() {
-        ObjectNode req = Cli.request("detach");
-        req.put("device", device);
-        req.put("force", force);
-        JsonNode r = Cli.call(dataDir.resolve(), req);
-        if (json) {
-            Cli.printJson(r);
-            return;
-        }
-        System.out.println("detached " + r.path("device").asText() + " (" + r.path("export").asText() + ", "
-                + (r.path("flushed").asBoolean() ? "flushed" : "not flushed") + ")");
+        Cli.answer(dataDir, Cli.request("detach", "device", device, "force", force), json, r -> System.out.println("detached "
+                + r.path("device").asText() + " (" + r.path("export").asText() + ", "
+                + (r.path("flushed").asBoolean() ? "flushed" : "not flushed") + ")"));
     }
 }

@@ -23,11 +23,10 @@ final class StatusCommand implements Runnable {
 
     @Override
     public void run() {
-        JsonNode s = Cli.call(dataDir.resolve(), Cli.request("status"));
-        if (json) {
-            Cli.printJson(s);
-            return;
-        }
+        Cli.answer(dataDir, Cli.request("status"), json, StatusCommand::print);
+    }
+
+    private static void print(JsonNode s) {
         System.out.println("data directory: " + s.path("dataDir").asText());
         System.out.println("server:         " + s.path("server").asText()
                 + (s.has("pid") ? " (pid " + s.path("pid").asLong() + ", up " + s.path("uptimeSeconds").asLong() + " s)" : ""));

@@ -10,6 +10,9 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
+import java.util.ArrayList;
+import java.util.List;
+
 @Command(name = "volume", mixinStandardHelpOptions = true, description = "Create, list and delete volumes.",
         subcommands = {VolumeCommand.Create.class, VolumeCommand.ListVolumes.class, VolumeCommand.Delete.class})
 final class VolumeCommand implements Runnable {
@@ -48,38 +51,24 @@ final class VolumeCommand implements Runnable {
 
         @Option(names = "--mirror", paramLabel = "LEG",
                 description = "Keep a synchronous copy of the volume's blocks on this leg: a new file (its tag table goes to PATH.tags), or an NBD export nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH of at least the volume's size + 2101248 bytes (zeroed). Repeat for more legs. See docs/mirrors.md.")
-        java.util.List<String> mirrors = new java.util.ArrayList<>();
+        List<String> mirrors = new ArrayList<>();
 
         @Override
         public void run() {
-            ObjectNode req = Cli.request("volume.create");
-            req.put("name", name);
-            var legs = req.putArray("mirrors");
-            java.util.List<String> resolved = new java.util.ArrayList<>();
-            for (String m : mirrors) {
-                // file legs are absolute paths: resolve here, where the user's working directory is known
-                resolved.add(m.contains("://") ? m : java.nio.file.Path.of(m).toAbsolutePath().normalize().toString());
-                legs.add(resolved.get(resolved.size() - 1));
-            }
+            List<String> legs = Cli.legs(mirrors);
+            ObjectNode req;
             try {
-                req.put("size", Sizes.parse(size));
-                if (saveSize != null) {
-                    req.put("saveSize", Sizes.parse(saveSize));
-                }
+                req = Cli.request("volume.create", "name", name, "mirrors", legs, "size", Sizes.parse(size),
+                        "saveSize", saveSize != null ? Sizes.parse(saveSize) : null, "blockSize", blockSize, "sparse", sparse);
             } catch (IllegalArgumentException e) {
                 throw new Cli.ExitException(2, e.getMessage());
             }
-            req.put("blockSize", blockSize);
-            req.put("sparse", sparse);
-            JsonNode v = Cli.call(dataDir.resolve(), req);
-            if (json) {
-                Cli.printJson(v);
-            } else {
+            Cli.answer(dataDir, req, json, v -> {
                 VolumeStatus created = Json.MAPPER.convertValue(v, VolumeStatus.class);
                 System.out.println("created volume " + name + ": " + Sizes.format(created.size())
                         + ", block size " + created.blockSize() + ", save volume " + Sizes.format(created.saveSize())
-                        + (resolved.isEmpty() ? "" : ", mirrored to " + String.join(", ", resolved)));
-            }
+                        + (legs.isEmpty() ? "" : ", mirrored to " + String.join(", ", legs)));
+            });
         }
     }
 
@@ -93,11 +82,10 @@ final class VolumeCommand implements Runnable {
 
         @Override
         public void run() {
-            JsonNode r = Cli.call(dataDir.resolve(), Cli.request("volume.list"));
-            if (json) {
-                Cli.printJson(r);
-                return;
-            }
+            Cli.answer(dataDir, Cli.request("volume.list"), json, ListVolumes::print);
+        }
+
+        private static void print(JsonNode r) {
             System.out.printf("%-20s %10s %6s %10s %10s %s%n", "NAME", "SIZE", "BLOCK", "SAVE", "IN USE", "CONNECTIONS");
             for (JsonNode n : r.path("volumes")) {
                 VolumeStatus v = Json.MAPPER.convertValue(n, VolumeStatus.class);
@@ -127,10 +115,7 @@ final class VolumeCommand implements Runnable {
 
         @Override
         public void run() {
-            ObjectNode req = Cli.request("volume.delete");
-            req.put("name", name);
-            req.put("force", force);
-            Cli.call(dataDir.resolve(), req);
+            Cli.call(dataDir.resolve(), Cli.request("volume.delete", "name", name, "force", force));
             System.out.println("deleted volume " + name);
         }
     }
