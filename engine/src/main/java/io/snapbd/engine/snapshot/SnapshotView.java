@@ -8,6 +8,7 @@ import io.snapbd.engine.io.ByteSink;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.List;
 
 /**
  * A snapshot as a read-only block device (VOLUME@SNAPSHOT). Reads resolve each block along the read chain
@@ -43,7 +44,7 @@ public final class SnapshotView implements ReadOnlyDevice {
     }
 
     /** Active snapshots older than this one: the bases a differential to this one can start from. */
-    public java.util.List<String> olderSnapshots() {
+    public List<String> olderSnapshots() {
         return set.olderThan(snapshotName());
     }
 

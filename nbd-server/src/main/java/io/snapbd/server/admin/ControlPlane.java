@@ -14,13 +14,17 @@ import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
 import io.snapbd.engine.volume.VolumeSetAsideException;
 import io.snapbd.server.api.CloneState;
+import io.snapbd.server.api.Deleted;
 import io.snapbd.server.api.Json;
 import io.snapbd.server.api.LunStatus;
 import io.snapbd.server.api.OperationException;
+import io.snapbd.server.api.RestoreResult;
 import io.snapbd.server.api.RestoreStatus;
 import io.snapbd.server.api.SaveSpace;
+import io.snapbd.server.api.SnapshotDiff;
 import io.snapbd.server.api.SnapshotList;
 import io.snapbd.server.api.SnapshotStatus;
+import io.snapbd.server.api.VolumeList;
 import io.snapbd.server.api.VolumeState;
 import io.snapbd.server.api.VolumeStatus;
 import io.snapbd.server.config.AttachSpec;
@@ -206,7 +210,7 @@ public final class ControlPlane {
         SnapshotRecord r = v.createSnapshot(name);
         long micros = (System.nanoTime() - t0) / 1000;
         serving.exportSnapshot(v, r);
-        return json(SnapshotStatus.of(v, r, true, 0).created(micros));
+        return json(SnapshotStatus.of(v, r, true, 0).created(ExportName.format(v.name(), r.name()), micros));
     }
 
     private JsonNode snapshotList(JsonNode req) throws IOException, OperationException {
@@ -220,6 +224,7 @@ public final class ControlPlane {
         return json(new SnapshotList(v.name(), list, RestoreStatus.of(v), SaveSpace.of(v)));
     }
 
+    /** Adds the volume's {@code saveVolume} to a stats answer. */
     static void saveJson(ObjectNode o, Volume v) {
         o.set("saveVolume", Json.MAPPER.valueToTree(SaveSpace.of(v)));
     }
@@ -245,10 +250,7 @@ public final class ControlPlane {
         if (e != null) {
             serving.remove(exportName);
         }
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("deleted", exportName);
-        saveJson(r, v);
-        return r;
+        return json(new Deleted(exportName, SaveSpace.of(v)));
     }
 
     private JsonNode snapshotRestore(JsonNode req) throws IOException, OperationException {
@@ -275,12 +277,7 @@ public final class ControlPlane {
                 e.setUnavailable(null);
             }
         }
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("volume", v.name());
-        r.put("restoredFrom", name);
-        r.put("blocksChanged", changed);
-        r.put("millis", (System.nanoTime() - t0) / 1_000_000);
-        return r;
+        return json(new RestoreResult(v.name(), name, changed, (System.nanoTime() - t0) / 1_000_000));
     }
 
     private JsonNode snapshotClone(JsonNode req) throws IOException, OperationException {
@@ -325,29 +322,21 @@ public final class ControlPlane {
         } catch (IllegalArgumentException e) {
             throw new OperationException(e.getMessage());
         }
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("volume", v.name());
-        r.put("older", older);
-        r.put("younger", younger);
-        r.put("blockSize", v.blockSize());
-        ArrayNode ext = r.putArray("extents");
+        List<SnapshotDiff.Extent> extents = new ArrayList<>();
         long[] totals = new long[2];
         int shift = Integer.numberOfTrailingZeros(v.blockSize());
         long t0 = System.nanoTime();
         d.scan(0, v.size() >>> shift, (first, count, state) -> {
             if (state != Differential.State.UNCHANGED) {
-                ObjectNode e = ext.addObject();
-                e.put("offset", first << shift);
-                e.put("length", count << shift);
-                e.put("state", state == Differential.State.CHANGED ? "changed" : "unused");
-                totals[state == Differential.State.CHANGED ? 0 : 1] += count << shift;
+                boolean changed = state == Differential.State.CHANGED;
+                extents.add(new SnapshotDiff.Extent(first << shift, count << shift,
+                        changed ? SnapshotDiff.State.CHANGED : SnapshotDiff.State.UNUSED));
+                totals[changed ? 0 : 1] += count << shift;
             }
             return true;
         });
-        r.put("changedBytes", totals[0]);
-        r.put("unusedBytes", totals[1]);
-        r.put("scanMicros", (System.nanoTime() - t0) / 1000);
-        return r;
+        return json(new SnapshotDiff(v.name(), older, younger, v.blockSize(), extents, totals[0], totals[1],
+                (System.nanoTime() - t0) / 1000));
     }
 
     /**
@@ -415,19 +404,15 @@ public final class ControlPlane {
         clones.forget(name);
         catalog.delete(name);
         serving.forgetWithheld(name);
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("deleted", name);
-        return r;
+        return json(new Deleted(name, null));
     }
 
     private JsonNode volumeList() throws IOException {
-        ArrayNode list = Json.MAPPER.createArrayNode();
+        List<VolumeStatus> list = new ArrayList<>();
         for (String name : catalog.names()) {
-            list.add(json(volumeStatus(name)));
+            list.add(volumeStatus(name));
         }
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.set("volumes", list);
-        return r;
+        return json(new VolumeList(list));
     }
 
     /**

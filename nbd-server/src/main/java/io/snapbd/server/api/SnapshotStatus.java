@@ -4,7 +4,6 @@ import com.fasterxml.jackson.annotation.JsonIgnoreProperties;
 import com.fasterxml.jackson.annotation.JsonInclude;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.volume.Volume;
-import io.snapbd.server.export.ExportName;
 
 import java.time.Instant;
 
@@ -40,8 +39,8 @@ public record SnapshotStatus(String volume, String name, long sequence, String c
     }
 
     /** This status as {@code snapshot.create} answers it: with its export name and how long the create took. */
-    public SnapshotStatus created(long micros) {
+    public SnapshotStatus created(String export, long micros) {
         return new SnapshotStatus(volume, name, sequence, created, state, reason, saveChunksUsed, saveBytesUsed,
-                lunStateAtCreation, restoring, ExportName.format(volume, name), micros);
+                lunStateAtCreation, restoring, export, micros);
     }
 }

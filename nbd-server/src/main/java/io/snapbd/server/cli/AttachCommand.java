@@ -13,7 +13,7 @@ import picocli.CommandLine.Parameters;
 final class AttachCommand implements Runnable {
 
     @CommandLine.Mixin
-    Cli.DataDirOption dataDir;
+    Cli.Query query;
 
     @Parameters(index = "0", paramLabel = "EXPORT", description = "Export name: VOLUME or VOLUME@SNAPSHOT.")
     String export;
@@ -27,13 +27,10 @@ final class AttachCommand implements Runnable {
     @Option(names = "--timeout", paramLabel = "SECONDS", description = "Request timeout of the nbd driver (default: the driver's).")
     Integer timeout;
 
-    @Option(names = "--json", description = "Print JSON.")
-    boolean json;
-
     @Override
     public void run() {
-        Cli.answer(dataDir, Cli.request("attach", "export", export, "device", device, "readOnly", readOnly, "timeout", timeout),
-                json, AttachCommand::print);
+        query.answer(Cli.request("attach", "export", export, "device", device, "readOnly", readOnly, "timeout", timeout),
+                AttachCommand::print);
     }
 
     private static void print(JsonNode r) {

@@ -51,6 +51,19 @@ final class Cli {
         }
     }
 
+    /** {@code --data-dir} and {@code --json}: the options of a command that asks the server one thing and prints the answer. */
+    static final class Query {
+        @CommandLine.Mixin
+        DataDirOption dataDir;
+        @CommandLine.Option(names = "--json", description = "Print JSON.")
+        boolean json;
+
+        /** {@link Cli#answer} with these options. */
+        JsonNode answer(JsonNode request, Consumer<JsonNode> text) {
+            return Cli.answer(dataDir, request, json, text);
+        }
+    }
+
     static String message(Throwable ex) {
         String m = ex.getMessage();
         return m == null || m.isBlank() ? ex.toString() : m;

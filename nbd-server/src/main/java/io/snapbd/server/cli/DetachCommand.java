@@ -10,7 +10,7 @@ import picocli.CommandLine.Parameters;
 final class DetachCommand implements Runnable {
 
     @CommandLine.Mixin
-    Cli.DataDirOption dataDir;
+    Cli.Query query;
 
     @Parameters(index = "0", paramLabel = "DEVICE", description = "nbd device, e.g. /dev/nbd0.")
     String device;
@@ -18,12 +18,9 @@ final class DetachCommand implements Runnable {
     @Option(names = "--force", description = "Detach even while a file system on it is mounted (it then gets I/O errors).")
     boolean force;
 
-    @Option(names = "--json", description = "Print JSON.")
-    boolean json;
-
     @Override
     public void run() {
-        Cli.answer(dataDir, Cli.request("detach", "device", device, "force", force), json, r -> System.out.println("detached "
+        query.answer(Cli.request("detach", "device", device, "force", force), r -> System.out.println("detached "
                 + r.path("device").asText() + " (" + r.path("export").asText() + ", "
                 + (r.path("flushed").asBoolean() ? "flushed" : "not flushed") + ")"));
     }

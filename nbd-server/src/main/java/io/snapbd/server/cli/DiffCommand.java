@@ -1,6 +1,8 @@
 package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.SnapshotDiff;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -27,12 +29,12 @@ final class DiffCommand implements Runnable {
                 DiffCommand::print);
     }
 
-    private static void print(JsonNode r) {
+    private static void print(JsonNode answer) {
+        SnapshotDiff r = Json.MAPPER.convertValue(answer, SnapshotDiff.class);
         System.out.printf("%16s %16s %s%n", "OFFSET", "LENGTH", "STATE");
-        for (JsonNode e : r.path("extents")) {
-            System.out.printf("%16d %16d %s%n", e.path("offset").asLong(), e.path("length").asLong(), e.path("state").asText());
+        for (SnapshotDiff.Extent e : r.extents()) {
+            System.out.printf("%16d %16d %s%n", e.offset(), e.length(), e.state().label());
         }
-        System.out.println("changed " + Sizes.format(r.path("changedBytes").asLong()) + ", unused "
-                + Sizes.format(r.path("unusedBytes").asLong()));
+        System.out.println("changed " + Sizes.format(r.changedBytes()) + ", unused " + Sizes.format(r.unusedBytes()));
     }
 }

@@ -4,7 +4,9 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.server.api.CloneState;
 import io.snapbd.server.api.CloneStatus;
+import io.snapbd.server.api.Deleted;
 import io.snapbd.server.api.Json;
+import io.snapbd.server.api.RestoreResult;
 import io.snapbd.server.api.RestoreStatus;
 import io.snapbd.server.api.SaveSpace;
 import io.snapbd.server.api.SnapshotList;
@@ -75,15 +77,13 @@ final class SnapshotCommand implements Runnable {
     @Command(name = "list", mixinStandardHelpOptions = true, description = "List the snapshots of a volume, oldest first.")
     static final class ListSnapshots implements Runnable {
         @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
+        Cli.Query query;
         @Parameters(index = "0", paramLabel = "VOLUME")
         String volume;
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
 
         @Override
         public void run() {
-            Cli.answer(dataDir, Cli.request("snapshot.list", "volume", volume), json, ListSnapshots::print);
+            query.answer(Cli.request("snapshot.list", "volume", volume), ListSnapshots::print);
         }
 
         private static void print(JsonNode answer) {
@@ -111,8 +111,9 @@ final class SnapshotCommand implements Runnable {
 
         @Override
         public void run() {
-            JsonNode r = Cli.call(dataDir.resolve(), request("snapshot.delete", "force", force));
-            SaveSpace sv = Json.MAPPER.convertValue(r.path("saveVolume"), SaveSpace.class);
+            Deleted r = Json.MAPPER.convertValue(Cli.call(dataDir.resolve(), request("snapshot.delete", "force", force)),
+                    Deleted.class);
+            SaveSpace sv = r.saveVolume();
             System.out.println("deleted snapshot " + ExportName.format(volume, name) + "; save volume " + Sizes.format(sv.bytesUsed()) + " used");
         }
     }
@@ -127,9 +128,11 @@ final class SnapshotCommand implements Runnable {
 
         @Override
         public void run() {
-            Cli.answer(dataDir, request("snapshot.restore", "force", force), json, r -> System.out.println("restored " + volume
-                    + " from snapshot " + name + ": " + r.path("blocksChanged").asLong() + " block(s) changed in "
-                    + r.path("millis").asLong() + " ms"));
+            Cli.answer(dataDir, request("snapshot.restore", "force", force), json, answer -> {
+                RestoreResult r = Json.MAPPER.convertValue(answer, RestoreResult.class);
+                System.out.println("restored " + volume + " from snapshot " + name + ": " + r.blocksChanged()
+                        + " block(s) changed in " + r.millis() + " ms");
+            });
         }
     }
 
@@ -195,15 +198,13 @@ final class SnapshotCommand implements Runnable {
             description = "Progress of the copy into NEWVOLUME (running server); when a --track clone is done, the LUN state token to save.")
     static final class CloneProgress implements Runnable {
         @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
+        Cli.Query query;
         @Parameters(index = "0", paramLabel = "NEWVOLUME")
         String target;
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
 
         @Override
         public void run() {
-            Cli.answer(dataDir, Cli.request("clone.status", "target", target), json, this::print);
+            query.answer(Cli.request("clone.status", "target", target), this::print);
         }
 
         private void print(JsonNode job) {

@@ -7,7 +7,6 @@ import io.snapbd.server.api.VolumeStatus;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
-import picocli.CommandLine.Option;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -16,14 +15,11 @@ import java.util.List;
 final class StatusCommand implements Runnable {
 
     @CommandLine.Mixin
-    Cli.DataDirOption dataDir;
-
-    @Option(names = "--json", description = "Print JSON.")
-    boolean json;
+    Cli.Query query;
 
     @Override
     public void run() {
-        Cli.answer(dataDir, Cli.request("status"), json, StatusCommand::print);
+        query.answer(Cli.request("status"), StatusCommand::print);
     }
 
     private static void print(JsonNode s) {

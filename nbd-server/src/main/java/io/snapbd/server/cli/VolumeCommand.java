@@ -3,6 +3,7 @@ package io.snapbd.server.cli;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.server.api.Json;
+import io.snapbd.server.api.VolumeList;
 import io.snapbd.server.api.VolumeStatus;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
@@ -75,20 +76,16 @@ final class VolumeCommand implements Runnable {
     @Command(name = "list", mixinStandardHelpOptions = true, description = "List volumes.")
     static final class ListVolumes implements Runnable {
         @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
+        Cli.Query query;
 
         @Override
         public void run() {
-            Cli.answer(dataDir, Cli.request("volume.list"), json, ListVolumes::print);
+            query.answer(Cli.request("volume.list"), ListVolumes::print);
         }
 
-        private static void print(JsonNode r) {
+        private static void print(JsonNode answer) {
             System.out.printf("%-20s %10s %6s %10s %10s %s%n", "NAME", "SIZE", "BLOCK", "SAVE", "IN USE", "CONNECTIONS");
-            for (JsonNode n : r.path("volumes")) {
-                VolumeStatus v = Json.MAPPER.convertValue(n, VolumeStatus.class);
+            for (VolumeStatus v : Json.MAPPER.convertValue(answer, VolumeList.class).volumes()) {
                 if (v.reason() != null) {
                     // set aside (server) or damaged (offline): no figures to show, only why
                     System.out.printf("%-20s %s: %s%n", v.name(), v.state().label(), v.reason());

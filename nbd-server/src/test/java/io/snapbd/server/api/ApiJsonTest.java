@@ -35,7 +35,7 @@ class ApiJsonTest {
     void snapshotStatusKeepsTheFieldsAndOrderOfTheHandBuiltTree() throws Exception {
         SnapshotStatus.LunAtCreation lun = new SnapshotStatus.LunAtCreation(true, 7, 99);
         SnapshotStatus created = new SnapshotStatus("vol0", "s1", 3, "2026-12-06T18:00:00Z", SnapshotState.ACTIVE, null,
-                0, 0, lun, null, null, null).created(42);
+                0, 0, lun, null, null, null).created("vol0@s1", 42);
         String json = "{\"volume\":\"vol0\",\"name\":\"s1\",\"sequence\":3,\"created\":\"2026-12-06T18:00:00Z\","
                 + "\"state\":\"active\",\"saveChunksUsed\":0,\"saveBytesUsed\":0,"
                 + "\"lunStateAtCreation\":{\"enabled\":true,\"counter\":7,\"timestamp\":99},"
@@ -66,6 +66,26 @@ class ApiJsonTest {
                 + "\"identity\":\"" + id + "\",\"token\":\"" + id + "@3\"}";
         assertEquals(json, Json.MAPPER.writeValueAsString(snapshot));
         assertEquals(snapshot, Json.MAPPER.readValue(json, LunStatus.class));
+    }
+
+    @Test
+    void diffDeleteRestoreAndVolumeListKeepTheFieldsAndOrderOfTheHandBuiltTrees() throws Exception {
+        SnapshotDiff diff = new SnapshotDiff("v", "a", "b", 4096, List.of(
+                new SnapshotDiff.Extent(0, 4096, SnapshotDiff.State.CHANGED),
+                new SnapshotDiff.Extent(8192, 4096, SnapshotDiff.State.UNUSED)), 4096, 4096, 7);
+        String json = "{\"volume\":\"v\",\"older\":\"a\",\"younger\":\"b\",\"blockSize\":4096,\"extents\":["
+                + "{\"offset\":0,\"length\":4096,\"state\":\"changed\"},{\"offset\":8192,\"length\":4096,\"state\":\"unused\"}],"
+                + "\"changedBytes\":4096,\"unusedBytes\":4096,\"scanMicros\":7}";
+        assertEquals(json, Json.MAPPER.writeValueAsString(diff));
+        assertEquals(diff, Json.MAPPER.readValue(json, SnapshotDiff.class));
+
+        assertEquals("{\"deleted\":\"v\"}", Json.MAPPER.writeValueAsString(new Deleted("v", null)));
+        assertEquals("{\"deleted\":\"v@s\",\"saveVolume\":{\"chunksUsed\":0,\"chunks\":1,\"bytesUsed\":0,\"bytes\":4096}}",
+                Json.MAPPER.writeValueAsString(new Deleted("v@s", new SaveSpace(0, 1, 0, 4096))));
+        assertEquals("{\"volume\":\"v\",\"restoredFrom\":\"s\",\"blocksChanged\":3,\"millis\":5}",
+                Json.MAPPER.writeValueAsString(new RestoreResult("v", "s", 3, 5)));
+        assertEquals("{\"volumes\":[{\"name\":\"v\",\"state\":\"damaged\",\"reason\":\"r\",\"open\":false}]}",
+                Json.MAPPER.writeValueAsString(new VolumeList(List.of(VolumeStatus.unreadable("v", VolumeState.DAMAGED, "r")))));
     }
 
     @Test
