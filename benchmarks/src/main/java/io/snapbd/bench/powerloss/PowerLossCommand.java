@@ -23,6 +23,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
@@ -100,11 +102,12 @@ public final class PowerLossCommand implements Callable<Integer> {
 
     // ---- admin socket ---------------------------------------------------------------------------------------
 
-    private JsonNode admin(String command, String... kv) throws IOException, OperationException {
+    /** Sends {@code {"command": COMMAND, NAME: VALUE, ...}} from name/value pairs to the admin socket. */
+    private JsonNode admin(String command, Object... kv) throws IOException, OperationException {
         ObjectNode r = JSON.createObjectNode();
         r.put("command", command);
         for (int i = 0; i < kv.length; i += 2) {
-            r.put(kv[i], kv[i + 1]);
+            r.set((String) kv[i], JSON.valueToTree(kv[i + 1]));
         }
         SocketChannel ch = AdminClient.connect(admin);
         if (ch == null) {
@@ -121,20 +124,14 @@ public final class PowerLossCommand implements Callable<Integer> {
 
     private void run() throws Exception {
         try {
-            admin("volume.delete", "name", volume, "force", "true");
+            admin("volume.delete", "name", volume, "force", true);
         } catch (OperationException e) {
             if (!e.getMessage().startsWith("no volume named")) {
                 throw e;
             }
         }
-        ObjectNode create = JSON.createObjectNode();
-        create.put("command", "volume.create");
-        create.put("name", volume);
-        create.put("size", size);
-        create.put("saveSize", saveSize);
-        create.put("blockSize", 4096);
-        AdminClient.call(AdminClient.connect(admin), create);
         int bs = 4096;
+        admin("volume.create", "name", volume, "size", size, "saveSize", saveSize, "blockSize", bs);
         int blocks = (int) (size / bs);
         byte[] buf = new byte[16 * bs];
         Workload gen = new Workload(seed, blocks);
@@ -392,7 +389,7 @@ public final class PowerLossCommand implements Callable<Integer> {
                 boolean ok = false;
                 for (long v : may[b]) {
                     Workload.fill(want, 0, bs, seed, v, b);
-                    if (java.util.Arrays.equals(data, off, off + bs, want, 0, bs)) {
+                    if (Arrays.equals(data, off, off + bs, want, 0, bs)) {
                         ok = true;
                         if (fate != null && may[b].length > 1) {
                             fate[v == latest[b] ? 0 : 1]++;
@@ -406,7 +403,7 @@ public final class PowerLossCommand implements Callable<Integer> {
                 }
                 if (!ok && violations.size() < 50) {
                     violations.add(what + " block " + b + " (offset " + ((long) b * bs) + ") holds "
-                            + describeBlock(data, off, bs) + "; legitimate values " + java.util.Arrays.toString(may[b])
+                            + describeBlock(data, off, bs) + "; legitimate values " + Arrays.toString(may[b])
                             + " (value n = written by operation n-1, 0 = zeros)");
                 }
             }
@@ -456,7 +453,7 @@ public final class PowerLossCommand implements Callable<Integer> {
     }
 
     private static Map<String, String> fields(String s) {
-        Map<String, String> m = new java.util.HashMap<>();
+        Map<String, String> m = new HashMap<>();
         for (String w : s.split(" ")) {
             int eq = w.indexOf('=');
             if (eq > 0) {

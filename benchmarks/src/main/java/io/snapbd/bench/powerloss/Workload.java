@@ -1,6 +1,7 @@
 package io.snapbd.bench.powerloss;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 
@@ -114,7 +115,7 @@ final class Workload {
      */
     static void fill(byte[] dst, int off, int blockSize, long seed, long value, int block) {
         if (value == 0) {
-            java.util.Arrays.fill(dst, off, off + blockSize, (byte) 0);
+            Arrays.fill(dst, off, off + blockSize, (byte) 0);
             return;
         }
         long x = mix(seed ^ mix(value * 0x9E3779B97F4A7C15L + block));

@@ -1,10 +1,12 @@
 package io.snapbd.engine.snapshot;
 
 import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.lun.LunState;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
 import java.util.function.BooleanSupplier;
 
 /**
@@ -59,7 +61,7 @@ public final class CloneCopier {
         });
         total = sum[0];
         ByteBuffer buf = ByteBuffer.allocateDirect(CHUNK);
-        io.snapbd.engine.lun.LunState lun = target.lunState();
+        LunState lun = target.lunState();
         try (BlockDevice.Session in = source.openSession(); BlockDevice.Session out = target.openSession()) {
             long pos = 0;
             long size = source.size();
@@ -95,7 +97,7 @@ public final class CloneCopier {
                         off += n;
                         done.addAndGet(n);
                         if (CHUNK_PAUSE_NANOS > 0) {
-                            java.util.concurrent.locks.LockSupport.parkNanos(CHUNK_PAUSE_NANOS);
+                            LockSupport.parkNanos(CHUNK_PAUSE_NANOS);
                         }
                     }
                 }

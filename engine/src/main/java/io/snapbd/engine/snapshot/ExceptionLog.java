@@ -14,6 +14,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.util.BitSet;
 import java.util.UUID;
 
 import static io.snapbd.engine.format.ChannelIo.readFully;
@@ -141,7 +142,7 @@ final class ExceptionLog implements AutoCloseable {
             long durable = 0;
             long lastUsed = 0;
             ByteBuffer buf = ByteBuffer.allocate(RECORD_BYTES * 1024).order(ByteOrder.LITTLE_ENDIAN);
-            java.util.BitSet bad = new java.util.BitSet();
+            BitSet bad = new BitSet();
             int prev = headerCrc;
             boolean prevValid = true;
             for (long base = 0; base < slots; base += 1024) {

@@ -4,7 +4,10 @@ import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.bitmap.PagedIntArray;
 
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * One snapshot in memory: its record, its bit map (bit B set ⇔ a before-image of B is in the save volume
@@ -22,11 +25,11 @@ final class Snapshot {
     /** Meta pages frozen while this snapshot was the tail and not yet written to {@link #metaFile}. */
     final List<FrozenPage> pendingPages = new ArrayList<>();
     /** Pages this snapshot holds itself (in its file or pending); guarded by {@link #pendingPages}. */
-    final java.util.BitSet ownedPages = new java.util.BitSet();
+    final BitSet ownedPages = new BitSet();
     /** Chunks in use on behalf of this snapshot (= cardinality of bits), for status. */
-    final java.util.concurrent.atomic.AtomicLong chunks = new java.util.concurrent.atomic.AtomicLong();
+    final AtomicLong chunks = new AtomicLong();
     /** Read requests in flight on this snapshot ({@link SnapshotReads#pin}); delete and terminate wait for them. */
-    final java.util.concurrent.atomic.AtomicInteger readers = new java.util.concurrent.atomic.AtomicInteger();
+    final AtomicInteger readers = new AtomicInteger();
     /**
      * Null while the snapshot may be pinned; once delete or terminate has started, why it is going (what a
      * refused read is told). Set before the remover looks at {@link #readers}, so a pin either sees it or is seen.

@@ -2,12 +2,13 @@ package io.snapbd.engine.snapshot;
 
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.BlockDeviceException;
+import io.snapbd.engine.ReadOnlyDevice;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.io.ByteSink;
-import io.snapbd.engine.io.ByteSource;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.List;
 
 /**
  * A snapshot as a read-only block device (VOLUME@SNAPSHOT). Reads resolve each block along the read chain
@@ -15,7 +16,7 @@ import java.nio.ByteBuffer;
  * (save volume full) each session gets ENOSPC once, then every request fails as unavailable. A read in flight
  * pins the snapshot, so delete and terminate wait for it (see {@link #read}).
  */
-public final class SnapshotView implements BlockDevice {
+public final class SnapshotView implements ReadOnlyDevice {
 
     private static final int BUFFER = 1 << 20;
 
@@ -43,7 +44,7 @@ public final class SnapshotView implements BlockDevice {
     }
 
     /** Active snapshots older than this one: the bases a differential to this one can start from. */
-    public java.util.List<String> olderSnapshots() {
+    public List<String> olderSnapshots() {
         return set.olderThan(snapshotName());
     }
 
@@ -116,16 +117,6 @@ public final class SnapshotView implements BlockDevice {
     @Override
     public int blockSize() {
         return blockSize;
-    }
-
-    @Override
-    public boolean isReadOnly() {
-        return true;
-    }
-
-    @Override
-    public boolean canZeroFast() {
-        return false;
     }
 
     /** Null while the snapshot can be read, else why not (also while its delete or terminate waits for reads in flight). */
@@ -207,31 +198,8 @@ public final class SnapshotView implements BlockDevice {
     }
 
     @Override
-    public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
-        throw readOnly();
-    }
-
-    @Override
-    public void trim(Session s, long offset, long length, boolean fua) throws IOException {
-        throw readOnly();
-    }
-
-    @Override
-    public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua) throws IOException {
-        throw readOnly();
-    }
-
-    private BlockDeviceException readOnly() {
+    public BlockDeviceException refusal() {
         return new BlockDeviceException(BlockDeviceException.Reason.READ_ONLY, name + " is a read-only snapshot");
-    }
-
-    @Override
-    public void flush() {
-        // nothing to make durable: a snapshot never changes
-    }
-
-    @Override
-    public void forceRange(long offset, long length) {
     }
 
     @Override

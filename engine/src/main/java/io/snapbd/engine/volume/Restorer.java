@@ -2,6 +2,7 @@ package io.snapbd.engine.volume;
 
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.format.CorruptMetadataException;
+import io.snapbd.engine.mirror.MirrorSet;
 import io.snapbd.engine.snapshot.RestoreMarker;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.snapshot.SnapshotSet;
@@ -88,7 +89,7 @@ final class Restorer {
             progress = p;
             // A mirrored volume's changes hold their range until every leg has them: pause those first (a writer
             // waiting at the volume's gate below may hold one), then the volume's writers.
-            io.snapbd.engine.mirror.MirrorSet mirror = volume.mirror;
+            MirrorSet mirror = volume.mirror;
             if (mirror != null && !mirror.pause()) {
                 progress = previous;
                 throw new IOException("in-flight writes did not finish in time; nothing restored");

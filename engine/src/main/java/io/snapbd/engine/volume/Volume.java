@@ -125,7 +125,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
      * the extra legs' URIs (file paths, or what the installed {@code LegOpener} knows); see docs/mirrors.md.
      */
     public static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
-                              FileSpace space, java.util.List<String> mirrors) throws IOException {
+                              FileSpace space, List<String> mirrors) throws IOException {
         VolumeOpener.create(dir, name, size, blockSize, saveSize, sparse, space, mirrors);
     }
 

@@ -14,11 +14,17 @@ import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.engine.volume.VolumeHeader;
 import io.snapbd.engine.volume.VolumeSetAsideException;
 import io.snapbd.server.api.CloneState;
+import io.snapbd.server.api.Deleted;
 import io.snapbd.server.api.Json;
 import io.snapbd.server.api.LunStatus;
 import io.snapbd.server.api.OperationException;
+import io.snapbd.server.api.RestoreResult;
 import io.snapbd.server.api.RestoreStatus;
 import io.snapbd.server.api.SaveSpace;
+import io.snapbd.server.api.SnapshotDiff;
+import io.snapbd.server.api.SnapshotList;
+import io.snapbd.server.api.SnapshotStatus;
+import io.snapbd.server.api.VolumeList;
 import io.snapbd.server.api.VolumeState;
 import io.snapbd.server.api.VolumeStatus;
 import io.snapbd.server.config.AttachSpec;
@@ -32,6 +38,7 @@ import io.snapbd.server.transport.NbdServer;
 import java.io.IOException;
 import java.nio.file.NoSuchFileException;
 import java.time.Instant;
+import java.util.ArrayList;
 import java.util.List;
 
 /**
@@ -177,7 +184,7 @@ public final class ControlPlane {
             throw new OperationException("volume " + name + " already exists");
         }
         Volume.checkGeometry(size, blockSize, save);
-        List<String> mirrors = new java.util.ArrayList<>();
+        List<String> mirrors = new ArrayList<>();
         for (JsonNode m : req.path("mirrors")) {
             mirrors.add(m.asText());
         }
@@ -203,52 +210,21 @@ public final class ControlPlane {
         SnapshotRecord r = v.createSnapshot(name);
         long micros = (System.nanoTime() - t0) / 1000;
         serving.exportSnapshot(v, r);
-        ObjectNode o = snapshotJson(v, r, true, 0);
-        o.put("export", ExportName.format(v.name(), r.name()));
-        o.put("createMicros", micros);
-        return o;
-    }
-
-    private ObjectNode snapshotJson(Volume v, SnapshotRecord r, boolean active, long chunks) {
-        ObjectNode o = Json.MAPPER.createObjectNode();
-        o.put("volume", v.name());
-        o.put("name", r.name());
-        o.put("sequence", r.seq());
-        o.put("created", Instant.ofEpochMilli(r.createdNanos() / 1_000_000L).toString());
-        o.put("state", active ? "active" : "invalid");
-        if (!active) {
-            o.put("reason", r.reason());
-        }
-        o.put("saveChunksUsed", chunks);
-        o.put("saveBytesUsed", chunks * v.blockSize());
-        ObjectNode lun = o.putObject("lunStateAtCreation");
-        lun.put("enabled", r.lunEnabled());
-        lun.put("counter", r.lunCounter());
-        lun.put("timestamp", r.lunTimestamp());
-        return o;
+        return json(SnapshotStatus.of(v, r, true, 0).created(ExportName.format(v.name(), r.name()), micros));
     }
 
     private JsonNode snapshotList(JsonNode req) throws IOException, OperationException {
         Volume v = volume(req);
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("volume", v.name());
-        ArrayNode list = r.putArray("snapshots");
+        List<SnapshotStatus> list = new ArrayList<>();
         RestoreProgress restoring = v.restoreProgress();
         for (SnapshotSet.Info i : v.snapshots().list()) {
-            ObjectNode o = snapshotJson(v, i.record(), i.active(), i.chunksUsed());
-            if (restoring != null && restoring.snapshot().equals(i.record().name())) {
-                o.put("restoring", true);
-            }
-            list.add(o);
+            SnapshotStatus s = SnapshotStatus.of(v, i.record(), i.active(), i.chunksUsed());
+            list.add(restoring != null && restoring.snapshot().equals(i.record().name()) ? s.asRestoreSource() : s);
         }
-        RestoreStatus restore = RestoreStatus.of(v);
-        if (restore != null) {
-            r.set("restore", json(restore));
-        }
-        saveJson(r, v);
-        return r;
+        return json(new SnapshotList(v.name(), list, RestoreStatus.of(v), SaveSpace.of(v)));
     }
 
+    /** Adds the volume's {@code saveVolume} to a stats answer. */
     static void saveJson(ObjectNode o, Volume v) {
         o.set("saveVolume", Json.MAPPER.valueToTree(SaveSpace.of(v)));
     }
@@ -274,10 +250,7 @@ public final class ControlPlane {
         if (e != null) {
             serving.remove(exportName);
         }
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("deleted", exportName);
-        saveJson(r, v);
-        return r;
+        return json(new Deleted(exportName, SaveSpace.of(v)));
     }
 
     private JsonNode snapshotRestore(JsonNode req) throws IOException, OperationException {
@@ -304,12 +277,7 @@ public final class ControlPlane {
                 e.setUnavailable(null);
             }
         }
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("volume", v.name());
-        r.put("restoredFrom", name);
-        r.put("blocksChanged", changed);
-        r.put("millis", (System.nanoTime() - t0) / 1_000_000);
-        return r;
+        return json(new RestoreResult(v.name(), name, changed, (System.nanoTime() - t0) / 1_000_000));
     }
 
     private JsonNode snapshotClone(JsonNode req) throws IOException, OperationException {
@@ -328,7 +296,7 @@ public final class ControlPlane {
         }
         long save = number(req, "saveSize", v.header().saveSize());
         boolean track = req.path("track").asBoolean(false);
-        List<String> mirrors = new java.util.ArrayList<>();
+        List<String> mirrors = new ArrayList<>();
         for (JsonNode m : req.path("mirrors")) {
             mirrors.add(m.asText());
         }
@@ -354,29 +322,21 @@ public final class ControlPlane {
         } catch (IllegalArgumentException e) {
             throw new OperationException(e.getMessage());
         }
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("volume", v.name());
-        r.put("older", older);
-        r.put("younger", younger);
-        r.put("blockSize", v.blockSize());
-        ArrayNode ext = r.putArray("extents");
+        List<SnapshotDiff.Extent> extents = new ArrayList<>();
         long[] totals = new long[2];
         int shift = Integer.numberOfTrailingZeros(v.blockSize());
         long t0 = System.nanoTime();
         d.scan(0, v.size() >>> shift, (first, count, state) -> {
             if (state != Differential.State.UNCHANGED) {
-                ObjectNode e = ext.addObject();
-                e.put("offset", first << shift);
-                e.put("length", count << shift);
-                e.put("state", state == Differential.State.CHANGED ? "changed" : "unused");
-                totals[state == Differential.State.CHANGED ? 0 : 1] += count << shift;
+                boolean changed = state == Differential.State.CHANGED;
+                extents.add(new SnapshotDiff.Extent(first << shift, count << shift,
+                        changed ? SnapshotDiff.State.CHANGED : SnapshotDiff.State.UNUSED));
+                totals[changed ? 0 : 1] += count << shift;
             }
             return true;
         });
-        r.put("changedBytes", totals[0]);
-        r.put("unusedBytes", totals[1]);
-        r.put("scanMicros", (System.nanoTime() - t0) / 1000);
-        return r;
+        return json(new SnapshotDiff(v.name(), older, younger, v.blockSize(), extents, totals[0], totals[1],
+                (System.nanoTime() - t0) / 1000));
     }
 
     /**
@@ -390,8 +350,6 @@ public final class ControlPlane {
             throw new OperationException("no export named " + export);
         }
         Volume v = catalog.open(en.volume());
-        ObjectNode o = Json.MAPPER.createObjectNode();
-        o.put("export", export);
         if (en.isSnapshot()) {
             SnapshotRecord r = v.snapshots().record(en.snapshot());
             if (r == null) {
@@ -400,21 +358,16 @@ public final class ControlPlane {
             if (!command.equals("lun.get")) {
                 throw new OperationException(export + " is a read-only snapshot: its LUN state is fixed at creation");
             }
-            o.put("enabled", r.lunEnabled());
-            o.put("counter", r.lunCounter());
-            o.put("timestamp", r.lunTimestamp());
-            o.put("readOnly", true);
-            o.put("identity", v.header().uuid().toString());
             boolean active = r.state() == SnapshotRecord.State.ACTIVE;
-            o.put("token", active ? LunState.snapshotToken(v.header().uuid(), r.seq()) : null);
-            return o;
+            return json(new LunStatus(export, r.lunEnabled(), r.lunCounter(), r.lunTimestamp(), true,
+                    v.header().uuid().toString(), active ? LunState.snapshotToken(v.header().uuid(), r.seq()) : null));
         }
         LunState.Value val = switch (command) {
             case "lun.enable" -> v.lunState().enable();
             case "lun.disable" -> v.lunState().disable();
             default -> v.lunState().get();
         };
-        return o.setAll((ObjectNode) Json.MAPPER.valueToTree(LunStatus.of(v.lunState(), val)));
+        return json(LunStatus.of(v.lunState(), val).forExport(export));
     }
 
     private JsonNode cloneStatus(JsonNode req) throws OperationException {
@@ -451,19 +404,15 @@ public final class ControlPlane {
         clones.forget(name);
         catalog.delete(name);
         serving.forgetWithheld(name);
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.put("deleted", name);
-        return r;
+        return json(new Deleted(name, null));
     }
 
     private JsonNode volumeList() throws IOException {
-        ArrayNode list = Json.MAPPER.createArrayNode();
+        List<VolumeStatus> list = new ArrayList<>();
         for (String name : catalog.names()) {
-            list.add(json(volumeStatus(name)));
+            list.add(volumeStatus(name));
         }
-        ObjectNode r = Json.MAPPER.createObjectNode();
-        r.set("volumes", list);
-        return r;
+        return json(new VolumeList(list));
     }
 
     /**

@@ -1,14 +1,13 @@
 package io.snapbd.server.admin;
 
-import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.BlockDeviceException;
+import io.snapbd.engine.ReadOnlyDevice;
 import io.snapbd.engine.io.ByteSink;
-import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.snapshot.SnapshotRecord;
 import io.snapbd.engine.volume.Volume;
 
 /** The export of a snapshot that was terminated before this server started: listed, never served. */
-final class GoneDevice implements BlockDevice {
+final class GoneDevice implements ReadOnlyDevice {
     private final String name;
     private final Volume volume;
     private final SnapshotRecord record;
@@ -24,7 +23,8 @@ final class GoneDevice implements BlockDevice {
         return "snapshot terminated: " + record.reason();
     }
 
-    private BlockDeviceException gone() {
+    @Override
+    public BlockDeviceException refusal() {
         return new BlockDeviceException(BlockDeviceException.Reason.UNAVAILABLE, name + " is not available: " + unavailableReason());
     }
 
@@ -44,50 +44,17 @@ final class GoneDevice implements BlockDevice {
     }
 
     @Override
-    public boolean isReadOnly() {
-        return true;
-    }
-
-    @Override
-    public boolean canZeroFast() {
-        return false;
-    }
-
-    @Override
     public Session openSession() {
         return () -> { };
     }
 
     @Override
     public void read(Session s, long offset, int length, ByteSink sink) throws BlockDeviceException {
-        throw gone();
-    }
-
-    @Override
-    public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws BlockDeviceException {
-        throw gone();
-    }
-
-    @Override
-    public void trim(Session s, long offset, long length, boolean fua) throws BlockDeviceException {
-        throw gone();
-    }
-
-    @Override
-    public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua) throws BlockDeviceException {
-        throw gone();
-    }
-
-    @Override
-    public void flush() {
-    }
-
-    @Override
-    public void forceRange(long offset, long length) {
+        throw refusal();
     }
 
     @Override
     public void extents(long offset, long length, ExtentConsumer consumer) throws BlockDeviceException {
-        throw gone();
+        throw refusal();
     }
 }

@@ -1,7 +1,6 @@
 package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -14,7 +13,7 @@ import picocli.CommandLine.Parameters;
 final class AttachCommand implements Runnable {
 
     @CommandLine.Mixin
-    Cli.DataDirOption dataDir;
+    Cli.Query query;
 
     @Parameters(index = "0", paramLabel = "EXPORT", description = "Export name: VOLUME or VOLUME@SNAPSHOT.")
     String export;
@@ -28,23 +27,13 @@ final class AttachCommand implements Runnable {
     @Option(names = "--timeout", paramLabel = "SECONDS", description = "Request timeout of the nbd driver (default: the driver's).")
     Integer timeout;
 
-    @Option(names = "--json", description = "Print JSON.")
-    boolean json;
-
     @Override
     public void run() {
-        ObjectNode req = Cli.request("attach");
-        req.put("export", export);
-        req.put("device", device);
-        req.put("readOnly", readOnly);
-        if (timeout != null) {
-            req.put("timeout", timeout);
-        }
-        JsonNode r = Cli.call(dataDir.resolve(), req);
-        if (json) {
-            Cli.printJson(r);
-            return;
-        }
+        query.answer(Cli.request("attach", "export", export, "device", device, "readOnly", readOnly, "timeout", timeout),
+                AttachCommand::print);
+    }
+
+    private static void print(JsonNode r) {
         System.out.println("attached " + r.path("export").asText() + " to " + r.path("device").asText() + " ("
                 + Sizes.format(r.path("size").asLong()) + ", " + (r.path("readOnly").asBoolean() ? "read-only" : "read-write")
                 + ", block size " + r.path("blockSize").asInt() + ")");

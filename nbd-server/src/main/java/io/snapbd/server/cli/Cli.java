@@ -14,6 +14,9 @@ import picocli.CommandLine;
 import java.io.IOException;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Consumer;
 
 /** Shared by the management commands: where the data lives, and how to reach the server or the disk. */
 final class Cli {
@@ -48,15 +51,65 @@ final class Cli {
         }
     }
 
+    /** {@code --data-dir} and {@code --json}: the options of a command that asks the server one thing and prints the answer. */
+    static final class Query {
+        @CommandLine.Mixin
+        DataDirOption dataDir;
+        @CommandLine.Option(names = "--json", description = "Print JSON.")
+        boolean json;
+
+        /** {@link Cli#answer} with these options. */
+        JsonNode answer(JsonNode request, Consumer<JsonNode> text) {
+            return Cli.answer(dataDir, request, json, text);
+        }
+    }
+
     static String message(Throwable ex) {
         String m = ex.getMessage();
         return m == null || m.isBlank() ? ex.toString() : m;
     }
 
-    static ObjectNode request(String command) {
+    /**
+     * A control-plane request {@code {"command": COMMAND, NAME: VALUE, ...}} from name/value pairs, in order; a
+     * pair whose value is null is left out (the server's default applies).
+     */
+    static ObjectNode request(String command, Object... fields) {
         ObjectNode r = Json.MAPPER.createObjectNode();
         r.put("command", command);
+        return with(r, fields);
+    }
+
+    /** Adds name/value pairs to {@code r}, in order, leaving out those whose value is null. */
+    static ObjectNode with(ObjectNode r, Object... fields) {
+        for (int i = 0; i < fields.length; i += 2) {
+            if (fields[i + 1] != null) {
+                r.set((String) fields[i], Json.MAPPER.valueToTree(fields[i + 1]));
+            }
+        }
         return r;
+    }
+
+    /**
+     * Runs a control-plane request (see {@link #call}) and prints its answer: the JSON with {@code --json}, else
+     * the text {@code text} makes of it. Errors end the command with their exit code ({@link ExitException}).
+     */
+    static JsonNode answer(DataDirOption dataDir, JsonNode request, boolean json, Consumer<JsonNode> text) {
+        JsonNode r = call(dataDir.resolve(), request);
+        if (json) {
+            printJson(r);
+        } else {
+            text.accept(r);
+        }
+        return r;
+    }
+
+    /** Mirror legs as the server wants them: NBD URIs as given, files as absolute paths (the user's working directory is known here only). */
+    static List<String> legs(List<String> given) {
+        List<String> legs = new ArrayList<>();
+        for (String m : given) {
+            legs.add(m.contains("://") ? m : Path.of(m).toAbsolutePath().normalize().toString());
+        }
+        return legs;
     }
 
     /**

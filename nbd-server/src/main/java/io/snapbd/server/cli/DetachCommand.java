@@ -1,7 +1,5 @@
 package io.snapbd.server.cli;
 
-import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -12,7 +10,7 @@ import picocli.CommandLine.Parameters;
 final class DetachCommand implements Runnable {
 
     @CommandLine.Mixin
-    Cli.DataDirOption dataDir;
+    Cli.Query query;
 
     @Parameters(index = "0", paramLabel = "DEVICE", description = "nbd device, e.g. /dev/nbd0.")
     String device;
@@ -20,20 +18,10 @@ final class DetachCommand implements Runnable {
     @Option(names = "--force", description = "Detach even while a file system on it is mounted (it then gets I/O errors).")
     boolean force;
 
-    @Option(names = "--json", description = "Print JSON.")
-    boolean json;
-
     @Override
     public void run() {
-        ObjectNode req = Cli.request("detach");
-        req.put("device", device);
-        req.put("force", force);
-        JsonNode r = Cli.call(dataDir.resolve(), req);
-        if (json) {
-            Cli.printJson(r);
-            return;
-        }
-        System.out.println("detached " + r.path("device").asText() + " (" + r.path("export").asText() + ", "
-                + (r.path("flushed").asBoolean() ? "flushed" : "not flushed") + ")");
+        query.answer(Cli.request("detach", "device", device, "force", force), r -> System.out.println("detached "
+                + r.path("device").asText() + " (" + r.path("export").asText() + ", "
+                + (r.path("flushed").asBoolean() ? "flushed" : "not flushed") + ")"));
     }
 }

@@ -1,7 +1,8 @@
 package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.SnapshotDiff;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -24,20 +25,16 @@ final class DiffCommand implements Runnable {
 
     @Override
     public void run() {
-        ObjectNode req = Cli.request("snapshot.diff");
-        req.put("volume", volume);
-        req.put("older", older);
-        req.put("younger", younger);
-        JsonNode r = Cli.call(dataDir.resolve(), req);
-        if (json) {
-            Cli.printJson(r);
-            return;
-        }
+        Cli.answer(dataDir, Cli.request("snapshot.diff", "volume", volume, "older", older, "younger", younger), json,
+                DiffCommand::print);
+    }
+
+    private static void print(JsonNode answer) {
+        SnapshotDiff r = Json.MAPPER.convertValue(answer, SnapshotDiff.class);
         System.out.printf("%16s %16s %s%n", "OFFSET", "LENGTH", "STATE");
-        for (JsonNode e : r.path("extents")) {
-            System.out.printf("%16d %16d %s%n", e.path("offset").asLong(), e.path("length").asLong(), e.path("state").asText());
+        for (SnapshotDiff.Extent e : r.extents()) {
+            System.out.printf("%16d %16d %s%n", e.offset(), e.length(), e.state().label());
         }
-        System.out.println("changed " + Sizes.format(r.path("changedBytes").asLong()) + ", unused "
-                + Sizes.format(r.path("unusedBytes").asLong()));
+        System.out.println("changed " + Sizes.format(r.changedBytes()) + ", unused " + Sizes.format(r.unusedBytes()));
     }
 }

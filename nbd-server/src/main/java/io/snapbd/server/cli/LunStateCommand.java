@@ -1,7 +1,8 @@
 package io.snapbd.server.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.snapbd.server.api.Json;
+import io.snapbd.server.api.LunStatus;
 import io.snapbd.server.export.ExportName;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -25,22 +26,29 @@ final class LunStateCommand implements Runnable {
         throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand: enable, disable, get or check");
     }
 
-    static JsonNode call(Cli.DataDirOption dataDir, String command, String export) {
-        ObjectNode r = Cli.request(command);
-        r.put("export", export);
-        return Cli.call(dataDir.resolve(), r);
+    /** enable, disable and get: one request about EXPORT, then its LUN state printed. */
+    abstract static class Show implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+        @Parameters(paramLabel = "EXPORT")
+        String export;
+        @Option(names = "--json", description = "Print JSON: export, enabled, counter, timestamp, token.")
+        boolean json;
+
+        abstract String command();
+
+        @Override
+        public void run() {
+            Cli.answer(dataDir, Cli.request(command(), "export", export), json, LunStateCommand::print);
+        }
     }
 
-    static void print(JsonNode v, boolean json) {
-        if (json) {
-            Cli.printJson(v);
-            return;
-        }
-        long ts = v.path("timestamp").asLong();
-        System.out.println(v.path("export").asText() + ": " + (v.path("enabled").asBoolean() ? "enabled" : "disabled")
-                + ", counter " + v.path("counter").asLong() + ", timestamp " + ts
-                + (ts > 0 ? " (" + Instant.ofEpochSecond(ts / 1_000_000_000L, ts % 1_000_000_000L) + ")" : ""));
-        System.out.println("token: " + (v.path("token").isTextual() ? v.path("token").asText()
+    static void print(JsonNode answer) {
+        LunStatus v = Json.MAPPER.convertValue(answer, LunStatus.class);
+        long ts = v.timestamp();
+        System.out.println(v.export() + ": " + (v.enabled() ? "enabled" : "disabled") + ", counter " + v.counter()
+                + ", timestamp " + ts + (ts > 0 ? " (" + Instant.ofEpochSecond(ts / 1_000_000_000L, ts % 1_000_000_000L) + ")" : ""));
+        System.out.println("token: " + (v.token() != null ? v.token()
                 : "none (tracking is disabled: writes are not counted, so no value taken now can prove anything)"));
     }
 
@@ -48,47 +56,26 @@ final class LunStateCommand implements Runnable {
     static final Pattern TOKEN = Pattern.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}[:@][0-9]{1,19}");
 
     @Command(name = "enable", mixinStandardHelpOptions = true, description = "Start counting altering requests; the value is kept.")
-    static final class Enable implements Runnable {
-        @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-        @Parameters(paramLabel = "EXPORT")
-        String export;
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
-
+    static final class Enable extends Show {
         @Override
-        public void run() {
-            print(call(dataDir, "lun.enable", export), json);
+        String command() {
+            return "lun.enable";
         }
     }
 
     @Command(name = "disable", mixinStandardHelpOptions = true, description = "Bump the value once (saved values stop matching), then stop counting.")
-    static final class Disable implements Runnable {
-        @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-        @Parameters(paramLabel = "EXPORT")
-        String export;
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
-
+    static final class Disable extends Show {
         @Override
-        public void run() {
-            print(call(dataDir, "lun.disable", export), json);
+        String command() {
+            return "lun.disable";
         }
     }
 
     @Command(name = "get", mixinStandardHelpOptions = true, description = "Print the current state (works whether or not tracking is enabled).")
-    static final class Get implements Runnable {
-        @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-        @Parameters(paramLabel = "EXPORT")
-        String export;
-        @Option(names = "--json", description = "Print JSON: export, enabled, counter, timestamp.")
-        boolean json;
-
+    static final class Get extends Show {
         @Override
-        public void run() {
-            print(call(dataDir, "lun.get", export), json);
+        String command() {
+            return "lun.get";
         }
     }
 
@@ -116,8 +103,9 @@ final class LunStateCommand implements Runnable {
                 throw new Cli.ExitException(2, "--expect '" + saved + "' is not a LUN state token (UUID:COUNTER for a volume, "
                         + "UUID@SEQUENCE for a snapshot export)");
             }
-            JsonNode v = LunStateCommand.call(dataDir, "lun.get", export);
-            String now = v.path("token").isTextual() ? v.path("token").asText() : null;
+            LunStatus v = Json.MAPPER.convertValue(Cli.call(dataDir.resolve(), Cli.request("lun.get", "export", export)),
+                    LunStatus.class);
+            String now = v.token();
             if (saved.equals(now)) {
                 System.out.println(export + ": unchanged (token " + now + ")");
                 return 0;
@@ -128,7 +116,7 @@ final class LunStateCommand implements Runnable {
             } else if (!now.substring(0, 36).equals(saved.substring(0, 36))) {
                 why = "not the volume the token was saved from (deleted and created again?)";
             } else {
-                why = "counter " + v.path("counter").asLong() + ", saved " + saved.substring(37);
+                why = "counter " + v.counter() + ", saved " + saved.substring(37);
             }
             System.out.println(export + ": CHANGED (" + why + "; token now " + now + ", expected " + saved + ")");
             return 3;

@@ -4,15 +4,22 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.server.api.CloneState;
 import io.snapbd.server.api.CloneStatus;
+import io.snapbd.server.api.Deleted;
 import io.snapbd.server.api.Json;
+import io.snapbd.server.api.RestoreResult;
 import io.snapbd.server.api.RestoreStatus;
 import io.snapbd.server.api.SaveSpace;
+import io.snapbd.server.api.SnapshotList;
+import io.snapbd.server.api.SnapshotStatus;
 import io.snapbd.server.config.Sizes;
 import io.snapbd.server.export.ExportName;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
+
+import java.util.ArrayList;
+import java.util.List;
 
 @Command(name = "snapshot", mixinStandardHelpOptions = true,
         description = "Create, list, delete, restore and clone snapshots (exported read-only as VOLUME@SNAPSHOT).",
@@ -28,13 +35,19 @@ final class SnapshotCommand implements Runnable {
         throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand: create, list, delete, restore or clone");
     }
 
-    static ObjectNode request(String command, String volume, String name) {
-        ObjectNode r = Cli.request(command);
-        r.put("volume", volume);
-        if (name != null) {
-            r.put("name", name);
+    /** What the subcommands on one snapshot share: the data directory, VOLUME and SNAPSHOT. */
+    abstract static class OnSnapshot implements Runnable {
+        @CommandLine.Mixin
+        Cli.DataDirOption dataDir;
+        @Parameters(index = "0", paramLabel = "VOLUME")
+        String volume;
+        @Parameters(index = "1", paramLabel = "SNAPSHOT")
+        String name;
+
+        /** The request {@code command} about this snapshot, with {@code more} name/value pairs after VOLUME and SNAPSHOT. */
+        ObjectNode request(String command, Object... more) {
+            return Cli.with(Cli.request(command, "volume", volume, "name", name), more);
         }
-        return r;
     }
 
     /** One line for a restore in progress (or failed) as {@code status} and {@code snapshot list} report it. */
@@ -47,94 +60,67 @@ final class SnapshotCommand implements Runnable {
 
     @Command(name = "create", mixinStandardHelpOptions = true,
             description = "Take a snapshot: in-flight writes finish first, later ones wait; time does not grow with volume size.")
-    static final class Create implements Runnable {
-        @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-        @Parameters(index = "0", paramLabel = "VOLUME")
-        String volume;
-        @Parameters(index = "1", paramLabel = "SNAPSHOT")
-        String name;
+    static final class Create extends OnSnapshot {
         @Option(names = "--json", description = "Print JSON.")
         boolean json;
 
         @Override
         public void run() {
-            JsonNode r = Cli.call(dataDir.resolve(), request("snapshot.create", volume, name));
-            if (json) {
-                Cli.printJson(r);
-            } else {
-                System.out.println("created snapshot " + name + " of " + volume + " (sequence " + r.path("sequence").asLong()
-                        + ", " + r.path("createMicros").asLong() + " us), exported as " + ExportName.format(volume, name));
-            }
+            Cli.answer(dataDir, request("snapshot.create"), json, answer -> {
+                SnapshotStatus s = Json.MAPPER.convertValue(answer, SnapshotStatus.class);
+                System.out.println("created snapshot " + name + " of " + volume + " (sequence " + s.sequence() + ", "
+                        + s.createMicros() + " us), exported as " + ExportName.format(volume, name));
+            });
         }
     }
 
     @Command(name = "list", mixinStandardHelpOptions = true, description = "List the snapshots of a volume, oldest first.")
     static final class ListSnapshots implements Runnable {
         @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
+        Cli.Query query;
         @Parameters(index = "0", paramLabel = "VOLUME")
         String volume;
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
 
         @Override
         public void run() {
-            JsonNode r = Cli.call(dataDir.resolve(), request("snapshot.list", volume, null));
-            if (json) {
-                Cli.printJson(r);
-                return;
-            }
+            query.answer(Cli.request("snapshot.list", "volume", volume), ListSnapshots::print);
+        }
+
+        private static void print(JsonNode answer) {
+            SnapshotList r = Json.MAPPER.convertValue(answer, SnapshotList.class);
             System.out.printf("%-20s %5s %-24s %-28s %10s %s%n", "NAME", "SEQ", "CREATED", "STATE", "SAVED", "LUN STATE AT CREATION");
-            for (JsonNode s : r.path("snapshots")) {
-                String state = s.path("state").asText();
-                if (s.has("reason")) {
-                    state += ": " + s.path("reason").asText();
-                }
-                JsonNode lun = s.path("lunStateAtCreation");
-                System.out.printf("%-20s %5d %-24s %-28s %10s %s%n", s.path("name").asText(), s.path("sequence").asLong(),
-                        s.path("created").asText(), state, Sizes.format(s.path("saveBytesUsed").asLong()),
-                        (lun.path("enabled").asBoolean() ? "enabled" : "disabled") + " counter=" + lun.path("counter").asLong());
+            for (SnapshotStatus s : r.snapshots()) {
+                String state = s.state().label() + (s.reason() != null ? ": " + s.reason() : "");
+                SnapshotStatus.LunAtCreation lun = s.lunStateAtCreation();
+                System.out.printf("%-20s %5d %-24s %-28s %10s %s%n", s.name(), s.sequence(), s.created(), state,
+                        Sizes.format(s.saveBytesUsed()), (lun.enabled() ? "enabled" : "disabled") + " counter=" + lun.counter());
             }
-            if (r.has("restore")) {
-                System.out.println(restoreLine(Json.MAPPER.convertValue(r.path("restore"), RestoreStatus.class)));
+            if (r.restore() != null) {
+                System.out.println(restoreLine(r.restore()));
             }
-            SaveSpace sv = Json.MAPPER.convertValue(r.path("saveVolume"), SaveSpace.class);
+            SaveSpace sv = r.saveVolume();
             System.out.println("save volume: " + Sizes.format(sv.bytesUsed()) + " of " + Sizes.format(sv.bytes()) + " used");
         }
     }
 
     @Command(name = "delete", mixinStandardHelpOptions = true,
             description = "Delete a snapshot at any position; older snapshots keep every before-image they need.")
-    static final class Delete implements Runnable {
-        @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-        @Parameters(index = "0", paramLabel = "VOLUME")
-        String volume;
-        @Parameters(index = "1", paramLabel = "SNAPSHOT")
-        String name;
+    static final class Delete extends OnSnapshot {
         @Option(names = "--force", description = "Delete even while clients read the snapshot export.")
         boolean force;
 
         @Override
         public void run() {
-            ObjectNode req = request("snapshot.delete", volume, name);
-            req.put("force", force);
-            JsonNode r = Cli.call(dataDir.resolve(), req);
-            SaveSpace sv = Json.MAPPER.convertValue(r.path("saveVolume"), SaveSpace.class);
+            Deleted r = Json.MAPPER.convertValue(Cli.call(dataDir.resolve(), request("snapshot.delete", "force", force)),
+                    Deleted.class);
+            SaveSpace sv = r.saveVolume();
             System.out.println("deleted snapshot " + ExportName.format(volume, name) + "; save volume " + Sizes.format(sv.bytesUsed()) + " used");
         }
     }
 
     @Command(name = "restore", mixinStandardHelpOptions = true,
             description = "Make the volume exactly the snapshot's content (and its in-use map). Younger snapshots keep their content. Refused while clients have the volume attached, unless --force.")
-    static final class Restore implements Runnable {
-        @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-        @Parameters(index = "0", paramLabel = "VOLUME")
-        String volume;
-        @Parameters(index = "1", paramLabel = "SNAPSHOT")
-        String name;
+    static final class Restore extends OnSnapshot {
         @Option(names = "--force", description = "Restore even while clients have the volume attached read-write.")
         boolean force;
         @Option(names = "--json", description = "Print JSON.")
@@ -142,27 +128,17 @@ final class SnapshotCommand implements Runnable {
 
         @Override
         public void run() {
-            ObjectNode req = request("snapshot.restore", volume, name);
-            req.put("force", force);
-            JsonNode r = Cli.call(dataDir.resolve(), req);
-            if (json) {
-                Cli.printJson(r);
-            } else {
-                System.out.println("restored " + volume + " from snapshot " + name + ": " + r.path("blocksChanged").asLong()
-                        + " block(s) changed in " + r.path("millis").asLong() + " ms");
-            }
+            Cli.answer(dataDir, request("snapshot.restore", "force", force), json, answer -> {
+                RestoreResult r = Json.MAPPER.convertValue(answer, RestoreResult.class);
+                System.out.println("restored " + volume + " from snapshot " + name + ": " + r.blocksChanged()
+                        + " block(s) changed in " + r.millis() + " ms");
+            });
         }
     }
 
     @Command(name = "clone", mixinStandardHelpOptions = true,
             description = "Copy a snapshot's in-use blocks into a new writable volume in the background; the new export refuses connections until the copy completes.")
-    static final class Clone implements Runnable {
-        @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-        @Parameters(index = "0", paramLabel = "VOLUME")
-        String volume;
-        @Parameters(index = "1", paramLabel = "SNAPSHOT")
-        String name;
+    static final class Clone extends OnSnapshot {
         @Parameters(index = "2", paramLabel = "NEWVOLUME")
         String target;
         @Option(names = "--wait", description = "Wait for the copy, showing progress.")
@@ -173,20 +149,12 @@ final class SnapshotCommand implements Runnable {
         @Option(names = "--json", description = "Print JSON.")
         boolean json;
         @Option(names = "--mirror", paramLabel = "LEG", description = "Make the new volume mirrored to this leg, a file or an NBD URI (as volume create --mirror); repeatable.")
-        java.util.List<String> mirrors = new java.util.ArrayList<>();
+        List<String> mirrors = new ArrayList<>();
 
         @Override
         public void run() {
-            ObjectNode req = request("snapshot.clone", volume, name);
-            req.put("target", target);
-            var legs = req.putArray("mirrors");
-            for (String m : mirrors) {
-                legs.add(m.contains("://") ? m : java.nio.file.Path.of(m).toAbsolutePath().normalize().toString());
-            }
-            if (track) {
-                req.put("track", true);
-            }
-            JsonNode job = Cli.call(dataDir.resolve(), req);
+            JsonNode job = Cli.call(dataDir.resolve(), request("snapshot.clone", "target", target, "mirrors", Cli.legs(mirrors),
+                    "track", track ? true : null));
             CloneStatus c = Json.MAPPER.convertValue(job, CloneStatus.class);
             if (waitForIt) {
                 // With --json, stdout carries only the JSON: progress goes to stderr.
@@ -199,9 +167,7 @@ final class SnapshotCommand implements Runnable {
                         Thread.currentThread().interrupt();
                         break;
                     }
-                    ObjectNode st = Cli.request("clone.status");
-                    st.put("target", target);
-                    job = Cli.call(dataDir.resolve(), st);
+                    job = Cli.call(dataDir.resolve(), Cli.request("clone.status", "target", target));
                     c = Json.MAPPER.convertValue(job, CloneStatus.class);
                 }
                 p.update(c.bytesDone(), c.bytesTotal(), true);
@@ -232,21 +198,16 @@ final class SnapshotCommand implements Runnable {
             description = "Progress of the copy into NEWVOLUME (running server); when a --track clone is done, the LUN state token to save.")
     static final class CloneProgress implements Runnable {
         @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
+        Cli.Query query;
         @Parameters(index = "0", paramLabel = "NEWVOLUME")
         String target;
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
 
         @Override
         public void run() {
-            ObjectNode st = Cli.request("clone.status");
-            st.put("target", target);
-            JsonNode job = Cli.call(dataDir.resolve(), st);
-            if (json) {
-                Cli.printJson(job);
-                return;
-            }
+            query.answer(Cli.request("clone.status", "target", target), this::print);
+        }
+
+        private void print(JsonNode job) {
             CloneStatus c = Json.MAPPER.convertValue(job, CloneStatus.class);
             System.out.println("clone of " + c.source() + " into " + target + ": " + c.state().label()
                     + " (" + Sizes.format(c.bytesDone()) + " of " + Sizes.format(Math.max(0, c.bytesTotal()))

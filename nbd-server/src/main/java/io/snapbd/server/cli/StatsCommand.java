@@ -49,17 +49,8 @@ final class StatsCommand implements Runnable {
 
     @Override
     public void run() {
-        ObjectNode req = Cli.request("stats");
-        if (export != null) {
-            req.put("export", export);
-        }
-        if (reset) {
-            req.put("reset", true);
-        }
-        if (hgrm != null) {
-            req.put("histograms", true);
-        }
-        JsonNode r = Cli.call(dataDir.resolve(), req);
+        JsonNode r = Cli.call(dataDir.resolve(), Cli.request("stats", "export", export, "reset", reset ? true : null,
+                "histograms", hgrm != null ? true : null));
         List<JsonNode> list = new ArrayList<>();
         if (export != null) {
             list.add(r);

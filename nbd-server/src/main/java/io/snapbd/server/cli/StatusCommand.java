@@ -7,7 +7,6 @@ import io.snapbd.server.api.VolumeStatus;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
-import picocli.CommandLine.Option;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -16,18 +15,14 @@ import java.util.List;
 final class StatusCommand implements Runnable {
 
     @CommandLine.Mixin
-    Cli.DataDirOption dataDir;
-
-    @Option(names = "--json", description = "Print JSON.")
-    boolean json;
+    Cli.Query query;
 
     @Override
     public void run() {
-        JsonNode s = Cli.call(dataDir.resolve(), Cli.request("status"));
-        if (json) {
-            Cli.printJson(s);
-            return;
-        }
+        query.answer(Cli.request("status"), StatusCommand::print);
+    }
+
+    private static void print(JsonNode s) {
         System.out.println("data directory: " + s.path("dataDir").asText());
         System.out.println("server:         " + s.path("server").asText()
                 + (s.has("pid") ? " (pid " + s.path("pid").asLong() + ", up " + s.path("uptimeSeconds").asLong() + " s)" : ""));

@@ -3,12 +3,16 @@ package io.snapbd.server.cli;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.snapbd.server.api.Json;
+import io.snapbd.server.api.VolumeList;
 import io.snapbd.server.api.VolumeStatus;
 import io.snapbd.server.config.Sizes;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
+
+import java.util.ArrayList;
+import java.util.List;
 
 @Command(name = "volume", mixinStandardHelpOptions = true, description = "Create, list and delete volumes.",
         subcommands = {VolumeCommand.Create.class, VolumeCommand.ListVolumes.class, VolumeCommand.Delete.class})
@@ -48,59 +52,40 @@ final class VolumeCommand implements Runnable {
 
         @Option(names = "--mirror", paramLabel = "LEG",
                 description = "Keep a synchronous copy of the volume's blocks on this leg: a new file (its tag table goes to PATH.tags), or an NBD export nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH of at least the volume's size + 2101248 bytes (zeroed). Repeat for more legs. See docs/mirrors.md.")
-        java.util.List<String> mirrors = new java.util.ArrayList<>();
+        List<String> mirrors = new ArrayList<>();
 
         @Override
         public void run() {
-            ObjectNode req = Cli.request("volume.create");
-            req.put("name", name);
-            var legs = req.putArray("mirrors");
-            java.util.List<String> resolved = new java.util.ArrayList<>();
-            for (String m : mirrors) {
-                // file legs are absolute paths: resolve here, where the user's working directory is known
-                resolved.add(m.contains("://") ? m : java.nio.file.Path.of(m).toAbsolutePath().normalize().toString());
-                legs.add(resolved.get(resolved.size() - 1));
-            }
+            List<String> legs = Cli.legs(mirrors);
+            ObjectNode req;
             try {
-                req.put("size", Sizes.parse(size));
-                if (saveSize != null) {
-                    req.put("saveSize", Sizes.parse(saveSize));
-                }
+                req = Cli.request("volume.create", "name", name, "mirrors", legs, "size", Sizes.parse(size),
+                        "saveSize", saveSize != null ? Sizes.parse(saveSize) : null, "blockSize", blockSize, "sparse", sparse);
             } catch (IllegalArgumentException e) {
                 throw new Cli.ExitException(2, e.getMessage());
             }
-            req.put("blockSize", blockSize);
-            req.put("sparse", sparse);
-            JsonNode v = Cli.call(dataDir.resolve(), req);
-            if (json) {
-                Cli.printJson(v);
-            } else {
+            Cli.answer(dataDir, req, json, v -> {
                 VolumeStatus created = Json.MAPPER.convertValue(v, VolumeStatus.class);
                 System.out.println("created volume " + name + ": " + Sizes.format(created.size())
                         + ", block size " + created.blockSize() + ", save volume " + Sizes.format(created.saveSize())
-                        + (resolved.isEmpty() ? "" : ", mirrored to " + String.join(", ", resolved)));
-            }
+                        + (legs.isEmpty() ? "" : ", mirrored to " + String.join(", ", legs)));
+            });
         }
     }
 
     @Command(name = "list", mixinStandardHelpOptions = true, description = "List volumes.")
     static final class ListVolumes implements Runnable {
         @CommandLine.Mixin
-        Cli.DataDirOption dataDir;
-
-        @Option(names = "--json", description = "Print JSON.")
-        boolean json;
+        Cli.Query query;
 
         @Override
         public void run() {
-            JsonNode r = Cli.call(dataDir.resolve(), Cli.request("volume.list"));
-            if (json) {
-                Cli.printJson(r);
-                return;
-            }
+            query.answer(Cli.request("volume.list"), ListVolumes::print);
+        }
+
+        private static void print(JsonNode answer) {
             System.out.printf("%-20s %10s %6s %10s %10s %s%n", "NAME", "SIZE", "BLOCK", "SAVE", "IN USE", "CONNECTIONS");
-            for (JsonNode n : r.path("volumes")) {
-                VolumeStatus v = Json.MAPPER.convertValue(n, VolumeStatus.class);
+            for (VolumeStatus v : Json.MAPPER.convertValue(answer, VolumeList.class).volumes()) {
                 if (v.reason() != null) {
                     // set aside (server) or damaged (offline): no figures to show, only why
                     System.out.printf("%-20s %s: %s%n", v.name(), v.state().label(), v.reason());
@@ -127,10 +112,7 @@ final class VolumeCommand implements Runnable {
 
         @Override
         public void run() {
-            ObjectNode req = Cli.request("volume.delete");
-            req.put("name", name);
-            req.put("force", force);
-            Cli.call(dataDir.resolve(), req);
+            Cli.call(dataDir.resolve(), Cli.request("volume.delete", "name", name, "force", force));
             System.out.println("deleted volume " + name);
         }
     }

@@ -39,14 +39,8 @@ import java.util.concurrent.locks.ReentrantLock;
  */
 final class Pipeline {
 
-    private static final int RECEIVE_BUFFER = 64 << 10;
-    /** Payloads up to this size go through the receive buffer, so that one system call can fetch several replies. */
-    private static final int COPY_THRESHOLD = RECEIVE_BUFFER / 2;
-    /**
-     * Largest slice of a payload handed to the socket at once: the JDK copies heap buffers through a cached
-     * temporary direct buffer of the slice's size, which would otherwise grow to 32 MiB per thread.
-     */
-    private static final int MAX_IO = 1 << 20;
+    /** Largest slice of a payload handed to the socket at once (see {@link ReplyInput#MAX_IO}). */
+    private static final int MAX_IO = ReplyInput.MAX_IO;
     /** Largest BLOCK_STATUS or error chunk accepted (a million extents). */
     private static final int MAX_METADATA_CHUNK = 8 << 20;
     private static final ByteBuffer ZEROS = ByteBuffer.allocateDirect(64 << 10);
@@ -78,7 +72,7 @@ final class Pipeline {
     private final AtomicBoolean disconnectSent = new AtomicBoolean();
 
     // ---- reader thread only --------------------------------------------------------------------------------
-    private final ByteBuffer in = ByteBuffer.allocateDirect(RECEIVE_BUFFER).flip();
+    private final ReplyInput in;
     private final SimpleReplyHeader simpleReply = new SimpleReplyHeader();
     private final StructuredReplyHeader chunk = new StructuredReplyHeader();
     private final OffsetDataChunk dataChunk = new OffsetDataChunk();
@@ -106,6 +100,7 @@ final class Pipeline {
             free[maxInFlight - 1 - i] = slots[i];
         }
         freeCount = maxInFlight;
+        in = new ReplyInput(io, peer);
         reader = new Thread(this::readLoop, "nbd-client " + peer);
         reader.setDaemon(true);      // a client someone forgot to close must not keep the JVM alive
     }
@@ -334,8 +329,8 @@ final class Pipeline {
     private void readLoop() {
         IOException cause = null;
         try {
-            while (fill(Integer.BYTES, true)) {     // the magic, which starts both kinds of reply
-                int magic = in.getInt(in.position());
+            while (in.nextReply()) {
+                int magic = in.peekMagic();     // the magic starts both kinds of reply
                 if (magic == Nbd.SIMPLE_REPLY_MAGIC) {
                     receiveSimpleReply();
                 } else if (magic == Nbd.STRUCTURED_REPLY_MAGIC) {
@@ -356,11 +351,9 @@ final class Pipeline {
     }
 
     private void receiveSimpleReply() throws IOException {
-        fill(SimpleReplyHeader.BYTES, false);
-        simpleReply.wrap(in, in.position());
+        simpleReply.wrap(in.buffer(), in.take(SimpleReplyHeader.BYTES));
         int error = simpleReply.error();
         long handle = simpleReply.handle();
-        in.position(in.position() + SimpleReplyHeader.BYTES);
         Request r = lookup(handle);
         if (structured && r.type == Nbd.CMD_READ) {
             throw violation("simple reply to " + r.describe() + " although structured replies were negotiated");
@@ -376,13 +369,11 @@ final class Pipeline {
     }
 
     private void receiveChunk() throws IOException {
-        fill(StructuredReplyHeader.BYTES, false);
-        chunk.wrap(in, in.position());
+        chunk.wrap(in.buffer(), in.take(StructuredReplyHeader.BYTES));
         int flags = chunk.flags();
         int type = chunk.type();
         long handle = chunk.handle();
         long length = chunk.length();
-        in.position(in.position() + StructuredReplyHeader.BYTES);
         Request r = lookup(handle);
         switch (type) {
             case Nbd.REPLY_TYPE_NONE:
@@ -394,9 +385,7 @@ final class Pipeline {
                 if (r.type != Nbd.CMD_READ || length <= OffsetDataChunk.BYTES) {
                     throw violation("data chunk of " + length + " bytes for " + r.describe());
                 }
-                fill(OffsetDataChunk.BYTES, false);
-                long offset = dataChunk.wrap(in, in.position()).offset();
-                in.position(in.position() + OffsetDataChunk.BYTES);
+                long offset = dataChunk.wrap(in.buffer(), in.take(OffsetDataChunk.BYTES)).offset();
                 long n = length - OffsetDataChunk.BYTES;
                 checkWithin(r, offset, n);
                 receiveData(r, offset, (int) n);
@@ -407,11 +396,9 @@ final class Pipeline {
                 if (r.type != Nbd.CMD_READ || length != OffsetHoleChunk.BYTES) {
                     throw violation("hole chunk of " + length + " bytes for " + r.describe());
                 }
-                fill(OffsetHoleChunk.BYTES, false);
-                holeChunk.wrap(in, in.position());
+                holeChunk.wrap(in.buffer(), in.take(OffsetHoleChunk.BYTES));
                 long offset = holeChunk.offset();
                 long n = holeChunk.size();
-                in.position(in.position() + OffsetHoleChunk.BYTES);
                 if (n == 0) {
                     throw violation("empty hole chunk for " + r.describe());
                 }
@@ -425,7 +412,7 @@ final class Pipeline {
                 if (r.type != Nbd.CMD_BLOCK_STATUS || BlockStatusChunk.descriptors(length) < 1 || length > MAX_METADATA_CHUNK) {
                     throw violation("block status chunk of " + length + " bytes for " + r.describe());
                 }
-                receiveBlockStatus(r, payload((int) length));
+                receiveBlockStatus(r, in.payload((int) length));
                 break;
             default:
                 if (!StructuredReplyHeader.isError(type)) {
@@ -434,7 +421,7 @@ final class Pipeline {
                 if (length < ErrorChunk.BYTES || length > MAX_METADATA_CHUNK) {
                     throw violation("error chunk of " + length + " bytes for " + r.describe());
                 }
-                receiveError(r, type, payload((int) length));
+                receiveError(r, type, in.payload((int) length));
                 break;
         }
         if ((flags & Nbd.REPLY_FLAG_DONE) != 0) {
@@ -576,26 +563,9 @@ final class Pipeline {
 
     /** Copies {@code n} bytes of data for {@code [offset, +n)} into the request's buffer. */
     private void receiveData(Request r, long offset, int n) throws IOException {
-        ByteBuffer dst = r.buffer;
         int start = r.bufferStart + (int) (offset - r.offset);
-        dst.limit(start + n).position(start);
-        if (n <= COPY_THRESHOLD) {
-            fill(n, false);
-        }
-        int buffered = Math.min(in.remaining(), n);
-        if (buffered > 0) {
-            int limit = in.limit();
-            in.limit(in.position() + buffered);
-            dst.put(in);
-            in.limit(limit);
-        }
-        int end = dst.limit();
-        while (dst.position() < end) {
-            dst.limit(Math.min(end, dst.position() + MAX_IO));
-            if (io.read(dst) < 0) {
-                throw new EOFException(peer + ": the server closed the connection in the middle of " + r.describe());
-            }
-        }
+        r.buffer.limit(start + n).position(start);
+        in.readInto(r.buffer, r);
     }
 
     private void zero(Request r, long offset, int n) {
@@ -608,43 +578,6 @@ final class Pipeline {
             at += k;
             n -= k;
         }
-    }
-
-    /** The next {@code n} bytes as a buffer of their own (metadata and error chunks only). */
-    private ByteBuffer payload(int n) throws IOException {
-        if (n <= in.capacity()) {
-            fill(n, false);
-            ByteBuffer b = in.slice(in.position(), n);
-            in.position(in.position() + n);
-            return b;
-        }
-        ByteBuffer b = ByteBuffer.allocate(n);
-        b.put(in);
-        while (b.hasRemaining()) {
-            if (io.read(b) < 0) {
-                throw new EOFException(peer + ": the server closed the connection in the middle of a reply");
-            }
-        }
-        return b.flip();
-    }
-
-    /**
-     * Makes {@code n} bytes available in {@link #in}, reading as much as the socket has. Returns false only
-     * for an end of stream at a reply boundary when {@code eofOk}.
-     */
-    private boolean fill(int n, boolean eofOk) throws IOException {
-        while (in.remaining() < n) {
-            in.compact();
-            int read = io.read(in);
-            in.flip();
-            if (read < 0) {
-                if (eofOk && !in.hasRemaining()) {
-                    return false;
-                }
-                throw new EOFException(peer + ": the server closed the connection in the middle of a reply");
-            }
-        }
-        return true;
     }
 
     private IOException violation(String what) {

@@ -17,7 +17,6 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.ByteChannel;
 import java.nio.channels.GatheringByteChannel;
-import java.util.ArrayDeque;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Executor;
@@ -29,7 +28,7 @@ import java.util.concurrent.Executor;
  * stops part way is never applied; a read is
  * one copy from the mapping into the socket, and once a reply announcing data is out, exactly that much data
  * follows or the connection ends. Durability work (FLUSH, FUA) goes to a shared
- * pool and is answered out of order, so slow fsyncs never stall the request stream. Every reply goes out
+ * pool through {@link SyncTasks} and is answered out of order. Every reply goes out
  * through {@link Replies}, which serialises both sides with a per-connection send lock.
  */
 public final class Connection {
@@ -43,7 +42,6 @@ public final class Connection {
     private final LunState lun;
     private final boolean structured;
     private final List<MetaContext> contexts;
-    private final Executor syncPool;
     private final String peer;
 
     private final ByteBuffer requestBuffer = ByteBuffer.allocateDirect(RequestHeader.BYTES);
@@ -61,8 +59,7 @@ public final class Connection {
     private final PayloadSource payload = new PayloadSource();
     private final ReceivedPayload received = new ReceivedPayload();
     private final ExtentList extents = new ExtentList();
-    private final ArrayDeque<SyncTask> freeTasks = new ArrayDeque<>();
-    private int tasksInFlight;              // guarded by freeTasks
+    private final SyncTasks syncTasks;
 
     public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
         this.channel = channel;
@@ -75,7 +72,7 @@ public final class Connection {
         this.lun = device.lunState();
         this.structured = n.structuredReplies();
         this.contexts = n.contexts();
-        this.syncPool = syncPool;
+        this.syncTasks = new SyncTasks(syncPool, export, replies, peer);
         this.peer = peer;
     }
 
@@ -101,7 +98,7 @@ public final class Connection {
                 if (!dispatch()) {
                     return;
                 }
-                if (!answerLater) {     // answered inline: its time is known now (else SyncTask records it)
+                if (!answerLater) {     // answered inline: its time is known now (else SyncTasks records it)
                     export.stats().record(request.type(), request.length(), System.nanoTime() - requestStart, !requestFailed);
                 }
             }
@@ -121,7 +118,7 @@ public final class Connection {
                 Log.debug("%s: connection ended: %s", peer, e.getMessage());
             }
         } finally {
-            awaitSyncTasks();
+            syncTasks.awaitAll();
             session.close();
         }
     }
@@ -166,7 +163,7 @@ public final class Connection {
                     write(handle, flags, offset, (int) length);
                     return true;
                 case Nbd.CMD_FLUSH:
-                    submit(SyncTask.FLUSH, handle, 0, 0);
+                    submit(SyncTasks.FLUSH, handle, 0, 0);
                     return true;
                 case Nbd.CMD_TRIM:
                     trim(handle, flags, offset, length);
@@ -293,7 +290,7 @@ public final class Connection {
             }
         }
         if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
-            submit(SyncTask.FORCE_RANGE, handle, offset, length);
+            submit(SyncTasks.FORCE_RANGE, handle, offset, length);
         } else {
             replies.sendSimpleReply(handle, 0);
         }
@@ -315,10 +312,16 @@ public final class Connection {
 
     private void finishMutation(long handle, int flags) throws IOException {
         if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
-            submit(SyncTask.FLUSH, handle, 0, 0);
+            submit(SyncTasks.FLUSH, handle, 0, 0);
         } else {
             replies.sendSimpleReply(handle, 0);
         }
+    }
+
+    /** Hands FLUSH or FUA work to the sync pool, which answers the request (out of order) when it is durable. */
+    private void submit(int kind, long handle, long offset, long length) {
+        answerLater = true;
+        syncTasks.submit(kind, handle, offset, length, requestStart, request.type(), request.length());
     }
 
     private void blockStatus(long handle, int flags, long offset, long length) throws IOException {
@@ -394,7 +397,7 @@ public final class Connection {
         src.limit(limit);
     }
 
-    private static int errno(int type, BlockDeviceException e) {
+    static int errno(int type, BlockDeviceException e) {
         switch (e.reason()) {
             case OUT_OF_RANGE:
                 return type == Nbd.CMD_WRITE || type == Nbd.CMD_WRITE_ZEROES ? Nbd.ENOSPC : Nbd.EINVAL;
@@ -432,18 +435,6 @@ public final class Connection {
             replies.sendErrorChunk(handle, errno, message);
         } else {
             replies.sendSimpleReply(handle, errno);
-        }
-    }
-
-    /** The answer of a FLUSH or FUA task, from the sync pool; a send failure is only logged (the reader sees it too). */
-    private void asyncReply(long handle, int errno) {
-        if (errno != 0) {
-            export.errors().incrementAndGet();
-        }
-        try {
-            replies.sendSimpleReply(handle, errno);
-        } catch (IOException e) {
-            Log.debug("%s: could not send reply: %s", peer, e.getMessage());
         }
     }
 
@@ -520,102 +511,6 @@ public final class Connection {
                 throw new PeerGone(e);
             }
             consumed += before;
-        }
-    }
-
-    // ---- durability work off the reader thread ---------------------------------------------------------------
-
-    /**
-     * Most FLUSH and FUA requests one connection may have in the sync pool at once. A pool thread answering a client
-     * that does not read its replies blocks on that client's socket; without this bound such a client sending
-     * FLUSHes would make the (unbounded) pool start a thread per request. At the bound the reader waits for one
-     * to finish before it reads the next request, so the client is held back by TCP instead.
-     */
-    static final int MAX_SYNC_IN_FLIGHT = 64;
-
-    private void submit(int kind, long handle, long offset, long length) {
-        SyncTask t;
-        synchronized (freeTasks) {
-            while (tasksInFlight >= MAX_SYNC_IN_FLIGHT) {
-                try {
-                    freeTasks.wait();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    break;
-                }
-            }
-            t = freeTasks.poll();
-            tasksInFlight++;
-        }
-        if (t == null) {
-            t = new SyncTask();
-        }
-        t.kind = kind;
-        t.handle = handle;
-        t.offset = offset;
-        t.length = length;
-        t.start = requestStart;
-        t.cmd = request.type();
-        t.cmdLength = request.length();
-        answerLater = true;
-        syncPool.execute(t);
-    }
-
-    private void awaitSyncTasks() {
-        synchronized (freeTasks) {
-            while (tasksInFlight > 0) {
-                try {
-                    freeTasks.wait();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    return;
-                }
-            }
-        }
-    }
-
-    private final class SyncTask implements Runnable {
-        static final int FLUSH = 1;
-        static final int FORCE_RANGE = 2;
-        int kind;
-        long handle;
-        long offset;
-        long length;
-        long start;         // for ExportStats: when the request was read, its type and length
-        int cmd;
-        long cmdLength;
-
-        @Override
-        public void run() {
-            int errno = 0;
-            try {
-                if (kind == FLUSH) {
-                    device.flush();
-                } else {
-                    device.forceRange(offset, length);
-                }
-            } catch (BlockDeviceException e) {
-                errno = errno(Nbd.CMD_FLUSH, e);
-            } catch (IOException e) {
-                Log.warn("%s: flush of %s failed: %s", peer, export.name(), e.toString());
-                errno = noSpace(e) ? Nbd.ENOSPC : Nbd.EIO;
-            }
-            long h = handle;
-            long t0 = start;
-            int c = cmd;
-            long len = cmdLength;
-            synchronized (freeTasks) {
-                freeTasks.push(this);
-            }
-            try {
-                asyncReply(h, errno);
-                export.stats().record(c, len, System.nanoTime() - t0, errno == 0);
-            } finally {
-                synchronized (freeTasks) {
-                    tasksInFlight--;
-                    freeTasks.notifyAll();
-                }
-            }
         }
     }
 
