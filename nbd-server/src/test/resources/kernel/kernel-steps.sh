@@ -68,6 +68,8 @@ stop_server() {
   fail "the server did not stop within 300 s of SIGTERM"
 }
 attached() { [ -e "/sys/block/$(basename "$1")/pid" ]; }
+# do_it_threads: true when the server has a thread named nbd-do-it (the ioctl path's; /proc shows 15 characters).
+do_it_threads() { grep -q '^nbd-do-it' /proc/"$(server_pid)"/task/*/comm 2>/dev/null; }
 sectors() { cat "/sys/block/$(basename "$1")/size"; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # make_tree DIR: a small tree of random files.
@@ -123,7 +125,12 @@ attach_vol0() {
   expect_error "busy" snapbd attach vol0 /dev/nbd0
   snapbd status --json > "$WORK/status.json" || fail "status failed"
   grep -q '"device" : "/dev/nbd0"' "$WORK/status.json" || fail "status --json does not list /dev/nbd0: $(cat "$WORK/status.json")"
-  say "vol0 on /dev/nbd0: $(sectors /dev/nbd0) sectors, read-write, discard and write-back cache on, listed by status"
+  # This kernel has the nbd generic-netlink family: the device is set up with NBD_CMD_CONNECT, bound to no thread.
+  grep -q '"kernelInterface" : "netlink"' "$WORK/status.json" || fail "status does not say netlink: $(cat "$WORK/status.json")"
+  snapbd status | grep -q 'attached:       /dev/nbd0 -> vol0 (read-write, since .*, netlink)' || fail "status text: $(snapbd status)"
+  [ "$(cat /sys/block/nbd0/backend)" = snapbd:vol0 ] || fail "backend identifier: '$(cat /sys/block/nbd0/backend)'"
+  do_it_threads && fail "a DO_IT thread runs for a netlink attachment: $(cat /proc/"$(server_pid)"/task/*/comm | grep nbd-do-it)"
+  say "vol0 on /dev/nbd0 through netlink (backend snapbd:vol0, no DO_IT thread): $(sectors /dev/nbd0) sectors, read-write, discard and write-back cache on, listed by status"
 }
 
 mkfs_mount_tree() {
@@ -249,11 +256,14 @@ restart_persist() {
 attach = vol0 /dev/nbd0
 attach = vol0@s1 /dev/nbd1 timeout=60
 EOF
-  start_server
+  # This start takes the ioctl fallback, so that both ways to set a device up run against the real driver.
+  SNAPBD_NBD_INTERFACE=ioctl start_server
   attached /dev/nbd0 || fail "/dev/nbd0 not attached from the config file"
   attached /dev/nbd1 || fail "/dev/nbd1 not attached from the config file"
   snapbd status --json > "$WORK/status.json"
   grep -q "\"origin\" : \"$CONF:5\"" "$WORK/status.json" || fail "status does not show the config origin: $(cat "$WORK/status.json")"
+  grep -q '"kernelInterface" : "ioctl"' "$WORK/status.json" || fail "SNAPBD_NBD_INTERFACE=ioctl: status does not say ioctl: $(cat "$WORK/status.json")"
+  do_it_threads || fail "no DO_IT thread for the ioctl attachments"
   must mount /dev/nbd0 /mnt/live
   must mount -o ro,noload /dev/nbd1 /mnt/snap
   check_manifest /mnt/live "$WORK/new.manifest" || fail "live data lost across the restart"
@@ -262,7 +272,7 @@ EOF
   must umount /mnt/live
   must snapbd detach /dev/nbd1
   must snapbd detach /dev/nbd0
-  say "restarted with 'attach =' lines: both devices attached at start, live and snapshot checksums intact"
+  say "restarted (ioctl fallback) with 'attach =' lines: both devices attached at start, live and snapshot checksums intact"
 }
 
 nbd_client_unix() {

@@ -34,7 +34,8 @@ final class StatusCommand implements Runnable {
             for (JsonNode n : s.path("attachments")) {
                 AttachmentStatus a = Json.MAPPER.convertValue(n, AttachmentStatus.class);
                 System.out.println("attached:       " + a.device() + " -> " + a.export()
-                        + " (" + (a.readOnly() ? "read-only" : "read-write") + ", since " + a.since() + ")");
+                        + " (" + (a.readOnly() ? "read-only" : "read-write") + ", since " + a.since()
+                        + (a.kernelInterface() == null ? "" : ", " + a.kernelInterface()) + ")");
             }
         }
         System.out.println("file space:     " + s.path("fileSpace").asText());

@@ -1,6 +1,7 @@
 package io.snapbd.server.kernel;
 
 import io.snapbd.nativeio.NbdIoctl;
+import io.snapbd.nativeio.NbdNetlink;
 import io.snapbd.nativeio.SocketPairs;
 import io.snapbd.server.Log;
 import io.snapbd.server.api.AttachmentState;
@@ -31,7 +32,9 @@ import java.util.regex.Pattern;
 import java.util.stream.Stream;
 
 /**
- * Exports attached to the kernel's nbd driver as {@code /dev/nbdN}. For each attachment the server makes a
+ * Exports attached to the kernel's nbd driver as {@code /dev/nbdN}. Where the kernel offers the {@code nbd}
+ * generic-netlink family the device is set up with NBD_CMD_CONNECT ({@link NbdNetlink}): no task is bound to it,
+ * and detach is NBD_CMD_DISCONNECT. Otherwise (the fallback) the server makes a
  * socket pair, hands one end to the driver (SET_FLAGS, SET_BLKSIZE, SET_SIZE_BLOCKS, SET_TIMEOUT, SET_SOCK),
  * runs DO_IT on a thread of its own (it blocks until the device is disconnected), and serves the other end
  * with the same transmission code as network clients, entering directly in the transmission phase with
@@ -49,6 +52,12 @@ public final class KernelAttachments implements AutoCloseable {
     private static final Duration DISCONNECT_TIMEOUT = Duration.ofSeconds(30);
     /** The driver takes block sizes from 512 up to the page size. */
     private static final int MAX_KERNEL_BLOCK = 4096;
+    static final String NETLINK = "netlink";
+    static final String IOCTL = "ioctl";
+    /** {@code SNAPBD_NBD_INTERFACE=ioctl} in the server's environment skips netlink (the fallback, e.g. to test it). */
+    static final String INTERFACE_ENV = "SNAPBD_NBD_INTERFACE";
+    /** NBD_ATTR_BACKEND_IDENTIFIER (sysfs {@code /sys/block/nbdN/backend}): "snapbd:" and the export name. */
+    static final String BACKEND_PREFIX = "snapbd:";
 
     private final ExportRegistry exports;
     private final NbdServer nbd;
@@ -137,6 +146,25 @@ public final class KernelAttachments implements AutoCloseable {
         if (!Files.exists(Path.of(device)) && !Files.exists(sys)) {
             throw new AttachException(noSuchDevice(device));
         }
+    }
+
+    /** N of /dev/nbdN (AttachSpec has checked the name). */
+    static int deviceIndex(String device) {
+        return Integer.parseInt(device.substring("/dev/nbd".length()));
+    }
+
+    /** Turns a refused NBD_CMD_CONNECT into one line that says what to do. */
+    static String explainNetlink(String device, IOException e) {
+        if (e instanceof NbdNetlink.NetlinkException n) {
+            if (n.permissionDenied()) {
+                return "permission denied on " + device + ": attaching needs root (CAP_SYS_ADMIN) for the snapbd server";
+            }
+            if (n.busy()) {
+                return device + " is busy: it is already connected; disconnect it first (snapbd detach, or nbd-client -d "
+                        + device + ")";
+            }
+        }
+        return device + ": " + e.getMessage();
     }
 
     static String noSuchDevice(String device) {
@@ -290,6 +318,9 @@ public final class KernelAttachments implements AutoCloseable {
         private volatile SocketPairs.SocketPair pair;
         private volatile AttachmentState state = AttachmentState.ATTACHING;
         private volatile boolean detaching;
+        private volatile String kernelInterface;
+        /** Netlink only: the kernel accepted the socket (a connection ending before that is the failed setup's). */
+        private volatile boolean connected;
 
         Attachment(AttachSpec spec, Export export, boolean readOnly, long size, int blockSize) {
             this.spec = spec;
@@ -305,7 +336,26 @@ public final class KernelAttachments implements AutoCloseable {
             this.flags = f;
         }
 
+        /** Netlink when the kernel has the nbd family (set up right here), else the ioctls on a DO_IT thread. */
         void start() {
+            NbdNetlink nl = null;
+            try {
+                if (!IOCTL.equals(System.getenv(INTERFACE_ENV))) {
+                    nl = NbdNetlink.open();
+                }
+            } catch (NbdNetlink.FamilyMissingException e) {
+                Log.debug("%s: %s; attaching through the ioctls", spec.device(), e.getMessage());
+            } catch (IOException e) {
+                Log.warn("%s: generic netlink unusable (%s); attaching through the ioctls", spec.device(), e.getMessage());
+            }
+            if (nl != null) {
+                try (NbdNetlink n = nl) {
+                    kernelInterface = NETLINK;
+                    connectNetlink(n);
+                }
+                return;
+            }
+            kernelInterface = IOCTL;
             Thread t = new Thread(this::run, "nbd-do-it " + spec.device());
             t.setDaemon(true);
             t.start();
@@ -376,6 +426,63 @@ public final class KernelAttachments implements AutoCloseable {
                 Log.warn("%s (%s) ended: %s", device, export.name(), reason);
             }
             ended.complete(reason);
+        }
+
+        /**
+         * NBD_CMD_CONNECT with one end of a socket pair, the other end served like a network client. The kernel
+         * takes its own reference on its end; the server keeps its descriptor until the end all the same, because
+         * closing a {@link SocketPairs.End} shuts the socket down (for the kernel too). The device
+         * ends when the connection does: detach (NBD_CMD_DISCONNECT, the driver shuts the socket) or a broken
+         * connection, after which the server disconnects the device itself so that it is released.
+         */
+        private void connectNetlink(NbdNetlink nl) {
+            String device = spec.device();
+            SocketPairs.SocketPair p;
+            try {
+                p = SocketPairs.create();
+            } catch (IOException e) {
+                fail("cannot create a socket pair for " + device + ": " + e.getMessage());
+                return;
+            }
+            pair = p;
+            int index = deviceIndex(device);
+            nbd.serveTransmission(p.second(), p.second(), export, "kernel " + device, this::netlinkConnectionEnded);
+            try {
+                nl.connect(new NbdNetlink.ConnectSpec(index, size, blockSize, flags,
+                        spec.timeoutSeconds() == null ? 0 : spec.timeoutSeconds(), 0, BACKEND_PREFIX + export.name(),
+                        new int[]{p.first().fd()}));
+            } catch (IOException e) {
+                closeQuietly(p.first());
+                closeQuietly(p.second());
+                fail(explainNetlink(device, e));
+                return;
+            }
+            connected = true;
+            state = AttachmentState.ATTACHED;
+            setUp.complete(null);
+        }
+
+        /** The server side of a netlink attachment ended: detach, or the connection broke. */
+        private void netlinkConnectionEnded() {
+            String device = spec.device();
+            if (!connected) {
+                return;
+            }
+            if (!detaching) {
+                // the kernel keeps a netlink-configured device until told: release it, as DO_IT returning does
+                try (NbdNetlink nl = NbdNetlink.open()) {
+                    nl.disconnect(deviceIndex(device));
+                } catch (IOException e) {
+                    Log.warn("%s: NBD_CMD_DISCONNECT after the connection ended: %s", device, e.getMessage());
+                }
+            }
+            state = AttachmentState.DETACHED;
+            closeQuietly(pair.first());
+            attached.remove(device, this);
+            if (!detaching) {
+                Log.warn("%s (%s) ended: the connection ended", device, export.name());
+            }
+            ended.complete("disconnected");
         }
 
         private void fail(String message) {
@@ -454,17 +561,26 @@ public final class KernelAttachments implements AutoCloseable {
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
                 }
-                try {
-                    NbdIoctl.disconnect(devFd);
-                } catch (IOException e) {
-                    Log.warn("%s: %s", device, e.getMessage());
+                if (fd >= 0 && !NETLINK.equals(kernelInterface)) {
+                    try {
+                        NbdIoctl.disconnect(devFd);
+                    } catch (IOException e) {
+                        Log.warn("%s: %s", device, e.getMessage());
+                    }
                 }
                 if (flush.isDone()) {
                     closeDevice(devFd);
                 }       // else the fsync thread still uses it: leave it open rather than close it under the call
             }
+            if (NETLINK.equals(kernelInterface)) {
+                try (NbdNetlink nl = NbdNetlink.open()) {
+                    nl.disconnect(deviceIndex(device));      // the driver sends NBD_CMD_DISC and shuts the socket
+                } catch (IOException e) {
+                    Log.warn("%s: %s", device, e.getMessage());
+                }
+            }
             if (!awaitEnd(DISCONNECT_TIMEOUT)) {
-                Log.warn("%s: the driver did not end within %d s of NBD_DISCONNECT; closing its socket", device,
+                Log.warn("%s: the driver did not end within %d s of the disconnect; closing its socket", device,
                         DISCONNECT_TIMEOUT.toSeconds());
                 SocketPairs.SocketPair p = pair;
                 if (p != null) {
@@ -508,7 +624,12 @@ public final class KernelAttachments implements AutoCloseable {
         /** What {@code attach} answers and {@code status} lists. */
         public AttachmentStatus status() {
             return new AttachmentStatus(spec.device(), export.name(), readOnly, since.toString(), state, size, blockSize,
-                    spec.timeoutSeconds(), flags, spec.origin());
+                    spec.timeoutSeconds(), flags, spec.origin(), kernelInterface);
+        }
+
+        /** "netlink" or "ioctl": how the device was set up. */
+        public String kernelInterface() {
+            return kernelInterface;
         }
     }
 

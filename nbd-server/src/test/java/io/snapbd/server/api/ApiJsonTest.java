@@ -129,10 +129,10 @@ class ApiJsonTest {
     @Test
     void attachmentStatusWritesANullTimeoutAndTheStateLabel() throws Exception {
         AttachmentStatus a = new AttachmentStatus("/dev/nbd0", "vol0", false, "2026-12-06T18:00:00Z", AttachmentState.ATTACHED,
-                1048576, 4096, null, 0x1ed, "config");
+                1048576, 4096, null, 0x1ed, "config", "netlink");
         String json = "{\"device\":\"/dev/nbd0\",\"export\":\"vol0\",\"readOnly\":false,\"since\":\"2026-12-06T18:00:00Z\","
                 + "\"state\":\"attached\",\"size\":1048576,\"blockSize\":4096,\"timeoutSeconds\":null,\"transmissionFlags\":493,"
-                + "\"origin\":\"config\"}";
+                + "\"origin\":\"config\",\"kernelInterface\":\"netlink\"}";
         assertEquals(json, Json.MAPPER.writeValueAsString(a));
         assertEquals(a, Json.MAPPER.readValue(json, AttachmentStatus.class));
         assertEquals("{\"device\":\"/dev/nbd0\",\"export\":\"vol0\",\"detached\":true,\"flushed\":false,\"millis\":12}",
