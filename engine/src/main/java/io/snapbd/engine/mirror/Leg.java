@@ -51,7 +51,7 @@ final class Leg {
     }
 
     /**
-     * Opens this failed extra leg again (no change is in flight; see {@code MirrorSet.reopenFailed}): closes the
+     * Opens this failed extra leg again (no change is in flight; see {@code MirrorReconcile.reopenFailed}): closes the
      * old handles, opens its URI anew, checks its size and reads its table again from the leg.
      */
     void reopen(long size, UUID owner) throws IOException {

@@ -14,13 +14,13 @@ import java.util.Arrays;
  * Reused for every change of that session, so a change allocates nothing.
  */
 public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
-    private final MirrorSet set;
+    private final MirrorWritePath set;
     private final WriteGate gate;
     final WriteGate.Slot slot;
     final long[] tickets;
     final long[] legNanos;
     final long[] one = new long[1];
-    final long[] pending = new long[MirrorSet.RETIRE_BATCH];
+    final long[] pending = new long[MirrorWritePath.RETIRE_BATCH];
     int npending;
     long[] runs = new long[16];
     int nruns;
@@ -34,7 +34,7 @@ public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
     boolean inGate;
     boolean bypass;
 
-    MirrorOp(MirrorSet set, WriteGate gate, int legs) {
+    MirrorOp(MirrorWritePath set, WriteGate gate, int legs) {
         this.set = set;
         this.gate = gate;
         this.slot = gate.register();

@@ -57,103 +57,70 @@ class ReconcilerModelTest {
         boolean take() {
             return left-- > 0;
         }
+
+        /** Writes {@code src} at {@code pos} through {@code w}; or, out of budget, its first half, and dies. */
+        void write(Writer w, ByteBuffer src, long pos) throws IOException {
+            if (!take()) {
+                ByteBuffer half = src.duplicate();
+                half.limit(half.position() + half.remaining() / 2);
+                w.write(half, pos);
+                throw new Crash();
+            }
+            w.write(src, pos);
+        }
+
+        /** Runs {@code f}; or, out of budget, dies before it. */
+        void force(Forcer f) throws IOException {
+            if (!take()) {
+                throw new Crash();
+            }
+            f.force();
+        }
     }
 
-    static final class CrashingStore implements TagStore {
-        final TagStore in;
+    interface Writer {
+        void write(ByteBuffer src, long pos) throws IOException;
+    }
+
+    interface Forcer {
+        void force() throws IOException;
+    }
+
+    static final class CrashingStore extends ForwardingTagStore {
         final Budget budget;
 
         CrashingStore(TagStore in, Budget budget) {
-            this.in = in;
+            super(in);
             this.budget = budget;
         }
 
         @Override
-        public long size() throws IOException {
-            return in.size();
-        }
-
-        @Override
-        public void read(ByteBuffer dst, long pos) throws IOException {
-            in.read(dst, pos);
-        }
-
-        @Override
         public void write(ByteBuffer src, long pos) throws IOException {
-            if (!budget.take()) {
-                ByteBuffer half = src.duplicate();
-                half.limit(half.position() + half.remaining() / 2);
-                in.write(half, pos);
-                throw new Crash();
-            }
-            in.write(src, pos);
+            budget.write(in::write, src, pos);
         }
 
         @Override
         public void force() throws IOException {
-            if (!budget.take()) {
-                throw new Crash();
-            }
-            in.force();
-        }
-
-        @Override
-        public String describe() {
-            return in.describe();
-        }
-
-        @Override
-        public void close() throws IOException {
-            in.close();
+            budget.force(in::force);
         }
     }
 
-    static final class CrashingLeg implements LegIo {
-        final LegIo in;
+    static final class CrashingLeg extends ForwardingLegIo {
         final Budget budget;
 
         CrashingLeg(LegIo in, Budget budget) {
-            this.in = in;
+            super(in);
             this.budget = budget;
         }
 
         @Override
-        public long size() throws IOException {
-            return in.size();
-        }
-
-        @Override
-        public void read(ByteBuffer dst, long pos) throws IOException {
-            in.read(dst, pos);
-        }
-
-        @Override
         public void write(ByteBuffer src, long pos) throws IOException {
-            if (!budget.take()) {
-                ByteBuffer half = src.duplicate();
-                half.limit(half.position() + half.remaining() / 2);
-                in.write(half, pos);
-                throw new Crash();
-            }
-            in.write(src, pos);
+            budget.write(in::write, src, pos);
         }
 
         @Override
         public void force() throws IOException {
-            if (!budget.take()) {
-                throw new Crash();
-            }
-            in.force();
-        }
-
-        @Override
-        public String describe() {
-            return in.describe();
-        }
-
-        @Override
-        public void close() throws IOException {
-            in.close();
+            budget.force(in::force);
         }
     }
 

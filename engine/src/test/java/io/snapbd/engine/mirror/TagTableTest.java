@@ -232,22 +232,7 @@ class TagTableTest {
         java.util.concurrent.atomic.AtomicInteger forces = new java.util.concurrent.atomic.AtomicInteger();
         java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
         FileTagStore inner = FileTagStore.create(file(), TagTable.areaBytes(64));
-        TagStore gated = new TagStore() {
-            @Override
-            public long size() throws IOException {
-                return inner.size();
-            }
-
-            @Override
-            public void read(ByteBuffer dst, long pos) throws IOException {
-                inner.read(dst, pos);
-            }
-
-            @Override
-            public void write(ByteBuffer src, long pos) throws IOException {
-                inner.write(src, pos);
-            }
-
+        TagStore gated = new ForwardingTagStore(inner) {
             @Override
             public void force() throws IOException {
                 if (armed.get() && forces.incrementAndGet() == 1 && release.getCount() > 0) {
@@ -259,16 +244,6 @@ class TagTableTest {
                     }
                 }
                 inner.force();
-            }
-
-            @Override
-            public String describe() {
-                return inner.describe();
-            }
-
-            @Override
-            public void close() throws IOException {
-                inner.close();
             }
         };
         try (TagTable t = TagTable.create(gated, owner, 0, 64)) {

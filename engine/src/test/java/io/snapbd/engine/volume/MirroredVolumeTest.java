@@ -4,6 +4,8 @@ import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.TestVolumes;
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.mirror.FileLegOpener;
+import io.snapbd.engine.mirror.ForwardingLegIo;
+import io.snapbd.engine.mirror.ForwardingTagStore;
 import io.snapbd.engine.mirror.LegIo;
 import io.snapbd.engine.mirror.LegOpener;
 import io.snapbd.engine.mirror.MirrorConfig;
@@ -444,58 +446,25 @@ class MirroredVolumeTest {
                 }
                 LegIo d = l.data();
                 io.snapbd.engine.mirror.TagStore t = l.table();
-                return MirrorLeg.of(uri, new LegIo() {
-                    public long size() throws IOException {
-                        return d.size();
-                    }
-
-                    public void read(ByteBuffer dst, long pos) throws IOException {
-                        d.read(dst, pos);
-                    }
-
+                return MirrorLeg.of(uri, new ForwardingLegIo(d) {
+                    @Override
                     public void write(ByteBuffer src, long pos) throws IOException {
                         onWrite.accept(pos);
                         d.write(src, pos);
                     }
 
+                    @Override
                     public void force() throws IOException {
                         if (onForce != null) {
                             onForce.run();
                         }
                         d.force();
                     }
-
-                    public String describe() {
-                        return d.describe();
-                    }
-
-                    public void close() throws IOException {
-                        d.close();
-                    }
-                }, onForce == null ? t : new io.snapbd.engine.mirror.TagStore() {
-                    public long size() throws IOException {
-                        return t.size();
-                    }
-
-                    public void read(ByteBuffer dst, long pos) throws IOException {
-                        t.read(dst, pos);
-                    }
-
-                    public void write(ByteBuffer src, long pos) throws IOException {
-                        t.write(src, pos);
-                    }
-
+                }, onForce == null ? t : new ForwardingTagStore(t) {
+                    @Override
                     public void force() throws IOException {
                         onForce.run();
                         t.force();
-                    }
-
-                    public String describe() {
-                        return t.describe();
-                    }
-
-                    public void close() throws IOException {
-                        t.close();
                     }
                 });
             }

@@ -6,6 +6,7 @@ import io.snapbd.engine.mirror.LegIo;
 import io.snapbd.engine.mirror.Reconciler;
 import io.snapbd.engine.mirror.TagTable;
 import io.snapbd.server.client.NbdUri;
+import io.snapbd.server.mirror.LegTestSupport;
 import io.snapbd.server.mirror.NbdLeg;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -20,8 +21,6 @@ import java.util.List;
 import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.atomic.AtomicReference;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -113,14 +112,9 @@ class NbdLegIT {
             try (NbdLeg leg = NbdLeg.open(uri(s), VOL)) {
                 leg.blocks().write(ByteBuffer.wrap(base), 0);
                 TagTable t1 = TagTable.create(leg.table(), owner, 1, NbdLeg.TABLE_HALF_RECORDS);
-                for (int i = 0; i < 2; i++) {        // tag 1: on both legs, done (matched)
-                    TagTable t = i == 0 ? t0 : t1;
-                    LegIo io = i == 0 ? fileIo : leg.blocks();
-                    t.record(1, 0, d1.length);
-                    io.write(ByteBuffer.wrap(d1), 0);
-                    io.force();
-                    t.markDone(new long[] {1}, 1);
-                }
+                // tag 1: on both legs, done (matched)
+                LegTestSupport.completeChange(t0, fileIo, 1, 0, d1);
+                LegTestSupport.completeChange(t1, leg.blocks(), 1, 0, d1);
                 t0.record(2, off2, d2.length);
                 fileIo.write(ByteBuffer.wrap(d2), off2);
                 fileIo.force();
@@ -149,27 +143,7 @@ class NbdLegIT {
     @Timeout(value = 2, unit = TimeUnit.MINUTES)
     void aSnapbdLegKilledMidWriteGivesAnIOExceptionNamingTheUri() throws Exception {
         try (ServerProcess s = legServer(); NbdLeg leg = NbdLeg.open(uri(s), VOL)) {
-            AtomicLong writes = new AtomicLong();
-            AtomicReference<Throwable> failure = new AtomicReference<>();
-            Thread writer = new Thread(() -> {
-                ByteBuffer b = ByteBuffer.allocateDirect(1 << 20);
-                try {
-                    for (long i = 0; ; i++) {
-                        b.clear();
-                        leg.blocks().write(b, (i % 4) << 20);
-                        writes.incrementAndGet();
-                    }
-                } catch (Throwable t) {
-                    failure.set(t);
-                }
-            }, "writer");
-            writer.start();
-            while (writes.get() < 3 && writer.isAlive()) {
-                Thread.sleep(1);
-            }
-            s.kill9();
-            writer.join();
-            Throwable t = failure.get();
+            Throwable t = LegTestSupport.failureOfWritesDuring(leg, s::kill9);
             assertNotNull(t);
             assertTrue(t instanceof IOException, String.valueOf(t));
             assertTrue(t.getMessage().contains(uri(s).toString()) && t.getMessage().contains("write of"), t.getMessage());

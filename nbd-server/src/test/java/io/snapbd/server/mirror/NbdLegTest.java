@@ -24,7 +24,6 @@ import java.util.Random;
 import java.util.Set;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -223,14 +222,8 @@ class NbdLegTest {
             NbdLeg nbd = NbdLeg.open(k.uri(), VOL);
             TagTable t1 = TagTable.create(nbd.table(), owner, 1, NbdLeg.TABLE_HALF_RECORDS);
             // tag 1 on both legs, done: matched
-            for (int i = 0; i < 2; i++) {
-                TagTable t = i == 0 ? t0 : t1;
-                LegIo io = i == 0 ? fileIo : nbd.blocks();
-                t.record(1, 0, d1.length);
-                io.write(ByteBuffer.wrap(d1), 0);
-                io.force();
-                t.markDone(new long[] {1}, 1);
-            }
+            LegTestSupport.completeChange(t0, fileIo, 1, 0, d1);
+            LegTestSupport.completeChange(t1, nbd.blocks(), 1, 0, d1);
             // the crash: tag 2 reached the file leg only, tags 3 and 4 the NBD leg only
             t0.record(2, t2Off, d2.length);
             fileIo.write(ByteBuffer.wrap(d2), t2Off);
@@ -273,27 +266,7 @@ class NbdLegTest {
         Path file = exportFile(NbdLeg.exportBytes(VOL));
         LegPeer k = fileServer(file);
         try (NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
-            AtomicLong writes = new AtomicLong();
-            AtomicReference<Throwable> failure = new AtomicReference<>();
-            Thread writer = new Thread(() -> {
-                ByteBuffer b = ByteBuffer.allocateDirect(1 << 20);
-                try {
-                    for (long i = 0; ; i++) {
-                        b.clear();
-                        leg.blocks().write(b, (i % 4) << 20);
-                        writes.incrementAndGet();
-                    }
-                } catch (Throwable t) {
-                    failure.set(t);
-                }
-            }, "writer");
-            writer.start();
-            while (writes.get() < 3 && writer.isAlive()) {
-                Thread.sleep(1);
-            }
-            k.killNow();
-            writer.join();
-            Throwable t = failure.get();
+            Throwable t = LegTestSupport.failureOfWritesDuring(leg, k::killNow);
             assertNotNull(t);
             assertTrue(t instanceof IOException, String.valueOf(t));
             assertTrue(t.getMessage().contains(k.uri().toString()), t.getMessage());
