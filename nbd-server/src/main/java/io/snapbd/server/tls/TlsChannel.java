@@ -18,12 +18,22 @@ import java.nio.channels.GatheringByteChannel;
  * reads and writes have separate locks and buffers, and SSLEngine allows wrap and unwrap at the same time.
  * The encrypted and decrypted buffers are allocated once per connection, sized from the session; nothing is
  * allocated per read or write in steady state.
+ * <p>
+ * Small writes are gathered: plaintext is copied into one record's worth of buffer and sealed into a record only
+ * when that is full or the bytes must go out, because JSSE's cost is mostly per record (and per socket write), not
+ * per byte. Writes from the thread named by {@link #deferWritesOf} (the server's request loop, which answers the
+ * requests it reads) are sent when that thread next has to wait for the socket in {@link #read}, when
+ * {@value #RECORDS_PER_WRITE} records are ready, or at close: a burst of pipelined requests then costs one record
+ * and one socket write for all its small replies. Writes from any other thread are sent before write returns,
+ * together with anything gathered before them.
  */
 public final class TlsChannel implements ByteChannel, GatheringByteChannel {
 
     /** Records gathered before one socket write, and room for as many in one socket read. */
     private static final int RECORDS_PER_WRITE = 4;
     private static final int RECORDS_PER_READ = 4;
+    /** The most plaintext one TLS record carries (RFC 8446 5.1, RFC 5246 6.2.1). */
+    private static final int MAX_FRAGMENT = 1 << 14;
 
     private final ByteChannel net;
     private final SSLEngine engine;
@@ -31,7 +41,12 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     private final Object writeLock = new Object();
     private ByteBuffer netIn;       // encrypted bytes read, not yet unwrapped (read mode)
     private ByteBuffer appIn;       // decrypted bytes not yet handed to the reader (read mode)
-    private ByteBuffer netOut;      // encrypted bytes to send (write mode between uses)
+    private ByteBuffer netOut;      // encrypted records not sent yet (write mode)
+    private final ByteBuffer appOut = ByteBuffer.allocate(MAX_FRAGMENT);   // plaintext not sealed yet (write mode)
+    /** The thread whose writes wait for its next blocking read ({@link #deferWritesOf}), or null. */
+    private volatile Thread deferred;
+    /** Bytes sit in appOut or netOut: a reader about to block sends them first. */
+    private volatile boolean pending;
     private final ByteBuffer[] one = new ByteBuffer[1];
     private final ByteBuffer empty = ByteBuffer.allocate(0);
     private volatile boolean closed;
@@ -112,9 +127,7 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
             switch (engine.getHandshakeStatus()) {
                 case NEED_TASK -> runTasks();
                 case NEED_WRAP -> {
-                    netOut.clear();
                     SSLEngineResult r = engine.wrap(empty, netOut);
-                    netOut.flip();
                     writeNet();
                     if (r.getStatus() == SSLEngineResult.Status.CLOSED) {
                         throw new SSLException("TLS handshake ended by the engine");
@@ -170,6 +183,9 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
                     return r;
                 }
                 case BUFFER_UNDERFLOW -> {
+                    if (pending) {
+                        flush();        // about to wait for the peer: first send what it may be waiting for
+                    }
                     int need = engine.getSession().getPacketBufferSize();
                     if (netIn.capacity() < need) {
                         netIn = ByteBuffer.allocate(need).put(netIn).flip();     // only if the session grows
@@ -197,12 +213,17 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
 
     /**
      * Decrypted bytes into {@code dst}: straight from the record when {@code dst} can hold a whole one (large
-     * payloads: one copy less), else through {@link #appIn}. Blocks until at least one byte or the end.
+     * payloads: one copy less), and then every further whole record already received while {@code dst} has room
+     * for one; else through {@link #appIn}. Blocks until at least one byte or the end.
      */
     @Override
     public int read(ByteBuffer dst) throws IOException {
         synchronized (readLock) {
+            int produced = 0;
             while (!appIn.hasRemaining()) {
+                if (produced > 0 && (dst.remaining() < appIn.capacity() || !wholeRecordIn())) {
+                    return produced;
+                }
                 if (closed) {
                     throw new ClosedChannelException();
                 }
@@ -213,7 +234,7 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
                     r = unwrap();
                 }
                 if (r == null || r.getStatus() == SSLEngineResult.Status.CLOSED) {
-                    return -1;      // end of stream, with or without close_notify
+                    return produced > 0 ? produced : -1;    // end of stream, with or without close_notify
                 }
                 SSLEngineResult.HandshakeStatus hs = r.getHandshakeStatus();
                 if (hs == SSLEngineResult.HandshakeStatus.NEED_TASK) {
@@ -223,15 +244,18 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
                 if (hs == SSLEngineResult.HandshakeStatus.NEED_WRAP) {
                     // A post-handshake message (TLS 1.3 key update) that needs an answer.
                     synchronized (writeLock) {
-                        netOut.clear();
+                        sealLocked();
+                        writeNet();
                         engine.wrap(empty, netOut);
-                        netOut.flip();
                         writeNet();
                     }
                 }
-                if (direct && r.bytesProduced() > 0) {
-                    return r.bytesProduced();
+                if (direct) {
+                    produced += r.bytesProduced();
                 }
+            }
+            if (produced > 0) {
+                return produced;    // appIn's bytes follow them: the next read
             }
             int n = Math.min(appIn.remaining(), dst.remaining());
             int limit = appIn.limit();
@@ -240,6 +264,13 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
             appIn.limit(limit);
             return n;
         }
+    }
+
+    /** A whole TLS record (5-byte header and the length it gives) is in {@link #netIn}: unwrap will not block. */
+    private boolean wholeRecordIn() {
+        int p = netIn.position();
+        return netIn.remaining() >= 5
+                && netIn.remaining() >= 5 + (((netIn.get(p + 3) & 0xff) << 8) | (netIn.get(p + 4) & 0xff));
     }
 
     @Override
@@ -259,7 +290,10 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
         return write(srcs, 0, srcs.length);
     }
 
-    /** Encrypts up to {@value #RECORDS_PER_WRITE} records from {@code srcs} and sends them; returns the bytes taken. */
+    /**
+     * Takes all of {@code srcs}: small pieces are gathered into the current record, whole records are sealed
+     * straight from the sources. Sends before returning unless the caller is the {@link #deferWritesOf} thread.
+     */
     @Override
     public long write(ByteBuffer[] srcs, int offset, int length) throws IOException {
         synchronized (writeLock) {
@@ -267,41 +301,110 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
                 throw new ClosedChannelException();
             }
             long taken = 0;
-            int packet = engine.getSession().getPacketBufferSize();
-            netOut.clear();
-            while (netOut.remaining() >= packet && remaining(srcs, offset, length)) {
-                SSLEngineResult r = engine.wrap(srcs, offset, length, netOut);
-                taken += r.bytesConsumed();
-                if (r.getStatus() == SSLEngineResult.Status.CLOSED) {
-                    netOut.flip();
-                    writeNet();
-                    throw new SSLException("TLS connection closed");
-                }
-                if (r.getStatus() == SSLEngineResult.Status.BUFFER_OVERFLOW) {
-                    if (netOut.position() > 0) {
-                        break;
+            for (int i = offset; i < offset + length; i++) {
+                ByteBuffer src = srcs[i];
+                while (src.hasRemaining()) {
+                    if (appOut.position() == 0 && remainingBytes(srcs, i, offset + length) >= MAX_FRAGMENT) {
+                        int before = src.remaining();
+                        taken += wrap(srcs, i, offset + length - i);     // one whole record, no copy
+                        if (src.remaining() == before) {
+                            break;      // the sources ended inside this one (i moves on)
+                        }
+                        continue;
                     }
-                    netOut = ByteBuffer.allocate(RECORDS_PER_WRITE * packet);
+                    if (!appOut.hasRemaining()) {
+                        sealLocked();
+                    }
+                    int n = Math.min(src.remaining(), appOut.remaining());
+                    int limit = src.limit();
+                    src.limit(src.position() + n);
+                    appOut.put(src);
+                    src.limit(limit);
+                    taken += n;
                 }
             }
-            netOut.flip();
-            writeNet();
+            if (Thread.currentThread() == deferred) {
+                pending = appOut.position() > 0 || netOut.position() > 0;
+            } else {
+                sealLocked();
+                writeNet();
+            }
             return taken;
         }
     }
 
-    private static boolean remaining(ByteBuffer[] srcs, int offset, int length) {
-        for (int i = offset; i < offset + length; i++) {
-            if (srcs[i].hasRemaining()) {
-                return true;
-            }
-        }
-        return false;
+    /**
+     * From now on, writes by {@code t} (the thread that reads the requests and answers them) wait until it has to
+     * wait for the socket in {@link #read}, or until {@value #RECORDS_PER_WRITE} records are ready, or close. Null
+     * turns this off; the next write sends everything.
+     */
+    public void deferWritesOf(Thread t) {
+        deferred = t;
     }
 
+    /** Sends everything written so far. */
+    public void flush() throws IOException {
+        synchronized (writeLock) {
+            sealLocked();
+            writeNet();
+        }
+    }
+
+    /** Seals the gathered plaintext into records in {@link #netOut}. */
+    private void sealLocked() throws IOException {
+        if (appOut.position() == 0) {
+            return;
+        }
+        appOut.flip();
+        try {
+            while (appOut.hasRemaining()) {
+                one[0] = appOut;
+                wrap(one, 0, 1);
+            }
+        } finally {
+            one[0] = null;
+            appOut.clear();
+        }
+    }
+
+    /** One record from {@code srcs} appended to {@link #netOut}, sending the records before it if it has no room. */
+    private long wrap(ByteBuffer[] srcs, int offset, int length) throws IOException {
+        int packet = engine.getSession().getPacketBufferSize();
+        if (netOut.remaining() < packet) {
+            writeNet();
+            if (netOut.capacity() < packet) {
+                netOut = ByteBuffer.allocate(RECORDS_PER_WRITE * packet);   // only if the session grows
+            }
+        }
+        SSLEngineResult r = engine.wrap(srcs, offset, length, netOut);
+        if (r.getStatus() == SSLEngineResult.Status.CLOSED) {
+            writeNet();
+            throw new SSLException("TLS connection closed");
+        }
+        if (r.getStatus() == SSLEngineResult.Status.BUFFER_OVERFLOW) {
+            throw new SSLException("TLS record larger than the session's packet size");
+        }
+        return r.bytesConsumed();
+    }
+
+    private static long remainingBytes(ByteBuffer[] srcs, int from, int to) {
+        long n = 0;
+        for (int i = from; i < to && n < MAX_FRAGMENT; i++) {
+            n += srcs[i].remaining();
+        }
+        return n;
+    }
+
+    /** Sends the records in {@link #netOut} and empties it. */
     private void writeNet() throws IOException {
-        while (netOut.hasRemaining()) {
-            net.write(netOut);
+        pending = appOut.position() > 0;
+        netOut.flip();
+        try {
+            while (netOut.hasRemaining()) {
+                net.write(netOut);
+            }
+        } finally {
+            netOut.compact();
         }
     }
 
@@ -309,10 +412,13 @@ public final class TlsChannel implements ByteChannel, GatheringByteChannel {
     private void sendAlert() {
         try {
             synchronized (writeLock) {
-                engine.closeOutbound();
-                netOut.clear();
+                try {
+                    sealLocked();   // what was written before the close goes first
+                    writeNet();
+                } finally {
+                    engine.closeOutbound();
+                }
                 engine.wrap(empty, netOut);
-                netOut.flip();
                 writeNet();
             }
         } catch (IOException | RuntimeException e) {

@@ -359,6 +359,7 @@ public final class NbdServer implements AutoCloseable {
                 try {
                     TlsChannel secure = h.tls();
                     if (secure != null) {
+                        secure.deferWritesOf(Thread.currentThread());   // this thread answers what it reads
                         String subject = secure.peerSubject();
                         Log.debug("%s: serving %s%s over %s%s", peer, n.export().name(), n.readOnly() ? " (read-only grant)" : "",
                                 secure.describe(), subject == null ? "" : ", client certificate " + subject);

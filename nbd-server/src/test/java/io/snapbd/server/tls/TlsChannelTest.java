@@ -18,6 +18,7 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.nio.ByteBuffer;
+import java.nio.channels.ByteChannel;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
@@ -33,6 +34,7 @@ import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * TlsChannel against the JDK's own client socket: both directions at once (one thread reading while another
@@ -146,6 +148,109 @@ class TlsChannelTest {
                 ch.close();
             }
             assertArrayEquals(down, clientGot.get(1, TimeUnit.MINUTES), "server to client");
+        }
+    }
+
+    /**
+     * The server's request loop: with {@link TlsChannel#deferWritesOf} its replies to a burst of pipelined requests
+     * go out together once it has to wait for the next request (one socket write per burst here, not one per
+     * reply), every reply arrives whole and in order, and close sends what is still gathered.
+     */
+    @Test
+    void repliesOfABurstGoOutTogetherWhenTheReaderWaits() throws Exception {
+        int bursts = 20;
+        int perBurst = 32;
+        try (ServerSocketChannel ss = ServerSocketChannel.open()) {
+            ss.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+            int port = ((InetSocketAddress) ss.getLocalAddress()).getPort();
+            CompletableFuture<Void> clientDone = CompletableFuture.runAsync(() -> {
+                try (Socket raw = new Socket(InetAddress.getLoopbackAddress(), port);
+                     SSLSocket s = (SSLSocket) client.getSocketFactory().createSocket(raw, "localhost", port, true)) {
+                    s.startHandshake();
+                    DataInputStream in = new DataInputStream(s.getInputStream());
+                    OutputStream out = s.getOutputStream();
+                    for (int b = 0; b < bursts; b++) {
+                        ByteBuffer burst = ByteBuffer.allocate(perBurst * 32);
+                        for (int i = 0; i < perBurst; i++) {
+                            burst.putLong(b * perBurst + i).put(new byte[24]);
+                        }
+                        out.write(burst.array());      // one write: the server reads the burst without waiting
+                        out.flush();
+                        for (int i = 0; i < perBurst; i++) {
+                            assertEquals(b * perBurst + i, in.readLong(), "reply " + i + " of burst " + b);
+                            byte[] payload = new byte[8 + i];
+                            in.readFully(payload);
+                            assertEquals(i, payload[payload.length - 1], "payload of reply " + i);
+                        }
+                    }
+                    out.write(new byte[32]);    // the last request: its reply is gathered when the server closes
+                    out.flush();
+                    assertEquals(0, in.readLong(), "the reply written just before close");
+                    in.readFully(new byte[8]);
+                    assertEquals(-1, in.read(), "close_notify after the last reply");
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            try (SocketChannel sc = ss.accept()) {
+                CountingChannel counting = new CountingChannel(sc);
+                TlsChannel ch = TlsChannel.accept(counting, tls.newEngine());
+                ch.deferWritesOf(Thread.currentThread());
+                int handshakeWrites = counting.writes;
+                ByteBuffer request = ByteBuffer.allocate(32);
+                ByteBuffer header = ByteBuffer.allocate(8);
+                ByteBuffer payload = ByteBuffer.allocate(8 + perBurst);
+                ByteBuffer[] gather = {header, payload};
+                for (int r = 0; r <= bursts * perBurst; r++) {
+                    request.clear();
+                    while (request.hasRemaining()) {
+                        assertTrue(ch.read(request) > 0, "request " + r);
+                    }
+                    int i = r % perBurst;
+                    header.clear();
+                    header.putLong(request.getLong(0)).flip();
+                    payload.clear().limit(8 + i).put(8 + i - 1, (byte) i);
+                    while (header.hasRemaining() || payload.hasRemaining()) {
+                        ch.write(gather);
+                    }
+                }
+                int dataWrites = counting.writes - handshakeWrites;
+                assertTrue(dataWrites <= 2 * bursts, dataWrites + " socket writes for " + bursts + " bursts of "
+                        + perBurst + " replies: replies were not gathered");
+                ch.close();
+            }
+            clientDone.get(1, TimeUnit.MINUTES);
+        }
+    }
+
+    /** Counts the socket writes under a TlsChannel. */
+    private static final class CountingChannel implements ByteChannel {
+        private final ByteChannel net;
+        volatile int writes;
+
+        CountingChannel(ByteChannel net) {
+            this.net = net;
+        }
+
+        @Override
+        public int read(ByteBuffer dst) throws java.io.IOException {
+            return net.read(dst);
+        }
+
+        @Override
+        public int write(ByteBuffer src) throws java.io.IOException {
+            writes++;
+            return net.write(src);
+        }
+
+        @Override
+        public boolean isOpen() {
+            return net.isOpen();
+        }
+
+        @Override
+        public void close() throws java.io.IOException {
+            net.close();
         }
     }
 }
