@@ -202,9 +202,12 @@ attach() {
   must systemctl start snapbd-attach@nbd0.service
   expect active systemctl is-active snapbd-attach@nbd0.service
   [ -f /sys/block/nbd0/pid ] || fail "/dev/nbd0 is not connected (no /sys/block/nbd0/pid)"
-  # The driver records the thread that runs NBD_DO_IT: one of the server's threads.
-  local tid; tid="$(cat /sys/block/nbd0/pid)"
-  [ -d "/proc/$(prop snapbd.service MainPID)/task/$tid" ] || fail "/dev/nbd0 is served by thread $tid, not by snapbd.service"
+  # The hardened unit lets the server reach the nbd generic-netlink family (RestrictAddressFamilies=AF_NETLINK):
+  # the device is set up with NBD_CMD_CONNECT, which names its backend; the driver's pid file then holds the
+  # thread that sent the request, which may have ended, so the backend name is what ties the device to snapbd.
+  snapbd status --json > /tmp/status.json || fail "snapbd status --json failed"
+  grep -q '"kernelInterface" : "netlink"' /tmp/status.json || fail "under systemd nbd0 is not attached through netlink: $(cat /tmp/status.json)"
+  expect "snapbd:vol0" cat /sys/block/nbd0/backend
   wait_for 60 "dev-nbd0.device active" systemctl is-active --quiet dev-nbd0.device
   expect 268435456 blockdev --getsize64 /dev/nbd0
   local st; st="$(snapbd status)"

@@ -31,6 +31,10 @@ import static io.snapbd.engine.format.ChannelIo.writeFully;
  * another, so only records at or past the highest {@code committed} found can have been torn by a crash; a bad
  * or missing record below it was durable once and is damage. A torn tail is cut off in place at open; a log with
  * damage is never rewritten by open, so the evidence stays until the snapshots it affects are deleted.
+ *
+ * <p>Over 600 lines on purpose: the record format, the batched append and its retry after a full file system,
+ * and the torn-tail/damage decision at open are one state machine over one file, each part relying on the
+ * others' invariants about {@code committed} and the checksum chain.
  */
 final class ExceptionLog implements AutoCloseable {
 

@@ -41,6 +41,8 @@ import java.util.stream.Stream;
  * simple replies (the driver never negotiates). Detach flushes the device, asks the driver to disconnect
  * (it sends NBD_CMD_DISC), waits for DO_IT to return, then clears the socket and closes the device.
  * See docs/kernel-attach.md.
+ * <p>Over 600 lines while both kernel interfaces share one {@link Attachment} lifecycle (state, detach, the end of
+ * the served connection); the netlink half moves to a class of its own with the reconnect-after-restart work.
  */
 public final class KernelAttachments implements AutoCloseable {
 
