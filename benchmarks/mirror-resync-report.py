@@ -80,10 +80,11 @@ def svg(rounds, path, title):
     series = [('in flight', 'inFlightBytes', '#7f7f7f'), ('snapbd copied', 'copiedBytes', '#2ca02c'),
               ('DRBD AL (4 MiB extents)', 'drbdAlBytes', '#d62728'), ('md bitmap (64 MiB regions)', 'mdBitmapBytes', '#1f77b4')]
     vals = [r[k] for r in rounds for _, k, _ in series if r[k] > 0]
-    lo = 10 ** math.floor(math.log10(min(vals))) if vals else 1
-    hi = 10 ** math.ceil(math.log10(max(vals))) if vals else 10
+    # grid lines every factor of 32 (1 KiB, 32 KiB, 1 MiB, ...), so the labels are round binary units
+    lo = 2 ** (5 * math.floor(math.log2(min(vals)) / 5)) if vals else 1024
+    hi = 2 ** (5 * math.ceil(math.log2(max(vals)) / 5)) if vals else 1 << 30
     if hi <= lo:
-        hi = lo * 10
+        hi = lo * 32
     w, h, left, top, bottom = 120 + 110 * len(rounds), 380, 80, 40, 70
     ph = h - top - bottom
     def y(v):
@@ -94,10 +95,10 @@ def svg(rounds, path, title):
            '<rect width="100%" height="100%" fill="white"/>',
            '<text x="%d" y="20" font-size="13">%s</text>' % (left, title)]
     d = lo
-    while d <= hi * 1.0001:
+    while d <= hi:
         out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, w, y(d), y(d)))
-        out.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 4, y(d) + 4, human(int(d))))
-        d *= 10
+        out.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 4, y(d) + 4, human(int(d)).replace('.0 ', ' ')))
+        d *= 32
     bw = 22
     for i, r in enumerate(rounds):
         x0 = left + 20 + i * 110
@@ -106,6 +107,8 @@ def svg(rounds, path, title):
             yy = y(v)
             out.append('<rect x="%d" y="%.1f" width="%d" height="%.1f" fill="%s"><title>%s</title></rect>'
                        % (x0 + j * bw, yy, bw - 2, top + ph - yy, color, human(v)))
+            out.append('<text x="%d" y="%.1f" font-size="8" text-anchor="middle">%s</text>'
+                       % (x0 + j * bw + bw // 2 - 1, yy - 3, human(v).replace('.0 ', ' ').replace(' ', '')))
         out.append('<text x="%d" y="%d" text-anchor="middle">round %d</text>' % (x0 + 2 * bw, top + ph + 16, r['round']))
     for j, (name, _, color) in enumerate(series):
         out.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (w + 10, top + j * 20, color))
