@@ -27,6 +27,8 @@ public final class BenchMain {
         cl.addSubcommand("diff", new DiffBench.Command());
         cl.addSubcommand("fio2hgrm", new FioLogToHgrm());
         cl.addSubcommand("power-loss", new io.snapbd.bench.powerloss.PowerLossCommand());
+        cl.addSubcommand("trace-load", new io.snapbd.bench.mirror.TraceLoad());
+        cl.addSubcommand("trace-check", new io.snapbd.bench.mirror.TraceCheck());
         return cl;
     }
 }

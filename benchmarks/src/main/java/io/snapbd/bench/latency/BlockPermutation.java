@@ -5,14 +5,14 @@ package io.snapbd.bench.latency;
  * in a scattered order before any repeats, like fio's random map, but with no memory: a keyed mix of
  * invertible steps on the smallest power of two ≥ n, cycle-walked back into range.
  */
-final class BlockPermutation {
+public final class BlockPermutation {
 
     private final long n;
     private final long mask;
     private final int half;
     private final long key;
 
-    BlockPermutation(long n, long seed) {
+    public BlockPermutation(long n, long seed) {
         if (n < 1) {
             throw new IllegalArgumentException("empty range");
         }
@@ -28,7 +28,7 @@ final class BlockPermutation {
     }
 
     /** The block at position {@code index} (taken modulo n). */
-    long block(long index) {
+    public long block(long index) {
         long x = Math.floorMod(index, n);
         do {
             x = mix(x);

@@ -63,7 +63,16 @@ class KernelIT {
 
     @TestFactory
     Stream<DynamicTest> kernelScenario() throws Exception {
-        Path steps = resource("kernel/kernel-steps.sh");
+        return scenario("KernelIT", "kernel/kernel-steps.sh", "kernel-it", STEPS, UML_TIMEOUT);
+    }
+
+    /**
+     * Boots UML with the step script {@code stepsResource}, one test per step of {@code stepNames} (in order) and one
+     * that UML powered off; output in {@code target/OUTDIR}. Shared with {@link KernelMirrorIT}.
+     */
+    static Stream<DynamicTest> scenario(String name, String stepsResource, String outDir, List<String> stepNames,
+                                        Duration umlTimeout) throws Exception {
+        Path steps = resource(stepsResource);
         Path jar = jar();
         Path home = projectHome();
         requirePieces(jar, home);
@@ -71,22 +80,22 @@ class KernelIT {
         Path runner = home.resolve("tools/uml/uml-run.sh");
         Assertions.assertTrue(Files.isRegularFile(runner), "the UML runner " + runner + " is missing");
 
-        Path out = jar.getParent().resolve("kernel-it");
+        Path out = jar.getParent().resolve(outDir);
         deleteTree(out);
         Files.createDirectories(out);
         Path runLog = out.resolve("uml-run.log");
         List<String> cmd = List.of("bash", runner.toString(), out.toString(), steps.toString(), home.toString(), jar.toString());
-        System.out.println("KernelIT: " + String.join(" ", cmd));
+        System.out.println(name + ": " + String.join(" ", cmd));
         ProcessBuilder pb = new ProcessBuilder(cmd)
                 .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
                 .redirectOutput(runLog.toFile())
                 .redirectErrorStream(true);
-        pb.environment().put("UML_TIMEOUT", String.valueOf(UML_TIMEOUT.toSeconds()));
+        pb.environment().put("UML_TIMEOUT", String.valueOf(umlTimeout.toSeconds()));
         pb.environment().put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         long t0 = System.nanoTime();
         Process p = pb.start();
         // uml-run.sh kills UML itself at UML_TIMEOUT; this is the backstop should that fail too.
-        boolean finished = p.waitFor(UML_TIMEOUT.plusMinutes(2).toMillis(), TimeUnit.MILLISECONDS);
+        boolean finished = p.waitFor(umlTimeout.plusMinutes(2).toMillis(), TimeUnit.MILLISECONDS);
         if (!finished) {
             p.descendants().forEach(ProcessHandle::destroyForcibly);
             p.destroyForcibly();
@@ -94,25 +103,25 @@ class KernelIT {
         }
         long seconds = TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - t0);
         int exit = finished ? p.exitValue() : -1;
-        System.out.println("KernelIT: UML run took " + seconds + " s, exit " + exit + "; output in " + out);
+        System.out.println(name + ": UML run took " + seconds + " s, exit " + exit + "; output in " + out);
 
         Map<String, String[]> results = parse(out.resolve("results.txt"));
-        String context = "UML run exit " + exit + (finished ? "" : " (killed after " + UML_TIMEOUT.plusMinutes(2) + ")")
+        String context = "UML run exit " + exit + (finished ? "" : " (killed after " + umlTimeout.plusMinutes(2) + ")")
                 + "\n--- uml-run.log ---\n" + tail(runLog, 20)
                 + "\n--- guest.log ---\n" + tail(out.resolve("guest.log"), 20)
                 + "\n--- console.log ---\n" + tail(out.resolve("console.log"), 20);
 
         List<DynamicTest> tests = new ArrayList<>();
-        for (String name : STEPS) {
-            tests.add(DynamicTest.dynamicTest(name, () -> {
-                String[] r = results.get(name);
+        for (String step : stepNames) {
+            tests.add(DynamicTest.dynamicTest(step, () -> {
+                String[] r = results.get(step);
                 if (r == null) {
-                    Assertions.fail("step " + name + " did not run\n" + context);
+                    Assertions.fail("step " + step + " did not run\n" + context);
                 }
-                System.out.println("STEP " + name + " " + r[0] + " " + r[1]);
+                System.out.println("STEP " + step + " " + r[0] + " " + r[1]);
                 if (!"PASS".equals(r[0])) {
-                    Assertions.fail(name + ": " + r[1] + "\n--- step-" + name + ".log ---\n"
-                            + tail(out.resolve("step-" + name + ".log"), 40) + "\n--- server.log ---\n" + tail(out.resolve("server.log"), 15));
+                    Assertions.fail(step + ": " + r[1] + "\n--- step-" + step + ".log ---\n"
+                            + tail(out.resolve("step-" + step + ".log"), 40) + "\n--- server.log ---\n" + tail(out.resolve("server.log"), 15));
                 }
             }));
         }
