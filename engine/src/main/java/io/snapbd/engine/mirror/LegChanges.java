@@ -24,10 +24,11 @@ public final class LegChanges {
      * Makes leg {@code uri} and copies the volume's blocks ({@code dataFile}, {@code size} bytes) into it in full,
      * then forces it, and only then lists it in {@code mirror.legs} (a volume that was not mirrored gets leg 0's
      * table first): a crash before the listing leaves an unlisted leg and the volume as it was. Refused while a leg
-     * is degraded or a table holds live entries (reconcile first). Returns the new leg's number.
+     * is degraded or a table holds live entries (reconcile first), and when the leg holds another volume's tag table
+     * unless {@code force} ({@link LegInUse}). Returns the new leg's number.
      */
     public static int add(Path dir, UUID owner, long size, Path dataFile, String uri, boolean sparse, FileSpace space,
-                          Reconciler.Progress progress) throws IOException {
+                          boolean force, Reconciler.Progress progress) throws IOException {
         MirrorConfig cfg = MirrorConfig.read(dir, owner);
         List<String> extra = new ArrayList<>(cfg == null ? List.of() : cfg.extraLegs());
         if (extra.contains(uri)) {
@@ -42,6 +43,7 @@ public final class LegChanges {
         long half = cfg == null ? TagTable.DEFAULT_HALF_RECORDS : cfg.halfRecords();
         int index = extra.size() + 1;
         LegOpener opener = LegOpener.installed();
+        LegInUse.check(opener, uri, size, owner, force);
         boolean done = false;
         try (MirrorLeg l = opener.create(uri, size, TagTable.areaBytes(half), sparse, space);
              FileLegIo src = new FileLegIo(dataFile)) {

@@ -25,10 +25,11 @@ final class MirrorOpening {
     /**
      * Makes the legs of a new volume in {@code dir} (whose {@code data.img} of {@code size} bytes exists): leg 0's
      * table, each extra leg through {@link LegOpener#installed()}, then {@code mirror.legs}. On failure whatever
-     * was made is removed again.
+     * was made is removed again. A leg that holds another volume's tag table is refused unless {@code force}
+     * ({@link LegInUse}), before anything is made.
      */
-    static void create(Path dir, UUID owner, long size, List<String> uris, boolean sparse, FileSpace space)
-            throws IOException {
+    static void create(Path dir, UUID owner, long size, List<String> uris, boolean sparse, FileSpace space,
+                       boolean force) throws IOException {
         MirrorConfig cfg = new MirrorConfig(owner, TagTable.DEFAULT_HALF_RECORDS, uris);
         for (int i = 0; i < uris.size(); i++) {
             for (int j = 0; j < i; j++) {
@@ -38,6 +39,9 @@ final class MirrorOpening {
             }
         }
         LegOpener opener = LegOpener.installed();
+        for (String u : uris) {
+            LegInUse.check(opener, u, size, owner, force);
+        }
         long tableBytes = TagTable.areaBytes(cfg.halfRecords());
         List<String> made = new ArrayList<>();
         boolean done = false;

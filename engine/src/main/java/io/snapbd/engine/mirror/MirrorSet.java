@@ -114,11 +114,12 @@ public final class MirrorSet implements AutoCloseable {
     /**
      * Makes the legs of a new volume in {@code dir} (whose {@code data.img} of {@code size} bytes exists): leg 0's
      * table, each extra leg through {@link LegOpener#installed()}, then {@code mirror.legs}. On failure whatever
-     * was made is removed again.
+     * was made is removed again. A leg holding another volume's tag table is refused unless {@code force}
+     * ({@link LegInUse}).
      */
-    public static void create(Path dir, UUID owner, long size, List<String> uris, boolean sparse, FileSpace space)
-            throws IOException {
-        MirrorOpening.create(dir, owner, size, uris, sparse, space);
+    public static void create(Path dir, UUID owner, long size, List<String> uris, boolean sparse, FileSpace space,
+                              boolean force) throws IOException {
+        MirrorOpening.create(dir, owner, size, uris, sparse, space, force);
     }
 
     /** Removes the extra legs a volume's {@code mirror.legs} names (volume delete); a missing list is no mirror. */

@@ -627,7 +627,7 @@ class MirroredVolumeTest {
         Path added = tmp.resolve("leg3.img");
         long[] last = new long[2];
         int n = io.snapbd.engine.mirror.LegChanges.add(dir(), owner, SIZE, dir().resolve(Volume.DATA_FILE),
-                added.toString(), false, space, (done, total) -> {
+                added.toString(), false, space, false, (done, total) -> {
                     last[0] = done;
                     last[1] = total;
                 });

@@ -188,7 +188,8 @@ public final class ControlPlane {
         for (JsonNode m : req.path("mirrors")) {
             mirrors.add(m.asText());
         }
-        Volume v = catalog.create(name, size, blockSize, save, sparse, mirrors);
+        // force: make a leg that holds another volume's tag table (overwriting that volume's leg)
+        Volume v = catalog.create(name, size, blockSize, save, sparse, mirrors, req.path("force").asBoolean(false));
         serving.exportVolume(v);
         return json(volumeStatus(name));
     }

@@ -200,12 +200,15 @@ final class MirrorCommand implements Runnable {
         @Option(names = "--sparse", description = "Make a file leg sparse instead of preallocated.")
         boolean sparse;
 
+        @Option(names = "--force", description = "Make the leg even where it holds another volume's tag table (that volume's leg is overwritten), or replace an existing file leg's files.")
+        boolean force;
+
         @Override
         void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
                     io.snapbd.engine.io.FileSpace space) throws java.io.IOException {
             Progress p = new Progress(System.out, "mirror add " + name);
             int n = io.snapbd.engine.mirror.LegChanges.add(dir, h.uuid(), h.size(),
-                    dir.resolve(io.snapbd.engine.volume.Volume.DATA_FILE), uri, sparse, space,
+                    dir.resolve(io.snapbd.engine.volume.Volume.DATA_FILE), uri, sparse, space, force,
                     (done, total) -> p.update(done, total, done == total));
             System.out.println("volume " + name + ": mirror leg " + n + " (" + uri + ") added, in sync");
         }

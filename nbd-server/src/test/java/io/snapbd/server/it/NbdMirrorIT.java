@@ -255,4 +255,45 @@ class NbdMirrorIT {
     private static long bytesWritten(ServerProcess server) {
         return json(server.cli("stats", VOL, "--json")).path("bytesWritten").asLong();
     }
+
+    /**
+     * An NBD export that is another volume's leg is refused by {@code volume create --mirror} and {@code mirror add}
+     * before anything is zeroed, naming the URI and the volume its tag table records (exit 1); {@code --force}
+     * overrides. nbdkit's file plugin serves the export; the first volume's bytes on it stay as they were.
+     */
+    @Test
+    void anExportThatIsAnotherVolumesLegIsRefusedUnlessForced() throws Exception {
+        Tools.require("nbdkit");
+        Path kitFile = legFile("kit.img", NbdLeg.exportBytes(SIZE));
+        Path data = tmp.resolve("data");
+        try (LegPeer kit = LegPeer.nbdkit(tmp, "kit", "file", kitFile.toString())) {
+            String uri = kit.uri().toString();
+            ServerProcess.snapbd(data, "volume", "create", "a", "--size", "64M", "--save-size", "1M",
+                    "--mirror", uri).assertOk();
+            String a = io.snapbd.engine.mirror.MirrorConfig.read(data.resolve("volumes").resolve("a"), null).owner().toString();
+            try (RandomAccessFile r = new RandomAccessFile(kitFile.toFile(), "rw")) {
+                r.seek(4096);
+                r.write("volume a's block".getBytes());     // what a's leg holds
+            }
+            String before = sha256(kitFile, Files.size(kitFile));
+
+            Tools.Result refused = ServerProcess.snapbd(data, "volume", "create", "b", "--size", "64M",
+                    "--save-size", "1M", "--mirror", uri).assertExit(1);
+            assertTrue(refused.stderr().contains(uri) && refused.stderr().contains(a)
+                    && refused.stderr().contains("--force"), refused.toString());
+            ServerProcess.snapbd(data, "volume", "create", "b", "--size", "64M", "--save-size", "1M").assertOk();
+            Tools.Result add = ServerProcess.snapbd(data, "mirror", "add", "b", uri).assertExit(1);
+            assertTrue(add.stderr().contains(uri) && add.stderr().contains(a), add.toString());
+            assertEquals(before, sha256(kitFile, Files.size(kitFile)), "volume a's leg was left as it was");
+            ServerProcess.snapbd(data, "fsck", "a").assertExit(0);
+
+            ServerProcess.snapbd(data, "mirror", "add", "b", uri, "--force").assertOk();
+            String b = io.snapbd.engine.mirror.MirrorConfig.read(data.resolve("volumes").resolve("b"), null).owner().toString();
+            JsonNode st = json(ServerProcess.snapbd(data, "mirror", "status", "b", "--json").assertOk());
+            assertEquals("in-sync", st.path("legs").get(1).path("state").asText(), st.toString());
+            Tools.Result again = ServerProcess.snapbd(data, "volume", "create", "c", "--size", "64M",
+                    "--save-size", "1M", "--mirror", uri).assertExit(1);
+            assertTrue(again.stderr().contains(b), "the export is b's leg now: " + again);
+        }
+    }
 }
