@@ -41,7 +41,10 @@ final class DegradedLegs {
         this.legs = legs;
     }
 
-    /** Leg {@code leg}'s region map in the volume's directory {@code dir}; it exists while the leg is degraded. */
+    /**
+     * The region map of the leg with id {@code leg} ({@link MirrorConfig#id}) in the volume's directory {@code dir};
+     * it exists while the leg is degraded.
+     */
     static Path mapFile(Path dir, int leg) {
         return dir.resolve("leg" + leg + ".rmap");
     }
@@ -62,7 +65,7 @@ final class DegradedLegs {
         l.map = null;
         stale.decrementAndGet();
         m.close();
-        Files.deleteIfExists(mapFile(dir, l.index));
+        Files.deleteIfExists(mapFile(dir, l.id));
         AtomicFile.fsyncDirectory(dir);
         LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror leg " + l.index + " ("
                 + l.uri + ") resynced; it is in sync again");
@@ -79,12 +82,12 @@ final class DegradedLegs {
                 return null;
             }
             try {
-                Path f = mapFile(dir, l.index);
+                Path f = mapFile(dir, l.id);
                 int shift = regionShift(size);
                 FileTagStore st = FileTagStore.create(f, LegRegionMap.areaBytes(size, shift));
                 LegRegionMap m;
                 try {
-                    m = LegRegionMap.create(st, owner, l.index, size, shift);
+                    m = LegRegionMap.create(st, owner, l.id, size, shift);
                 } catch (IOException | RuntimeException e) {
                     st.close();
                     throw e;

@@ -12,6 +12,8 @@ import java.util.concurrent.atomic.LongAdder;
  */
 final class Leg {
     final int index;
+    /** The leg number its tag table and region map record ({@link MirrorConfig#id}); fixed, unlike {@link #index}. */
+    final int id;
     final String uri;
     /** Replaced only by {@link #reopen}, while no change is in flight; null while an unreachable leg is not open. */
     volatile MirrorLeg leg;
@@ -32,8 +34,9 @@ final class Leg {
     final AtomicLong maxWriteNanos = new AtomicLong();
     volatile String failure;
 
-    Leg(int index, String uri, MirrorLeg leg, TagTable table) {
+    Leg(int index, int id, String uri, MirrorLeg leg, TagTable table) {
         this.index = index;
+        this.id = id;
         this.uri = uri;
         this.leg = leg;
         this.table = table;
@@ -75,7 +78,7 @@ final class Leg {
                 throw new IOException("mirror leg " + index + " (" + uri + ") holds " + n.data().size()
                         + " bytes, less than the volume's " + size);
             }
-            table = TagTable.open(n.table(), owner, index);
+            table = TagTable.open(n.table(), owner, id);
             leg = n;
             forcer.reset();
         } catch (IOException | RuntimeException e) {

@@ -70,7 +70,7 @@ final class MirrorReconcile {
         for (Leg l : legs) {
             if (l.stale) {
                 throw new IOException(l.failure + "; the leg stays degraded (its missed writes recorded in "
-                        + DegradedLegs.mapFile(set.dir, l.index).getFileName() + "), the other legs were reconciled: " + r.report());
+                        + DegradedLegs.mapFile(set.dir, l.id).getFileName() + "), the other legs were reconciled: " + r.report());
             }
         }
         return r;

@@ -216,7 +216,7 @@ class MirrorIT {
     /**
      * {@code mirror add} and {@code mirror remove} through the CLI: refused while a server runs on the data
      * directory; on the stopped volume, add copies the volume in full (plain progress lines, 100 % at the end) and
-     * the new leg is byte-identical to data.img; remove takes the first leg out (the new one is renumbered to leg 1),
+     * the new leg is byte-identical to data.img; remove takes the first leg out (the new one moves to place 1, keeping its id 2),
      * fsck is clean, and the server serves the volume with its legs in sync.
      */
     @Test
