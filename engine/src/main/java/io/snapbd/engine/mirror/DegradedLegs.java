@@ -29,16 +29,16 @@ final class DegradedLegs {
     private final Path dir;
     private final UUID owner;
     private final long size;
-    private final Leg[] legs;
+    private final MirrorLegs set;
     private final Object degradeLock = new Object();
     private final Object foldLock = new Object();
     private final AtomicLong folds = new AtomicLong();
 
-    DegradedLegs(Path dir, UUID owner, long size, Leg[] legs) {
+    DegradedLegs(Path dir, UUID owner, long size, MirrorLegs set) {
         this.dir = dir;
         this.owner = owner;
         this.size = size;
-        this.legs = legs;
+        this.set = set;
     }
 
     /**
@@ -110,6 +110,7 @@ final class DegradedLegs {
 
     /** Names of the degraded legs, for log lines. */
     String names() {
+        Leg[] legs = set.legs;
         StringBuilder b = new StringBuilder();
         for (Leg l : legs) {
             if (l.stale) {
@@ -125,6 +126,7 @@ final class DegradedLegs {
      * Runs when leg 0's table holds more than half a half of live entries, or is full.
      */
     void fold(boolean force) throws IOException {
+        Leg[] legs = set.legs;
         if (!force && legs[0].depth.get() <= legs[0].table.halfRecords() / 2) {
             return;
         }

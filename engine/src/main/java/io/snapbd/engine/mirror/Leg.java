@@ -11,7 +11,10 @@ import java.util.concurrent.atomic.LongAdder;
  * writes recorded in {@link #map} and in the current legs' tables); {@link #reopen} opens a failed leg anew.
  */
 final class Leg {
-    final int index;
+    /** Its place in the leg list (0 … n−1); changes when an earlier leg is removed while the volume is open. */
+    volatile int index;
+    /** Joining the volume by an online {@code mirror add}: takes every change, is never read or copied from, not listed yet. */
+    volatile boolean joining;
     /** The leg number its tag table and region map record ({@link MirrorConfig#id}); fixed, unlike {@link #index}. */
     final int id;
     final String uri;

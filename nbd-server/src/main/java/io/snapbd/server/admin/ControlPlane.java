@@ -127,6 +127,10 @@ public final class ControlPlane {
                     return MirrorHandler.status(volume(request));
                 case "mirror.reconcile":
                     return MirrorHandler.reconcile(volume(request));
+                case "mirror.add":
+                    return MirrorHandler.add(volume(request), request, catalog.space());
+                case "mirror.remove":
+                    return MirrorHandler.remove(volume(request), request);
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
