@@ -29,19 +29,22 @@ final class DegradedLegs {
     private final Path dir;
     private final UUID owner;
     private final long size;
-    private final Leg[] legs;
+    private final MirrorLegs set;
     private final Object degradeLock = new Object();
     private final Object foldLock = new Object();
     private final AtomicLong folds = new AtomicLong();
 
-    DegradedLegs(Path dir, UUID owner, long size, Leg[] legs) {
+    DegradedLegs(Path dir, UUID owner, long size, MirrorLegs set) {
         this.dir = dir;
         this.owner = owner;
         this.size = size;
-        this.legs = legs;
+        this.set = set;
     }
 
-    /** Leg {@code leg}'s region map in the volume's directory {@code dir}; it exists while the leg is degraded. */
+    /**
+     * The region map of the leg with id {@code leg} ({@link MirrorConfig#id}) in the volume's directory {@code dir};
+     * it exists while the leg is degraded.
+     */
     static Path mapFile(Path dir, int leg) {
         return dir.resolve("leg" + leg + ".rmap");
     }
@@ -62,7 +65,7 @@ final class DegradedLegs {
         l.map = null;
         stale.decrementAndGet();
         m.close();
-        Files.deleteIfExists(mapFile(dir, l.index));
+        Files.deleteIfExists(mapFile(dir, l.id));
         AtomicFile.fsyncDirectory(dir);
         LOG.log(System.Logger.Level.INFO, "snapbd: volume " + dir.getFileName() + ": mirror leg " + l.index + " ("
                 + l.uri + ") resynced; it is in sync again");
@@ -79,12 +82,12 @@ final class DegradedLegs {
                 return null;
             }
             try {
-                Path f = mapFile(dir, l.index);
+                Path f = mapFile(dir, l.id);
                 int shift = regionShift(size);
                 FileTagStore st = FileTagStore.create(f, LegRegionMap.areaBytes(size, shift));
                 LegRegionMap m;
                 try {
-                    m = LegRegionMap.create(st, owner, l.index, size, shift);
+                    m = LegRegionMap.create(st, owner, l.id, size, shift);
                 } catch (IOException | RuntimeException e) {
                     st.close();
                     throw e;
@@ -107,6 +110,7 @@ final class DegradedLegs {
 
     /** Names of the degraded legs, for log lines. */
     String names() {
+        Leg[] legs = set.legs;
         StringBuilder b = new StringBuilder();
         for (Leg l : legs) {
             if (l.stale) {
@@ -122,6 +126,7 @@ final class DegradedLegs {
      * Runs when leg 0's table holds more than half a half of live entries, or is full.
      */
     void fold(boolean force) throws IOException {
+        Leg[] legs = set.legs;
         if (!force && legs[0].depth.get() <= legs[0].table.halfRecords() / 2) {
             return;
         }

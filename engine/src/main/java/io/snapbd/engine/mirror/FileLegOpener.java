@@ -79,6 +79,24 @@ public final class FileLegOpener implements LegOpener {
         }
     }
 
+    /** The table in {@code PATH.tags}, if that file exists and holds one. */
+    @Override
+    public TagTable.Identity identify(String uri, long volumeSize) throws IOException {
+        Path t = tableFile(path(uri));
+        if (!Files.isRegularFile(t)) {
+            return null;
+        }
+        try (FileTagStore s = FileTagStore.open(t, false)) {
+            return TagTable.identify(s);
+        }
+    }
+
+    @Override
+    public boolean exists(String uri) throws IOException {
+        Path p = path(uri);
+        return Files.exists(p) || Files.exists(tableFile(p));
+    }
+
     @Override
     public void delete(String uri) throws IOException {
         Path p = path(uri);

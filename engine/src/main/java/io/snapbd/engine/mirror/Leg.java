@@ -11,7 +11,12 @@ import java.util.concurrent.atomic.LongAdder;
  * writes recorded in {@link #map} and in the current legs' tables); {@link #reopen} opens a failed leg anew.
  */
 final class Leg {
-    final int index;
+    /** Its place in the leg list (0 … n−1); changes when an earlier leg is removed while the volume is open. */
+    volatile int index;
+    /** Joining the volume by an online {@code mirror add}: takes every change, is never read or copied from, not listed yet. */
+    volatile boolean joining;
+    /** The leg number its tag table and region map record ({@link MirrorConfig#id}); fixed, unlike {@link #index}. */
+    final int id;
     final String uri;
     /** Replaced only by {@link #reopen}, while no change is in flight; null while an unreachable leg is not open. */
     volatile MirrorLeg leg;
@@ -32,8 +37,9 @@ final class Leg {
     final AtomicLong maxWriteNanos = new AtomicLong();
     volatile String failure;
 
-    Leg(int index, String uri, MirrorLeg leg, TagTable table) {
+    Leg(int index, int id, String uri, MirrorLeg leg, TagTable table) {
         this.index = index;
+        this.id = id;
         this.uri = uri;
         this.leg = leg;
         this.table = table;
@@ -75,7 +81,7 @@ final class Leg {
                 throw new IOException("mirror leg " + index + " (" + uri + ") holds " + n.data().size()
                         + " bytes, less than the volume's " + size);
             }
-            table = TagTable.open(n.table(), owner, index);
+            table = TagTable.open(n.table(), owner, id);
             leg = n;
             forcer.reset();
         } catch (IOException | RuntimeException e) {

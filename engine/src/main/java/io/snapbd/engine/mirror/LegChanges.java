@@ -24,12 +24,14 @@ public final class LegChanges {
      * Makes leg {@code uri} and copies the volume's blocks ({@code dataFile}, {@code size} bytes) into it in full,
      * then forces it, and only then lists it in {@code mirror.legs} (a volume that was not mirrored gets leg 0's
      * table first): a crash before the listing leaves an unlisted leg and the volume as it was. Refused while a leg
-     * is degraded or a table holds live entries (reconcile first). Returns the new leg's number.
+     * is degraded or a table holds live entries (reconcile first), and when the leg holds another volume's tag table
+     * unless {@code force} ({@link LegInUse}). Returns the new leg's number.
      */
     public static int add(Path dir, UUID owner, long size, Path dataFile, String uri, boolean sparse, FileSpace space,
-                          Reconciler.Progress progress) throws IOException {
+                          boolean force, Reconciler.Progress progress) throws IOException {
         MirrorConfig cfg = MirrorConfig.read(dir, owner);
         List<String> extra = new ArrayList<>(cfg == null ? List.of() : cfg.extraLegs());
+        dropOrphanMaps(dir, cfg);
         if (extra.contains(uri)) {
             throw new IllegalArgumentException("mirror leg " + uri + " is a leg of the volume already");
         }
@@ -41,11 +43,13 @@ public final class LegChanges {
         }
         long half = cfg == null ? TagTable.DEFAULT_HALF_RECORDS : cfg.halfRecords();
         int index = extra.size() + 1;
+        MirrorConfig next = cfg == null ? new MirrorConfig(owner, half, List.of(uri)) : cfg.with(uri);
         LegOpener opener = LegOpener.installed();
+        LegInUse.check(opener, uri, size, owner, force);
         boolean done = false;
         try (MirrorLeg l = opener.create(uri, size, TagTable.areaBytes(half), sparse, space);
              FileLegIo src = new FileLegIo(dataFile)) {
-            TagTable.create(l.table(), owner, index, half);
+            TagTable.create(l.table(), owner, next.id(index), half);
             ByteBuffer buf = ByteBuffer.allocateDirect(MirrorSet.COPY_BUFFER);
             progress.copied(0, size);
             for (long pos = 0; pos < size; ) {
@@ -63,8 +67,7 @@ public final class LegChanges {
                     TagTable.create(s, owner, 0, half);
                 }
             }
-            extra.add(uri);
-            new MirrorConfig(owner, half, extra).write(dir);
+            next.write(dir);
             done = true;
         } finally {
             if (!done) {
@@ -79,11 +82,13 @@ public final class LegChanges {
     }
 
     /**
-     * Takes leg {@code uri} out of {@code mirror.legs} (and deletes its region map if it was degraded); the legs
-     * after it are renumbered (their empty tables made anew with their new numbers). The leg's own files are
-     * left as they are: a copy of the volume as of its last change. The last extra leg makes the volume unmirrored
-     * ({@code mirror.legs}, {@code leg0.tags}, {@code mirror.tags} removed). Refused when a leg after it is
-     * degraded or holds live entries, or (unless it is the one degraded) when a table holds live entries.
+     * Takes leg {@code uri} out of {@code mirror.legs} (and deletes its region map if it was degraded). The one
+     * change is the atomic replace of {@code mirror.legs}: the other legs keep their ids (the numbers their tables
+     * and region maps record), so nothing on them is rewritten and a crash leaves the old leg list or the new one
+     * ({@code MirrorLegsCrashTest}). The leg's own files are left as they are: a copy of the volume as of its last
+     * change. The last extra leg makes the volume unmirrored: {@code mirror.legs} is deleted (the directory forced),
+     * then {@code leg0.tags}, {@code mirror.tags}. Refused when another leg is degraded, or (unless it is the one
+     * degraded) when leg 0's table holds live entries.
      */
     public static void remove(Path dir, UUID owner, long size, String uri) throws IOException {
         MirrorConfig cfg = MirrorConfig.read(dir, owner);
@@ -95,9 +100,9 @@ public final class LegChanges {
             throw new IllegalArgumentException("mirror leg " + uri + " is not a leg of the volume (its legs: "
                     + String.join(", ", cfg.extraLegs()) + ")");
         }
-        boolean degraded = Files.exists(DegradedLegs.mapFile(dir, index));
+        boolean degraded = Files.exists(DegradedLegs.mapFile(dir, cfg.id(index)));
         for (int i = 1; i < cfg.legs(); i++) {
-            if (i != index && Files.exists(DegradedLegs.mapFile(dir, i))) {
+            if (i != index && Files.exists(DegradedLegs.mapFile(dir, cfg.id(i)))) {
                 throw new IOException("mirror leg " + i + " (" + cfg.extraLegs().get(i - 1) + ") is degraded:"
                         + " resync it ('snapbd mirror reconcile') or remove it first");
             }
@@ -105,41 +110,52 @@ public final class LegChanges {
         if (!degraded) {
             requireInSync(dir, owner, cfg);
         }
-        List<String> extra = new ArrayList<>(cfg.extraLegs());
-        extra.remove(index - 1);
-        if (extra.isEmpty()) {
+        MirrorConfig next = cfg.without(index);
+        if (next == null) {
             Files.deleteIfExists(dir.resolve(MirrorConfig.FILE));
             AtomicFile.fsyncDirectory(dir);
             Files.deleteIfExists(dir.resolve(MirrorConfig.LOCAL_TABLE));
             Files.deleteIfExists(dir.resolve(TagSource.FILE));
         } else {
-            // renumber the legs after it: their tables are empty (checked), made anew with the new number
-            for (int i = index + 1; i < cfg.legs(); i++) {
-                try (MirrorLeg l = LegOpener.installed().open(cfg.extraLegs().get(i - 1), size)) {
-                    if (!TagTable.read(l.table()).live().isEmpty()) {
-                        throw new IOException("mirror leg " + i + " (" + l.uri() + ") holds live entries: reconcile first");
-                    }
-                    long half = TagTable.read(l.table()).halfRecords();
-                    // zero the whole area first: records of older generations would read as a newer table's
-                    ByteBuffer zeros = ByteBuffer.allocate(1 << 20);
-                    long area = TagTable.areaBytes(half);
-                    for (long pos = 0; pos < area; pos += zeros.capacity()) {
-                        zeros.clear().limit((int) Math.min(zeros.capacity(), area - pos));
-                        l.table().write(zeros, pos);
-                    }
-                    TagTable.create(l.table(), owner, i - 1, half).close();
+            next.write(dir);
+        }
+        dropOrphanMaps(dir, next);
+    }
+
+    /**
+     * Deletes the region maps ({@code legN.rmap}) of legs {@code cfg} does not list (all of them when null): what a
+     * crash right after a removal's leg list change leaves of a removed degraded leg. Ids are never reused within a
+     * leg list, and a volume made mirrored again starts from here, so no map is ever taken for another leg's.
+     */
+    static void dropOrphanMaps(Path dir, MirrorConfig cfg) throws IOException {
+        boolean dropped = false;
+        for (Path f : orphanMaps(dir, cfg)) {
+            dropped |= Files.deleteIfExists(f);
+        }
+        if (dropped) {
+            AtomicFile.fsyncDirectory(dir);
+        }
+    }
+
+    /** The {@code legN.rmap} files in {@code dir} whose id {@code cfg} does not list (every one when null). */
+    static List<Path> orphanMaps(Path dir, MirrorConfig cfg) throws IOException {
+        List<Path> out = new ArrayList<>();
+        try (java.util.stream.Stream<Path> s = Files.list(dir)) {
+            for (Path f : (Iterable<Path>) s::iterator) {
+                String n = f.getFileName().toString();
+                if (n.matches("leg[0-9]{1,9}\\.rmap") && (cfg == null
+                        || !cfg.ids().contains(Integer.parseInt(n.substring(3, n.length() - 5))))) {
+                    out.add(f);
                 }
             }
-            new MirrorConfig(owner, cfg.halfRecords(), extra).write(dir);
         }
-        Files.deleteIfExists(DegradedLegs.mapFile(dir, index));
-        AtomicFile.fsyncDirectory(dir);
+        return out;
     }
 
     /** No degraded leg, no live entry on leg 0: the volume was closed cleanly with every leg in sync. */
     private static void requireInSync(Path dir, UUID owner, MirrorConfig cfg) throws IOException {
         for (int i = 1; i < cfg.legs(); i++) {
-            if (Files.exists(DegradedLegs.mapFile(dir, i))) {
+            if (Files.exists(DegradedLegs.mapFile(dir, cfg.id(i)))) {
                 throw new IOException("mirror leg " + i + " (" + cfg.extraLegs().get(i - 1) + ") is degraded: resync it"
                         + " ('snapbd mirror reconcile') or remove it first");
             }

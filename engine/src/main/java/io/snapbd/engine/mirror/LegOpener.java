@@ -33,6 +33,20 @@ public interface LegOpener {
         return open(uri);
     }
 
+    /**
+     * The tag table that the existing leg {@code uri} (of a volume of {@code volumeSize} bytes) holds, or null when
+     * there is nothing there or no table: what {@code volume create --mirror} and {@code mirror add} check before
+     * they make the leg ({@link LegInUse}). The default knows of no existing legs.
+     */
+    default TagTable.Identity identify(String uri, long volumeSize) throws IOException {
+        return null;
+    }
+
+    /** Whether {@code uri} names something that {@link #create} would refuse as existing (a file leg's files). */
+    default boolean exists(String uri) throws IOException {
+        return false;
+    }
+
     /** Removes what {@link #create} made (volume delete, or a create that failed); absent parts are ignored. */
     void delete(String uri) throws IOException;
 

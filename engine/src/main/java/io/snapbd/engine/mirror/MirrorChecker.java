@@ -41,10 +41,11 @@ public final class MirrorChecker {
         table(dir.resolve(MirrorConfig.LOCAL_TABLE), owner, 0, problems, notes);
         for (int i = 1; i < cfg.legs(); i++) {
             String uri = cfg.extraLegs().get(i - 1);
-            Path map = DegradedLegs.mapFile(dir, i);
+            int id = cfg.id(i);
+            Path map = DegradedLegs.mapFile(dir, id);
             if (Files.exists(map)) {
                 try (FileTagStore s = FileTagStore.open(map, false)) {
-                    LegRegionMap m = LegRegionMap.open(s, owner, i);
+                    LegRegionMap m = LegRegionMap.open(s, owner, id);
                     notes.add("mirror leg " + i + " (" + uri + ") is degraded: " + m.missedBytes() + " bytes recorded in "
                             + map.getFileName() + " (and the live entries) are resynced when it is back");
                     for (String n : m.notes()) {
@@ -58,7 +59,7 @@ public final class MirrorChecker {
             try {
                 p = FileLegOpener.path(uri);
             } catch (IOException e) {
-                other(uri, i, owner, size, problems, notes);
+                other(uri, i, id, owner, size, problems, notes);
                 continue;
             }
             try {
@@ -70,7 +71,15 @@ public final class MirrorChecker {
             } catch (IOException e) {
                 problems.add(p + ": " + e.getMessage());
             }
-            table(FileLegOpener.tableFile(p), owner, i, problems, notes);
+            table(FileLegOpener.tableFile(p), owner, id, problems, notes);
+        }
+        try {
+            for (Path f : LegChanges.orphanMaps(dir, cfg)) {
+                notes.add(f.getFileName() + ": region map of a leg " + MirrorConfig.FILE + " no longer lists (a mirror"
+                        + " remove cut short); ignored, and deleted by the next mirror add or remove");
+            }
+        } catch (IOException e) {
+            problems.add(dir + ": " + e.getMessage());
         }
     }
 
@@ -78,7 +87,7 @@ public final class MirrorChecker {
      * A leg that is not a file (an NBD export): opened through the installed {@link LegOpener}, its size and its
      * tag table checked by reading only. A leg that cannot be opened is a problem: the volume could not open.
      */
-    private static void other(String uri, int leg, UUID owner, long size, List<String> problems, List<String> notes) {
+    private static void other(String uri, int leg, int id, UUID owner, long size, List<String> problems, List<String> notes) {
         try (MirrorLeg l = LegOpener.installed().open(uri, size)) {
             if (l.data().size() < size) {
                 problems.add(uri + ": mirror leg " + leg + " holds " + l.data().size() + " bytes, less than the volume's " + size);
@@ -92,7 +101,7 @@ public final class MirrorChecker {
                 notes.add("mirror leg " + leg + " (" + uri + "): " + n);
             }
             if (r.ok()) {
-                owner(TagTable.read(t), t.describe(), owner, leg, problems);
+                owner(TagTable.read(t), t.describe(), owner, id, problems);
             }
         } catch (IOException | RuntimeException e) {
             problems.add("mirror leg " + leg + " (" + uri + ") cannot be checked: " + e.getMessage());

@@ -16,7 +16,8 @@ final class MirrorLegs {
     final Path dir;
     final UUID owner;
     final long size;
-    final Leg[] legs;
+    /** Replaced (never changed in place) by an online leg change, while the write gate is paused. */
+    volatile Leg[] legs;
     /** Degraded legs: while any, changes keep their entries live on the current legs (docs/mirrors.md). */
     final DegradedLegs degraded;
     /** Legs degraded now ({@link DegradedLegs#stale}). */
@@ -29,7 +30,7 @@ final class MirrorLegs {
         this.owner = owner;
         this.size = size;
         this.legs = legs;
-        this.degraded = new DegradedLegs(dir, owner, size, legs);
+        this.degraded = new DegradedLegs(dir, owner, size, this);
         this.staleLegs = degraded.stale;
     }
 
@@ -42,6 +43,14 @@ final class MirrorLegs {
      * the leg's region map cannot be made, the error that fails the change (the volume then refuses changes).
      */
     IOException degrade(Leg l, String why) {
+        if (l.joining) {
+            // a leg an online add is filling: it is dropped (the add fails), nothing of it is listed or recorded
+            if (l.failure == null) {
+                l.failure = why;
+            }
+            l.stale = true;
+            return null;
+        }
         IOException x = l.index == 0
                 ? new IOException(why + "; the change is not complete on every leg (the volume refuses changes until"
                         + " 'snapbd mirror reconcile' succeeds or it is reopened)")

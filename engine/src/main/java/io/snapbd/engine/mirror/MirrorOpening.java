@@ -25,10 +25,11 @@ final class MirrorOpening {
     /**
      * Makes the legs of a new volume in {@code dir} (whose {@code data.img} of {@code size} bytes exists): leg 0's
      * table, each extra leg through {@link LegOpener#installed()}, then {@code mirror.legs}. On failure whatever
-     * was made is removed again.
+     * was made is removed again. A leg that holds another volume's tag table is refused unless {@code force}
+     * ({@link LegInUse}), before anything is made.
      */
-    static void create(Path dir, UUID owner, long size, List<String> uris, boolean sparse, FileSpace space)
-            throws IOException {
+    static void create(Path dir, UUID owner, long size, List<String> uris, boolean sparse, FileSpace space,
+                       boolean force) throws IOException {
         MirrorConfig cfg = new MirrorConfig(owner, TagTable.DEFAULT_HALF_RECORDS, uris);
         for (int i = 0; i < uris.size(); i++) {
             for (int j = 0; j < i; j++) {
@@ -38,6 +39,9 @@ final class MirrorOpening {
             }
         }
         LegOpener opener = LegOpener.installed();
+        for (String u : uris) {
+            LegInUse.check(opener, u, size, owner, force);
+        }
         long tableBytes = TagTable.areaBytes(cfg.halfRecords());
         List<String> made = new ArrayList<>();
         boolean done = false;
@@ -48,7 +52,7 @@ final class MirrorOpening {
             for (int i = 0; i < uris.size(); i++) {
                 try (MirrorLeg l = opener.create(uris.get(i), size, tableBytes, sparse, space)) {
                     made.add(uris.get(i));
-                    TagTable.create(l.table(), owner, i + 1, cfg.halfRecords());
+                    TagTable.create(l.table(), owner, cfg.id(i + 1), cfg.halfRecords());
                 }
             }
             cfg.write(dir);
@@ -99,15 +103,16 @@ final class MirrorOpening {
             MirrorLeg local = MirrorLeg.of("local:" + dataFile, new FileLegIo(dataFile),
                     FileTagStore.open(dir.resolve(MirrorConfig.LOCAL_TABLE), true));
             opened.add(local);
-            legs[0] = new Leg(0, local.uri(), local, TagTable.open(local.table(), owner, 0));
+            legs[0] = new Leg(0, 0, local.uri(), local, TagTable.open(local.table(), owner, 0));
             for (int i = 1; i < legs.length; i++) {
                 String uri = cfg.extraLegs().get(i - 1);
-                Path mapFile = DegradedLegs.mapFile(dir, i);
+                int id = cfg.id(i);
+                Path mapFile = DegradedLegs.mapFile(dir, id);
                 LegRegionMap map = null;
                 if (Files.exists(mapFile)) {
                     FileTagStore ms = FileTagStore.open(mapFile, true);
                     opened.add(ms);
-                    map = LegRegionMap.open(ms, owner, i);
+                    map = LegRegionMap.open(ms, owner, id);
                 }
                 MirrorLeg l = null;
                 TagTable t = null;
@@ -123,9 +128,9 @@ final class MirrorOpening {
                         throw new IOException("mirror leg " + i + " (" + uri + ") holds " + l.data().size()
                                 + " bytes, less than the volume's " + size);
                     }
-                    t = TagTable.open(l.table(), owner, i);
+                    t = TagTable.open(l.table(), owner, id);
                 }
-                legs[i] = new Leg(i, uri, l, t);
+                legs[i] = new Leg(i, id, uri, l, t);
                 opened.add(legs[i].forcer);
                 if (map != null) {
                     legs[i].map = map;

@@ -19,7 +19,6 @@ import java.util.concurrent.atomic.AtomicLong;
 final class MirrorReconcile {
 
     private final MirrorLegs set;
-    private final Leg[] legs;
     private final WriteGate gate;
     private final AtomicLong bytesCopiedTotal = new AtomicLong();
     private final AtomicLong reconciliations = new AtomicLong();
@@ -32,7 +31,6 @@ final class MirrorReconcile {
 
     MirrorReconcile(MirrorLegs set, WriteGate gate) {
         this.set = set;
-        this.legs = set.legs;
         this.gate = gate;
     }
 
@@ -67,10 +65,10 @@ final class MirrorReconcile {
         } finally {
             gate.resume();
         }
-        for (Leg l : legs) {
-            if (l.stale) {
+        for (Leg l : set.legs) {
+            if (l.stale && !l.joining) {
                 throw new IOException(l.failure + "; the leg stays degraded (its missed writes recorded in "
-                        + DegradedLegs.mapFile(set.dir, l.index).getFileName() + "), the other legs were reconciled: " + r.report());
+                        + DegradedLegs.mapFile(set.dir, l.id).getFileName() + "), the other legs were reconciled: " + r.report());
             }
         }
         return r;
@@ -97,9 +95,13 @@ final class MirrorReconcile {
             if (reopen) {
                 reopenFailed();
             }
+            Leg[] legs = set.legs;
             List<Leg> part = new ArrayList<>();
             List<Leg> away = new ArrayList<>();
             for (Leg l : legs) {
+                if (l.joining) {
+                    continue;       // an online add fills it; not listed yet: never a source nor a target
+                }
                 (l.index == 0 || l.failure == null ? part : away).add(l);
             }
             for (Leg l : away) {
@@ -217,8 +219,8 @@ final class MirrorReconcile {
      * opened keeps its failure (and is, or becomes, degraded).
      */
     private void reopenFailed() {
-        for (Leg l : legs) {
-            if (l.index == 0 || l.failure == null) {
+        for (Leg l : set.legs) {
+            if (l.index == 0 || l.failure == null || l.joining) {
                 continue;
             }
             try {

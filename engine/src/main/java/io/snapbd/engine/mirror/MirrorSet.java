@@ -99,6 +99,7 @@ public final class MirrorSet implements AutoCloseable {
     final MirrorLegs legs;
     final MirrorWritePath writes;
     final MirrorReconcile reconciler;
+    final OnlineLegChanges changes;
     private final TagSource tags;
     private volatile boolean closed;
 
@@ -107,6 +108,30 @@ public final class MirrorSet implements AutoCloseable {
         this.tags = tags;
         this.writes = new MirrorWritePath(legs, tags);
         this.reconciler = new MirrorReconcile(legs, writes.gate);
+        this.changes = new OnlineLegChanges(legs, writes);
+    }
+
+    // ---- legs added and removed while the volume is served (OnlineLegChanges) --------------------------------
+
+    /**
+     * {@code mirror add} on the open volume: makes leg {@code uri}, lets it join the write path ({@code resyncing}),
+     * copies the volume's blocks into it (read through {@code local}) under the range locks while changes go on,
+     * forces it, then lists it. Returns its place among the legs. See docs/mirrors.md, "Adding and removing legs".
+     */
+    public int addLeg(String uri, boolean sparse, boolean force, FileSpace space, BlockDevice local,
+                      Reconciler.Progress progress) throws IOException {
+        if (closed) {
+            throw new IOException("the volume is closing");
+        }
+        return changes.add(uri, sparse, force, space, local, progress);
+    }
+
+    /** {@code mirror remove} on the open volume: the leg leaves the list and the write path together (gate paused). */
+    public void removeLeg(String uri) throws IOException {
+        if (closed) {
+            throw new IOException("the volume is closing");
+        }
+        changes.remove(uri);
     }
 
     // ---- create, open, close ---------------------------------------------------------------------------------
@@ -114,11 +139,12 @@ public final class MirrorSet implements AutoCloseable {
     /**
      * Makes the legs of a new volume in {@code dir} (whose {@code data.img} of {@code size} bytes exists): leg 0's
      * table, each extra leg through {@link LegOpener#installed()}, then {@code mirror.legs}. On failure whatever
-     * was made is removed again.
+     * was made is removed again. A leg holding another volume's tag table is refused unless {@code force}
+     * ({@link LegInUse}).
      */
-    public static void create(Path dir, UUID owner, long size, List<String> uris, boolean sparse, FileSpace space)
-            throws IOException {
-        MirrorOpening.create(dir, owner, size, uris, sparse, space);
+    public static void create(Path dir, UUID owner, long size, List<String> uris, boolean sparse, FileSpace space,
+                              boolean force) throws IOException {
+        MirrorOpening.create(dir, owner, size, uris, sparse, space, force);
     }
 
     /** Removes the extra legs a volume's {@code mirror.legs} names (volume delete); a missing list is no mirror. */
@@ -262,7 +288,7 @@ public final class MirrorSet implements AutoCloseable {
         boolean reconciling = reconciler.running();
         List<LegStatus> out = new ArrayList<>();
         for (Leg l : legs.legs) {
-            String state = l.stale ? (reconciling && l.failure == null ? "resyncing" : "degraded")
+            String state = l.joining ? (l.stale ? "failed" : "resyncing") : l.stale ? (reconciling && l.failure == null ? "resyncing" : "degraded")
                     : l.failure != null ? "failed" : reconciling ? "resyncing" : "in-sync";
             LegRegionMap m = l.map;
             out.add(new LegStatus(l.index, l.uri, state, Math.max(0, l.depth.get()), l.writes.sum(),
@@ -286,7 +312,7 @@ public final class MirrorSet implements AutoCloseable {
 
     /** The running (or last) reconciliation's copy progress: bytes done and in all. */
     public long[] copyProgress() {
-        return reconciler.copyProgress();
+        return changes.adding() ? changes.progress() : reconciler.copyProgress();
     }
 
     /** Table forces run by group commit on leg {@code leg} (tests, stats). */

@@ -22,7 +22,6 @@ final class MirrorWritePath {
     static final int RETIRE_BATCH = 32;
 
     private final MirrorLegs set;
-    private final Leg[] legs;
     private final AtomicInteger staleLegs;
     private final DegradedLegs degraded;
     private final TagSource tags;
@@ -31,7 +30,6 @@ final class MirrorWritePath {
 
     MirrorWritePath(MirrorLegs set, TagSource tags) {
         this.set = set;
-        this.legs = set.legs;
         this.staleLegs = set.staleLegs;
         this.degraded = set.degraded;
         this.tags = tags;
@@ -39,7 +37,7 @@ final class MirrorWritePath {
 
     /** A reusable op for one session's changes. */
     MirrorOp newOp() {
-        return new MirrorOp(this, gate, legs.length);
+        return new MirrorOp(this, gate, MirrorConfig.MAX_EXTRA_LEGS + 1);
     }
 
     /**
@@ -51,6 +49,7 @@ final class MirrorWritePath {
      */
     void begin(MirrorOp op, long offset, long length, BlockDevice local, boolean inUseOnly)
             throws IOException {
+        Leg[] legs = set.legs;      // the same until this change's end: legs change only while the gate is paused
         if (!op.bypass) {
             gate.enter(op.slot);
             op.inGate = true;
@@ -120,6 +119,7 @@ final class MirrorWritePath {
 
     /** Appends the ENTRY on a current leg; a table full while a leg is degraded folds into the region maps first. */
     private long append(Leg l, long tag, long offset, long length) throws IOException {
+        Leg[] legs = set.legs;
         try {
             return l.table.append(tag, offset, length);
         } catch (TagTable.TableFullException e) {
@@ -142,6 +142,7 @@ final class MirrorWritePath {
      * it); a failure of leg 0 throws.
      */
     void end(MirrorOp op, BlockDevice.Session s, BlockDevice local) throws IOException {
+        Leg[] legs = set.legs;
         try {
             if (op.buf == null) {
                 op.buf = ByteBuffer.allocateDirect(MirrorSet.COPY_BUFFER);
@@ -250,6 +251,7 @@ final class MirrorWritePath {
         if (staleLegs.get() > 0) {
             return;
         }
+        Leg[] legs = set.legs;
         IOException first = null;
         for (Leg l : legs) {
             if (l.stale) {
@@ -287,6 +289,29 @@ final class MirrorWritePath {
         if (x != null) {
             x.addSuppressed(e);
             throw x;
+        }
+    }
+
+    /**
+     * Copies [pos, pos+n) from leg 0 (read through {@code local}) to leg {@code to} as one change would: inside the
+     * write gate and under the range lock, so a concurrent change of the range reaches {@code to} wholly before or
+     * wholly after this copy (an online {@code mirror add}'s full copy).
+     */
+    void copyRange(MirrorOp op, Leg to, BlockDevice.Session s, BlockDevice local, long pos, int n) throws IOException {
+        gate.enter(op.slot);
+        op.inGate = true;
+        try {
+            locks.lock(op, pos, n);
+            if (op.buf == null) {
+                op.buf = ByteBuffer.allocateDirect(MirrorSet.COPY_BUFFER);
+            }
+            ByteBuffer buf = op.buf;
+            buf.clear().limit(n);
+            local.read(s, pos, n, op);
+            buf.flip();
+            to.leg.data().write(buf, pos);
+        } finally {
+            release(op);
         }
     }
 

@@ -61,6 +61,33 @@ public final class TagTable implements Closeable {
         }
     }
 
+    /** Whose table an area holds: the volume (owner) and leg number its header records. */
+    public record Identity(UUID owner, int leg) {
+    }
+
+    /**
+     * The owner and leg number of the table {@code store} holds (the header copy with a valid magic and checksum and
+     * the highest generation), or null when neither copy is one: the area holds no table. Reads the header only;
+     * a table whose records are damaged still names its owner. Used before a leg is made, so that another
+     * volume's leg is not zeroed (docs/mirrors.md, "Using it").
+     */
+    public static Identity identify(TagStore store) throws IOException {
+        if (store.size() < HEADER_AREA) {
+            return null;
+        }
+        ByteBuffer h = ByteBuffer.allocate(HEADER_AREA).order(ByteOrder.LITTLE_ENDIAN);
+        store.read(h, 0);
+        Identity best = null;
+        int bestGen = -1;
+        for (int o : HEADER_SLOT_OFFSET) {
+            if (h.getLong(o) == MAGIC && h.getInt(o + 60) == Crc32c.of(h, o, o + 60) && h.getInt(o + 40) > bestGen) {
+                bestGen = h.getInt(o + 40);
+                best = new Identity(new UUID(h.getLong(o + 16), h.getLong(o + 24)), h.getInt(o + 32));
+            }
+        }
+        return best;
+    }
+
     /** The table cannot take the entry even after compaction: the caller falls back to a region bit map. */
     public static final class TableFullException extends IOException {
         public TableFullException(String m) {

@@ -117,7 +117,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
     /** Creates the volume's directory and files (data and save volume preallocated unless {@code sparse}). */
     public static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
                               FileSpace space) throws IOException {
-        VolumeOpener.create(dir, name, size, blockSize, saveSize, sparse, space, List.of());
+        VolumeOpener.create(dir, name, size, blockSize, saveSize, sparse, space, List.of(), false);
     }
 
     /**
@@ -126,7 +126,16 @@ public final class Volume implements BlockDevice, AutoCloseable {
      */
     public static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
                               FileSpace space, List<String> mirrors) throws IOException {
-        VolumeOpener.create(dir, name, size, blockSize, saveSize, sparse, space, mirrors);
+        create(dir, name, size, blockSize, saveSize, sparse, space, mirrors, false);
+    }
+
+    /**
+     * The same; {@code forceLegs}: make a leg even where it holds another volume's tag table (it is that
+     * volume's mirror leg, and is overwritten), or replace an existing file leg's files.
+     */
+    public static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
+                              FileSpace space, List<String> mirrors, boolean forceLegs) throws IOException {
+        VolumeOpener.create(dir, name, size, blockSize, saveSize, sparse, space, mirrors, forceLegs);
     }
 
     public static void checkGeometry(long size, int blockSize, long saveSize) {

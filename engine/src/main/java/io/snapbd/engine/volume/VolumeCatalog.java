@@ -109,6 +109,12 @@ public final class VolumeCatalog implements AutoCloseable {
     /** Creates a volume mirrored to {@code mirrors} (extra legs' URIs; none: not mirrored) and opens it. */
     public synchronized Volume create(String name, long size, int blockSize, long saveSize, boolean sparse,
                                       List<String> mirrors) throws IOException {
+        return create(name, size, blockSize, saveSize, sparse, mirrors, false);
+    }
+
+    /** The same; {@code forceLegs} as {@link Volume#create(Path, String, long, int, long, boolean, FileSpace, List, boolean)}. */
+    public synchronized Volume create(String name, long size, int blockSize, long saveSize, boolean sparse,
+                                      List<String> mirrors, boolean forceLegs) throws IOException {
         Path dir = volumeDir(name);
         if (Files.exists(dir)) {
             if (exists(name)) {
@@ -117,7 +123,7 @@ public final class VolumeCatalog implements AutoCloseable {
             // volume.meta is written last: this is a create cut short by a crash, not a volume
             Volume.deleteFiles(dir);
         }
-        Volume.create(dir, name, size, blockSize, saveSize, sparse, space, mirrors);
+        Volume.create(dir, name, size, blockSize, saveSize, sparse, space, mirrors, forceLegs);
         try {
             return open(name);
         } catch (VolumeSetAsideException e) {

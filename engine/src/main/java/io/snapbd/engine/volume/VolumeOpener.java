@@ -35,7 +35,7 @@ final class VolumeOpener {
 
     /** See {@link Volume#create}. */
     static void create(Path dir, String name, long size, int blockSize, long saveSize, boolean sparse,
-                       FileSpace space, List<String> mirrors) throws IOException {
+                       FileSpace space, List<String> mirrors, boolean forceLegs) throws IOException {
         VolumeNames.check(name);
         checkGeometry(size, blockSize, saveSize);
         Files.createDirectories(dir.getParent());
@@ -54,7 +54,7 @@ final class VolumeOpener {
                     WriteIntents.regions(blocks, regionShift)).close();
             if (!mirrors.isEmpty()) {
                 // before volume.meta: a crash before it leaves no volume (and deleteFiles removes the legs)
-                MirrorSet.create(dir, uuid, size, mirrors, sparse, space);
+                MirrorSet.create(dir, uuid, size, mirrors, sparse, space, forceLegs);
             }
             int flags = VolumeHeader.FLAG_CLEAN | (sparse ? VolumeHeader.FLAG_SPARSE : 0);
             long now = System.currentTimeMillis() * 1_000_000L;

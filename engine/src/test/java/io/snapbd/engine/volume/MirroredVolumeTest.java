@@ -617,7 +617,7 @@ class MirroredVolumeTest {
      * leg is allowed, and its region map goes.
      */
     @Test
-    void mirrorAddCopiesInFullAndRemoveRenumbers() throws Exception {
+    void mirrorAddCopiesInFullAndRemoveKeepsTheOtherLegsIds() throws Exception {
         Volume v = create();
         BlockDevice.Session s = v.openSession();
         TestVolumes.write(v, s, 3 * BS, TestVolumes.pattern(1, 5 * BS));
@@ -627,7 +627,7 @@ class MirroredVolumeTest {
         Path added = tmp.resolve("leg3.img");
         long[] last = new long[2];
         int n = io.snapbd.engine.mirror.LegChanges.add(dir(), owner, SIZE, dir().resolve(Volume.DATA_FILE),
-                added.toString(), false, space, (done, total) -> {
+                added.toString(), false, space, false, (done, total) -> {
                     last[0] = done;
                     last[1] = total;
                 });
@@ -668,9 +668,10 @@ class MirroredVolumeTest {
         assertEquals("degraded", y.mirror().status().get(2).state());
         s4.close();
         y.close();
-        assertTrue(Files.exists(dir().resolve("leg2.rmap")), "a degraded leg keeps its mark over a clean close");
+        // the map is named by the leg's id (3, the number its table records), not by its place in the list (2)
+        assertTrue(Files.exists(dir().resolve("leg3.rmap")), "a degraded leg keeps its mark over a clean close");
         io.snapbd.engine.mirror.LegChanges.remove(dir(), owner, SIZE, added.toString());
-        assertTrue(!Files.exists(dir().resolve("leg2.rmap")), "the removed degraded leg's region map goes");
+        assertTrue(!Files.exists(dir().resolve("leg3.rmap")), "the removed degraded leg's region map goes");
         LegOpener.install(LegOpener.FILES);
         Volume z = Volume.open(dir(), space);
         assertEquals(2, z.mirror().legCount());

@@ -127,6 +127,10 @@ public final class ControlPlane {
                     return MirrorHandler.status(volume(request));
                 case "mirror.reconcile":
                     return MirrorHandler.reconcile(volume(request));
+                case "mirror.add":
+                    return MirrorHandler.add(volume(request), request, catalog.space());
+                case "mirror.remove":
+                    return MirrorHandler.remove(volume(request), request);
                 default:
                     throw new OperationException("unknown command '" + command + "'");
             }
@@ -188,7 +192,8 @@ public final class ControlPlane {
         for (JsonNode m : req.path("mirrors")) {
             mirrors.add(m.asText());
         }
-        Volume v = catalog.create(name, size, blockSize, save, sparse, mirrors);
+        // force: make a leg that holds another volume's tag table (overwriting that volume's leg)
+        Volume v = catalog.create(name, size, blockSize, save, sparse, mirrors, req.path("force").asBoolean(false));
         serving.exportVolume(v);
         return json(volumeStatus(name));
     }

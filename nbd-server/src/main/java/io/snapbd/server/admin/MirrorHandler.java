@@ -46,6 +46,53 @@ final class MirrorHandler {
         return o;
     }
 
+    /**
+     * {@code mirror.add} while the volume is served: {@code leg} (a file path or an NBD URI), optional
+     * {@code sparse}, {@code force}. Answers once the leg is copied, forced and listed (in sync); meanwhile
+     * {@code mirror.status} shows it {@code resyncing} with the copy's progress.
+     */
+    static JsonNode add(Volume v, JsonNode req, io.snapbd.engine.io.FileSpace space) throws OperationException, IOException {
+        MirrorSet m = mirror(v);
+        String leg = leg(req);
+        int n;
+        try {
+            n = m.addLeg(leg, req.path("sparse").asBoolean(false), req.path("force").asBoolean(false), space, v,
+                    Reconciler.Progress.NONE);
+        } catch (IllegalArgumentException e) {
+            throw new OperationException("volume " + v.name() + ": " + e.getMessage());
+        }
+        ObjectNode o = Json.MAPPER.createObjectNode();
+        o.put("volume", v.name());
+        o.put("added", n);
+        legs(o, m);
+        return o;
+    }
+
+    /** {@code mirror.remove} while the volume is served: {@code leg}; not the last extra leg. */
+    static JsonNode remove(Volume v, JsonNode req) throws OperationException, IOException {
+        MirrorSet m = mirror(v);
+        try {
+            m.removeLeg(leg(req));
+        } catch (IllegalArgumentException e) {
+            throw new OperationException("volume " + v.name() + ": " + e.getMessage());
+        }
+        ObjectNode o = Json.MAPPER.createObjectNode();
+        o.put("volume", v.name());
+        legs(o, m);
+        return o;
+    }
+
+    private static String leg(JsonNode req) throws OperationException {
+        String leg = req.path("leg").asText("");
+        if (leg.isEmpty()) {
+            throw new OperationException("mirror add/remove needs a leg (a file path or an NBD URI)");
+        }
+        if (!leg.contains("://") && !leg.startsWith("/")) {
+            throw new OperationException("mirror leg " + leg + ": a file leg must be an absolute path");
+        }
+        return leg;
+    }
+
     /** {@code legs} (one object per leg) and {@code lastReconciliation}, also used by {@code stats}. */
     static void legs(ObjectNode o, MirrorSet m) {
         MirrorSet.Reconciliation r = m.lastReconciliation();

@@ -93,61 +93,72 @@ final class MirrorCommand implements Runnable {
 
         @Override
         JsonNode call() {
-            Thread poller = new Thread(this::showProgress, "mirror reconcile progress");
-            poller.setDaemon(true);
-            poller.start();
-            try {
-                return super.call();
-            } finally {
-                poller.interrupt();
-                try {
-                    poller.join(2000);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-        }
-
-        /** Polls {@code mirror.status} of the running server (if any) and draws the copy's progress. */
-        private void showProgress() {
-            java.nio.file.Path sock = dataDir.resolve().resolve("admin.sock");
-            Progress bar = null;
-            long done = 0;
-            long total = 0;
-            try {
-                while (!Thread.currentThread().isInterrupted()) {
-                    Thread.sleep(500);
-                    ObjectNode req = Cli.request("mirror.status");
-                    req.put("volume", name);
-                    JsonNode st;
-                    try (java.nio.channels.SocketChannel ch = io.snapbd.server.admin.AdminClient.connect(sock)) {
-                        if (ch == null) {
-                            return;            // no server: the reconciliation runs in this process
-                        }
-                        st = io.snapbd.server.admin.AdminClient.call(ch, req);
-                    }
-                    done = st.path("copy").path("bytesDone").asLong();
-                    total = st.path("copy").path("bytesTotal").asLong();
-                    if (total > 0) {
-                        if (bar == null) {
-                            bar = new Progress(json ? System.err : System.out, "reconcile " + name);
-                        }
-                        bar.update(done, total, false);
-                    }
-                }
-            } catch (InterruptedException e) {
-                if (bar != null) {
-                    bar.update(total, total, true);
-                }
-            } catch (Exception e) {
-                // progress is a courtesy: the reconciliation's own answer says what happened
-            }
+            return withProgress(dataDir.resolve(), name, "reconcile " + name, json, super::call);
         }
     }
 
     /**
-     * What {@code add} and {@code remove} share: they work on a stopped volume, directly on the data directory (its
-     * lock held); the volume is opened once first, which reconciles and resyncs what it can, and closed cleanly.
+     * Runs {@code call} (a request to the running server, if any) while a thread polls {@code mirror.status} of
+     * volume {@code name} and draws the copy's progress ({@code copy} in the status) under {@code label}.
+     */
+    static JsonNode withProgress(java.nio.file.Path dd, String name, String label, boolean json,
+                                 java.util.function.Supplier<JsonNode> call) {
+        Thread poller = new Thread(() -> showProgress(dd, name, label, json), label + " progress");
+        poller.setDaemon(true);
+        poller.start();
+        try {
+            return call.get();
+        } finally {
+            poller.interrupt();
+            try {
+                poller.join(2000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
+    /** Polls {@code mirror.status} of the running server (if any) and draws the copy's progress. */
+    private static void showProgress(java.nio.file.Path dd, String name, String label, boolean json) {
+        java.nio.file.Path sock = dd.resolve("admin.sock");
+        Progress bar = null;
+        long done = 0;
+        long total = 0;
+        try {
+            while (!Thread.currentThread().isInterrupted()) {
+                Thread.sleep(500);
+                ObjectNode req = Cli.request("mirror.status");
+                req.put("volume", name);
+                JsonNode st;
+                try (java.nio.channels.SocketChannel ch = io.snapbd.server.admin.AdminClient.connect(sock)) {
+                    if (ch == null) {
+                        return;            // no server: the work runs in this process
+                    }
+                    st = io.snapbd.server.admin.AdminClient.call(ch, req);
+                }
+                done = st.path("copy").path("bytesDone").asLong();
+                total = st.path("copy").path("bytesTotal").asLong();
+                if (total > 0) {
+                    if (bar == null) {
+                        bar = new Progress(json ? System.err : System.out, label);
+                    }
+                    bar.update(done, total, false);
+                }
+            }
+        } catch (InterruptedException e) {
+            if (bar != null) {
+                bar.update(total, total, true);
+            }
+        } catch (Exception e) {
+            // progress is a courtesy: the request's own answer says what happened
+        }
+    }
+
+    /**
+     * What {@code add} and {@code remove} share. With a server running on the data directory they are requests to
+     * it ({@code mirror.add}, {@code mirror.remove}: the volume stays served; add shows the copy's progress).
+     * Otherwise they work on the stopped volume, directly on the data directory (its lock held); the volume is
+     * opened once first, which reconciles and resyncs what it can, and closed cleanly.
      */
     abstract static class OfflineLegChange implements Runnable {
         @CommandLine.Mixin
@@ -159,21 +170,34 @@ final class MirrorCommand implements Runnable {
         @Parameters(index = "1", paramLabel = "LEG", description = "A file path or an NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH), as volume create --mirror.")
         String leg;
 
+        @Option(names = "--json", description = "Print the answer (the legs after the change) as JSON (with a running server).")
+        boolean json;
+
         abstract void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
                              io.snapbd.engine.io.FileSpace space) throws java.io.IOException;
+
+        /** The change as a request to the running server. */
+        abstract JsonNode online(java.nio.file.Path dd, String uri);
 
         @Override
         public void run() {
             java.nio.file.Path dd = dataDir.resolve();
+            String uri = leg.contains("://") ? leg : java.nio.file.Path.of(leg).toAbsolutePath().toString();
+            boolean served = false;
             try (java.nio.channels.SocketChannel ch = io.snapbd.server.admin.AdminClient.connect(dd.resolve("admin.sock"))) {
-                if (ch != null) {
-                    throw new Cli.ExitException(1, "a server runs on " + dd + ": stop it first (mirror add and remove"
-                            + " work on a stopped volume)");
-                }
+                served = ch != null;
             } catch (java.io.IOException ignored) {
                 // no server answers
             }
-            String uri = leg.contains("://") ? leg : java.nio.file.Path.of(leg).toAbsolutePath().toString();
+            if (served) {
+                JsonNode r = online(dd, uri);
+                if (json) {
+                    Cli.printJson(r);
+                } else {
+                    print(r);
+                }
+                return;
+            }
             try (io.snapbd.engine.volume.VolumeCatalog c = io.snapbd.engine.volume.VolumeCatalog.open(dd,
                     io.snapbd.server.service.FileSpaces.best(), false)) {
                 if (!c.exists(name)) {
@@ -194,32 +218,48 @@ final class MirrorCommand implements Runnable {
     }
 
     @Command(name = "add", mixinStandardHelpOptions = true,
-            description = "Add a leg to a stopped volume: a new file or a zeroed NBD export, filled with a full copy of the"
-                    + " volume's blocks (with progress), then listed; the leg is then in sync.")
+            description = "Add a leg: a new file or a zeroed NBD export, filled with a full copy of the volume's blocks"
+                    + " (with progress), then listed; the leg is then in sync. With a server running, the volume stays"
+                    + " served: the leg takes every change while the copy runs.")
     static final class Add extends OfflineLegChange {
         @Option(names = "--sparse", description = "Make a file leg sparse instead of preallocated.")
         boolean sparse;
+
+        @Option(names = "--force", description = "Make the leg even where it holds another volume's tag table (that volume's leg is overwritten), or replace an existing file leg's files.")
+        boolean force;
 
         @Override
         void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
                     io.snapbd.engine.io.FileSpace space) throws java.io.IOException {
             Progress p = new Progress(System.out, "mirror add " + name);
             int n = io.snapbd.engine.mirror.LegChanges.add(dir, h.uuid(), h.size(),
-                    dir.resolve(io.snapbd.engine.volume.Volume.DATA_FILE), uri, sparse, space,
+                    dir.resolve(io.snapbd.engine.volume.Volume.DATA_FILE), uri, sparse, space, force,
                     (done, total) -> p.update(done, total, done == total));
             System.out.println("volume " + name + ": mirror leg " + n + " (" + uri + ") added, in sync");
+        }
+
+        @Override
+        JsonNode online(java.nio.file.Path dd, String uri) {
+            ObjectNode req = Cli.request("mirror.add", "volume", name, "leg", uri, "sparse", sparse, "force", force);
+            return withProgress(dd, name, "mirror add " + name, json, () -> Cli.call(dd, req));
         }
     }
 
     @Command(name = "remove", mixinStandardHelpOptions = true,
-            description = "Remove a leg from a stopped volume (a degraded one too); its files stay as they are. The last"
-                    + " leg removed makes the volume unmirrored.")
+            description = "Remove a leg (a degraded one too); its files stay as they are. With a server running, the"
+                    + " volume stays served (not the last extra leg). On a stopped volume the last leg removed makes it"
+                    + " unmirrored.")
     static final class Remove extends OfflineLegChange {
         @Override
         void change(java.nio.file.Path dir, io.snapbd.engine.volume.VolumeHeader h, String uri,
                     io.snapbd.engine.io.FileSpace space) throws java.io.IOException {
             io.snapbd.engine.mirror.LegChanges.remove(dir, h.uuid(), h.size(), uri);
             System.out.println("volume " + name + ": mirror leg " + uri + " removed (its files are left as they are)");
+        }
+
+        @Override
+        JsonNode online(java.nio.file.Path dd, String uri) {
+            return Cli.call(dd, Cli.request("mirror.remove", "volume", name, "leg", uri));
         }
     }
 }

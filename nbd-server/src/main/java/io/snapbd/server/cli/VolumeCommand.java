@@ -54,13 +54,17 @@ final class VolumeCommand implements Runnable {
                 description = "Keep a synchronous copy of the volume's blocks on this leg: a new file (its tag table goes to PATH.tags), or an NBD export nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH of at least the volume's size + 2101248 bytes (zeroed). Repeat for more legs. See docs/mirrors.md.")
         List<String> mirrors = new ArrayList<>();
 
+        @Option(names = "--force", description = "Make a --mirror leg even where it holds another volume's tag table (that volume's leg is overwritten), or replace an existing file leg's files.")
+        boolean force;
+
         @Override
         public void run() {
             List<String> legs = Cli.legs(mirrors);
             ObjectNode req;
             try {
                 req = Cli.request("volume.create", "name", name, "mirrors", legs, "size", Sizes.parse(size),
-                        "saveSize", saveSize != null ? Sizes.parse(saveSize) : null, "blockSize", blockSize, "sparse", sparse);
+                        "saveSize", saveSize != null ? Sizes.parse(saveSize) : null, "blockSize", blockSize, "sparse", sparse,
+                        "force", force);
             } catch (IllegalArgumentException e) {
                 throw new Cli.ExitException(2, e.getMessage());
             }

@@ -3,6 +3,7 @@ package io.snapbd.server.mirror;
 import io.snapbd.engine.io.FileSpace;
 import io.snapbd.engine.mirror.LegOpener;
 import io.snapbd.engine.mirror.MirrorLeg;
+import io.snapbd.engine.mirror.TagTable;
 import io.snapbd.server.client.NbdUri;
 
 import java.io.IOException;
@@ -65,6 +66,25 @@ public final class NbdLegOpener implements LegOpener {
         }
         NbdLeg leg = NbdLeg.open(NbdUri.parse(uri), volumeSize);
         return MirrorLeg.of(uri, leg.blocks(), leg.table());
+    }
+
+    /**
+     * An NBD leg: connects (refused as {@link NbdLeg#open} says) and reads the header of the tag table area right
+     * after the volume's blocks, then disconnects; a file leg: {@link LegOpener#FILES}.
+     */
+    @Override
+    public TagTable.Identity identify(String uri, long volumeSize) throws IOException {
+        if (!NbdLegs.isNbdUri(uri)) {
+            return FILES.identify(uri, volumeSize);
+        }
+        try (NbdLeg leg = NbdLeg.open(NbdUri.parse(uri), volumeSize)) {
+            return TagTable.identify(leg.table());
+        }
+    }
+
+    @Override
+    public boolean exists(String uri) throws IOException {
+        return !NbdLegs.isNbdUri(uri) && FILES.exists(uri);
     }
 
     /** A file leg's files are removed; an NBD export stays on its server as it is (snapbd cannot delete it). */

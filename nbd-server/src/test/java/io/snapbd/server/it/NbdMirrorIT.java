@@ -252,7 +252,103 @@ class NbdMirrorIT {
         }
     }
 
+    /**
+     * Degraded mode with a second snapbd as the NBD leg (the issue asks for it besides nbdkit): the leg's server is
+     * killed with SIGKILL while fio writes with verify; every write succeeds, the leg is {@code degraded}; the leg
+     * server is restarted (its volume recovers from the kill), {@code mirror reconcile} resyncs the leg, and the leg
+     * (read through its server with nbdcopy) is byte-identical to data.img over the volume's range.
+     */
+    @Test
+    void symantec8_14_19_snapbdLegServerKilledThenRestartedIsResynced() throws Exception {
+        Tools.require("fio", "nbdcopy");
+        Path legData = tmp.resolve("legdata");
+        ServerProcess.snapbd(legData, "volume", "create", "leg", "--size", String.valueOf(NbdLeg.exportBytes(SIZE)),
+                "--save-size", "1M").assertOk();
+        Path data = tmp.resolve("data");
+        Path local = data.resolve("volumes").resolve(VOL).resolve("data.img");
+        try (ServerProcess legServer = ServerProcess.start(legData, "NbdMirrorIT-snapbdleg", "--warm-up", "off")) {
+            String uri = legServer.unixUri("leg");
+            ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M", "--mirror", uri).assertOk();
+            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT-snapbd-degraded", "--warm-up", "off")) {
+                Path fioLog = tmp.resolve("snapbdleg-fio.log");
+                Process fio = Tools.start(fioLog, List.of("fio", "--name=snapbdleg", "--ioengine=nbd",
+                        "--uri=" + server.unixUri(VOL), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--offset=0",
+                        "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0"));
+                try {
+                    long before = MirrorIT.requests(server);
+                    for (int i = 0; i < 600 && MirrorIT.requests(server) < before + 300; i++) {
+                        assertTrue(fio.isAlive(), "fio ended early: " + Files.readString(fioLog));
+                        Thread.sleep(100);
+                    }
+                    assertTrue(fio.isAlive(), "fio ended before the kill: " + Files.readString(fioLog));
+                    legServer.kill9();
+                    assertTrue(fio.waitFor(10, TimeUnit.MINUTES), "fio did not finish");
+                } finally {
+                    SnapshotSupport.stopNow(fio);
+                }
+                String fioOut = Files.readString(fioLog);
+                assertEquals(0, fio.exitValue(), "every write succeeded while the leg was gone: " + fioOut);
+                assertTrue(!fioOut.contains("verify: bad") && fioOut.contains("Run status group"), fioOut);
+                JsonNode st = json(server.cli("mirror", "status", VOL, "--json"));
+                assertEquals("degraded", st.path("legs").get(1).path("state").asText(), st.toString());
+
+                legServer.restart();
+                assertEquals(uri, legServer.unixUri("leg"), "the leg server is back at the same address");
+                JsonNode r = json(server.cli("mirror", "reconcile", VOL, "--json"));
+                for (JsonNode l : r.path("legs")) {
+                    assertEquals("in-sync", l.path("state").asText(), r.toString());
+                }
+                System.out.println("NbdMirrorIT: snapbd leg resynced after its server's kill -9 and restart: "
+                        + r.path("lastReconciliation") + "; bytes copied into the leg " + r.path("legs").get(1).path("bytesCopied"));
+                assertEquals(sha256(local, SIZE), exportSha256(uri, "snapbd-leg-resynced"),
+                        "the snapbd leg is identical to data.img again");
+                assertEquals(0, server.stop());
+            }
+        }
+    }
+
     private static long bytesWritten(ServerProcess server) {
         return json(server.cli("stats", VOL, "--json")).path("bytesWritten").asLong();
+    }
+
+    /**
+     * An NBD export that is another volume's leg is refused by {@code volume create --mirror} and {@code mirror add}
+     * before anything is zeroed, naming the URI and the volume its tag table records (exit 1); {@code --force}
+     * overrides. nbdkit's file plugin serves the export; the first volume's bytes on it stay as they were.
+     */
+    @Test
+    void anExportThatIsAnotherVolumesLegIsRefusedUnlessForced() throws Exception {
+        Tools.require("nbdkit");
+        Path kitFile = legFile("kit.img", NbdLeg.exportBytes(SIZE));
+        Path data = tmp.resolve("data");
+        try (LegPeer kit = LegPeer.nbdkit(tmp, "kit", "file", kitFile.toString())) {
+            String uri = kit.uri().toString();
+            ServerProcess.snapbd(data, "volume", "create", "a", "--size", "64M", "--save-size", "1M",
+                    "--mirror", uri).assertOk();
+            String a = io.snapbd.engine.mirror.MirrorConfig.read(data.resolve("volumes").resolve("a"), null).owner().toString();
+            try (RandomAccessFile r = new RandomAccessFile(kitFile.toFile(), "rw")) {
+                r.seek(4096);
+                r.write("volume a's block".getBytes());     // what a's leg holds
+            }
+            String before = sha256(kitFile, Files.size(kitFile));
+
+            Tools.Result refused = ServerProcess.snapbd(data, "volume", "create", "b", "--size", "64M",
+                    "--save-size", "1M", "--mirror", uri).assertExit(1);
+            assertTrue(refused.stderr().contains(uri) && refused.stderr().contains(a)
+                    && refused.stderr().contains("--force"), refused.toString());
+            ServerProcess.snapbd(data, "volume", "create", "b", "--size", "64M", "--save-size", "1M").assertOk();
+            Tools.Result add = ServerProcess.snapbd(data, "mirror", "add", "b", uri).assertExit(1);
+            assertTrue(add.stderr().contains(uri) && add.stderr().contains(a), add.toString());
+            assertEquals(before, sha256(kitFile, Files.size(kitFile)), "volume a's leg was left as it was");
+            ServerProcess.snapbd(data, "fsck", "a").assertExit(0);
+
+            ServerProcess.snapbd(data, "mirror", "add", "b", uri, "--force").assertOk();
+            String b = io.snapbd.engine.mirror.MirrorConfig.read(data.resolve("volumes").resolve("b"), null).owner().toString();
+            JsonNode st = json(ServerProcess.snapbd(data, "mirror", "status", "b", "--json").assertOk());
+            assertEquals("in-sync", st.path("legs").get(1).path("state").asText(), st.toString());
+            Tools.Result again = ServerProcess.snapbd(data, "volume", "create", "c", "--size", "64M",
+                    "--save-size", "1M", "--mirror", uri).assertExit(1);
+            assertTrue(again.stderr().contains(b), "the export is b's leg now: " + again);
+        }
     }
 }
