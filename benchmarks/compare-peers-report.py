@@ -48,13 +48,18 @@ def report(tsv, servers, jobs, rounds, bar, md_path, json_path, md_header):
             cpu = [r["cpu_us"] / r["ios"] for r in rs if "cpu_us" in r and r["ios"]]
             if cpu:
                 row["cpu_us_per_request"] = statistics.median(cpu)
+                # CPU time / measured wall time (ios / iops): how much CPU the server got, 100 = one CPU.
+                row["cpu_percent"] = statistics.median(r["cpu_us"] / 1e4 * r["iops"] / r["ios"] for r in rs
+                                                       if "cpu_us" in r and r["ios"])
     for job in jobs:
+        base, row = rows.get((job, "snapbd-base")), rows.get((job, "snapbd"))
+        if base and row:
+            row["ratio_base"] = row["iops"] / base["iops"]
         peers = [rows[(job, p)] for p in PEERS if (job, p) in rows]
         if not peers:
             continue
         best = max(peers, key=lambda p: p["iops"])
         cpus = [p["cpu_us_per_request"] for p in peers if "cpu_us_per_request" in p]
-        base = rows.get((job, "snapbd-base"))
         for srv in servers:
             row = rows.get((job, srv))
             if not row:
@@ -65,8 +70,6 @@ def report(tsv, servers, jobs, rounds, bar, md_path, json_path, md_header):
                 row[f"ratio_{k}"] = best[f"{k}_us"] / row[f"{k}_us"]
             if cpus and "cpu_us_per_request" in row:
                 row["ratio_cpu"] = row["cpu_us_per_request"] / min(cpus)
-            if base and srv == "snapbd":
-                row["ratio_base"] = row["iops"] / base["iops"]
             ref = rows.get((job, "nbdkit"))
             if ref:
                 row["ratio_nbdkit"] = row["iops"] / ref["iops"]
@@ -84,7 +87,7 @@ def report(tsv, servers, jobs, rounds, bar, md_path, json_path, md_header):
 
     has_cpu = any("cpu_us_per_request" in r for r in rows.values())
     has_base = "snapbd-base" in servers
-    cols = ["job", "server", "IOPS", "IOPS min-max", "MiB/s"] + (["CPU µs/req"] if has_cpu else []) + \
+    cols = ["job", "server", "IOPS", "IOPS min-max", "MiB/s"] + (["CPU µs/req", "CPU %"] if has_cpu else []) + \
            ["p50 µs", "p99 µs", "p99.9 µs", "IOPS ×"] + (["CPU ×"] if has_cpu else []) + \
            ["p50 ×", "p99 ×", "p99.9 ×"] + (["× base"] if has_base else [])
     table = []
@@ -97,6 +100,7 @@ def report(tsv, servers, jobs, rounds, bar, md_path, json_path, md_header):
                  fnum(row["mib_s"], 1)]
             if has_cpu:
                 t.append(fnum(row["cpu_us_per_request"], 1) if "cpu_us_per_request" in row else "-")
+                t.append(fnum(row["cpu_percent"]) if "cpu_percent" in row else "-")
             t += [fnum(row["p50_us"], 1), fnum(row["p99_us"], 1), fnum(row["p999_us"], 1), fr(row, "ratio_iops")]
             if has_cpu:
                 t.append(fr(row, "ratio_cpu"))
@@ -105,13 +109,16 @@ def report(tsv, servers, jobs, rounds, bar, md_path, json_path, md_header):
                 t.append(fr(row, "ratio_base"))
             table.append(t)
     present = [p for p in PEERS if p in servers]
-    peer_text = " and ".join(present) if len(present) > 1 else (present[0] if present else "none")
-    convention = ("Medians over {r} round(s). Latency = fio completion latency (clat) in µs. Ratios vs the better "
-                  "peer of the row ({p}: the one with more IOPS): 'IOPS ×' = server/peer, latency '×' = peer/server; "
-                  "> 1 means better than that peer.").format(r=rounds, p=peer_text)
+    peer_text = " and ".join(present)
+    convention = "Medians over {r} round(s). Latency = fio completion latency (clat) in µs.".format(r=rounds)
+    if present:
+        convention += (" Ratios vs the better peer of the row ({p}: the one with more IOPS): 'IOPS ×' = server/peer, "
+                       "latency '×' = peer/server; > 1 means better than that peer.").format(p=peer_text)
     if has_cpu:
         convention += (" 'CPU µs/req' = the server process's user+system CPU time after fio's ramp / requests "
-                       "completed; 'CPU ×' = server / the lower of the peers' (< 1 means less CPU per request).")
+                       "completed, 'CPU %' = that CPU time / the measured time (100 = one CPU busy)")
+        convention += ("; 'CPU ×' = server / the lower of the peers' CPU µs/req (< 1 means less CPU per request)."
+                       if present else ".")
     if has_base:
         convention += " '× base' = snapbd IOPS / snapbd-base IOPS (the --baseline jar, the jobs that write)."
     widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(cols)]
