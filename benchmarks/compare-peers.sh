@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # compare-peers.sh — run the same fio jobs against snapbd, nbdkit's file plugin
-# and qemu-nbd, in one run, interleaved, and report IOPS, p50/p99/p99.9
-# latency and the ratio to nbdkit.
+# and qemu-nbd, in one run, interleaved, and report IOPS, the server's CPU time
+# per request, p50/p99/p99.9 latency and the ratios to the better peer.
 #
 # Every server listens on its own Unix socket in a private temp dir and serves
 # an export of exactly SIZE bytes backed by a file on the same filesystem.
 # fio talks to them with its libnbd engine (--ioengine=nbd --uri=...), one
-# connection per job. Job definitions: benchmarks/fio/nbd-*.fio.
+# connection per fio job. A job is described by its name (see --help);
+# benchmarks/fio/nbd-job.fio runs it.
+#
+# CPU per request: the server process's utime+stime (/proc/PID/stat, all its
+# threads) from the end of fio's ramp to the end of the job, divided by the
+# requests fio completed after the ramp.
 #
 # Order: for each round, for each job, each server runs the job once
 # (job1/snapbd, job1/nbdkit, job1/qemu-nbd, job2/...). The server order is
@@ -22,8 +27,16 @@ BL_DIE_PREFIX="error: "
 FIO_DIR=$BENCH_DIR/fio
 
 ALL_SERVERS=(snapbd nbdkit qemu-nbd)
-ALL_JOBS=(randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-qd1 randread-4k-qd32 seqwrite-1m-qd8)
+# The default (short) set, and issue 27's matrix (--jobs full): depth 1 and 32, one and four connections, reads
+# and writes, 4 KiB random and 1 MiB sequential, and a 70/30 random read/write mix.
+QUICK_JOBS=(randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-qd1 randread-4k-qd32 seqwrite-1m-qd8)
+FULL_JOBS=()
+for _rw in randread-4k randwrite-4k seqread-1m seqwrite-1m; do
+  FULL_JOBS+=("$_rw-qd1" "$_rw-qd4-c4" "$_rw-qd32" "$_rw-qd32-c4")
+done
+FULL_JOBS+=(randrw70-4k-qd1 randrw70-4k-qd32 randrw70-4k-qd32-c4)
 BAR=0.8                  # performance bar: snapbd IOPS >= BAR x nbdkit on every row
+BASE_JAR=""              # --baseline: a second snapbd (e.g. main's jar) on the rows that write
 SNAPBD_SAVE_SIZE=64M     # save volume of the benchmark volume (no snapshots are taken)
 SNAPBD_EXPORT=bench
 
@@ -46,10 +59,19 @@ Usage: benchmarks/compare-peers.sh [options]
 
 Runs the same fio jobs (fio --ioengine=nbd over a Unix socket) against snapbd,
 nbdkit's file plugin and qemu-nbd on equal, preallocated, fully written
-backing files, interleaved, and prints IOPS, p50/p99/p99.9 completion latency
-and the ratio to nbdkit (median over rounds).
+backing files, interleaved, and prints IOPS, the server's CPU time per request,
+p50/p99/p99.9 completion latency and the ratios to the better of nbdkit and
+qemu-nbd on each row (median over rounds).
 
-Jobs: ${ALL_JOBS[*]}
+A job's name says what it does: KIND-BS-qdDEPTH[-cCONNS]
+  KIND   randread, randwrite, seqread, seqwrite, or randrw70 (random, 70 % reads)
+  BS     4k or 1m
+  DEPTH  requests in flight in all, spread evenly over CONNS connections
+         (default 1): qd32-c4 is 4 connections x 8, qd4-c4 is 4 x 1
+Sequential jobs on several connections give each its own share of the export.
+
+Default jobs (short): ${QUICK_JOBS[*]}
+--jobs full: ${FULL_JOBS[*]}
 
 Options:
   --size SIZE        export / backing file size (default 1G; K/M/G/T are
@@ -59,7 +81,11 @@ Options:
   --out DIR          results directory (default benchmarks/results/<timestamp>)
   --only LIST        comma-separated subset of: snapbd,nbdkit,qemu-nbd
                      (default: all three)
-  --jobs LIST        comma-separated subset of the jobs above (default: all)
+  --jobs LIST        comma-separated job names (any name of the form above),
+                     or 'full' for issue 27's matrix (default: the short set)
+  --baseline JAR     also run the jobs that write on a second snapbd started
+                     from JAR (e.g. main's snapbd.jar): server 'snapbd-base',
+                     and snapbd's IOPS / snapbd-base's IOPS in the report
   --markdown FILE    also write the result table as Markdown to FILE
   --json             also print the results as JSON on stdout
   --strict           exit with status 3 if snapbd is below ${BAR}x nbdkit's
@@ -69,14 +95,17 @@ Options:
   --snapbd PATH      snapbd launcher (default bin/snapbd in the repository)
   -h, --help         this help
 
-Example (peers only, quick):
+Examples:
   benchmarks/compare-peers.sh --only nbdkit,qemu-nbd --runtime 10 --rounds 1
+  benchmarks/compare-peers.sh --jobs full --runtime 5 --rounds 2 --baseline /tmp/main-snapbd.jar
+  benchmarks/compare-peers.sh --jobs randread-4k-qd1,randrw70-4k-qd32-c4 --runtime 5 --rounds 1
 EOF
 }
 
 # ---------------------------------------------------------------- options
 bl_options usage --size SIZE_ARG --runtime RUNTIME --rounds ROUNDS --out OUT_DIR --only ONLY --jobs JOBS_ARG \
-  --markdown MARKDOWN --json JSON=1 --strict STRICT=1 --tmpdir TMP_PARENT --snapbd SNAPBD_BIN -- "$@"
+  --markdown MARKDOWN --json JSON=1 --strict STRICT=1 --tmpdir TMP_PARENT --snapbd SNAPBD_BIN --baseline BASE_JAR \
+  -- "$@"
 bl_positive --runtime "$RUNTIME"
 bl_positive --rounds "$ROUNDS"
 
@@ -96,21 +125,46 @@ for s in "${ALL_SERVERS[@]}"; do          # keep the canonical order
   for o in "${only_list[@]}"; do [[ $o == "$s" ]] && { SERVERS+=("$s"); break; }; done
 done
 ((${#SERVERS[@]} > 0)) || die "--only selects no server"
+if [[ -n $BASE_JAR ]]; then
+  [[ -f $BASE_JAR ]] || die "--baseline: '$BASE_JAR' is not a file"
+  BASE_JAR=$(cd "$(dirname "$BASE_JAR")" && pwd)/$(basename "$BASE_JAR")
+  [[ " ${SERVERS[*]} " == *" snapbd "* ]] || die "--baseline needs snapbd among --only"
+  SERVERS+=(snapbd-base)
+fi
+
+# job_spec NAME: prints "RW RWMIXREAD UNIFIED BS IODEPTH NUMJOBS" for fio (nbd-job.fio), or fails.
+job_spec() {
+  [[ $1 =~ ^(randread|randwrite|seqread|seqwrite|randrw70)-(4k|1m)-qd([1-9][0-9]*)(-c([1-9][0-9]*))?$ ]] || return 1
+  local kind=${BASH_REMATCH[1]} bs=${BASH_REMATCH[2]} depth=${BASH_REMATCH[3]} conns=${BASH_REMATCH[5]:-1}
+  ((depth % conns == 0)) || return 1
+  local rw=$kind mix=50 unified=none
+  case $kind in
+    seqread) rw=read ;;
+    seqwrite) rw=write ;;
+    randrw70) rw=randrw mix=70 unified=mixed ;;
+  esac
+  echo "$rw $mix $unified $bs $((depth / conns)) $conns"
+}
+# writes_job NAME: the job writes (the rows --baseline runs).
+writes_job() { [[ $1 == *write* || $1 == randrw* ]]; }
 
 JOBS=()
 if [[ -z $JOBS_ARG ]]; then
-  JOBS=("${ALL_JOBS[@]}")
+  JOBS=("${QUICK_JOBS[@]}")
+elif [[ $JOBS_ARG == full ]]; then
+  JOBS=("${FULL_JOBS[@]}")
 else
   IFS=, read -r -a job_list <<<"$JOBS_ARG"
   for j in "${job_list[@]}"; do
-    [[ " ${ALL_JOBS[*]} " == *" $j "* ]] || die "--jobs: unknown job '$j' (${ALL_JOBS[*]})"
-  done
-  for j in "${ALL_JOBS[@]}"; do
-    for o in "${job_list[@]}"; do [[ $o == "$j" ]] && { JOBS+=("$j"); break; }; done
+    job_spec "$j" >/dev/null || die "--jobs: '$j' is not a job name (KIND-BS-qdDEPTH[-cCONNS], see --help)"
+    [[ " ${JOBS[*]} " == *" $j "* ]] || JOBS+=("$j")
   done
 fi
+((${#JOBS[@]} > 0)) || die "--jobs selects no job"
 
 has_server() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
+# runs_job SERVER JOB: whether SERVER runs JOB (snapbd-base only runs the jobs that write).
+runs_job() { [[ $1 != snapbd-base ]] || writes_job "$2"; }
 
 # ---------------------------------------------------------------- prerequisites
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found; $2"; }
@@ -125,9 +179,10 @@ has_server qemu-nbd && need qemu-nbd "apt-get install -y qemu-utils"
 if has_server snapbd; then
   [[ -x $SNAPBD_BIN ]] || die "snapbd launcher '$SNAPBD_BIN' is missing or not executable; build snapbd first, pass --snapbd PATH, or leave it out with --only nbdkit,qemu-nbd"
 fi
-for j in "${JOBS[@]}" prefill; do
+for j in job prefill; do
   [[ -r $FIO_DIR/nbd-$j.fio ]] || die "missing fio job file $FIO_DIR/nbd-$j.fio"
 done
+CLK_TCK=$(getconf CLK_TCK)
 
 [[ -n $OUT_DIR ]] || OUT_DIR=$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT_DIR/raw"
@@ -170,6 +225,7 @@ describe_machine() {
     echo "java:        $(first_line java -version)"
     echo "snapbd:      git $git_rev"
   fi
+  if has_server snapbd-base; then echo "snapbd-base: $BASE_JAR (the jobs that write)"; fi
   echo "size:        $SIZE_BYTES bytes ($SIZE_CANON), runtime ${RUNTIME}s + 2s ramp per job, rounds $ROUNDS"
 }
 
@@ -202,15 +258,17 @@ start_server() {   # starts NAME and waits until its socket exists
       bl_start_qemu_nbd "$name" "$sock" "$logf" "$WORK/qemu-nbd.img"
       URIS[$name]="nbd+unix:///?socket=$sock"
       ;;
-    snapbd)
-      mkdir -p "$WORK/snapbd-data"
-      if ! "$SNAPBD_BIN" volume create "$SNAPBD_EXPORT" --size "$SIZE_CANON" \
-           --save-size "$SNAPBD_SAVE_SIZE" --data-dir "$WORK/snapbd-data" \
-           >"$OUT_DIR/snapbd-volume-create.log" 2>&1 </dev/null; then
-        tail -n 20 "$OUT_DIR/snapbd-volume-create.log" >&2 || true
-        die "'$SNAPBD_BIN volume create' failed (log: $OUT_DIR/snapbd-volume-create.log)"
+    snapbd|snapbd-base)
+      local jar=${SNAPBD_JAR:-}
+      [[ $name == snapbd ]] || jar=$BASE_JAR
+      mkdir -p "$WORK/$name-data"
+      if ! SNAPBD_JAR=$jar "$SNAPBD_BIN" volume create "$SNAPBD_EXPORT" --size "$SIZE_CANON" \
+           --save-size "$SNAPBD_SAVE_SIZE" --data-dir "$WORK/$name-data" \
+           >"$OUT_DIR/$name-volume-create.log" 2>&1 </dev/null; then
+        tail -n 20 "$OUT_DIR/$name-volume-create.log" >&2 || true
+        die "'$SNAPBD_BIN volume create' failed (log: $OUT_DIR/$name-volume-create.log)"
       fi
-      SNAPBD=$SNAPBD_BIN bl_start_snapbd "$name" "$WORK/snapbd-data" "$sock" "$logf"
+      SNAPBD_JAR=$jar SNAPBD=$SNAPBD_BIN bl_start_snapbd "$name" "$WORK/$name-data" "$sock" "$logf"
       URIS[$name]="nbd+unix:///$SNAPBD_EXPORT?socket=$sock"
       ;;
   esac
@@ -224,14 +282,40 @@ wait_ready() {
   [[ $got == "$SIZE_BYTES" ]] || die "$name exports $got bytes, expected $SIZE_BYTES: sizes must be equal"
 }
 
-# Runs one fio job file against one server; $4 is the raw output basename.
+# Runs one fio job file against one server; $4 is the raw output basename, the rest fio's environment.
 run_fio() {
-  local jobfile=$1 name=$2 runtime=$3 base=$4
-  bl_fio_job "$jobfile" "$OUT_DIR/raw/$base.json" NBD_URI="${URIS[$name]}" SIZE="$SIZE_BYTES" RUNTIME="$runtime" || {
+  local jobfile=$1 name=$2 runtime=$3 base=$4; shift 4
+  bl_fio_job "$jobfile" "$OUT_DIR/raw/$base.json" NBD_URI="${URIS[$name]}" SIZE="$SIZE_BYTES" RUNTIME="$runtime" "$@" || {
     bl_alive "$name" "$OUT_DIR/server-$name.log"
     die "fio failed: $jobfile on $name (see $OUT_DIR/raw/$base.*)"
   }
   bl_alive "$name" "$OUT_DIR/server-$name.log"
+}
+
+# cpu_ticks PID: utime+stime of the process (all its threads, exited ones included), in clock ticks.
+cpu_ticks() {
+  local stat f
+  stat=$(<"/proc/$1/stat")
+  read -r -a f <<<"${stat##*) }"     # after comm: f[0] is the state (field 3), utime field 14, stime 15
+  echo $((f[11] + f[12]))
+}
+
+# run_job JOB NAME BASE: one measured run; prints "CPU-MICROSECONDS" spent by the server after the ramp.
+run_job() {
+  local job=$1 name=$2 base=$3 pid=${SPIDS[$2]} rw mix unified bs depth conns size=$SIZE_BYTES incr=0 t0 t1 sampler
+  read -r rw mix unified bs depth conns < <(job_spec "$job")
+  if [[ $rw == read || $rw == write ]] && ((conns > 1)); then
+    size=$((SIZE_BYTES / conns)); size=$((size - size % (1 << 20))); incr=$size
+  fi
+  # The CPU counter is read when fio's 2 s ramp ends (fio needs a few ms more to connect: close enough).
+  (sleep 2; cpu_ticks "$pid" >"$WORK/cpu0") &
+  sampler=$!
+  run_fio "$FIO_DIR/nbd-job.fio" "$name" "$RUNTIME" "$base" SIZE="$size" OFFSET_INCREMENT="$incr" RW="$rw" \
+    RWMIXREAD="$mix" UNIFIED="$unified" BS="$bs" IODEPTH="$depth" NUMJOBS="$conns"
+  t1=$(cpu_ticks "$pid")
+  wait "$sampler"
+  t0=$(<"$WORK/cpu0")
+  echo $(((t1 - t0) * 1000000 / CLK_TCK))
 }
 
 # ---------------------------------------------------------------- run
@@ -257,9 +341,11 @@ for name in "${SERVERS[@]}"; do
   log "starting $name ..."
   start_server "$name"
 done
+declare -A SPIDS=()
 for name in "${SERVERS[@]}"; do
   wait_ready "$name"
-  log "$name ready on ${URIS[$name]} (pid ${BL_PIDS[$name]})"
+  SPIDS[$name]=$(bl_server_pid "$name")
+  log "$name ready on ${URIS[$name]} (pid ${SPIDS[$name]})"
 done
 for name in "${SERVERS[@]}"; do
   log "prefill: writing all $SIZE_BYTES bytes of $name once ..."
@@ -268,7 +354,11 @@ done
 
 TSV=$OUT_DIR/runs.tsv
 : >"$TSV"
-total=$((ROUNDS * ${#JOBS[@]} * ${#SERVERS[@]}))
+total=0
+for job in "${JOBS[@]}"; do
+  for name in "${SERVERS[@]}"; do runs_job "$name" "$job" && total=$((total + 1)); done
+done
+total=$((total * ROUNDS))
 n=0
 for ((r = 1; r <= ROUNDS; r++)); do
   # Rotate the server order by one each round (see the header comment).
@@ -278,14 +368,15 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
   for job in "${JOBS[@]}"; do
     for name in "${order[@]}"; do
+      runs_job "$name" "$job" || continue
       n=$((n + 1))
       log "[$n/$total] round $r: $job on $name ..."
       sync
       base="r$r-$job-$name"
-      run_fio "$FIO_DIR/nbd-$job.fio" "$name" "$RUNTIME" "$base"
-      line="$r	$job	$name	$(python3 "$FIO_SUMMARY" --tsv "$OUT_DIR/raw/$base.json" ddir iops bw_bytes p50_ns p99_ns p999_ns mean_ns ios)"
+      cpu=$(run_job "$job" "$name" "$base")
+      line="$r	$job	$name	$(python3 "$FIO_SUMMARY" --tsv "$OUT_DIR/raw/$base.json" ddir iops bw_bytes p50_ns p99_ns p999_ns mean_ns ios)	$cpu"
       echo "$line" >>"$TSV"
-      awk -F'\t' '{ printf "        %s: %.0f IOPS, p50 %.1f us, p99 %.1f us, p99.9 %.1f us\n", $3, $5, $7 / 1000, $8 / 1000, $9 / 1000 }' <<<"$line" >&2
+      awk -F'\t' '{ printf "        %s: %.0f IOPS, %.1f us CPU/request, p50 %.1f us, p99 %.1f us, p99.9 %.1f us\n", $3, $5, $12 / $11, $7 / 1000, $8 / 1000, $9 / 1000 }' <<<"$line" >&2
     done
   done
 done

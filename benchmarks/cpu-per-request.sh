@@ -56,17 +56,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/cpr.XXXXXX")
 bl_on_exit "$WORK"
 declare -A URIS=() SPID=()
 
-# The server's own process: bl_start's pid is setsid's, which normally execs the server (and bin/snapbd execs
-# java); if it forked instead, take the one other process of that session.
-server_pid() {
-  local pid=${BL_PIDS[$1]} p
-  case $(cat "/proc/$pid/comm") in java|nbdkit|qemu-nbd) echo "$pid"; return ;; esac
-  for p in $(pgrep -s "$pid"); do
-    case $(cat "/proc/$p/comm") in java|nbdkit|qemu-nbd) echo "$p"; return ;; esac
-  done
-  die "cannot find the $1 server process in session $pid"
-}
-
 start_server() {   # NAME [JAVA-OPTS]
   local name=$1 sock=$WORK/$1.sock logf=$OUT_DIR/server-$1.log
   case $name in
@@ -88,7 +77,7 @@ start_server() {   # NAME [JAVA-OPTS]
       URIS[$name]="nbd+unix:///bench?socket=$sock" ;;
   esac
   bl_wait "$name" "$logf" nbdinfo --size "${URIS[$name]}"
-  SPID[$name]=$(server_pid "$name")
+  SPID[$name]=$(bl_server_pid "$name")
 }
 
 # run_job NAME JOB JSON: the fio job against NAME, output in JSON.

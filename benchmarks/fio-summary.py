@@ -6,7 +6,8 @@ usage: fio-summary.py [--ddir read|write|busiest] [--tsv] [--lenient] FILE [FIEL
 FIELD: iops, bw_bytes, ios, ddir, mean_ns, p50_ns, p99_ns, p999_ns, p50_us, p99_us, p999_us
 (default: iops p50_us p99_us p999_us). Latencies are fio's completion latency (clat); the percentiles
 need --percentile_list=50:99:99.9 (or fio's default list). --ddir picks the direction (default: the one
-that moved the most bytes). Values are printed as Python prints them, space separated (--tsv: tab).
+that moved the most bytes; "mixed" for a job with unified_rw_reporting=mixed, which reports reads and writes
+together). Values are printed as Python prints them, space separated (--tsv: tab).
 Strict by default: exactly one job, no job error, some I/O, every percentile present; else exit 1 with
 a message naming FILE. --lenient reads the first job and takes a missing percentile as 0.
 """
@@ -35,7 +36,8 @@ def summary(path, ddir="busiest", fields=("iops", "p50_us", "p99_us", "p999_us")
     if j.get("error") and not lenient:
         raise SystemExit(f"{path}: fio job error {j['error']}")
     if ddir == "busiest":
-        ddir = max(("read", "write"), key=lambda k: j[k]["io_bytes"])
+        # "mixed": a job with unified_rw_reporting=mixed reports reads and writes together.
+        ddir = max((k for k in ("read", "write", "mixed") if k in j), key=lambda k: j[k]["io_bytes"])
     st = j[ddir]
     if st["io_bytes"] == 0 and not lenient:
         raise SystemExit(f"{path}: fio did no I/O")

@@ -133,6 +133,16 @@ bl_stop() {
   wait "$pid" 2>/dev/null || true
   unset "BL_PIDS[$1]"
 }
+# bl_server_pid NAME: the pid of NAME's server process itself. bl_start's pid is setsid's, which normally execs the
+# server (and bin/snapbd execs java); if it forked instead, the one java/nbdkit/qemu-nbd process of that session.
+bl_server_pid() {
+  local pid=${BL_PIDS[$1]} p
+  case $(cat "/proc/$pid/comm") in java|nbdkit|qemu-nbd) echo "$pid"; return ;; esac
+  for p in $(pgrep -s "$pid"); do
+    case $(cat "/proc/$p/comm") in java|nbdkit|qemu-nbd) echo "$p"; return ;; esac
+  done
+  die "cannot find the $1 server process in session $pid"
+}
 bl_stop_all() { local n; for n in "${!BL_PIDS[@]}"; do bl_stop "$n"; done; }
 bl_cleanup() {
   local rc=$?

@@ -83,6 +83,7 @@ public final class Connection {
 
     /** Serves requests until the client disconnects or breaks the protocol; always releases the session. */
     public void serve() {
+        replies.reader(Thread.currentThread(), in::hasRemaining);   // replies gather while requests are queued
         try {
             while (true) {
                 requestBuffer.clear();
@@ -118,6 +119,11 @@ public final class Connection {
                 Log.debug("%s: connection ended: %s", peer, e.getMessage());
             }
         } finally {
+            try {
+                replies.flush();        // whole replies gathered before the end (e.g. an EINVAL before a violation)
+            } catch (IOException e) {
+                Log.debug("%s: could not send the last replies: %s", peer, e.getMessage());
+            }
             syncTasks.awaitAll();
             session.close();
         }
@@ -319,7 +325,8 @@ public final class Connection {
     }
 
     /** Hands FLUSH or FUA work to the sync pool, which answers the request (out of order) when it is durable. */
-    private void submit(int kind, long handle, long offset, long length) {
+    private void submit(int kind, long handle, long offset, long length) throws IOException {
+        replies.flush();        // the sync pool may make the reader wait (SyncTasks.MAX_IN_FLIGHT): nothing waits with it
         answerLater = true;
         syncTasks.submit(kind, handle, offset, length, requestStart, request.type(), request.length());
     }
@@ -369,12 +376,16 @@ public final class Connection {
     /**
      * Fills {@code dst} from the read-ahead buffer, then from the socket: what is at least as large as the buffer
      * goes straight into {@code dst}, anything smaller through the buffer. EOFException if the peer closes first.
+     * Before it may wait for the socket, the replies gathered so far go out.
      */
     private void readIn(ByteBuffer dst) throws IOException {
         while (dst.hasRemaining()) {
             if (in.hasRemaining()) {
                 take(in, in.position() + Math.min(in.remaining(), dst.remaining()), dst);
-            } else if (dst.remaining() >= IN_BYTES) {
+                continue;
+            }
+            replies.flush();
+            if (dst.remaining() >= IN_BYTES) {
                 if (channel.read(dst) < 0) {
                     throw new EOFException("peer closed the connection");
                 }

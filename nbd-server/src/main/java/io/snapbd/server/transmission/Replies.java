@@ -16,6 +16,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.GatheringByteChannel;
 import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.BooleanSupplier;
 
 /**
  * Every reply of one connection goes out through one method per kind (as nbdkit's {@code send_simple_reply},
@@ -23,6 +24,13 @@ import java.util.concurrent.locks.ReentrantLock;
  * {@code protocol/}. A per-connection send lock keeps replies whole when the reader thread and the FLUSH/FUA
  * pool answer at the same time; no lock is shared with other connections. Buffers are reused: nothing is
  * allocated per reply except the text of an error message.
+ *
+ * <p>Gathering: while the connection's reader thread answers a request and more of the request stream is already
+ * received ({@link #reader}'s {@code queued}), its reply is appended to a per-connection batch instead of being
+ * sent, READ payloads up to {@link #GATHER_MAX} copied from the device; the batch goes out in one system call when
+ * the reader is about to wait for input ({@link #flush()}), when it is full, or in front of the next reply sent
+ * directly (one {@code writev} of batch, header and payload). A reply with nothing received behind it is never
+ * held back. Other threads (the sync pool) always send at once; a reply is always whole in the stream.
  */
 final class Replies {
 
@@ -51,13 +59,44 @@ final class Replies {
     private final Extents extents = new Extents();
 
     private final DataSink dataSink = new DataSink();
-    private final ByteBuffer[] gather = new ByteBuffer[2];
+    private final ByteBuffer[] gather = new ByteBuffer[3];
+
+    /** Bytes of whole replies waiting to be sent together: (64 KiB: about 15 replies of a 4 KiB READ). */
+    static final int BATCH_BYTES = 64 << 10;
+    /** Largest READ payload copied into the batch; a larger one goes straight from the device to the socket. */
+    static final int GATHER_MAX = 16 << 10;
+    /** Replies gathered by the reader thread, [0, position) ready to send; touched by that thread only. */
+    private final ByteBuffer batch = ByteBuffer.allocateDirect(BATCH_BYTES);
+    private Thread readerThread;
+    private BooleanSupplier queued = () -> false;
 
     Replies(GatheringByteChannel out, BlockDevice device, BlockDevice.Session session, String exportName) {
         this.out = out;
         this.device = device;
         this.session = session;
         this.exportName = exportName;
+    }
+
+    /**
+     * Makes {@code thread} the reader whose replies may be gathered while {@code queued} says that more of the
+     * request stream is already received (asked on that thread only).
+     */
+    void reader(Thread thread, BooleanSupplier queued) {
+        this.readerThread = thread;
+        this.queued = queued;
+    }
+
+    /** Sends the gathered replies now. Reader thread only: before it waits for input, and when it stops. */
+    void flush() throws IOException {
+        if (batch.position() == 0) {
+            return;
+        }
+        lock.lock();
+        try {
+            flushLocked();
+        } finally {
+            lock.unlock();
+        }
     }
 
     /** A simple reply without data: the answer to everything but a successful READ without structured replies. */
@@ -67,7 +106,7 @@ final class Replies {
             header.clear();
             simple.encode(errno, handle);
             header.limit(SimpleReplyHeader.BYTES);
-            sendLocked(header);
+            emitLocked(header);
         } finally {
             lock.unlock();
         }
@@ -108,7 +147,7 @@ final class Replies {
             chunk.encode(flags, Nbd.REPLY_TYPE_OFFSET_HOLE, handle, OffsetHoleChunk.BYTES);
             hole.encode(offset, length);
             header.limit(StructuredReplyHeader.BYTES + OffsetHoleChunk.BYTES);
-            sendLocked(header);
+            emitLocked(header);
         } finally {
             lock.unlock();
         }
@@ -155,34 +194,87 @@ final class Replies {
     private void send(ByteBuffer b) throws IOException {
         lock.lock();
         try {
-            sendLocked(b);
+            emitLocked(b);
         } finally {
             lock.unlock();
         }
     }
 
+    /**
+     * True when a reply of {@code bytes} goes into the batch: the reader thread answers while more requests are
+     * received already. Makes room first (sending the batch) when it does not fit.
+     */
+    private boolean gatheringLocked(int bytes) throws IOException {
+        if (Thread.currentThread() != readerThread || bytes > BATCH_BYTES || !queued.getAsBoolean()) {
+            return false;
+        }
+        if (bytes > batch.remaining()) {
+            flushLocked();
+        }
+        return true;
+    }
+
+    /** The whole reply in {@code b}: into the batch, or out now (behind the batch, in the same system call). */
+    private void emitLocked(ByteBuffer b) throws IOException {
+        if (gatheringLocked(b.remaining())) {
+            batch.put(b);
+        } else {
+            sendLocked(b);
+        }
+    }
+
+    /** Sends the batch (if this is the reader thread and it holds replies), then {@code b}, in one writev. */
     private void sendLocked(ByteBuffer b) throws IOException {
         try {
-            Wire.writeFully(out, b);
+            if (Thread.currentThread() == readerThread && batch.position() > 0) {
+                batch.flip();
+                gather[0] = batch;
+                gather[1] = b;
+                while (batch.hasRemaining() || b.hasRemaining()) {
+                    out.write(gather, 0, 2);
+                }
+                gather[1] = null;
+                batch.clear();
+            } else {
+                Wire.writeFully(out, b);
+            }
         } catch (IOException e) {
             throw new PeerGone(e);
         }
+    }
+
+    private void flushLocked() throws IOException {
+        batch.flip();
+        try {
+            Wire.writeFully(out, batch);
+        } catch (IOException e) {
+            throw new PeerGone(e);
+        }
+        batch.clear();
     }
 
     /**
      * Sends {@link #header} followed by the device's data, straight from the mapping. The header announces
      * {@code length} bytes: if the device fails before anything went out, the caller answers with an error; once
      * the header is out, exactly {@code length} bytes follow or the connection ends ({@link ReplyCut}), because
-     * any other reply would land inside the payload.
+     * any other reply would land inside the payload. A gathered reply is only in the batch until it is complete: on
+     * failure it is taken out again and the caller answers with an error.
      */
     private void sendWithData(long offset, int length) throws IOException {
         dataSink.headerPending = true;
         dataSink.sent = 0;
+        dataSink.length = length;
+        dataSink.gathered = length <= GATHER_MAX && gatheringLocked(header.remaining() + length);
+        dataSink.mark = batch.position();
         try {
             device.read(session, offset, length, dataSink);
         } catch (PeerGone e) {
             throw e;
         } catch (IOException | RuntimeException e) {
+            if (dataSink.gathered) {
+                batch.position(dataSink.mark);
+                throw e;
+            }
             if (!dataSink.headerPending) {
                 throw new ReplyCut(exportName + ": READ [" + offset + ", +" + length + ") failed after "
                         + dataSink.sent + " of its " + length + " announced bytes: " + e.getMessage());
@@ -191,6 +283,10 @@ final class Replies {
         }
         if (dataSink.sent != length) {
             String why = exportName + ": READ [" + offset + ", +" + length + ") produced " + dataSink.sent + " bytes";
+            if (dataSink.gathered) {
+                batch.position(dataSink.mark);
+                throw new IOException(why);
+            }
             if (!dataSink.headerPending) {
                 throw new ReplyCut(why);
             }
@@ -198,23 +294,48 @@ final class Replies {
         }
     }
 
-    /** Streams device data to the socket; the first buffer goes out together with the pending reply header. */
+    /**
+     * Streams device data to the socket; the first buffer goes out together with the pending reply header (and the
+     * batch in front of it). A gathered reply is copied into the batch instead.
+     */
     private final class DataSink implements ByteSink {
         boolean headerPending;
         long sent;              // payload bytes handed to the socket (or about to be) for the current reply
+        int length;             // announced payload bytes
+        boolean gathered;       // the reply goes into the batch
+        int mark;               // the batch's position before this reply
 
         @Override
         public void write(ByteBuffer src) throws IOException {
             sent += src.remaining();
+            if (gathered) {
+                if (sent > length) {
+                    throw new IOException("the device gave more than the " + length + " bytes asked for");
+                }
+                if (headerPending) {
+                    headerPending = false;
+                    batch.put(header);
+                }
+                batch.put(src);
+                return;
+            }
             try {
                 if (headerPending) {
                     headerPending = false;
-                    gather[0] = header;
-                    gather[1] = src;
-                    while (header.hasRemaining() || src.hasRemaining()) {
-                        out.write(gather);
+                    int n = 0;
+                    if (Thread.currentThread() == readerThread && batch.position() > 0) {
+                        batch.flip();
+                        gather[n++] = batch;
                     }
-                    gather[1] = null;
+                    gather[n++] = header;
+                    gather[n++] = src;
+                    while (header.hasRemaining() || src.hasRemaining() || (n == 3 && batch.hasRemaining())) {
+                        out.write(gather, 0, n);
+                    }
+                    gather[n - 1] = null;
+                    if (n == 3) {
+                        batch.clear();
+                    }
                 } else {
                     Wire.writeFully(out, src);
                 }
