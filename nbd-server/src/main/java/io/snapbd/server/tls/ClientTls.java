@@ -110,6 +110,9 @@ public final class ClientTls {
         e.setUseClientMode(true);
         SSLParameters p = e.getSSLParameters();
         p.setProtocols(PROTOCOLS);
+        if (System.getProperty("jdk.tls.client.cipherSuites") == null) {
+            p.setCipherSuites(ServerTls.aes128First(e.getEnabledCipherSuites()));  // a server that takes our order
+        }
         if (verifyPeer && host != null) {
             p.setEndpointIdentificationAlgorithm("HTTPS");
         }

@@ -55,6 +55,8 @@ public final class ServerTls {
 
     private final TlsSettings settings;
     private final SSLContext context;
+    /** The JDK's enabled suites with AES-128-GCM moved ahead of AES-256-GCM ({@link #aes128First}), or null. */
+    private final String[] suites;
     /** True when ca-cert.pem was loaded: client certificates are then checked against it, never the JDK's CAs. */
     private final boolean ownTrust;
 
@@ -62,6 +64,34 @@ public final class ServerTls {
         this.settings = settings;
         this.context = context;
         this.ownTrust = ownTrust;
+        SSLEngine template = context.createSSLEngine();
+        template.setUseClientMode(false);
+        this.suites = System.getProperty("jdk.tls.server.cipherSuites") == null
+                ? aes128First(template.getEnabledCipherSuites()) : null;
+    }
+
+    /**
+     * The same cipher suites, each AES-128-GCM suite moved to just before its AES-256-GCM twin (the JDK lists
+     * AES-256 first). Nothing is added or removed, so the list is no weaker; but every record costs 10 AES rounds
+     * instead of 14 on both ends, which is most of what TLS costs per 4 KiB request. An operator who sets
+     * {@code jdk.tls.server.cipherSuites} (or {@code jdk.tls.client.cipherSuites} for our client) keeps that order.
+     */
+    static String[] aes128First(String[] enabled) {
+        List<String> all = Arrays.asList(enabled);
+        List<String> out = new ArrayList<>(enabled.length);
+        for (String s : enabled) {
+            if (out.contains(s)) {
+                continue;
+            }
+            if (s.endsWith("_AES_256_GCM_SHA384")) {
+                String twin = s.substring(0, s.length() - "_AES_256_GCM_SHA384".length()) + "_AES_128_GCM_SHA256";
+                if (all.contains(twin) && !out.contains(twin)) {
+                    out.add(twin);
+                }
+            }
+            out.add(s);
+        }
+        return out.toArray(new String[0]);
     }
 
     /** Null when TLS is off; otherwise the loaded context, or an IOException naming the file at fault. */
@@ -127,6 +157,10 @@ public final class ServerTls {
         e.setUseClientMode(false);
         SSLParameters p = e.getSSLParameters();
         p.setProtocols(PROTOCOLS);
+        if (suites != null) {
+            p.setCipherSuites(suites);
+            p.setUseCipherSuitesOrder(true);    // the server's order decides, as the JDK's default already does
+        }
         if (settings.verifyPeer()) {
             p.setNeedClientAuth(true);
         } else if (askForCertificate && ownTrust) {

@@ -223,6 +223,43 @@ class TlsChannelTest {
         }
     }
 
+    /**
+     * The server's cipher order puts AES-128-GCM ahead of AES-256-GCM (cheaper per record, same strength class)
+     * without adding or dropping a suite: a JDK client, which lists AES-256 first, gets AES-128-GCM over TLS 1.3
+     * and over TLS 1.2.
+     */
+    @Test
+    void aes128GcmIsChosenOverAes256WithTheSameSuites() throws Exception {
+        for (String protocol : List.of("TLSv1.3", "TLSv1.2")) {
+            try (ServerSocketChannel ss = ServerSocketChannel.open()) {
+                ss.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+                int port = ((InetSocketAddress) ss.getLocalAddress()).getPort();
+                CompletableFuture<String> clientSuite = CompletableFuture.supplyAsync(() -> {
+                    try (Socket raw = new Socket(InetAddress.getLoopbackAddress(), port);
+                         SSLSocket s = (SSLSocket) client.getSocketFactory().createSocket(raw, "localhost", port, true)) {
+                        s.setEnabledProtocols(new String[] {protocol});
+                        s.startHandshake();
+                        return s.getSession().getCipherSuite();
+                    } catch (Exception e) {
+                        throw new RuntimeException(e);
+                    }
+                });
+                try (SocketChannel sc = ss.accept()) {
+                    javax.net.ssl.SSLEngine engine = tls.newEngine();
+                    TlsChannel ch = TlsChannel.accept(sc, engine);
+                    String expected = protocol.equals("TLSv1.3") ? "TLS_AES_128_GCM_SHA256" : "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256";
+                    assertEquals(protocol + " " + expected, ch.describe());
+                    assertEquals(expected, clientSuite.get(1, TimeUnit.MINUTES));
+                    javax.net.ssl.SSLEngine jdk = SSLContext.getDefault().createSSLEngine();
+                    jdk.setUseClientMode(false);
+                    assertEquals(new java.util.TreeSet<>(List.of(jdk.getEnabledCipherSuites())),
+                            new java.util.TreeSet<>(List.of(engine.getEnabledCipherSuites())), "the same suites, reordered");
+                    ch.close();
+                }
+            }
+        }
+    }
+
     /** Counts the socket writes under a TlsChannel. */
     private static final class CountingChannel implements ByteChannel {
         private final ByteChannel net;
