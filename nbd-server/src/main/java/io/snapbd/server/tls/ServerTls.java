@@ -60,8 +60,12 @@ public final class ServerTls {
     /** True when ca-cert.pem was loaded: client certificates are then checked against it, never the JDK's CAs. */
     private final boolean ownTrust;
 
-    private ServerTls(TlsSettings settings, SSLContext context, boolean ownTrust) {
+    /** The server's own certificate: the in-memory client of {@link #warmUp} trusts exactly it. */
+    private final X509Certificate certificate;
+
+    private ServerTls(TlsSettings settings, SSLContext context, boolean ownTrust, X509Certificate certificate) {
         this.settings = settings;
+        this.certificate = certificate;
         this.context = context;
         this.ownTrust = ownTrust;
         SSLEngine template = context.createSSLEngine();
@@ -128,7 +132,7 @@ public final class ServerTls {
             }
             SSLContext ctx = SSLContext.getInstance("TLS");
             ctx.init(kmf.getKeyManagers(), tmf == null ? null : tmf.getTrustManagers(), null);
-            return new ServerTls(settings, ctx, tmf != null);
+            return new ServerTls(settings, ctx, tmf != null, chain.get(0));
         } catch (GeneralSecurityException e) {
             throw new IOException("cannot set up TLS from " + dir + ": " + e.getMessage(), e);
         }
@@ -140,6 +144,25 @@ public final class ServerTls {
 
     public boolean required() {
         return settings.mode() == TlsSettings.Mode.REQUIRE;
+    }
+
+    /**
+     * Runs the TLS record path in memory until the JIT has compiled it, at most about {@code budget}
+     * ({@link TlsWarmUp}), so the first clients after a start do not get interpreted AES-GCM. Returns the log line.
+     */
+    public String warmUp(java.time.Duration budget) throws IOException {
+        SSLEngine e = context.createSSLEngine();
+        e.setUseClientMode(false);
+        SSLParameters p = e.getSSLParameters();
+        p.setProtocols(PROTOCOLS);
+        if (suites != null) {
+            p.setCipherSuites(suites);
+            p.setUseCipherSuitesOrder(true);
+        }
+        e.setSSLParameters(p);
+        TlsWarmUp.Result r = TlsWarmUp.run(e, certificate, budget);
+        return String.format("TLS record path warmed up: %d rounds, %d records (%s) in memory in %d ms (warm-up = off skips it)",
+                r.rounds(), r.records(), r.suite(), r.nanos() / 1_000_000);
     }
 
     /** A new server-side engine for one connection. */

@@ -260,6 +260,21 @@ class TlsChannelTest {
         }
     }
 
+    /**
+     * The start-up warm-up: a TLS 1.3 handshake and NBD-shaped records between the server's own engine and an
+     * in-memory client that trusts the server's certificate, with the cipher suite clients get; then a real
+     * connection still works.
+     */
+    @Test
+    void warmUpRunsTheRecordPathInMemory() throws Exception {
+        String line = tls.warmUp(Duration.ofMillis(300));
+        assertTrue(line.matches("TLS record path warmed up: \\d+ rounds, [1-9]\\d* records \\(TLS_AES_128_GCM_SHA256\\) .*"), line);
+        ServerTls verifying = ServerTls.load(new TlsSettings(TlsSettings.Mode.REQUIRE, pki, true));
+        assertTrue(verifying.warmUp(Duration.ofMillis(100)).contains("TLS_AES_128_GCM_SHA256"),
+                "client certificates required for clients, not for the in-memory warm-up");
+        aes128GcmIsChosenOverAes256WithTheSameSuites();
+    }
+
     /** Counts the socket writes under a TlsChannel. */
     private static final class CountingChannel implements ByteChannel {
         private final ByteChannel net;
