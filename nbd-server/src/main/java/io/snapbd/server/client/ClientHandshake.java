@@ -124,7 +124,7 @@ final class ClientHandshake {
             throw new IOException(peer + ": the server does not offer TLS (" + why + "); an nbds:// URI requires TLS, "
                     + "so the client refuses to continue in plain text");
         }
-        SSLEngine engine = config.newEngine(uri.transport() == NbdUri.Transport.TCP ? uri.host() : null, uri.port());
+        SSLEngine engine = config.newEngine(uri.tlsPeerName(), uri.port());
         try {
             tls = TlsChannel.connect(socket, engine);
         } catch (SSLException e) {
@@ -149,7 +149,7 @@ final class ClientHandshake {
                     + (uri.tlsCertificates() == null ? "the JDK's default trust store; set tls-certificates=DIR"
                     : uri.tlsCertificates().resolve("ca-cert.pem").toString()) + ")";
         } else if (all.contains("No subject alternative") || all.contains("No name matching")) {
-            hint = "the server's certificate does not name host " + uri.host() + " (subjectAltName)";
+            hint = "the server's certificate does not name host " + uri.tlsPeerName() + " (subjectAltName)";
         } else if (all.contains("certificate_required") || all.contains("bad_certificate")
                 || all.contains("unknown_ca") || all.contains("certificate_unknown")) {
             hint = "the server refused the client certificate"

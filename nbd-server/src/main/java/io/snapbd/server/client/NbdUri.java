@@ -21,8 +21,9 @@ import java.util.Objects;
  * The TLS schemes {@code nbds://} and {@code nbds+unix://} make TLS mandatory ({@code NBD_OPT_STARTTLS}; the
  * client never falls back to plain text). Their query parameters follow libnbd's: {@code tls-certificates=DIR}
  * (a directory with {@code ca-cert.pem} and optionally {@code client-cert.pem} and {@code client-key.pem}) and
- * {@code tls-verify-peer=true|false} (default true: the server's certificate must be signed by a trusted CA and,
- * over TCP, name the host). Vsock, user info (libnbd's PSK user name), other {@code tls-*} parameters and TLS
+ * {@code tls-verify-peer=true|false} (default true: the server's certificate must be signed by a trusted CA and
+ * name the host) and {@code tls-hostname=NAME} (the name the certificate must carry, and the one sent as SNI,
+ * instead of the URI's host; over a Unix socket, where there is no host, only the chain is checked without it). Vsock, user info (libnbd's PSK user name), other {@code tls-*} parameters and TLS
  * parameters on a plain scheme are refused with an {@link IllegalArgumentException} that says why: the URI
  * format asks clients to diagnose what they cannot honour rather than to connect without it.
  * <p>
@@ -44,13 +45,14 @@ public final class NbdUri {
     private final boolean tls;
     private final Path tlsCertificates;
     private final boolean tlsVerifyPeer;
+    private final String tlsHostname;
 
     private NbdUri(Transport transport, String host, int port, Path socket, String exportName) {
-        this(transport, host, port, socket, exportName, false, null, true);
+        this(transport, host, port, socket, exportName, false, null, true, null);
     }
 
     private NbdUri(Transport transport, String host, int port, Path socket, String exportName,
-                   boolean tls, Path tlsCertificates, boolean tlsVerifyPeer) {
+                   boolean tls, Path tlsCertificates, boolean tlsVerifyPeer, String tlsHostname) {
         this.transport = transport;
         this.host = host;
         this.port = port;
@@ -59,6 +61,7 @@ public final class NbdUri {
         this.tls = tls;
         this.tlsCertificates = tlsCertificates;
         this.tlsVerifyPeer = tlsVerifyPeer;
+        this.tlsHostname = tlsHostname;
     }
 
     /**
@@ -69,7 +72,21 @@ public final class NbdUri {
         if (certificates != null && certificates.toString().isEmpty()) {
             throw new IllegalArgumentException("empty tls-certificates directory");
         }
-        return new NbdUri(transport, host, port, socket, exportName, true, certificates, verifyPeer);
+        return new NbdUri(transport, host, port, socket, exportName, true, certificates, verifyPeer, tlsHostname);
+    }
+
+    /**
+     * The same TLS URI checking the server's certificate for {@code name} (libnbd's {@code tls-hostname}) instead
+     * of the URI's host; null goes back to the host (none over a Unix socket).
+     */
+    public NbdUri withTlsHostname(String name) {
+        if (!tls) {
+            throw new IllegalArgumentException("tls-hostname needs a TLS URI (nbds:// or nbds+unix://)");
+        }
+        if (name != null && (name.isEmpty() || !name.matches("[A-Za-z0-9._:-]+"))) {
+            throw new IllegalArgumentException("tls-hostname '" + name + "' is not a host name or address");
+        }
+        return new NbdUri(transport, host, port, socket, exportName, true, tlsCertificates, tlsVerifyPeer, name);
     }
 
     /** A TCP address; {@code host} may be a name or an IP literal (IPv6 without brackets). */
@@ -100,7 +117,7 @@ public final class NbdUri {
 
     /** The same server with another export (e.g. a snapshot {@code vol@snap} of the same volume). */
     public NbdUri withExport(String exportName) {
-        return new NbdUri(transport, host, port, socket, checkExport(exportName), tls, tlsCertificates, tlsVerifyPeer);
+        return new NbdUri(transport, host, port, socket, checkExport(exportName), tls, tlsCertificates, tlsVerifyPeer, tlsHostname);
     }
 
     /**
@@ -144,6 +161,7 @@ public final class NbdUri {
         String socketParam = null;
         String certificatesParam = null;
         Boolean verifyParam = null;
+        String hostnameParam = null;
         if (query != null && !query.isEmpty()) {
             for (String param : query.split("&", -1)) {
                 int eq = param.indexOf('=');
@@ -177,8 +195,17 @@ public final class NbdUri {
                         }
                         verifyParam = parseBoolean(uri, value);
                     }
+                    case "tls-hostname" -> {
+                        if (!tls) {
+                            throw bad(uri, "tls-hostname= needs a TLS scheme (nbds:// or nbds+unix://)");
+                        }
+                        if (hostnameParam != null) {
+                            throw bad(uri, "tls-hostname= is given twice");
+                        }
+                        hostnameParam = value;
+                    }
                     default -> throw bad(uri, key.startsWith("tls")
-                            ? "query parameter " + key + " is not supported (only tls-certificates= and tls-verify-peer=)"
+                            ? "query parameter " + key + " is not supported (only tls-certificates=, tls-verify-peer= and tls-hostname=)"
                             : "unknown query parameter '" + key + "'");
                 }
             }
@@ -188,10 +215,15 @@ public final class NbdUri {
             return parsed;
         }
         try {
-            return parsed.withTls(certificatesParam == null ? null : Path.of(certificatesParam),
+            parsed = parsed.withTls(certificatesParam == null ? null : Path.of(certificatesParam),
                     verifyParam == null || verifyParam);
         } catch (InvalidPathException e) {
             throw bad(uri, "tls-certificates is not a valid path: " + e.getMessage());
+        }
+        try {
+            return hostnameParam == null ? parsed : parsed.withTlsHostname(hostnameParam);
+        } catch (IllegalArgumentException e) {
+            throw bad(uri, e.getMessage());
         }
     }
 
@@ -376,6 +408,16 @@ public final class NbdUri {
         return tlsVerifyPeer;
     }
 
+    /** libnbd's {@code tls-hostname}: the name the server's certificate must carry instead of the host, or null. */
+    public String tlsHostname() {
+        return tlsHostname;
+    }
+
+    /** The name the server's certificate is checked against: {@code tls-hostname}, else the TCP host, else null. */
+    public String tlsPeerName() {
+        return tlsHostname != null ? tlsHostname : transport == Transport.TCP ? host : null;
+    }
+
     /** The URI text; {@code parse} of it gives an equal object. */
     @Override
     public String toString() {
@@ -393,6 +435,9 @@ public final class NbdUri {
         if (tls && !tlsVerifyPeer) {
             query.append(query.length() == 0 ? '?' : '&').append("tls-verify-peer=false");
         }
+        if (tlsHostname != null) {
+            query.append(query.length() == 0 ? '?' : '&').append("tls-hostname=").append(tlsHostname);
+        }
         if (transport == Transport.UNIX) {
             return scheme + "+unix://" + path + query;
         }
@@ -408,11 +453,12 @@ public final class NbdUri {
         NbdUri u = (NbdUri) o;
         return transport == u.transport && port == u.port && Objects.equals(host, u.host)
                 && Objects.equals(socket, u.socket) && exportName.equals(u.exportName)
-                && tls == u.tls && Objects.equals(tlsCertificates, u.tlsCertificates) && tlsVerifyPeer == u.tlsVerifyPeer;
+                && tls == u.tls && Objects.equals(tlsCertificates, u.tlsCertificates) && tlsVerifyPeer == u.tlsVerifyPeer
+                && Objects.equals(tlsHostname, u.tlsHostname);
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(transport, host, port, socket, exportName, tls, tlsCertificates, tlsVerifyPeer);
+        return Objects.hash(transport, host, port, socket, exportName, tls, tlsCertificates, tlsVerifyPeer, tlsHostname);
     }
 }

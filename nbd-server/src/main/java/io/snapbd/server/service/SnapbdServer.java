@@ -180,6 +180,14 @@ public final class SnapbdServer implements AutoCloseable {
         }
         if (service.warmUp()) {
             warmUpCopyOnWrite();
+            if (nbd.tls() != null) {
+                Systemd.startStep("warming up TLS", START_STEP);
+                try {
+                    Log.info("%s", nbd.tls().warmUp(WARM_UP_BUDGET));
+                } catch (IOException | RuntimeException e) {
+                    Log.warn("TLS warm-up failed, serving anyway (the first TLS clients may be slower): %s", e.getMessage());
+                }
+            }
         }
         Systemd.startStep("resuming interrupted clones", START_STEP);
         clones.resumeInterrupted();

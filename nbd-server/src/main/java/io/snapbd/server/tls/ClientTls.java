@@ -102,14 +102,17 @@ public final class ClientTls {
     }
 
     /**
-     * A client-mode engine for one connection; {@code host} is what the certificate must name (null for a Unix
-     * socket: then only the chain is checked, as there is no host name to compare).
+     * A client-mode engine for one connection; {@code host} is what the certificate must name (the URI's
+     * {@code tls-hostname}, else its TCP host; null over a Unix socket without one: then only the chain is checked).
      */
     public SSLEngine newEngine(String host, int port) {
         SSLEngine e = host == null ? context.createSSLEngine() : context.createSSLEngine(host, port);
         e.setUseClientMode(true);
         SSLParameters p = e.getSSLParameters();
         p.setProtocols(PROTOCOLS);
+        if (System.getProperty("jdk.tls.client.cipherSuites") == null) {
+            p.setCipherSuites(ServerTls.aes128First(e.getEnabledCipherSuites()));  // a server that takes our order
+        }
         if (verifyPeer && host != null) {
             p.setEndpointIdentificationAlgorithm("HTTPS");
         }

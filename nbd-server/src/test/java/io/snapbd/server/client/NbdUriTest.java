@@ -95,6 +95,8 @@ class NbdUriTest {
             "nbds://h/x?tls-certificates=/a%20b&tls-verify-peer=false",
             "nbds://h/x?tls-verify-peer=false",
             "nbds+unix:///vol?socket=/tmp/nbd.sock&tls-certificates=/pki",
+            "nbds+unix:///vol?socket=/s&tls-certificates=/pki&tls-hostname=storage2.example",
+            "nbds://127.0.0.1/x?tls-hostname=localhost",
     })
     void formatsBackToTheSameUri(String uri) {
         NbdUri u = NbdUri.parse(uri);
@@ -130,6 +132,16 @@ class NbdUriTest {
         assertEquals(Path.of("/pki/dir"), snap.tlsCertificates());
         assertEquals("nbds://h:7000/x@s1?tls-certificates=/pki/dir", snap.toString());
         assertEquals(u, NbdUri.tcp("h", 7000, "x").withTls(Path.of("/pki/dir"), true));
+        // tls-hostname: the name the certificate is checked for; without it the TCP host, over Unix none.
+        assertEquals("h", u.tlsPeerName());
+        assertNull(unix.tlsPeerName());
+        NbdUri named = NbdUri.parse("nbds+unix:///v?socket=/s&tls-hostname=storage2");
+        assertEquals("storage2", named.tlsHostname());
+        assertEquals("storage2", named.tlsPeerName());
+        assertEquals("storage2", named.withExport("v@s").tlsPeerName());
+        assertNotEquals(named, NbdUri.parse("nbds+unix:///v?socket=/s"));
+        assertEquals(NbdUri.parse("nbds+unix:///v?socket=/s"), named.withoutTls().withTls(null, true));
+        assertEquals("other", NbdUri.parse("nbds://h/x?tls-hostname=other").tlsPeerName());
     }
 
     @Test
@@ -153,6 +165,10 @@ class NbdUriTest {
             "nbds://h/x?tls-certificates=a&tls-certificates=b | given twice",
             "nbd://h/x?tls-certificates=/c    | needs a TLS scheme",
             "nbd://h/x?tls-verify-peer=false  | needs a TLS scheme",
+            "nbd://h/x?tls-hostname=a         | needs a TLS scheme",
+            "nbds://h/x?tls-hostname=a&tls-hostname=b | given twice",
+            "nbds://h/x?tls-hostname=         | not a host name",
+            "nbds://h/x?tls-hostname=a%20b    | not a host name",
             "nbds+unix:///x                   | nbds+unix URIs need ?socket=PATH",
             "nbds://h/x?socket=s              | belongs to nbds+unix",
             "nbds://user@h/x                  | pre-shared keys",

@@ -210,6 +210,12 @@ class TlsClientIT {
             }
             byte[] onDisk = Arrays.copyOfRange(Files.readAllBytes(file), 4096, 4096 + data.length);
             assertArrayEquals(data, onDisk, "nbdkit's backing file holds what the client wrote over TLS");
+            // Over a Unix socket only the chain is checked, unless tls-hostname= names the host to check for.
+            try (NbdClient c = NbdClient.connect(NbdUri.parse(uri + "&tls-hostname=localhost"))) {
+                writeAndReadBack(c, 0, random(6, 4096));
+            }
+            IOException named = refused(uri + "&tls-hostname=storage2.invalid");
+            assertTrue(named.getMessage().contains("does not name host storage2.invalid"), named.getMessage());
             IOException plain = refused("nbd+unix:///?socket=" + tmp.resolve("kit-tls.sock"));
             assertTrue(plain.getMessage().contains("NBD_REP_ERR_TLS_REQD"), plain.getMessage());
         }
@@ -239,6 +245,13 @@ class TlsClientIT {
             }
             IOException e = refused(nbds("localhost", port, "", noClientCert));
             assertTrue(e.getMessage().contains("does not name host localhost"), e.getMessage());
+            // tls-hostname= names the host the certificate must carry (libnbd's meaning): the one it names works,
+            // another is refused naming it.
+            try (NbdClient c = NbdClient.connect(NbdUri.parse(nbds("localhost", port, "", noClientCert) + "&tls-hostname=other.invalid"))) {
+                writeAndReadBack(c, 0, random(5, 4096));
+            }
+            e = refused(nbds("127.0.0.1", port, "", noClientCert) + "&tls-hostname=third.invalid");
+            assertTrue(e.getMessage().contains("does not name host third.invalid"), e.getMessage());
             // tls-verify-peer=false: encrypted, not authenticated (libnbd's meaning).
             try (NbdClient c = NbdClient.connect(NbdUri.parse(nbds("localhost", port, "", noClientCert) + "&tls-verify-peer=false"))) {
                 writeAndReadBack(c, 0, random(4, 8192));

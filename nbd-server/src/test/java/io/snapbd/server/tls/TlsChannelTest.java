@@ -223,6 +223,58 @@ class TlsChannelTest {
         }
     }
 
+    /**
+     * The server's cipher order puts AES-128-GCM ahead of AES-256-GCM (cheaper per record, same strength class)
+     * without adding or dropping a suite: a JDK client, which lists AES-256 first, gets AES-128-GCM over TLS 1.3
+     * and over TLS 1.2.
+     */
+    @Test
+    void aes128GcmIsChosenOverAes256WithTheSameSuites() throws Exception {
+        for (String protocol : List.of("TLSv1.3", "TLSv1.2")) {
+            try (ServerSocketChannel ss = ServerSocketChannel.open()) {
+                ss.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0));
+                int port = ((InetSocketAddress) ss.getLocalAddress()).getPort();
+                CompletableFuture<String> clientSuite = CompletableFuture.supplyAsync(() -> {
+                    try (Socket raw = new Socket(InetAddress.getLoopbackAddress(), port);
+                         SSLSocket s = (SSLSocket) client.getSocketFactory().createSocket(raw, "localhost", port, true)) {
+                        s.setEnabledProtocols(new String[] {protocol});
+                        s.startHandshake();
+                        return s.getSession().getCipherSuite();
+                    } catch (Exception e) {
+                        throw new RuntimeException(e);
+                    }
+                });
+                try (SocketChannel sc = ss.accept()) {
+                    javax.net.ssl.SSLEngine engine = tls.newEngine();
+                    TlsChannel ch = TlsChannel.accept(sc, engine);
+                    String expected = protocol.equals("TLSv1.3") ? "TLS_AES_128_GCM_SHA256" : "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256";
+                    assertEquals(protocol + " " + expected, ch.describe());
+                    assertEquals(expected, clientSuite.get(1, TimeUnit.MINUTES));
+                    javax.net.ssl.SSLEngine jdk = SSLContext.getDefault().createSSLEngine();
+                    jdk.setUseClientMode(false);
+                    assertEquals(new java.util.TreeSet<>(List.of(jdk.getEnabledCipherSuites())),
+                            new java.util.TreeSet<>(List.of(engine.getEnabledCipherSuites())), "the same suites, reordered");
+                    ch.close();
+                }
+            }
+        }
+    }
+
+    /**
+     * The start-up warm-up: a TLS 1.3 handshake and NBD-shaped records between the server's own engine and an
+     * in-memory client that trusts the server's certificate, with the cipher suite clients get; then a real
+     * connection still works.
+     */
+    @Test
+    void warmUpRunsTheRecordPathInMemory() throws Exception {
+        String line = tls.warmUp(Duration.ofMillis(300));
+        assertTrue(line.matches("TLS record path warmed up: \\d+ rounds, [1-9]\\d* records \\(TLS_AES_128_GCM_SHA256\\) .*"), line);
+        ServerTls verifying = ServerTls.load(new TlsSettings(TlsSettings.Mode.REQUIRE, pki, true));
+        assertTrue(verifying.warmUp(Duration.ofMillis(100)).contains("TLS_AES_128_GCM_SHA256"),
+                "client certificates required for clients, not for the in-memory warm-up");
+        aes128GcmIsChosenOverAes256WithTheSameSuites();
+    }
+
     /** Counts the socket writes under a TlsChannel. */
     private static final class CountingChannel implements ByteChannel {
         private final ByteChannel net;
