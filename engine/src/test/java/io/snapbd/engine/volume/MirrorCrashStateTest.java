@@ -110,8 +110,15 @@ class MirrorCrashStateTest {
         int value;
         int torn = TORN;
         private boolean closed;
+        /** Degradations, region-map folds and resyncs the workload went through (printed with the tally). */
+        int degradations;
+        int resyncs;
 
         MirrorRun(String name) throws IOException {
+            this(name, HALF);
+        }
+
+        MirrorRun(String name, int half) throws IOException {
             base = tmp.resolve(name);
             dir = base.resolve("v");
             legs = base.resolve("legs");
@@ -122,8 +129,8 @@ class MirrorCrashStateTest {
             List<Path> tables = List.of(dir.resolve(MirrorConfig.LOCAL_TABLE), FileLegOpener.tableFile(leg(1)),
                     FileLegOpener.tableFile(leg(2)));
             for (int i = 0; i < tables.size(); i++) {
-                try (FileTagStore st = FileTagStore.create(tables.get(i), TagTable.areaBytes(HALF))) {
-                    TagTable.create(st, owner, i, HALF).close();
+                try (FileTagStore st = FileTagStore.create(tables.get(i), TagTable.areaBytes(half))) {
+                    TagTable.create(st, owner, i, half).close();
                 }
             }
             for (int b = 0; b < BLOCKS; b++) {
@@ -204,11 +211,12 @@ class MirrorCrashStateTest {
 
         /** Leg 2's data writes fail from now on: the next change leaves it degraded (its region map made). */
         void breakLeg2() {
-            leg2Broken.set(true);
+            degradations += leg2Broken.getAndSet(true) ? 0 : 1;
         }
 
         /** Leg 2 works again; a reconciliation resyncs it (copies its missed ranges, deletes its region map). */
         void resync() throws IOException {
+            resyncs += v.mirror().degradedLegs() > 0 ? 1 : 0;
             leg2Broken.set(false);
             v.mirror().reconcile();
             point("after resync");
@@ -225,6 +233,7 @@ class MirrorCrashStateTest {
         /** Enumerates and checks every crash point, each state written over {@link #base} in turn. */
         Tally check(String what) throws IOException {
             int forces = space.forces();
+            long folds = v.mirror().folds();
             List<CrashPoint> points = finish();
             Tally t = new Tally(what, points.size(), forces);
             Random rnd = new Random(25);
@@ -250,7 +259,8 @@ class MirrorCrashStateTest {
                     }
                 }
             }
-            System.out.println(t);
+            System.out.println(t + "; leg 2 broken " + degradations + " time(s), resynced " + resyncs + ", "
+                    + folds + " region-map fold(s)");
             return t;
         }
 
@@ -390,6 +400,28 @@ class MirrorCrashStateTest {
             r.write(8, 1, false);
             r.flush();
             r.check("mirrored volume, torn pages").assertClean();
+        }
+    }
+
+    /**
+     * The table-overflow fallback: with 8 records per half, more than 4 live entries while leg 2 is degraded are
+     * folded into its region map (marked, forced, then retired on the current legs); then the resync copies the
+     * map's regions.
+     */
+    @Test
+    void degradedLegFoldsIntoItsRegionMap() throws IOException {
+        try (MirrorRun r = new MirrorRun("mirror-fold", 8)) {
+            r.write(0, 1, false);
+            r.breakLeg2();
+            for (int i = 0; i < 6; i++) {
+                r.write(2 + 3 * i, 1 + i % 2, i == 3);
+            }
+            assertTrue(r.v.mirror().folds() > 0, "the workload folds entries into the region map");
+            r.flush();
+            r.resync();
+            r.write(1, 1, false);
+            r.flush();
+            r.check("degraded leg, region-map fold").assertClean();
         }
     }
 
