@@ -5,6 +5,7 @@ import io.snapbd.engine.format.AtomicFile;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
@@ -23,6 +24,8 @@ final class DegradedLegs {
     private static final System.Logger LOG = System.getLogger(MirrorSet.class.getName());
     /** Smallest region of a degraded leg's region map: 64 KiB (larger for volumes above 2 TiB). */
     static final int MIN_REGION_SHIFT = 16;
+    /** Suffix of a region map being made ({@code legN.rmap.tmp}); one left by a crash is ignored and replaced. */
+    static final String TMP_SUFFIX = ".tmp";
 
     /** Legs degraded now. */
     final AtomicInteger stale = new AtomicInteger();
@@ -84,15 +87,23 @@ final class DegradedLegs {
             try {
                 Path f = mapFile(dir, l.id);
                 int shift = regionShift(size);
-                FileTagStore st = FileTagStore.create(f, LegRegionMap.areaBytes(size, shift));
+                // Made under a temporary name and renamed once forced: a power loss while it is being made must not
+                // leave legN.rmap with a zero header (the name can reach the disk before the content), which the
+                // next open would refuse as damage.
+                Path tmp = f.resolveSibling(f.getFileName() + TMP_SUFFIX);
+                try (FileTagStore st = FileTagStore.create(tmp, LegRegionMap.areaBytes(size, shift))) {
+                    LegRegionMap.create(st, owner, l.id, size, shift);
+                }
+                Files.move(tmp, f, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+                AtomicFile.fsyncDirectory(dir);
+                FileTagStore st = FileTagStore.open(f, true);
                 LegRegionMap m;
                 try {
-                    m = LegRegionMap.create(st, owner, l.id, size, shift);
+                    m = LegRegionMap.open(st, owner, l.id);
                 } catch (IOException | RuntimeException e) {
                     st.close();
                     throw e;
                 }
-                AtomicFile.fsyncDirectory(dir);
                 l.failure = why;
                 l.map = m;
                 l.stale = true;

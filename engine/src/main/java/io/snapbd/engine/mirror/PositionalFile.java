@@ -1,5 +1,7 @@
 package io.snapbd.engine.mirror;
 
+import io.snapbd.engine.io.Forces;
+
 import java.io.Closeable;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -46,6 +48,7 @@ abstract class PositionalFile implements Closeable {
     }
 
     public void force() throws IOException {
+        Forces.forcing(file);
         ch.force(false);
     }
 

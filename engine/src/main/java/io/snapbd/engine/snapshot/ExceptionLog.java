@@ -46,6 +46,13 @@ final class ExceptionLog implements AutoCloseable {
     static final int TYPE_COW = 1;
     /** Marks a commit point: every record before it, and itself, were durable when it was written. */
     static final int TYPE_COMMIT = 2;
+    /**
+     * The commit stamp in the header's reserved, uncovered bytes (docs/on-disk-format.md): {records u64, generation
+     * u64, crc u32 of the 16 bytes}, written and forced after every commit point (each open and clean close). A
+     * lower bound on the records that are durable: whole records lost from the end of the log (zeroed, or the file
+     * cut on a record boundary) read as damage instead of as a log that ended there. Older builds ignore it.
+     */
+    static final int STAMP_OFFSET = 64;
 
     /** One block-map entry. */
     record Entry(long snapshot, long block, int chunk) {
@@ -175,6 +182,8 @@ final class ExceptionLog implements AutoCloseable {
             }
             // Pass 2: damage below the commit point, the cut past it, the entries below the cut.
             durable = Math.min(durable, lastUsed);
+            long stamped = stamp(h);
+            durable = Math.max(durable, Math.min(stamped, lastUsed));   // durable once: a bad slot below is damage
             long cut = lastUsed;
             int firstTorn = bad.nextSetBit((int) durable);
             if (firstTorn >= 0 && firstTorn < lastUsed) {
@@ -223,6 +232,17 @@ final class ExceptionLog implements AutoCloseable {
                             + "truncated, records after the cut are lost";
                 }
                 scan.damaged++;
+                scan.damageBound = Long.MAX_VALUE;
+            }
+            if (stamped > lastUsed) {
+                // The stamp says these records were durable; they are gone (zeroed, or the file cut on a record
+                // boundary). Reading it as a log that ended there would serve snapshots without before-images.
+                if (scan.damaged == 0) {
+                    scan.firstDamagedOffset = HEADER_BYTES + lastUsed * RECORD_BYTES;
+                    scan.firstDamage = (stamped - lastUsed) + " record(s) missing from the end: the commit stamp says "
+                            + stamped + " were durable, " + lastUsed + " are there (zeroed, or the file truncated)";
+                }
+                scan.damaged += stamped - lastUsed;
                 scan.damageBound = Long.MAX_VALUE;
             }
             // Entries, in file order.
@@ -446,6 +466,27 @@ final class ExceptionLog implements AutoCloseable {
         force();
         appendRecord(TYPE_COMMIT, tail, 0, 0);
         force();
+        long records;
+        synchronized (bufferLock) {
+            records = durableLsn;
+        }
+        ByteBuffer st = ByteBuffer.allocate(20).order(ByteOrder.LITTLE_ENDIAN);
+        st.putLong(0, records).putLong(8, generation).putInt(16, Crc32c.of(st, 0, 16));
+        synchronized (writeLock) {
+            writeFully(channel, st, STAMP_OFFSET);
+            Forces.forcing(path);
+            channel.force(false);
+        }
+    }
+
+    /** The records the header's commit stamp says are durable; 0 without a valid stamp of this generation. */
+    private static long stamp(ByteBuffer h) {
+        long records = h.getLong(STAMP_OFFSET);
+        if (h.getInt(STAMP_OFFSET + 16) != Crc32c.of(h, STAMP_OFFSET, STAMP_OFFSET + 16)
+                || h.getLong(STAMP_OFFSET + 8) != h.getLong(40) || records < 0) {
+            return 0;       // none (a log written before stamps, or rewritten since), or unreadable: no bound
+        }
+        return records;
     }
 
     /** Records appended and not yet written to the file. */

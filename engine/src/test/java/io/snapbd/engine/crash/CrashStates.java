@@ -20,12 +20,26 @@ import java.util.stream.Collectors;
  */
 public final class CrashStates {
 
-    /** One state: which names, which dirty pages survived; {@code label} reproduces it. */
-    public record State(CrashPoint point, boolean newNames, Set<Page> survivors, String label) {
+    /**
+     * One state: which names, which dirty pages survived, and which reached the disk only in part ({@code torn}:
+     * some of their 512-byte sectors); {@code label} reproduces it.
+     */
+    public record State(CrashPoint point, boolean newNames, Set<Page> survivors, List<Page> torn, String label) {
+        public State(CrashPoint point, boolean newNames, Set<Page> survivors, String label) {
+            this(point, newNames, survivors, List.of(), label);
+        }
+
         public Map<String, byte[]> files() {
-            return RecordingFileSpace.state(point, newNames, survivors);
+            return RecordingFileSpace.state(point, newNames, survivors, torn);
+        }
+
+        public boolean isTorn() {
+            return !torn.isEmpty();
         }
     }
+
+    /** Bytes of a sector: the unit a disk writes atomically; a 4 KiB page is 8 of them. */
+    public static final int SECTOR = 512;
 
     private CrashStates() {
     }
@@ -75,6 +89,59 @@ public final class CrashStates {
                 out.add(new State(p, nn, keep, m.getValue() + " of " + n + " dirty pages " + pages
                         + (names.size() > 1 ? (nn ? ", current names" : ", names of the last force") : "")));
             }
+        }
+        return out;
+    }
+
+    /**
+     * States in which one dirty page was written only in part: for each dirty page (each content it was seen with),
+     * a prefix of 1 … 7 of its 8 sectors (a write cut short in order) and one seeded random subset (sectors written
+     * out of order), with the other dirty pages lost or, for the random subset, all kept; the torn sectors hold the
+     * page's new content, the rest what the page held before (its last forced content). At most {@code cap}
+     * states, spread evenly over the candidates; under the current names.
+     */
+    public static List<State> torn(CrashPoint p, int cap, Random rnd) {
+        List<State> all = new ArrayList<>();
+        int sectors = RecordingFileSpace.PAGE / SECTOR;
+        for (Page pg : p.dirty()) {
+            byte[] before = new byte[pg.content().length];
+            byte[] d = p.durable().get(pg.key());
+            if (d != null && (long) pg.index() * RecordingFileSpace.PAGE < d.length) {
+                System.arraycopy(d, pg.index() * RecordingFileSpace.PAGE, before, 0,
+                        Math.min(before.length, d.length - pg.index() * RecordingFileSpace.PAGE));
+            }
+            List<Integer> masks = new ArrayList<>();
+            for (int k = 1; k < sectors; k++) {
+                masks.add((1 << k) - 1);
+            }
+            int random = 1 + rnd.nextInt((1 << sectors) - 2);
+            masks.add(random);
+            for (int m : masks) {
+                byte[] mixed = before.clone();
+                for (int sct = 0; sct < sectors; sct++) {
+                    int from = sct * SECTOR;
+                    if ((m & 1 << sct) != 0 && from < mixed.length) {
+                        int to = Math.min(mixed.length, from + SECTOR);
+                        System.arraycopy(pg.content(), from, mixed, from, to - from);
+                    }
+                }
+                if (java.util.Arrays.equals(mixed, before) || java.util.Arrays.equals(mixed, pg.content())) {
+                    continue;       // the sectors that differ are all in or all out: not a tear
+                }
+                Page t = new Page(pg.file(), pg.key(), pg.index(), pg.version(), mixed);
+                boolean others = m == random;
+                Set<Page> keep = others ? p.dirty().stream().filter(x -> !(x.key().equals(pg.key()) && x.index() == pg.index()))
+                        .collect(Collectors.toSet()) : Set.of();
+                all.add(new State(p, true, keep, List.of(t), "torn " + pg + " sectors " + Integer.toBinaryString(m)
+                        + (others ? " with every other dirty page" : " alone") + " of " + p.dirty().size() + " dirty pages"));
+            }
+        }
+        if (all.size() <= cap) {
+            return all;
+        }
+        List<State> out = new ArrayList<>();
+        for (int i = 0; i < cap; i++) {
+            out.add(all.get((int) ((long) i * all.size() / cap)));
         }
         return out;
     }

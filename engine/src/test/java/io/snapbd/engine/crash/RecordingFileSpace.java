@@ -68,6 +68,7 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
     private Map<List<Object>, List<Page>> seen = new HashMap<>();   // (inode, page) -> contents seen dirty since its last force
     private final Map<Page, Long> seenAt = new HashMap<>();           // when each was seen first
     private boolean recording;
+    private boolean recursive;
     private long taken;
     private int forces;
 
@@ -78,10 +79,23 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
         this.previous = Forces.listen(this);
     }
 
+    /**
+     * Records everything under {@code tree}, subdirectories included (a mirrored volume's directory and its legs'
+     * directory, or the parent a volume is created in): names are paths relative to {@code tree}, a directory's
+     * name ends in {@code /} (its content in a state is null). One ext4-like journal for the whole tree.
+     */
+    public static RecordingFileSpace tree(Path tree, Supplier<Object> expectations) {
+        RecordingFileSpace r = new RecordingFileSpace(tree, expectations);
+        r.recursive = true;
+        return r;
+    }
+
     /** From now on crash points are taken; what is on disk now counts as durable (the volume as created). */
     public synchronized void start() {
         for (Map.Entry<String, Entry> e : listing().entrySet()) {
-            durable.put(e.getValue().key(), read(dir.resolve(e.getKey())));
+            if (e.getValue().length() >= 0) {
+                durable.put(e.getValue().key(), read(dir.resolve(e.getKey())));
+            }
         }
         durableNames = listing();
         recording = true;
@@ -104,6 +118,9 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
         Map<String, Entry> names = listing();
         Map<List<Object>, List<Page>> next = new LinkedHashMap<>();
         for (Map.Entry<String, Entry> e : names.entrySet()) {
+            if (e.getValue().length() < 0) {
+                continue;       // a directory
+            }
             byte[] now = read(dir.resolve(e.getKey()));
             byte[] then = durable.getOrDefault(e.getValue().key(), NONE);
             for (int p = 0; (long) p * PAGE < now.length; p++) {
@@ -146,7 +163,7 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
         }
         forces++;
         crashPoint("before forcing " + dir.relativize(f) + (length < 0 ? "" : " [" + offset + ", +" + length + ")"));
-        Object key = f.equals(dir) ? null : key(f);
+        Object key = Files.isDirectory(f) ? null : key(f);
         if (key != null) {
             byte[] now = read(f);
             seen.keySet().removeIf(id -> id.get(0).equals(key) && (length < 0
@@ -178,11 +195,23 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
      * under the durable names ({@code newNames} false) or the current ones: name to content.
      */
     public static Map<String, byte[]> state(CrashPoint p, boolean newNames, Set<Page> survivors) {
+        return state(p, newNames, survivors, List.of());
+    }
+
+    /** As {@link #state(CrashPoint, boolean, Set)}, then {@code torn} pages (partial contents) laid over it. */
+    public static Map<String, byte[]> state(CrashPoint p, boolean newNames, Set<Page> survivors, List<Page> torn) {
         Map<String, byte[]> out = new TreeMap<>();
         for (Map.Entry<String, Entry> e : (newNames ? p.names() : p.durableNames()).entrySet()) {
+            if (e.getValue().length() < 0) {
+                out.put(e.getKey(), null);
+                continue;
+            }
             byte[] content = Arrays.copyOf(p.durable().getOrDefault(e.getValue().key(), NONE), (int) e.getValue().length());
-            for (Page pg : p.dirty()) {        // in the order seen: a later content of a page overrides an earlier one
-                if (survivors.contains(pg) && pg.key().equals(e.getValue().key()) && (long) pg.index() * PAGE < content.length) {
+            List<Page> all = new ArrayList<>(p.dirty());
+            all.addAll(torn);
+            for (Page pg : all) {        // in the order seen: a later content of a page overrides an earlier one
+                if ((survivors.contains(pg) || torn.contains(pg)) && pg.key().equals(e.getValue().key())
+                        && (long) pg.index() * PAGE < content.length) {
                     System.arraycopy(pg.content(), 0, content, pg.index() * PAGE,
                             Math.min(pg.content().length, content.length - pg.index() * PAGE));
                 }
@@ -192,20 +221,39 @@ public final class RecordingFileSpace implements FileSpace, Forces.Listener, Aut
         return out;
     }
 
+    /** Writes a state ({@link #state}) under {@code out}: directories (null content) and files, parents first. */
+    public static void write(Map<String, byte[]> files, Path out) throws IOException {
+        Files.createDirectories(out);
+        for (Map.Entry<String, byte[]> f : files.entrySet()) {
+            Path p = out.resolve(f.getKey());
+            if (f.getValue() == null) {
+                Files.createDirectories(p);
+            } else {
+                Files.createDirectories(p.getParent());
+                Files.write(p, f.getValue());
+            }
+        }
+    }
+
     private static byte[] page(byte[] b, int from, int to) {
         return from >= b.length ? new byte[to - from] : Arrays.copyOfRange(b, from, to);
     }
 
     private Map<String, Entry> listing() {
         Map<String, Entry> out = new TreeMap<>();
-        try (Stream<Path> s = Files.list(dir)) {
+        try (Stream<Path> s = recursive ? Files.walk(dir).filter(f -> !f.equals(dir)) : Files.list(dir)) {
             for (Path f : (Iterable<Path>) s::iterator) {
                 try {
                     BasicFileAttributes a = Files.readAttributes(f, BasicFileAttributes.class);
-                    out.put(f.getFileName().toString(), new Entry(a.fileKey(), a.size()));
+                    String name = dir.relativize(f).toString();
+                    out.put(a.isDirectory() ? name + "/" : name, new Entry(a.fileKey(), a.isDirectory() ? -1 : a.size()));
                 } catch (java.nio.file.NoSuchFileException gone) {
                     // removed while listing
                 }
+            }
+        } catch (java.io.UncheckedIOException e) {
+            if (!(e.getCause() instanceof java.nio.file.NoSuchFileException)) {
+                throw e;        // else a directory removed while walking: the next listing sees it gone
             }
         } catch (IOException e) {
             throw new UncheckedIOException(e);

@@ -207,11 +207,18 @@ class ExceptionLogTest {
             open(q, scan, false, null);
             assertEquals(1, scan.damaged, "record " + slot + " zeroed");
         }
-        // The commit record itself carries no entry: losing it reads as a torn tail, and nothing is lost.
+        // The commit record carries no entry, but the commit stamp says it was durable and an unreadable record
+        // cannot tell what it held: damage (every entry still read). Without the stamp (a log written before
+        // stamps) it reads as a torn tail, as it did then.
         byte[] img = image.clone();
         img[H + 20 * R + 30] ^= 0x5a;
         Files.write(q, img);
         ExceptionLog.Scan scan = new ExceptionLog.Scan();
+        assertEquals(all, open(q, scan, false, null));
+        assertEquals(1, scan.damaged);
+        Arrays.fill(img, ExceptionLog.STAMP_OFFSET, ExceptionLog.STAMP_OFFSET + 20, (byte) 0);
+        Files.write(q, img);
+        scan = new ExceptionLog.Scan();
         assertEquals(all, open(q, scan, false, null));
         assertEquals(0, scan.damaged);
         assertEquals(1, scan.torn);

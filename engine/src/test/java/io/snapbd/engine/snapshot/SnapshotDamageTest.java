@@ -284,6 +284,68 @@ class SnapshotDamageTest {
         assertFalse(clean.notes().stream().anyMatch(n -> n.contains("torn")), clean.notes().toString());
     }
 
+    /**
+     * Whole records lost from the end of the log (the file cut on a record boundary, or its last records zeroed)
+     * are damage, not a log that ended there: the commit stamp in the header (written at every open and clean close)
+     * says how many were durable. Without it (a log written before stamps) the log opens as before.
+     */
+    @Test
+    void wholeRecordsLostFromTheEndOfTheLogAreDamage() throws IOException {
+        byte[] log = pristine.get("exceptions.log");
+        int used = 0;
+        for (int slot = 0; ExceptionLog.HEADER_BYTES + (slot + 1) * ExceptionLog.RECORD_BYTES <= log.length; slot++) {
+            if (!TestVolumes.isZero(log, ExceptionLog.HEADER_BYTES + slot * ExceptionLog.RECORD_BYTES,
+                    ExceptionLog.HEADER_BYTES + (slot + 1) * ExceptionLog.RECORD_BYTES)) {
+                used = slot + 1;
+            }
+        }
+        int lastCow = 0;
+        for (int slot = 0; slot < used; slot++) {
+            if (ByteBuffer.wrap(log).order(ByteOrder.LITTLE_ENDIAN).getInt(ExceptionLog.HEADER_BYTES + slot * ExceptionLog.RECORD_BYTES)
+                    == ExceptionLog.TYPE_COW) {
+                lastCow = slot;
+            }
+        }
+        int cut = ExceptionLog.HEADER_BYTES + lastCow * ExceptionLog.RECORD_BYTES;    // s2's last before-image and after
+        for (boolean zeroed : new boolean[]{false, true}) {
+            restore();
+            byte[] b = zeroed ? log.clone() : Arrays.copyOf(log, cut);
+            if (zeroed) {
+                Arrays.fill(b, cut, ExceptionLog.HEADER_BYTES + used * ExceptionLog.RECORD_BYTES, (byte) 0);
+            }
+            Files.write(dir.resolve("exceptions.log"), b);
+            VolumeChecker.Report r = VolumeChecker.check(dir, false);
+            assertTrue(r.problems().stream().anyMatch(p -> p.contains("exceptions.log") && p.contains("missing from the end")),
+                    (zeroed ? "zeroed: " : "truncated: ") + r.problems());
+            Volume v = Volume.open(dir, TestVolumes.java());
+            try {
+                for (SnapshotSet.Info i : v.snapshots().list()) {
+                    assertFalse(i.active(), i.record().name() + " is served although its before-images may be lost");
+                    assertTrue(i.record().reason().contains("exceptions.log"), i.record().reason());
+                }
+                assertEquals(expected.get(""), contentsEqual(expected.get(""), contents(v, null)), "production");
+            } finally {
+                v.close();
+            }
+        }
+        // A log without a stamp (written by an earlier build) opens as before; the open stamps it.
+        restore();
+        byte[] old = log.clone();
+        Arrays.fill(old, ExceptionLog.STAMP_OFFSET, ExceptionLog.STAMP_OFFSET + 20, (byte) 0);
+        Files.write(dir.resolve("exceptions.log"), old);
+        assertTrue(VolumeChecker.check(dir, false).ok());
+        Volume v = Volume.open(dir, TestVolumes.java());
+        try {
+            for (String snap : new String[]{"s1", "s2"}) {
+                assertEquals(expected.get(snap), contentsEqual(expected.get(snap), contents(v, snap)), snap);
+            }
+        } finally {
+            v.close();
+        }
+        assertFalse(TestVolumes.isZero(Files.readAllBytes(dir.resolve("exceptions.log")), ExceptionLog.STAMP_OFFSET,
+                ExceptionLog.STAMP_OFFSET + 20), "the open stamps the log");
+    }
+
     /** Deleting the refused snapshots is what clears the damage: the log is rewritten, fsck is clean again. */
     @Test
     void deletingTheRefusedSnapshotsClearsTheDamage() throws IOException {
