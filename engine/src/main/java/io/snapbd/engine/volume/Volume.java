@@ -433,6 +433,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         } finally {
             mirror.end(op, s, this);
         }
+        if (fua) {
+            mirror.forceAll();
+        }
     }
 
     @Override
@@ -451,6 +454,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         } finally {
             mirror.end(op, s, this);
         }
+        if (fua) {
+            mirror.forceAll();
+        }
     }
 
 
@@ -458,6 +464,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
     public void flush() throws IOException {
         checkOpen();
         overlay.awaitEmpty();       // acknowledged writes still staged must reach the mapping first
+        if (mirror != null) {
+            mirror.forceAll();      // every answered change's data on every leg, DONE, retired (docs/mirrors.md)
+        }
         flushCommit.sync(() -> {
             data.forceAll();
             snapshots.persistFrozenPages();     // before production's pages: snapshots read through them
@@ -468,6 +477,14 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     @Override
     public void forceRange(long offset, long length) throws IOException {
+        forceLocal(offset, length);
+        if (mirror != null) {
+            mirror.forceAll();      // FUA: the change's data on every leg too (with every change answered before it)
+        }
+    }
+
+    /** Makes [offset, offset+length) of leg 0 ({@code data.img}) durable; a mirror's other legs are not touched. */
+    public void forceLocal(long offset, long length) throws IOException {
         checkOpen();
         if (length > 0 && overlay.staged() > 0) {
             overlay.awaitApplied(offset >>> blockShift, (offset + length - 1) >>> blockShift);
