@@ -300,6 +300,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return s;
     }
 
+    /** A mirrored volume's changes wait for their ENTRY group commit on every leg: run them in parallel. */
+    @Override
+    public boolean slowChanges() {
+        return mirror != null;
+    }
+
     /** The legs of a mirrored volume, or null when it is not mirrored. */
     public MirrorSet mirror() {
         return mirror;
