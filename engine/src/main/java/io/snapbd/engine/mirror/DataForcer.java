@@ -11,7 +11,8 @@ import java.io.InterruptedIOException;
  * leg (or, while a leg is degraded, keeps the entries live and folds them when the tables fill). A batch starts
  * when {@link #BATCH_TAGS} changes or {@link #BATCH_BYTES} bytes wait, when the oldest waiting change is
  * {@link #BATCH_NANOS} old, or when a client's FLUSH (or FUA) waits in {@link #forceAll}. At most
- * {@link #MAX_TAGS} changes (or {@link #MAX_BYTES} bytes) are answered and not yet forced: more wait in
+ * {@link #MAX_TAGS} changes (a quarter of a small table's half, if less) or {@link #MAX_BYTES} bytes are answered and
+ * not yet forced: more wait in
  * {@link #add}. That is also what a crash can leave unmatched beyond the changes in flight. Allocates nothing
  * per change (a ring of preallocated arrays).
  */
@@ -260,26 +261,48 @@ final class DataForcer implements AutoCloseable {
             }
             return null;
         }
+        // RETIRE on every leg: appended, then every leg's table forced at the same time (extra legs on their forcers)
         IOException first = null;
         for (Leg l : legs) {
+            dataTickets[l.index] = -1;
             if (l.stale) {
                 continue;
             }
             try {
-                l.table.retire(batch, n);
+                dataTickets[l.index] = l.table.retireAppend(batch, n);
+                if (l.index > 0 && dataTickets[l.index] > 0) {
+                    l.forcer.request(LegForcer.TABLE, dataTickets[l.index]);
+                }
+            } catch (IOException | RuntimeException e) {
+                first = retireFailed(l, e, first);
+            }
+        }
+        for (Leg l : legs) {
+            if (dataTickets[l.index] < 0 || l.stale) {
+                continue;
+            }
+            try {
+                if (dataTickets[l.index] > 0) {
+                    if (l.index == 0) {
+                        l.table.commit(dataTickets[0]);
+                    } else {
+                        l.forcer.await(LegForcer.TABLE, dataTickets[l.index]);
+                    }
+                }
                 l.depth.addAndGet(-n);
             } catch (IOException | RuntimeException e) {
-                if (abandoned) {
-                    return null;
-                }
-                IOException f = l.index == 0 ? set.fail(l, "its tag table", e)
-                        : set.degrade(l, MirrorLegs.why(l, "its tag table", e));
-                if (first == null) {
-                    first = f;
-                }
+                first = retireFailed(l, e, first);
             }
         }
         return first;
+    }
+
+    private IOException retireFailed(Leg l, Exception e, IOException first) {
+        if (abandoned) {
+            return first;
+        }
+        IOException f = l.index == 0 ? set.fail(l, "its tag table", e) : set.degrade(l, MirrorLegs.why(l, "its tag table", e));
+        return first == null ? f : first;
     }
 
     /** Stops the thread after the batch it runs, if any, and waits for it; changes not forced stay live. */
