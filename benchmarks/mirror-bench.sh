@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# mirror-bench.sh — 4 KiB random writes to a mirrored volume (two file legs) vs the same volume unmirrored,
-# at depth 1 and 32, on 1 and 4 connections, for one or more server jars side by side in one run (each jar
-# gets its own server with both volumes; rows alternate between jars, so machine noise hits all alike).
+# mirror-bench.sh — 4 KiB random writes to a mirrored volume (two file legs), to a volume mirrored to a second
+# snapbd over a Unix socket (one NBD leg) and to the same volume unmirrored, at depth 1 and 32, on 1 and 4
+# connections, for one or more server jars side by side in one run (each jar gets its own server with the
+# volumes, and its own leg server; rows alternate between jars, so machine noise hits all alike).
 #
 # usage: benchmarks/mirror-bench.sh [LABEL=JAR ...]      (default: now=nbd-server/target/snapbd.jar)
 #   env RUNTIME   seconds per row (default 10)
 #   env SIZE      size of each volume (default 256M); the mirrored one has two leg files of that size beside it
 #   env WORKDIR   where the data directories go (default a new directory in /tmp, removed at exit)
-# Per jar: volumes `plain` (unmirrored) and `mirrored` (--mirror DIR/leg1.img --mirror DIR/leg2.img), both
+# Per jar: volumes `plain` (unmirrored), `mirrored` (--mirror DIR/leg1.img --mirror DIR/leg2.img) and `nbdleg`
+# (--mirror nbd+unix:///leg?socket=DIR/legsock: volume `leg` of a second snapbd server of the same jar), each
 # written once sequentially, then per row: fio --ioengine=nbd --rw=randwrite --bs=4k --iodepth=D --numjobs=J
 # --group_reporting --time_based --runtime=RUNTIME --randrepeat=0 (each job is one NBD connection).
-# Prints a Markdown table: IOPS, p50/p99 completion latency (µs), and mirrored IOPS / plain IOPS.
+# Prints a Markdown table: IOPS, p50/p99 completion latency (µs), and mirrored IOPS / plain IOPS per leg kind.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" mirror-bench
-usage() { bl_header_usage 2 13; }
+usage() { bl_header_usage 2 15; }
 [ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { usage; exit 0; }
 bl_need_fio_nbd
 RUNTIME=${RUNTIME:-10}
@@ -36,15 +38,22 @@ for l in "${LABELS[@]}"; do
   SNAPBD_JAR=$d/snapbd.jar $SNAPBD volume create plain --size "$SIZE" --save-size 1M --data-dir "$d/data" >/dev/null
   SNAPBD_JAR=$d/snapbd.jar $SNAPBD volume create mirrored --size "$SIZE" --save-size 1M --data-dir "$d/data" \
     --mirror "$d/leg1.img" --mirror "$d/leg2.img" >/dev/null
+  # the NBD leg: a volume of SIZE + the tag table area (2 MiB + 4 KiB) on a second server of the same jar
+  leg_bytes=$(( $(numfmt --from=iec "$SIZE") + 2101248 ))
+  SNAPBD_JAR=$d/snapbd.jar $SNAPBD volume create leg --size "$leg_bytes" --save-size 1M --data-dir "$d/legdata" >/dev/null
+  SNAPBD_JAR=$d/snapbd.jar bl_start_snapbd "$l-leg" "$d/legdata" "$d/legsock" "$d/legserver.log" --warm-up off
+  SNAPBD_JAR=$d/snapbd.jar $SNAPBD volume create nbdleg --size "$SIZE" --save-size 1M --data-dir "$d/data" \
+    --mirror "nbd+unix:///leg?socket=$d/legsock" >/dev/null
   SNAPBD_JAR=$d/snapbd.jar bl_start_snapbd "$l" "$d/data" "$d/sock" "$d/server.log" --warm-up off
-  for v in plain mirrored; do bl_fio_prefill "nbd+unix:///$v?socket=$d/sock" "$SIZE"; done
+  for v in plain mirrored nbdleg; do bl_fio_prefill "nbd+unix:///$v?socket=$d/sock" "$SIZE"; done
 done
 : >"$WORK/results.txt"
 for depth in 1 32; do
   for jobs in 1 4; do
-    for v in plain mirrored; do
+    for v in plain mirrored nbdleg; do
       for l in "${LABELS[@]}"; do
         bl_alive "$l" "$WORK/$l/server.log"
+        bl_alive "$l-leg" "$WORK/$l/legserver.log"
         json=$WORK/$l/$v-d$depth-j$jobs.json
         bl_fio_nbd "nbd+unix:///$v?socket=$WORK/$l/sock" --name="$v" --rw=randwrite --bs=4k --iodepth="$depth" \
           --numjobs="$jobs" --group_reporting --size="$SIZE" --randrepeat=0 --time_based --runtime="$RUNTIME" \
@@ -54,7 +63,7 @@ for depth in 1 32; do
     done
   done
 done
-echo "mirror-bench: commit $(bl_git_rev), $(nproc) CPUs, RUNTIME=$RUNTIME s, SIZE=$SIZE, legs: two files on the data directory's file system"
+echo "mirror-bench: commit $(bl_git_rev), $(nproc) CPUs, RUNTIME=$RUNTIME s, SIZE=$SIZE, legs: two files on the data directory's file system (mirrored), one snapbd volume over a Unix socket (nbdleg)"
 python3 - "$WORK/results.txt" <<'PY'
 import sys
 rows = {}
@@ -64,10 +73,13 @@ for line in open(sys.argv[1]):
     rows[(l, v, d, j)] = (float(iops), float(p50), float(p99))
     if (l, d, j) not in order:
         order.append((l, d, j))
-print("| jar | depth | connections | plain IOPS | plain p50 / p99 µs | mirrored IOPS | mirrored p50 / p99 µs | mirrored / plain |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| jar | depth | connections | plain IOPS | plain p50 / p99 µs | 2 file legs IOPS | p50 / p99 µs | / plain IOPS, p99 | NBD leg IOPS | p50 / p99 µs | / plain IOPS, p99 |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for l, d, j in order:
     p = rows[(l, "plain", d, j)]
-    m = rows[(l, "mirrored", d, j)]
-    print(f"| {l} | {d} | {j} | {p[0]:,.0f} | {p[1]:,.0f} / {p[2]:,.0f} | {m[0]:,.0f} | {m[1]:,.0f} / {m[2]:,.0f} | {m[0] / p[0]:.3f} |")
+    cells = [f"| {l} | {d} | {j} | {p[0]:,.0f} | {p[1]:,.0f} / {p[2]:,.0f} "]
+    for v in ("mirrored", "nbdleg"):
+        m = rows[(l, v, d, j)]
+        cells.append(f"| {m[0]:,.0f} | {m[1]:,.0f} / {m[2]:,.0f} | {m[0] / p[0]:.2f}×, {m[2] / p[2]:.1f}× ")
+    print("".join(cells) + "|")
 PY

@@ -33,6 +33,15 @@ public interface BlockDevice {
         return null;
     }
 
+    /**
+     * True when a change waits for slow work before it completes (a mirrored volume: its ENTRY group commit on every
+     * leg), so a protocol gains by running several changes of one connection at once, each on a session of its own,
+     * and answering them out of order. False (the default): changes are quick and run one at a time.
+     */
+    default boolean slowChanges() {
+        return false;
+    }
+
     /** Per-connection state (cached mapping views). */
     Session openSession();
 

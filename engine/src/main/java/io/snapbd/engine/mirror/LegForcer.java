@@ -4,8 +4,9 @@ import java.io.IOException;
 import java.io.InterruptedIOException;
 
 /**
- * One extra leg's forces, run on the leg's own thread so that a change's forces on every leg run at the same
- * time instead of one leg after the other (docs/mirrors.md, "Cost"). Two kinds: {@link #TABLE} (the leg's tag
+ * One extra leg's forces, run on the leg's own threads so that a change's forces on every leg run at the same
+ * time instead of one leg after the other (docs/mirrors.md, "Cost"). Two kinds, each on a thread of its own so
+ * that a batch's data force never delays the ENTRY forces of the changes behind it: {@link #TABLE} (the leg's tag
  * table up to a {@link TagTable#append} ticket) and {@link #DATA} (the leg's blocks). Group commit: a caller
  * {@link #request}s a value and {@link #await}s it; one force covers every value requested before it started.
  * Allocates nothing per request. A force that fails fails every waiter whose value it covered, with its error.
@@ -27,15 +28,17 @@ final class LegForcer implements AutoCloseable {
     private final long[] failedUpTo = new long[2];
     private final Exception[] error = new Exception[2];
     private final String name;
-    private final Thread thread;
     private boolean closed;
 
     LegForcer(String name, Force table, Force data) {
         this.name = name;
         this.forces = new Force[] {table, data};
-        this.thread = new Thread(this::run, name);
-        thread.setDaemon(true);
-        thread.start();
+        for (int k = 0; k < 2; k++) {
+            int kind = k;
+            Thread t = new Thread(() -> run(kind), name + (k == TABLE ? " table" : " data"));
+            t.setDaemon(true);
+            t.start();
+        }
     }
 
     synchronized void request(int kind, long upTo) {
@@ -79,12 +82,11 @@ final class LegForcer implements AutoCloseable {
         return requested[k] > Math.max(done[k], failedUpTo[k]);
     }
 
-    private void run() {
+    private void run(int k) {
         while (true) {
-            int k;
             long target;
             synchronized (this) {
-                while (!closed && !pending(TABLE) && !pending(DATA)) {
+                while (!closed && !pending(k)) {
                     try {
                         wait();
                     } catch (InterruptedException e) {
@@ -95,7 +97,6 @@ final class LegForcer implements AutoCloseable {
                     notifyAll();
                     return;
                 }
-                k = pending(TABLE) ? TABLE : DATA;
                 target = requested[k];
             }
             Exception err = null;
@@ -116,7 +117,7 @@ final class LegForcer implements AutoCloseable {
         }
     }
 
-    /** Stops the thread (after the force it runs, if any); later waiters fail. */
+    /** Stops the threads (after the forces they run, if any); later waiters fail. */
     @Override
     public void close() {
         synchronized (this) {

@@ -4,13 +4,12 @@ import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.WriteGate;
 
-import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.Arrays;
 
 /**
  * One session's tagged-change state for {@link MirrorSet#begin} / {@link MirrorSet#end}: its tag, range, range-lock
- * stripes, per-leg tickets and timings, the in-use runs to copy, the copy buffer and its pending RETIRE batch.
+ * stripes, per-leg tickets and timings, the in-use runs to copy and the copy buffer.
  * Reused for every change of that session, so a change allocates nothing.
  */
 public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
@@ -20,8 +19,6 @@ public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
     final long[] tickets;
     final long[] legNanos;
     final long[] one = new long[1];
-    final long[] pending = new long[MirrorWritePath.RETIRE_BATCH];
-    int npending;
     long[] runs = new long[16];
     int nruns;
     ByteBuffer buf;
@@ -73,13 +70,8 @@ public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
         nruns++;
     }
 
-    /** Retires this session's pending tags and leaves the gate's books (the session closes). */
+    /** Leaves the gate's books (the session closes); its answered changes are retired by the mirror's {@link DataForcer}. */
     public void close() {
-        try {
-            set.retirePending(this);
-        } catch (IOException ignored) {
-            // entries left live only cost a copy at the next reconciliation
-        }
         gate.unregister(slot);
     }
 }

@@ -140,6 +140,7 @@ final class MirrorOpening {
             }
             TagSource tags = TagSource.open(dir, owner);
             MirrorSet m = new MirrorSet(new MirrorLegs(dir, owner, size, legs), tags);
+            opened.add(m.writes.forcer);
             MirrorLegs set = m.legs;
             boolean live = false;
             for (Leg l : legs) {

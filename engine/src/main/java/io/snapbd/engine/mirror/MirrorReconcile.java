@@ -29,9 +29,12 @@ final class MirrorReconcile {
     private volatile LocalCopyListener localCopies = (o, l) -> {
     };
 
-    MirrorReconcile(MirrorLegs set, WriteGate gate) {
+    private final DataForcer forcer;
+
+    MirrorReconcile(MirrorLegs set, WriteGate gate, DataForcer forcer) {
         this.set = set;
         this.gate = gate;
+        this.forcer = forcer;
     }
 
     /** Where copies reconciliation makes into leg 0 from other legs are reported (set by the volume at open). */
@@ -92,6 +95,12 @@ final class MirrorReconcile {
         copyDone = 0;
         copyTotal = 0;
         try {
+            try {
+                // answered changes' data forces, DONE and RETIRE first, so that no batch retires behind the reconciliation
+                forcer.forceAll();
+            } catch (IOException e) {
+                // a batch failed on leg 0: its entries stay live and are reconciled below
+            }
             if (reopen) {
                 reopenFailed();
             }

@@ -18,9 +18,10 @@ import java.util.UUID;
  *     commit (one table force covers every entry appended concurrently); then the op's range is locked, so
  *     overlapping changes reach every leg in the same order;</li>
  * <li>the volume changes leg 0 (its usual write path, which consumes the client's payload once);</li>
- * <li>{@link #end}: the changed range is read back from leg 0 and written to every other leg; each leg's data is
- *     forced (group commit per leg), then DONE is appended on that leg; only then does the client get its answer
- *     (behaviour 8); the tag joins the session's next RETIRE batch.</li>
+ * <li>{@link #end}: the changed range is read back from leg 0 and written to every other leg; the client gets its
+ *     answer now (behaviour 8: "completed" as a disk completes a write without FUA); a {@link DataForcer} batch
+ *     then forces every leg's data, appends DONE and retires the tags, within milliseconds or at the client's
+ *     FLUSH/FUA ({@link #forceAll}).</li>
  * </ol>
  * An extra leg whose I/O fails (or that cannot be opened) is <em>degraded</em> (docs/mirrors.md, "Degraded mode"):
  * its region map {@code legN.rmap} is made in the volume's directory (the durable mark that it is stale), the
@@ -107,7 +108,7 @@ public final class MirrorSet implements AutoCloseable {
         this.legs = legs;
         this.tags = tags;
         this.writes = new MirrorWritePath(legs, tags);
-        this.reconciler = new MirrorReconcile(legs, writes.gate);
+        this.reconciler = new MirrorReconcile(legs, writes.gate, writes.forcer);
         this.changes = new OnlineLegChanges(legs, writes);
     }
 
@@ -162,6 +163,17 @@ public final class MirrorSet implements AutoCloseable {
         return MirrorOpening.open(dir, owner, size, dataFile);
     }
 
+    /** Forces a range of leg 0 as the volume writes it (its mapping), for the data-force batches. */
+    @FunctionalInterface
+    public interface LocalForce {
+        void force(long offset, long length) throws IOException;
+    }
+
+    /** How the data-force batches force leg 0 (set by the volume at open; until then the file is forced whole). */
+    public void onLocalForce(LocalForce f) {
+        writes.forcer.localForce = f;
+    }
+
     /** Where copies reconciliation makes into leg 0 from other legs are reported (set by the volume at open). */
     public void onLocalCopies(LocalCopyListener l) throws IOException {
         reconciler.onLocalCopies(l);
@@ -190,6 +202,7 @@ public final class MirrorSet implements AutoCloseable {
             }
             tags.closeClean();
         } finally {
+            writes.forcer.close();
             legs.close();
         }
     }
@@ -197,6 +210,7 @@ public final class MirrorSet implements AutoCloseable {
     /** Closes without reconciling or marking anything clean (what a crash leaves; tests). */
     public void abandon() throws IOException {
         closed = true;
+        writes.forcer.close(false);     // a crash: answered changes not yet forced stay live (reconciled at the next open)
         legs.close();
     }
 
@@ -241,10 +255,10 @@ public final class MirrorSet implements AutoCloseable {
     }
 
     /**
-     * Steps 2–4 after the volume changed leg 0: copies the op's ranges from leg 0 (read through {@code local} on
-     * session {@code s}) to every other current leg, forces each leg's data, appends DONE on each. Returns when
-     * every current leg completed the change; an extra leg that fails is degraded (the change stays recorded for
-     * it); a failure of leg 0 throws.
+     * Steps 3–5 after the volume changed leg 0: copies the op's ranges from leg 0 (read through {@code local} on
+     * session {@code s}) to every other current leg; the data forces, DONE and RETIRE follow in batches
+     * ({@link #forceAll}). Returns when every current leg has the change written; an extra leg that fails is
+     * degraded (the change stays recorded for it); a failure of leg 0 throws.
      */
     public void end(MirrorOp op, BlockDevice.Session s, BlockDevice local) throws IOException {
         writes.end(op, s, local);
@@ -253,6 +267,20 @@ public final class MirrorSet implements AutoCloseable {
     /** Ends a change that never touched leg 0 (its prepare failed): nothing differs, the tag is retired. */
     public void abort(MirrorOp op) {
         writes.abort(op);
+    }
+
+    /**
+     * Makes every change answered so far durable on every current leg (a client's FLUSH or FUA): waits for the
+     * {@link DataForcer} batch that forces their data, appends DONE and retires them. Throws when leg 0's force
+     * failed; an extra leg that fails is degraded (the volume goes on without it).
+     */
+    public void forceAll() throws IOException {
+        writes.forceAll();
+    }
+
+    /** Data-force batches completed since the open (tests, statistics). */
+    public long dataForceBatches() {
+        return writes.forcer.batches();
     }
 
     /** Holds every new change back and waits for those in flight (a restore); false on timeout. */

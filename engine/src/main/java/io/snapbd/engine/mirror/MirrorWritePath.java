@@ -10,7 +10,8 @@ import java.util.concurrent.atomic.AtomicInteger;
 /**
  * The tagged write path of a {@link MirrorSet} (docs/mirrors.md, "Write order"): {@link #begin} (tag, ENTRY durable
  * on every current leg by group commit, range lock), {@link #end} (copy the changed range from leg 0 to the other
- * legs, force each leg's data, DONE on each) and the per-session RETIRE batches; an extra leg that fails on the
+ * legs, then hand the tag to the {@link DataForcer}, which forces the legs' data, appends DONE and retires in
+ * batches behind the answers, and at a client's FLUSH: {@link #forceAll}); an extra leg that fails on the
  * way is degraded, a failure of leg 0 fails the change. Every change of the volume, and only those, pass the
  * {@link WriteGate} here, which reconciliation and restore pause. Allocates nothing per change and takes no
  * global lock: the op ({@link MirrorOp}) is reused per session and overlapping changes serialise on their
@@ -18,21 +19,20 @@ import java.util.concurrent.atomic.AtomicInteger;
  */
 final class MirrorWritePath {
 
-    /** Tags per RETIRE batch (per session). */
-    static final int RETIRE_BATCH = 32;
-
     private final MirrorLegs set;
     private final AtomicInteger staleLegs;
     private final DegradedLegs degraded;
     private final TagSource tags;
     private final RangeLocks locks = new RangeLocks();
     final WriteGate gate = new WriteGate(30_000);
+    final DataForcer forcer;
 
     MirrorWritePath(MirrorLegs set, TagSource tags) {
         this.set = set;
         this.staleLegs = set.staleLegs;
         this.degraded = set.degraded;
         this.tags = tags;
+        this.forcer = new DataForcer(set);
     }
 
     /** A reusable op for one session's changes. */
@@ -136,16 +136,18 @@ final class MirrorWritePath {
     }
 
     /**
-     * Steps 2–4 after the volume changed leg 0: copies the op's ranges from leg 0 (read through {@code local} on
-     * session {@code s}) to every other current leg, forces each leg's data, appends DONE on each. Returns when
-     * every current leg completed the change; an extra leg that fails is degraded (the change stays recorded for
-     * it); a failure of leg 0 throws.
+     * Steps 3–5 after the volume changed leg 0: copies the op's ranges from leg 0 (read through {@code local} on
+     * session {@code s}) to every other current leg and hands the tag to the {@link DataForcer} (data force, DONE,
+     * RETIRE in a later batch). Returns when every current leg has the change written (the answer); an extra leg
+     * that fails is degraded (the change stays recorded for it); a failure of leg 0 throws.
      */
     void end(MirrorOp op, BlockDevice.Session s, BlockDevice local) throws IOException {
         Leg[] legs = set.legs;
         try {
-            if (op.buf == null) {
-                op.buf = ByteBuffer.allocateDirect(MirrorSet.COPY_BUFFER);
+            long want = Math.min(MirrorSet.COPY_BUFFER, Math.max(64 << 10, op.length));
+            if (op.buf == null || op.buf.capacity() < want) {
+                // grows to the session's largest change (64 KiB … 1 MiB), then reused: many sessions of small writes stay small
+                op.buf = ByteBuffer.allocateDirect((int) Math.min(MirrorSet.COPY_BUFFER, Integer.highestOneBit((int) want - 1) << 1));
             }
             ByteBuffer buf = op.buf;
             for (int r = 0; r < op.nruns; r++) {
@@ -174,105 +176,32 @@ final class MirrorWritePath {
                 }
             }
             locks.unlock(op);
-            op.one[0] = op.tag;
-            // every leg's data forced at the same time (group commit per leg), then DONE on each
-            long t0 = System.nanoTime();
-            for (int i = 1; i < legs.length; i++) {
-                Leg l = legs[i];
-                if (op.tickets[i] == 0 || l.stale) {
-                    continue;
+            for (int i = 0; i < legs.length; i++) {
+                if (op.tickets[i] != 0 && !legs[i].stale) {
+                    legs[i].timed(op.legNanos[i]);
                 }
-                op.tickets[i] = l.dataWrites.incrementAndGet();    // counted after this op's write completed
-                l.forcer.request(LegForcer.DATA, op.tickets[i]);
             }
-            try {
-                local.forceRange(op.offset, op.length);
-                legs[0].table.markDone(op.one, 1);
-            } catch (IOException | RuntimeException e) {
-                throw set.fail(legs[0], "the volume's data", e);
-            }
-            legs[0].timed(op.legNanos[0] + System.nanoTime() - t0);
-            for (int i = 1; i < legs.length; i++) {
-                Leg l = legs[i];
-                if (op.tickets[i] == 0 || l.stale) {
-                    continue;
-                }
-                try {
-                    l.forcer.await(LegForcer.DATA, op.tickets[i]);
-                    l.table.markDone(op.one, 1);
-                } catch (IOException | RuntimeException e) {
-                    rethrowUnlessDegraded(l, "its data", e);
-                    continue;
-                }
-                l.timed(op.legNanos[i] + System.nanoTime() - t0);
-            }
-            if (staleLegs.get() > 0) {
-                // a degraded leg missed this change: its entry stays live on the current legs (the record of it)
-                try {
-                    degraded.fold(false);
-                } catch (IOException | RuntimeException e) {
-                    throw set.fail(legs[0], "a degraded leg's region map", e);
-                }
-                return;
-            }
-            op.pending[op.npending++] = op.tag;
-            if (op.npending == RETIRE_BATCH) {
-                retirePending(op);
-            }
+            // answered now: the data force, DONE and RETIRE follow in a batch (DataForcer), or at the client's FLUSH
+            forcer.add(op.tag, op.offset, op.length);
         } finally {
             release(op);
         }
     }
 
-    /** Ends a change that never touched leg 0 (its prepare failed): nothing differs, the tag is retired. */
+    /** Ends a change that never touched leg 0 (its prepare failed): nothing differs; the tag is retired with the next batch. */
     void abort(MirrorOp op) {
-        op.pending[op.npending++] = op.tag;
         try {
-            if (op.npending == RETIRE_BATCH) {
-                retirePending(op);
-            }
+            forcer.add(op.tag, 0, 0);
         } catch (IOException ignored) {
-            // the leg is marked failed; the entry costs a copy at the next reconciliation
+            // interrupted: the entry stays live and costs a copy at the next reconciliation
         } finally {
             release(op);
         }
     }
 
-    /**
-     * Retires the session's batch on every leg; while a leg is degraded, nothing is retired (the entries stay the
-     * record of what it missed; at worst an unneeded copy at the resync).
-     */
-    void retirePending(MirrorOp op) throws IOException {
-        int n = op.npending;
-        if (n == 0) {
-            return;
-        }
-        op.npending = 0;
-        if (staleLegs.get() > 0) {
-            return;
-        }
-        Leg[] legs = set.legs;
-        IOException first = null;
-        for (Leg l : legs) {
-            if (l.stale) {
-                continue;
-            }
-            try {
-                l.table.retire(op.pending, n);
-                l.depth.addAndGet(-n);
-            } catch (IOException | RuntimeException e) {
-                if (l.index == 0) {
-                    IOException f = set.fail(l, "its tag table", e);
-                    first = first == null ? f : first;
-                } else {
-                    IOException f = set.degrade(l, MirrorLegs.why(l, "its tag table", e));
-                    first = first == null ? f : first;
-                }
-            }
-        }
-        if (first != null) {
-            throw first;
-        }
+    /** Forces every answered change on every leg (a client's FLUSH or FUA; before a reconciliation and a clean close). */
+    void forceAll() throws IOException {
+        forcer.forceAll();
     }
 
     private void release(MirrorOp op) {

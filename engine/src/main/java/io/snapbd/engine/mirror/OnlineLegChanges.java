@@ -160,6 +160,7 @@ final class OnlineLegChanges {
                 throw new IOException("changes in flight on the mirrored volume did not finish in time; nothing removed");
             }
             try {
+                writes.forceAll();      // the data forcer drained: no batch spans the change of the leg set
                 next.write(set.dir);
                 Leg[] now = set.legs;
                 List<Leg> keep = new ArrayList<>();
@@ -198,6 +199,7 @@ final class OnlineLegChanges {
             throw new IOException("changes in flight on the mirrored volume did not finish in time; no leg changed");
         }
         try {
+            writes.forceAll();          // the data forcer drained: no batch spans the change of the leg set
             List<Leg> keep = new ArrayList<>(List.of(set.legs));
             if (add != null) {
                 keep.add(add);

@@ -324,8 +324,19 @@ public final class TagTable implements Closeable {
     }
 
     /** Retires a batch: every leg completed {@code tags[0..n)}; appended and forced. */
-    public synchronized void retire(long[] tags, int n) throws IOException {
-        appendTags(TYPE_RETIRE, tags, n, true);
+    public void retire(long[] tags, int n) throws IOException {
+        commit(retireAppend(tags, n));
+    }
+
+    /**
+     * Group commit of a RETIRE batch, first half: appends the RETIRE records for {@code tags[0..n)} without forcing
+     * them and returns the ticket for {@link #commit} (the force then runs outside the table's lock, so changes
+     * appending their ENTRY meanwhile are not held up); 0 when a compaction retired them durably already.
+     */
+    public synchronized long retireAppend(long[] tags, int n) throws IOException {
+        long before = generation;
+        appendTags(TYPE_RETIRE, tags, n, false);
+        return generation != before ? 0 : appended;
     }
 
     private void appendTags(int type, long[] tags, int n, boolean force) throws IOException {

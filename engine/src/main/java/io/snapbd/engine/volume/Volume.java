@@ -309,6 +309,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return s;
     }
 
+    /** A mirrored volume's changes wait for their ENTRY group commit on every leg: run them in parallel. */
+    @Override
+    public boolean slowChanges() {
+        return mirror != null;
+    }
+
     /** The legs of a mirrored volume, or null when it is not mirrored. */
     public MirrorSet mirror() {
         return mirror;
@@ -442,6 +448,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         } finally {
             mirror.end(op, s, this);
         }
+        if (fua) {
+            mirror.forceAll();
+        }
     }
 
     @Override
@@ -460,6 +469,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         } finally {
             mirror.end(op, s, this);
         }
+        if (fua) {
+            mirror.forceAll();
+        }
     }
 
 
@@ -467,6 +479,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
     public void flush() throws IOException {
         checkOpen();
         overlay.awaitEmpty();       // acknowledged writes still staged must reach the mapping first
+        if (mirror != null) {
+            mirror.forceAll();      // every answered change's data on every leg, DONE, retired (docs/mirrors.md)
+        }
         flushCommit.sync(() -> {
             data.forceAll();
             snapshots.persistFrozenPages();     // before production's pages: snapshots read through them
@@ -477,6 +492,14 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     @Override
     public void forceRange(long offset, long length) throws IOException {
+        forceLocal(offset, length);
+        if (mirror != null) {
+            mirror.forceAll();      // FUA: the change's data on every leg too (with every change answered before it)
+        }
+    }
+
+    /** Makes [offset, offset+length) of leg 0 ({@code data.img}) durable; a mirror's other legs are not touched. */
+    public void forceLocal(long offset, long length) throws IOException {
         checkOpen();
         if (length > 0 && overlay.staged() > 0) {
             overlay.awaitApplied(offset >>> blockShift, (offset + length - 1) >>> blockShift);

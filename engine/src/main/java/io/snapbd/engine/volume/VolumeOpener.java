@@ -176,6 +176,7 @@ final class VolumeOpener {
                 v.mirror = mirror;
                 // ranges reconciliation copied into data.img from another leg: in use (clear bit => zero data)
                 int shift = Integer.numberOfTrailingZeros(h.blockSize());
+                mirror.onLocalForce(v::forceLocal);     // the data-force batches: leg 0 without the mirror's own wait
                 mirror.onLocalCopies((off, len) -> {
                     if (len > 0) {
                         intents.markInUse(off >>> shift, (off + len - 1) >>> shift);

@@ -189,14 +189,19 @@ class ReconcilerModelTest {
         final Set<Long> ackedTags = new HashSet<>();
         final Map<Long, Set<Integer>> retiredOn = new HashMap<>();
         final Map<Long, Set<Integer>> retiredDone = new HashMap<>();
+        final Map<Long, Set<Integer>> doneOn = new HashMap<>();
 
-        /** Bytes reconciliation may have to copy: writes not acknowledged, or retired on some legs but not all. */
+        /**
+         * Bytes reconciliation may have to copy: writes not acknowledged, acknowledged but not yet DONE on every leg
+         * (since the last data-force batch), or retired on some legs but not all.
+         */
         long bytesInFlight(int legs) {
             long sum = 0;
             for (Map.Entry<Long, Write> w : issued.entrySet()) {
                 int attempted = retiredOn.getOrDefault(w.getKey(), Set.of()).size();
                 int done = retiredDone.getOrDefault(w.getKey(), Set.of()).size();
-                if (!ackedTags.contains(w.getKey()) || (attempted > 0 && done < legs)) {
+                int doneLegs = doneOn.getOrDefault(w.getKey(), Set.of()).size();
+                if (!ackedTags.contains(w.getKey()) || (attempted == 0 && doneLegs < legs) || (attempted > 0 && done < legs)) {
                     sum += w.getValue().data().length;
                 }
             }
@@ -206,9 +211,9 @@ class ReconcilerModelTest {
 
     /**
      * The write order of docs/mirrors.md for a round of writes issued together: per leg, each write's entry
-     * (forced) then its data, in tag order; then every leg's data forced; then DONE on every leg; then the
-     * round is acknowledged. Every {@code retireEvery} rounds the acknowledged tags are retired on every leg,
-     * except on leg {@code dropLeg} for round {@code dropRound} (a lost retirement batch).
+     * (forced) then its data, in tag order; then the round is acknowledged (its data written, not forced). Every
+     * second round a data-force batch: every leg's data forced, DONE for the batch on every leg, then the batch
+     * retired on every leg, except on leg {@code dropLeg} for round {@code dropRound} (a lost retirement batch).
      */
     static void workload(Life life, Model m, long seed, int rounds, int perRound, int dropRound, int dropLeg) throws IOException {
         Random rnd = new Random(seed);
@@ -231,12 +236,6 @@ class ReconcilerModelTest {
                     life.legs.get(i).write(ByteBuffer.wrap(ws[k].data()), ws[k].off());
                 }
             }
-            for (LegIo l : life.legs) {
-                l.force();
-            }
-            for (TagTable t : life.tables) {
-                t.markDone(tags, perRound);
-            }
             for (int k = 0; k < perRound; k++) {
                 System.arraycopy(ws[k].data(), 0, m.acked, (int) ws[k].off(), ws[k].data().length);
                 m.ackedTags.add(tags[k]);
@@ -244,6 +243,15 @@ class ReconcilerModelTest {
             }
             if (round % 2 == 1) {
                 long[] batch = toRetire.stream().mapToLong(Long::longValue).toArray();
+                for (LegIo l : life.legs) {
+                    l.force();
+                }
+                for (int i = 0; i < life.n; i++) {
+                    life.tables.get(i).markDone(batch, batch.length);
+                    for (long t : batch) {
+                        m.doneOn.computeIfAbsent(t, x -> new HashSet<>()).add(i);
+                    }
+                }
                 for (int i = 0; i < life.n; i++) {
                     if (round == dropRound && i == dropLeg) {
                         continue;

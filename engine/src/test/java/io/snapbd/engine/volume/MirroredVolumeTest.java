@@ -124,7 +124,10 @@ class MirroredVolumeTest {
         again.close();
     }
 
-    /** Behaviours 16, 23, 26: a crash after every leg completed its writes: reconciliation at open matches them and copies nothing. */
+    /**
+     * Behaviours 16, 23, 26: a crash after the client's FLUSH of answered writes (their data forced on every leg in a
+     * batch, DONE, retired): reconciliation at open finds nothing unmatched and copies nothing.
+     */
     @Test
     void symantec16_23_26_crashAfterAnsweredWritesCopiesNothing() throws Exception {
         Volume v = create();
@@ -132,12 +135,13 @@ class MirroredVolumeTest {
         for (int i = 0; i < 5; i++) {
             TestVolumes.write(v, s, i * 3L * BS, TestVolumes.pattern(10 + i, BS));
         }
-        v.abandon();        // kill -9: nothing retired, page cache kept
+        v.flush();          // the client's FLUSH: every leg's data forced, DONE, the batch retired
+        v.abandon();        // kill -9 after the FLUSH answered
         Volume r = Volume.open(dir(), space);
         MirrorSet.Reconciliation rec = r.mirror().lastReconciliation();
         assertNotNull(rec, "an unclean stop is reconciled at open");
         assertTrue(rec.atOpen());
-        assertEquals(5, rec.report().entriesMatched());
+        assertEquals(0, rec.report().entriesUnmatched(), "every answered, flushed write is complete on every leg");
         assertEquals(0, rec.report().bytesCopied());
         r.close();
         assertLegsIdentical();
@@ -163,6 +167,7 @@ class MirroredVolumeTest {
         Volume v = Volume.open(dir(), space);
         BlockDevice.Session s = v.openSession();
         TestVolumes.write(v, s, 0, TestVolumes.pattern(1, 2 * BS));
+        v.flush();          // forced on every leg: the crash below leaves only the missed writes to copy
         broken.set(true);
         TestVolumes.write(v, s, 10 * BS, TestVolumes.pattern(2, 3 * BS));
         MirrorSet.LegStatus st = v.mirror().status().get(2);
@@ -195,7 +200,7 @@ class MirroredVolumeTest {
         }
         assertEquals("from", rec.direction(0));
         assertEquals("to", rec.direction(2));
-        assertEquals(1, rec.report().entriesMatched());
+        assertEquals(0, rec.report().entriesMatched(), "the write before the failure was forced and retired (FLUSH)");
         assertEquals("in-sync", r.mirror().status().get(2).state());
         assertTrue(!Files.exists(dir().resolve("leg2.rmap")), "the region map goes once the leg is resynced");
         BlockDevice.Session s2 = r.openSession();
@@ -300,7 +305,7 @@ class MirroredVolumeTest {
         BlockDevice.Session s = v.openSession();
         TestVolumes.write(v, s, 0, TestVolumes.pattern(1, BS));
         MirrorSet.Reconciliation rec = v.mirror().reconcile();
-        assertEquals(1, rec.report().entriesMatched());
+        assertEquals(0, rec.report().entriesUnmatched(), "the answered write's data batch runs first: nothing to copy");
         assertEquals(0, rec.report().bytesCopied());
         TestVolumes.write(v, s, BS, TestVolumes.pattern(2, BS));
         s.close();
@@ -432,6 +437,12 @@ class MirroredVolumeTest {
      * with {@code onForce}, whose data and table forces run it first.
      */
     private static LegOpener wrapped(String path, java.util.function.LongConsumer onWrite, IoHook onForce) {
+        return wrapped(path, onWrite, onForce, onForce);
+    }
+
+    /** As above, with {@code onForce} before table forces and {@code onDataForce} before data forces. */
+    private static LegOpener wrapped(String path, java.util.function.LongConsumer onWrite, IoHook onForce,
+                                     IoHook onDataForce) {
         return new LegOpener() {
             @Override
             public MirrorLeg create(String uri, long size, long tableBytes, boolean sparse, FileSpace sp) throws IOException {
@@ -455,8 +466,8 @@ class MirroredVolumeTest {
 
                     @Override
                     public void force() throws IOException {
-                        if (onForce != null) {
-                            onForce.run();
+                        if (onDataForce != null) {
+                            onDataForce.run();
                         }
                         d.force();
                     }
@@ -583,31 +594,41 @@ class MirroredVolumeTest {
     @Test
     void symantec8_legsForceInParallel() throws Exception {
         create().close();
-        java.util.concurrent.CyclicBarrier together = new java.util.concurrent.CyclicBarrier(2);
-        AtomicBoolean armed = new AtomicBoolean();
+        java.util.concurrent.CyclicBarrier tables = new java.util.concurrent.CyclicBarrier(2);
+        java.util.concurrent.CyclicBarrier datas = new java.util.concurrent.CyclicBarrier(2);
+        AtomicBoolean armedTables = new AtomicBoolean();
+        AtomicBoolean armedData = new AtomicBoolean();
         java.util.concurrent.atomic.AtomicInteger trips = new java.util.concurrent.atomic.AtomicInteger();
-        IoHook meet = () -> {
+        LegOpener.install(wrapped(null, pos -> { }, meetOnce(tables, armedTables, trips), meetOnce(datas, armedData, trips)));
+        Volume v = Volume.open(dir(), space);
+        BlockDevice.Session s = v.openSession();
+        armedTables.set(true);
+        armedData.set(true);
+        TestVolumes.write(v, s, 4 * BS, TestVolumes.pattern(7, 2 * BS));
+        assertEquals(1, trips.get(), "legs 1 and 2 forced their tables together before the write was answered");
+        v.flush();
+        assertEquals(2, trips.get(), "then, in the data-force batch, their data together");
+        assertEquals(0, v.mirror().degradedLegs(), "no leg's force failed");
+        s.close();
+        v.close();
+        assertLegsIdentical();
+    }
+
+    /** A force hook that, while {@code armed}, waits for the other leg's force at {@code b}, then disarms itself. */
+    private static IoHook meetOnce(java.util.concurrent.CyclicBarrier b, AtomicBoolean armed,
+                                   java.util.concurrent.atomic.AtomicInteger trips) {
+        return () -> {
             if (armed.get()) {
                 try {
-                    if (together.await(10, java.util.concurrent.TimeUnit.SECONDS) == 0) {
+                    if (b.await(10, java.util.concurrent.TimeUnit.SECONDS) == 0) {
                         trips.incrementAndGet();
+                        armed.set(false);
                     }
                 } catch (Exception e) {
                     throw new IOException("the other leg's force did not start: " + e, e);
                 }
             }
         };
-        LegOpener.install(wrapped(null, pos -> { }, meet));
-        Volume v = Volume.open(dir(), space);
-        BlockDevice.Session s = v.openSession();
-        armed.set(true);
-        TestVolumes.write(v, s, 4 * BS, TestVolumes.pattern(7, 2 * BS));
-        armed.set(false);
-        assertEquals(2, trips.get(), "legs 1 and 2 forced their tables together, then their data");
-        assertEquals(0, v.mirror().degradedLegs(), "no leg's force failed");
-        s.close();
-        v.close();
-        assertLegsIdentical();
     }
 
     /**
@@ -677,6 +698,217 @@ class MirroredVolumeTest {
         assertEquals(2, z.mirror().legCount());
         z.close();
         assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(leg(2), SIZE));
+    }
+
+    /**
+     * Behaviour 6, entry first: on every extra leg, each data write lands only inside the range of an ENTRY whose
+     * table force had completed before the write started (an ENTRY written but not yet forced does not count),
+     * for writes, TRIM and WRITE_ZEROES from two sessions at once, with the data forces running in batches behind
+     * the answers. Fails if a leg's data could be written before its entry is durable there.
+     */
+    @Test
+    void symantec6_entryIsDurableOnEveryLegBeforeItsDataIsWritten() throws Exception {
+        create().close();
+        List<String> violations = java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+        java.util.concurrent.atomic.AtomicLong checked = new java.util.concurrent.atomic.AtomicLong();
+        LegOpener.install(new LegOpener() {
+            @Override
+            public MirrorLeg create(String uri, long size, long tableBytes, boolean sparse, FileSpace sp) throws IOException {
+                return FILES.create(uri, size, tableBytes, sparse, sp);
+            }
+
+            @Override
+            public void delete(String uri) throws IOException {
+                FILES.delete(uri);
+            }
+
+            @Override
+            public MirrorLeg open(String uri) throws IOException {
+                MirrorLeg l = FILES.open(uri);
+                LegIo d = l.data();
+                io.snapbd.engine.mirror.TagStore t = l.table();
+                List<long[]> written = new java.util.ArrayList<>();     // ENTRY {offset, length}, in write order
+                int[] durable = {0};                                    // written[0 .. durable) were forced
+                return MirrorLeg.of(uri, new ForwardingLegIo(d) {
+                    @Override
+                    public void write(ByteBuffer src, long pos) throws IOException {
+                        long len = src.remaining();
+                        boolean covered = false;
+                        synchronized (written) {
+                            for (int i = 0; i < durable[0] && !covered; i++) {
+                                long[] e = written.get(i);
+                                covered = e[0] <= pos && pos + len <= e[0] + e[1];
+                            }
+                        }
+                        if (!covered) {
+                            violations.add(uri + ": data [" + pos + ", +" + len + ") written before a durable entry covered it");
+                        }
+                        checked.incrementAndGet();
+                        d.write(src, pos);
+                    }
+                }, new ForwardingTagStore(t) {
+                    @Override
+                    public void write(ByteBuffer src, long pos) throws IOException {
+                        ByteBuffer b = src.duplicate().order(java.nio.ByteOrder.LITTLE_ENDIAN);
+                        synchronized (written) {
+                            for (int p = b.position(); pos >= 4096 && p + 64 <= b.limit(); p += 64) {
+                                if (b.getShort(p) == 1) {       // ENTRY: offset at +32, length at +40
+                                    written.add(new long[] {b.getLong(p + 32), b.getLong(p + 40)});
+                                }
+                            }
+                        }
+                        t.write(src, pos);
+                    }
+
+                    @Override
+                    public void force() throws IOException {
+                        int upTo;
+                        synchronized (written) {
+                            upTo = written.size();
+                        }
+                        t.force();
+                        synchronized (written) {
+                            durable[0] = Math.max(durable[0], upTo);
+                        }
+                    }
+                });
+            }
+        });
+        Volume v = Volume.open(dir(), space);
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2);
+        try {
+            List<java.util.concurrent.Future<?>> fs = new java.util.ArrayList<>();
+            for (int t = 0; t < 2; t++) {
+                int seed = t;
+                fs.add(pool.submit(() -> {
+                    java.util.Random rnd = new java.util.Random(seed);
+                    try (BlockDevice.Session s = v.openSession()) {
+                        for (int i = 0; i < 60; i++) {
+                            long off = (long) rnd.nextInt((int) (SIZE / BS) - 8) * BS;
+                            switch (i % 6) {
+                                case 4 -> v.trim(s, off, 2 * BS, false);
+                                case 5 -> v.writeZeroes(s, off, 3 * BS, true, false, false);
+                                default -> TestVolumes.write(v, s, off, TestVolumes.pattern(seed * 100 + i, (1 + i % 3) * BS));
+                            }
+                        }
+                    }
+                    return null;
+                }));
+            }
+            for (java.util.concurrent.Future<?> f : fs) {
+                f.get(120, java.util.concurrent.TimeUnit.SECONDS);
+            }
+        } finally {
+            pool.shutdownNow();
+        }
+        v.close();
+        assertTrue(checked.get() > 100, "data writes checked: " + checked.get());
+        assertEquals(List.of(), violations);
+        assertLegsIdentical();
+    }
+
+    /**
+     * Behaviour 8 with the data forces in batches: a write is answered before leg 1's data force (which is held
+     * back here), but a FLUSH is answered only after it: while leg 1's force is held, FLUSH waits; once it runs,
+     * FLUSH returns and every leg's table is empty (DONE and RETIRE written behind the force). Fails if a FLUSH
+     * could answer before every leg's data force.
+     */
+    @Test
+    void symantec8_flushAnswersOnlyAfterEveryLegsDataForce() throws Exception {
+        create().close();
+        java.util.concurrent.CountDownLatch started = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        LegOpener.install(wrapped(leg(1).toString(), pos -> { }, null, () -> {
+            started.countDown();
+            try {
+                release.await(60, java.util.concurrent.TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                throw new IOException(e);
+            }
+        }));
+        Volume v = Volume.open(dir(), space);
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2);
+        try (BlockDevice.Session s = v.openSession()) {
+            // answered although leg 1's data force cannot complete (a hang guard, not a time limit)
+            pool.submit(() -> {
+                TestVolumes.write(v, s, 8 * BS, TestVolumes.pattern(5, 2 * BS));
+                return null;
+            }).get(60, java.util.concurrent.TimeUnit.SECONDS);
+            assertTrue(started.await(60, java.util.concurrent.TimeUnit.SECONDS), "the batch's data force started");
+            java.util.concurrent.Future<?> flush = pool.submit(() -> {
+                v.flush();
+                return null;
+            });
+            Thread.sleep(300);
+            assertTrue(!flush.isDone(), "FLUSH answered while leg 1's data force was held back");
+            release.countDown();
+            flush.get(60, java.util.concurrent.TimeUnit.SECONDS);
+            for (Path t : List.of(FileLegOpener.tableFile(leg(1)), FileLegOpener.tableFile(leg(2)))) {
+                assertEquals(0, TagTableChecker.check(t).liveEntries(), t + ": retired once FLUSH answered");
+            }
+        } finally {
+            release.countDown();
+            pool.shutdownNow();
+        }
+        assertEquals(0, v.mirror().degradedLegs());
+        v.close();
+        assertLegsIdentical();
+    }
+
+    /**
+     * The crash bound with the data forces behind the answers (behaviours 17, 19, 21): writes answered while their
+     * data-force batch cannot complete (leg 1's force held back), then kill -9: at open their entries are unmatched
+     * (not DONE on every leg) and reconciliation copies exactly their ranges, nothing else; the legs end identical
+     * with every answered write on them.
+     */
+    @Test
+    void symantec17_19_crashBeforeTheDataBatchCopiesOnlyTheWritesSinceIt() throws Exception {
+        Volume v0 = create();
+        try (BlockDevice.Session s = v0.openSession()) {
+            TestVolumes.write(v0, s, 100 * BS, TestVolumes.pattern(1, 4 * BS));
+        }
+        v0.close();
+        java.util.concurrent.CountDownLatch started = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        LegOpener.install(wrapped(leg(1).toString(), pos -> { }, null, () -> {
+            started.countDown();
+            try {
+                release.await(60, java.util.concurrent.TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                throw new IOException(e);
+            }
+            throw new IOException("the process is gone");
+        }));
+        Volume v = Volume.open(dir(), space);
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newSingleThreadExecutor();
+        try {
+            pool.submit(() -> {
+                try (BlockDevice.Session s = v.openSession()) {
+                    for (int i = 0; i < 5; i++) {
+                        TestVolumes.write(v, s, i * 4L * BS, TestVolumes.pattern(20 + i, BS));
+                    }
+                }
+                return null;
+            }).get(60, java.util.concurrent.TimeUnit.SECONDS);
+            assertTrue(started.await(60, java.util.concurrent.TimeUnit.SECONDS));
+            v.abandon();        // kill -9 while the batch's data force runs
+        } finally {
+            release.countDown();
+            pool.shutdownNow();
+        }
+        LegOpener.install(LegOpener.FILES);
+        Volume r = Volume.open(dir(), space);
+        MirrorSet.Reconciliation rec = r.mirror().lastReconciliation();
+        assertNotNull(rec);
+        assertEquals(5, rec.report().entriesUnmatched(), rec.report().toString());
+        assertEquals(5L * BS, rec.report().bytesCopied(), "exactly the answered writes since the last batch");
+        try (BlockDevice.Session s = r.openSession()) {
+            for (int i = 0; i < 5; i++) {
+                assertArrayEquals(TestVolumes.pattern(20 + i, BS), TestVolumes.read(r, s, i * 4L * BS, BS));
+            }
+        }
+        r.close();
+        assertLegsIdentical();
     }
 
     @FunctionalInterface

@@ -28,7 +28,8 @@ import java.util.concurrent.Executor;
  * stops part way is never applied; a read is
  * one copy from the mapping into the socket, and once a reply announcing data is out, exactly that much data
  * follows or the connection ends. Durability work (FLUSH, FUA) goes to a shared
- * pool through {@link SyncTasks} and is answered out of order. Every reply goes out
+ * pool through {@link SyncTasks} and is answered out of order; so are the WRITE, TRIM and WRITE_ZEROES requests of a
+ * device with slow changes (a mirrored volume: {@link ChangeTasks}). Every reply goes out
  * through {@link Replies}, which serialises both sides with a per-connection send lock.
  */
 public final class Connection {
@@ -60,6 +61,8 @@ public final class Connection {
     private final ReceivedPayload received = new ReceivedPayload();
     private final ExtentList extents = new ExtentList();
     private final SyncTasks syncTasks;
+    /** Changes run as tasks and answered out of order, for devices with slow changes (a mirror); else null. */
+    private final ChangeTasks changes;
 
     public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
         this.channel = channel;
@@ -73,6 +76,7 @@ public final class Connection {
         this.structured = n.structuredReplies();
         this.contexts = n.contexts();
         this.syncTasks = new SyncTasks(syncPool, export, replies, peer);
+        this.changes = device.slowChanges() && !readOnly ? new ChangeTasks(syncPool, export, replies, peer) : null;
         this.peer = peer;
     }
 
@@ -124,9 +128,19 @@ public final class Connection {
             } catch (IOException e) {
                 Log.debug("%s: could not send the last replies: %s", peer, e.getMessage());
             }
+            if (changes != null) {
+                changes.awaitAll();
+                changes.close();
+            }
             syncTasks.awaitAll();
             session.close();
         }
+    }
+
+    /** A change task; gathered replies go out first, since the reader may wait here (ChangeTasks.MAX_IN_FLIGHT). */
+    private ChangeTasks.Task acquireChange() throws IOException {
+        replies.flush();
+        return changes.acquire();
     }
 
     /** Handles the request in {@link #request}; false when the connection must end. */
@@ -274,6 +288,19 @@ public final class Connection {
             throw new RequestRefused(length == 0 ? Nbd.EINVAL : Nbd.ENOSPC,
                     "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
         }
+        if (changes != null && length <= ChangeTasks.MAX_PAYLOAD) {
+            // a slow change (mirrored volume): received in full into a task's buffer, run and answered by the task
+            ChangeTasks.Task t = acquireChange();
+            try {
+                readIn(t.payload(length));
+            } catch (IOException e) {
+                changes.cancel(t);
+                throw new PeerGone(e);      // incomplete: nothing of it is applied
+            }
+            answerLater = true;
+            changes.start(t, ChangeTasks.WRITE, handle, flags, offset, length, requestStart, Nbd.CMD_WRITE);
+            return;
+        }
         // Up to WHOLE_WRITE_MAX the payload is received in full before the engine is asked for anything: a
         // client that stops halfway (or dies) leaves the volume untouched, and no writer sits admitted in the
         // volume's write gate waiting for the network. Larger writes stream into the mapping as they arrive.
@@ -304,6 +331,11 @@ public final class Connection {
 
     private void trim(long handle, int flags, long offset, long length) throws IOException {
         checkRequest(Nbd.CMD_TRIM, offset, length);
+        if (changes != null) {
+            answerLater = true;
+            changes.start(acquireChange(), ChangeTasks.TRIM, handle, flags, offset, length, requestStart, Nbd.CMD_TRIM);
+            return;
+        }
         device.trim(session, offset, length, false);
         finishMutation(handle, flags);
     }
@@ -312,6 +344,12 @@ public final class Connection {
         checkRequest(Nbd.CMD_WRITE_ZEROES, offset, length);
         boolean noHole = (flags & Nbd.CMD_FLAG_NO_HOLE) != 0;
         boolean fast = (flags & Nbd.CMD_FLAG_FAST_ZERO) != 0;
+        if (changes != null) {
+            answerLater = true;
+            changes.start(acquireChange(), ChangeTasks.WRITE_ZEROES, handle, flags, offset, length, requestStart,
+                    Nbd.CMD_WRITE_ZEROES);
+            return;
+        }
         device.writeZeroes(session, offset, length, noHole, fast, false);
         finishMutation(handle, flags);
     }

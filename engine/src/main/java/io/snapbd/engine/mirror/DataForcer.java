@@ -1,0 +1,332 @@
+package io.snapbd.engine.mirror;
+
+import java.io.IOException;
+import java.io.InterruptedIOException;
+
+/**
+ * The data forces of a mirror's answered changes, in batches behind the answers (docs/mirrors.md, "Write order",
+ * step 5): a change is answered once its ENTRY is durable on every current leg and its data written to every leg;
+ * it is then {@link #add}ed here. This thread forces the legs' data (leg 0's range here, every extra leg's on its
+ * {@link LegForcer} at the same time), appends DONE for the batch on every leg, then retires the batch on every
+ * leg (or, while a leg is degraded, keeps the entries live and folds them when the tables fill). A batch starts
+ * when {@link #BATCH_TAGS} changes or {@link #BATCH_BYTES} bytes wait, when the oldest waiting change is
+ * {@link #BATCH_NANOS} old, or when a client's FLUSH (or FUA) waits in {@link #forceAll}. At most
+ * {@link #MAX_TAGS} changes (a quarter of a small table's half, if less) or {@link #MAX_BYTES} bytes are answered and
+ * not yet forced: more wait in
+ * {@link #add}. That is also what a crash can leave unmatched beyond the changes in flight. Allocates nothing
+ * per change (a ring of preallocated arrays).
+ */
+final class DataForcer implements AutoCloseable {
+
+    static final int MAX_TAGS = 1024;
+    static final int BATCH_TAGS = 256;
+    static final long BATCH_BYTES = 16L << 20;
+    static final long MAX_BYTES = 64L << 20;
+    static final long BATCH_NANOS = 5_000_000L;
+
+    private final MirrorLegs set;
+    /** Unforced changes allowed: {@link #MAX_TAGS}, less for small tag tables (a quarter of leg 0's half). */
+    private final int capTags;
+    private final int batchTags;
+    private final long[] ringTag = new long[MAX_TAGS];
+    private final long[] ringOff = new long[MAX_TAGS];
+    private final long[] ringLen = new long[MAX_TAGS];
+    private final long[] ringNanos = new long[MAX_TAGS];
+    private final long[] batch = new long[MAX_TAGS];
+    private final long[] dataTickets;
+    /** Changes added, taken into a batch, and whose batch completed (sequence numbers; guarded by this). */
+    private long added;
+    private long taken;
+    private long completed;
+    private long waitingBytes;      // added, not yet taken
+    private long unforcedBytes;     // added, batch not completed
+    private long wantUpTo;          // a forceAll waits for the batches up to here
+    private long failures;          // batches that failed on leg 0
+    private IOException lastFailure;
+    private long batches;
+    private boolean closed;
+    /** Closed as a crash ({@link #close(boolean)} without join): a batch still running changes no state. */
+    private volatile boolean abandoned;
+    /** How leg 0's range is forced (the volume's mapping); null: leg 0's file is forced whole. */
+    volatile MirrorSet.LocalForce localForce;
+    private final Thread thread;
+
+    DataForcer(MirrorLegs set) {
+        this.set = set;
+        // the leg set changes online (mirror add/remove) only with the gate paused and this forcer drained
+        this.dataTickets = new long[MirrorConfig.MAX_EXTRA_LEGS + 1];
+        this.capTags = (int) Math.max(1, Math.min(MAX_TAGS, set.legs[0].table.halfRecords() / 4));
+        this.batchTags = Math.min(BATCH_TAGS, capTags);
+        this.thread = new Thread(this::run, "snapbd mirror data forcer " + set.dir.getFileName());
+        thread.setDaemon(true);
+        thread.start();
+    }
+
+    /**
+     * An answered change (ENTRY durable on every current leg, data written to every leg): its data is forced, DONE
+     * appended and the tag retired in a later batch. Waits while {@link #MAX_TAGS} changes or {@link #MAX_BYTES}
+     * bytes are unforced. After {@link #close} the tag is left live (reconciliation handles it).
+     */
+    void add(long tag, long offset, long length) throws IOException {
+        synchronized (this) {
+            while (!closed && (added - completed >= capTags || unforcedBytes >= MAX_BYTES && added > completed)) {
+                try {
+                    wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
+                }
+            }
+            if (closed) {
+                return;
+            }
+            int i = (int) (added % MAX_TAGS);
+            ringTag[i] = tag;
+            ringOff[i] = offset;
+            ringLen[i] = length;
+            ringNanos[i] = System.nanoTime();
+            added++;
+            waitingBytes += length;
+            unforcedBytes += length;
+            if (added - taken == 1 || added - taken >= batchTags || waitingBytes >= BATCH_BYTES) {
+                notifyAll();
+            }
+        }
+    }
+
+    /**
+     * Forces every change added so far on every leg (a client's FLUSH or FUA): returns once their batches
+     * completed; throws when one of them failed on leg 0 (an extra leg that fails is degraded instead).
+     */
+    void forceAll() throws IOException {
+        synchronized (this) {
+            long target = added;
+            long f0 = failures;
+            if (completed >= target) {
+                return;
+            }
+            if (target > wantUpTo) {
+                wantUpTo = target;
+                notifyAll();
+            }
+            while (completed < target) {
+                if (closed) {
+                    throw new IOException("mirror of " + set.dir.getFileName() + " closed before its data was forced");
+                }
+                try {
+                    wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
+                }
+            }
+            if (failures != f0) {
+                throw new IOException(lastFailure.getMessage(), lastFailure);
+            }
+        }
+    }
+
+    /** Batches completed (tests, statistics). */
+    synchronized long batches() {
+        return batches;
+    }
+
+    /** Changes answered whose data force has not completed yet. */
+    synchronized long unforced() {
+        return added - completed;
+    }
+
+    private boolean due(long now) {
+        long waiting = added - taken;
+        return waiting > 0 && (wantUpTo > taken || waiting >= batchTags || waitingBytes >= BATCH_BYTES
+                || now - ringNanos[(int) (taken % MAX_TAGS)] >= BATCH_NANOS);
+    }
+
+    private void run() {
+        while (true) {
+            long start;
+            long end;
+            long lo = Long.MAX_VALUE;
+            long hi = 0;
+            long bytes = 0;
+            synchronized (this) {
+                while (!closed && !due(System.nanoTime())) {
+                    try {
+                        if (added > taken) {
+                            long left = BATCH_NANOS - (System.nanoTime() - ringNanos[(int) (taken % MAX_TAGS)]);
+                            wait(Math.max(1, left / 1_000_000), 0);
+                        } else {
+                            wait();
+                        }
+                    } catch (InterruptedException e) {
+                        closed = true;
+                    }
+                }
+                if (closed) {
+                    notifyAll();
+                    return;
+                }
+                start = taken;
+                end = added;
+                taken = end;
+                waitingBytes = 0;
+                for (long s = start; s < end; s++) {
+                    int i = (int) (s % MAX_TAGS);
+                    batch[(int) (s - start)] = ringTag[i];
+                    if (ringLen[i] > 0) {
+                        lo = Math.min(lo, ringOff[i]);
+                        hi = Math.max(hi, ringOff[i] + ringLen[i]);
+                    }
+                    bytes += ringLen[i];
+                }
+            }
+            IOException failed = runBatch((int) (end - start), lo, hi);
+            if (abandoned) {
+                return;     // the legs were closed under the batch (a crash): nothing of it is recorded anywhere
+            }
+            synchronized (this) {
+                completed = end;
+                unforcedBytes -= bytes;
+                batches++;
+                if (failed != null) {
+                    failures++;
+                    lastFailure = failed;
+                }
+                notifyAll();
+            }
+        }
+    }
+
+    /**
+     * One batch: every leg's data forced (at the same time), then DONE on each, then RETIRE on each (or, with a
+     * degraded leg, the entries stay live: the record of what it missed). Returns the failure of leg 0, if any.
+     */
+    private IOException runBatch(int n, long lo, long hi) {
+        Leg[] legs = set.legs;      // fixed for the batch: legs change only while this forcer is drained
+        for (int i = 1; i < legs.length; i++) {
+            Leg l = legs[i];
+            dataTickets[i] = 0;
+            if (l.stale || l.forcer == null) {
+                continue;
+            }
+            dataTickets[i] = l.dataWrites.incrementAndGet();
+            l.forcer.request(LegForcer.DATA, dataTickets[i]);
+        }
+        IOException leg0 = null;
+        try {
+            MirrorSet.LocalForce f = localForce;
+            if (hi > lo) {
+                if (f != null) {
+                    f.force(lo, hi - lo);
+                } else {
+                    legs[0].leg.data().force();
+                }
+            }
+            legs[0].table.markDone(batch, n);
+        } catch (IOException | RuntimeException e) {
+            if (abandoned) {
+                return null;
+            }
+            leg0 = set.fail(legs[0], "the volume's data", e);
+        }
+        for (int i = 1; i < legs.length; i++) {
+            Leg l = legs[i];
+            if (dataTickets[i] == 0 || l.stale) {
+                continue;
+            }
+            try {
+                l.forcer.await(LegForcer.DATA, dataTickets[i]);
+                l.table.markDone(batch, n);
+            } catch (IOException | RuntimeException e) {
+                if (abandoned) {
+                    return null;
+                }
+                IOException x = set.degrade(l, MirrorLegs.why(l, "its data", e));
+                if (x != null && leg0 == null) {
+                    leg0 = x;
+                }
+            }
+        }
+        if (leg0 != null) {
+            return leg0;        // the entries stay live: reconciliation copies their ranges
+        }
+        if (set.staleLegs.get() > 0) {
+            try {
+                set.degraded.fold(false);
+            } catch (IOException | RuntimeException e) {
+                if (abandoned) {
+                    return null;
+                }
+                return set.fail(legs[0], "a degraded leg's region map", e);
+            }
+            return null;
+        }
+        // RETIRE on every leg: appended, then every leg's table forced at the same time (extra legs on their forcers)
+        IOException first = null;
+        for (Leg l : legs) {
+            dataTickets[l.index] = -1;
+            if (l.stale) {
+                continue;
+            }
+            try {
+                dataTickets[l.index] = l.table.retireAppend(batch, n);
+                if (l.index > 0 && dataTickets[l.index] > 0) {
+                    l.forcer.request(LegForcer.TABLE, dataTickets[l.index]);
+                }
+            } catch (IOException | RuntimeException e) {
+                first = retireFailed(l, e, first);
+            }
+        }
+        for (Leg l : legs) {
+            if (dataTickets[l.index] < 0 || l.stale) {
+                continue;
+            }
+            try {
+                if (dataTickets[l.index] > 0) {
+                    if (l.index == 0) {
+                        l.table.commit(dataTickets[0]);
+                    } else {
+                        l.forcer.await(LegForcer.TABLE, dataTickets[l.index]);
+                    }
+                }
+                l.depth.addAndGet(-n);
+            } catch (IOException | RuntimeException e) {
+                first = retireFailed(l, e, first);
+            }
+        }
+        return first;
+    }
+
+    private IOException retireFailed(Leg l, Exception e, IOException first) {
+        if (abandoned) {
+            return first;
+        }
+        IOException f = l.index == 0 ? set.fail(l, "its tag table", e) : set.degrade(l, MirrorLegs.why(l, "its tag table", e));
+        return first == null ? f : first;
+    }
+
+    /** Stops the thread after the batch it runs, if any, and waits for it; changes not forced stay live. */
+    @Override
+    public void close() {
+        close(true);
+    }
+
+    /**
+     * Stops the thread; with {@code join}, waits for the batch it runs. Without (a crash: {@link MirrorSet#abandon}),
+     * returns at once: a batch still running fails on the closed legs, and what it did not retire stays live.
+     */
+    void close(boolean join) {
+        abandoned = !join;
+        synchronized (this) {
+            closed = true;
+            notifyAll();
+        }
+        if (join && Thread.currentThread() != thread) {
+            try {
+                thread.join(60_000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+package io.snapbd.server.transmission;
+
+import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.BlockDeviceException;
+import io.snapbd.engine.io.ByteSource;
+import io.snapbd.server.Log;
+import io.snapbd.server.export.Export;
+import io.snapbd.server.protocol.Nbd;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Executor;
+
+/**
+ * The WRITE, TRIM and WRITE_ZEROES requests of one connection to a device whose changes wait for slow work
+ * ({@link BlockDevice#slowChanges()}: a mirrored volume, whose every change waits for its ENTRY group commit on
+ * every leg), run on the shared sync pool and answered out of order, so that the connection goes on reading and
+ * starting requests meanwhile and its requests in flight join one group commit (docs/mirrors.md, "Group commit").
+ * The same shape as {@link SyncTasks}: tasks pooled per connection, at most {@link #MAX_IN_FLIGHT} at once (the
+ * reader waits at the bound, holding the client back by TCP). Each task owns a device session (the engine's
+ * per-session state, so tasks run in parallel) and a payload buffer that grows to the largest write it carried:
+ * no allocation per request in steady state. A WRITE's payload is received in full by the reader before its task
+ * starts. Overlapping changes in flight wait for each other in the engine (the mirror's range locks), on the pool's
+ * threads, never on the reader's.
+ */
+final class ChangeTasks {
+
+    static final int WRITE = 0;
+    static final int TRIM = 1;
+    static final int WRITE_ZEROES = 2;
+
+    /** Most changes of one connection in flight at once (a client's queue depth beyond it waits in TCP). */
+    static final int MAX_IN_FLIGHT = 32;
+    /** Largest WRITE run as a task (its payload copied into the task's buffer); larger ones run inline. */
+    static final int MAX_PAYLOAD = 256 << 10;
+
+    private final Executor pool;
+    private final Export export;
+    private final BlockDevice device;
+    private final Replies replies;
+    private final String peer;
+    private final ArrayDeque<Task> free = new ArrayDeque<>();
+    private final List<Task> all = new ArrayList<>();
+    private int inFlight;              // guarded by free
+
+    ChangeTasks(Executor pool, Export export, Replies replies, String peer) {
+        this.pool = pool;
+        this.export = export;
+        this.device = export.device();
+        this.replies = replies;
+        this.peer = peer;
+    }
+
+    /** A free task (waits while {@link #MAX_IN_FLIGHT} run); the caller fills it and {@link #start}s or {@link #cancel}s it. */
+    Task acquire() throws IOException {
+        Task t;
+        synchronized (free) {
+            while (inFlight >= MAX_IN_FLIGHT) {
+                try {
+                    free.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new IOException("interrupted while waiting for a change in flight");
+                }
+            }
+            t = free.poll();
+            inFlight++;
+            if (t == null) {
+                t = new Task();
+                all.add(t);
+            }
+        }
+        return t;
+    }
+
+    /** Runs a filled task on the pool; it answers its request. */
+    void start(Task t, int kind, long handle, int flags, long offset, long length, long start, int cmd) {
+        t.kind = kind;
+        t.handle = handle;
+        t.flags = flags;
+        t.offset = offset;
+        t.length = length;
+        t.start = start;
+        t.cmd = cmd;
+        pool.execute(t);
+    }
+
+    /** Gives back a task that will not run (its payload could not be read). */
+    void cancel(Task t) {
+        release(t);
+    }
+
+    private void release(Task t) {
+        synchronized (free) {
+            free.push(t);
+            inFlight--;
+            free.notifyAll();
+        }
+    }
+
+    /** Waits until every started task has sent its reply (or an interrupt). */
+    void awaitAll() {
+        synchronized (free) {
+            while (inFlight > 0) {
+                try {
+                    free.wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+            }
+        }
+    }
+
+    /** Closes the tasks' device sessions (after {@link #awaitAll}, when the connection ends). */
+    void close() {
+        synchronized (free) {
+            for (Task t : all) {
+                if (t.session != null) {
+                    t.session.close();
+                    t.session = null;
+                }
+            }
+        }
+    }
+
+    /** One change in flight: its request, its own device session and payload buffer. */
+    final class Task implements Runnable, ByteSource {
+        int kind;
+        long handle;
+        int flags;
+        long offset;
+        long length;
+        long start;         // for ExportStats: when the request was read, its type
+        int cmd;
+        BlockDevice.Session session;
+        private ByteBuffer payload;
+
+        /** The buffer the reader fills with a WRITE's {@code length} payload bytes (grown if needed, then reused). */
+        ByteBuffer payload(int length) {
+            if (payload == null || payload.capacity() < length) {
+                payload = ByteBuffer.allocateDirect(Math.max(64 << 10, Integer.highestOneBit(Math.max(1, length - 1)) << 1));
+            }
+            payload.clear().limit(length);
+            return payload;
+        }
+
+        @Override
+        public void readFully(ByteBuffer dst) throws IOException {
+            int n = dst.remaining();
+            if (n > payload.remaining()) {
+                throw new IOException("the engine asked for " + n + " more payload bytes, the write has " + payload.remaining());
+            }
+            int limit = payload.limit();
+            payload.limit(payload.position() + n);
+            dst.put(payload);
+            payload.limit(limit);
+        }
+
+        @Override
+        public void run() {
+            int errno = 0;
+            try {
+                if (session == null) {
+                    session = device.openSession();
+                }
+                boolean fua = (flags & Nbd.CMD_FLAG_FUA) != 0;
+                switch (kind) {
+                    case WRITE -> {
+                        payload.flip();
+                        device.write(session, offset, (int) length, this, false);
+                        if (fua) {
+                            device.forceRange(offset, length);
+                        }
+                    }
+                    case TRIM -> device.trim(session, offset, length, false);
+                    default -> device.writeZeroes(session, offset, length, (flags & Nbd.CMD_FLAG_NO_HOLE) != 0,
+                            (flags & Nbd.CMD_FLAG_FAST_ZERO) != 0, false);
+                }
+                if (fua && kind != WRITE) {
+                    device.flush();
+                }
+            } catch (BlockDeviceException e) {
+                errno = Connection.errno(cmd, e);
+                Log.debug("%s: %s -> errno %d: %s", peer, Nbd.commandName(cmd), errno, e.getMessage());
+            } catch (IOException e) {
+                Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(cmd), export.name(), e.toString());
+                errno = Connection.noSpace(e) ? Nbd.ENOSPC : Nbd.EIO;
+            } catch (RuntimeException | InternalError e) {
+                // a bug, or SIGBUS through the mapping: this request fails, the connection (its payload read) goes on
+                Log.error("%s: internal error in %s on %s: %s", peer, Nbd.commandName(cmd), export.name(), e.toString());
+                errno = Nbd.EIO;
+            }
+            long h = handle;
+            long t0 = start;
+            int c = cmd;
+            long len = length;
+            try {
+                if (errno != 0) {
+                    export.errors().incrementAndGet();
+                }
+                try {
+                    replies.sendSimpleReply(h, errno);
+                } catch (IOException e) {
+                    Log.debug("%s: could not send reply: %s", peer, e.getMessage());
+                }
+                export.stats().record(c, len, System.nanoTime() - t0, errno == 0);
+            } finally {
+                release(this);
+            }
+        }
+    }
+}
