@@ -63,7 +63,15 @@ class KernelIT {
 
     @TestFactory
     Stream<DynamicTest> kernelScenario() throws Exception {
-        Path steps = resource("kernel/kernel-steps.sh");
+        return scenario("kernel/kernel-steps.sh", STEPS, "kernel-it");
+    }
+
+    /**
+     * Boots UML with the scenario {@code script} (a test resource), then one test per step of {@code steps} and
+     * {@code uml-powered-off}; output in {@code target/OUTNAME}. Shared with {@link KernelRestartIT}.
+     */
+    static Stream<DynamicTest> scenario(String script, List<String> steps, String outName) throws Exception {
+        Path stepScript = resource(script);
         Path jar = jar();
         Path home = projectHome();
         requirePieces(jar, home);
@@ -71,11 +79,11 @@ class KernelIT {
         Path runner = home.resolve("tools/uml/uml-run.sh");
         Assertions.assertTrue(Files.isRegularFile(runner), "the UML runner " + runner + " is missing");
 
-        Path out = jar.getParent().resolve("kernel-it");
+        Path out = jar.getParent().resolve(outName);
         deleteTree(out);
         Files.createDirectories(out);
         Path runLog = out.resolve("uml-run.log");
-        List<String> cmd = List.of("bash", runner.toString(), out.toString(), steps.toString(), home.toString(), jar.toString());
+        List<String> cmd = List.of("bash", runner.toString(), out.toString(), stepScript.toString(), home.toString(), jar.toString());
         System.out.println("KernelIT: " + String.join(" ", cmd));
         ProcessBuilder pb = new ProcessBuilder(cmd)
                 .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
@@ -103,7 +111,7 @@ class KernelIT {
                 + "\n--- console.log ---\n" + tail(out.resolve("console.log"), 20);
 
         List<DynamicTest> tests = new ArrayList<>();
-        for (String name : STEPS) {
+        for (String name : steps) {
             tests.add(DynamicTest.dynamicTest(name, () -> {
                 String[] r = results.get(name);
                 if (r == null) {
