@@ -18,6 +18,8 @@ SNAPBD="$ROOT/bin/snapbd"
 WORK=/run/kt
 export SNAPBD_DATA_DIR=/run/snapbd-data
 RECORD="$SNAPBD_DATA_DIR/attachments/nbd0.attach"
+# The fio files, laid out once in setup: the runs across the restarts then only do direct random writes.
+FIO_FILES="--directory=/mnt/live --size=16M --nrfiles=2 --filename_format=io.\$filenum"
 CONF="$WORK/snapbd.conf"
 SERVER_LOG="$OUT/server.log"
 CLI_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m -XX:-UsePerfData"
@@ -68,9 +70,15 @@ io_errors() { dmesg | grep -iE 'I/O error|EXT4-fs error|EXT4-fs \(nbd0\).*(error
 fio_bg() {
   echo "+ fio $1 (background)"
   rm -f "$WORK/$1.rc"
-  ( timeout 600 fio --name="$1" --directory=/mnt/live --size=16M --nrfiles=2 --rw=randwrite --bs=4k --ioengine=libaio \
+  ( timeout 600 fio --name="$1" $FIO_FILES --rw=randwrite --bs=4k --ioengine=libaio \
       --iodepth=8 --direct=1 --rate_iops=150 --verify=crc32c --do_verify=1 --verify_fatal=1 --fsync=64 \
       --output="$WORK/$1.txt" > /dev/null 2>&1; echo $? > "$WORK/$1.rc" ) &
+}
+# fio_running: wait until fio's direct writes reach nbd0 (fio starts slowly here), so the stop hits I/O in flight.
+fio_running() {
+  local w0; w0=$(nbd0_writes)
+  for _ in $(seq 1 300); do [ "$(nbd0_writes)" -gt $((w0 + 100)) ] && return 0; sleep 0.2; done
+  fail "fio's writes do not reach /dev/nbd0"
 }
 # fio_wait NAME: the steps run in subshells of their own, so the exit status comes through a file.
 fio_wait() {
@@ -104,13 +112,15 @@ EOF
   [ -f "$RECORD" ] || fail "no attachment record $RECORD after attach"
   must mkfs.ext4 -q -F -b 4096 /dev/nbd0
   must mount /dev/nbd0 /mnt/live
+  must timeout 300 fio --name=layout $FIO_FILES --create_only=1 --output="$WORK/layout.txt"
+  must sync
   dmesg -C
   say "vol0 on /dev/nbd0 (netlink, dead-connection timeout default 60 s), record $(basename "$RECORD") written, ext4 mounted"
 }
 
 kill9_restart() {
   fio_bg kill9
-  sleep 5
+  fio_running
   local w0; w0=$(nbd0_writes)
   kill9_server
   attached /dev/nbd0 || fail "/dev/nbd0 was released when the server died"
@@ -132,7 +142,7 @@ kill9_restart() {
 
 keep_restart() {
   fio_bg keep
-  sleep 4
+  fio_running
   touch "$SNAPBD_DATA_DIR/keep-devices"
   stop_server
   grep -q 'keeping /dev/nbd0 (vol0) connected for the restart' "$SERVER_LOG" || fail "no 'keeping' line: $(tail -5 "$SERVER_LOG")"

@@ -67,6 +67,8 @@ public final class KernelAttachments implements AutoCloseable {
     public static final int DEFAULT_DEAD_CONN_TIMEOUT = 60;
     /** In the data directory: the next stop is a restart, netlink devices stay connected (docs/kernel-attach.md). */
     public static final String KEEP_DEVICES_MARKER = "keep-devices";
+    /** Bound on the drain of a kept device's connection at a stop for a restart. */
+    private static final Duration KEEP_DRAIN_TIMEOUT = Duration.ofSeconds(10);
     /** How long a read of a recorded device may take to fail before the server counts the device as still waiting. */
     private static final Duration GIVEN_UP_PROBE = Duration.ofSeconds(1);
 
@@ -294,11 +296,24 @@ public final class KernelAttachments implements AutoCloseable {
             }
         }
         List<Thread> workers = new ArrayList<>();
+        List<Attachment> kept = new ArrayList<>();
         for (Attachment a : attached.values()) {
             if (keep && NETLINK.equals(a.kernelInterface) && a.dead > 0) {
                 a.keeping = true;
+                // Drain: requests already in the socket are still read and answered, then the connection sees end of
+                // stream; the kernel's next send fails, so it requeues that request for the new connection instead of
+                // leaving it unanswered on this one until its 30 s request timer.
+                SocketPairs.SocketPair p = a.pair;
+                if (p != null) {
+                    try {
+                        p.second().shutdownInput();
+                    } catch (IOException e) {
+                        Log.debug("%s: shutdown(SHUT_RD): %s", a.spec.device(), e.getMessage());
+                    }
+                }
                 Log.info("keeping %s (%s) connected for the restart: the kernel queues its I/O for up to %d s", a.spec.device(),
                         a.export.name(), a.dead);
+                kept.add(a);
                 continue;
             }
             if (keep) {
@@ -315,6 +330,13 @@ public final class KernelAttachments implements AutoCloseable {
             t.setDaemon(true);
             t.start();
             workers.add(t);
+        }
+        for (Attachment a : kept) {
+            // the connection answers what it has read, then ends (the server's stop would otherwise close it first)
+            if (!a.awaitEnd(KEEP_DRAIN_TIMEOUT)) {
+                Log.warn("%s: the connection did not drain within %d s; closing it (the kernel resends what it had sent "
+                        + "when its request timer fires)", a.spec.device(), KEEP_DRAIN_TIMEOUT.toSeconds());
+            }
         }
         long deadline = System.nanoTime() + FLUSH_TIMEOUT.plus(DISCONNECT_TIMEOUT).plus(DISCONNECT_TIMEOUT).toNanos();
         for (Thread t : workers) {

@@ -2,8 +2,10 @@ package io.snapbd.server.kernel;
 
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
+import org.junit.jupiter.api.Timeout;
 
 import java.util.List;
+import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
 /**
@@ -20,6 +22,8 @@ class KernelRestartIT {
 
     static final List<String> STEPS = List.of("setup", "kill9-restart", "keep-restart", "e2fsck", "stop-for-good", "given-up");
 
+    // Bounded by the UML run itself (KernelIT.scenario); the suite's 10 min default is too short on a loaded machine.
+    @Timeout(value = 45, unit = TimeUnit.MINUTES)
     @TestFactory
     Stream<DynamicTest> restartScenario() throws Exception {
         return KernelIT.scenario("kernel/restart-steps.sh", STEPS, "kernel-restart-it");
