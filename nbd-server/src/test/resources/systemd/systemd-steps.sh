@@ -336,6 +336,30 @@ upgrade() {
   echo "upgraded $v -> $new while running (not restarted), configuration kept"
 }
 
+# restart_keeps: issue 28 under the real systemd. A device attached through netlink (snapbd attach, not the
+# attach unit) stays connected across `systemctl restart snapbd` (ExecStop leaves the keep-devices marker because
+# the unit's job is a restart) and is reconnected by the new server; `systemctl stop` releases it.
+restart_keeps() {
+  must systemctl start snapbd.service
+  must snapbd attach vol0 /dev/nbd1
+  [ -f /var/lib/snapbd/attachments/nbd1.attach ] || fail "no attachment record for /dev/nbd1"
+  local pid; pid="$(prop snapbd.service MainPID)"
+  must systemctl restart snapbd.service
+  [ "$(prop snapbd.service MainPID)" != "$pid" ] || fail "the server was not restarted"
+  expect active systemctl is-active snapbd.service
+  journalctl -b -u snapbd.service -o cat --no-pager > /tmp/restart.log
+  grep -q 'keeping /dev/nbd1 (vol0) connected for the restart' /tmp/restart.log \
+    || fail "the restart did not keep /dev/nbd1: $(grep -E 'nbd1|stopping' /tmp/restart.log | tail -5)"
+  grep -q 'reconnected vol0 to /dev/nbd1' /tmp/restart.log || fail "the new server did not reconnect /dev/nbd1"
+  [ -e /sys/block/nbd1/pid ] || fail "/dev/nbd1 was released by the restart"
+  [ ! -e /var/lib/snapbd/keep-devices ] || fail "the keep-devices marker was left behind"
+  must timeout 60 dd if=/dev/nbd1 of=/dev/null bs=4k count=1 iflag=direct
+  must systemctl stop snapbd.service
+  [ ! -e /sys/block/nbd1/pid ] || fail "systemctl stop left /dev/nbd1 connected"
+  [ ! -f /var/lib/snapbd/attachments/nbd1.attach ] || fail "systemctl stop left the record"
+  echo "systemctl restart kept /dev/nbd1 connected (ExecStop marker) and the new server reconnected it; systemctl stop released it"
+}
+
 remove() {
   [ "$DEB" != none ] || skip "no .deb (build with mvn -Pdeb)"
   must dpkg -r snapbd
@@ -372,6 +396,7 @@ step stop stop_all
 step restart restart
 step socket socket_activation
 step upgrade upgrade
+step restart-keeps restart_keeps
 step remove remove
 step purge purge
 

@@ -158,11 +158,22 @@ public final class NbdNetlink implements AutoCloseable {
         return s.index();
     }
 
-    /** NBD_CMD_RECONFIGURE: hands a running device new sockets in place of dead ones. */
-    public void reconfigure(int index, int[] socketFds) throws IOException {
-        Message m = new Message(familyId, NLM_F_REQUEST | NLM_F_ACK, 0, NBD_CMD_RECONFIGURE).u32(NBD_ATTR_INDEX, index);
+    /**
+     * NBD_CMD_RECONFIGURE: hands a running device new sockets in place of dead ones. A device connected with a
+     * backend identifier takes it only with the same identifier (else EINVAL, "must specify backend" in the
+     * kernel log): {@code backendIdentifier} may be null for a device connected without one.
+     */
+    public void reconfigure(int index, String backendIdentifier, int[] socketFds) throws IOException {
+        request(reconfigureMessage(familyId, 0, index, backendIdentifier, socketFds), "NBD_CMD_RECONFIGURE /dev/nbd" + index);
+    }
+
+    static ByteBuffer reconfigureMessage(int familyId, int seq, int index, String backendIdentifier, int[] socketFds) {
+        Message m = new Message(familyId, NLM_F_REQUEST | NLM_F_ACK, seq, NBD_CMD_RECONFIGURE).u32(NBD_ATTR_INDEX, index);
+        if (backendIdentifier != null) {
+            m.string(NBD_ATTR_BACKEND_IDENTIFIER, backendIdentifier);
+        }
         sockets(m, socketFds);
-        request(m.finish(), "NBD_CMD_RECONFIGURE /dev/nbd" + index);
+        return m.finish();
     }
 
     /** NBD_CMD_DISCONNECT: the driver sends NBD_CMD_DISC, shuts the sockets and releases the device. */

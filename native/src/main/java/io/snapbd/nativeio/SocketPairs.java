@@ -132,6 +132,15 @@ public final class SocketPairs {
             return channel.isOpen();
         }
 
+        /**
+         * shutdown(SHUT_RD): what the peer already sent can still be read, then reads see end of stream, and the
+         * peer's further writes fail (EPIPE); the write side stays open for the replies.
+         */
+        public void shutdownInput() throws IOException {
+            ensureOpen();
+            channel.shutdownInput();
+        }
+
         /** Shuts the socket down first, so a thread blocked reading it sees end of stream. */
         @Override
         public void close() throws IOException {

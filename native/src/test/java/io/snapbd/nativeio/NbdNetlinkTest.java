@@ -66,6 +66,24 @@ class NbdNetlinkTest {
     }
 
     @Test
+    void reconfigureRequestCarriesTheBackendIdentifier() {
+        assumeLittleEndian();
+        ByteBuffer e = le(256);
+        e.putInt(0).putShort((short) 0x22).putShort((short) 5).putInt(2).putInt(0);
+        e.put((byte) 3).put((byte) 1).putShort((short) 0);                             // NBD_CMD_RECONFIGURE, version 1
+        e.putShort((short) 8).putShort((short) 1).putInt(0);                           // INDEX u32
+        e.putShort((short) 16).putShort((short) 10).put("snapbd:vol0".getBytes()).put((byte) 0);
+        e.putShort((short) 16).putShort((short) (7 | 0x8000));
+        e.putShort((short) 12).putShort((short) (1 | 0x8000));
+        e.putShort((short) 8).putShort((short) 1).putInt(11);
+        int len = e.position();
+        e.putInt(0, len);
+        byte[] expected = new byte[len];
+        System.arraycopy(e.array(), 0, expected, 0, len);
+        assertArrayEquals(expected, bytes(NbdNetlink.reconfigureMessage(0x22, 2, 0, "snapbd:vol0", new int[]{11})));
+    }
+
+    @Test
     void attributesArePaddedToFourBytes() {
         assumeLittleEndian();
         ByteBuffer m = new NbdNetlink.Message(0x22, 1, 0, 1).string(10, "ab").u32(1, 5).finish();

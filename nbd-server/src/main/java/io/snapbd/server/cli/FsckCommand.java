@@ -6,6 +6,9 @@ import io.snapbd.engine.fsck.VolumeChecker;
 import io.snapbd.engine.volume.DataDirBusyException;
 import io.snapbd.engine.volume.VolumeCatalog;
 import io.snapbd.server.api.Json;
+import io.snapbd.server.export.ExportName;
+import io.snapbd.server.kernel.AttachmentRecord;
+import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.service.FileSpaces;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
@@ -60,6 +63,7 @@ final class FsckCommand implements Callable<Integer> {
                     r.notes().forEach(n -> System.out.println("  note: " + n));
                 }
             }
+            ok &= checkAttachmentRecords(catalog, out);
         } catch (DataDirBusyException e) {
             throw new Cli.ExitException(2, e.getMessage() + ": stop the server before fsck");
         } catch (NoSuchFileException e) {
@@ -69,5 +73,46 @@ final class FsckCommand implements Callable<Integer> {
             Cli.printJson(out);
         }
         return ok ? 0 : 4;
+    }
+
+    /**
+     * DATA_DIR/attachments/nbdN.attach (docs/on-disk-format.md): each record decodes (magic, version, checksum,
+     * ranges, name = device), its backend identifier is snapbd:EXPORT and its export's volume exists. One entry
+     * {"attachments": ...} in the JSON; nothing printed when there are no records.
+     */
+    private boolean checkAttachmentRecords(VolumeCatalog catalog, ArrayNode out) throws IOException {
+        List<java.nio.file.Path> files = AttachmentRecord.files(dataDir.resolve().resolve(AttachmentRecord.DIR));
+        if (files.isEmpty()) {
+            return true;
+        }
+        List<String> problems = new ArrayList<>();
+        List<String> notes = new ArrayList<>();
+        for (java.nio.file.Path f : files) {
+            try {
+                AttachmentRecord r = AttachmentRecord.read(f);
+                String volume = ExportName.parse(r.export()).volume();
+                if (!r.backend().equals(KernelAttachments.BACKEND_PREFIX + r.export())) {
+                    problems.add(f + ": backend identifier '" + r.backend() + "' is not snapbd:" + r.export());
+                } else if (!catalog.exists(volume)) {
+                    problems.add(f + ": " + r.device() + " is recorded for " + r.export() + ", but there is no volume " + volume);
+                } else {
+                    notes.add(f.getFileName() + ": " + r.device() + " -> " + r.export() + " (reconnected at the next start if the kernel still holds it)");
+                }
+            } catch (IOException | IllegalArgumentException e) {
+                problems.add(e.getMessage());
+            }
+        }
+        ObjectNode o = out.addObject();
+        o.put("attachments", files.size());
+        o.put("ok", problems.isEmpty());
+        problems.forEach(o.putArray("problems")::add);
+        notes.forEach(o.putArray("notes")::add);
+        if (!json) {
+            System.out.println("attachment records: " + (problems.isEmpty() ? "clean" : problems.size() + " problem(s)")
+                    + " (" + files.size() + ")");
+            problems.forEach(p -> System.out.println("  problem: " + p));
+            notes.forEach(n -> System.out.println("  note: " + n));
+        }
+        return problems.isEmpty();
     }
 }

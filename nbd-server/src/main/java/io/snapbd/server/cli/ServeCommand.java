@@ -7,6 +7,7 @@ import io.snapbd.server.config.ConfigFile;
 import io.snapbd.server.config.ServerConfig;
 import io.snapbd.server.config.ServiceSettings;
 import io.snapbd.server.config.TlsSettings;
+import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.tls.ServerTls;
 import io.snapbd.server.service.SnapbdServer;
 import io.snapbd.server.service.Systemd;
@@ -141,6 +142,8 @@ final class ServeCommand implements Callable<Integer> {
                 service = file.service();
                 tlsSettings = file.tls();
                 accessRules = file.access();
+                Integer dead = file.deadConnectionTimeout();
+                KernelAttachments.setDeadConnectionTimeout(dead == null ? KernelAttachments.DEFAULT_DEAD_CONN_TIMEOUT : dead);
             } catch (ConfigFile.ConfigException e) {
                 throw new Cli.ExitException(2, e.getMessage());
             }

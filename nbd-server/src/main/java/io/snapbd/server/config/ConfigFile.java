@@ -27,7 +27,7 @@ public final class ConfigFile {
     public static final Set<String> KEYS = Set.of("data-dir", "tcp", "unix", "admin-socket", "handshake-timeout",
             "max-connections", "default-volume", "default-volume-size", "default-save-size", "attach",
             "metrics", "log-level", "stop-timeout", "latency-histograms", "warm-up",
-            "tls", "tls-certificates", "tls-verify-peer", "access");
+            "tls", "tls-certificates", "tls-verify-peer", "access", "dead-connection-timeout");
 
     /** Keys named {@code volume.NAME}: one line per volume to create when missing (see {@link #service()}). */
     public static final String VOLUME_PREFIX = "volume.";
@@ -176,6 +176,27 @@ public final class ConfigFile {
     public String dataDir() {
         Entry e = entries.get("data-dir");
         return e == null ? null : e.value;
+    }
+
+    /**
+     * {@code dead-connection-timeout = SECONDS} (whole seconds, 0 to 86400): how long the kernel keeps a netlink
+     * device waiting for the server (docs/kernel-attach.md); null when the file does not set it.
+     */
+    public Integer deadConnectionTimeout() throws ConfigException {
+        Entry e = entries.get("dead-connection-timeout");
+        if (e == null) {
+            return null;
+        }
+        try {
+            int v = Integer.parseInt(e.value.strip());
+            if (v < 0 || v > 86400) {
+                throw new NumberFormatException();
+            }
+            return v;
+        } catch (NumberFormatException ex) {
+            throw new ConfigException(file + ":" + e.line + ": dead-connection-timeout: '" + e.value
+                    + "' must be a whole number of seconds from 0 to 86400");
+        }
     }
 
     /** Applies every key to {@code base}; values given on the command line are applied afterwards by the caller. */

@@ -41,8 +41,10 @@ import java.util.stream.Stream;
  * simple replies (the driver never negotiates). Detach flushes the device, asks the driver to disconnect
  * (it sends NBD_CMD_DISC), waits for DO_IT to return, then clears the socket and closes the device.
  * See docs/kernel-attach.md.
- * <p>Over 600 lines while both kernel interfaces share one {@link Attachment} lifecycle (state, detach, the end of
- * the served connection); the netlink half moves to a class of its own with the reconnect-after-restart work.
+ * Netlink attachments are recorded ({@link AttachmentRecord}) and, after a restart or a crash, handed a new
+ * connection ({@link #reconnectRecorded}).
+ * <p>Over 600 lines while both kernel interfaces and the reconnection share one {@link Attachment} lifecycle
+ * (state, detach, the end of the served connection, the record).
  */
 public final class KernelAttachments implements AutoCloseable {
 
@@ -59,16 +61,52 @@ public final class KernelAttachments implements AutoCloseable {
     /** {@code SNAPBD_NBD_INTERFACE=ioctl} in the server's environment skips netlink (the fallback, e.g. to test it). */
     static final String INTERFACE_ENV = "SNAPBD_NBD_INTERFACE";
     /** NBD_ATTR_BACKEND_IDENTIFIER (sysfs {@code /sys/block/nbdN/backend}): "snapbd:" and the export name. */
-    static final String BACKEND_PREFIX = "snapbd:";
+    public static final String BACKEND_PREFIX = "snapbd:";
+
+    /** NBD_ATTR_DEAD_CONN_TIMEOUT when {@code dead-connection-timeout} is not configured. */
+    public static final int DEFAULT_DEAD_CONN_TIMEOUT = 60;
+    /** In the data directory: the next stop is a restart, netlink devices stay connected (docs/kernel-attach.md). */
+    public static final String KEEP_DEVICES_MARKER = "keep-devices";
+    /** Bound on the drain of a kept device's connection at a stop for a restart. */
+    private static final Duration KEEP_DRAIN_TIMEOUT = Duration.ofSeconds(10);
+    /** How long a read of a recorded device may take to fail before the server counts the device as still waiting. */
+    private static final Duration GIVEN_UP_PROBE = Duration.ofSeconds(1);
+
+    private static volatile int deadConnTimeoutSeconds = DEFAULT_DEAD_CONN_TIMEOUT;
 
     private final ExportRegistry exports;
     private final NbdServer nbd;
+    /** DATA_DIR/attachments, or null (no records: tests without a data directory). */
+    private final Path records;
+    private final Path keepMarker;
     private final Map<String, Attachment> attached = new ConcurrentHashMap<>();
     private volatile boolean closing;
 
     public KernelAttachments(ExportRegistry exports, NbdServer nbd) {
+        this(exports, nbd, null);
+    }
+
+    /** With {@code dataDir}: netlink attachments are recorded in DATA_DIR/attachments and survive a restart. */
+    public KernelAttachments(ExportRegistry exports, NbdServer nbd, Path dataDir) {
         this.exports = exports;
         this.nbd = nbd;
+        this.records = dataDir == null ? null : dataDir.resolve(AttachmentRecord.DIR);
+        this.keepMarker = dataDir == null ? null : dataDir.resolve(KEEP_DEVICES_MARKER);
+    }
+
+    /**
+     * How long the kernel keeps a netlink device, queueing its I/O, while no server is connected (seconds, 0: it
+     * fails I/O at once); for attachments made from now on. Config key {@code dead-connection-timeout}.
+     */
+    public static void setDeadConnectionTimeout(int seconds) {
+        if (seconds < 0 || seconds > 86400) {
+            throw new IllegalArgumentException("dead-connection-timeout " + seconds + " must be between 0 and 86400 seconds");
+        }
+        deadConnTimeoutSeconds = seconds;
+    }
+
+    public static int deadConnectionTimeout() {
+        return deadConnTimeoutSeconds;
     }
 
     /** A failure whose message is meant for the user as is (one line). */
@@ -235,12 +273,53 @@ public final class KernelAttachments implements AutoCloseable {
         return new DetachResult(device, a.export.name(), true, flushed, (System.nanoTime() - t0) / 1_000_000);
     }
 
-    /** Detaches everything (server shutdown): flush, disconnect, wait; bounded. */
+    /** The attachment of {@code device}, or null. */
+    public Attachment get(String device) {
+        return attached.get(device);
+    }
+
+    /**
+     * Detaches everything (server shutdown): flush, disconnect, wait; bounded. When the data directory holds the
+     * {@code keep-devices} marker (a restart: see docs/kernel-attach.md) netlink devices are left connected
+     * instead: their records stay, the kernel queues their I/O for up to the dead-connection timeout, and the next
+     * start hands them a new connection. The marker is consumed.
+     */
     @Override
     public void close() {
         closing = true;
+        boolean keep = false;
+        if (keepMarker != null) {
+            try {
+                keep = Files.deleteIfExists(keepMarker);
+            } catch (IOException e) {
+                Log.warn("%s: %s", keepMarker, e.getMessage());
+            }
+        }
         List<Thread> workers = new ArrayList<>();
+        List<Attachment> kept = new ArrayList<>();
         for (Attachment a : attached.values()) {
+            if (keep && NETLINK.equals(a.kernelInterface) && a.dead > 0) {
+                a.keeping = true;
+                // Drain: requests already in the socket are still read and answered, then the connection sees end of
+                // stream; the kernel's next send fails, so it requeues that request for the new connection instead of
+                // leaving it unanswered on this one until its 30 s request timer.
+                SocketPairs.SocketPair p = a.pair;
+                if (p != null) {
+                    try {
+                        p.second().shutdownInput();
+                    } catch (IOException e) {
+                        Log.debug("%s: shutdown(SHUT_RD): %s", a.spec.device(), e.getMessage());
+                    }
+                }
+                Log.info("keeping %s (%s) connected for the restart: the kernel queues its I/O for up to %d s", a.spec.device(),
+                        a.export.name(), a.dead);
+                kept.add(a);
+                continue;
+            }
+            if (keep) {
+                Log.warn("%s (%s) cannot stay connected across a restart (%s): detaching it", a.spec.device(), a.export.name(),
+                        NETLINK.equals(a.kernelInterface) ? "dead-connection timeout 0" : "ioctl attachment");
+            }
             Thread t = new Thread(() -> {
                 if (!mountPoints(a.spec.device()).isEmpty()) {
                     Log.warn("%s is still mounted (%s): disconnecting it anyway; the file system will see I/O errors",
@@ -252,6 +331,13 @@ public final class KernelAttachments implements AutoCloseable {
             t.start();
             workers.add(t);
         }
+        for (Attachment a : kept) {
+            // the connection answers what it has read, then ends (the server's stop would otherwise close it first)
+            if (!a.awaitEnd(KEEP_DRAIN_TIMEOUT)) {
+                Log.warn("%s: the connection did not drain within %d s; closing it (the kernel resends what it had sent "
+                        + "when its request timer fires)", a.spec.device(), KEEP_DRAIN_TIMEOUT.toSeconds());
+            }
+        }
         long deadline = System.nanoTime() + FLUSH_TIMEOUT.plus(DISCONNECT_TIMEOUT).plus(DISCONNECT_TIMEOUT).toNanos();
         for (Thread t : workers) {
             try {
@@ -260,6 +346,138 @@ public final class KernelAttachments implements AutoCloseable {
                 Thread.currentThread().interrupt();
                 return;
             }
+        }
+    }
+
+    // ---- records and reconnection after a restart ------------------------------------------------------------
+
+    /**
+     * At start, once the volumes are exported and before READY=1: every recorded device that the kernel still
+     * holds for this export (NBD_CMD_STATUS connected, sysfs backend = the recorded identifier) and has not given
+     * up on gets a new socket pair through NBD_CMD_RECONFIGURE; the kernel then resends what the dead connection
+     * left unanswered. Any other record is dropped and logged: a device the kernel gave up is not resurrected.
+     */
+    public void reconnectRecorded() {
+        if (records == null) {
+            return;
+        }
+        try {
+            Files.deleteIfExists(keepMarker);       // a marker left by a stop that never came
+        } catch (IOException e) {
+            Log.warn("%s: %s", keepMarker, e.getMessage());
+        }
+        List<Path> files;
+        try {
+            files = AttachmentRecord.files(records);
+        } catch (IOException e) {
+            Log.error("cannot list %s: %s; recorded devices are not reconnected", records, e.getMessage());
+            return;
+        }
+        for (Path f : files) {
+            AttachmentRecord r;
+            try {
+                r = AttachmentRecord.read(f);
+            } catch (IOException e) {
+                Log.error("%s; its device is not reconnected (snapbd fsck reports it; delete the file once the device "
+                        + "is released)", e.getMessage());
+                continue;
+            }
+            try {
+                reconnect(r);
+            } catch (RuntimeException e) {
+                Log.error("%s: reconnecting %s failed: %s", f, r.device(), e);
+                dropRecord(r.index());
+            }
+        }
+    }
+
+    private void reconnect(AttachmentRecord r) {
+        String device = r.device();
+        String backend;
+        boolean connected;
+        try (NbdNetlink nl = NbdNetlink.open()) {
+            connected = nl.connected(r.index());
+        } catch (IOException e) {
+            Log.warn("%s (%s) not reconnected: %s; dropping its record", device, r.export(), e.getMessage());
+            dropRecord(r.index());
+            return;
+        }
+        backend = readQuietly(sysBlock(device).resolve("backend"));
+        if (!connected || !backend.equals(r.backend())) {
+            Log.warn("%s (%s) not reconnected: the kernel %s; dropping its record", device, r.export(), !connected
+                    ? "no longer has it connected (disconnected, or the dead-connection timeout ended it)"
+                    : "runs it for another backend ('" + backend + "', recorded '" + r.backend() + "')");
+            dropRecord(r.index());
+            return;
+        }
+        Export export = exports.lookup(r.export());
+        String why = export == null ? "no export named " + r.export() : export.unavailableReason();
+        if (why == null && (export.device().size() != r.sizeBytes()
+                || Math.min(export.device().blockSize(), MAX_KERNEL_BLOCK) != r.blockSize())) {
+            why = "its size or block size changed (" + export.device().size() + " bytes, recorded " + r.sizeBytes() + ")";
+        }
+        if (why != null) {
+            Log.error("%s (%s) cannot be served any more: %s; disconnecting it (its file system gets I/O errors)", device,
+                    r.export(), why);
+            disconnectQuietly(r.index());
+            dropRecord(r.index());
+            return;
+        }
+        // A device whose dead-connection timeout expired while I/O waited has failed that I/O and marked itself
+        // disconnected, although it is still configured: a read then fails at once, where a device still waiting
+        // for its server holds the read until the new connection comes.
+        ReadProbe probe = ReadProbe.start(device, r.blockSize());
+        if (probe.await(GIVEN_UP_PROBE)) {
+            Log.warn("%s (%s) not reconnected: the kernel gave it up (%s); disconnecting it and dropping its record", device,
+                    r.export(), probe.outcome());
+            disconnectQuietly(r.index());
+            dropRecord(r.index());
+            return;
+        }
+        AttachSpec spec = new AttachSpec(r.export(), device, r.readOnly(), r.timeoutSeconds() > 0 ? r.timeoutSeconds() : null,
+                r.origin());
+        Attachment a = new Attachment(spec, export, r.readOnly(), r.sizeBytes(), r.blockSize());
+        a.dead = r.deadConnTimeoutSeconds();
+        if (attached.putIfAbsent(device, a) != null) {
+            return;
+        }
+        try (NbdNetlink nl = NbdNetlink.open()) {
+            a.reconfigureNetlink(nl, r.index());
+        } catch (IOException e) {
+            a.fail("NBD_CMD_RECONFIGURE: " + e.getMessage());
+        }
+        if (a.state == AttachmentState.FAILED) {
+            attached.remove(device, a);
+            Log.error("%s (%s) not reconnected: %s; disconnecting it", device, r.export(), a.ended.getNow(""));
+            disconnectQuietly(r.index());
+            dropRecord(r.index());
+            return;
+        }
+        if (probe.await(SETUP_TIMEOUT) && !probe.succeeded()) {
+            Log.warn("%s (%s): the kernel gave it up just before the new connection came (%s): detaching it", device,
+                    r.export(), probe.outcome());
+            a.detach("given up by the kernel");
+            return;
+        }
+        Log.info("reconnected %s to %s (kept across the restart; NBD_CMD_RECONFIGURE)", export.name(), device);
+    }
+
+    private void dropRecord(int index) {
+        if (records == null) {
+            return;
+        }
+        try {
+            AttachmentRecord.delete(records, index);
+        } catch (IOException e) {
+            Log.warn("cannot remove %s: %s", AttachmentRecord.file(records, index), e.getMessage());
+        }
+    }
+
+    private static void disconnectQuietly(int index) {
+        try (NbdNetlink nl = NbdNetlink.open()) {
+            nl.disconnect(index);
+        } catch (IOException e) {
+            Log.warn("/dev/nbd%d: NBD_CMD_DISCONNECT: %s", index, e.getMessage());
         }
     }
 
@@ -321,6 +539,10 @@ public final class KernelAttachments implements AutoCloseable {
         private volatile AttachmentState state = AttachmentState.ATTACHING;
         private volatile boolean detaching;
         private volatile String kernelInterface;
+        /** NBD_ATTR_DEAD_CONN_TIMEOUT given to the kernel (netlink only). */
+        volatile int dead = deadConnTimeoutSeconds;
+        /** The server stops for a restart: the connection ends, the device and its record stay. */
+        volatile boolean keeping;
         /** Netlink only: the kernel accepted the socket (a connection ending before that is the failed setup's). */
         private volatile boolean connected;
 
@@ -451,13 +673,41 @@ public final class KernelAttachments implements AutoCloseable {
             nbd.serveTransmission(p.second(), p.second(), export, "kernel " + device, this::netlinkConnectionEnded);
             try {
                 nl.connect(new NbdNetlink.ConnectSpec(index, size, blockSize, flags,
-                        spec.timeoutSeconds() == null ? 0 : spec.timeoutSeconds(), 0, BACKEND_PREFIX + export.name(),
+                        spec.timeoutSeconds() == null ? 0 : spec.timeoutSeconds(), dead, BACKEND_PREFIX + export.name(),
                         new int[]{p.first().fd()}));
             } catch (IOException e) {
                 closeQuietly(p.first());
                 closeQuietly(p.second());
                 fail(explainNetlink(device, e));
                 return;
+            }
+            connected = true;
+            state = AttachmentState.ATTACHED;
+            if (records != null) {
+                try {
+                    new AttachmentRecord(index, export.name(), BACKEND_PREFIX + export.name(), size, blockSize, flags,
+                            spec.timeoutSeconds() == null ? 0 : spec.timeoutSeconds(), dead, readOnly,
+                            since.toEpochMilli() * 1_000_000L, spec.origin()).write(records);
+                } catch (IOException | RuntimeException e) {
+                    Log.warn("%s: cannot record the attachment (%s): it will not stay connected across a restart", device,
+                            e.getMessage());
+                }
+            }
+            setUp.complete(null);
+        }
+
+        /** After a restart: a new socket pair for a device the kernel kept, served like at attach. */
+        void reconfigureNetlink(NbdNetlink nl, int index) throws IOException {
+            SocketPairs.SocketPair p = SocketPairs.create();
+            pair = p;
+            kernelInterface = NETLINK;
+            nbd.serveTransmission(p.second(), p.second(), export, "kernel " + spec.device(), this::netlinkConnectionEnded);
+            try {
+                nl.reconfigure(index, BACKEND_PREFIX + export.name(), new int[]{p.first().fd()});
+            } catch (IOException e) {
+                closeQuietly(p.first());
+                closeQuietly(p.second());
+                throw e;
             }
             connected = true;
             state = AttachmentState.ATTACHED;
@@ -470,6 +720,13 @@ public final class KernelAttachments implements AutoCloseable {
             if (!connected) {
                 return;
             }
+            if (keeping) {
+                state = AttachmentState.DETACHED;
+                closeQuietly(pair.first());
+                attached.remove(device, this);
+                ended.complete("kept for the restart");
+                return;
+            }
             if (!detaching) {
                 // the kernel keeps a netlink-configured device until told: release it, as DO_IT returning does
                 try (NbdNetlink nl = NbdNetlink.open()) {
@@ -480,6 +737,7 @@ public final class KernelAttachments implements AutoCloseable {
             }
             state = AttachmentState.DETACHED;
             closeQuietly(pair.first());
+            dropRecord(deviceIndex(device));
             attached.remove(device, this);
             if (!detaching) {
                 Log.warn("%s (%s) ended: the connection ended", device, export.name());

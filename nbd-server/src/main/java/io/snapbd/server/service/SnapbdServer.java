@@ -57,7 +57,7 @@ public final class SnapbdServer implements AutoCloseable {
         this.catalog = catalog;
         this.nbd = new NbdServer(exports, config.handshakeTimeout(), config.maxConnections());
         this.clones = CloneJobs.online(catalog, exports);
-        this.attachments = new KernelAttachments(exports, nbd);
+        this.attachments = new KernelAttachments(exports, nbd, config.dataDir());
         this.metrics = new Metrics(catalog, exports, nbd, attachments, clones);
     }
 
@@ -178,6 +178,9 @@ public final class SnapbdServer implements AutoCloseable {
         if (config.defaultVolume() != null && exports.lookup(config.defaultVolume()) != null) {
             exports.setDefault(config.defaultVolume());
         }
+        // Devices kept across a restart wait for this (their I/O is queued in the kernel): first, before READY=1.
+        Systemd.startStep("reconnecting kept nbd devices", START_STEP);
+        attachments.reconnectRecorded();
         if (service.warmUp()) {
             warmUpCopyOnWrite();
             if (nbd.tls() != null) {
@@ -215,6 +218,10 @@ public final class SnapbdServer implements AutoCloseable {
                 // the other volumes' devices are attached all the same
                 Log.error("%s: not attaching %s to %s: its volume is set aside: %s", spec.origin(), spec.export(), spec.device(), aside);
                 continue;
+            }
+            KernelAttachments.Attachment kept = attachments.get(spec.device());
+            if (kept != null && kept.exportName().equals(spec.export())) {
+                continue;       // reconnected above: kept across the restart
             }
             Systemd.startStep("attaching " + spec.export() + " to " + spec.device(), START_STEP);
             try {

@@ -50,6 +50,21 @@ class ConfigFileTest {
     }
 
     @Test
+    void deadConnectionTimeoutIsWholeSecondsNamingFileAndLine() throws Exception {
+        Path f = dir.resolve("dead.conf");
+        Files.writeString(f, "tcp = none\n");
+        assertEquals(null, ConfigFile.read(f).deadConnectionTimeout());
+        Files.writeString(f, "tcp = none\ndead-connection-timeout = 5\n");
+        assertEquals(Integer.valueOf(5), ConfigFile.read(f).deadConnectionTimeout());
+        for (String bad : new String[]{"-1", "1.5", "86401", "soon"}) {
+            Files.writeString(f, "tcp = none\ndead-connection-timeout = " + bad + "\n");
+            ConfigFile c = ConfigFile.read(f);
+            ConfigFile.ConfigException e = assertThrows(ConfigFile.ConfigException.class, c::deadConnectionTimeout);
+            assertTrue(e.getMessage().startsWith(f + ":2: dead-connection-timeout: '" + bad + "'"), e.getMessage());
+        }
+    }
+
+    @Test
     void ambiguousSizeNamesFileAndLine() throws Exception {
         Path f = dir.resolve("size.conf");
         Files.writeString(f, "default-volume = v\ndefault-volume-size = 1MB\n");

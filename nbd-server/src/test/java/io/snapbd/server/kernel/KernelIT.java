@@ -1,5 +1,7 @@
 package io.snapbd.server.kernel;
 
+import org.junit.jupiter.api.Timeout;
+
 import org.junit.jupiter.api.Assertions;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.DynamicTest;
@@ -61,6 +63,8 @@ class KernelIT {
         TOOLS.put("java", "openjdk-17-jre-headless");
     }
 
+    // Bounded by the UML run itself (scenario); the suite's 10 min default is too short on a loaded machine.
+    @Timeout(value = 45, unit = TimeUnit.MINUTES)
     @TestFactory
     Stream<DynamicTest> kernelScenario() throws Exception {
         return scenario("KernelIT", "kernel/kernel-steps.sh", "kernel-it", STEPS, UML_TIMEOUT);

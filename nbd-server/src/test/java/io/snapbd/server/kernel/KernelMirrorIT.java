@@ -1,5 +1,9 @@
 package io.snapbd.server.kernel;
 
+import java.util.concurrent.TimeUnit;
+
+import org.junit.jupiter.api.Timeout;
+
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
 
@@ -23,6 +27,8 @@ class KernelMirrorIT {
     static final List<String> STEPS = List.of("boot", "create-serve-attach", "mkfs-mount-write", "kill-under-load",
             "restart-reconcile", "reattach-verify", "stop-legs-identical");
 
+    // Bounded by the UML run itself (scenario); the suite's 10 min default is too short on a loaded machine.
+    @Timeout(value = 45, unit = TimeUnit.MINUTES)
     @TestFactory
     Stream<DynamicTest> mirroredVolumeSurvivesKill9UnderExt4() throws Exception {
         return KernelIT.scenario("KernelMirrorIT", "kernel/kernel-mirror-steps.sh", "kernel-mirror-it", STEPS, Duration.ofMinutes(20));

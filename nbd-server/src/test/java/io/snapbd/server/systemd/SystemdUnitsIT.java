@@ -44,7 +44,8 @@ class SystemdUnitsIT {
         Tools.run(Duration.ofMinutes(2), "cp", "-a", system.toString(), root.resolve("usr/lib/systemd").toString()).assertOk();
         Files.writeString(usrBin.resolve("snapbd"), "#!/bin/sh\n");
         Files.copy(Path.of("/bin/kill"), usrBin.resolve("kill"));
-        for (Path p : List.of(usrBin.resolve("snapbd"), usrBin.resolve("kill"))) {
+        Files.copy(Path.of("/bin/sh"), usrBin.resolve("sh"));        // snapbd.service's ExecStop (keep-devices marker)
+        for (Path p : List.of(usrBin.resolve("snapbd"), usrBin.resolve("kill"), usrBin.resolve("sh"))) {
             p.toFile().setExecutable(true);
         }
         List<String> cmd = new ArrayList<>(List.of(Support.tool("systemd-analyze").toString(), "verify", "--man=no", "--root=" + root));
@@ -78,6 +79,9 @@ class SystemdUnitsIT {
                 "DeviceAllow=block-nbd rw", "DevicePolicy=closed", "LimitNICE=+0")) {
             assertTrue(u.lines().anyMatch(l -> l.startsWith(line)), "snapbd.service lacks " + line);
         }
+        // a stop that is part of a restart job leaves the marker that keeps the nbd devices connected
+        assertTrue(u.lines().anyMatch(l -> l.startsWith("ExecStop=/bin/sh -c ") && l.contains("list-jobs")
+                && l.contains("grep -qw restart") && l.contains("/keep-devices")), "snapbd.service lacks the keep-devices ExecStop");
         String a = Files.readString(units().resolve("snapbd-attach@.service"));
         for (String line : List.of("BindsTo=snapbd.service", "After=snapbd.service", "Type=oneshot", "RemainAfterExit=yes",
                 "ExecStart=/usr/bin/snapbd attach $ATTACH_OPTIONS ${EXPORT} /dev/%i", "ExecStop=/usr/bin/snapbd detach /dev/%i",
@@ -103,5 +107,6 @@ class SystemdUnitsIT {
         assertEquals("vol0", s.volumes().get(0).name());
         assertTrue(s.stopTimeout().compareTo(Duration.ofSeconds(90)) < 0, "stop-timeout must stay below TimeoutStopSec=90s");
         assertTrue(s.latencyHistograms(), "the example keeps latency histograms on");
+        assertEquals(Integer.valueOf(60), f.deadConnectionTimeout(), "the example shows the default dead-connection-timeout");
     }
 }

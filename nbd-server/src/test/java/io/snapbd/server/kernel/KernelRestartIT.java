@@ -1,0 +1,32 @@
+package io.snapbd.server.kernel;
+
+import org.junit.jupiter.api.DynamicTest;
+import org.junit.jupiter.api.TestFactory;
+import org.junit.jupiter.api.Timeout;
+
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+
+/**
+ * Issue 28 against the real nbd driver inside User-Mode Linux ({@code kernel/restart-steps.sh}, run like
+ * {@link KernelIT}): ext4 on a netlink-attached /dev/nbd0 stays mounted while fio --verify writes and the server is
+ * killed with SIGKILL, then stopped with the keep-devices marker; each new server reconnects the device
+ * (NBD_CMD_RECONFIGURE) before it reports ready; fio sees no error, the kernel log no I/O error, e2fsck is clean.
+ * A stop for good releases the device and drops its record; a server down past a short dead-connection timeout
+ * lets I/O errors reach the file system, and the next start does not resurrect the device.
+ * Output in {@code nbd-server/target/kernel-restart-it/}; run alone with
+ * {@code mvn -B -pl nbd-server verify -Dit.test=KernelRestartIT}.
+ */
+class KernelRestartIT {
+
+    static final List<String> STEPS = List.of("setup", "kill9-restart", "keep-restart", "e2fsck", "stop-for-good", "given-up");
+
+    // Bounded by the UML run itself (KernelIT.scenario); the suite's 10 min default is too short on a loaded machine.
+    @Timeout(value = 45, unit = TimeUnit.MINUTES)
+    @TestFactory
+    Stream<DynamicTest> restartScenario() throws Exception {
+        return KernelIT.scenario("KernelRestartIT", "kernel/restart-steps.sh", "kernel-restart-it", STEPS, Duration.ofMinutes(40));
+    }
+}
