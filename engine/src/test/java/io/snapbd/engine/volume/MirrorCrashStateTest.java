@@ -416,8 +416,8 @@ class MirrorCrashStateTest {
             for (int i = 0; i < 6; i++) {
                 r.write(2 + 3 * i, 1 + i % 2, i == 3);
             }
+            r.flush();          // the data forcer folds behind the answers: after the FLUSH its batches are done
             assertTrue(r.v.mirror().folds() > 0, "the workload folds entries into the region map");
-            r.flush();
             r.resync();
             r.write(1, 1, false);
             r.flush();
