@@ -112,6 +112,18 @@ public final class MirrorSet implements AutoCloseable {
         this.changes = new OnlineLegChanges(legs, writes);
     }
 
+    /**
+     * When mirrored changes are answered, process-wide: {@code false} (the default, or
+     * {@code -Dsnapbd.mirror.answer=forced}) once their data is forced on every leg; {@code true}
+     * ({@code -Dsnapbd.mirror.answer=written}) once it is written to every leg, forced in batches behind the answers.
+     * Returns the previous setting (tests switch it around a run).
+     */
+    public static boolean answerWhenWritten(boolean written) {
+        boolean was = !MirrorWritePath.ANSWER_AFTER_DATA_FORCE;
+        MirrorWritePath.ANSWER_AFTER_DATA_FORCE = !written;
+        return was;
+    }
+
     // ---- legs added and removed while the volume is served (OnlineLegChanges) --------------------------------
 
     /**

@@ -181,12 +181,23 @@ final class MirrorWritePath {
                     legs[i].timed(op.legNanos[i]);
                 }
             }
-            // answered now: the data force, DONE and RETIRE follow in a batch (DataForcer), or at the client's FLUSH
+            // the data force, DONE and RETIRE follow in a batch (DataForcer); by default the answer waits for it
             forcer.add(op.tag, op.offset, op.length);
         } finally {
             release(op);
         }
+        if (ANSWER_AFTER_DATA_FORCE) {
+            forcer.forceAll();      // group commit: changes added while a batch runs share the next one
+        }
     }
+
+    /**
+     * Whether a change is answered only once its data is forced on every leg (default): then a crash leaves unmatched
+     * only the changes in flight, and reconciliation copies only those. {@code -Dsnapbd.mirror.answer=written}
+     * answers once the data is written to every leg and forces it in batches behind the answers: faster, but a crash
+     * may then also copy the changes answered since the last batch (docs/mirrors.md, "Write order").
+     */
+    static volatile boolean ANSWER_AFTER_DATA_FORCE = !"written".equals(System.getProperty("snapbd.mirror.answer", "forced"));
 
     /** Ends a change that never touched leg 0 (its prepare failed): nothing differs; the tag is retired with the next batch. */
     void abort(MirrorOp op) {

@@ -53,6 +53,7 @@ class MirroredVolumeTest {
     @AfterEach
     void restoreOpener() {
         LegOpener.install(LegOpener.FILES);
+        MirrorSet.answerWhenWritten(false);     // the default: answered once the data is forced on every leg
     }
 
     private Path dir() {
@@ -343,6 +344,7 @@ class MirroredVolumeTest {
     /** fsck verifies every leg's tag table (behaviours 4–7: the tables must be trustworthy) and names a damaged one. */
     @Test
     void symantec4_7_fsckReportsADamagedLegTableNamingTheFile() throws Exception {
+        MirrorSet.answerWhenWritten(true);      // -Dsnapbd.mirror.answer=written: data forced in batches behind the answers
         Volume v = create();
         BlockDevice.Session s = v.openSession();
         for (int i = 0; i < 4; i++) {
@@ -593,6 +595,7 @@ class MirroredVolumeTest {
      */
     @Test
     void symantec8_legsForceInParallel() throws Exception {
+        MirrorSet.answerWhenWritten(true);      // -Dsnapbd.mirror.answer=written: data forced in batches behind the answers
         create().close();
         java.util.concurrent.CyclicBarrier tables = new java.util.concurrent.CyclicBarrier(2);
         java.util.concurrent.CyclicBarrier datas = new java.util.concurrent.CyclicBarrier(2);
@@ -815,6 +818,7 @@ class MirroredVolumeTest {
      */
     @Test
     void symantec8_flushAnswersOnlyAfterEveryLegsDataForce() throws Exception {
+        MirrorSet.answerWhenWritten(true);      // -Dsnapbd.mirror.answer=written: data forced in batches behind the answers
         create().close();
         java.util.concurrent.CountDownLatch started = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
@@ -863,6 +867,7 @@ class MirroredVolumeTest {
      */
     @Test
     void symantec17_19_crashBeforeTheDataBatchCopiesOnlyTheWritesSinceIt() throws Exception {
+        MirrorSet.answerWhenWritten(true);      // -Dsnapbd.mirror.answer=written: data forced in batches behind the answers
         Volume v0 = create();
         try (BlockDevice.Session s = v0.openSession()) {
             TestVolumes.write(v0, s, 100 * BS, TestVolumes.pattern(1, 4 * BS));
