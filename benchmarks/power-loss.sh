@@ -202,7 +202,7 @@ printf '\n| rounds | kills | ops acknowledged | bytes checked | not-durable bloc
 log "in flight at the cut: ${kp% }"
 fp=""; for k in clone mirror concurrent full; do fp+="$k=${featured[$k]:-0} "; done
 log "rounds with each feature: ${fp% }; clones checked: $total_clones; snapshots terminated by a full save volume: $total_invalidated; writes refused: $total_refused"
-log "command: benchmarks/power-loss.sh --rounds $rounds --seed $seed --max-delay $max_delay --features $features${aim:+ --aim $aim}; output in $out"
+log "command: benchmarks/power-loss.sh --rounds $rounds --seed $seed --max-delay $max_delay --features $features${aim:+ --aim $aim}${self_test:+ --self-test}; output in $out"
 if [ "$json" = 1 ]; then
   printf '{"rounds":%d,"kills":%d,"opsAcknowledged":%d,"bytesChecked":%d,"notDurableBlocksKept":%d,"notDurableBlocksLost":%d,"tornBlocks":%d,"violations":%d,"seed":%d,"features":"%s","clonesChecked":%d,"snapshotsTerminated":%d,"writesRefused":%d,"perRound":%s]}\n' \
     "$rounds_done" "$total_kills" "$total_ops" "$total_bytes" "$total_kept" "$total_lost" "$total_torn" "$total_violations" "$seed" "$features" "$total_clones" "$total_invalidated" "$total_refused" "$results_json"
