@@ -1,12 +1,14 @@
 # benchmarks/power-loss-guest.sh — one boot of benchmarks/power-loss.sh, run inside User-Mode Linux by
 # tools/uml/uml-run.sh (so as root, with the host's file system as / through hostfs):
-#   power-loss-guest.sh ROOT SNAPBD-JAR BENCH-JAR PREV-DIR|- CUR-DIR|- SEED [self-test]
+#   power-loss-guest.sh ROOT SNAPBD-JAR BENCH-JAR PREV-DIR|- CUR-DIR|- SEED FEATURES [self-test]
 # Mounts the ext4 data disk /dev/ubda (the ext4 journal replays: this is the reboot after the power cut),
 # and when PREV-DIR is given checks the round that ran there: `snapbd fsck` on the state the power cut left
 # (PREV-DIR/fsck-crash.*), then snapbd serve (recovery), then `bench power-loss --check` (PREV-DIR/check.json).
 # When CUR-DIR is given it then runs the logged workload (CUR-DIR/ops.log) until the host kills the guest;
-# otherwise (the last boot) it stops snapbd cleanly and runs fsck again (PREV-DIR/fsck-open.*).
-root=$1 snapbd_jar=$2 bench_jar=$3 prev=$4 cur=$5 seed=$6 self_test=${7:-}
+# otherwise (the last boot) it stops snapbd cleanly and runs fsck again (PREV-DIR/fsck-open.*). After checking a
+# round whose volume was mirrored it also stops snapbd, runs fsck on the reconciled legs (PREV-DIR/fsck-recovered.*)
+# and starts snapbd again. FEATURES: what the workload adds (bench power-loss --features).
+root=$1 snapbd_jar=$2 bench_jar=$3 prev=$4 cur=$5 seed=$6 features=$7 self_test=${8:-}
 export SNAPBD_JAR=$snapbd_jar
 out=$KT_OUT
 data=/mnt/pl/snapbd
@@ -28,20 +30,24 @@ if [ "$prev" != - ]; then
   fsck crash
 fi
 
-log "starting snapbd"
-rm -f /run/nbd.sock
-# On an empty data directory serve creates the default volume: make it the campaign's small one.
-printf 'default-volume = pl\ndefault-volume-size = 16M\ndefault-save-size = 64M\n' > /run/pl.conf
-SNAPBD_JAVA_OPTS="$java_opts -Xms64m -Xmx384m -XX:MaxDirectMemorySize=256m" setsid "$root/bin/snapbd" serve \
-  --config /run/pl.conf --data-dir "$data" --tcp none --unix /run/nbd.sock > "$out/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 1200); do
-  grep -q 'snapbd ready' "$out/server.log" && break
-  kill -0 "$server" 2>/dev/null || break
-  sleep 0.25
-done
-grep -q 'snapbd ready' "$out/server.log" || { log "snapbd did not start; see $out/server.log"; tail -5 "$out/server.log"; exit 1; }
-log "snapbd ready"
+start_snapbd() {
+  log "starting snapbd"
+  rm -f /run/nbd.sock
+  # On an empty data directory serve creates the default volume: make it the campaign's small one.
+  printf 'default-volume = pl\ndefault-volume-size = 16M\ndefault-save-size = 64M\n%s' "${1:-}" > /run/pl.conf
+  local before; before=$(cat "$out/server.log" 2>/dev/null | wc -l)     # a restart appends to the same log
+  SNAPBD_JAVA_OPTS="$java_opts -Xms64m -Xmx384m -XX:MaxDirectMemorySize=256m" setsid "$root/bin/snapbd" serve \
+    --config /run/pl.conf --data-dir "$data" --tcp none --unix /run/nbd.sock >> "$out/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 1200); do
+    tail -n "+$((before + 1))" "$out/server.log" | grep -q 'snapbd ready' && break
+    kill -0 "$server" 2>/dev/null || break
+    sleep 0.25
+  done
+  tail -n "+$((before + 1))" "$out/server.log" | grep -q 'snapbd ready' || { log "snapbd did not start; see $out/server.log"; tail -5 "$out/server.log"; exit 1; }
+  log "snapbd ready"
+}
+start_snapbd
 
 if [ "$cur" != - ]; then
   # Vary the guest's write-back by round: the kernel's default (dirty pages written after 30 s, so a cut
@@ -56,13 +62,29 @@ if [ "$cur" != - ]; then
   log "write-back: $wb"
 fi
 
-args=(--socket /run/nbd.sock --admin "$data/admin.sock" --seed "$seed")
-[ "$prev" != - ] && args+=(--check "$prev/ops.log" --result "$prev/check.json")
-[ "$cur" != - ] && args+=(--log "$cur/ops.log")
-[ "$self_test" = self-test ] && args+=(--self-test)
-java $java_opts -Xmx256m -jar "$bench_jar" power-loss "${args[@]}"
-rc=$?
-log "bench power-loss: exit $rc"
+bench() {
+  java $java_opts -Xmx256m -jar "$bench_jar" power-loss --socket /run/nbd.sock --admin "$data/admin.sock" --seed "$seed" "$@"
+  rc=$?
+  log "bench power-loss $1: exit $rc"
+}
+check=() work=()
+[ "$prev" != - ] && check=(--check "$prev/ops.log" --result "$prev/check.json")
+[ "$cur" != - ] && work=(--log "$cur/ops.log" --features "$features")
+[ "$cur" != - ] && [ "$self_test" = self-test ] && work+=(--self-test)
+if [ "$prev" != - ] && [ "$cur" != - ] && head -n 1 "$prev/ops.log" | grep -q ' mirror='; then
+  # A mirrored round: after the check, fsck of the legs and their tag tables as the recovery's reconciliation
+  # left them (snapbd stopped), then snapbd again for the next round.
+  bench "${check[@]}"
+  kill -TERM "$server"
+  wait "$server"
+  log "snapbd stopped"
+  fsck recovered
+  start_snapbd 'warm-up = off
+'      # the JIT warmed up at the first start already; this saves ~12 s in the guest
+  bench "${work[@]}"
+else
+  bench "${check[@]}" "${work[@]}"      # one JVM for both (a JVM start is slow in the guest)
+fi
 if [ "$cur" != - ]; then
   exit "$rc"      # the workload only returns on an error; the host cuts the power otherwise
 fi

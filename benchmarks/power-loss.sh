@@ -21,6 +21,12 @@
 #   --out DIR         where logs go (default benchmarks/results/power-loss-<timestamp>)
 #   --json            print the summary as JSON on stdout
 #   --keep-going      run every round even after a violation (default: stop at the first)
+#   --features F      what the workload adds to the basic one: mix (default: each round's seed picks a combination,
+#                     all 16 in 16 rounds), none, or a comma-separated list of clone (clones of snapshots, written
+#                     to), mirror (a second file leg; legs compared and fsck'd after the recovery), concurrent (two
+#                     connections, two operations in flight), full (a 512 KiB save volume: snapshots terminated)
+#   --aim KIND        every round waits for KIND (time, SNAP_CREATE, SNAP_DELETE, RESTORE, CLONE) instead of a
+#                     kind drawn from the seed, e.g. to cut during clones (with --features clone)
 #   --self-test       the workload sends no FLUSH and no FUA yet logs them as done: the check must find
 #                     violations (exit 0 when it does, 3 when it finds none)
 # Exit: 0 no violation; 3 violations; 77 a prerequisite is missing (UML, mkfs.ext4, the jars); 1 other errors.
@@ -29,9 +35,12 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" power-loss
 usage() { bl_header_usage 2 28; }
 
-rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test=""
+rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test="" features=mix aim=""
 bl_options usage --rounds rounds --seed seed --max-delay max_delay --out out --json json=1 --keep-going keep_going=1 \
-  --self-test self_test=self-test -- "$@"
+  --self-test self_test=self-test --features features --aim aim -- "$@"
+[[ -z $aim || $aim =~ ^(time|SNAP_CREATE|SNAP_DELETE|RESTORE|CLONE)$ ]] || die "--aim must be time, SNAP_CREATE, SNAP_DELETE, RESTORE or CLONE, not '$aim'"
+[[ $features =~ ^(mix|none|(clone|mirror|concurrent|full)(,(clone|mirror|concurrent|full))*)$ ]] \
+  || die "--features must be mix, none or a comma-separated list of clone, mirror, concurrent, full; not '$features'"
 bl_positive --rounds "$rounds"
 bl_positive --max-delay "$max_delay"
 [ -n "$seed" ] || seed=$(( $(date +%s) % 100000 ))
@@ -78,7 +87,7 @@ boot() {
   local n=$1 prev=$2 cur=$3 rseed=$4 bdir=$out/boot-$1
   mkdir -p "$bdir"
   UML_UBD0=$disk UML_MEM=1200M UML_TIMEOUT=900 setsid bash "$BL_UML_RUN" "$bdir" "$BENCH_DIR/power-loss-guest.sh" \
-    "$ROOT" "$SNAPBD_JAR" "$SNAPBD_BENCH_JAR" "$prev" "$cur" "$rseed" $self_test > "$bdir/uml-run.log" 2>&1 < /dev/null &
+    "$ROOT" "$SNAPBD_JAR" "$SNAPBD_BENCH_JAR" "$prev" "$cur" "$rseed" "$features" $self_test > "$bdir/uml-run.log" 2>&1 < /dev/null &
   local pid=$! rc
   BL_PIDS[uml]=$pid
   if [ "$cur" = - ]; then
@@ -98,14 +107,18 @@ boot() {
     sleep 0.2
   done
   cut_delay=$(( 500 + (RANDOM * 32768 + RANDOM) % (max_delay * 1000 - 499) ))
-  local targets=(time SNAP_CREATE SNAP_DELETE RESTORE) jitter=$((RANDOM % 50))
-  cut_target=${targets[$((RANDOM % 4))]}
+  local targets=(time SNAP_CREATE SNAP_DELETE RESTORE) jitter=$((RANDOM % 50)) pick=$RANDOM
+  # A round with clones (its log's header names its features) also aims at a clone's copy.
+  head -n 1 "$cur/ops.log" | grep -q 'features=[a-z,]*clone' && targets+=(CLONE)
+  cut_target=${aim:-${targets[$((pick % ${#targets[@]}))]}}
   sleep "$(printf '%d.%03d' $((cut_delay / 1000)) $((cut_delay % 1000)))"
   if [ "$cut_target" != time ]; then
     # ops.log.sending names the operation being sent (written through hostfs before each one).
     local until=$((SECONDS + 30))
     until grep -q "^$cut_target " "$cur/ops.log.sending" 2>/dev/null || [ "$SECONDS" -ge "$until" ]; do sleep 0.01; done
-    sleep "0.$(printf '%03d' "$jitter")"
+    # A clone's create and copy take longer than the other operations: aim anywhere in its first 2 s.
+    [ "$cut_target" = CLONE ] && jitter=$(( (jitter * 40 + RANDOM) % 2000 ))
+    sleep "$((jitter / 1000)).$(printf '%03d' $((jitter % 1000)))"
   fi
   cut_lines=$(grep -c '^ACK ' "$cur/ops.log" || true)
   grep -q '^ERROR ' "$cur/ops.log" && { cat "$cur/ops.log" | tail -n 3 >&2; die "boot $n: the workload failed before the cut (see $bdir/guest.log)"; }
@@ -127,7 +140,8 @@ boot() {
 }
 
 total_kills=0 total_bytes=0 total_violations=0 total_ops=0 total_torn=0 rounds_done=0 total_lost=0 total_kept=0
-declare -A points=()
+total_clones=0 total_invalidated=0 total_refused=0
+declare -A points=() featured=()
 results_json="["
 check_round() {   # R: reads round R's verdict (written by the next boot) and prints its progress line
   local r=$1 rdir=$out/round-$1 v fsck_crash fsck_open="-" vio extra=""
@@ -136,10 +150,15 @@ check_round() {   # R: reads round R's verdict (written by the next boot) and pr
 import json, sys
 d = json.load(open(sys.argv[1]))
 print(d.get("opsAcknowledged", 0), d.get("bytesChecked", 0), len(d.get("violations", [])), d.get("tornBlocks", 0),
-      d.get("inFlightKind", "?"), d.get("snapshotsChecked", 0), d.get("notDurableBlocksKept", 0), d.get("notDurableBlocksLost", 0))
+      d.get("inFlightKind", "?"), d.get("snapshotsChecked", 0), d.get("notDurableBlocksKept", 0), d.get("notDurableBlocksLost", 0),
+      d.get("features", "none"), d.get("clonesChecked", 0), d.get("snapshotsInvalidated", 0), d.get("opsRefusedNoSpace", 0),
+      d.get("mirrorBlocksDiffering", "-"))
 PY
 )
-  read -r ops bytes vio torn kind snaps kept lost <<< "$v"
+  read -r ops bytes vio torn kind snaps kept lost feats clones invalidated refused differ <<< "$v"
+  local fsck_rec=-
+  [ -f "$rdir/fsck-recovered.rc" ] && fsck_rec=$(cat "$rdir/fsck-recovered.rc")
+  if [ "$fsck_rec" != - ] && [ "$fsck_rec" != 0 ]; then vio=$((vio + 1)); extra+=" fsck of the reconciled mirror: exit $fsck_rec ($rdir/fsck-recovered.txt)"; fi
   fsck_crash=$(cat "$rdir/fsck-crash.rc" 2>/dev/null || echo missing)
   [ -f "$rdir/fsck-open.rc" ] && fsck_open=$(cat "$rdir/fsck-open.rc")
   if [ "$fsck_crash" != 0 ]; then vio=$((vio + 1)); extra+=" fsck after the cut: exit $fsck_crash ($rdir/fsck-crash.txt)"; fi
@@ -147,15 +166,17 @@ PY
   total_bytes=$((total_bytes + bytes)) total_violations=$((total_violations + vio)) total_ops=$((total_ops + ops))
   total_torn=$((total_torn + torn)) rounds_done=$((rounds_done + 1)) total_lost=$((total_lost + lost)) total_kept=$((total_kept + kept))
   points[$kind]=$(( ${points[$kind]:-0} + 1 ))
-  printf 'round %d/%d seed %d (write-back %s, cut %s): at %d.%03d s, %d ops acknowledged, in flight %s; checked %d MiB (%d snapshot(s)); blocks not yet durable: %d kept, %d lost, %d torn; %d violation(s)%s\n' \
-    "$r" "$rounds" "$((seed * 1000 + r))" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" "${round_target[$r]}" \
+  total_clones=$((total_clones + clones)) total_invalidated=$((total_invalidated + invalidated)) total_refused=$((total_refused + refused))
+  local f; for f in ${feats//,/ }; do [ "$f" = none ] || featured[$f]=$(( ${featured[$f]:-0} + 1 )); done
+  printf 'round %d/%d seed %d (features %s, write-back %s, cut %s): at %d.%03d s, %d ops acknowledged, in flight %s; checked %d MiB (%d snapshot(s), %d clone(s), mirror legs differing %s); %d snapshot(s) terminated by a full save volume, %d write(s) refused; blocks not yet durable: %d kept, %d lost, %d torn; %d violation(s)%s\n' \
+    "$r" "$rounds" "$((seed * 1000 + r))" "$feats" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" "${round_target[$r]}" \
     "$((${round_delay[$r]} / 1000))" "$((${round_delay[$r]} % 1000))" "$ops" "$kind" \
-    "$((bytes >> 20))" "$snaps" "$kept" "$lost" "$torn" "$vio" "$extra" >&2
+    "$((bytes >> 20))" "$snaps" "$clones" "$differ" "$invalidated" "$refused" "$kept" "$lost" "$torn" "$vio" "$extra" >&2
   if [ "$vio" -gt 0 ]; then
     python3 -c 'import json,sys; [print("  VIOLATION", v) for v in json.load(open(sys.argv[1])).get("violations", [])]' "$rdir/check.json" >&2
   fi
   [ "$rounds_done" = 1 ] || results_json+=","
-  results_json+="{\"round\":$r,\"seed\":$((seed * 1000 + r)),\"cutMillis\":${round_delay[$r]},\"cutTarget\":\"${round_target[$r]}\",\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\"}"
+  results_json+="{\"round\":$r,\"seed\":$((seed * 1000 + r)),\"cutMillis\":${round_delay[$r]},\"cutTarget\":\"${round_target[$r]}\",\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\",\"fsckReconciledMirror\":\"$fsck_rec\",\"features\":\"$feats\",\"clonesChecked\":$clones,\"snapshotsTerminated\":$invalidated,\"writesRefused\":$refused}"
 }
 
 log "power-loss: $rounds round(s), seed $seed, output in $out ($(bl_git_rev))"
@@ -179,10 +200,12 @@ kp=""; for k in "${!points[@]}"; do kp+="$k=${points[$k]} "; done
 printf '\n| rounds | kills | ops acknowledged | bytes checked | not-durable blocks kept / lost / torn | violations |\n|---|---|---|---|---|---|\n| %d | %d | %d | %d | %d / %d / %d | %d |\n' \
   "$rounds_done" "$total_kills" "$total_ops" "$total_bytes" "$total_kept" "$total_lost" "$total_torn" "$total_violations" >&2
 log "in flight at the cut: ${kp% }"
-log "command: benchmarks/power-loss.sh --rounds $rounds --seed $seed --max-delay $max_delay; output in $out"
+fp=""; for k in clone mirror concurrent full; do fp+="$k=${featured[$k]:-0} "; done
+log "rounds with each feature: ${fp% }; clones checked: $total_clones; snapshots terminated by a full save volume: $total_invalidated; writes refused: $total_refused"
+log "command: benchmarks/power-loss.sh --rounds $rounds --seed $seed --max-delay $max_delay --features $features${aim:+ --aim $aim}${self_test:+ --self-test}; output in $out"
 if [ "$json" = 1 ]; then
-  printf '{"rounds":%d,"kills":%d,"opsAcknowledged":%d,"bytesChecked":%d,"notDurableBlocksKept":%d,"notDurableBlocksLost":%d,"tornBlocks":%d,"violations":%d,"seed":%d,"perRound":%s]}\n' \
-    "$rounds_done" "$total_kills" "$total_ops" "$total_bytes" "$total_kept" "$total_lost" "$total_torn" "$total_violations" "$seed" "$results_json"
+  printf '{"rounds":%d,"kills":%d,"opsAcknowledged":%d,"bytesChecked":%d,"notDurableBlocksKept":%d,"notDurableBlocksLost":%d,"tornBlocks":%d,"violations":%d,"seed":%d,"features":"%s","clonesChecked":%d,"snapshotsTerminated":%d,"writesRefused":%d,"perRound":%s]}\n' \
+    "$rounds_done" "$total_kills" "$total_ops" "$total_bytes" "$total_kept" "$total_lost" "$total_torn" "$total_violations" "$seed" "$features" "$total_clones" "$total_invalidated" "$total_refused" "$results_json"
 fi
 rm -f "$disk"
 if [ -n "$self_test" ]; then

@@ -9,6 +9,7 @@ import io.snapbd.bench.powerloss.Workload.Op;
 import io.snapbd.server.admin.AdminClient;
 import io.snapbd.server.api.OperationException;
 import io.snapbd.server.client.NbdClient;
+import io.snapbd.server.client.NbdException;
 import io.snapbd.server.client.NbdUri;
 import io.snapbd.server.export.ExportName;
 import picocli.CommandLine.Command;
@@ -26,21 +27,27 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
 import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 
 /**
  * {@code bench power-loss}: the part of benchmarks/power-loss.sh that runs inside the User-Mode Linux guest,
  * next to a snapbd server whose data directory is on ext4 on {@code /dev/ubda}.
  * <ul>
  *   <li>{@code --check LOG --result FILE}: after the power cut and the reboot, replays the previous round's
- *   log through {@link Model} and checks production, every snapshot, and the LUN state against it; writes
- *   the verdict as JSON to FILE (forced).</li>
- *   <li>{@code --log LOG --seed S}: replaces the volume with a new one and runs {@link Workload} against it
- *   forever (the host cuts the power), appending one line per acknowledged operation to LOG and forcing it
- *   before the next operation is sent.</li>
+ *   log through {@link Model} and checks production, every snapshot, every clone, a mirror's legs and the
+ *   LUN state against it; writes the verdict as JSON to FILE (forced).</li>
+ *   <li>{@code --log LOG --seed S}: replaces the volume with a new one (mirrored, with a small save volume, as
+ *   {@code --features} says) and runs {@link Workload} against it forever (the host cuts the power), over
+ *   one or two connections (plus one per clone), appending one line per acknowledged operation to LOG and
+ *   forcing it before that connection sends its next operation.</li>
  * </ul>
  * Both may be given: the check runs first.
  */
@@ -69,6 +76,13 @@ public final class PowerLossCommand implements Callable<Integer> {
     Path log;
     @Option(names = "--seed", defaultValue = "1", description = "Workload seed.")
     long seed;
+    @Option(names = "--features", defaultValue = "none", description = "What the workload adds: none, mix (chosen by the seed) "
+            + "or a comma-separated list of clone, mirror, concurrent, full (default none).")
+    String features;
+    @Option(names = "--full-save-size", defaultValue = "524288", description = "Save volume size in bytes with the feature full (default 512 KiB: copy-on-write runs out within seconds).")
+    long fullSaveSize;
+    @Option(names = "--leg-dir", description = "Directory of the second leg with the feature mirror (default: legs next to the data directory).")
+    Path legDir;
     @Option(names = "--self-test", description = "Break the promise on purpose: send no FLUSH and no FUA flag, yet log them "
             + "as acknowledged, so that the check must find violations (power-loss.sh --self-test).")
     boolean selfTest;
@@ -122,74 +136,197 @@ public final class PowerLossCommand implements Callable<Integer> {
 
     // ---- the workload ---------------------------------------------------------------------------------------
 
-    private void run() throws Exception {
-        try {
-            admin("volume.delete", "name", volume, "force", true);
-        } catch (OperationException e) {
-            if (!e.getMessage().startsWith("no volume named")) {
-                throw e;
+    /** One NBD connection with its own thread: one data operation in flight on it at a time. */
+    private final class Lane {
+        final String export;
+        final ExecutorService thread;
+        NbdClient client;
+        Future<?> pending;
+
+        Lane(String export, String name) throws IOException {
+            this.export = export;
+            this.thread = Executors.newSingleThreadExecutor(r -> {
+                Thread t = new Thread(r, name);
+                t.setDaemon(true);
+                return t;
+            });
+            this.client = connect(export);
+        }
+
+        /** Waits for the operation in flight on this lane; rethrows its failure. */
+        void settle() throws Exception {
+            if (pending != null) {
+                try {
+                    pending.get();
+                } catch (ExecutionException e) {
+                    throw e.getCause() instanceof Exception x ? x : e;
+                } finally {
+                    pending = null;
+                }
             }
         }
+
+        void close() throws IOException {
+            thread.shutdownNow();
+            client.close();
+        }
+    }
+
+    private FileChannel out;
+    /** Records (ACK and FAIL lines) logged so far; each op's {@code s=} is this when it is sent. */
+    private long logged;
+
+    /** Appends one record and forces it before returning; records are numbered in log order. */
+    private synchronized void record(String line) throws IOException {
+        append(out, line);
+        logged++;
+    }
+
+    private synchronized long loggedNow() {
+        return logged;
+    }
+
+    private void run() throws Exception {
+        Set<Workload.Feature> feats = Workload.parse(features, seed);
+        for (JsonNode v : admin("volume.list").path("volumes")) {       // this round's volume and the last round's clones
+            admin("volume.delete", "name", v.path("name").asText(), "force", true);
+        }
         int bs = 4096;
-        admin("volume.create", "name", volume, "size", size, "saveSize", saveSize, "blockSize", bs);
+        long save = feats.contains(Workload.Feature.FULL) ? fullSaveSize : saveSize;
+        String mirror = null;
+        if (feats.contains(Workload.Feature.MIRROR)) {
+            Path leg = (legDir != null ? legDir : admin.toAbsolutePath().getParent().resolveSibling("legs")).resolve(volume + ".leg");
+            Files.createDirectories(leg.getParent());
+            Files.deleteIfExists(leg);
+            Files.deleteIfExists(leg.resolveSibling(leg.getFileName() + ".tags"));
+            mirror = leg.toString();
+            admin("volume.create", "name", volume, "size", size, "saveSize", save, "blockSize", bs, "mirrors", List.of(mirror));
+        } else {
+            admin("volume.create", "name", volume, "size", size, "saveSize", save, "blockSize", bs);
+        }
         int blocks = (int) (size / bs);
-        byte[] buf = new byte[16 * bs];
-        Workload gen = new Workload(seed, blocks);
+        Workload gen = new Workload(seed, blocks, feats);
+        boolean concurrent = feats.contains(Workload.Feature.CONCURRENT);
+        boolean full = feats.contains(Workload.Feature.FULL);
         // LOG.sending: the operation being sent, rewritten in place before each one and never forced; through
         // hostfs the host sees it at once, so power-loss.sh can cut while a chosen kind of operation runs.
         Path sendingPath = log.resolveSibling(log.getFileName() + ".sending");
-        try (FileChannel out = FileChannel.open(log, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+        List<Lane> lanes = new ArrayList<>();
+        Map<String, Lane> cloneLanes = new HashMap<>();
+        try (FileChannel o = FileChannel.open(log, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                 StandardOpenOption.TRUNCATE_EXISTING);
              FileChannel sending = FileChannel.open(sendingPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                      StandardOpenOption.TRUNCATE_EXISTING)) {
-            append(out, MAGIC + " seed=" + seed + " volume=" + volume + " blocks=" + blocks + " blockSize=" + bs);
-            NbdClient c = connect(volume);
+            out = o;
+            append(out, MAGIC + " seed=" + seed + " volume=" + volume + " blocks=" + blocks + " blockSize=" + bs
+                    + " features=" + Workload.format(feats) + " saveSize=" + save + (mirror != null ? " mirror=" + mirror : ""));
+            lanes.add(new Lane(volume, "pl-0"));
+            if (concurrent) {
+                lanes.add(new Lane(volume, "pl-1"));
+            }
             try {
                 while (true) {
                     Op op = gen.next();
+                    if (op.data()) {
+                        Lane lane = op.target() != null ? cloneLanes.get(op.target()) : lanes.get((int) (op.index() % lanes.size()));
+                        lane.settle();
+                        if (!concurrent) {
+                            for (Lane l : lanes) {
+                                l.settle();
+                            }
+                            for (Lane l : cloneLanes.values()) {
+                                l.settle();
+                            }
+                        }
+                        long s = loggedNow();
+                        sending.write(ByteBuffer.wrap(String.format("%-12s %12d%n", op.kind(), op.index()).getBytes(StandardCharsets.US_ASCII)), 0);
+                        lane.pending = lane.thread.submit(() -> {
+                            dataOp(op, lane.client, bs, s, full);
+                            return null;
+                        });
+                        continue;
+                    }
+                    // An administrative operation: nothing else in flight.
+                    for (Lane l : lanes) {
+                        l.settle();
+                    }
+                    for (Lane l : cloneLanes.values()) {
+                        l.settle();
+                    }
+                    long s = loggedNow();
                     sending.write(ByteBuffer.wrap(String.format("%-12s %12d%n", op.kind(), op.index()).getBytes(StandardCharsets.US_ASCII)), 0);
                     String res;
                     try {
-                        res = execute(op, c, buf, bs);
-                        if (op.kind() == Kind.RESTORE) {
-                            c = connect(volume);
-                        }
+                        res = adminOp(op, lanes, full);
                     } catch (Exception e) {
-                        append(out, "ERROR " + op.index() + " " + op.describe() + " " + e);
+                        record("ERROR " + op.index() + " " + op.describe() + " " + e);
                         throw e;
                     }
-                    append(out, "ACK " + op.index() + " " + op.describe() + res);
-                    gen.acknowledged(op);
+                    boolean applied = !res.contains(" skipped=");
+                    record("ACK " + op.index() + " s=" + s + " " + op.describe() + res);
+                    gen.acknowledged(op, applied);
+                    if (op.kind() == Kind.CLONE && applied) {
+                        cloneLanes.put(op.target(), new Lane(op.target(), "clone-" + op.target()));
+                    }
                 }
             } finally {
-                c.close();
+                for (Lane l : lanes) {
+                    l.close();
+                }
+                for (Lane l : cloneLanes.values()) {
+                    l.close();
+                }
             }
         }
     }
 
-    private String execute(Op op, NbdClient c, byte[] buf, int bs) throws Exception {
+    /** Runs a WRITE, TRIM, ZERO or FLUSH on one lane and logs it (ACK; FAIL when refused with ENOSPC on a full save volume). */
+    private void dataOp(Op op, NbdClient c, int bs, long s, boolean full) throws Exception {
         long off = (long) op.block() * bs;
         long len = (long) op.count() * bs;
+        try {
+            switch (op.kind()) {
+                case WRITE -> {
+                    byte[] buf = new byte[(int) len];
+                    for (int k = 0; k < op.count(); k++) {
+                        Workload.fill(buf, k * bs, bs, seed, op.value(), op.block() + k);
+                    }
+                    c.write(off, ByteBuffer.wrap(buf), op.fua() && !selfTest);
+                }
+                case FLUSH -> {
+                    if (!selfTest) {
+                        c.flush();
+                    }
+                }
+                case TRIM -> c.trim(off, len, op.fua() && !selfTest);
+                case ZERO -> {
+                    if (op.fua() && !selfTest) {
+                        c.writeZeroes(off, len, NbdClient.ZeroFlag.FUA);
+                    } else {
+                        c.writeZeroes(off, len);
+                    }
+                }
+                default -> throw new AssertionError(op);
+            }
+        } catch (NbdException e) {
+            if (full && e.errno() == ENOSPC) {
+                record("FAIL " + op.index() + " s=" + s + " " + op.describe() + " errno=" + e.errno());
+                return;
+            }
+            record("ERROR " + op.index() + " " + op.describe() + " " + e);
+            throw e;
+        } catch (Exception e) {
+            record("ERROR " + op.index() + " " + op.describe() + " " + e);
+            throw e;
+        }
+        record("ACK " + op.index() + " s=" + s + " " + op.describe());
+    }
+
+    private static final int ENOSPC = 28;
+
+    /** Runs an administrative operation (nothing else in flight); returns the result fields to log. */
+    private String adminOp(Op op, List<Lane> lanes, boolean full) throws Exception {
         switch (op.kind()) {
-            case WRITE -> {
-                for (int k = 0; k < op.count(); k++) {
-                    Workload.fill(buf, k * bs, bs, seed, op.value(), op.block() + k);
-                }
-                c.write(off, ByteBuffer.wrap(buf, 0, (int) len), op.fua() && !selfTest);
-            }
-            case FLUSH -> {
-                if (!selfTest) {
-                    c.flush();
-                }
-            }
-            case TRIM -> c.trim(off, len, op.fua() && !selfTest);
-            case ZERO -> {
-                if (op.fua() && !selfTest) {
-                    c.writeZeroes(off, len, NbdClient.ZeroFlag.FUA);
-                } else {
-                    c.writeZeroes(off, len);
-                }
-            }
             case LUN_ENABLE, LUN_GET -> {
                 JsonNode v = admin(op.kind() == Kind.LUN_ENABLE ? "lun.enable" : "lun.get", "export", volume);
                 return " enabled=" + v.path("enabled").asBoolean() + " counter=" + v.path("counter").asLong()
@@ -200,12 +337,48 @@ public final class PowerLossCommand implements Callable<Integer> {
             }
             case SNAP_DELETE -> admin("snapshot.delete", "volume", volume, "name", op.snapshot());
             case RESTORE -> {
-                c.close();      // a restore is refused while the volume has clients
+                if (full && !activeSnapshot(op.snapshot())) {
+                    return " skipped=invalid";
+                }
+                for (Lane l : lanes) {
+                    l.client.close();      // a restore is refused while the volume has clients
+                }
                 admin("snapshot.restore", "volume", volume, "name", op.snapshot());
+                for (Lane l : lanes) {
+                    l.client = connect(volume);
+                }
+            }
+            case CLONE -> {
+                if (full && !activeSnapshot(op.snapshot())) {
+                    return " skipped=invalid";
+                }
+                // The clone gets no save volume (it is never snapshotted); acknowledged once its copy is done.
+                admin("snapshot.clone", "volume", volume, "name", op.snapshot(), "target", op.target(), "saveSize", 0);
+                while (true) {
+                    JsonNode st = admin("clone.status", "target", op.target());
+                    String state = st.path("state").asText();
+                    if (state.equals("done")) {
+                        break;
+                    }
+                    if (!state.equals("copying")) {
+                        throw new IOException("clone " + op.target() + ": " + state + " " + st.path("error").asText());
+                    }
+                    Thread.sleep(20);
+                }
             }
             default -> throw new AssertionError(op);
         }
         return "";
+    }
+
+    /** Whether the snapshot is listed active (a full save volume terminates snapshots). */
+    private boolean activeSnapshot(String name) throws IOException, OperationException {
+        for (JsonNode s : admin("snapshot.list", "volume", volume).path("snapshots")) {
+            if (s.path("name").asText().equals(name)) {
+                return s.path("state").asText().equals("active");
+            }
+        }
+        return false;
     }
 
     private static void append(FileChannel out, String line) throws IOException {
@@ -217,6 +390,10 @@ public final class PowerLossCommand implements Callable<Integer> {
     }
 
     // ---- the check ------------------------------------------------------------------------------------------
+
+    /** One record of a log: ACK (acknowledged), FAIL (refused with ENOSPC) or ERROR; {@code p} its position. */
+    private record Rec(String kind, long index, long s, long p, String text, String line) {
+    }
 
     private ObjectNode check() throws Exception {
         ObjectNode verdict = JSON.createObjectNode();
@@ -235,9 +412,90 @@ public final class PowerLossCommand implements Callable<Integer> {
         String vol = h.get("volume");
         int blocks = Integer.parseInt(h.get("blocks"));
         int bs = Integer.parseInt(h.get("blockSize"));
+        Set<Workload.Feature> feats = Workload.parse(h.getOrDefault("features", "none"), logSeed);
+        String mirror = h.get("mirror");
         verdict.put("seed", logSeed);
-        Workload gen = new Workload(logSeed, blocks);
+        verdict.put("features", Workload.format(feats));
+        boolean concurrent = feats.contains(Workload.Feature.CONCURRENT);
+        boolean full = feats.contains(Workload.Feature.FULL);
+
+        // The records, in log order; ACK and FAIL records are numbered 1, 2, ... (their position p).
+        List<Rec> recs = new ArrayList<>();
+        Map<Long, Rec> byIndex = new HashMap<>();
+        long maxIndex = -1;
+        for (int n = 1; n < lines.size(); n++) {
+            String line = lines.get(n);
+            String[] f = line.split(" ", 3);
+            Rec r;
+            try {
+                long index = Long.parseLong(f[1]);
+                if (f[0].equals("ERROR")) {
+                    r = new Rec("ERROR", index, -1, -1, f.length > 2 ? f[2] : "", line);
+                } else if ((f[0].equals("ACK") || f[0].equals("FAIL")) && f.length == 3) {
+                    String[] g = f[2].split(" ", 2);
+                    if (!g[0].startsWith("s=") || g.length < 2) {
+                        throw new IllegalArgumentException("no s= field");
+                    }
+                    r = new Rec(f[0], index, Long.parseLong(g[0].substring(2)), recs.size() + 1, g[1], line);
+                } else {
+                    throw new IllegalArgumentException("unknown record");
+                }
+            } catch (RuntimeException e) {
+                violations.add("log line " + (n + 1) + " '" + line + "' is not a record: " + e.getMessage());
+                return verdict;
+            }
+            if (byIndex.put(r.index(), r) != null) {
+                violations.add("log line " + (n + 1) + " '" + line + "' repeats operation " + r.index());
+                return verdict;
+            }
+            if (!r.kind().equals("ERROR")) {
+                recs.add(r);
+            } else {
+                violations.add("the workload failed at operation " + r.index() + " " + r.text());
+            }
+            maxIndex = Math.max(maxIndex, r.index());
+        }
+
+        // Regenerate the operations. Those not logged may have been in flight: any data operation up to one per
+        // connection past the last logged one, or the administrative operation after it (sent alone).
+        Workload gen = new Workload(logSeed, blocks, feats);
+        Map<Long, Op> ops = new HashMap<>();
+        List<Op> inFlight = new ArrayList<>();
+        for (long i = 0; ; i++) {
+            Op op = gen.next();
+            Rec r = byIndex.get(i);
+            if (r == null || r.kind().equals("ERROR")) {
+                // Not logged: it may have been sent. One data operation per connection at most, and nothing is
+                // sent after an administrative operation until it is logged.
+                long reach = concurrent ? 2 + gen.clones().size() : 1;
+                if (i > maxIndex + reach) {
+                    break;
+                }
+                inFlight.add(op);
+                if (!op.data()) {
+                    break;
+                }
+                continue;
+            }
+            if (!describedPart(r.text()).equals(op.describe())) {
+                violations.add("log record '" + r.line() + "' is not the workload's operation " + op.index() + " '" + op.describe() + "'");
+                return verdict;
+            }
+            ops.put(i, op);
+            if (!op.data()) {
+                gen.acknowledged(op, r.kind().equals("ACK") && !r.text().contains(" skipped="));
+            }
+        }
+
+        for (Rec r : recs) {
+            if (!ops.containsKey(r.index())) {
+                violations.add("log record '" + r.line() + "' comes after an operation that was never acknowledged");
+                return verdict;
+            }
+        }
         Model model = new Model(blocks);
+        Map<String, Model> clones = new LinkedHashMap<>();
+        Map<String, long[][]> maybeClones = new LinkedHashMap<>();
         boolean enabled = false;
         long maxCounter = -1;
         long maxTimestamp = -1;
@@ -245,28 +503,32 @@ public final class PowerLossCommand implements Callable<Integer> {
         long lastCounter = -1;
         long lastTimestamp = -1;
         long acked = 0;
-        Op inFlight = null;
-        for (int n = 1; n < lines.size(); n++) {
-            String line = lines.get(n);
-            Op op = gen.next();
-            String[] f = line.split(" ", 3);
-            if (f[0].equals("ERROR")) {
-                violations.add("the workload failed at operation " + line.substring(6));
-                inFlight = op;
-                break;
+        long refused = 0;
+        for (Rec r : recs) {
+            Op op = ops.get(r.index());
+            Model m = op.target() == null || op.kind() == Kind.CLONE ? model : clones.get(op.target());
+            if (r.kind().equals("FAIL")) {
+                if (!full || !op.data()) {
+                    violations.add("operation " + op.index() + " " + op.describe() + " failed: " + r.text());
+                }
+                refused++;
+                m.inFlight(op);          // refused: it may still have happened, in part or whole
+                continue;
             }
-            if (!f[0].equals("ACK") || f.length < 3 || Long.parseLong(f[1]) != op.index() || !describedPart(f[2]).equals(op.describe())) {
-                violations.add("log line " + (n + 1) + " '" + line + "' is not the workload's operation " + op.index() + " '" + op.describe() + "'");
-                return verdict;
-            }
-            model.acknowledged(op);
-            gen.acknowledged(op);
             acked++;
+            if (r.text().contains(" skipped=")) {
+                continue;
+            }
+            if (op.kind() == Kind.CLONE) {
+                clones.put(op.target(), new Model(blocks, model.snapshots.get(op.snapshot())));
+            } else {
+                m.acknowledged(op, r.s(), r.p());
+            }
             if (op.altering()) {
                 alteredSinceGet = true;
             }
             if (op.kind() == Kind.LUN_ENABLE || op.kind() == Kind.LUN_GET) {
-                Map<String, String> v = fields(f[2]);
+                Map<String, String> v = fields(r.text());
                 long counter = Long.parseLong(v.get("counter"));
                 long ts = Long.parseLong(v.get("timestamp"));
                 if (op.kind() == Kind.LUN_ENABLE) {
@@ -284,13 +546,28 @@ public final class PowerLossCommand implements Callable<Integer> {
                 alteredSinceGet = false;
             }
         }
-        if (inFlight == null) {
-            inFlight = gen.next();
+        StringBuilder flying = new StringBuilder();
+        for (Op op : inFlight) {
+            flying.append(flying.length() == 0 ? "" : "; ").append(op.describe());
+            if (op.kind() == Kind.CLONE) {
+                maybeClones.put(op.target(), model.snapshots.get(op.snapshot()));
+            } else if (op.target() != null) {
+                clones.get(op.target()).inFlight(op);
+            } else {
+                model.inFlight(op);
+            }
         }
-        model.inFlight(inFlight);
         verdict.put("opsAcknowledged", acked);
-        verdict.put("inFlight", inFlight.describe());
-        verdict.put("inFlightKind", inFlight.kind().toString());
+        verdict.put("opsRefusedNoSpace", refused);
+        verdict.put("inFlight", flying.toString());
+        // The kind the cut hit: the administrative operation in flight if any, else the first data operation.
+        String kind = inFlight.isEmpty() ? "NONE" : inFlight.get(0).kind().toString();
+        for (Op op : inFlight) {
+            if (!op.data()) {
+                kind = op.kind().toString();
+            }
+        }
+        verdict.put("inFlightKind", kind);
 
         long[] bytes = {0};
         long[] torn = {0};
@@ -301,41 +578,105 @@ public final class PowerLossCommand implements Callable<Integer> {
         } catch (IOException e) {
             violations.add("cannot read volume " + vol + " after recovery: " + e);
         }
+        // Clones: an acknowledged one reads like a volume (its content at the clone, then its writes); one whose
+        // clone was in flight is absent or, once its copy (restarted by the recovery) is done, exactly the snapshot.
+        int checkedClones = 0;
+        try {
+            Set<String> volumes = new HashSet<>();
+            for (JsonNode v : admin("volume.list").path("volumes")) {
+                volumes.add(v.path("name").asText());
+            }
+            for (String name : volumes) {
+                if (name.equals(vol)) {
+                    continue;
+                }
+                Model cm = clones.get(name);
+                long[][] exact = cm == null ? maybeClones.get(name) : null;
+                if (cm == null && exact == null) {
+                    violations.add("volume " + name + " exists after recovery but no clone of that name was ever sent");
+                    continue;
+                }
+                String st = awaitClone(name);
+                if (!st.equals("done")) {
+                    violations.add("clone " + name + (cm == null ? " (in flight at the cut)" : "") + " after recovery: " + st);
+                    continue;
+                }
+                try (NbdClient c = connect(name)) {
+                    if (cm != null) {
+                        compare(c, "clone " + name, cm.may, cm.latest, fate, bs, blocks, logSeed, violations, bytes, torn);
+                    } else {
+                        compare(c, "clone " + name + " (in flight at the cut)", exact, null, null, bs, blocks, logSeed, violations, bytes, torn);
+                    }
+                }
+                checkedClones++;
+            }
+            for (String name : clones.keySet()) {
+                if (!volumes.contains(name)) {
+                    violations.add("clone " + name + " (acknowledged) is gone after recovery");
+                }
+            }
+        } catch (OperationException | IOException e) {
+            violations.add("cannot list or read the clones after recovery: " + e);
+        }
         // Snapshots.
         Set<String> listed = new HashSet<>();
         int checkedSnaps = 0;
+        int invalidated = 0;
         try {
             for (JsonNode s : admin("snapshot.list", "volume", vol).path("snapshots")) {
                 String name = s.path("name").asText();
                 listed.add(name);
-                long[] content = model.snapshots.get(name);
-                if (content == null && name.equals(model.maybeCreated)) {
-                    content = model.maybeCreatedContent;
+                long[][] content = model.snapshots.get(name);
+                if (content == null) {
+                    content = model.maybeCreated.get(name);
                 }
                 if (content == null) {
                     violations.add("snapshot " + name + " exists after recovery but was never created, or its delete was acknowledged");
                     continue;
                 }
                 if (!s.path("state").asText().equals("active")) {
-                    violations.add("snapshot " + name + " is " + s.path("state").asText() + " after recovery: " + s.path("reason").asText());
+                    if (full && s.path("reason").asText().contains("save volume full")) {
+                        invalidated++;      // terminated by the overflow rule (docs/snapshots.md): listed invalid, never read
+                    } else {
+                        violations.add("snapshot " + name + " is " + s.path("state").asText() + " after recovery: " + s.path("reason").asText());
+                    }
                     continue;
                 }
-                long[][] exact = new long[blocks][];
-                for (int b = 0; b < blocks; b++) {
-                    exact[b] = new long[]{content[b]};
-                }
                 try (NbdClient c = connect(ExportName.format(vol, name))) {
-                    compare(c, "snapshot " + name, exact, null, null, bs, blocks, logSeed, violations, bytes, torn);
+                    compare(c, "snapshot " + name, content, null, null, bs, blocks, logSeed, violations, bytes, torn);
                 }
                 checkedSnaps++;
             }
             for (String name : model.snapshots.keySet()) {
-                if (!listed.contains(name) && !name.equals(model.maybeDeleted)) {
+                if (!listed.contains(name) && !model.maybeDeleted.contains(name)) {
                     violations.add("snapshot " + name + " (creation acknowledged, never deleted) is gone after recovery");
                 }
             }
         } catch (OperationException | IOException e) {
             violations.add("cannot list or read the snapshots of " + vol + ": " + e);
+        }
+        // Mirror: after the recovery's reconciliation both legs hold the same bytes over the volume.
+        if (mirror != null) {
+            try {
+                JsonNode ms = admin("mirror.status", "volume", vol);
+                List<Path> legs = new ArrayList<>();
+                for (JsonNode l : ms.path("legs")) {
+                    String uri = l.path("uri").asText();
+                    legs.add(Path.of(uri.startsWith("local:") ? uri.substring("local:".length()) : uri));
+                    if (!l.path("state").asText().equals("in-sync")) {
+                        violations.add("mirror leg " + uri + " is " + l.path("state").asText() + " after recovery: " + l.path("error").asText());
+                    }
+                }
+                if (legs.size() != 2 || !legs.get(1).equals(Path.of(mirror))) {
+                    violations.add("volume " + vol + " has legs " + legs + " after recovery, not its own and " + mirror);
+                } else {
+                    long differ = compareLegs(legs.get(0), legs.get(1), (long) blocks * bs, bs, violations);
+                    bytes[0] += 2L * blocks * bs;
+                    verdict.put("mirrorBlocksDiffering", differ);
+                }
+            } catch (OperationException | IOException e) {
+                violations.add("cannot compare the mirror legs of " + vol + ": " + e);
+            }
         }
         // LUN state.
         try {
@@ -364,18 +705,73 @@ public final class PowerLossCommand implements Callable<Integer> {
         verdict.put("notDurableBlocksKept", fate[0]);
         verdict.put("notDurableBlocksLost", fate[1]);
         verdict.put("snapshotsChecked", checkedSnaps);
+        verdict.put("snapshotsInvalidated", invalidated);
+        verdict.put("clonesChecked", checkedClones);
         return verdict;
+    }
+
+    /** Waits (up to 5 minutes) while the clone's copy runs; its final state, or "done" when no copy runs (none restarted). */
+    private String awaitClone(String target) throws IOException, InterruptedException {
+        long deadline = System.nanoTime() + 300_000_000_000L;
+        while (true) {
+            JsonNode st;
+            try {
+                st = admin("clone.status", "target", target);
+            } catch (OperationException e) {
+                return "done";      // no copy job: it finished before the cut (its marker gone), none to restart
+            }
+            String state = st.path("state").asText();
+            if (!state.equals("copying")) {
+                return state.equals("done") ? state : state + " (" + st.path("error").asText() + ")";
+            }
+            if (System.nanoTime() > deadline) {
+                return "still copying after 5 minutes";
+            }
+            Thread.sleep(50);
+        }
+    }
+
+    /** Compares two legs block by block over {@code length} bytes; returns how many blocks differ (each a violation). */
+    private static long compareLegs(Path a, Path b, long length, int bs, ArrayNode violations) throws IOException {
+        long differ = 0;
+        try (FileChannel x = FileChannel.open(a, StandardOpenOption.READ); FileChannel y = FileChannel.open(b, StandardOpenOption.READ)) {
+            ByteBuffer bx = ByteBuffer.allocate(1 << 20);
+            ByteBuffer by = ByteBuffer.allocate(1 << 20);
+            for (long off = 0; off < length; off += bx.capacity()) {
+                int n = (int) Math.min(bx.capacity(), length - off);
+                bx.clear().limit(n);
+                by.clear().limit(n);
+                readFully(x, bx, off, a);
+                readFully(y, by, off, b);
+                for (int k = 0; k < n; k += bs) {
+                    if (!Arrays.equals(bx.array(), k, k + bs, by.array(), k, k + bs)) {
+                        if (differ++ < 20) {
+                            violations.add("mirror legs differ after recovery at block " + ((off + k) / bs) + ": " + a + " holds "
+                                    + describeBlock(bx.array(), k, bs) + ", " + b + " holds " + describeBlock(by.array(), k, bs));
+                        }
+                    }
+                }
+            }
+        }
+        return differ;
+    }
+
+    private static void readFully(FileChannel ch, ByteBuffer dst, long off, Path what) throws IOException {
+        while (dst.hasRemaining()) {
+            if (ch.read(dst, off + dst.position()) < 0) {
+                throw new IOException(what + " ends before " + (off + dst.limit()));
+            }
+        }
     }
 
     /**
      * Reads the whole export and checks each block against its set of legitimate values: equal to one of
-     * them, or (only for production, where {@code latest} is given, and where the set has several values) a
-     * byte-wise mix of them. For production, {@code fate} counts the blocks with several legitimate values
-     * that held {@code latest} and those that held an older one (what the power cut lost).
+     * them, or (where the set has several values: writes not yet durable, or in flight together) a byte-wise
+     * mix of them. Where {@code fate} is given (a volume, not a snapshot), it counts the blocks with several
+     * legitimate values that held {@code latest} and those that held another one (what the power cut lost).
      */
     private static void compare(NbdClient c, String what, long[][] may, long[] latest, long[] fate, int bs, int blocks, long seed,
                                 ArrayNode violations, long[] bytes, long[] torn) throws IOException {
-        boolean mixAllowed = latest != null;
         int chunkBlocks = 256;
         byte[] data = new byte[chunkBlocks * bs];
         byte[] want = new byte[bs];
@@ -397,7 +793,7 @@ public final class PowerLossCommand implements Callable<Integer> {
                         break;
                     }
                 }
-                if (!ok && mixAllowed && may[b].length > 1 && isMix(data, off, bs, may[b], seed, b)) {
+                if (!ok && may[b].length > 1 && isMix(data, off, bs, may[b], seed, b)) {
                     torn[0]++;
                     ok = true;
                 }

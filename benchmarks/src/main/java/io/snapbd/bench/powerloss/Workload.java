@@ -2,39 +2,67 @@ package io.snapbd.bench.powerloss;
 
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.EnumSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.Random;
+import java.util.Set;
 
 /**
- * The power-loss campaign's operation stream: a pure function of the seed and of the operations acknowledged
- * so far, so that the checker, replaying the log, regenerates every logged operation and the one that was in
- * flight when the power went (the next one). One operation at a time, block-aligned.
+ * The power-loss campaign's operation stream: a pure function of the seed, of the round's {@link Feature}s and
+ * of the outcome of the administrative operations acknowledged so far, so that the checker, replaying the log,
+ * regenerates every logged operation and those that may have been in flight when the power went. Data
+ * operations (WRITE, TRIM, ZERO, FLUSH) change nothing here, so with several connections their order of
+ * acknowledgement does not matter; administrative ones are sent only when nothing else is in flight.
  */
 final class Workload {
 
-    enum Kind { LUN_ENABLE, WRITE, FLUSH, TRIM, ZERO, LUN_GET, SNAP_CREATE, SNAP_DELETE, RESTORE }
+    enum Kind { LUN_ENABLE, WRITE, FLUSH, TRIM, ZERO, LUN_GET, SNAP_CREATE, SNAP_DELETE, RESTORE, CLONE }
 
-    /** At most this many snapshots live at once (keeps the save volume from filling, which would terminate one). */
+    /**
+     * What a round adds to the basic workload: {@code CLONE} clones snapshots and writes to the clones;
+     * {@code MIRROR} gives the volume a second file leg; {@code CONCURRENT} sends the volume's data operations
+     * over two connections, two in flight; {@code FULL} gives it a small save volume, so copy-on-write runs out
+     * and snapshots are terminated.
+     */
+    enum Feature { CLONE, MIRROR, CONCURRENT, FULL }
+
+    /** At most this many snapshots live at once (without {@code FULL}, keeps the save volume from filling). */
     static final int MAX_SNAPSHOTS = 3;
+    /** At most this many clones per round (each is a new volume on the guest's disk). */
+    static final int MAX_CLONES = 2;
 
     /**
      * One operation. {@code block}/{@code count} for WRITE, TRIM and ZERO; {@code fua} for those three;
-     * {@code snapshot} names the snapshot of SNAP_*, RESTORE. A WRITE's value is {@code index + 1}.
+     * {@code snapshot} names the snapshot of SNAP_*, RESTORE and CLONE; {@code target} is the clone a data
+     * operation or a CLONE goes to (null: the round's volume). A WRITE's value is {@code index + 1}.
      */
-    record Op(long index, Kind kind, int block, int count, boolean fua, String snapshot) {
+    record Op(long index, Kind kind, int block, int count, boolean fua, String snapshot, String target) {
+        Op(long index, Kind kind, int block, int count, boolean fua, String snapshot) {
+            this(index, kind, block, count, fua, snapshot, null);
+        }
+
         long value() {
             return index + 1;
         }
 
         boolean altering() {
-            return kind == Kind.WRITE || kind == Kind.TRIM || kind == Kind.ZERO || kind == Kind.RESTORE;
+            return target == null && (kind == Kind.WRITE || kind == Kind.TRIM || kind == Kind.ZERO || kind == Kind.RESTORE);
+        }
+
+        /** WRITE, TRIM, ZERO and FLUSH: sent over an NBD connection, possibly alongside others. */
+        boolean data() {
+            return kind == Kind.WRITE || kind == Kind.TRIM || kind == Kind.ZERO || kind == Kind.FLUSH;
         }
 
         /** The text logged for this operation (the checker compares it with the regenerated one). */
         String describe() {
+            String on = target == null ? "" : " @" + target;
             return switch (kind) {
-                case WRITE, TRIM, ZERO -> kind + " " + block + " " + count + (fua ? " fua" : "");
+                case WRITE, TRIM, ZERO -> kind + " " + block + " " + count + (fua ? " fua" : "") + on;
                 case SNAP_CREATE, SNAP_DELETE, RESTORE -> kind + " " + snapshot;
+                case CLONE -> kind + " " + snapshot + on;
+                case FLUSH -> kind + on;
                 default -> kind.toString();
             };
         }
@@ -42,12 +70,71 @@ final class Workload {
 
     private final Random random;
     private final int blocks;
+    private final Set<Feature> features;
     private final List<String> live = new ArrayList<>();
+    private final List<String> clones = new ArrayList<>();
     private long next;
 
     Workload(long seed, int blocks) {
+        this(seed, blocks, EnumSet.noneOf(Feature.class));
+    }
+
+    Workload(long seed, int blocks, Set<Feature> features) {
         this.random = new Random(seed);
         this.blocks = blocks;
+        this.features = features.isEmpty() ? EnumSet.noneOf(Feature.class) : EnumSet.copyOf(features);
+    }
+
+    /**
+     * The features of a round whose features are left to the seed ({@code --features mix}): the default
+     * campaign mixes them across rounds. Each of the 16 combinations comes once in 16 consecutive seeds, in an
+     * order that the seed shuffles (seed mod 16 goes through a fixed permutation).
+     */
+    static Set<Feature> mixed(long seed) {
+        int bits = (int) ((Math.floorMod(seed, 16) * 7 + 3) % 16);
+        Set<Feature> f = EnumSet.noneOf(Feature.class);
+        for (Feature x : Feature.values()) {
+            if ((bits & (1 << x.ordinal())) != 0) {
+                f.add(x);
+            }
+        }
+        return f;
+    }
+
+    /** {@code none}, {@code mix} (by the seed) or a comma-separated list of feature names. */
+    static Set<Feature> parse(String text, long seed) {
+        String t = text.strip().toLowerCase(Locale.ROOT);
+        if (t.equals("mix")) {
+            return mixed(seed);
+        }
+        Set<Feature> f = EnumSet.noneOf(Feature.class);
+        if (t.equals("none") || t.isEmpty()) {
+            return f;
+        }
+        for (String w : t.split(",")) {
+            try {
+                f.add(Feature.valueOf(w.strip().toUpperCase(Locale.ROOT)));
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("unknown feature '" + w.strip() + "' (clone, mirror, concurrent, full, none, mix)");
+            }
+        }
+        return f;
+    }
+
+    /** The features as logged: lower-case names separated by commas, or {@code none}. */
+    static String format(Set<Feature> f) {
+        if (f.isEmpty()) {
+            return "none";
+        }
+        StringBuilder b = new StringBuilder();
+        for (Feature x : f) {
+            b.append(b.length() == 0 ? "" : ",").append(x.name().toLowerCase(Locale.ROOT));
+        }
+        return b.toString();
+    }
+
+    Set<Feature> features() {
+        return features;
     }
 
     /** Snapshots live after the acknowledged operations, oldest first. */
@@ -55,15 +142,27 @@ final class Workload {
         return live;
     }
 
-    /** The next operation; call {@link #acknowledged} once it is acknowledged, before asking for another. */
+    /** Clones made by the acknowledged operations, oldest first. */
+    List<String> clones() {
+        return clones;
+    }
+
+    /**
+     * The next operation; call {@link #acknowledged} once an administrative operation is acknowledged, before
+     * asking for another (data operations may be asked for ahead of their acknowledgement).
+     */
     Op next() {
         long i = next++;
         int pick = random.nextInt(100);
         int block = random.nextInt(blocks);
         int count = 1 + random.nextInt(16);
+        if (features.contains(Feature.FULL)) {
+            count *= 4;     // writes of up to 64 blocks: the volume's blocks come into use, and copy-on-write runs out, sooner
+        }
         count = Math.min(count, blocks - block);
         boolean fua = random.nextInt(5) == 0;
         int which = random.nextInt(1 << 20);
+        int onClone = random.nextInt(100);
         if (i == 0) {
             return new Op(i, Kind.LUN_ENABLE, 0, 0, false, null);
         }
@@ -85,24 +184,45 @@ final class Workload {
         } else {
             k = Kind.RESTORE;
         }
+        if (k == Kind.WRITE && pick < 2 && features.contains(Feature.CLONE) && !live.isEmpty() && clones.size() < MAX_CLONES) {
+            k = Kind.CLONE;
+        }
         if (k == Kind.SNAP_CREATE && live.size() >= MAX_SNAPSHOTS) {
             k = Kind.SNAP_DELETE;
         } else if ((k == Kind.SNAP_DELETE || k == Kind.RESTORE) && live.isEmpty()) {
             k = Kind.SNAP_CREATE;
         }
+        // A third of the data operations go to the newest clone, once there is one.
+        String target = !clones.isEmpty() && onClone < 33 ? clones.get(clones.size() - 1) : null;
         return switch (k) {
-            case WRITE, TRIM, ZERO -> new Op(i, k, block, count, fua, null);
+            case WRITE, TRIM, ZERO -> new Op(i, k, block, count, fua, null, target);
+            case FLUSH -> new Op(i, k, 0, 0, false, null, target);
             case SNAP_CREATE -> new Op(i, k, 0, 0, false, "s" + i);
             case SNAP_DELETE, RESTORE -> new Op(i, k, 0, 0, false, live.get(which % live.size()));
+            case CLONE -> new Op(i, k, 0, 0, false, live.get(which % live.size()), "c" + i);
             default -> new Op(i, k, 0, 0, false, null);
         };
     }
 
+    /** An operation acknowledged as done. */
     void acknowledged(Op op) {
+        acknowledged(op, true);
+    }
+
+    /**
+     * An operation acknowledged; {@code applied} false when it was answered without effect (a snapshot found
+     * invalid, so not restored or cloned; an operation refused with an error).
+     */
+    void acknowledged(Op op, boolean applied) {
+        if (!applied) {
+            return;
+        }
         if (op.kind() == Kind.SNAP_CREATE) {
             live.add(op.snapshot());
         } else if (op.kind() == Kind.SNAP_DELETE) {
             live.remove(op.snapshot());
+        } else if (op.kind() == Kind.CLONE) {
+            clones.add(op.target());
         }
     }
 

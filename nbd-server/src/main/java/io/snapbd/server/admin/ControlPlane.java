@@ -305,8 +305,17 @@ public final class ControlPlane {
         for (JsonNode m : req.path("mirrors")) {
             mirrors.add(m.asText());
         }
+        // The marker first (forced): a power loss after the target's creation then restarts the copy at the next
+        // start, instead of leaving a target that reads as complete with part of the copy missing.
+        clones.mark(v.name(), name, target);
         // A mirrored target: the copier writes through the volume's write path, so every leg gets the copy.
-        Volume t = catalog.create(target, v.size(), v.blockSize(), save, false, mirrors);
+        Volume t;
+        try {
+            t = catalog.create(target, v.size(), v.blockSize(), save, false, mirrors);
+        } catch (IOException | RuntimeException e) {
+            clones.unmark(target);
+            throw e;
+        }
         if (track) {
             // Before the volume is exported to anyone: every write from here on, the copy's included, counts.
             t.lunState().enable();

@@ -1,5 +1,6 @@
 package io.snapbd.server.snapshot;
 
+import io.snapbd.engine.format.AtomicFile;
 import io.snapbd.engine.snapshot.CloneCopier;
 import io.snapbd.engine.snapshot.SnapshotView;
 import io.snapbd.engine.volume.Volume;
@@ -13,6 +14,7 @@ import io.snapbd.server.export.ExportName;
 import io.snapbd.server.export.ExportRegistry;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -165,13 +167,35 @@ public final class CloneJobs {
     }
 
     /**
+     * Writes the marker of a copy of {@code volume@snapshot} into {@code target} durably (replaced by rename, forced
+     * with its directory). Called <em>before</em> the target volume is created: a power loss then leaves either no
+     * target (the marker is stale and {@link #resumeInterrupted} removes it) or a target whose copy restarts, never
+     * a target that reads as complete with part of the copy missing.
+     */
+    public void mark(String volume, String snapshot, String target) throws IOException {
+        if (!Files.isDirectory(markerDir())) {
+            Files.createDirectories(markerDir());
+            AtomicFile.fsyncDirectory(catalog.root());
+        }
+        Path marker = markerDir().resolve(target);
+        byte[] text = (ExportName.ofSnapshot(volume, snapshot) + "\n").getBytes(StandardCharsets.UTF_8);
+        if (!Files.isRegularFile(marker) || !java.util.Arrays.equals(Files.readAllBytes(marker), text)) {
+            AtomicFile.write(marker, ByteBuffer.wrap(text));
+        }
+    }
+
+    /** Removes the marker of a copy that never started (its target could not be created). */
+    public void unmark(String target) throws IOException {
+        Files.deleteIfExists(markerDir().resolve(target));
+    }
+
+    /**
      * Starts (or, after a restart, restarts) the copy of {@code source} into the existing volume {@code target}: in the
      * background in the running server, before returning offline.
      */
     public Job start(String volume, String snapshot, String target) throws IOException {
-        Files.createDirectories(markerDir());
+        mark(volume, snapshot, target);
         ExportName source = ExportName.ofSnapshot(volume, snapshot);
-        Files.writeString(markerDir().resolve(target), source + "\n", StandardCharsets.UTF_8);
         Job job = new Job(source, target);
         jobs.put(target, job);
         TargetGate targetExport = mode.gate(target);
@@ -225,7 +249,13 @@ public final class CloneJobs {
                 String target = m.getFileName().toString();
                 String src = Files.readString(m, StandardCharsets.UTF_8).strip();
                 ExportName source = ExportName.parse(src);
-                if (!source.isSnapshot() || source.volume().isEmpty() || !catalog.exists(target)) {
+                if (source.isSnapshot() && !source.volume().isEmpty() && !catalog.exists(target)) {
+                    // Written before its target was created, which a crash cut short: no copy to restart.
+                    Log.info("removing clone marker %s: volume %s was never created", m, target);
+                    Files.deleteIfExists(m);
+                    continue;
+                }
+                if (!source.isSnapshot() || source.volume().isEmpty()) {
                     Log.warn("ignoring clone marker %s: '%s'", m, src);
                     continue;
                 }
