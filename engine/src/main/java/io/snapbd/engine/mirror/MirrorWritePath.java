@@ -49,11 +49,14 @@ final class MirrorWritePath {
      */
     void begin(MirrorOp op, long offset, long length, BlockDevice local, boolean inUseOnly)
             throws IOException {
-        Leg[] legs = set.legs;      // the same until this change's end: legs change only while the gate is paused
         if (!op.bypass) {
             gate.enter(op.slot);
             op.inGate = true;
         }
+        // read inside the gate: the legs change only while it is paused (online mirror add/remove), so this is the
+        // set end() sees too; read before entering, a change could miss a leg added meanwhile (its data never
+        // reaching the new leg behind the copier)
+        Leg[] legs = set.legs;
         try {
             if (set.failed) {
                 throw set.failure();
