@@ -37,11 +37,12 @@ class OnlineMirrorIT {
     @TempDir
     Path tmp;
 
-    /** fio writing the volume at random with verify (the whole volume once, then read back), in the background. */
+    /** 64 MiB of 16 KiB random writes at most 200 per second (about 20 s, however fast the machine: the online
+     *  add and remove must run while it writes), then verified at full speed. */
     private Process fio(ServerProcess server, String name) {
         return Tools.start(tmp.resolve(name + ".log"), new ArrayList<>(List.of("fio", "--name=" + name,
                 "--ioengine=nbd", "--uri=" + server.unixUri(VOL), "--rw=randwrite", "--bs=16k", "--size=64M",
-                "--iodepth=8", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", "--do_verify=1")));
+                "--iodepth=8", "--rate_iops=0,200", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", "--do_verify=1")));
     }
 
     /** Waits until the volume has taken at least {@code n} more requests (the load runs). */
