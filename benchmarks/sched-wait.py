@@ -7,7 +7,7 @@ the time spent runnable but waiting in a run queue, the number of times it got a
 wake-up for a thread that blocks per request) and the wait per slice. Threads that start and end between two
 samples are not seen; a thread's counters are taken from its first to its last sample.
 
-Used for issue 27 (benchmarks/RESULTS.md, "Why the four-connection rows are short"): run it while a fio job of
+Used for issue 27 (benchmarks/RESULTS.md, "What stops the four-connection rows"): run it while a fio job of
 compare-peers.sh runs against one server.
 """
 import argparse
