@@ -23,33 +23,13 @@ SIZE_MB=128
 DATA_IMG="$SNAPBD_DATA_DIR/volumes/$VOL/data.img"
 CONF="$WORK/snapbd.conf"
 SERVER_LOG="$OUT/server.log"
-CLI_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m -XX:-UsePerfData"
-SERVER_JAVA_OPTS="-XX:+UseSerialGC -Xmx384m -XX:-UsePerfData"
 : > "$RESULTS"
 mkdir -p "$WORK" "$LEGDIR" /mnt/mlive
 
-. "$ROOT/tools/uml/guest-steps.sh"      # step, fail, must, bounded
-say() { echo "$*"; }
-snapbd() { SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 300 "$SNAPBD" "$@"; }
-server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
-alive() { local p="$1"; [ -n "$p" ] && [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }
-start_server() {
-  local before; before=$(grep -c 'snapbd ready' "$SERVER_LOG" 2>/dev/null); before=${before:-0}
-  echo "+ snapbd serve --config $CONF"
-  # bin/snapbd execs java: $! is the server's pid
-  SNAPBD_JAVA_OPTS="$SERVER_JAVA_OPTS" setsid "$SNAPBD" serve --config "$CONF" >> "$SERVER_LOG" 2>&1 < /dev/null &
-  echo $! > "$WORK/server.pid"
-  for _ in $(seq 1 600); do
-    [ "$(grep -c 'snapbd ready' "$SERVER_LOG")" -gt "$before" ] && return 0
-    alive "$(server_pid)" || { tail -5 "$SERVER_LOG"; fail "the server exited during start-up"; }
-    sleep 0.5
-  done
-  fail "the server was not ready within 300 s"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/kernel-lib.sh"      # snapbd, start_server, alive, attached, ...; step, fail, must
+
 # gone PID N: waits up to N half-seconds for PID to exit; false if it still runs.
 gone() { local i; for i in $(seq 1 "$2"); do alive "$1" || return 0; sleep 0.5; done; return 1; }
-attached() { [ -e "/sys/block/$(basename "$1")/pid" ]; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 make_tree() {
   local d="$1" i
   mkdir -p "$d/a" "$d/b/c"
@@ -60,7 +40,6 @@ make_tree() {
   head -c $((4 << 20)) /dev/urandom > "$d/big"
 }
 manifest() { (cd "$1" && find . -type f ! -path './lost+found/*' ! -name 'load*' | LC_ALL=C sort | xargs sha256sum); }
-check_manifest() { (cd "$1" && sha256sum -c --quiet "$2"); }
 # legs_hash: sha256 of data.img and of the leg over the volume's size, "A B"
 legs_hash() {
   local a b
@@ -96,11 +75,7 @@ create_serve_attach() {
 mkfs_mount_write() {
   must mkfs.ext4 -q -F -b 4096 /dev/nbd0
   must mount /dev/nbd0 /mnt/mlive
-  make_tree /mnt/mlive
-  manifest /mnt/mlive > "$WORK/tree.manifest"
-  must sync
-  drop_caches
-  check_manifest /mnt/mlive "$WORK/tree.manifest" || fail "checksums differ after sync and drop_caches"
+  tree_synced /mnt/mlive "$WORK/tree.manifest"
   say "ext4 on /dev/nbd0, $(wc -l < "$WORK/tree.manifest") files written, synced, read back through the driver"
 }
 

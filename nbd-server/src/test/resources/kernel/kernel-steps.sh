@@ -19,17 +19,13 @@ SOCK="$SNAPBD_DATA_DIR/nbd.sock"
 PORT=10809
 CONF="$WORK/snapbd.conf"
 SERVER_LOG="$OUT/server.log"
-# The JVM starts slowly under UML: C1 only and a small serial heap for the one-shot CLI calls.
-CLI_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m -XX:-UsePerfData"
-SERVER_JAVA_OPTS="-XX:+UseSerialGC -Xmx384m -XX:-UsePerfData"
 : > "$RESULTS"
 mkdir -p "$WORK" /mnt/live /mnt/snap /mnt/c
 
 # ---- helpers -------------------------------------------------------------------------------------------
 
-. "$ROOT/tools/uml/guest-steps.sh"      # step, fail, must, bounded
-say() { echo "$*"; }
-snapbd() { SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 300 "$SNAPBD" "$@"; }
+. "$(dirname "${BASH_SOURCE[0]}")/kernel-lib.sh"      # snapbd, start_server, alive, attached, ...; step, fail, must
+
 # expect_error 'text' CMD...: CMD must fail and its stderr mention the text.
 expect_error() {
   local want="$1"; shift
@@ -40,20 +36,6 @@ expect_error() {
   [ "$rc" -ne 0 ] || fail "'$*' succeeded but should have failed"
   [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] || fail "'$*' did not fail with one line: $err"
   printf '%s' "$err" | grep -qF -- "$want" || fail "'$*' failed without mentioning '$want': $err"
-}
-server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
-alive() { local p="$1"; [ -n "$p" ] && [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }
-start_server() {
-  local before; before=$(grep -c 'snapbd ready' "$SERVER_LOG" 2>/dev/null); before=${before:-0}
-  echo "+ snapbd serve --config $CONF"
-  SNAPBD_JAVA_OPTS="$SERVER_JAVA_OPTS" setsid "$SNAPBD" serve --config "$CONF" >> "$SERVER_LOG" 2>&1 < /dev/null &
-  echo $! > "$WORK/server.pid"
-  for _ in $(seq 1 600); do
-    [ "$(grep -c 'snapbd ready' "$SERVER_LOG")" -gt "$before" ] && return 0
-    alive "$(server_pid)" || { tail -5 "$SERVER_LOG"; fail "the server exited during start-up"; }
-    sleep 0.5
-  done
-  fail "the server was not ready within 300 s"
 }
 stop_server() {
   local p; p=$(server_pid)
@@ -67,11 +49,9 @@ stop_server() {
   kill -KILL "$p"
   fail "the server did not stop within 300 s of SIGTERM"
 }
-attached() { [ -e "/sys/block/$(basename "$1")/pid" ]; }
 # do_it_threads: true when the server has a thread named nbd-do-it (the ioctl path's; /proc shows 15 characters).
 do_it_threads() { grep -q '^nbd-do-it' /proc/"$(server_pid)"/task/*/comm 2>/dev/null; }
 sectors() { cat "/sys/block/$(basename "$1")/size"; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # make_tree DIR: a small tree of random files.
 make_tree() {
   local d="$1" i
@@ -84,7 +64,6 @@ make_tree() {
   echo "hello from snapbd" > "$d/hello.txt"
 }
 manifest() { (cd "$1" && find . -type f ! -path './lost+found/*' | LC_ALL=C sort | xargs sha256sum); }
-check_manifest() { (cd "$1" && sha256sum -c --quiet "$2"); }
 
 # ---- steps ---------------------------------------------------------------------------------------------
 
@@ -137,11 +116,7 @@ mkfs_mount_tree() {
   # The file system takes the first 160 MiB; fio gets the rest of the device later.
   must mkfs.ext4 -q -F -b 4096 /dev/nbd0 160M
   must mount /dev/nbd0 /mnt/live
-  make_tree /mnt/live
-  manifest /mnt/live > "$WORK/old.manifest"
-  must sync
-  drop_caches
-  check_manifest /mnt/live "$WORK/old.manifest" || fail "checksums differ after sync and drop_caches"
+  tree_synced /mnt/live "$WORK/old.manifest"
   say "ext4 on /dev/nbd0, $(wc -l < "$WORK/old.manifest") files written, synced, checksums read back through the driver"
 }
 

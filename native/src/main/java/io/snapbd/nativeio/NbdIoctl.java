@@ -114,36 +114,19 @@ public final class NbdIoctl {
     }
 
     /** A failed open, ioctl or fsync on an nbd device, with the errno so callers can explain it. */
-    public static final class NbdException extends IOException {
-        private final int errno;
-
+    public static final class NbdException extends ErrnoException {
         NbdException(int errno, String message) {
-            super(message);
-            this.errno = errno;
-        }
-
-        public int errno() {
-            return errno;
-        }
-
-        /** EBUSY: another task set the device up, or it is already running. */
-        public boolean busy() {
-            return errno == Errno.EBUSY.intValue();
-        }
-
-        /** EPERM or EACCES: the nbd ioctls need CAP_SYS_ADMIN. */
-        public boolean permissionDenied() {
-            return errno == Errno.EPERM.intValue() || errno == Errno.EACCES.intValue();
+            super(errno, message);
         }
 
         /** EINVAL: e.g. a device set up through netlink (nbd-client) refuses the ioctl interface. */
         public boolean invalid() {
-            return errno == Errno.EINVAL.intValue();
+            return errno() == Errno.EINVAL.intValue();
         }
 
         /** ENOENT or ENXIO: no such device node or driver. */
         public boolean noDevice() {
-            return errno == Errno.ENOENT.intValue() || errno == Errno.ENXIO.intValue();
+            return errno() == Errno.ENOENT.intValue() || errno() == Errno.ENXIO.intValue();
         }
     }
 }

@@ -424,24 +424,9 @@ public final class NbdNetlink implements AutoCloseable {
     }
 
     /** A request the kernel refused, with its errno. */
-    public static class NetlinkException extends IOException {
-        private final int errno;
-
+    public static class NetlinkException extends ErrnoException {
         NetlinkException(int errno, String message) {
-            super(message);
-            this.errno = errno;
-        }
-
-        public int errno() {
-            return errno;
-        }
-
-        public boolean busy() {
-            return errno == Errno.EBUSY.intValue();
-        }
-
-        public boolean permissionDenied() {
-            return errno == Errno.EPERM.intValue() || errno == Errno.EACCES.intValue();
+            super(errno, message);
         }
     }
 

@@ -1,18 +1,17 @@
 package io.snapbd.bench.mirror;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
+import io.snapbd.bench.ScriptRun;
 import org.junit.jupiter.api.Assertions;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
-import java.io.File;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -32,40 +31,19 @@ class MirrorResyncIT {
     @Test
     @Timeout(value = 15, unit = TimeUnit.MINUTES)
     void resyncAfterKill9CopiesAtMostTheWritesInFlight() throws Exception {
-        Path home = Path.of(System.getProperty("snapbd.home", "..")).toAbsolutePath().normalize();
         requireTools();
-        Path script = home.resolve("benchmarks/mirror-resync.sh");
-        Path target = Files.createDirectories(home.resolve("benchmarks/target"));
+        Path target = Files.createDirectories(ScriptRun.home().resolve("benchmarks/target"));
         Path out = target.resolve("mirror-resync-it");
         long seed = System.currentTimeMillis() % 100_000;
-        List<String> cmd = List.of("bash", script.toString(), "--size", "256M", "--rounds", "2", "--min-delay", "2",
-                "--max-delay", "5", "--seed", Long.toString(seed), "--factor", Double.toString(FACTOR), "--out", out.toString(),
-                "--tmpdir", target.toString(), "--json");
-        Path stderr = target.resolve("mirror-resync-it.log");
-        Path stdout = target.resolve("mirror-resync-it.json");
-        ProcessBuilder pb = new ProcessBuilder(cmd).redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
-                .redirectOutput(stdout.toFile()).redirectError(stderr.toFile());
-        pb.environment().put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        System.out.println("MirrorResyncIT: " + String.join(" ", cmd));
-        Process p = pb.start();
-        int exit;
-        try {
-            if (!p.waitFor(13, TimeUnit.MINUTES)) {
-                Assertions.fail("mirror-resync.sh did not finish within 13 minutes\n" + Files.readString(stderr, StandardCharsets.UTF_8));
-            }
-            exit = p.exitValue();
-        } finally {
-            p.destroy(); // SIGTERM: the script's trap stops snapbd, nbdkit and the load
-            if (!p.waitFor(30, TimeUnit.SECONDS)) {
-                p.descendants().forEach(ProcessHandle::destroyForcibly);
-                p.destroyForcibly();
-            }
-        }
-        String log = Files.readString(stderr, StandardCharsets.UTF_8);
-        System.out.println(log);
-        Assertions.assertEquals(0, exit, "mirror-resync.sh --seed " + seed + " failed (3: a round copied more than "
+        // On SIGTERM the script's trap stops snapbd, nbdkit and the load.
+        ScriptRun run = ScriptRun.run("MirrorResyncIT", "mirror-resync-it", "benchmarks/mirror-resync.sh",
+                List.of("--size", "256M", "--rounds", "2", "--min-delay", "2", "--max-delay", "5", "--seed", Long.toString(seed),
+                        "--factor", Double.toString(FACTOR), "--out", out.toString(), "--tmpdir", target.toString(), "--json"),
+                Map.of("PATH", ScriptRun.SYSTEM_PATH), 13);
+        String log = run.log();
+        Assertions.assertEquals(0, run.exit(), "mirror-resync.sh --seed " + seed + " failed (3: a round copied more than "
                 + FACTOR + " x the bytes in flight); output in " + out + "\n" + log);
-        JsonNode r = new ObjectMapper().readTree(stdout.toFile());
+        JsonNode r = run.summary();
         Assertions.assertEquals(2, r.path("rounds").asInt(), log);
         Assertions.assertEquals(0, r.path("roundsOverFactor").size(), log);
         for (JsonNode round : r.path("perRound")) {
@@ -93,7 +71,7 @@ class MirrorResyncIT {
         List<String> missing = new ArrayList<>();
         for (String t : List.of("nbdkit", "python3", "cmp")) {
             boolean found = false;
-            for (String dir : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".split(":")) {
+            for (String dir : ScriptRun.SYSTEM_PATH.split(":")) {
                 found |= Files.isExecutable(Path.of(dir, t));
             }
             if (!found) {

@@ -1,14 +1,11 @@
 package io.snapbd.bench.soak;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
+import io.snapbd.bench.ScriptRun;
 import org.junit.jupiter.api.Assertions;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
-import java.io.File;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Iterator;
@@ -28,40 +25,14 @@ class SoakIT {
     @Test
     @Timeout(value = 10, unit = TimeUnit.MINUTES)
     void shortSoakHasNoVerifyErrorServerErrorOrLeak() throws Exception {
-        Path home = Path.of(System.getProperty("snapbd.home", "..")).toAbsolutePath().normalize();
-        Path out = home.resolve("benchmarks/target/soak-it");
-        List<String> cmd = List.of("bash", home.resolve("benchmarks/soak.sh").toString(), "--duration", "90", "--settle", "0",
-                "--out", out.toString(), "--json");
-        Path stderr = Files.createDirectories(home.resolve("benchmarks/target")).resolve("soak-it.log");
-        Path stdout = home.resolve("benchmarks/target/soak-it.json");
-        ProcessBuilder pb = new ProcessBuilder(cmd).redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
-                .redirectOutput(stdout.toFile()).redirectError(stderr.toFile());
-        System.out.println("SoakIT: " + String.join(" ", cmd));
-        Process p = pb.start();
-        int exit;
-        try {
-            if (!p.waitFor(9, TimeUnit.MINUTES)) {
-                Assertions.fail("soak.sh did not finish within 9 minutes\n" + Files.readString(stderr, StandardCharsets.UTF_8));
-            }
-            exit = p.exitValue();
-        } finally {
-            // SIGTERM lets the script's trap stop the server, fio and the churn loop.
-            p.destroy();
-            if (!p.waitFor(30, TimeUnit.SECONDS)) {
-                p.descendants().forEach(ProcessHandle::destroyForcibly);
-                p.destroyForcibly();
-            }
-        }
-        String log = Files.readString(stderr, StandardCharsets.UTF_8);
-        System.out.println(log);
-        if (exit == 2) {       // soak.sh: a missing tool or jar (or bad usage)
-            String msg = "soak.sh cannot run here: " + log.strip();
-            if ("true".equalsIgnoreCase(System.getenv("CI"))) {
-                Assertions.fail(msg);
-            }
-            Assumptions.abort(msg);
-        }
-        JsonNode r = new ObjectMapper().readTree(stdout.toFile());
+        Path out = ScriptRun.home().resolve("benchmarks/target/soak-it");
+        // On SIGTERM the script's trap stops the server, fio and the churn loop.
+        ScriptRun run = ScriptRun.run("SoakIT", "soak-it", "benchmarks/soak.sh",
+                List.of("--duration", "90", "--settle", "0", "--out", out.toString(), "--json"), Map.of(), 9);
+        String log = run.log();
+        int exit = run.exit();
+        run.abortIfExited(2, "soak.sh cannot run here");      // a missing tool or jar (or bad usage)
+        JsonNode r = run.summary();
         Assertions.assertEquals(0, r.path("fio").path("verifyErrors").asInt(-1), log);
         Assertions.assertEquals(0, r.path("fio").path("jobErrors").asInt(-1), log);
         Assertions.assertEquals(16, r.path("fio").path("jobs").asInt(), log);

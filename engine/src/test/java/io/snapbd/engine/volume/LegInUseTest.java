@@ -11,9 +11,7 @@ import io.snapbd.engine.mirror.LegOpener;
 import io.snapbd.engine.mirror.MirrorConfig;
 import io.snapbd.engine.mirror.MirrorLeg;
 import io.snapbd.engine.mirror.TagTable;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -35,20 +33,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * overrides (docs/mirrors.md, "Using it"). The "export" opener stands for an NBD export: its create, like
  * {@code NbdLegOpener}'s, zeroes whatever the leg held, so without the check the other volume's leg is lost.
  */
-class LegInUseTest {
+class LegInUseTest extends LegTestSupport {
 
     static final long SIZE = 4L << 20;
-    static final int BS = 4096;
-
-    @TempDir
-    Path tmp;
-
-    private final FileSpace space = TestVolumes.java();
-
-    @AfterEach
-    void restoreOpener() {
-        LegOpener.install(LegOpener.FILES);
-    }
 
     /** A leg that, like an NBD export, exists before it is made a leg: create zeroes the files instead of refusing. */
     private static final LegOpener EXPORTS = new LegOpener() {

@@ -1,8 +1,5 @@
 package io.snapbd.engine.volume;
 
-import io.snapbd.engine.BlockDevice;
-import io.snapbd.engine.TestVolumes;
-import io.snapbd.engine.crash.CrashStates;
 import io.snapbd.engine.crash.RecordingFileSpace;
 import io.snapbd.engine.crash.RecordingFileSpace.CrashPoint;
 import io.snapbd.engine.fsck.VolumeChecker;
@@ -15,21 +12,15 @@ import io.snapbd.engine.mirror.LegOpener;
 import io.snapbd.engine.mirror.MirrorConfig;
 import io.snapbd.engine.mirror.MirrorLeg;
 import io.snapbd.engine.mirror.TagTable;
-import io.snapbd.engine.volume.CrashStateTest.Expect;
-import io.snapbd.engine.volume.CrashStateTest.Tally;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
@@ -38,17 +29,12 @@ import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 
-import static io.snapbd.engine.volume.CrashStateTest.BLOCKS;
-import static io.snapbd.engine.volume.CrashStateTest.BS;
-import static io.snapbd.engine.volume.CrashStateTest.CAP;
-import static io.snapbd.engine.volume.CrashStateTest.EXHAUSTIVE;
-import static io.snapbd.engine.volume.CrashStateTest.TORN;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Power-loss crash states of a mirrored volume and of volume create (docs/power-loss.md#crash-states), the
- * {@link CrashStateTest} machinery over a whole tree: the volume's directory and its file legs' directory
+ * {@link CrashStateTest} machinery ({@link CrashStateSupport}) over a whole tree: the volume's directory and its file legs' directory
  * ({@code legs/leg1.img}, {@code .tags}), so the forces of the tag tables, the legs' data and the region maps
  * ({@code PositionalFile}) are crash points and their unforced pages are enumerated with everything else.
  *
@@ -62,53 +48,22 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * mixed workload on the mirror.
  */
 @Timeout(value = 30, unit = TimeUnit.MINUTES)
-class MirrorCrashStateTest {
+class MirrorCrashStateTest extends CrashStateSupport {
 
     /** Records per tag-table half: small, so compaction, retirement and the region-map fold happen within a few ops. */
     static final int HALF = 16;
 
-    Path tmp;
-    private boolean onShm;
-
-    @BeforeEach
-    void makeDir(@TempDir Path fallback) throws IOException {
-        Path shm = Path.of("/dev/shm");
-        onShm = Files.isDirectory(shm) && Files.isWritable(shm);
-        tmp = onShm ? Files.createTempDirectory(shm, "crashmirror") : fallback;
-    }
-
     @AfterEach
-    void removeDir() throws IOException {
+    void restoreLegOpener() {
         LegOpener.install(LegOpener.FILES);
-        if (onShm) {
-            wipe(tmp);
-        }
-    }
-
-    static void wipe(Path p) throws IOException {
-        if (!Files.exists(p)) {
-            return;
-        }
-        try (var all = Files.walk(p)) {
-            for (Path f : (Iterable<Path>) all.sorted(java.util.Comparator.reverseOrder())::iterator) {
-                Files.deleteIfExists(f);
-            }
-        }
     }
 
     /** A mirrored volume (leg 0 plus two file legs) under a recorder, with the model of what each block may hold. */
-    final class MirrorRun implements AutoCloseable {
+    final class MirrorRun extends BlockRun {
         final Path base;
         final Path dir;
         final Path legs;
-        final RecordingFileSpace space;
         final AtomicBoolean leg2Broken = new AtomicBoolean();
-        final Volume v;
-        BlockDevice.Session s;
-        final int[] latest = new int[BLOCKS];
-        final List<Set<Integer>> may = new ArrayList<>();
-        int value;
-        int torn = TORN;
         private boolean closed;
         /** Degradations, region-map folds and resyncs the workload went through (printed with the tally). */
         int degradations;
@@ -133,9 +88,6 @@ class MirrorCrashStateTest {
                     TagTable.create(st, owner, i, half).close();
                 }
             }
-            for (int b = 0; b < BLOCKS; b++) {
-                may.add(new HashSet<>(Set.of(0)));
-            }
             LegOpener.install(breakable(leg(2).toString(), leg2Broken));
             space = RecordingFileSpace.tree(base, this::expect);
             space.start();
@@ -148,58 +100,9 @@ class MirrorCrashStateTest {
             return legs.resolve("leg" + i + ".img");
         }
 
+        @Override
         synchronized Expect expect() {
-            List<Set<Integer>> m = new ArrayList<>();
-            may.forEach(x -> m.add(Set.copyOf(x)));
-            return new Expect(m, Map.of(), Map.of(), Set.of(), false, -1, -1);
-        }
-
-        void point(String where) throws IOException {
-            v.awaitStagedApplied();
-            space.crashPoint(where);
-        }
-
-        private synchronized void set(int b0, int n, int val, boolean durable) {
-            for (int b = b0; b < b0 + n; b++) {
-                latest[b] = val;
-                if (durable) {
-                    may.get(b).clear();
-                }
-                may.get(b).add(val);
-            }
-        }
-
-        void write(int b0, int n, boolean fua) throws IOException {
-            int val = ++value;
-            set(b0, n, val, false);
-            ByteBuffer data = ByteBuffer.allocate(n * BS);
-            for (int b = b0; b < b0 + n; b++) {
-                data.put(CrashStateTest.block(val, b));
-            }
-            TestVolumes.write(v, s, (long) b0 * BS, data.array(), fua);
-            set(b0, n, val, fua);
-            point("after write " + val + " of blocks " + b0 + "+" + n + (fua ? " FUA" : ""));
-        }
-
-        void zero(int b0, int n, boolean trim, boolean fua) throws IOException {
-            set(b0, n, 0, false);
-            if (trim) {
-                v.trim(s, (long) b0 * BS, (long) n * BS, fua);
-            } else {
-                v.writeZeroes(s, (long) b0 * BS, (long) n * BS, b0 % 2 == 0, false, fua);
-            }
-            set(b0, n, 0, fua);
-            point("after " + (trim ? "trim" : "write-zeroes") + " of blocks " + b0 + "+" + n + (fua ? " FUA" : ""));
-        }
-
-        void flush() throws IOException {
-            v.flush();
-            synchronized (this) {
-                for (int b = 0; b < BLOCKS; b++) {
-                    set(b, 1, latest[b], true);
-                }
-            }
-            point("after flush");
+            return new Expect(mayNow(), Map.of(), Map.of(), Set.of(), false, -1, -1);
         }
 
         /** Ends the session: its pending tags are retired on every leg as one batch. */
@@ -235,30 +138,7 @@ class MirrorCrashStateTest {
             int forces = space.forces();
             long folds = v.mirror().folds();
             List<CrashPoint> points = finish();
-            Tally t = new Tally(what, points.size(), forces);
-            Random rnd = new Random(25);
-            Set<String> seen = new HashSet<>();
-            for (CrashPoint p : points) {
-                t.rewritten += (int) p.dirty().stream().filter(pg -> pg.version() > 0).count();
-                List<CrashStates.State> states = new ArrayList<>(CrashStates.of(p, EXHAUSTIVE, CAP, rnd));
-                if (torn > 0) {
-                    states.addAll(CrashStates.torn(p, torn, rnd));
-                }
-                for (CrashStates.State st : states) {
-                    t.states++;
-                    t.torn += st.isTorn() ? 1 : 0;
-                    Map<String, byte[]> files = st.files();
-                    if (seen.add(CrashStateTest.digest(files) + ((Expect) p.expect()).key())) {
-                        t.checked++;
-                        String bad = verify(files, (Expect) p.expect(), st.isTorn());
-                        if (bad != null && t.violations.size() < 5) {
-                            t.violations.add(what + ": crash " + p.where() + ", state " + st.label() + ": " + bad);
-                        } else if (bad != null) {
-                            t.more++;
-                        }
-                    }
-                }
-            }
+            Tally t = enumerate(what, points, forces, torn, (files, e, tornState, n) -> verify(files, (Expect) e, tornState));
             System.out.println(t + "; leg 2 broken " + degradations + " time(s), resynced " + resyncs + ", "
                     + folds + " region-map fold(s)");
             return t;
@@ -275,7 +155,7 @@ class MirrorCrashStateTest {
                     return "fsck before the open: " + r.problems();
                 }
                 try (Volume w = Volume.open(dir, new JavaFileSpace())) {
-                    String bad = CrashStateTest.verifyOpen(w, e, tornState);
+                    String bad = verifyOpen(w, e, tornState);
                     if (bad == null) {
                         bad = legsDiffer("after the open");
                     }
@@ -514,46 +394,23 @@ class MirrorCrashStateTest {
                 points = space.drain();
             }
             String what = "volume create" + (mirrored ? " (mirrored)" : "");
-            Tally t = new Tally(what, points.size(), points.size() - 1);
-            Random rnd = new Random(25);
-            Set<String> seen = new HashSet<>();
-            int none = 0;
-            int refused = 0;
-            int opened = 0;
-            for (CrashPoint p : points) {
-                List<CrashStates.State> states = new ArrayList<>(CrashStates.of(p, EXHAUSTIVE, CAP, rnd));
-                states.addAll(CrashStates.torn(p, Math.max(TORN, CAP), rnd));
-                for (CrashStates.State st : states) {
-                    t.states++;
-                    t.torn += st.isTorn() ? 1 : 0;
-                    Map<String, byte[]> files = st.files();
-                    if (!seen.add(CrashStateTest.digest(files))) {
-                        continue;
-                    }
-                    t.checked++;
-                    wipe(dir);
-                    wipe(legs);
-                    RecordingFileSpace.write(files, base);
-                    String bad;
-                    if (!Files.isRegularFile(dir.resolve(Volume.HEADER_FILE))) {
-                        none++;
-                        bad = null;
-                    } else {
-                        String[] outcome = new String[1];
-                        bad = verifyCreated(dir, uris, outcome);
-                        if ("refused".equals(outcome[0])) {
-                            refused++;
-                        } else {
-                            opened++;
-                        }
-                    }
-                    if (bad != null && t.violations.size() < 5) {
-                        t.violations.add(what + ": crash " + p.where() + ", state " + st.label() + ": " + bad);
-                    } else if (bad != null) {
-                        t.more++;
-                    }
+            int[] outcomes = new int[3];            // no volume, opened, refused
+            Tally t = enumerate(what, points, points.size() - 1, Math.max(TORN, CAP), (files, e, torn, n) -> {
+                wipe(dir);
+                wipe(legs);
+                RecordingFileSpace.write(files, base);
+                if (!Files.isRegularFile(dir.resolve(Volume.HEADER_FILE))) {
+                    outcomes[0]++;
+                    return null;
                 }
-            }
+                String[] outcome = new String[1];
+                String bad = verifyCreated(dir, uris, outcome);
+                outcomes["refused".equals(outcome[0]) ? 2 : 1]++;
+                return bad;
+            });
+            int none = outcomes[0];
+            int opened = outcomes[1];
+            int refused = outcomes[2];
             System.out.println(t + "; outcomes: " + none + " no volume, " + opened + " opened, " + refused + " refused");
             t.assertClean();
             assertTrue(opened > 0, "some state holds the created volume");
@@ -583,7 +440,7 @@ class MirrorCrashStateTest {
             if (!r.ok()) {
                 return "the volume opens but fsck before the open reports " + r.problems();
             }
-            int[] got = CrashStateTest.blocks(w);
+            int[] got = blocks(w);
             for (int b = 0; b < BLOCKS; b++) {
                 if (got[b] != 0) {
                     return "a new volume's block " + b + " does not read zeros";

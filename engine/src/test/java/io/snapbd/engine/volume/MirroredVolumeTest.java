@@ -16,7 +16,6 @@ import io.snapbd.engine.mirror.TagTable;
 import io.snapbd.engine.mirror.TagTableChecker;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -40,28 +39,13 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * reaches every leg before it is answered, a clean stop needs no reconciliation, an unclean one is reconciled at
  * open copying only the ranges in flight.
  */
-class MirroredVolumeTest {
+class MirroredVolumeTest extends LegTestSupport {
 
     static final long SIZE = 8L << 20;
-    static final int BS = 4096;
-
-    @TempDir
-    Path tmp;
-
-    private final FileSpace space = TestVolumes.java();
 
     @AfterEach
-    void restoreOpener() {
-        LegOpener.install(LegOpener.FILES);
+    void answerWhenForced() {
         MirrorSet.answerWhenWritten(false);     // the default: answered once the data is forced on every leg
-    }
-
-    private Path dir() {
-        return tmp.resolve("v");
-    }
-
-    private Path leg(int i) {
-        return tmp.resolve("leg" + i + ".img");
     }
 
     private UUID volumeOwner() throws IOException {

@@ -11,9 +11,7 @@ import io.snapbd.engine.mirror.LegOpener;
 import io.snapbd.engine.mirror.MirrorConfig;
 import io.snapbd.engine.mirror.MirrorSet;
 import io.snapbd.engine.mirror.TagTable;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -40,28 +38,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * until the copy is forced; a removal takes the leg out of the list and the write path at once; bad arguments fail
  * naming the leg.
  */
-class OnlineLegChangeTest {
+class OnlineLegChangeTest extends LegTestSupport {
 
     static final long SIZE = 16L << 20;
-    static final int BS = 4096;
-
-    @TempDir
-    Path tmp;
-
-    private final FileSpace space = TestVolumes.java();
-
-    @AfterEach
-    void restoreOpener() {
-        LegOpener.install(LegOpener.FILES);
-    }
-
-    private Path dir() {
-        return tmp.resolve("v");
-    }
-
-    private Path leg(int i) {
-        return tmp.resolve("leg" + i + ".img");
-    }
 
     /** Writes random 4–64 KiB pieces on its own session until stopped; counts them; keeps the first error. */
     private static final class Writer implements AutoCloseable {

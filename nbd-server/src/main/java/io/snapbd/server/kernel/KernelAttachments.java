@@ -856,17 +856,7 @@ public final class KernelAttachments implements AutoCloseable {
         }
 
         private boolean awaitEnd(Duration d) {
-            try {
-                ended.get(d.toMillis(), TimeUnit.MILLISECONDS);
-                return true;
-            } catch (TimeoutException e) {
-                return false;
-            } catch (ExecutionException e) {
-                return true;
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                return ended.isDone();
-            }
+            return Futures.endedWithin(ended, d);
         }
 
         public String device() {

@@ -9,9 +9,6 @@ import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 
 /**
  * One O_DIRECT read of an nbd device's first block on a thread of its own. It tells a device the kernel has given up
@@ -41,17 +38,7 @@ final class ReadProbe {
 
     /** True when the read has ended (either way) within {@code d}. */
     boolean await(Duration d) {
-        try {
-            done.get(d.toMillis(), TimeUnit.MILLISECONDS);
-            return true;
-        } catch (TimeoutException e) {
-            return false;
-        } catch (ExecutionException e) {
-            return true;
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            return done.isDone();
-        }
+        return Futures.endedWithin(done, d);
     }
 
     boolean succeeded() {

@@ -85,6 +85,54 @@ class MirrorIT {
     }
 
     /**
+     * Starts fio's random writes (512 B to 16 KiB, depth {@link #DEPTH}, {@link #JOBS} connections) over the second
+     * half of {@code uri}, waits until the server has taken 300 requests of it, and kills the server with SIGKILL
+     * under that load.
+     */
+    static void kill9UnderLoad(ServerProcess server, String uri, Path fioLog) throws Exception {
+        Process fio = Tools.start(fioLog, List.of("fio", "--name=load", "--ioengine=nbd", "--uri=" + uri,
+                "--rw=randwrite", "--bsrange=512-16k", "--blockalign=512", "--iodepth=" + DEPTH, "--numjobs=" + JOBS,
+                "--offset=32M", "--size=32M", "--time_based", "--runtime=600"));
+        try {
+            long before = requests(server);
+            long last = before;
+            for (int i = 0; i < 600 && last < before + 300; i++) {
+                assertTrue(fio.isAlive(), "fio ended early: " + Files.readString(fioLog));
+                Thread.sleep(100);
+                last = requests(server);
+            }
+            assertTrue(last >= before + 300, "the load was not running: " + Files.readString(fioLog));
+            assertTrue(fio.isAlive(), "fio ended before the kill: " + Files.readString(fioLog));
+            server.kill9();
+        } finally {
+            SnapshotSupport.stopNow(fio);
+        }
+    }
+
+    /**
+     * Restarts the server after {@link #kill9UnderLoad}: reconciliation ran at open (log and {@code mirror status}),
+     * copied at most the bytes the writes in flight can cover, and left every leg in sync. Returns the mirror status.
+     */
+    static JsonNode restartReconciled(ServerProcess server, String who) throws Exception {
+        server.restart();
+        String log = server.log();
+        assertTrue(log.contains("volume " + VOL + ": mirror legs reconciled after an unclean stop"), log);
+        JsonNode after = json(server.cli("mirror", "status", VOL, "--json"));
+        JsonNode rec = after.path("lastReconciliation");
+        assertTrue(rec.path("atOpen").asBoolean(), after.toString());
+        long copied = rec.path("bytesCopied").asLong();
+        long inFlightBound = (long) JOBS * DEPTH * MAX_BS + UNFORCED_BOUND;
+        System.out.println(who + ": reconciliation after kill -9: " + rec + "; bytes copied " + copied
+                + ", bytes of writes that can have been in flight or answered and not yet forced at most " + inFlightBound);
+        assertTrue(copied <= inFlightBound, "copied " + copied + " bytes, more than the " + inFlightBound
+                + " bytes the writes in flight can cover: " + after);
+        for (JsonNode l : after.path("legs")) {
+            assertEquals("in-sync", l.path("state").asText(), after.toString());
+        }
+        return after;
+    }
+
+    /**
      * Behaviours 1, 8, 13–19, 25–26: a volume with two file legs; fio writes and verifies the first half
      * (acknowledged writes), then writes at random over the second half at depth 16 on two connections, and the
      * server is killed with SIGKILL under that load. At the restart reconciliation runs before any client is
@@ -113,40 +161,9 @@ class MirrorIT {
                 assertTrue(l.path("writes").asLong() >= 512, "every leg took every 64 KiB write: " + st);
             }
 
-            Path fioLog = tmp.resolve("load-fio.log");
-            Process fio = Tools.start(fioLog, List.of("fio", "--name=load", "--ioengine=nbd", "--uri=" + server.tcpUri(VOL),
-                    "--rw=randwrite", "--bsrange=512-16k", "--blockalign=512", "--iodepth=" + DEPTH, "--numjobs=" + JOBS,
-                    "--offset=32M", "--size=32M", "--time_based", "--runtime=600"));
-            try {
-                long before = requests(server);
-                long last = before;
-                for (int i = 0; i < 600 && last < before + 300; i++) {
-                    assertTrue(fio.isAlive(), "fio ended early: " + Files.readString(fioLog));
-                    Thread.sleep(100);
-                    last = requests(server);
-                }
-                assertTrue(last >= before + 300, "the load was not running: " + Files.readString(fioLog));
-                assertTrue(fio.isAlive(), "fio ended before the kill: " + Files.readString(fioLog));
-                server.kill9();
-            } finally {
-                SnapshotSupport.stopNow(fio);
-            }
-
-            server.restart();
-            String log = server.log();
-            assertTrue(log.contains("volume " + VOL + ": mirror legs reconciled after an unclean stop"), log);
-            JsonNode after = json(server.cli("mirror", "status", VOL, "--json"));
-            JsonNode rec = after.path("lastReconciliation");
-            assertTrue(rec.path("atOpen").asBoolean(), after.toString());
-            long copied = rec.path("bytesCopied").asLong();
-            long inFlightBound = (long) JOBS * DEPTH * MAX_BS + UNFORCED_BOUND;
-            System.out.println("MirrorIT: reconciliation after kill -9: " + rec + "; bytes copied " + copied
-                    + ", bytes of writes that can have been in flight or answered and not yet forced at most " + inFlightBound);
-            assertTrue(copied <= inFlightBound, "copied " + copied + " bytes, more than the " + inFlightBound
-                    + " bytes the writes in flight can cover: " + after);
-            for (JsonNode l : after.path("legs")) {
-                assertEquals("in-sync", l.path("state").asText(), after.toString());
-            }
+            kill9UnderLoad(server, server.tcpUri(VOL), tmp.resolve("load-fio.log"));
+            JsonNode after = restartReconciled(server, "MirrorIT");
+            long copied = after.path("lastReconciliation").path("bytesCopied").asLong();
             String metrics = DamagedVolumeIT.metrics(metricsPort);
             double metricCopied = -1;
             for (String line : metrics.split("\n")) {

@@ -91,40 +91,8 @@ class NbdMirrorIT {
                     assertTrue(l.path("writes").asLong() >= 512, "every leg took every 64 KiB write: " + st);
                 }
 
-                Path fioLog = tmp.resolve("load-fio.log");
-                Process fio = Tools.start(fioLog, List.of("fio", "--name=load", "--ioengine=nbd", "--uri=" + server.unixUri(VOL),
-                        "--rw=randwrite", "--bsrange=512-16k", "--blockalign=512", "--iodepth=" + MirrorIT.DEPTH,
-                        "--numjobs=" + MirrorIT.JOBS, "--offset=32M", "--size=32M", "--time_based", "--runtime=600"));
-                try {
-                    long before = MirrorIT.requests(server);
-                    long last = before;
-                    for (int i = 0; i < 600 && last < before + 300; i++) {
-                        assertTrue(fio.isAlive(), "fio ended early: " + Files.readString(fioLog));
-                        Thread.sleep(100);
-                        last = MirrorIT.requests(server);
-                    }
-                    assertTrue(last >= before + 300, "the load was not running: " + Files.readString(fioLog));
-                    assertTrue(fio.isAlive(), "fio ended before the kill: " + Files.readString(fioLog));
-                    server.kill9();
-                } finally {
-                    SnapshotSupport.stopNow(fio);
-                }
-
-                server.restart();
-                String log = server.log();
-                assertTrue(log.contains("volume " + VOL + ": mirror legs reconciled after an unclean stop"), log);
-                JsonNode after = json(server.cli("mirror", "status", VOL, "--json"));
-                JsonNode rec = after.path("lastReconciliation");
-                assertTrue(rec.path("atOpen").asBoolean(), after.toString());
-                long copied = rec.path("bytesCopied").asLong();
-                long inFlightBound = (long) MirrorIT.JOBS * MirrorIT.DEPTH * MirrorIT.MAX_BS + MirrorIT.UNFORCED_BOUND;
-                System.out.println("NbdMirrorIT: reconciliation after kill -9: " + rec + "; bytes copied " + copied
-                        + ", bytes of writes that can have been in flight or answered and not yet forced at most " + inFlightBound);
-                assertTrue(copied <= inFlightBound, "copied " + copied + " bytes, more than the " + inFlightBound
-                        + " bytes the writes in flight can cover: " + after);
-                for (JsonNode l : after.path("legs")) {
-                    assertEquals("in-sync", l.path("state").asText(), after.toString());
-                }
+                MirrorIT.kill9UnderLoad(server, server.unixUri(VOL), tmp.resolve("load-fio.log"));
+                MirrorIT.restartReconciled(server, "NbdMirrorIT");
                 // No client has written since the restart: every leg is what reconciliation left.
                 String h0 = sha256(local, SIZE);
                 assertEquals(h0, sha256(fileLeg, SIZE), "the file leg differs from data.img");

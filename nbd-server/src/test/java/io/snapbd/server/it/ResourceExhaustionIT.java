@@ -2,7 +2,6 @@ package io.snapbd.server.it;
 
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assertions;
-import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -42,33 +41,17 @@ class ResourceExhaustionIT {
     @TempDir
     static Path tmp;
     static Path mnt;
-    static boolean mounted;
 
     @BeforeAll
     static void mountSmallTmpfs() throws IOException {
         Tools.require("mount", "umount", "nbdsh");
-        boolean root = "0".equals(Tools.run("id", "-u").assertOk().stdout().strip());
-        if (!root) {
-            String msg = "mounting a tmpfs needs root";
-            if ("true".equalsIgnoreCase(System.getenv("CI"))) {
-                Assertions.fail(msg);
-            }
-            Assumptions.assumeTrue(false, msg);
-        }
-        mnt = tmp.resolve("mnt");
-        Files.createDirectories(mnt);
-        Tools.run("mount", "-t", "tmpfs", "-o", "size=64m", "snapbd-exhaustion-it", mnt.toString()).assertOk();
-        mounted = true;
+        mnt = SmallTmpfs.mount(tmp, "64m", "snapbd-exhaustion-it");
     }
 
     @AfterAll
     static void unmount() {
-        if (mounted) {
-            Tools.Result r = Tools.run("umount", mnt.toString());
-            if (r.exit() != 0) {
-                Tools.run("umount", "-l", mnt.toString());
-                Assertions.fail("umount " + mnt + ": " + r);
-            }
+        if (mnt != null) {
+            SmallTmpfs.unmount(mnt);
         }
     }
 

@@ -1,0 +1,39 @@
+# kernel-lib.sh — the helpers kernel-steps.sh (KernelIT) and kernel-mirror-steps.sh (KernelMirrorIT) share,
+# sourced by both after they set ROOT, SNAPBD, WORK, CONF and SERVER_LOG. Brings in tools/uml/guest-steps.sh
+# (step, fail, must, bounded).
+#   snapbd ARGS...     the CLI, with the light JVM options, bounded
+#   start_server       snapbd serve --config $CONF in the background (pid in $WORK/server.pid), until ready
+#   tree_synced DIR MANIFEST   the scenario's make_tree DIR, its manifest in MANIFEST, sync, caches dropped, verified
+#   server_pid, alive PID, attached DEV, drop_caches, check_manifest DIR MANIFEST, say TEXT
+. "$ROOT/tools/uml/guest-steps.sh"
+# The JVM starts slowly under UML: C1 only and a small serial heap for the one-shot CLI calls.
+CLI_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m -XX:-UsePerfData"
+SERVER_JAVA_OPTS="-XX:+UseSerialGC -Xmx384m -XX:-UsePerfData"
+
+say() { echo "$*"; }
+snapbd() { SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 300 "$SNAPBD" "$@"; }
+server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
+alive() { local p="$1"; [ -n "$p" ] && [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }
+start_server() {
+  local before; before=$(grep -c 'snapbd ready' "$SERVER_LOG" 2>/dev/null); before=${before:-0}
+  echo "+ snapbd serve --config $CONF"
+  # bin/snapbd execs java: $! is the server's pid
+  SNAPBD_JAVA_OPTS="$SERVER_JAVA_OPTS" setsid "$SNAPBD" serve --config "$CONF" >> "$SERVER_LOG" 2>&1 < /dev/null &
+  echo $! > "$WORK/server.pid"
+  for _ in $(seq 1 600); do
+    [ "$(grep -c 'snapbd ready' "$SERVER_LOG")" -gt "$before" ] && return 0
+    alive "$(server_pid)" || { tail -5 "$SERVER_LOG"; fail "the server exited during start-up"; }
+    sleep 0.5
+  done
+  fail "the server was not ready within 300 s"
+}
+attached() { [ -e "/sys/block/$(basename "$1")/pid" ]; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+check_manifest() { (cd "$1" && sha256sum -c --quiet "$2"); }
+tree_synced() {
+  make_tree "$1"
+  manifest "$1" > "$2"
+  must sync
+  drop_caches
+  check_manifest "$1" "$2" || fail "checksums differ after sync and drop_caches"
+}
