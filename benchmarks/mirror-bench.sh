@@ -8,25 +8,29 @@
 #   env RUNTIME   seconds per row (default 10)
 #   env SIZE      size of each volume (default 256M); the mirrored one has two leg files of that size beside it
 #   env WORKDIR   where the data directories go (default a new directory in /tmp, removed at exit)
+# First one row of first writes (depth 32, one connection, each block of the new volumes at most once), then every
+# volume is written whole once and the other rows measure that steady state (no write allocates an extent).
 # Per jar: volumes `plain` (unmirrored), `mirrored` (--mirror DIR/leg1.img --mirror DIR/leg2.img) and `nbdleg`
-# (--mirror nbd+unix:///leg?socket=DIR/legsock: volume `leg` of a second snapbd server of the same jar), each
-# written once sequentially, then per row: fio --ioengine=nbd --rw=randwrite --bs=4k --iodepth=D --numjobs=J
-# --group_reporting --time_based --runtime=RUNTIME --randrepeat=0 (each job is one NBD connection).
+# (--mirror nbd+unix:///leg?socket=DIR/legsock: volume `leg` of a second snapbd server of the same jar); after the
+# first-writes row each is written once sequentially, then per row: fio --ioengine=nbd --rw=randwrite --bs=4k
+# --iodepth=D --numjobs=J --group_reporting --time_based --runtime=RUNTIME --randrepeat=0 (a job is a connection).
+# LABEL=JAR,OPTS runs that label's server with SNAPBD_JAVA_OPTS=OPTS (e.g. now,written=JAR,-Dsnapbd.mirror.answer=written).
 # Prints a Markdown table: IOPS, p50/p99 completion latency (µs), and mirrored IOPS / plain IOPS per leg kind.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" mirror-bench
-usage() { bl_header_usage 2 15; }
+usage() { bl_header_usage 2 18; }
 [ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { usage; exit 0; }
 bl_need_fio_nbd
 RUNTIME=${RUNTIME:-10}
 SIZE=${SIZE:-256M}
 bl_positive RUNTIME "$RUNTIME"
 [ $# -gt 0 ] || set -- "now=$(bl_snapbd_jar)"
-declare -A JAR
+declare -A JAR OPTS
 LABELS=()
 for a in "$@"; do
   [[ $a == *=* ]] || die "expected LABEL=JAR, not '$a'"
-  l=${a%%=*}; JAR[$l]=${a#*=}; LABELS+=("$l")
+  l=${a%%=*}; JAR[$l]=${a#*=}; LABELS+=("$l"); OPTS[$l]=""
+  if [[ ${JAR[$l]} == *,* ]]; then OPTS[$l]=${JAR[$l]#*,}; JAR[$l]=${JAR[$l]%%,*}; fi
   [ -f "${JAR[$l]}" ] || die "${JAR[$l]} is missing: build first ($BL_BUILD)"
 done
 if [ -n "${WORKDIR:-}" ]; then WORK=$WORKDIR; mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/mirror-bench.XXXXXX); bl_on_exit "$WORK"; fi
@@ -44,10 +48,26 @@ for l in "${LABELS[@]}"; do
   SNAPBD_JAR=$d/snapbd.jar bl_start_snapbd "$l-leg" "$d/legdata" "$d/legsock" "$d/legserver.log" --warm-up off
   SNAPBD_JAR=$d/snapbd.jar $SNAPBD volume create nbdleg --size "$SIZE" --save-size 1M --data-dir "$d/data" \
     --mirror "nbd+unix:///leg?socket=$d/legsock" >/dev/null
-  SNAPBD_JAR=$d/snapbd.jar bl_start_snapbd "$l" "$d/data" "$d/sock" "$d/server.log" --warm-up off
-  for v in plain mirrored nbdleg; do bl_fio_prefill "nbd+unix:///$v?socket=$d/sock" "$SIZE"; done
+  SNAPBD_JAR=$d/snapbd.jar SNAPBD_JAVA_OPTS="${OPTS[$l]}" bl_start_snapbd "$l" "$d/data" "$d/sock" "$d/server.log" --warm-up off
 done
 : >"$WORK/results.txt"
+# First writes: depth 32, one connection, on the new volumes, each block written at most once (--io_size=SIZE,
+# at most RUNTIME s): every write lands on a block never written (fallocate'd, unwritten extents of data.img and
+# of the file legs), so every force also commits the file system's journal (docs/mirrors.md, "Cost").
+for v in plain mirrored nbdleg; do
+  for l in "${LABELS[@]}"; do
+    json=$WORK/$l/$v-first.json
+    bl_fio_nbd "nbd+unix:///$v?socket=$WORK/$l/sock" --name="$v" --rw=randwrite --bs=4k --iodepth=32 --numjobs=1 \
+      --size="$SIZE" --io_size="$SIZE" --randrepeat=0 --runtime="$RUNTIME" \
+      --percentile_list=50:99:99.9 --output-format=json --output="$json"
+    echo "$l $v 32-first-writes 1 $(python3 "$FIO_SUMMARY" --ddir write "$json" iops p50_us p99_us)" | tee -a "$WORK/results.txt" >&2
+  done
+done
+# The steady state (the rows below): every volume written whole once first, so no write allocates or converts an
+# extent, as on a volume in use.
+for l in "${LABELS[@]}"; do
+  for v in plain mirrored nbdleg; do bl_fio_prefill "nbd+unix:///$v?socket=$WORK/$l/sock" "$SIZE"; done
+done
 for depth in 1 32; do
   for jobs in 1 4; do
     for v in plain mirrored nbdleg; do
@@ -63,7 +83,7 @@ for depth in 1 32; do
     done
   done
 done
-echo "mirror-bench: commit $(bl_git_rev), $(nproc) CPUs, RUNTIME=$RUNTIME s, SIZE=$SIZE, legs: two files on the data directory's file system (mirrored), one snapbd volume over a Unix socket (nbdleg)"
+echo "mirror-bench: commit $(bl_git_rev), $(nproc) CPUs, RUNTIME=$RUNTIME s, SIZE=$SIZE (first-writes row on new volumes, then every volume written whole once), legs: two files on the data directory's file system (mirrored), one snapbd volume over a Unix socket (nbdleg)"
 python3 - "$WORK/results.txt" <<'PY'
 import sys
 rows = {}
