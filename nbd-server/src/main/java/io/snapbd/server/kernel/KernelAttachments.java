@@ -373,6 +373,8 @@ public final class KernelAttachments implements AutoCloseable {
             Log.error("cannot list %s: %s; recorded devices are not reconnected", records, e.getMessage());
             return;
         }
+        // Every device's probe runs at once, so the probe's wait is paid once, not once per device.
+        List<Probed> probed = new ArrayList<>();
         for (Path f : files) {
             AttachmentRecord r;
             try {
@@ -383,15 +385,32 @@ public final class KernelAttachments implements AutoCloseable {
                 continue;
             }
             try {
-                reconnect(r);
+                Probed p = check(r);
+                if (p != null) {
+                    probed.add(p);
+                }
             } catch (RuntimeException e) {
                 Log.error("%s: reconnecting %s failed: %s", f, r.device(), e);
                 dropRecord(r.index());
             }
         }
+        long waitUntil = System.nanoTime() + GIVEN_UP_PROBE.toNanos();
+        for (Probed p : probed) {
+            try {
+                reconnect(p, Duration.ofNanos(Math.max(0, waitUntil - System.nanoTime())));
+            } catch (RuntimeException e) {
+                Log.error("reconnecting %s failed: %s", p.record().device(), e);
+                dropRecord(p.record().index());
+            }
+        }
     }
 
-    private void reconnect(AttachmentRecord r) {
+    /** A record whose device the kernel still holds for its export, with the given-up probe started. */
+    private record Probed(AttachmentRecord record, Export export, ReadProbe probe) {
+    }
+
+    /** The checks of a record before its probe; null when the record was dropped. */
+    private Probed check(AttachmentRecord r) {
         String device = r.device();
         String backend;
         boolean connected;
@@ -400,7 +419,7 @@ public final class KernelAttachments implements AutoCloseable {
         } catch (IOException e) {
             Log.warn("%s (%s) not reconnected: %s; dropping its record", device, r.export(), e.getMessage());
             dropRecord(r.index());
-            return;
+            return null;
         }
         backend = readQuietly(sysBlock(device).resolve("backend"));
         if (!connected || !backend.equals(r.backend())) {
@@ -408,7 +427,7 @@ public final class KernelAttachments implements AutoCloseable {
                     ? "no longer has it connected (disconnected, or the dead-connection timeout ended it)"
                     : "runs it for another backend ('" + backend + "', recorded '" + r.backend() + "')");
             dropRecord(r.index());
-            return;
+            return null;
         }
         Export export = exports.lookup(r.export());
         String why = export == null ? "no export named " + r.export() : export.unavailableReason();
@@ -421,13 +440,21 @@ public final class KernelAttachments implements AutoCloseable {
                     r.export(), why);
             disconnectQuietly(r.index());
             dropRecord(r.index());
-            return;
+            return null;
         }
         // A device whose dead-connection timeout expired while I/O waited has failed that I/O and marked itself
         // disconnected, although it is still configured: a read then fails at once, where a device still waiting
         // for its server holds the read until the new connection comes.
-        ReadProbe probe = ReadProbe.start(device, r.blockSize());
-        if (probe.await(GIVEN_UP_PROBE)) {
+        return new Probed(r, export, ReadProbe.start(device, r.blockSize()));
+    }
+
+    /** Reconnects a checked record's device unless its probe read ends within {@code probeWait} (given up). */
+    private void reconnect(Probed p, Duration probeWait) {
+        AttachmentRecord r = p.record();
+        Export export = p.export();
+        ReadProbe probe = p.probe();
+        String device = r.device();
+        if (probe.await(probeWait)) {
             Log.warn("%s (%s) not reconnected: the kernel gave it up (%s); disconnecting it and dropping its record", device,
                     r.export(), probe.outcome());
             disconnectQuietly(r.index());
