@@ -18,7 +18,9 @@ import java.time.Duration;
  * Runs the TLS record path in memory at start, before clients come: a server engine from the server's own
  * context and a client engine that trusts the server's certificate do a TLS 1.3 handshake, then exchange
  * records shaped like NBD traffic (small requests, payloads and replies of 512 bytes and, one in 8, 4 KiB: the JIT
- * counts invocations, so many small records warm faster than fewer large ones) until the JIT has compiled them (a round in which it compiled
+ * counts invocations, so many small records warm faster than fewer large ones; and one exchange in
+ * {@value #LARGE_EVERY} of 64 KiB each way, in full 16 KiB records, the shape of large writes and reads, whose
+ * decryption takes a path of its own through the JDK's AES-GCM) until the JIT has compiled them (a round in which it compiled
  * next to nothing) or the budget is spent; what budget is left waits for the JIT to finish what the rounds queued.
  * <p>
  * Why: on a fresh JVM the AES-GCM code (GHASH, counter mode) and JSSE's record layer run interpreted or in
@@ -37,9 +39,14 @@ final class TlsWarmUp {
     /** A round in which the JIT compiled for less than this found nothing new: the path is warm. */
     private static final long QUIET_COMPILE_MILLIS = 20;
     private static final CompilationMXBean COMPILER = ManagementFactory.getCompilationMXBean();
+    /** The most plaintext one record carries; a large exchange moves 4 full records each way. */
+    private static final int MAX_FRAGMENT = 1 << 14;
+    private static final int LARGE = 4 * MAX_FRAGMENT;
+    /** One exchange in this many is a large one (about 8 a round, 72 full records). */
+    private static final int LARGE_EVERY = 128;
 
     /** What the warm-up did, for the log line. */
-    record Result(int rounds, long records, long nanos, String suite) {
+    record Result(int rounds, long records, long fullRecords, long nanos, String suite) {
     }
 
     private TlsWarmUp() {
@@ -56,8 +63,8 @@ final class TlsWarmUp {
         SSLEngine client = clientEngine(serverCert, server.getSSLParameters());
         int packet = Math.max(server.getSession().getPacketBufferSize(), client.getSession().getPacketBufferSize());
         int app = Math.max(server.getSession().getApplicationBufferSize(), client.getSession().getApplicationBufferSize());
-        ByteBuffer toServer = ByteBuffer.allocate(4 * packet);
-        ByteBuffer toClient = ByteBuffer.allocate(4 * packet);
+        ByteBuffer toServer = ByteBuffer.allocate((LARGE / MAX_FRAGMENT + 2) * packet);
+        ByteBuffer toClient = ByteBuffer.allocate((LARGE / MAX_FRAGMENT + 2) * packet);
         ByteBuffer serverIn = ByteBuffer.allocateDirect(Math.max(128 << 10, 2 * app));   // as Connection's read-ahead
         ByteBuffer clientIn = ByteBuffer.allocate(2 * app);
         handshake(client, server, toServer, toClient, serverIn, clientIn);
@@ -65,14 +72,28 @@ final class TlsWarmUp {
         ByteBuffer request = ByteBuffer.allocate(28);
         ByteBuffer payload = ByteBuffer.allocateDirect(4096);
         ByteBuffer reply = ByteBuffer.allocate(16 + 4096);     // a 4 KiB read's reply
+        ByteBuffer largePayload = ByteBuffer.allocateDirect(LARGE);    // full records, as a 1 MiB write's
+        ByteBuffer largeReply = ByteBuffer.allocateDirect(LARGE);      // as a large read's data from the mapping
         int rounds = 0;
         long records = 0;
+        long large = 0;
         while (rounds < MAX_ROUNDS && (rounds == 0 || System.nanoTime() - deadline < 0)) {
             long compiledBefore = compileMillis();
             for (int i = 0; i < EXCHANGES; i++) {
+                wrap(client, request.clear(), toServer);
+                if (i % LARGE_EVERY == LARGE_EVERY / 2) {
+                    // Full 16 KiB records both ways: AES-GCM takes another path through the JDK for them (the
+                    // whole-record decrypt of a large WRITE's payload), which small records never compile.
+                    wrap(client, largePayload.clear(), toServer);
+                    drain(server, toServer, serverIn.clear());
+                    wrap(server, largeReply.clear(), toClient);
+                    drain(client, toClient, clientIn.clear());
+                    records += 1 + 2 * (LARGE / MAX_FRAGMENT);
+                    large += 2 * (LARGE / MAX_FRAGMENT);
+                    continue;
+                }
                 // Mostly 512-byte payloads, a 4 KiB one in 8: the JIT counts calls, so cheap records warm faster.
                 int size = i % 8 == 0 ? 4096 : 512;
-                wrap(client, request.clear(), toServer);
                 wrap(client, payload.clear().limit(size), toServer);
                 drain(server, toServer, serverIn.clear());
                 wrap(server, reply.clear().limit(16 + size), toClient);
@@ -85,7 +106,7 @@ final class TlsWarmUp {
             }
         }
         awaitQuiet(deadline);
-        return new Result(rounds, records, System.nanoTime() - start, server.getSession().getCipherSuite());
+        return new Result(rounds, records, large, System.nanoTime() - start, server.getSession().getCipherSuite());
     }
 
     /** Waits until the JIT has compiled nothing for 200 ms, or until {@code deadline}. */
