@@ -226,8 +226,11 @@ touch "$WORK/stop-sampler"; kill "$SAMPLER" 2>/dev/null; wait "$SAMPLER" 2>/dev/
 # ---------------------------------------------------------------- detach, stop, fsck, kernel log
 run detach "/dev/$DEV" cli detach "/dev/$DEV"
 kill -TERM "$SERVER"
-for _ in $(seq 1 600); do alive "$SERVER" || break; sleep 0.5; done
-if alive "$SERVER"; then kill -KILL "$SERVER"; echo "ERROR soak-guest: the server did not stop within 300 s of SIGTERM" >>"$OUT/server.log"; fi
+# wait, not a poll of /proc/PID: the server's pool threads use up PIDs fast, so a PID may be reused at once.
+( sleep 300; kill -KILL "$SERVER" 2>/dev/null && echo "ERROR soak-guest: the server did not stop within 300 s of SIGTERM (killed)" >>"$OUT/server.log" ) &
+WATCHDOG=$!
+wait "$SERVER" 2>/dev/null
+kill "$WATCHDOG" 2>/dev/null; wait "$WATCHDOG" 2>/dev/null
 tail -1 "$OUT/server.log" | grep -q 'volumes closed cleanly' || echo "ERROR soak-guest: the server did not close its volumes cleanly" >>"$OUT/server.log"
 fsck_rc=0
 SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 600 "$SNAPBD" fsck --data-dir "$DATA" >"$OUT/fsck.txt" 2>&1 || fsck_rc=$?
