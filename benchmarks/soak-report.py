@@ -5,10 +5,15 @@ exits 1 on any violation.
 
 usage: soak-report.py OUT --duration S --fio-status N --fsck-status N --server-errors N
                       --server-warnings N [--final-heap-kb KB] [--attach TEXT] [--json]
+                      [--kernel-io-errors N] [--title TEXT]
 
 Inputs in OUT: fio.json / fio.stderr (the verified load), soak_clat_hist.N.log (fio histogram logs, one
 per job, one line per 10 s window and direction), samples.csv (soak.sh's 10 s samples), churn.tsv (the
 churn loop's steps).
+
+The kernel soak (soak-guest.sh, inside User-Mode Linux) passes --kernel-io-errors (lines of I/O errors in
+the guest's kernel log): then any such line, and no attach/detach cycle completed (a `released` step in
+churn.tsv: the snapshot attached, read whole, detached and its device let go), are violations too.
 
 Leak check, per sampled value (after a warm-up of a quarter of the run, at most 60 s): a leak is a value
 that rose at every one of at least 8 samples (by more than RISE_MIN in total), or whose floor (minimum)
@@ -185,6 +190,8 @@ def main():
     ap.add_argument("--settled-threads", type=int)
     ap.add_argument("--settled-fds", type=int)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--kernel-io-errors", type=int, default=None)
+    ap.add_argument("--title", default=None)
     a = ap.parse_args()
     out = a.out
     violations = []
@@ -238,6 +245,13 @@ def main():
     violations += [f"churn: {p}" for p in problems]
     if cycles == 0:
         violations.append("the churn loop did not complete a cycle")
+    attach_cycles = steps["released"]["ok"] if "released" in steps else 0
+    churn["attachDetachCycles"] = attach_cycles
+    if a.kernel_io_errors is not None:
+        if attach_cycles == 0:
+            violations.append("no attach/detach cycle completed (no snapshot attached, read and released)")
+        if a.kernel_io_errors:
+            violations.append(f"kernel log: {a.kernel_io_errors} I/O error line(s) (dmesg-io.txt)")
 
     # ---- server, fsck
     if a.server_errors:
@@ -282,13 +296,13 @@ def main():
     if not lat_rows:
         violations.append("no latency windows (fio histogram logs missing)")
     svg = os.path.join(out, "soak.svg")
-    svg_plot(svg, lat_rows, samples, f"snapbd soak: {a.duration} s, 16 connections x depth 32 (verify) + churn")
+    svg_plot(svg, lat_rows, samples, a.title or f"snapbd soak: {a.duration} s, 16 connections x depth 32 (verify) + churn")
 
     summary = {
         "ok": not violations, "violations": violations, "duration": a.duration, "fio": fio, "churn": churn,
         "server": {"errors": a.server_errors, "warnings": a.server_warnings}, "fsck": a.fsck_status,
         "resources": leaks, "heapAfterFinalGcKb": int(a.final_heap_kb) if a.final_heap_kb.isdigit() else None,
-        "latency": latency, "attach": attach_note or a.attach, "settled": settled,
+        "latency": latency, "attach": attach_note or a.attach, "settled": settled, "kernelIoErrors": a.kernel_io_errors,
         "files": {"latencyCsv": os.path.join(out, "latency.csv"), "samplesCsv": os.path.join(out, "samples.csv"), "plot": svg},
     }
     with open(os.path.join(out, "summary.json"), "w") as f:
@@ -297,12 +311,15 @@ def main():
     lines = [f"soak: {'PASS' if not violations else 'FAIL'} ({a.duration} s, {cycles} churn cycles)",
              f"  fio verify errors     {fio['verifyErrors']}   job errors {fio.get('jobErrors')}   "
              f"reads {fio.get('reads')} writes {fio.get('writes')} trims {fio.get('trims')} flushes {fio.get('flushes')}",
-             f"  server errors         {a.server_errors}   warnings {a.server_warnings}   fsck exit {a.fsck_status}",
+             f"  server errors         {a.server_errors}   warnings {a.server_warnings}   fsck exit {a.fsck_status}"
+             + ("" if a.kernel_io_errors is None else f"   kernel I/O errors {a.kernel_io_errors}"),
              "  churn steps           " + ", ".join(f"{k} {sum(v.values())}" + ("" if set(v) <= {"ok"} else f" {dict(v)}")
                                                      for k, v in sorted(steps.items())),
-             f"  attach/detach         {attach_note or a.attach}",
+             f"  attach/detach         {attach_note or a.attach}" + (f" ({attach_cycles} cycles)" if attach_cycles else ""),
              f"  after {a.settle} s idle     heap after full GC {summary['heapAfterFinalGcKb']} kB, threads {a.settled_threads}, fds {a.settled_fds}",
              "  resource              first     last      min       max       floor rise  limit  leak"]
+    if a.kernel_io_errors is not None and not a.settle:     # the kernel soak has no back-to-idle phase
+        del lines[-2]
     for k, e in leaks.items():
         if "first" in e:
             lines.append(f"  {LEAK_CHECKS[k][0]:<21} {e['first']:<9.0f} {e['last']:<9.0f} {e['min']:<9.0f} {e['max']:<9.0f} "

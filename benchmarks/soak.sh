@@ -2,7 +2,16 @@
 # soak.sh — snapbd under a long verified load while snapshots, clones, restores and LUN state churn.
 #
 #   benchmarks/soak.sh [--duration S] [--out DIR] [--json] [--size SIZE] [--keep N] [--pause S] [--fio-nice N] [--settle S]
+#   benchmarks/soak.sh --kernel [--duration S] [--out DIR] [--json] [--size SIZE] [--keep N] [--pause S] [--fio-nice N]
+#                               [--self-test]
 #
+# --kernel: the attach/detach part, where a kernel nbd driver is: boots one User-Mode Linux guest
+# (tools/uml/uml-run.sh, as KernelIT) and runs benchmarks/soak-guest.sh in it (see its header): snapbd inside
+# the guest, fio --verify on a volume attached with `snapbd attach` to /dev/nbdN, while snapshots are created,
+# attached read-only to the next free /dev/nbdM, read whole (must equal their checksum at creation),
+# detached and deleted; samples every 10 s; kernel I/O errors counted. Defaults there: --size 128M, --keep 1,
+# --pause 1; no --settle. Output in --out (default benchmarks/target/soak-kernel), the same files and report.
+# --self-test (with --kernel): corrupts the volume behind the server mid-run; the run must fail.
 # One server, two volumes (docs/snapshots.md: a restore changes production under its writers, so the
 # verified volume is never restored):
 #   soak   (--size, default 256M) — fio --ioengine=nbd, 16 connections (jobs) at depth 32, each job on its
@@ -22,7 +31,8 @@
 #   create churn@bN, read it; every other cycle restore churn to the previous one with --force under load;
 #   stop churn's load, restore churn@bN, read churn (must equal churn@bN), LUN counter moved; attach
 #   churn@bN read-only to /dev/nbd0 and read it there, detach (only if /dev/nbd0 exists: this host's kernel
-#   may have no NBD driver, then that step is skipped and the summary says so); restart the load.
+#   may have no NBD driver, then that step is skipped and the summary says so: --kernel runs the attach/detach
+#   churn where there is one); restart the load.
 # Every 10 s: the server's RSS, RssAnon, threads, open file descriptors and heap after the last GC
 # (-Xlog:gc; no GC is forced during the load). p99 completion latency per 10 s window from fio's
 # histogram logs (log_hist_msec=10000), read, write and trim. At the end: every snapshot deleted, --settle s
@@ -36,7 +46,8 @@
 # or whose floor (minimum) in the last third exceeds the first third's by more than its limit
 # (threads 16, fds 64, heap after GC 64 MiB, RssAnon 256 MiB). Exit 2: bad usage or a missing tool.
 # Needs: both jars (mvn -B -q -DskipTests package), fio with its nbd engine, nbdcopy, jcmd, python3,
-# sha256sum; gnuplot is optional (without it the plot is an SVG written by soak-report.py).
+# sha256sum; gnuplot is optional (without it the plot is an SVG written by soak-report.py). --kernel needs the
+# snapbd jar, user-mode-linux (and gcc on hosts with AMX, for the UML shim), fio, nbdcopy, python3.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" soak
 DURATION=1800
@@ -47,9 +58,45 @@ KEEP=2
 PAUSE=2
 FIO_NICE=10
 SETTLE=75
-usage() { bl_header_usage 2 39; }
-bl_options usage --duration DURATION --out OUT --json JSON=1 --size SIZE --keep KEEP --pause PAUSE --fio-nice FIO_NICE --settle SETTLE -- "$@"
+KERNEL=0
+usage() { bl_header_usage 2 50; }
+bl_options usage --duration DURATION --out OUT --json JSON=1 --size SIZE --keep KEEP --pause PAUSE --fio-nice FIO_NICE --settle SETTLE \
+  --kernel KERNEL=1 --self-test SELF_TEST=1 -- "$@"
 BL_DIE_STATUS=2
+if [ "$KERNEL" = 1 ]; then
+  # Guest defaults (UML has one slow CPU and the guest's memory holds the volume).
+  [[ " $* " == *" --size"* ]] || SIZE=128M
+  [[ " $* " == *" --keep"* ]] || KEEP=1
+  [[ " $* " == *" --pause"* ]] || PAUSE=1
+  bl_positive --duration "$DURATION"
+  bl_kernel_need fio nbdcopy python3 sha256sum dmesg
+  bl_require_jars snapbd
+  OUT=${OUT:-$ROOT/benchmarks/target/soak-kernel}
+  case $(readlink -f "$(dirname "$OUT")")/ in /tmp/*) die "--out must not be under /tmp (the guest mounts its own there)" ;; esac
+  rm -rf "$OUT"; mkdir -p "$OUT"
+  mkdir -p "$ROOT/benchmarks/target"
+  WORK=$(mktemp -d "$ROOT/benchmarks/target/soak-kernel-jar.XXXXXX")   # not /tmp: the guest sees the host's files
+  trap 'rm -rf "$WORK"' EXIT
+  cp "$(bl_snapbd_jar)" "$WORK/snapbd.jar"     # a build running meanwhile cannot replace it under the run
+  {
+    echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "host:      $(nproc) CPUs, $(free -h | awk '/Mem:/{print $2}'), load $(cut -d' ' -f1-3 /proc/loadavg) at start"
+    echo "snapbd:    git $(bl_git_rev)"
+  } | tee "$OUT/machine.txt" >&2
+  guest=(--out "$OUT" --jar "$WORK/snapbd.jar" --duration "$DURATION" --size "$SIZE" --keep "$KEEP" --pause "$PAUSE" --fio-nice "$FIO_NICE")
+  [ "$JSON" = 1 ] && guest+=(--json)
+  [ "${SELF_TEST:-0}" = 1 ] && guest+=(--self-test)
+  log "soak --kernel: booting User-Mode Linux for ${DURATION}s of fio --verify on /dev/nbdN with attach/detach churn; output in $OUT"
+  rc=0
+  bl_uml_run $((DURATION + 900)) "$OUT" "$BENCH_DIR/soak-guest.sh" "${guest[@]}" || rc=$?
+  echo "host:      load $(cut -d' ' -f1-3 /proc/loadavg) at the end" >>"$OUT/machine.txt"
+  if [ ! -s "$OUT/report.txt" ]; then
+    die "the guest wrote no report (UML exit $rc); see $OUT/guest.log and $OUT/console.log"
+  fi
+  [ "$JSON" = 1 ] && cat "$OUT/report.stdout"
+  cat "$OUT/report.txt" >&2
+  exit "$rc"
+fi
 bl_positive --duration "$DURATION"
 bl_positive --keep "$KEEP"
 [[ $PAUSE =~ ^[0-9]+$ ]] || die "--pause must be a number of seconds, not '$PAUSE'"
@@ -297,7 +344,7 @@ fsck_rc=0
 "$SNAPBD" fsck --data-dir "$DATA" >"$OUT/fsck.txt" 2>&1 || fsck_rc=$?
 server_errors=$(grep -cE '\bERROR\b|Exception|[A-Za-z]Error\b|^\s+at [a-z]' "$OUT/server.log" || true)
 server_warnings=$(grep -c '\bWARN\b' "$OUT/server.log" || true)
-attach=tested; [ -e /dev/nbd0 ] || attach="skipped: no /dev/nbd0 (no NBD driver in this kernel)"
+attach=tested; [ -e /dev/nbd0 ] || attach="skipped: no /dev/nbd0 (no NBD driver in this kernel; soak.sh --kernel runs it in User-Mode Linux)"
 
 report=(python3 "$BENCH_DIR/soak-report.py" "$OUT" --duration "$DURATION" --fio-status "$fio_rc" --fsck-status "$fsck_rc"
   --server-errors "$server_errors" --server-warnings "$server_warnings" --final-heap-kb "${final_heap_kb:-}" --attach "$attach"

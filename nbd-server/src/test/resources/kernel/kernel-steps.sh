@@ -291,6 +291,38 @@ server_stop() {
   say "server stopped cleanly"
 }
 
+# soak-churn: the kernel part of the soak (benchmarks/soak-guest.sh, what `benchmarks/soak.sh --kernel` runs in a
+# boot of its own) in a short form inside this boot, once the devices are free: its own server, fio --verify on
+# a volume attached to /dev/nbdN while snapshots are attached read-only, read whole, detached and deleted.
+# Self-contained: needs only ROOT, SNAPBD_JAR, OUT, WORK and the step runner.
+soak_churn() {
+  local out="$OUT/soak" rc=0
+  echo "+ benchmarks/soak-guest.sh --out $out --duration 40 --size 48M --pause 0 --json"
+  timeout 900 bash "$ROOT/benchmarks/soak-guest.sh" --out "$out" --jar "$SNAPBD_JAR" --duration 40 --size 48M --pause 0 \
+    --json >"$WORK/soak.json" || rc=$?
+  cat "$out/report.txt" 2>/dev/null
+  [ -s "$WORK/soak.json" ] || fail "soak-guest.sh wrote no summary (exit $rc); see $out/"
+  # The report checks more (leaks, fsck, server log); these are the soak's point, named one by one.
+  python3 - "$WORK/soak.json" "$rc" <<'PY' || fail "$(tail -1 "$WORK/soak-check.txt")"
+import json, sys
+s = json.load(open(sys.argv[1])); rc = int(sys.argv[2])
+out = open(sys.argv[1].replace("soak.json", "soak-check.txt"), "w")
+f, c = s["fio"], s["churn"]
+bad = []
+if f.get("verifyErrors") != 0: bad.append(f"fio verify errors: {f.get('verifyErrors')}")
+if not f.get("writes") or not f.get("reads"): bad.append(f"fio did no I/O: {f}")
+if c.get("attachDetachCycles", 0) < 1: bad.append(f"no attach/detach cycle completed: {c.get('steps')}")
+if s.get("kernelIoErrors") != 0: bad.append(f"kernel I/O errors in dmesg: {s.get('kernelIoErrors')}")
+if s["server"]["errors"] != 0: bad.append(f"server errors: {s['server']['errors']}")
+if not s["ok"] or rc != 0: bad.append(f"soak-guest.sh exit {rc}: " + "; ".join(s["violations"][:5]))
+msg = "; ".join(bad) if bad else (
+    f"{c['attachDetachCycles']} attach/detach cycles in {c['cycles']} churn cycles, fio {f['reads']} reads / {f['writes']} writes"
+    f" / {f['trims']} trims / {f['flushes']} flushes, 0 verify errors, 0 kernel I/O errors, 0 server errors, fsck clean")
+print(msg); print(msg, file=out)
+sys.exit(1 if bad else 0)
+PY
+}
+
 step boot boot
 step server-start server_start
 step attach-errors attach_errors
@@ -307,6 +339,7 @@ step restart-persist restart_persist
 step nbd-client-unix nbd_client_unix
 step nbd-client-tcp-multiconn nbd_client_tcp_multiconn
 step server-stop server_stop
+step soak-churn soak_churn
 # Leave nothing behind if a step failed half-way.
 umount /mnt/c /mnt/snap /mnt/live 2>/dev/null
 alive "$(server_pid)" && kill -TERM "$(server_pid)"

@@ -40,7 +40,7 @@ class KernelIT {
     static final List<String> STEPS = List.of(
             "boot", "server-start", "attach-errors", "attach", "mkfs-mount-tree", "snapshot-attach-ro",
             "snapshot-isolation", "fstrim-holes", "fio-verify", "detach", "e2fsck", "shutdown-detaches",
-            "restart-persist", "nbd-client-unix", "nbd-client-tcp-multiconn", "server-stop");
+            "restart-persist", "nbd-client-unix", "nbd-client-tcp-multiconn", "server-stop", "soak-churn");
 
     /** Generous: the whole scenario takes a few minutes on a 2-core machine. */
     private static final Duration UML_TIMEOUT = Duration.ofMinutes(40);
