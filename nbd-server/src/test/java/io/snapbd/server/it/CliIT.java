@@ -324,9 +324,11 @@ class CliIT {
 
     // ---- global options, launcher, README -------------------------------------------------------------------
 
-    /** {@code java -jar snapbd.jar ARGS}, exactly as given (no --data-dir added). */
+    /** {@code java -jar snapbd.jar ARGS}, exactly as given (no --data-dir added; the JVM options of every CLI run). */
     static Tools.Result raw(String... args) {
-        List<String> cmd = new ArrayList<>(List.of(ServerProcess.javaBin(), "-jar", ServerProcess.jar().toString()));
+        List<String> cmd = new ArrayList<>(List.of(ServerProcess.javaBin()));
+        cmd.addAll(ServerProcess.CLI_JVM_OPTIONS);
+        cmd.addAll(List.of("-jar", ServerProcess.jar().toString()));
         cmd.addAll(List.of(args));
         return Tools.run(Duration.ofMinutes(2), null, cmd);
     }

@@ -26,6 +26,10 @@ import java.util.concurrent.atomic.AtomicInteger;
  * on every IT class) checks after each test that every server still open is alive unless the test stopped
  * or killed it itself, {@link #ensureRunning()} restarts only a server a test stopped or killed, and
  * {@link #close()} fails unless the server was alive and exited 0 on SIGTERM.
+ *
+ * <p>Test time: a server gets {@code --warm-up off} unless the test names {@code --warm-up} itself or asks
+ * for serve's defaults (WarmUpIT): the warm-up spends 3 to 5 s of CPU at every start and no other test
+ * depends on it. CLI runs ({@link #snapbd}) use the C1 compiler only.
  */
 public final class ServerProcess implements AutoCloseable {
 
@@ -41,6 +45,8 @@ public final class ServerProcess implements AutoCloseable {
     private final List<String> extraArgs;
     private final List<String> jvmOptions;
     private final String label;
+    /** False: serve's own default for {@code --warm-up} (on) instead of the tests' {@code off}. */
+    private final boolean warmUpOff;
     private Process process;
     private Path logFile;
     private int port;
@@ -48,7 +54,9 @@ public final class ServerProcess implements AutoCloseable {
     /** True while the server is down because a test stopped or killed it (or its death was reported). */
     private volatile boolean down;
 
-    private ServerProcess(Path dataDir, Path socket, String label, List<String> jvmOptions, List<String> extraArgs) {
+    private ServerProcess(Path dataDir, Path socket, String label, List<String> jvmOptions, List<String> extraArgs,
+            boolean warmUpOff) {
+        this.warmUpOff = warmUpOff && extraArgs.stream().noneMatch(a -> a.startsWith("--warm-up"));
         this.jvmOptions = List.copyOf(jvmOptions);
         this.dataDir = dataDir;
         this.socket = socket;
@@ -76,7 +84,13 @@ public final class ServerProcess implements AutoCloseable {
 
     /** A server not started yet: {@link #begin()} starts it ({@link SnapbdServerExtension} does so before all tests). */
     static ServerProcess unstarted(List<String> jvmOptions, Path dataDir, Path socket, String label, List<String> extraArgs) {
-        return new ServerProcess(dataDir.toAbsolutePath(), socket.toAbsolutePath(), label, jvmOptions, extraArgs);
+        return unstarted(jvmOptions, dataDir, socket, label, extraArgs, true);
+    }
+
+    /** {@link #unstarted(List, Path, Path, String, List)}; {@code warmUpOff} false keeps serve's default warm-up. */
+    static ServerProcess unstarted(List<String> jvmOptions, Path dataDir, Path socket, String label, List<String> extraArgs,
+            boolean warmUpOff) {
+        return new ServerProcess(dataDir.toAbsolutePath(), socket.toAbsolutePath(), label, jvmOptions, extraArgs, warmUpOff);
     }
 
     /** The Unix socket DIR.sock beside the data directory DIR, or in a short directory if that path is too long. */
@@ -144,9 +158,18 @@ public final class ServerProcess implements AutoCloseable {
         return Path.of(System.getProperty("java.home"), "bin", "java").toString();
     }
 
+    /**
+     * JVM options of the CLI runs: the C1 compiler only. A CLI command lives about a second, mostly class
+     * loading and interpreted code; C2's compilations cost it about 30% more CPU (1.4 s against 1.0 s per
+     * {@code volume list} on the CI machine) and never pay back. Nothing the CLI does depends on the compiler.
+     */
+    static final List<String> CLI_JVM_OPTIONS = List.of("-XX:TieredStopAtLevel=1");
+
     /** Runs {@code java -jar snapbd.jar ARGS --data-dir DIR} (the data directory option goes last, on the leaf command). */
     public static Tools.Result snapbd(Path dataDir, String... args) {
-        List<String> cmd = new ArrayList<>(List.of(javaBin(), "-jar", jar().toString()));
+        List<String> cmd = new ArrayList<>(List.of(javaBin()));
+        cmd.addAll(CLI_JVM_OPTIONS);
+        cmd.addAll(List.of("-jar", jar().toString()));
         cmd.addAll(List.of(args));
         if (dataDir != null) {
             cmd.add("--data-dir");
@@ -178,6 +201,9 @@ public final class ServerProcess implements AutoCloseable {
                         "--tcp", "127.0.0.1:" + port,
                         "--unix", socket.toString()));
                 cmd.addAll(extraArgs);
+                if (warmUpOff) {
+                    cmd.addAll(List.of("--warm-up", "off"));
+                }
                 Files.writeString(logFile, "# " + String.join(" ", cmd) + "\n");
                 process = new ProcessBuilder(cmd)
                         .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))

@@ -53,6 +53,7 @@ public final class SnapbdServerExtension
     private final String config;
     private final boolean perTest;
     private final boolean startedByTest;
+    private final boolean serveDefaults;
     /** Servers a test started with {@link #startAnother}; stopped after it. */
     private final List<ServerProcess> others = new ArrayList<>();
     private Path root;
@@ -68,6 +69,7 @@ public final class SnapbdServerExtension
         config = b.config;
         perTest = b.perTest;
         startedByTest = b.startedByTest;
+        serveDefaults = b.serveDefaults;
         if (!perTest) {
             newRoot(label);
             server = newServer();
@@ -136,7 +138,7 @@ public final class SnapbdServerExtension
         }
         args.addAll(List.of(extraServeArgs));
         Path data = dataDir();
-        return ServerProcess.unstarted(jvmOptions, data, ServerProcess.socketBeside(data), serverLabel, args);
+        return ServerProcess.unstarted(jvmOptions, data, ServerProcess.socketBeside(data), serverLabel, args, !serveDefaults);
     }
 
     private Path configFile() {
@@ -221,6 +223,7 @@ public final class SnapbdServerExtension
         private String config;
         private boolean perTest;
         private boolean startedByTest;
+        private boolean serveDefaults;
 
         private Builder(String label) {
             this.label = label;
@@ -269,6 +272,12 @@ public final class SnapbdServerExtension
         public Builder startedByTest() {
             perTest = true;
             startedByTest = true;
+            return this;
+        }
+
+        /** serve's own defaults, without the {@code --warm-up off} that {@link ServerProcess} adds for tests. */
+        public Builder serveDefaults() {
+            serveDefaults = true;
             return this;
         }
 

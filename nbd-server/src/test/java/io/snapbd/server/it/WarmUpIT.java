@@ -28,7 +28,7 @@ class WarmUpIT {
     /** Each test prepares the data directory or picks its options, then starts the server. */
     @RegisterExtension
     static final SnapbdServerExtension SNAPBD = SnapbdServerExtension.builder("WarmUpIT").volume("real", "32M", "8M")
-            .startedByTest().build();
+            .startedByTest().serveDefaults().build();
 
     @Test
     void aStartWarmsUpOnAScratchVolumeThatLeavesNoTrace() throws Exception {
