@@ -23,19 +23,21 @@ final class Committer {
     private final FileSpace space;
     private final VolumeTuning tuning;
     private final String volume;
+    private final Overlay.Applied markInUse;
     private Thread thread;
     private volatile boolean stop;
     private long failures;          // the committer thread's: failed attempts in a row, and when it last warned
     private long lastWarning;
 
     Committer(MappedData data, Overlay overlay, SnapshotSet snapshots, FileSpace space, VolumeTuning tuning,
-              String volume) {
+              String volume, WriteIntents intents) {
         this.data = data;
         this.overlay = overlay;
         this.snapshots = snapshots;
         this.space = space;
         this.tuning = tuning;
         this.volume = volume;
+        this.markInUse = b -> intents.markInUse(b, b);     // one lambda for the volume's life: nothing per batch
     }
 
     /** Starts the thread unless it runs already. */
@@ -60,7 +62,7 @@ final class Committer {
                 if (n > 0) {
                     priority.adjust(overlay.waitedFor());
                     snapshots.forceCopies();
-                    overlay.applyStaged(cursor, view, n);
+                    overlay.applyStaged(cursor, view, n, markInUse);
                     if (failures > 0) {
                         LOG.log(Level.INFO, "snapbd: volume " + volume + ": staged writes applied again after " + failures
                                 + " failed attempt(s)");

@@ -255,6 +255,24 @@ final class Overlay {
      * has made the corresponding before-images durable first. Returns the number of blocks applied.
      */
     int applyStaged(MappedData.Cursor production, View view, int upTo) throws IOException {
+        return applyStaged(production, view, upTo, NOT_MARKED);
+    }
+
+    /** What the committer does with each block once its staged data is in production (see {@link #applyStaged}). */
+    @FunctionalInterface
+    interface Applied {
+        void block(long block) throws IOException;
+    }
+
+    private static final Applied NOT_MARKED = b -> { };
+
+    /**
+     * As {@link #applyStaged(MappedData.Cursor, View, int)}, calling {@code applied} for each block after its data
+     * is in production (outside the stripe lock). The volume marks the block in use there: a TRIM that ran between
+     * the write's prepare and its publish saw nothing staged, cleared the block's bit and zeroed it, and the data
+     * applied now must not lie under a clear bit ("clear bit => zero data", docs/engine.md "Meta bit map").
+     */
+    int applyStaged(MappedData.Cursor production, View view, int upTo, Applied applied0) throws IOException {
         int applied = 0;
         for (int i = 0; i < upTo; i++) {
             long b = stagedBlocks[i];       // stable below stagedCount; published under the lock before upTo was read
@@ -280,6 +298,7 @@ final class Overlay {
             } finally {
                 lock.unlockWrite(stamp);
             }
+            applied0.block(b);      // data first, then the bit: any interleaving with a discard ends consistent
         }
         // Slots come back only now, together with the queue entries, so the queue never outgrows the slots.
         synchronized (this) {

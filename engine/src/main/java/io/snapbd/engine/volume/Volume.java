@@ -106,7 +106,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         this.lun = lun;
         this.overlay = new Overlay(header.blocks(), header.blockSize(), tuning.overlayBytes());
         this.overlayPreallocateBytes = tuning.overlayPreallocateBytes();
-        this.committer = new Committer(data, overlay, snapshots, space, tuning, header.name());
+        this.committer = new Committer(data, overlay, snapshots, space, tuning, header.name(), intents);
         this.steps = steps;
         this.writes = new ProductionWrites(this, header.blockSize(), overlay, snapshots, intents, committer, zeroing);
         this.restorer = new Restorer(this, snapshots, meta, intents, zeroing);
