@@ -2,11 +2,13 @@
 """mirror-resync-report.py OUT [options]: the table and plot of benchmarks/mirror-resync.sh.
 
 Reads, per round R, OUT/round-R.trace (bench trace-load: seq conn offset length issue_ns ack_ns status),
-OUT/round-R.kill (epoch ns of the SIGKILL) and OUT/round-R.status.json (snapbd's `mirror status --json` after the
+OUT/round-R.kill (epoch ns of the SIGKILL), OUT/round-R.dead (epoch ns when the killed process was reaped: "the
+kill" below means this moment when the file exists) and OUT/round-R.status.json (snapbd's `mirror status --json` after the
 restart) and computes from the trace:
 
   in flight  bytes of the writes sent before the kill and never acknowledged (the writes a crash may leave on
-             some legs and not others; writes sent after the kill reached no server and are not counted)
+             some legs and not others; writes sent after the kill reached no server and are not counted; a write sent
+             between the signal and the death did reach it, hence the cut at the death)
   snapbd     lastReconciliation.bytesCopied of the reconciliation at open after the restart
   DRBD AL    DRBD's activity log: 4 MiB extents, an LRU of --al-extents (default 1237) extents, every write
              (in send order) makes its extents the most recent; after a primary crash every extent in the log is
@@ -49,7 +51,7 @@ def analyse(rows, kill_ns, size, al_extents, md_delay_ns):
     region_last = {}
     for seq, off, length, issue, ack, status in rows:
         if issue > kill_ns:
-            continue  # sent after the kill: never reached a server
+            continue  # sent after the server was dead (kill_ns here is its death, see main): reached no server
         writes += 1
         if status == 0:
             acked += 1
@@ -135,6 +137,9 @@ def main():
     while os.path.exists(os.path.join(a.out, 'round-%d.trace' % r)):
         p = lambda ext: os.path.join(a.out, 'round-%d.%s' % (r, ext))
         kill_ns = int(open(p('kill')).read())
+        # Writes sent between the SIGKILL and the process's death reached it: cut at the death when it was recorded.
+        if os.path.exists(p('dead')):
+            kill_ns = int(open(p('dead')).read())
         st = json.load(open(p('status.json')))
         rec = st.get('lastReconciliation') or {}
         row = analyse(read_trace(p('trace')), kill_ns, a.size, a.al_extents, int(a.md_delay * 1e9))
