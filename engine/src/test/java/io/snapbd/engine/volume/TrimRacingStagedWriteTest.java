@@ -1,6 +1,7 @@
 package io.snapbd.engine.volume;
 
 import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.TestVolumes;
 import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.io.JavaFileSpace;
 import org.junit.jupiter.api.Test;
@@ -39,12 +40,9 @@ class TrimRacingStagedWriteTest {
     }
 
     private static byte[] read(BlockDevice d, long off, int len) throws IOException {
-        byte[] out = new byte[len];
-        ByteBuffer dst = ByteBuffer.wrap(out);
         try (BlockDevice.Session s = d.openSession()) {
-            d.read(s, off, len, dst::put);
+            return TestVolumes.read(d, s, off, len);
         }
-        return out;
     }
 
     private static byte[] filled(int n, int value) {
