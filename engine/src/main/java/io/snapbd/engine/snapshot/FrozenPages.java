@@ -12,6 +12,13 @@ import java.util.List;
  * snapshot's {@link Snapshot#pendingPages} until {@link #persist} writes them to its meta file. A snapshot
  * leaving the queue hands the pages of its file its older neighbour lacks to that neighbour
  * ({@link #handOver}), since they serve the neighbour's read chain.
+ *
+ * <p>{@link #persist} and {@link #handOver} run one at a time (this object's monitor): a FLUSH persists from
+ * the flush path while a snapshot's removal (a delete, or a full save volume ending a snapshot on another
+ * connection's write) persists and hands over under the stripe locks. Two persists working from copies of the
+ * same pending list would write a page twice, the second after the first had committed it (a page is written
+ * once: {@link SnapshotMetaFile#writeWords}). Neither path takes a stripe or flush lock inside, so the monitor
+ * adds no lock-order edge.
  */
 final class FrozenPages {
 
@@ -38,7 +45,7 @@ final class FrozenPages {
     }
 
     /** Writes frozen meta pages to their snapshots' files and forces them; runs before production's meta is persisted. */
-    void persist() throws IOException {
+    synchronized void persist() throws IOException {
         for (Snapshot s : chain.active()) {
             List<Snapshot.FrozenPage> todo;
             synchronized (s.pendingPages) {
@@ -58,7 +65,7 @@ final class FrozenPages {
     }
 
     /** Writes to {@code older}'s file the frozen meta pages {@code victim}'s file has and it lacks, and forces them. */
-    static void handOver(Snapshot victim, Snapshot older) throws IOException {
+    synchronized void handOver(Snapshot victim, Snapshot older) throws IOException {
         long[] words = new long[PagedBitMap.PAGE_LONGS];
         long[] olderWords = new long[PagedBitMap.PAGE_LONGS];
         boolean wrote = false;

@@ -453,7 +453,7 @@ public final class SnapshotSet implements AutoCloseable {
                 Snapshot older = index > 0 ? c[index - 1] : null;
                 if (older != null) {
                     // (1) meta pages frozen in the victim's file serve the older snapshot's read chain
-                    FrozenPages.handOver(victim, older);
+                    frozenPages.handOver(victim, older);
                     production.step("delete.pages");
                 }
                 // In memory: move or free the victim's before-images.
