@@ -29,20 +29,28 @@
 #                     kind drawn from the seed, e.g. to cut during clones (with --features clone)
 #   --self-test       the workload sends no FLUSH and no FUA yet logs them as done: the check must find
 #                     violations (exit 0 when it does, 3 when it finds none)
+#   --lanes L         run L guests side by side, each on a disk of its own (default 1): lane K runs rounds K, K+L,
+#                     K+2L, ... (a round's workload depends on its seed only), logs in OUT/lane-K; the summary adds
+#                     the lanes up. A round takes ~30-60 s of one CPU, mostly JVM starts in the guest: use one lane
+#                     per idle CPU. With a violation in one lane, the others stop too (unless --keep-going).
 # Exit: 0 no violation; 3 violations; 77 a prerequisite is missing (UML, mkfs.ext4, the jars); 1 other errors.
 # Needs: user-mode-linux, e2fsprogs, the jars (mvn -B -q -DskipTests package).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" power-loss
-usage() { bl_header_usage 2 28; }
+usage() { bl_header_usage 2 32; }
 
-rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test="" features=mix aim=""
+rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test="" features=mix aim="" lanes=1 lane=""
 bl_options usage --rounds rounds --seed seed --max-delay max_delay --out out --json json=1 --keep-going keep_going=1 \
-  --self-test self_test=self-test --features features --aim aim -- "$@"
+  --self-test self_test=self-test --features features --aim aim --lanes lanes --lane lane -- "$@"
 [[ -z $aim || $aim =~ ^(time|SNAP_CREATE|SNAP_DELETE|RESTORE|CLONE)$ ]] || die "--aim must be time, SNAP_CREATE, SNAP_DELETE, RESTORE or CLONE, not '$aim'"
 [[ $features =~ ^(mix|none|(clone|mirror|concurrent|full)(,(clone|mirror|concurrent|full))*)$ ]] \
   || die "--features must be mix, none or a comma-separated list of clone, mirror, concurrent, full; not '$features'"
 bl_positive --rounds "$rounds"
 bl_positive --max-delay "$max_delay"
+bl_positive --lanes "$lanes"
+[ "$lanes" -le "$rounds" ] || die "--lanes ($lanes) must not exceed --rounds ($rounds)"
+[ "$lanes" = 1 ] || [ -z "$self_test" ] || die "--self-test runs in one lane (--lanes 1)"
+[ -z "$lane" ] || { bl_positive --lane "$lane"; [ "$lane" -le "$lanes" ] || die "--lane must be at most --lanes"; }
 [ -n "$seed" ] || seed=$(( $(date +%s) % 100000 ))
 [[ $seed =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, not '$seed'"
 
@@ -55,6 +63,80 @@ for j in "$(bl_snapbd_jar)" "$(bl_bench_jar)"; do [ -f "$j" ] || missing "$j is 
 [ -n "$out" ] || out=$BENCH_DIR/results/power-loss-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+
+if [ "$lanes" -gt 1 ] && [ -z "$lane" ]; then
+  # Several lanes: this script once per lane (--lane K, its own guest, disk and directory), then their summaries added up.
+  rm -rf "$out"/lane-*
+  log "power-loss: $rounds round(s) in $lanes lanes, seed $seed, output in $out ($(bl_git_rev))"
+  declare -A lane_pid=()
+  for ((k = 1; k <= lanes; k++)); do
+    "$0" --rounds "$rounds" --seed "$seed" --max-delay "$max_delay" --features "$features" ${aim:+--aim "$aim"} \
+      $([ "$keep_going" = 1 ] && echo --keep-going) --lanes "$lanes" --lane "$k" \
+      --out "$out/lane-$k" --json > "$out/lane-$k.json" 2> >(tee "$out/lane-$k.log" >&2) < /dev/null &
+    lane_pid[$k]=$!
+  done
+  stop_lanes() { local k; for k in "${!lane_pid[@]}"; do kill -TERM "${lane_pid[$k]}" 2>/dev/null || true; done; }
+  trap 'stop_lanes; exit 143' TERM
+  trap 'stop_lanes; exit 130' INT
+  declare -A lane_rc=()
+  while [ "${#lane_rc[@]}" -lt "$lanes" ]; do
+    running=(); for k in "${!lane_pid[@]}"; do [ -n "${lane_rc[$k]:-}" ] || running+=("${lane_pid[$k]}"); done
+    wait -n -p done_pid "${running[@]}" && rc=0 || rc=$?
+    for k in "${!lane_pid[@]}"; do [ "${lane_pid[$k]}" = "$done_pid" ] && { lane_rc[$k]=$rc; done_lane=$k; }; done
+    # A violation (3) ends the campaign unless --keep-going; an error (1) or a missing prerequisite (77) always does.
+    if [ "$rc" != 0 ] && { [ "$rc" != 3 ] || [ "$keep_going" = 0 ]; } && [ "${#lane_rc[@]}" -lt "$lanes" ]; then
+      log "power-loss: lane $done_lane ended with exit $rc: stopping the other lanes"
+      stop_lanes
+    fi
+  done
+  worst=0
+  for k in "${!lane_rc[@]}"; do
+    case ${lane_rc[$k]} in 0) ;; 3) [ "$worst" = 0 ] && worst=3 ;; *) worst=1 ;; esac
+  done
+  python3 - "$out" "$lanes" "$json" "$seed" "$features" <<'PY' || worst=1
+import json, sys, os
+out, lanes, as_json, seed, features = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4]), sys.argv[5]
+keys = ["rounds", "kills", "opsAcknowledged", "bytesChecked", "notDurableBlocksKept", "notDurableBlocksLost",
+        "tornBlocks", "violations", "clonesChecked", "snapshotsTerminated", "writesRefused"]
+total = dict.fromkeys(keys, 0)
+per_round, missing = [], []
+for k in range(1, lanes + 1):
+    try:
+        d = json.load(open(os.path.join(out, "lane-%d.json" % k)))
+    except (OSError, ValueError):
+        missing.append(k)
+        continue
+    for key in keys:
+        total[key] += d.get(key, 0)
+    per_round += d.get("perRound", [])
+per_round.sort(key=lambda r: r["round"])
+kinds, feats = {}, {}
+for r in per_round:
+    kinds[r["inFlight"]] = kinds.get(r["inFlight"], 0) + 1
+    for f in r["features"].split(","):
+        if f != "none":
+            feats[f] = feats.get(f, 0) + 1
+print("\n| rounds | kills | ops acknowledged | bytes checked | not-durable blocks kept / lost / torn | violations |", file=sys.stderr)
+print("|---|---|---|---|---|---|", file=sys.stderr)
+print("| %d | %d | %d | %d | %d / %d / %d | %d |" % tuple(total[k] for k in keys[:8]), file=sys.stderr)
+print("lanes: %d%s" % (lanes, "; no summary from lane(s) %s (see lane-K.log)" % missing if missing else ""), file=sys.stderr)
+print("in flight at the cut: " + " ".join("%s=%d" % kv for kv in sorted(kinds.items())), file=sys.stderr)
+print("rounds with each feature: " + " ".join("%s=%d" % (f, feats.get(f, 0)) for f in ["clone", "mirror", "concurrent", "full"])
+      + "; clones checked: %d; snapshots terminated by a full save volume: %d; writes refused: %d"
+      % (total["clonesChecked"], total["snapshotsTerminated"], total["writesRefused"]), file=sys.stderr)
+if as_json:
+    total.update(seed=seed, features=features, lanes=lanes, perRound=per_round)
+    print(json.dumps(total))
+sys.exit(1 if missing else 0)
+PY
+  log "command: benchmarks/power-loss.sh --rounds $rounds --seed $seed --max-delay $max_delay --features $features --lanes $lanes${aim:+ --aim $aim}; output in $out"
+  exit "$worst"
+fi
+# This run's rounds: all of them, or lane K's share (K, K+L, ...); local round b is campaign round global_round[b].
+lane=${lane:-1}
+declare -a global_round=()
+for ((g = lane, b = 1; g <= rounds; g += lanes, b++)); do global_round[$b]=$g; done
+my_rounds=${#global_round[@]}
 # A previous run's logs in the same directory would be taken for this run's (the cut waits for ops.log).
 rm -rf "$out"/round-* "$out"/boot-*
 bl_private_jars "$out"
@@ -75,7 +157,7 @@ rm -f "$disk"
 truncate -s 512M "$disk"
 mkfs.ext4 -q -F "$disk"
 
-RANDOM=$seed
+RANDOM=$(( lanes == 1 ? seed : seed * 100 + lane ))     # the cut delays: one lane reproduces the old campaigns
 uml_pids() {   # $1 and all its descendants (the runner, timeout, linux.uml, which calls setsid, and its helpers)
   ps -e -o pid=,ppid= | awk -v root="$1" '{ parent[$1] = $2 }
     END { for (p in parent) { q = p; while (q != "" && q != 0 && q != root) q = parent[q]; if (q == root) print p } }'
@@ -144,7 +226,7 @@ total_clones=0 total_invalidated=0 total_refused=0
 declare -A points=() featured=()
 results_json="["
 check_round() {   # R: reads round R's verdict (written by the next boot) and prints its progress line
-  local r=$1 rdir=$out/round-$1 v fsck_crash fsck_open="-" vio extra=""
+  local r=$1 rdir=$out/round-$1 v fsck_crash fsck_open="-" vio extra="" g=${global_round[$1]}
   [ -f "$rdir/check.json" ] || die "round $r: no verdict ($rdir/check.json missing; see $out/boot-$((r + 1)))"
   v=$(python3 - "$rdir/check.json" <<'PY'
 import json, sys
@@ -169,27 +251,31 @@ PY
   total_clones=$((total_clones + clones)) total_invalidated=$((total_invalidated + invalidated)) total_refused=$((total_refused + refused))
   local f; for f in ${feats//,/ }; do [ "$f" = none ] || featured[$f]=$(( ${featured[$f]:-0} + 1 )); done
   printf 'round %d/%d seed %d (features %s, write-back %s, cut %s): at %d.%03d s, %d ops acknowledged, in flight %s; checked %d MiB (%d snapshot(s), %d clone(s), mirror legs differing %s); %d snapshot(s) terminated by a full save volume, %d write(s) refused; blocks not yet durable: %d kept, %d lost, %d torn; %d violation(s)%s\n' \
-    "$r" "$rounds" "$((seed * 1000 + r))" "$feats" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" "${round_target[$r]}" \
+    "$g" "$rounds" "$((seed * 1000 + g))" "$feats" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" "${round_target[$r]}" \
     "$((${round_delay[$r]} / 1000))" "$((${round_delay[$r]} % 1000))" "$ops" "$kind" \
     "$((bytes >> 20))" "$snaps" "$clones" "$differ" "$invalidated" "$refused" "$kept" "$lost" "$torn" "$vio" "$extra" >&2
   if [ "$vio" -gt 0 ]; then
     python3 -c 'import json,sys; [print("  VIOLATION", v) for v in json.load(open(sys.argv[1])).get("violations", [])]' "$rdir/check.json" >&2
   fi
   [ "$rounds_done" = 1 ] || results_json+=","
-  results_json+="{\"round\":$r,\"seed\":$((seed * 1000 + r)),\"cutMillis\":${round_delay[$r]},\"cutTarget\":\"${round_target[$r]}\",\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\",\"fsckReconciledMirror\":\"$fsck_rec\",\"features\":\"$feats\",\"clonesChecked\":$clones,\"snapshotsTerminated\":$invalidated,\"writesRefused\":$refused}"
+  results_json+="{\"round\":$g,\"seed\":$((seed * 1000 + g)),\"cutMillis\":${round_delay[$r]},\"cutTarget\":\"${round_target[$r]}\",\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\",\"fsckReconciledMirror\":\"$fsck_rec\",\"features\":\"$feats\",\"clonesChecked\":$clones,\"snapshotsTerminated\":$invalidated,\"writesRefused\":$refused}"
 }
 
-log "power-loss: $rounds round(s), seed $seed, output in $out ($(bl_git_rev))"
+if [ "$lanes" = 1 ]; then
+  log "power-loss: $rounds round(s), seed $seed, output in $out ($(bl_git_rev))"
+else
+  log "power-loss: lane $lane of $lanes: $my_rounds of $rounds round(s), seed $seed, output in $out ($(bl_git_rev))"
+fi
 declare -A round_delay=() round_target=()
-for ((b = 1; b <= rounds + 1; b++)); do
+for ((b = 1; b <= my_rounds + 1; b++)); do
   prev=- cur=-
   [ "$b" -gt 1 ] && prev=$out/round-$((b - 1))
-  if [ "$b" -le "$rounds" ]; then cur=$out/round-$b; mkdir -p "$cur"; fi
-  boot "$b" "$prev" "$cur" "$((seed * 1000 + b))"
+  if [ "$b" -le "$my_rounds" ]; then cur=$out/round-$b; mkdir -p "$cur"; fi
+  boot "$b" "$prev" "$cur" "$((seed * 1000 + ${global_round[$b]:-0}))"
   [ "$cur" = - ] || { round_delay[$b]=$cut_delay round_target[$b]=$cut_target; total_kills=$((total_kills + 1)); }
   if [ "$b" -gt 1 ]; then
     check_round $((b - 1))
-    if [ "$total_violations" -gt 0 ] && [ "$keep_going" = 0 ] && [ "$b" -le "$rounds" ]; then
+    if [ "$total_violations" -gt 0 ] && [ "$keep_going" = 0 ] && [ "$b" -le "$my_rounds" ]; then
       log "power-loss: stopping at the first violation (--keep-going runs on); the guest of round $b was cut too"
       break
     fi
