@@ -29,6 +29,9 @@
 #                     kind drawn from the seed, e.g. to cut during clones (with --features clone)
 #   --self-test       the workload sends no FLUSH and no FUA yet logs them as done: the check must find
 #                     violations (exit 0 when it does, 3 when it finds none)
+#   --resume          go on with the campaign in --out DIR where it stopped (the host or the session ended under
+#                     it): the same settings, jars and disk; the round cut by the interruption is checked as any
+#                     other (its cut time is unknown), then the remaining rounds run
 #   --lanes L         run L guests side by side, each on a disk of its own (default 1): lane K runs rounds K, K+L,
 #                     K+2L, ... (a round's workload depends on its seed only), logs in OUT/lane-K; the summary adds
 #                     the lanes up. A round takes ~30-60 s of one CPU, mostly JVM starts in the guest: use one lane
@@ -37,11 +40,18 @@
 # Needs: user-mode-linux, e2fsprogs, the jars (mvn -B -q -DskipTests package).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" power-loss
-usage() { bl_header_usage 2 32; }
+usage() { bl_header_usage 2 35; }
 
-rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test="" features=mix aim="" lanes=1 lane=""
+rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test="" features=mix aim="" lanes=1 lane="" resume=0
 bl_options usage --rounds rounds --seed seed --max-delay max_delay --out out --json json=1 --keep-going keep_going=1 \
-  --self-test self_test=self-test --features features --aim aim --lanes lanes --lane lane -- "$@"
+  --self-test self_test=self-test --features features --aim aim --lanes lanes --lane lane --resume resume=1 -- "$@"
+if [ "$resume" = 1 ]; then
+  # The interrupted campaign's settings (its campaign.args), whatever else the command line says.
+  [ -n "$out" ] || die "--resume needs the interrupted campaign's --out DIR"
+  [ -f "$out/campaign.args" ] || die "--resume: $out/campaign.args is missing (not a campaign directory, or a campaign from before --resume)"
+  # shellcheck disable=SC1091
+  . "$out/campaign.args"
+fi
 [[ -z $aim || $aim =~ ^(time|SNAP_CREATE|SNAP_DELETE|RESTORE|CLONE)$ ]] || die "--aim must be time, SNAP_CREATE, SNAP_DELETE, RESTORE or CLONE, not '$aim'"
 [[ $features =~ ^(mix|none|(clone|mirror|concurrent|full)(,(clone|mirror|concurrent|full))*)$ ]] \
   || die "--features must be mix, none or a comma-separated list of clone, mirror, concurrent, full; not '$features'"
@@ -63,15 +73,19 @@ for j in "$(bl_snapbd_jar)" "$(bl_bench_jar)"; do [ -f "$j" ] || missing "$j is 
 [ -n "$out" ] || out=$BENCH_DIR/results/power-loss-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+if [ "$resume" = 0 ]; then
+  printf 'rounds=%q seed=%q max_delay=%q features=%q aim=%q self_test=%q lanes=%q\n' \
+    "$rounds" "$seed" "$max_delay" "$features" "$aim" "$self_test" "$lanes" > "$out/campaign.args"
+fi
 
 if [ "$lanes" -gt 1 ] && [ -z "$lane" ]; then
   # Several lanes: this script once per lane (--lane K, its own guest, disk and directory), then their summaries added up.
-  rm -rf "$out"/lane-*
+  [ "$resume" = 1 ] || rm -rf "$out"/lane-*
   log "power-loss: $rounds round(s) in $lanes lanes, seed $seed, output in $out ($(bl_git_rev))"
   declare -A lane_pid=()
   for ((k = 1; k <= lanes; k++)); do
     "$0" --rounds "$rounds" --seed "$seed" --max-delay "$max_delay" --features "$features" ${aim:+--aim "$aim"} \
-      $([ "$keep_going" = 1 ] && echo --keep-going) --lanes "$lanes" --lane "$k" \
+      $([ "$keep_going" = 1 ] && echo --keep-going) $([ "$resume" = 1 ] && echo --resume) --lanes "$lanes" --lane "$k" \
       --out "$out/lane-$k" --json > "$out/lane-$k.json" 2> >(tee "$out/lane-$k.log" >&2) < /dev/null &
     lane_pid[$k]=$!
   done
@@ -137,9 +151,15 @@ lane=${lane:-1}
 declare -a global_round=()
 for ((g = lane, b = 1; g <= rounds; g += lanes, b++)); do global_round[$b]=$g; done
 my_rounds=${#global_round[@]}
-# A previous run's logs in the same directory would be taken for this run's (the cut waits for ops.log).
-rm -rf "$out"/round-* "$out"/boot-*
-bl_private_jars "$out"
+if [ "$resume" = 0 ]; then
+  # A previous run's logs in the same directory would be taken for this run's (the cut waits for ops.log).
+  rm -rf "$out"/round-* "$out"/boot-*
+  bl_private_jars "$out"
+else
+  # The campaign's own jars (copied at its start), not what the tree holds now.
+  for j in snapbd.jar snapbd-bench.jar; do [ -f "$out/$j" ] || die "--resume: $out/$j is missing"; done
+  export SNAPBD_JAR=$out/snapbd.jar SNAPBD_BENCH_JAR=$out/snapbd-bench.jar
+fi
 bl_traps
 # linux.uml puts itself in a session of its own, out of reach of bl_stop's process-group kill.
 pl_cleanup() {
@@ -153,11 +173,13 @@ trap pl_cleanup EXIT
 
 # The data disk: a sparse host file with ext4 on it, made once; every boot mounts it.
 disk=$out/disk.img
-rm -f "$disk"
-truncate -s 512M "$disk"
-mkfs.ext4 -q -F "$disk"
-
-RANDOM=$(( lanes == 1 ? seed : seed * 100 + lane ))     # the cut delays: one lane reproduces the old campaigns
+if [ "$resume" = 0 ]; then
+  rm -f "$disk"
+  truncate -s 512M "$disk"
+  mkfs.ext4 -q -F "$disk"
+else
+  [ -f "$disk" ] || die "--resume: $disk is missing"
+fi
 uml_pids() {   # $1 and all its descendants (the runner, timeout, linux.uml, which calls setsid, and its helpers)
   ps -e -o pid=,ppid= | awk -v root="$1" '{ parent[$1] = $2 }
     END { for (p in parent) { q = p; while (q != "" && q != 0 && q != root) q = parent[q]; if (q == root) print p } }'
@@ -167,7 +189,9 @@ uml_pids() {   # $1 and all its descendants (the runner, timeout, linux.uml, whi
 # lines seen just before the cut).
 boot() {
   local n=$1 prev=$2 cur=$3 rseed=$4 bdir=$out/boot-$1
+  rm -rf "$bdir"      # a resumed campaign boots again where the interrupted one had begun
   mkdir -p "$bdir"
+  RANDOM=$rseed       # the round's cut delay and aim: the same in one lane or several, resumed or not
   UML_UBD0=$disk UML_MEM=1200M UML_TIMEOUT=900 setsid bash "$BL_UML_RUN" "$bdir" "$BENCH_DIR/power-loss-guest.sh" \
     "$ROOT" "$SNAPBD_JAR" "$SNAPBD_BENCH_JAR" "$prev" "$cur" "$rseed" "$features" $self_test > "$bdir/uml-run.log" 2>&1 < /dev/null &
   local pid=$! rc
@@ -267,13 +291,38 @@ else
   log "power-loss: lane $lane of $lanes: $my_rounds of $rounds round(s), seed $seed, output in $out ($(bl_git_rev))"
 fi
 declare -A round_delay=() round_target=()
-for ((b = 1; b <= my_rounds + 1; b++)); do
+first=1 first_prev=-
+if [ "$resume" = 1 ]; then
+  # Rounds already checked count again (their lines are printed again); the round after them was cut by the
+  # interruption if its workload had acknowledged anything (then it is checked next), else it runs again.
+  while [ "$first" -le "$my_rounds" ] && [ -f "$out/round-$first/check.json" ]; do
+    read -r d t < "$out/round-$first/cut.txt" 2>/dev/null || { d=0; t=interrupted; }
+    round_delay[$first]=$d round_target[$first]=$t total_kills=$((total_kills + 1))
+    check_round "$first"
+    [ "$total_violations" -gt 0 ] && [ "$keep_going" = 0 ] && die "--resume: round $first had violations; the campaign stopped there"
+    first=$((first + 1))
+  done
+  [ "$first" -le "$my_rounds" ] || die "--resume: every round of $out was checked already"
+  if grep -q '^ACK ' "$out/round-$first/ops.log" 2>/dev/null; then
+    if [ -f "$out/round-$first/cut.txt" ]; then read -r d t < "$out/round-$first/cut.txt"; else d=0 t=interrupted; fi
+    round_delay[$first]=$d round_target[$first]=$t total_kills=$((total_kills + 1))
+    rm -f "$out/round-$first/check.json" "$out/round-$first"/fsck-*
+    first_prev=$out/round-$first first=$((first + 1))
+  else
+    rm -rf "$out/round-$first"
+  fi
+  log "power-loss: resuming at boot $first (rounds before it: $((first - 1)))"
+fi
+for ((b = first; b <= my_rounds + 1; b++)); do
   prev=- cur=-
-  [ "$b" -gt 1 ] && prev=$out/round-$((b - 1))
+  if [ "$b" = "$first" ]; then prev=$first_prev; elif [ "$b" -gt 1 ]; then prev=$out/round-$((b - 1)); fi
   if [ "$b" -le "$my_rounds" ]; then cur=$out/round-$b; mkdir -p "$cur"; fi
   boot "$b" "$prev" "$cur" "$((seed * 1000 + ${global_round[$b]:-0}))"
-  [ "$cur" = - ] || { round_delay[$b]=$cut_delay round_target[$b]=$cut_target; total_kills=$((total_kills + 1)); }
-  if [ "$b" -gt 1 ]; then
+  if [ "$cur" != - ]; then
+    round_delay[$b]=$cut_delay round_target[$b]=$cut_target total_kills=$((total_kills + 1))
+    echo "$cut_delay $cut_target" > "$cur/cut.txt"
+  fi
+  if [ "$prev" != - ]; then
     check_round $((b - 1))
     if [ "$total_violations" -gt 0 ] && [ "$keep_going" = 0 ] && [ "$b" -le "$my_rounds" ]; then
       log "power-loss: stopping at the first violation (--keep-going runs on); the guest of round $b was cut too"
