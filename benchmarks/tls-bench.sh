@@ -16,10 +16,10 @@
 # Jobs: benchmarks/fio/nbd-{randwrite,randread}-4k-qd32.fio and nbd-seqwrite-1m-qd8.fio. Each round runs every
 # job in both modes on both servers, the server order rotating per round; each number is the median over
 # rounds. The report gives snapbd/nbdkit with TLS (target >= 1.0 per row), the same without TLS, and each
-# server's TLS/plain ratio.
+# server's TLS/plain ratio, and per row the server's CPU time per request (user+system after fio's ramp).
 #
 # Usage: benchmarks/tls-bench.sh [--size SIZE] [--runtime S] [--rounds N] [--out DIR] [--markdown FILE]
-#                                [--tmpdir DIR] [--snapbd PATH]
+#                                [--tmpdir DIR] [--snapbd PATH] [--baseline JAR] [--jobs LIST]
 #   --size SIZE      export / backing file size (default 256M, a multiple of 1 MiB)
 #   --runtime S      measured seconds per job after a 2 s ramp (default 10)
 #   --rounds N       rounds (default 2)
@@ -27,6 +27,9 @@
 #   --markdown FILE  also write the tables as Markdown to FILE
 #   --tmpdir DIR     where the backing files, certificates and data dir go (default $TMPDIR or /tmp)
 #   --snapbd PATH    snapbd launcher (default bin/snapbd)
+#   --baseline JAR   also run every job on a second snapbd started from JAR (e.g. main's snapbd.jar), server
+#                    'snapbd-base' in the rotation, and snapbd's IOPS / snapbd-base's in the report ('x base')
+#   --jobs LIST      comma-separated subset of the jobs above (default all three)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" tls-bench
 BL_DIE_PREFIX="error: "
@@ -43,11 +46,23 @@ OUT_DIR=""
 MARKDOWN=""
 TMP_PARENT=${TMPDIR:-/tmp}
 SNAPBD_BIN=$SNAPBD
+BASE_JAR=""
 ORIG_ARGS=("$@")
 
-usage() { bl_header_usage 21 29; }
+usage() { bl_header_usage 21 32; }
 bl_options usage --size SIZE_ARG --runtime RUNTIME --rounds ROUNDS --out OUT_DIR --markdown MARKDOWN \
-  --tmpdir TMP_PARENT --snapbd SNAPBD_BIN -- "$@"
+  --tmpdir TMP_PARENT --snapbd SNAPBD_BIN --baseline BASE_JAR --jobs JOBS_ARG -- "$@"
+if [[ -n ${JOBS_ARG:-} ]]; then
+  IFS=, read -r -a picked <<<"$JOBS_ARG"
+  for j in "${picked[@]}"; do [[ " ${JOBS[*]} " == *" $j "* ]] || die "--jobs: unknown job '$j' (jobs: ${JOBS[*]})"; done
+  JOBS=("${picked[@]}")
+fi
+if [[ -n $BASE_JAR ]]; then
+  [[ -f $BASE_JAR ]] || die "--baseline: '$BASE_JAR' is not a file"
+  BASE_JAR=$(cd "$(dirname "$BASE_JAR")" && pwd)/$(basename "$BASE_JAR")
+  SERVERS=(snapbd snapbd-base nbdkit)
+fi
+CLK_TCK=$(getconf CLK_TCK)
 bl_positive --runtime "$RUNTIME"
 bl_positive --rounds "$ROUNDS"
 SIZE_BYTES=$(bl_bytes "$SIZE_ARG") || die "bad --size '$SIZE_ARG'"
@@ -90,6 +105,18 @@ bl_start snapbd "$OUT_DIR/server-snapbd.log" "$SNAPBD_BIN" serve --data-dir "$WO
   --tcp "127.0.0.1:$SNAPBD_PORT" --unix "$WORK/snapbd.sock" --tls=on --tls-certificates="$PKI"
 URIS[snapbd-plain]="nbd://127.0.0.1:$SNAPBD_PORT/bench"
 URIS[snapbd-tls]="nbds://localhost:$SNAPBD_PORT/bench"
+if [[ -n $BASE_JAR ]]; then
+  BASE_PORT=$(free_port)
+  mkdir -p "$WORK/snapbd-base-data"
+  SNAPBD_JAR=$BASE_JAR "$SNAPBD_BIN" volume create bench --size "$SIZE_CANON" --save-size 64M \
+    --data-dir "$WORK/snapbd-base-data" >"$OUT_DIR/snapbd-base-volume-create.log" 2>&1 </dev/null \
+    || die "volume create (baseline) failed (log: $OUT_DIR/snapbd-base-volume-create.log)"
+  SNAPBD_JAR=$BASE_JAR bl_start snapbd-base "$OUT_DIR/server-snapbd-base.log" "$SNAPBD_BIN" serve \
+    --data-dir "$WORK/snapbd-base-data" --tcp "127.0.0.1:$BASE_PORT" --unix "$WORK/snapbd-base.sock" --tls=on \
+    --tls-certificates="$PKI"
+  URIS[snapbd-base-plain]="nbd://127.0.0.1:$BASE_PORT/bench"
+  URIS[snapbd-base-tls]="nbds://localhost:$BASE_PORT/bench"
+fi
 
 NBDKIT_PORT=$(free_port)
 fallocate -l "$SIZE_BYTES" "$WORK/nbdkit.img"
@@ -98,10 +125,12 @@ bl_start nbdkit "$OUT_DIR/server-nbdkit.log" nbdkit --foreground -i 127.0.0.1 -p
 URIS[nbdkit-plain]="nbd://127.0.0.1:$NBDKIT_PORT/"
 URIS[nbdkit-tls]="nbds://localhost:$NBDKIT_PORT/"
 
+declare -A SPIDS=()
 for s in "${SERVERS[@]}"; do
   bl_wait "$s" "$OUT_DIR/server-$s.log" nbdinfo --size "${URIS[$s-tls]}"
   got=$(nbdinfo --size "${URIS[$s-plain]}")
   [[ $got == "$SIZE_BYTES" ]] || die "$s exports $got bytes, expected $SIZE_BYTES"
+  SPIDS[$s]=$(bl_server_pid "$s")
 done
 
 run_fio() {   # JOB SERVER MODE RUNTIME BASE
@@ -109,6 +138,26 @@ run_fio() {   # JOB SERVER MODE RUNTIME BASE
   bl_fio_job "$FIO_DIR/nbd-$job.fio" "$OUT_DIR/raw/$base.json" NBD_URI="${URIS[$s-$mode]}" SIZE="$SIZE_BYTES" \
     RUNTIME="$runtime" || { bl_alive "$s" "$OUT_DIR/server-$s.log"; die "fio failed: $job on $s ($mode)"; }
   bl_alive "$s" "$OUT_DIR/server-$s.log"
+}
+
+# cpu_ticks PID: utime+stime of the process (all its threads, exited ones included), in clock ticks.
+cpu_ticks() {
+  local stat f
+  stat=$(<"/proc/$1/stat")
+  read -r -a f <<<"${stat##*) }"     # after comm: f[0] is the state (field 3), utime field 14, stime 15
+  echo $((f[11] + f[12]))
+}
+
+# run_measured JOB SERVER MODE BASE: one measured run; prints the server's CPU microseconds after fio's 2 s ramp.
+run_measured() {
+  local pid=${SPIDS[$2]} t0 t1 sampler
+  (sleep 2; cpu_ticks "$pid" >"$WORK/cpu0") &
+  sampler=$!
+  run_fio "$1" "$2" "$3" "$RUNTIME" "$4"
+  t1=$(cpu_ticks "$pid")
+  wait "$sampler"
+  t0=$(<"$WORK/cpu0")
+  echo $(((t1 - t0) * 1000000 / CLK_TCK))
 }
 
 MACHINE=$(
@@ -121,6 +170,7 @@ MACHINE=$(
   echo "nbdkit:      $(nbdkit --version 2>&1 | head -n 1)"
   echo "java:        $(java -version 2>&1 | head -n 1)"
   echo "snapbd:      git $(bl_git_rev)"
+  [[ -z $BASE_JAR ]] || echo "snapbd-base: $BASE_JAR"
   echo "size:        $SIZE_BYTES bytes, runtime ${RUNTIME}s + 2s ramp per job, rounds $ROUNDS, TCP 127.0.0.1"
 )
 echo "$MACHINE" | tee "$OUT_DIR/machine.txt"
@@ -136,8 +186,8 @@ done
 total=$((ROUNDS * ${#JOBS[@]} * ${#MODES[@]} * ${#SERVERS[@]}))
 n=0
 for ((r = 1; r <= ROUNDS; r++)); do
-  order=("${SERVERS[@]}")
-  ((r % 2 == 0)) && order=("${SERVERS[1]}" "${SERVERS[0]}")
+  order=()     # the servers' order rotates by one per round
+  for ((i = 0; i < ${#SERVERS[@]}; i++)); do order+=("${SERVERS[(i + r - 1) % ${#SERVERS[@]}]}"); done
   for job in "${JOBS[@]}"; do
     for mode in "${MODES[@]}"; do
       for s in "${order[@]}"; do
@@ -145,8 +195,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
         log "[$n/$total] round $r: $job on $s ($mode) ..."
         sync
         base="r$r-$job-$s-$mode"
-        run_fio "$job" "$s" "$mode" "$RUNTIME" "$base"
-        line="$r	$job	$s	$(python3 "$FIO_SUMMARY" --tsv "$OUT_DIR/raw/$base.json" ddir iops bw_bytes p50_ns p99_ns p999_ns mean_ns ios)"
+        cpu=$(run_measured "$job" "$s" "$mode" "$base")
+        line="$r	$job	$s	$(python3 "$FIO_SUMMARY" --tsv "$OUT_DIR/raw/$base.json" ddir iops bw_bytes p50_ns p99_ns p999_ns mean_ns ios)	$cpu"
         echo "$line" >>"$OUT_DIR/runs-$mode.tsv"
         awk -F'\t' '{ printf "        %.0f IOPS, %.1f MiB/s, p99 %.1f us\n", $5, $6 / 1048576, $8 / 1000 }' <<<"$line" >&2
       done
@@ -158,7 +208,7 @@ done
 grep -q -i 'tls' "$OUT_DIR/server-snapbd.log" || log "note: snapbd's log does not mention TLS (see $OUT_DIR/server-snapbd.log)"
 
 report() {   # MODE TITLE BAR
-  python3 "$BENCH_DIR/compare-peers-report.py" "$OUT_DIR/runs-$1.tsv" "snapbd,nbdkit" "$(IFS=,; echo "${JOBS[*]}")" \
+  python3 "$BENCH_DIR/compare-peers-report.py" "$OUT_DIR/runs-$1.tsv" "$(IFS=,; echo "${SERVERS[*]}")" "$(IFS=,; echo "${JOBS[*]}")" \
     "$ROUNDS" "$3" "$OUT_DIR/results-$1.md" "$OUT_DIR/results-$1.json" "#### $2" >"$OUT_DIR/results-$1.txt" || [[ $? == 3 ]]
 }
 report tls "With TLS (nbds://): snapbd vs nbdkit" "$BAR"
