@@ -53,11 +53,13 @@ public final class MirrorSet implements AutoCloseable {
      * One leg's state ({@code in-sync}, {@code resyncing}, {@code degraded}, {@code failed}) and figures for
      * {@code mirror status}, {@code stats} and the metrics endpoint; {@code bytesCopiedIn} … {@code direction} are
      * the last reconciliation's, {@code bytesCopiedInTotal} every reconciliation's and resync's since the open,
-     * {@code missedRegionBytes} what a degraded leg's region map records.
+     * {@code missedRegionBytes} what a degraded leg's region map records, {@code bytesCompared} the bytes of this leg
+     * the last reconciliation compared (every unmatched range, when the leg took part).
      */
     public record LegStatus(int leg, String uri, String state, long tableEntries, long writes, long writeNanos,
                             long maxWriteNanos, long bytesCopiedIn, long bytesCopiedOut, long rangesCopiedIn,
-                            String direction, String error, long bytesCopiedInTotal, long missedRegionBytes) {
+                            String direction, String error, long bytesCopiedInTotal, long missedRegionBytes,
+                            long bytesCompared) {
         public boolean degraded() {
             return "degraded".equals(state);
         }
@@ -78,11 +80,11 @@ public final class MirrorSet implements AutoCloseable {
 
         public long bytesTo(int leg) {
             return !tookPart(leg) ? 0
-                    : report.copies().stream().filter(c -> c.from() != leg).mapToLong(Reconciler.Copy::length).sum();
+                    : report.copies().stream().filter(c -> c.into(leg)).mapToLong(Reconciler.Copy::length).sum();
         }
 
         public long rangesTo(int leg) {
-            return !tookPart(leg) ? 0 : report.copies().stream().filter(c -> c.from() != leg).count();
+            return !tookPart(leg) ? 0 : report.copies().stream().filter(c -> c.into(leg)).count();
         }
 
         public long bytesFrom(int leg) {
@@ -113,9 +115,9 @@ public final class MirrorSet implements AutoCloseable {
     }
 
     /**
-     * When mirrored changes are answered, process-wide: {@code false} (the default, or
-     * {@code -Dsnapbd.mirror.answer=forced}) once their data is forced on every leg; {@code true}
-     * ({@code -Dsnapbd.mirror.answer=written}) once it is written to every leg, forced in batches behind the answers.
+     * When mirrored changes are answered, process-wide: {@code true} (the default, or
+     * {@code -Dsnapbd.mirror.answer=written}) once it is written to every leg (its entry durable), forced in batches
+     * behind the answers; {@code false} ({@code -Dsnapbd.mirror.answer=forced}) once their data is forced on every leg.
      * Returns the previous setting (tests switch it around a run).
      */
     public static boolean answerWhenWritten(boolean written) {
@@ -322,6 +324,11 @@ public final class MirrorSet implements AutoCloseable {
         return reconciler.bytesCopiedTotal();
     }
 
+    /** Bytes every reconciliation and resync since the open compared (each unmatched range once). */
+    public long bytesComparedTotal() {
+        return reconciler.bytesComparedTotal();
+    }
+
     /** Every leg's state and figures now (a snapshot: {@code mirror status}, {@code stats}, the metrics). */
     public List<LegStatus> status() {
         Reconciliation r = reconciler.last();
@@ -335,7 +342,7 @@ public final class MirrorSet implements AutoCloseable {
                     l.writeNanos.sum(), l.maxWriteNanos.get(), r == null ? 0 : r.bytesTo(l.index),
                     r == null ? 0 : r.bytesFrom(l.index), r == null ? 0 : r.rangesTo(l.index),
                     r == null ? "none" : r.direction(l.index), l.failure, l.bytesCopiedIn.get(),
-                    m == null ? 0 : m.missedBytes()));
+                    m == null ? 0 : m.missedBytes(), r == null || !r.tookPart(l.index) ? 0 : r.report().bytesCompared()));
         }
         return out;
     }
