@@ -54,12 +54,14 @@ public final class MirrorSet implements AutoCloseable {
      * {@code mirror status}, {@code stats} and the metrics endpoint; {@code bytesCopiedIn} … {@code direction} are
      * the last reconciliation's, {@code bytesCopiedInTotal} every reconciliation's and resync's since the open,
      * {@code missedRegionBytes} what a degraded leg's region map records, {@code bytesCompared} the bytes of this leg
-     * the last reconciliation compared (every unmatched range, when the leg took part).
+     * the last reconciliation compared (every unmatched range, when the leg took part), {@code tableForces} the forces
+     * of its tag table since the open (ENTRY group commits and RETIRE batches: {@code writes / tableForces} is the
+     * group commit's batch size).
      */
     public record LegStatus(int leg, String uri, String state, long tableEntries, long writes, long writeNanos,
                             long maxWriteNanos, long bytesCopiedIn, long bytesCopiedOut, long rangesCopiedIn,
                             String direction, String error, long bytesCopiedInTotal, long missedRegionBytes,
-                            long bytesCompared) {
+                            long bytesCompared, long tableForces) {
         public boolean degraded() {
             return "degraded".equals(state);
         }
@@ -342,7 +344,8 @@ public final class MirrorSet implements AutoCloseable {
                     l.writeNanos.sum(), l.maxWriteNanos.get(), r == null ? 0 : r.bytesTo(l.index),
                     r == null ? 0 : r.bytesFrom(l.index), r == null ? 0 : r.rangesTo(l.index),
                     r == null ? "none" : r.direction(l.index), l.failure, l.bytesCopiedIn.get(),
-                    m == null ? 0 : m.missedBytes(), r == null || !r.tookPart(l.index) ? 0 : r.report().bytesCompared()));
+                    m == null ? 0 : m.missedBytes(), r == null || !r.tookPart(l.index) ? 0 : r.report().bytesCompared(),
+                    l.table == null ? 0 : l.table.commitForces()));
         }
         return out;
     }

@@ -106,6 +106,7 @@ final class MirrorHandler {
             j.put("writes", l.writes());
             j.put("writeLatencyMicrosMean", l.writes() == 0 ? 0 : l.writeNanos() / 1000.0 / l.writes());
             j.put("writeLatencyMicrosMax", l.maxWriteNanos() / 1000.0);
+            j.put("tableForces", l.tableForces());
             j.put("entriesMatched", r == null ? 0 : r.report().entriesMatched());
             j.put("rangesCopied", l.rangesCopiedIn());
             j.put("bytesCompared", l.bytesCompared());
