@@ -20,7 +20,7 @@ import java.util.UUID;
  * <li>the volume changes leg 0 (its usual write path, which consumes the client's payload once);</li>
  * <li>{@link #end}: the changed range is read back from leg 0 and written to every other leg; the client gets its
  *     answer now (behaviour 8: "completed" as a disk completes a write without FUA); a {@link DataForcer} batch
- *     then forces every leg's data, appends DONE and retires the tags, within milliseconds or at the client's
+ *     then forces every leg's data, appends DONE and retires the tags, within a second (768 changes) or at the client's
  *     FLUSH/FUA ({@link #forceAll}).</li>
  * </ol>
  * An extra leg whose I/O fails (or that cannot be opened) is <em>degraded</em> (docs/mirrors.md, "Degraded mode"):
@@ -28,7 +28,7 @@ import java.util.UUID;
  * change goes on on the other legs, and from then on changes skip it and their entries stay live on the current
  * legs (not retired) so the missed ranges stay recorded; when the tables would fill up, the completed entries are
  * folded into the region map. A reconciliation that can open the leg again resyncs it: copies only the recorded
- * ranges from a current leg (never from the stale one), then deletes the map. Leg 0 (the one reads come from)
+ * ranges from a current leg (never from the stale one; compared first, only differing blocks written), then deletes the map. Leg 0 (the one reads come from)
  * is never degraded: its failure fails the change, and changes are refused until a reconciliation succeeds.
  * After an unclean stop, or with a degraded leg, {@link #open} reconciles before the volume is handed out
  * (behaviour 26).

@@ -898,6 +898,10 @@ class MirroredVolumeTest extends LegTestSupport {
         assertEquals(5, rec.report().entriesUnmatched(), rec.report().toString());
         assertEquals(5L * BS, rec.report().bytesCompared(), "exactly the answered writes since the last batch");
         assertEquals(0, rec.report().bytesCopied(), "the legs agree on them: " + rec.report());
+        for (MirrorSet.LegStatus l : r.mirror().status()) {
+            assertEquals(5L * BS, l.bytesCompared(), "mirror status: bytes compared on leg " + l.leg());
+            assertEquals(0, l.bytesCopiedIn(), "mirror status: bytes copied into leg " + l.leg());
+        }
         try (BlockDevice.Session s = r.openSession()) {
             for (int i = 0; i < 5; i++) {
                 assertArrayEquals(TestVolumes.pattern(20 + i, BS), TestVolumes.read(r, s, i * 4L * BS, BS));
