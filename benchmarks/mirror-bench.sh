@@ -83,6 +83,18 @@ for depth in 1 32; do
     done
   done
 done
+# The ENTRY group commit's batch size: per mirrored volume, leg 0's changes / its tag table's forces since the start
+# (tableForces in mirror status; jars before it have none: n/a).
+for l in "${LABELS[@]}"; do
+  for v in mirrored nbdleg; do
+    st=$(SNAPBD_JAR=$WORK/$l/snapbd.jar $SNAPBD mirror status "$v" --json --data-dir "$WORK/$l/data" 2>/dev/null || true)
+    python3 -c 'import json,sys
+try: l=json.loads(sys.argv[3])["legs"]
+except Exception: l=[]
+w=sum(x.get("writes",0) for x in l[:1]); f=[x.get("tableForces") for x in l]
+print(f"mirror-bench: {sys.argv[1]} {sys.argv[2]}: leg 0 changes {w}, table forces per leg {f}, changes per leg-0 table force " + (f"{w / f[0]:.1f}" if f and f[0] else "n/a"))' "$l" "$v" "$st"
+  done
+done
 echo "mirror-bench: commit $(bl_git_rev), $(nproc) CPUs, RUNTIME=$RUNTIME s, SIZE=$SIZE (first-writes row on new volumes, then every volume written whole once), legs: two files on the data directory's file system (mirrored), one snapbd volume over a Unix socket (nbdleg)"
 python3 - "$WORK/results.txt" <<'PY'
 import sys

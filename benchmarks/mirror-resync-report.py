@@ -9,7 +9,8 @@ restart) and computes from the trace:
   in flight  bytes of the writes sent before the kill and never acknowledged (the writes a crash may leave on
              some legs and not others; writes sent after the kill reached no server and are not counted; a write sent
              between the signal and the death did reach it, hence the cut at the death)
-  snapbd     lastReconciliation.bytesCopied of the reconciliation at open after the restart
+  snapbd     lastReconciliation.bytesCopied of the reconciliation at open after the restart (and bytesCompared:
+             the unmatched ranges it compared first; only the blocks where the legs differ are copied)
   DRBD AL    DRBD's activity log: 4 MiB extents, an LRU of --al-extents (default 1237) extents, every write
              (in send order) makes its extents the most recent; after a primary crash every extent in the log is
              resynced: extents in the log at the kill x 4 MiB. The log starts empty each round (in favour of DRBD:
@@ -146,6 +147,7 @@ def main():
         row['round'] = r
         row['reconciledAtOpen'] = bool(rec.get('atOpen'))
         row['copiedBytes'] = int(rec.get('bytesCopied', 0)) if rec else 0
+        row['comparedBytes'] = int(rec.get('bytesCompared', 0)) if rec else 0
         row['rangesCopied'] = int(rec.get('rangesCopied', 0)) if rec else 0
         row['entriesMatched'] = int(rec.get('entriesMatched', 0)) if rec else 0
         row['entriesUnmatched'] = int(rec.get('entriesUnmatched', 0)) if rec else 0
@@ -160,19 +162,20 @@ def main():
         return 1
     over = [x['round'] for x in rounds
             if not x['reconciledAtOpen'] or x['copiedBytes'] > a.factor * x['inFlightBytes']]
-    lines = ['| round | kill after s | writes sent | bytes in flight | snapbd copied | ratio | DRBD AL (%d x 4 MiB) | md bitmap (64 MiB, %g s) |'
+    lines = ['| round | kill after s | writes sent | bytes in flight | snapbd compared | snapbd copied | ratio | DRBD AL (%d x 4 MiB) | md bitmap (64 MiB, %g s) |'
              % (a.al_extents, a.md_delay),
-             '|---:|---:|---:|---:|---:|---:|---:|---:|']
+             '|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for x in rounds:
-        lines.append('| %d | %s | %d | %s (%d) | %s (%d) | %s | %s | %s |' % (
+        lines.append('| %d | %s | %d | %s (%d) | %s | %s (%d) | %s | %s | %s |' % (
             x['round'], '%.2f' % x['delaySeconds'] if x['delaySeconds'] is not None else '?', x['writes'],
-            human(x['inFlightBytes']), x['inFlightBytes'], human(x['copiedBytes']), x['copiedBytes'],
+            human(x['inFlightBytes']), x['inFlightBytes'], human(x['comparedBytes']), human(x['copiedBytes']), x['copiedBytes'],
             '%.2f' % x['ratio'] if x['ratio'] is not None else '-', human(x['drbdAlBytes']), human(x['mdBitmapBytes'])))
     tin = sum(x['inFlightBytes'] for x in rounds)
     tcp = sum(x['copiedBytes'] for x in rounds)
     tal = sum(x['drbdAlBytes'] for x in rounds)
     tmd = sum(x['mdBitmapBytes'] for x in rounds)
-    lines.append('| all | | %d | %s | %s | %s | %s | %s |' % (sum(x['writes'] for x in rounds), human(tin), human(tcp),
+    tcm = sum(x['comparedBytes'] for x in rounds)
+    lines.append('| all | | %d | %s | %s | %s | %s | %s | %s |' % (sum(x['writes'] for x in rounds), human(tin), human(tcm), human(tcp),
                  '%.2f' % (tcp / tin) if tin else '-', human(tal), human(tmd)))
     md = '\n'.join(lines) + '\n'
     if a.markdown:
@@ -180,7 +183,7 @@ def main():
             f.write(md)
     if a.svg:
         svg(rounds, a.svg, 'Resync after kill -9: snapbd tag tables vs DRBD activity log vs md bitmap (%s volume)' % human(a.size))
-    summary = dict(rounds=len(rounds), factor=a.factor, inFlightBytes=tin, copiedBytes=tcp, drbdAlBytes=tal, mdBitmapBytes=tmd,
+    summary = dict(rounds=len(rounds), factor=a.factor, inFlightBytes=tin, comparedBytes=tcm, copiedBytes=tcp, drbdAlBytes=tal, mdBitmapBytes=tmd,
                    roundsOverFactor=over, perRound=rounds)
     if a.json:
         print(json.dumps(summary, indent=1))

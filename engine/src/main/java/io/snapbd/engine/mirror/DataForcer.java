@@ -19,10 +19,16 @@ import java.io.InterruptedIOException;
 final class DataForcer implements AutoCloseable {
 
     static final int MAX_TAGS = 1024;
-    static final int BATCH_TAGS = 256;
+    /**
+     * Changes that start a batch: 768, or {@code -Dsnapbd.mirror.batch.changes} (1 … {@link #MAX_TAGS}). Large and
+     * rare batches, because a batch's data forces slow down the ENTRY forces on the answer path (measured:
+     * docs/mirrors.md, "Cost").
+     */
+    static final int BATCH_TAGS = (int) Math.max(1, Math.min(MAX_TAGS, Long.getLong("snapbd.mirror.batch.changes", 768)));
     static final long BATCH_BYTES = 16L << 20;
     static final long MAX_BYTES = 64L << 20;
-    static final long BATCH_NANOS = 5_000_000L;
+    /** Age of the oldest waiting change that starts a batch: 1 s, or {@code -Dsnapbd.mirror.batch.millis} (1 … 1000). */
+    static final long BATCH_NANOS = Math.max(1, Math.min(1000, Long.getLong("snapbd.mirror.batch.millis", 1000))) * 1_000_000L;
 
     private final MirrorLegs set;
     /** Unforced changes allowed: {@link #MAX_TAGS}, less for small tag tables (a quarter of leg 0's half). */

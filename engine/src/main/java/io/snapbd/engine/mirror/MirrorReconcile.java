@@ -21,6 +21,7 @@ final class MirrorReconcile {
     private final MirrorLegs set;
     private final WriteGate gate;
     private final AtomicLong bytesCopiedTotal = new AtomicLong();
+    private final AtomicLong bytesComparedTotal = new AtomicLong();
     private final AtomicLong reconciliations = new AtomicLong();
     private volatile Reconciliation last;
     private volatile boolean reconciling;
@@ -48,7 +49,7 @@ final class MirrorReconcile {
 
     private void reportLocal(Reconciler.Report r) throws IOException {
         for (Reconciler.Copy c : r.copies()) {
-            if (c.from() != 0) {
+            if (c.into(0)) {
                 localCopies.copied(c.offset(), c.length());
             }
         }
@@ -130,7 +131,7 @@ final class MirrorReconcile {
                 // entries stay as they are, the exact record of what the unreachable legs missed.
                 legs[0].depth.set(legs[0].table.live().size());
                 return new Reconciliation(System.currentTimeMillis(), atOpen,
-                        new Reconciler.Report(0, 0, 0, 0, List.of()), 1L);
+                        new Reconciler.Report(0, 0, 0, 0, 0, List.of()), 1L);
             }
             if (!away.isEmpty()) {
                 List<long[]> ranges = new ArrayList<>();
@@ -183,10 +184,16 @@ final class MirrorReconcile {
                 }
                 List<Reconciler.Copy> copies = new ArrayList<>();
                 for (Reconciler.Copy c : pr.copies()) {
-                    copies.add(new Reconciler.Copy(c.tag(), c.offset(), c.length(), part.get(c.from()).index));
+                    long to = 0;
+                    for (int i = 0; i < part.size(); i++) {
+                        if (c.into(i)) {
+                            to |= 1L << part.get(i).index;
+                        }
+                    }
+                    copies.add(new Reconciler.Copy(c.tag(), c.offset(), c.length(), part.get(c.from()).index, to));
                 }
                 r = new Reconciler.Report(pr.entriesMatched(), pr.entriesUnmatched(), pr.rangesCopied(),
-                        pr.bytesCopied(), List.copyOf(copies));
+                        pr.bytesCopied(), pr.bytesCompared(), List.copyOf(copies));
             } else {
                 // only leg 0 is open: its entries are in every absent leg's region map now
                 List<Long> live = new ArrayList<>();
@@ -194,7 +201,7 @@ final class MirrorReconcile {
                     live.add(e.tag());
                 }
                 legs[0].table.retireAll(live);
-                r = new Reconciler.Report(0, live.size(), 0, 0, List.of());
+                r = new Reconciler.Report(0, live.size(), 0, 0, 0, List.of());
             }
             Reconciliation rec = new Reconciliation(System.currentTimeMillis(), atOpen, r, mask);
             for (Leg l : part) {
@@ -211,6 +218,7 @@ final class MirrorReconcile {
             last = rec;
             reconciliations.incrementAndGet();
             bytesCopiedTotal.addAndGet(r.bytesCopied());
+            bytesComparedTotal.addAndGet(r.bytesCompared());
             set.failed = false;
             if (!atOpen) {
                 reportLocal(r);
@@ -256,6 +264,10 @@ final class MirrorReconcile {
 
     long bytesCopiedTotal() {
         return bytesCopiedTotal.get();
+    }
+
+    long bytesComparedTotal() {
+        return bytesComparedTotal.get();
     }
 
     long[] copyProgress() {

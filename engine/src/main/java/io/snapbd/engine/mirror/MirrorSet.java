@@ -20,7 +20,7 @@ import java.util.UUID;
  * <li>the volume changes leg 0 (its usual write path, which consumes the client's payload once);</li>
  * <li>{@link #end}: the changed range is read back from leg 0 and written to every other leg; the client gets its
  *     answer now (behaviour 8: "completed" as a disk completes a write without FUA); a {@link DataForcer} batch
- *     then forces every leg's data, appends DONE and retires the tags, within milliseconds or at the client's
+ *     then forces every leg's data, appends DONE and retires the tags, within a second (768 changes) or at the client's
  *     FLUSH/FUA ({@link #forceAll}).</li>
  * </ol>
  * An extra leg whose I/O fails (or that cannot be opened) is <em>degraded</em> (docs/mirrors.md, "Degraded mode"):
@@ -28,7 +28,7 @@ import java.util.UUID;
  * change goes on on the other legs, and from then on changes skip it and their entries stay live on the current
  * legs (not retired) so the missed ranges stay recorded; when the tables would fill up, the completed entries are
  * folded into the region map. A reconciliation that can open the leg again resyncs it: copies only the recorded
- * ranges from a current leg (never from the stale one), then deletes the map. Leg 0 (the one reads come from)
+ * ranges from a current leg (never from the stale one; compared first, only differing blocks written), then deletes the map. Leg 0 (the one reads come from)
  * is never degraded: its failure fails the change, and changes are refused until a reconciliation succeeds.
  * After an unclean stop, or with a degraded leg, {@link #open} reconciles before the volume is handed out
  * (behaviour 26).
@@ -53,11 +53,15 @@ public final class MirrorSet implements AutoCloseable {
      * One leg's state ({@code in-sync}, {@code resyncing}, {@code degraded}, {@code failed}) and figures for
      * {@code mirror status}, {@code stats} and the metrics endpoint; {@code bytesCopiedIn} … {@code direction} are
      * the last reconciliation's, {@code bytesCopiedInTotal} every reconciliation's and resync's since the open,
-     * {@code missedRegionBytes} what a degraded leg's region map records.
+     * {@code missedRegionBytes} what a degraded leg's region map records, {@code bytesCompared} the bytes of this leg
+     * the last reconciliation compared (every unmatched range, when the leg took part), {@code tableForces} the forces
+     * of its tag table since the open (ENTRY group commits and RETIRE batches: {@code writes / tableForces} is the
+     * group commit's batch size).
      */
     public record LegStatus(int leg, String uri, String state, long tableEntries, long writes, long writeNanos,
                             long maxWriteNanos, long bytesCopiedIn, long bytesCopiedOut, long rangesCopiedIn,
-                            String direction, String error, long bytesCopiedInTotal, long missedRegionBytes) {
+                            String direction, String error, long bytesCopiedInTotal, long missedRegionBytes,
+                            long bytesCompared, long tableForces) {
         public boolean degraded() {
             return "degraded".equals(state);
         }
@@ -78,11 +82,11 @@ public final class MirrorSet implements AutoCloseable {
 
         public long bytesTo(int leg) {
             return !tookPart(leg) ? 0
-                    : report.copies().stream().filter(c -> c.from() != leg).mapToLong(Reconciler.Copy::length).sum();
+                    : report.copies().stream().filter(c -> c.into(leg)).mapToLong(Reconciler.Copy::length).sum();
         }
 
         public long rangesTo(int leg) {
-            return !tookPart(leg) ? 0 : report.copies().stream().filter(c -> c.from() != leg).count();
+            return !tookPart(leg) ? 0 : report.copies().stream().filter(c -> c.into(leg)).count();
         }
 
         public long bytesFrom(int leg) {
@@ -113,9 +117,9 @@ public final class MirrorSet implements AutoCloseable {
     }
 
     /**
-     * When mirrored changes are answered, process-wide: {@code false} (the default, or
-     * {@code -Dsnapbd.mirror.answer=forced}) once their data is forced on every leg; {@code true}
-     * ({@code -Dsnapbd.mirror.answer=written}) once it is written to every leg, forced in batches behind the answers.
+     * When mirrored changes are answered, process-wide: {@code true} (the default, or
+     * {@code -Dsnapbd.mirror.answer=written}) once it is written to every leg (its entry durable), forced in batches
+     * behind the answers; {@code false} ({@code -Dsnapbd.mirror.answer=forced}) once their data is forced on every leg.
      * Returns the previous setting (tests switch it around a run).
      */
     public static boolean answerWhenWritten(boolean written) {
@@ -322,6 +326,11 @@ public final class MirrorSet implements AutoCloseable {
         return reconciler.bytesCopiedTotal();
     }
 
+    /** Bytes every reconciliation and resync since the open compared (each unmatched range once). */
+    public long bytesComparedTotal() {
+        return reconciler.bytesComparedTotal();
+    }
+
     /** Every leg's state and figures now (a snapshot: {@code mirror status}, {@code stats}, the metrics). */
     public List<LegStatus> status() {
         Reconciliation r = reconciler.last();
@@ -335,7 +344,8 @@ public final class MirrorSet implements AutoCloseable {
                     l.writeNanos.sum(), l.maxWriteNanos.get(), r == null ? 0 : r.bytesTo(l.index),
                     r == null ? 0 : r.bytesFrom(l.index), r == null ? 0 : r.rangesTo(l.index),
                     r == null ? "none" : r.direction(l.index), l.failure, l.bytesCopiedIn.get(),
-                    m == null ? 0 : m.missedBytes()));
+                    m == null ? 0 : m.missedBytes(), r == null || !r.tookPart(l.index) ? 0 : r.report().bytesCompared(),
+                    l.table == null ? 0 : l.table.commitForces()));
         }
         return out;
     }

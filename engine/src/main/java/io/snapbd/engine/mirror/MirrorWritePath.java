@@ -195,12 +195,13 @@ final class MirrorWritePath {
     }
 
     /**
-     * Whether a change is answered only once its data is forced on every leg (default): then a crash leaves unmatched
-     * only the changes in flight, and reconciliation copies only those. {@code -Dsnapbd.mirror.answer=written}
-     * answers once the data is written to every leg and forces it in batches behind the answers: faster, but a crash
-     * may then also copy the changes answered since the last batch (docs/mirrors.md, "Write order").
+     * Whether a change is answered only once its data is forced on every leg ({@code -Dsnapbd.mirror.answer=forced}).
+     * By default ({@code written}) it is answered once its entry is durable and its data written to every leg, and
+     * the data is forced in batches behind the answers: a crash then leaves unmatched also the changes answered
+     * since the last batch, which reconciliation compares and (after a process crash, the page cache holding them on
+     * every leg) does not copy (docs/mirrors.md, "Write order").
      */
-    static volatile boolean ANSWER_AFTER_DATA_FORCE = !"written".equals(System.getProperty("snapbd.mirror.answer", "forced"));
+    static volatile boolean ANSWER_AFTER_DATA_FORCE = "forced".equals(System.getProperty("snapbd.mirror.answer", "written"));
 
     /** Ends a change that never touched leg 0 (its prepare failed): nothing differs; the tag is retired with the next batch. */
     void abort(MirrorOp op) {

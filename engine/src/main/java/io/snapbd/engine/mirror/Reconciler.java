@@ -16,8 +16,12 @@ import java.util.TreeMap;
  * <ul>
  * <li>an entry present on every leg with the same tag and range and marked DONE on every leg is
  *     <em>matched</em>: no data moves (behaviours 16, 23);</li>
- * <li>every other entry is <em>unmatched</em>: its range is copied from a leg that holds it (one where it is
- *     DONE when there is one, else the lowest-numbered holder) to every other leg (behaviours 17, 21: roll forward);</li>
+ * <li>every other entry is <em>unmatched</em>: its range is reconciled from a leg that holds it (one where it is
+ *     DONE when there is one, else the lowest-numbered holder) to every other leg (behaviours 17, 21: roll forward):
+ *     the range is <em>compared</em> first, block by block ({@link #BLOCK} bytes, aligned), and only the blocks
+ *     where a leg differs from the source are copied, to that leg (as DRBD's checksum-based resync does): after
+ *     a process crash the page cache holds an answered change identically on every leg, so nothing is copied
+ *     for it; the result is the same bytes as a full copy;</li>
  * <li>overlapping unmatched entries: the higher tag wins. Each unmatched entry is cut down to the bytes no
  *     higher-tagged unmatched entry covers, so the pieces are disjoint and no copy reads bytes another copy
  *     writes;</li>
@@ -29,23 +33,38 @@ import java.util.TreeMap;
  */
 public final class Reconciler {
 
-    /** One copied range: {@code length} bytes at {@code offset} from leg {@code from} to every other leg, for {@code tag}. */
-    public record Copy(long tag, long offset, long length, int from) {
+    /**
+     * One copied range: {@code length} bytes at {@code offset} from leg {@code from} to each leg whose bit is set in
+     * {@code to} (the legs that differed there from {@code from}), for {@code tag}.
+     */
+    public record Copy(long tag, long offset, long length, int from, long to) {
+        /** Copied to leg {@code leg}. */
+        public boolean into(int leg) {
+            return (to & (1L << leg)) != 0;
+        }
     }
 
-    /** The outcome: entries matched and retired, ranges and bytes copied, and each copy with its direction. */
-    public record Report(long entriesMatched, long entriesUnmatched, long rangesCopied, long bytesCopied, List<Copy> copies) {
+    /**
+     * The outcome: entries matched and retired, ranges and bytes copied (each byte of the volume once, whatever
+     * the number of legs it went to), bytes compared (the unmatched ranges, each byte once), and each copy with its
+     * direction.
+     */
+    public record Report(long entriesMatched, long entriesUnmatched, long rangesCopied, long bytesCopied,
+                         long bytesCompared, List<Copy> copies) {
         /** Bytes copied from {@code from} to {@code to}. */
         public long bytes(int from, int to) {
-            return from == to ? 0 : copies.stream().filter(c -> c.from() == from).mapToLong(Copy::length).sum();
+            return copies.stream().filter(c -> c.from() == from && c.into(to)).mapToLong(Copy::length).sum();
         }
 
         @Override
         public String toString() {
-            return "entries matched " + entriesMatched + ", unmatched " + entriesUnmatched + ", ranges copied "
-                    + rangesCopied + ", bytes copied " + bytesCopied;
+            return "entries matched " + entriesMatched + ", unmatched " + entriesUnmatched + ", bytes compared "
+                    + bytesCompared + ", ranges copied " + rangesCopied + ", bytes copied " + bytesCopied;
         }
     }
+
+    /** Comparison granularity: a block that differs on a leg is copied to it whole (within the range). */
+    static final int BLOCK = 4096;
 
     static final int COPY_BUFFER = 1 << 20;
 
@@ -169,7 +188,7 @@ public final class Reconciler {
         // Higher tag wins: walk from the highest tag down, keeping only bytes no higher item covered.
         items.sort(Comparator.comparingLong(Item::tag).reversed().thenComparingInt(Item::source));
         TreeMap<Long, Long> covered = new TreeMap<>();   // start -> end, disjoint
-        List<Copy> copies = new ArrayList<>();
+        List<Item> pieces = new ArrayList<>();
         for (Item it : items) {
             long pos = it.offset();
             long end = it.offset() + it.length();
@@ -181,36 +200,20 @@ public final class Reconciler {
                 }
                 Long nextStart = covered.higherKey(pos);
                 long pieceEnd = nextStart == null ? end : Math.min(end, nextStart);
-                copies.add(new Copy(it.tag(), pos, pieceEnd - pos, it.source()));
+                pieces.add(new Item(it.tag(), pos, pieceEnd - pos, it.source()));
                 pos = pieceEnd;
             }
             addCovered(covered, it.offset(), end);
         }
-        copies.sort(Comparator.comparingLong(Copy::offset));
+        pieces.sort(Comparator.comparingLong(Item::offset));
 
-        ByteBuffer buf = ByteBuffer.allocateDirect((int) Math.min(COPY_BUFFER, Math.max(1, size)));
         long total = 0;
-        for (Copy c : copies) {
+        for (Item c : pieces) {
             total += c.length();
         }
-        progress.copied(0, total);
+        List<Copy> copies = compareAndCopy(pieces, legs, size, total, progress);
         long bytes = 0;
         for (Copy c : copies) {
-            long pos = c.offset();
-            long end = c.offset() + c.length();
-            while (pos < end) {
-                int len = (int) Math.min(buf.capacity(), end - pos);
-                buf.clear().limit(len);
-                legs.get(c.from()).read(buf, pos);
-                for (int i = 0; i < n; i++) {
-                    if (i != c.from()) {
-                        buf.flip();
-                        legs.get(i).write(buf, pos);
-                    }
-                }
-                pos += len;
-                progress.copied(bytes + (pos - c.offset()), total);
-            }
             bytes += c.length();
         }
         // Copies durable on every leg before any entry goes.
@@ -220,7 +223,96 @@ public final class Reconciler {
         for (int i = 0; i < n; i++) {
             tables.get(i).retireAll(byLeg.get(i).keySet());
         }
-        return new Report(matched, tags.size() - matched, copies.size(), bytes, List.copyOf(copies));
+        return new Report(matched, tags.size() - matched, copies.size(), bytes, total, List.copyOf(copies));
+    }
+
+    /**
+     * Compares every leg with the piece's source over each piece, one chunk at a time, and writes to each leg only
+     * the {@link #BLOCK}-aligned blocks (cut to the piece) where it differs from the source. Returns what was
+     * copied: runs of blocks with the same source, tag and set of target legs, merged while contiguous.
+     */
+    private static List<Copy> compareAndCopy(List<Item> pieces, List<LegIo> legs, long size, long total,
+                                             Progress progress) throws IOException {
+        int n = legs.size();
+        int cap = (int) Math.min(COPY_BUFFER, Math.max(BLOCK, size));
+        ByteBuffer src = ByteBuffer.allocate(cap);
+        ByteBuffer other = ByteBuffer.allocate(cap);
+        long[] differs = new long[cap / BLOCK + 2];      // per block of the chunk: the legs that differ there
+        List<Copy> copies = new ArrayList<>();
+        progress.copied(0, total);
+        long done = 0;
+        long[] open = null;     // the copy being extended: {tag, offset, length, from, to}
+        for (Item c : pieces) {
+            long pos = c.offset();
+            long end = c.offset() + c.length();
+            while (pos < end) {
+                int len = (int) Math.min(cap, end - pos);
+                src.clear().limit(len);
+                legs.get(c.source()).read(src, pos);
+                // blocks of this chunk: [pos, pos + len) cut at BLOCK-aligned boundaries
+                int blocks = (int) (((pos + len - 1) / BLOCK) - (pos / BLOCK) + 1);
+                java.util.Arrays.fill(differs, 0, blocks, 0L);
+                for (int i = 0; i < n; i++) {
+                    if (i == c.source()) {
+                        continue;
+                    }
+                    other.clear().limit(len);
+                    legs.get(i).read(other, pos);
+                    byte[] a = src.array();
+                    byte[] b = other.array();
+                    int runStart = -1;
+                    for (int k = 0; k < blocks; k++) {
+                        int from = blockStart(pos, k, len);
+                        int to = blockStart(pos, k + 1, len);
+                        boolean diff = java.util.Arrays.mismatch(a, from, to, b, from, to) >= 0;
+                        if (diff) {
+                            differs[k] |= 1L << i;
+                            if (runStart < 0) {
+                                runStart = from;
+                            }
+                        }
+                        if (runStart >= 0 && (!diff || k == blocks - 1)) {
+                            int runEnd = diff ? to : from;
+                            src.limit(runEnd).position(runStart);
+                            legs.get(i).write(src, pos + runStart);
+                            runStart = -1;
+                        }
+                    }
+                }
+                for (int k = 0; k < blocks; k++) {
+                    if (differs[k] == 0) {
+                        continue;
+                    }
+                    long off = pos + blockStart(pos, k, len);
+                    long l = blockStart(pos, k + 1, len) - blockStart(pos, k, len);
+                    if (open != null && open[0] == c.tag() && open[1] + open[2] == off && open[3] == c.source()
+                            && open[4] == differs[k]) {
+                        open[2] += l;
+                    } else {
+                        if (open != null) {
+                            copies.add(new Copy(open[0], open[1], open[2], (int) open[3], open[4]));
+                        }
+                        open = new long[]{c.tag(), off, l, c.source(), differs[k]};
+                    }
+                }
+                pos += len;
+                done += len;
+                progress.copied(done, total);
+            }
+        }
+        if (open != null) {
+            copies.add(new Copy(open[0], open[1], open[2], (int) open[3], open[4]));
+        }
+        return copies;
+    }
+
+    /** Where block {@code k} of the chunk at {@code pos} (length {@code len}) starts in the chunk: aligned, cut to it. */
+    private static int blockStart(long pos, int k, int len) {
+        if (k == 0) {
+            return 0;
+        }
+        long s = (pos / BLOCK + k) * BLOCK - pos;
+        return (int) Math.min(s, len);
     }
 
     private static void addCovered(TreeMap<Long, Long> covered, long start, long end) {

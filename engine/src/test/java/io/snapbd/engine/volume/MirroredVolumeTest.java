@@ -11,6 +11,7 @@ import io.snapbd.engine.mirror.LegOpener;
 import io.snapbd.engine.mirror.MirrorConfig;
 import io.snapbd.engine.mirror.MirrorLeg;
 import io.snapbd.engine.mirror.MirrorSet;
+import io.snapbd.engine.mirror.Reconciler;
 import io.snapbd.engine.mirror.FileTagStore;
 import io.snapbd.engine.mirror.TagTable;
 import io.snapbd.engine.mirror.TagTableChecker;
@@ -45,7 +46,7 @@ class MirroredVolumeTest extends LegTestSupport {
 
     @AfterEach
     void answerWhenForced() {
-        MirrorSet.answerWhenWritten(false);     // the default: answered once the data is forced on every leg
+        MirrorSet.answerWhenWritten(true);      // the default: answered once written to every leg, forced behind
     }
 
     private UUID volumeOwner() throws IOException {
@@ -277,8 +278,12 @@ class MirroredVolumeTest extends LegTestSupport {
             long off = (i * 300L + 3) * BS;
             regions += ((off + 2 * BS - 1) >> 16) - (off >> 16) + 1;
         }
-        long copied = r.mirror().lastReconciliation().report().bytesCopied();
-        assertTrue(copied >= 6 * 2L * BS && copied <= regions * 65536, copied + " bytes for " + regions + " regions");
+        // compare before copy: every region is compared, only the blocks leg 2 missed (those the cut-short run did
+        // not copy yet) are copied
+        Reconciler.Report rep = r.mirror().lastReconciliation().report();
+        long compared = rep.bytesCompared();
+        assertTrue(compared >= 6 * 2L * BS && compared <= regions * 65536, compared + " bytes for " + regions + " regions");
+        assertTrue(rep.bytesCopied() > 0 && rep.bytesCopied() <= 6 * 2L * BS, rep.toString());
         r.close();
         assertLegsIdentical();
     }
@@ -846,7 +851,8 @@ class MirroredVolumeTest extends LegTestSupport {
     /**
      * The crash bound with the data forces behind the answers (behaviours 17, 19, 21): writes answered while their
      * data-force batch cannot complete (leg 1's force held back), then kill -9: at open their entries are unmatched
-     * (not DONE on every leg) and reconciliation copies exactly their ranges, nothing else; the legs end identical
+     * (not DONE on every leg) and reconciliation compares exactly their ranges, nothing else, and copies nothing
+     * (the process died, the page cache kept their data on both legs: compare before copy); the legs end identical
      * with every answered write on them.
      */
     @Test
@@ -890,7 +896,12 @@ class MirroredVolumeTest extends LegTestSupport {
         MirrorSet.Reconciliation rec = r.mirror().lastReconciliation();
         assertNotNull(rec);
         assertEquals(5, rec.report().entriesUnmatched(), rec.report().toString());
-        assertEquals(5L * BS, rec.report().bytesCopied(), "exactly the answered writes since the last batch");
+        assertEquals(5L * BS, rec.report().bytesCompared(), "exactly the answered writes since the last batch");
+        assertEquals(0, rec.report().bytesCopied(), "the legs agree on them: " + rec.report());
+        for (MirrorSet.LegStatus l : r.mirror().status()) {
+            assertEquals(5L * BS, l.bytesCompared(), "mirror status: bytes compared on leg " + l.leg());
+            assertEquals(0, l.bytesCopiedIn(), "mirror status: bytes copied into leg " + l.leg());
+        }
         try (BlockDevice.Session s = r.openSession()) {
             for (int i = 0; i < 5; i++) {
                 assertArrayEquals(TestVolumes.pattern(20 + i, BS), TestVolumes.read(r, s, i * 4L * BS, BS));

@@ -106,8 +106,10 @@ final class MirrorHandler {
             j.put("writes", l.writes());
             j.put("writeLatencyMicrosMean", l.writes() == 0 ? 0 : l.writeNanos() / 1000.0 / l.writes());
             j.put("writeLatencyMicrosMax", l.maxWriteNanos() / 1000.0);
+            j.put("tableForces", l.tableForces());
             j.put("entriesMatched", r == null ? 0 : r.report().entriesMatched());
             j.put("rangesCopied", l.rangesCopiedIn());
+            j.put("bytesCompared", l.bytesCompared());
             j.put("bytesCopied", l.bytesCopiedIn());
             j.put("bytesCopiedFrom", l.bytesCopiedOut());
             j.put("direction", l.direction());
@@ -127,6 +129,7 @@ final class MirrorHandler {
             j.put("entriesMatched", rep.entriesMatched());
             j.put("entriesUnmatched", rep.entriesUnmatched());
             j.put("rangesCopied", rep.rangesCopied());
+            j.put("bytesCompared", rep.bytesCompared());
             j.put("bytesCopied", rep.bytesCopied());
         }
         long[] p = m.copyProgress();
@@ -135,6 +138,7 @@ final class MirrorHandler {
         c.put("bytesDone", p[0]);
         c.put("bytesTotal", p[1]);
         o.put("reconciliations", m.reconciliations());
+        o.put("bytesComparedTotal", m.bytesComparedTotal());
         o.put("bytesCopiedTotal", m.bytesCopiedTotal());
     }
 }

@@ -38,6 +38,7 @@ final class MirrorCommand implements Runnable {
         } else {
             System.out.println("last reconciliation: " + last.path("at").asText() + (last.path("atOpen").asBoolean() ? " (at open)" : "")
                     + ": entries matched " + last.path("entriesMatched").asLong() + ", unmatched " + last.path("entriesUnmatched").asLong()
+                    + ", bytes compared " + last.path("bytesCompared").asLong()
                     + ", ranges copied " + last.path("rangesCopied").asLong() + ", bytes copied " + last.path("bytesCopied").asLong());
         }
     }

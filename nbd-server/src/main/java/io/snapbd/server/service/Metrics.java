@@ -257,6 +257,7 @@ public final class Metrics implements AutoCloseable {
         t.family("snapbd_mirror_leg_write_seconds_max", "gauge", "Longest time one change took on a mirror leg since the start.");
         t.family("snapbd_mirror_reconciliations_total", "counter", "Reconciliations of a mirrored volume's legs (at open after an unclean stop, at a clean close, on demand).");
         t.family("snapbd_mirror_reconcile_copied_bytes_total", "counter", "Bytes reconciliation copied between a mirrored volume's legs.");
+        t.family("snapbd_mirror_reconcile_compared_bytes_total", "counter", "Bytes of unmatched ranges reconciliation compared between a mirrored volume's legs before copying only the blocks that differ.");
         for (Map.Entry<String, Volume> me : volumes.entrySet()) {
             io.snapbd.engine.mirror.MirrorSet m = me.getValue().mirror();
             if (m == null) {
@@ -275,6 +276,7 @@ public final class Metrics implements AutoCloseable {
             }
             t.sample("snapbd_mirror_reconciliations_total", labels("volume", me.getKey()), m.reconciliations());
             t.sample("snapbd_mirror_reconcile_copied_bytes_total", labels("volume", me.getKey()), m.bytesCopiedTotal());
+            t.sample("snapbd_mirror_reconcile_compared_bytes_total", labels("volume", me.getKey()), m.bytesComparedTotal());
         }
 
         t.family("snapbd_lun_state_enabled", "gauge", "1 while the export's LUN state counter is enabled (HP).");

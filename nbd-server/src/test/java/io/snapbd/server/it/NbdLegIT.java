@@ -128,7 +128,7 @@ class NbdLegIT {
             try (NbdLeg leg = NbdLeg.open(uri(s), VOL); TagTable t1 = TagTable.open(leg.table(), owner, 1)) {
                 Reconciler.Report r = Reconciler.reconcile(List.of(t0, t1), List.of(fileIo, leg.blocks()));
                 assertEquals(1, r.entriesMatched(), r.toString());
-                assertEquals(Set.of(new Reconciler.Copy(2, off2, d2.length, 0), new Reconciler.Copy(3, off3, d3.length, 1)),
+                assertEquals(Set.of(new Reconciler.Copy(2, off2, d2.length, 0, 2), new Reconciler.Copy(3, off3, d3.length, 1, 1)),
                         Set.copyOf(r.copies()), r.toString());
                 assertEquals(d2.length + d3.length, r.bytesCopied());
                 assertTrue(t0.live().isEmpty());

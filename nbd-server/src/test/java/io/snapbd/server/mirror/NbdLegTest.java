@@ -242,9 +242,9 @@ class NbdLegTest {
                 Reconciler.Report report = Reconciler.reconcile(List.of(t0, t1b), List.of(fileIo, again.blocks()));
                 assertEquals(1, report.entriesMatched(), report.toString());
                 assertEquals(3, report.entriesUnmatched(), report.toString());
-                assertEquals(Set.of(new Reconciler.Copy(2, t2Off, t4Off - t2Off, 0),
-                        new Reconciler.Copy(4, t4Off, d4.length, 1),
-                        new Reconciler.Copy(3, t3Off, d3.length, 1)), Set.copyOf(report.copies()), report.toString());
+                assertEquals(Set.of(new Reconciler.Copy(2, t2Off, t4Off - t2Off, 0, 2),
+                        new Reconciler.Copy(4, t4Off, d4.length, 1, 1),
+                        new Reconciler.Copy(3, t3Off, d3.length, 1, 1)), Set.copyOf(report.copies()), report.toString());
                 assertEquals((t4Off - t2Off) + d4.length + d3.length, report.bytesCopied());
                 assertEquals(t4Off - t2Off, report.bytes(0, 1));
                 assertEquals(d4.length + d3.length, report.bytes(1, 0));
