@@ -103,6 +103,8 @@ final class Workload {
     private final List<String> live = new ArrayList<>();
     private final List<String> clones = new ArrayList<>();
     private final boolean legChanges;
+    /** The index of the first {@code mirror add} (5 to 12): early, as a round with an NBD leg runs few operations. */
+    private final long firstAdd;
     /** Whether the third leg is in the volume once the leg changes sent so far are done. */
     private boolean thirdLeg;
     /** Data operations still to come before the next administrative one (a leg change runs meanwhile). */
@@ -118,6 +120,7 @@ final class Workload {
         this.blocks = blocks;
         this.features = features.isEmpty() ? EnumSet.noneOf(Feature.class) : EnumSet.copyOf(features);
         this.legChanges = features.contains(Feature.MIRROR) && legChanges(seed);
+        this.firstAdd = 5 + Math.floorMod(seed, 8);
     }
 
     /** Whether this round adds and removes a third leg online (a mirrored round, {@link #legChanges(long)}). */
@@ -233,7 +236,7 @@ final class Workload {
             if (k != Kind.WRITE && k != Kind.FLUSH && k != Kind.TRIM && k != Kind.ZERO) {
                 k = Kind.WRITE;
             }
-        } else if (legChanges && k == Kind.WRITE && pick >= 2 && pick < 4) {
+        } else if (legChanges && ((k == Kind.WRITE && pick >= 2 && pick < 4) || i == firstAdd)) {
             // Its outcome changes nothing here: an add or remove that fails ends the round as an error.
             k = thirdLeg ? Kind.MIRROR_REMOVE : Kind.MIRROR_ADD;
             thirdLeg = !thirdLeg;
