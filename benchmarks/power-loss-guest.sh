@@ -144,15 +144,12 @@ fi
 kill -TERM "$server"
 wait "$server"
 log "snapbd stopped"
+[ "$prev" != - ] && { fsck_new open; fsck open; }      # with the leg server still up: fsck reads an NBD leg through it
 if [ -n "$legserver" ]; then
   kill -TERM "$legserver"
   wait "$legserver"
   log "leg server stopped"
-fi
-if [ "$prev" != - ]; then
-  fsck_new open
-  fsck open
-  [ -n "$legserver" ] && fsck open "$legdata"
+  [ "$prev" != - ] && fsck open "$legdata"
 fi
 umount /mnt/pl
 exit "$rc"
