@@ -8,10 +8,15 @@
 # otherwise (the last boot) it stops snapbd cleanly and runs fsck again (PREV-DIR/fsck-open.*). After checking a
 # round whose volume was mirrored it also stops snapbd, runs fsck on the reconciled legs (PREV-DIR/fsck-recovered.*)
 # and starts snapbd again. FEATURES: what the workload adds (bench power-loss --features).
+# A mirrored round whose seed picks an NBD leg (Workload.legKind: seed + seed/16 odd) has its second leg on an export
+# of a second snapbd (the leg server: data directory /mnt/pl/legsrv on the same ext4, socket /run/leg.sock), so the
+# power cut hits both servers. A boot that checks or runs such a round fscks the leg server's data directory
+# (with the crash fsck), starts the leg server, and only then the volume's server (whose recovery reconciles over NBD).
 root=$1 snapbd_jar=$2 bench_jar=$3 prev=$4 cur=$5 seed=$6 features=$7 self_test=${8:-}
 export SNAPBD_JAR=$snapbd_jar
 out=$KT_OUT
 data=/mnt/pl/snapbd
+legdata=/mnt/pl/legsrv
 java_opts="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 log() { echo "[$(date +%H:%M:%S.%N | cut -c1-12)] $*"; }
 
@@ -20,12 +25,56 @@ mount -t ext4 /dev/ubda /mnt/pl || { log "cannot mount /dev/ubda"; exit 1; }
 mkdir -p "$data"
 log "mounted /dev/ubda ($(dmesg | grep -c 'EXT4-fs.*recovery') ext4 recovery message(s))"
 
-fsck() {   # NAME: fsck of every volume into $prev/fsck-NAME.{txt,rc}
-  SNAPBD_JAVA_OPTS="$java_opts -Xmx256m" "$root/bin/snapbd" fsck --data-dir "$data" > "$prev/fsck-$1.txt" 2>&1
-  echo $? > "$prev/fsck-$1.rc"
-  log "fsck ($1): exit $(cat "$prev/fsck-$1.rc")"
+fsck() {   # NAME [DIR]: fsck of every volume of DIR (default: the volume's server's), appended to $prev/fsck-NAME.txt;
+           # $prev/fsck-NAME.rc is the first non-zero exit code of the fscks since fsck_new NAME, else 0
+  local dir=${2:-$data} rc
+  echo "== fsck --data-dir $dir" >> "$prev/fsck-$1.txt"
+  SNAPBD_JAVA_OPTS="$java_opts -Xmx256m" "$root/bin/snapbd" fsck --data-dir "$dir" >> "$prev/fsck-$1.txt" 2>&1
+  rc=$?
+  if [ ! -s "$prev/fsck-$1.rc" ] || [ "$(cat "$prev/fsck-$1.rc")" = 0 ]; then echo $rc > "$prev/fsck-$1.rc"; fi
+  log "fsck ($1, $dir): exit $rc"
+}
+fsck_new() { rm -f "$prev/fsck-$1.rc"; : > "$prev/fsck-$1.txt"; }
+
+# Does the previous round (its log's header) or this one (the seed's rule, as Workload.legKind) have an NBD leg?
+prev_nbd_leg=0 cur_nbd_leg=0
+[ "$prev" != - ] && head -n 1 "$prev/ops.log" | grep -q ' leg=nbd' && prev_nbd_leg=1
+if [ "$cur" != - ]; then
+  case ",$features," in
+    *,mirror,*) mirrored=1 ;;
+    ,mix,) mirrored=$(( (((seed % 16) * 7 + 3) % 16) >> 1 & 1 )) ;;     # Workload.mixed: bit 1 is mirror
+    *) mirrored=0 ;;
+  esac
+  [ "$mirrored" = 1 ] && [ $(( (seed + seed / 16) % 2 )) = 1 ] && cur_nbd_leg=1
+fi
+legserver=""
+start_leg_server() {
+  log "starting the leg server"
+  mkdir -p "$legdata"
+  rm -f /run/leg.sock
+  printf 'default-volume = none\nwarm-up = off\n' > /run/leg.conf
+  local before; before=$(cat "$out/leg-server.log" 2>/dev/null | wc -l)
+  SNAPBD_JAVA_OPTS="$java_opts -Xms32m -Xmx192m -XX:MaxDirectMemorySize=128m" setsid "$root/bin/snapbd" serve \
+    --config /run/leg.conf --data-dir "$legdata" --tcp none --unix /run/leg.sock >> "$out/leg-server.log" 2>&1 &
+  legserver=$!
+  for _ in $(seq 1 1200); do
+    tail -n "+$((before + 1))" "$out/leg-server.log" | grep -q 'snapbd ready' && break
+    kill -0 "$legserver" 2>/dev/null || break
+    sleep 0.25
+  done
+  tail -n "+$((before + 1))" "$out/leg-server.log" | grep -q 'snapbd ready' || { log "the leg server did not start; see $out/leg-server.log"; tail -5 "$out/leg-server.log"; exit 1; }
+  log "leg server ready"
 }
 
+if [ "$prev" != - ]; then
+  fsck_new crash
+  # The leg server's data directory as the cut left it, before its server recovers it.
+  [ "$prev_nbd_leg" = 1 ] && fsck crash "$legdata"
+fi
+# The leg server first: the volume's fsck reads its NBD leg through it, and its recovery reconciles over NBD.
+if [ "$prev_nbd_leg" = 1 ] || [ "$cur_nbd_leg" = 1 ]; then
+  start_leg_server
+fi
 if [ "$prev" != - ]; then
   fsck crash
 fi
@@ -72,6 +121,7 @@ bench() {
 check=() work=()
 [ "$prev" != - ] && check=(--check "$prev/ops.log" --result "$prev/check.json")
 [ "$cur" != - ] && work=(--log "$cur/ops.log" --features "$features")
+[ "$cur" != - ] && [ -n "$legserver" ] && work+=(--leg-socket /run/leg.sock --leg-admin "$legdata/admin.sock")
 [ "$cur" != - ] && [ "$self_test" = self-test ] && work+=(--self-test)
 if [ "$prev" != - ] && [ "$cur" != - ] && head -n 1 "$prev/ops.log" | grep -q ' mirror='; then
   # A mirrored round: after the check, fsck of the legs and their tag tables as the recovery's reconciliation
@@ -80,6 +130,7 @@ if [ "$prev" != - ] && [ "$cur" != - ] && head -n 1 "$prev/ops.log" | grep -q ' 
   kill -TERM "$server"
   wait "$server"
   log "snapbd stopped"
+  fsck_new recovered
   fsck recovered
   start_snapbd
   bench "${work[@]}"
@@ -93,6 +144,12 @@ fi
 kill -TERM "$server"
 wait "$server"
 log "snapbd stopped"
-[ "$prev" != - ] && fsck open
+[ "$prev" != - ] && { fsck_new open; fsck open; }      # with the leg server still up: fsck reads an NBD leg through it
+if [ -n "$legserver" ]; then
+  kill -TERM "$legserver"
+  wait "$legserver"
+  log "leg server stopped"
+  [ "$prev" != - ] && fsck open "$legdata"
+fi
 umount /mnt/pl
 exit "$rc"

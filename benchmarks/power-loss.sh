@@ -25,8 +25,9 @@
 #                     all 16 in 16 rounds), none, or a comma-separated list of clone (clones of snapshots, written
 #                     to), mirror (a second file leg; legs compared and fsck'd after the recovery), concurrent (two
 #                     connections, two operations in flight), full (a 512 KiB save volume: snapshots terminated)
-#   --aim KIND        every round waits for KIND (time, SNAP_CREATE, SNAP_DELETE, RESTORE, CLONE) instead of a
-#                     kind drawn from the seed, e.g. to cut during clones (with --features clone)
+#   --aim KIND        every round waits for KIND (time, SNAP_CREATE, SNAP_DELETE, RESTORE, CLONE, MIRROR_ADD) instead of
+#                     a kind drawn from the seed, e.g. to cut during clones (with --features clone) or during an online
+#                     mirror add's copy (with --features mirror)
 #   --self-test       the workload sends no FLUSH and no FUA yet logs them as done: the check must find
 #                     violations (exit 0 when it does, 3 when it finds none)
 #   --resume          go on with the campaign in --out DIR where it stopped (the host or the session ended under
@@ -40,7 +41,7 @@
 # Needs: user-mode-linux, e2fsprogs, the jars (mvn -B -q -DskipTests package).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" power-loss
-usage() { bl_header_usage 2 40; }
+usage() { bl_header_usage 2 41; }
 
 rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test="" features=mix aim="" lanes=1 lane="" resume=0
 bl_options usage --rounds rounds --seed seed --max-delay max_delay --out out --json json=1 --keep-going keep_going=1 \
@@ -52,7 +53,7 @@ if [ "$resume" = 1 ]; then
   # shellcheck disable=SC1091
   . "$out/campaign.args"
 fi
-[[ -z $aim || $aim =~ ^(time|SNAP_CREATE|SNAP_DELETE|RESTORE|CLONE)$ ]] || die "--aim must be time, SNAP_CREATE, SNAP_DELETE, RESTORE or CLONE, not '$aim'"
+[[ -z $aim || $aim =~ ^(time|SNAP_CREATE|SNAP_DELETE|RESTORE|CLONE|MIRROR_ADD)$ ]] || die "--aim must be time, SNAP_CREATE, SNAP_DELETE, RESTORE, CLONE or MIRROR_ADD, not '$aim'"
 [[ $features =~ ^(mix|none|(clone|mirror|concurrent|full)(,(clone|mirror|concurrent|full))*)$ ]] \
   || die "--features must be mix, none or a comma-separated list of clone, mirror, concurrent, full; not '$features'"
 bl_positive --rounds "$rounds"
@@ -135,6 +136,11 @@ print("|---|---|---|---|---|---|", file=sys.stderr)
 print("| %d | %d | %d | %d | %d / %d / %d | %d |" % tuple(total[k] for k in keys[:8]), file=sys.stderr)
 print("lanes: %d%s" % (lanes, "; no summary from lane(s) %s (see lane-K.log)" % missing if missing else ""), file=sys.stderr)
 print("in flight at the cut: " + " ".join("%s=%d" % kv for kv in sorted(kinds.items())), file=sys.stderr)
+legs = {}
+for r in per_round:
+    if r.get("leg", "-") != "-":
+        legs[r["leg"]] = legs.get(r["leg"], 0) + 1
+print("mirrored rounds per second leg: file=%d nbd=%d" % (legs.get("file", 0), legs.get("nbd", 0)), file=sys.stderr)
 print("rounds with each feature: " + " ".join("%s=%d" % (f, feats.get(f, 0)) for f in ["clone", "mirror", "concurrent", "full"])
       + "; clones checked: %d; snapshots terminated by a full save volume: %d; writes refused: %d"
       % (total["clonesChecked"], total["snapshotsTerminated"], total["writesRefused"]), file=sys.stderr)
@@ -216,6 +222,7 @@ boot() {
   local targets=(time SNAP_CREATE SNAP_DELETE RESTORE) jitter=$((RANDOM % 50)) pick=$RANDOM
   # A round with clones (its log's header names its features) also aims at a clone's copy.
   head -n 1 "$cur/ops.log" | grep -q 'features=[a-z,]*clone' && targets+=(CLONE)
+  head -n 1 "$cur/ops.log" | grep -q ' thirdLeg=' && targets+=(MIRROR_ADD)     # a mirrored round with online leg changes
   cut_target=${aim:-${targets[$((pick % ${#targets[@]}))]}}
   sleep "$(printf '%d.%03d' $((cut_delay / 1000)) $((cut_delay % 1000)))"
   if [ "$cut_target" != time ]; then
@@ -223,7 +230,8 @@ boot() {
     local until=$((SECONDS + 30))
     until grep -q "^$cut_target " "$cur/ops.log.sending" 2>/dev/null || [ "$SECONDS" -ge "$until" ]; do sleep 0.01; done
     # A clone's create and copy take longer than the other operations: aim anywhere in its first 2 s.
-    [ "$cut_target" = CLONE ] && jitter=$(( (jitter * 40 + RANDOM) % 2000 ))
+    # So does a mirror add's copy (ops.log.sending names it until the add is answered).
+    [[ $cut_target =~ ^(CLONE|MIRROR_ADD)$ ]] && jitter=$(( (jitter * 40 + RANDOM) % 2000 ))
     sleep "$((jitter / 1000)).$(printf '%03d' $((jitter % 1000)))"
   fi
   cut_lines=$(grep -c '^ACK ' "$cur/ops.log" || true)
@@ -247,7 +255,7 @@ boot() {
 
 total_kills=0 total_bytes=0 total_violations=0 total_ops=0 total_torn=0 rounds_done=0 total_lost=0 total_kept=0
 total_clones=0 total_invalidated=0 total_refused=0
-declare -A points=() featured=()
+declare -A points=() featured=() leg_kinds=()
 results_json="["
 check_round() {   # R: reads round R's verdict (written by the next boot) and prints its progress line
   local r=$1 rdir=$out/round-$1 v fsck_crash fsck_open="-" vio extra="" g=${global_round[$1]}
@@ -258,10 +266,10 @@ d = json.load(open(sys.argv[1]))
 print(d.get("opsAcknowledged", 0), d.get("bytesChecked", 0), len(d.get("violations", [])), d.get("tornBlocks", 0),
       d.get("inFlightKind", "?"), d.get("snapshotsChecked", 0), d.get("notDurableBlocksKept", 0), d.get("notDurableBlocksLost", 0),
       d.get("features", "none"), d.get("clonesChecked", 0), d.get("snapshotsInvalidated", 0), d.get("opsRefusedNoSpace", 0),
-      d.get("mirrorBlocksDiffering", "-"))
+      d.get("mirrorBlocksDiffering", "-"), d.get("legKind", "-"))
 PY
 )
-  read -r ops bytes vio torn kind snaps kept lost feats clones invalidated refused differ <<< "$v"
+  read -r ops bytes vio torn kind snaps kept lost feats clones invalidated refused differ legkind <<< "$v"
   local fsck_rec=-
   [ -f "$rdir/fsck-recovered.rc" ] && fsck_rec=$(cat "$rdir/fsck-recovered.rc")
   if [ "$fsck_rec" != - ] && [ "$fsck_rec" != 0 ]; then vio=$((vio + 1)); extra+=" fsck of the reconciled mirror: exit $fsck_rec ($rdir/fsck-recovered.txt)"; fi
@@ -274,15 +282,16 @@ PY
   points[$kind]=$(( ${points[$kind]:-0} + 1 ))
   total_clones=$((total_clones + clones)) total_invalidated=$((total_invalidated + invalidated)) total_refused=$((total_refused + refused))
   local f; for f in ${feats//,/ }; do [ "$f" = none ] || featured[$f]=$(( ${featured[$f]:-0} + 1 )); done
+  local legshow=""; [ "$legkind" = - ] || { leg_kinds[$legkind]=$(( ${leg_kinds[$legkind]:-0} + 1 )); legshow=" ($legkind leg)"; }
   printf 'round %d/%d seed %d (features %s, write-back %s, cut %s): at %d.%03d s, %d ops acknowledged, in flight %s; checked %d MiB (%d snapshot(s), %d clone(s), mirror legs differing %s); %d snapshot(s) terminated by a full save volume, %d write(s) refused; blocks not yet durable: %d kept, %d lost, %d torn; %d violation(s)%s\n' \
-    "$g" "$rounds" "$((seed * 1000 + g))" "$feats" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" "${round_target[$r]}" \
+    "$g" "$rounds" "$((seed * 1000 + g))" "$feats$legshow" "$(cat "$rdir/writeback.txt" 2>/dev/null || echo '?')" "${round_target[$r]}" \
     "$((${round_delay[$r]} / 1000))" "$((${round_delay[$r]} % 1000))" "$ops" "$kind" \
     "$((bytes >> 20))" "$snaps" "$clones" "$differ" "$invalidated" "$refused" "$kept" "$lost" "$torn" "$vio" "$extra" >&2
   if [ "$vio" -gt 0 ]; then
     python3 -c 'import json,sys; [print("  VIOLATION", v) for v in json.load(open(sys.argv[1])).get("violations", [])]' "$rdir/check.json" >&2
   fi
   [ "$rounds_done" = 1 ] || results_json+=","
-  results_json+="{\"round\":$g,\"seed\":$((seed * 1000 + g)),\"cutMillis\":${round_delay[$r]},\"cutTarget\":\"${round_target[$r]}\",\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\",\"fsckReconciledMirror\":\"$fsck_rec\",\"features\":\"$feats\",\"clonesChecked\":$clones,\"snapshotsTerminated\":$invalidated,\"writesRefused\":$refused}"
+  results_json+="{\"round\":$g,\"seed\":$((seed * 1000 + g)),\"cutMillis\":${round_delay[$r]},\"cutTarget\":\"${round_target[$r]}\",\"ops\":$ops,\"inFlight\":\"$kind\",\"bytesChecked\":$bytes,\"notDurableKept\":$kept,\"notDurableLost\":$lost,\"torn\":$torn,\"violations\":$vio,\"fsckAfterCut\":\"$fsck_crash\",\"fsckAfterRecovery\":\"$fsck_open\",\"fsckReconciledMirror\":\"$fsck_rec\",\"features\":\"$feats\",\"clonesChecked\":$clones,\"snapshotsTerminated\":$invalidated,\"writesRefused\":$refused,\"leg\":\"$legkind\"}"
 }
 
 if [ "$lanes" = 1 ]; then
@@ -337,6 +346,7 @@ printf '\n| rounds | kills | ops acknowledged | bytes checked | not-durable bloc
 log "in flight at the cut: ${kp% }"
 fp=""; for k in clone mirror concurrent full; do fp+="$k=${featured[$k]:-0} "; done
 log "rounds with each feature: ${fp% }; clones checked: $total_clones; snapshots terminated by a full save volume: $total_invalidated; writes refused: $total_refused"
+log "mirrored rounds per second leg: file=${leg_kinds[file]:-0} nbd=${leg_kinds[nbd]:-0}"
 log "command: benchmarks/power-loss.sh --rounds $rounds --seed $seed --max-delay $max_delay --features $features${aim:+ --aim $aim}${self_test:+ --self-test}; output in $out"
 if [ "$json" = 1 ]; then
   printf '{"rounds":%d,"kills":%d,"opsAcknowledged":%d,"bytesChecked":%d,"notDurableBlocksKept":%d,"notDurableBlocksLost":%d,"tornBlocks":%d,"violations":%d,"seed":%d,"features":"%s","clonesChecked":%d,"snapshotsTerminated":%d,"writesRefused":%d,"perRound":%s]}\n' \

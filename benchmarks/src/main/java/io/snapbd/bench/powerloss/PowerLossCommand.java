@@ -12,6 +12,7 @@ import io.snapbd.server.client.NbdClient;
 import io.snapbd.server.client.NbdException;
 import io.snapbd.server.client.NbdUri;
 import io.snapbd.server.export.ExportName;
+import io.snapbd.server.mirror.NbdLeg;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -29,9 +30,11 @@ import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.Callable;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -83,6 +86,10 @@ public final class PowerLossCommand implements Callable<Integer> {
     long fullSaveSize;
     @Option(names = "--leg-dir", description = "Directory of the second leg with the feature mirror (default: legs next to the data directory).")
     Path legDir;
+    @Option(names = "--leg-socket", description = "The NBD Unix socket of the second snapbd that serves the leg of a round whose seed picks an NBD leg.")
+    Path legSocket;
+    @Option(names = "--leg-admin", description = "That second snapbd's admin socket (its DATA-DIR/admin.sock).")
+    Path legAdmin;
     @Option(names = "--self-test", description = "Break the promise on purpose: send no FLUSH and no FUA flag, yet log them "
             + "as acknowledged, so that the check must find violations (power-loss.sh --self-test).")
     boolean selfTest;
@@ -118,14 +125,19 @@ public final class PowerLossCommand implements Callable<Integer> {
 
     /** Sends {@code {"command": COMMAND, NAME: VALUE, ...}} from name/value pairs to the admin socket. */
     private JsonNode admin(String command, Object... kv) throws IOException, OperationException {
+        return admin(admin, command, kv);
+    }
+
+    /** The same to the admin socket {@code socket} (the leg server's). */
+    private static JsonNode admin(Path socket, String command, Object... kv) throws IOException, OperationException {
         ObjectNode r = JSON.createObjectNode();
         r.put("command", command);
         for (int i = 0; i < kv.length; i += 2) {
             r.set((String) kv[i], JSON.valueToTree(kv[i + 1]));
         }
-        SocketChannel ch = AdminClient.connect(admin);
+        SocketChannel ch = AdminClient.connect(socket);
         if (ch == null) {
-            throw new IOException("no server listens on " + admin);
+            throw new IOException("no server listens on " + socket);
         }
         return AdminClient.call(ch, r);
     }
@@ -173,6 +185,10 @@ public final class PowerLossCommand implements Callable<Integer> {
     }
 
     private FileChannel out;
+    /** LOG.sending (see {@link #run}). */
+    private FileChannel sending;
+    /** The third leg's URI in a round with leg changes (added and removed online), else null. */
+    private String thirdLeg;
     /** Records (ACK and FAIL lines) logged so far; each op's {@code s=} is this when it is sent. */
     private long logged;
 
@@ -182,8 +198,18 @@ public final class PowerLossCommand implements Callable<Integer> {
         logged++;
     }
 
+    /** Appends a PROGRESS line (not a record: not numbered, the checker only reports the last one) and forces it. */
+    private synchronized void progress(String line) throws IOException {
+        append(out, line);
+    }
+
     private synchronized long loggedNow() {
         return logged;
+    }
+
+    /** Rewrites LOG.sending (one line of fixed width, so no rest of a longer line stays behind). */
+    private synchronized void sending(String line) throws IOException {
+        sending.write(ByteBuffer.wrap(String.format("%-63s%n", line).getBytes(StandardCharsets.US_ASCII)), 0);
     }
 
     private void run() throws Exception {
@@ -194,13 +220,40 @@ public final class PowerLossCommand implements Callable<Integer> {
         int bs = 4096;
         long save = feats.contains(Workload.Feature.FULL) ? fullSaveSize : saveSize;
         String mirror = null;
+        String legHeader = "";
         if (feats.contains(Workload.Feature.MIRROR)) {
-            Path leg = (legDir != null ? legDir : admin.toAbsolutePath().getParent().resolveSibling("legs")).resolve(volume + ".leg");
-            Files.createDirectories(leg.getParent());
-            Files.deleteIfExists(leg);
-            Files.deleteIfExists(leg.resolveSibling(leg.getFileName() + ".tags"));
-            mirror = leg.toString();
+            Workload.LegKind kind = Workload.legKind(seed);
+            boolean changes = Workload.legChanges(seed);
+            if (kind == Workload.LegKind.NBD) {
+                // An export of the second snapbd, on the same ext4 disk: the power cut hits both servers at once.
+                if (legSocket == null || legAdmin == null) {
+                    throw new IllegalArgumentException("seed " + seed + " picks an NBD leg but no --leg-socket/--leg-admin was given "
+                            + "(power-loss-guest.sh's rule and Workload.legKind differ?)");
+                }
+                for (JsonNode v : admin(legAdmin, "volume.list").path("volumes")) {
+                    admin(legAdmin, "volume.delete", "name", v.path("name").asText(), "force", true);
+                }
+                long exportSize = NbdLeg.exportBytes(size);
+                admin(legAdmin, "volume.create", "name", volume + "leg", "size", exportSize, "saveSize", 0, "blockSize", bs);
+                mirror = NbdUri.unix(legSocket, volume + "leg").toString();
+                if (changes) {
+                    admin(legAdmin, "volume.create", "name", volume + "leg2", "size", exportSize, "saveSize", 0, "blockSize", bs);
+                    thirdLeg = NbdUri.unix(legSocket, volume + "leg2").toString();
+                }
+            } else {
+                Path leg = (legDir != null ? legDir : admin.toAbsolutePath().getParent().resolveSibling("legs")).resolve(volume + ".leg");
+                Files.createDirectories(leg.getParent());
+                for (Path p : List.of(leg, leg.resolveSibling(volume + ".leg2"))) {
+                    Files.deleteIfExists(p);
+                    Files.deleteIfExists(p.resolveSibling(p.getFileName() + ".tags"));
+                }
+                mirror = leg.toString();
+                if (changes) {
+                    thirdLeg = leg.resolveSibling(volume + ".leg2").toString();
+                }
+            }
             admin("volume.create", "name", volume, "size", size, "saveSize", save, "blockSize", bs, "mirrors", List.of(mirror));
+            legHeader = " leg=" + kind.name().toLowerCase(Locale.ROOT) + (changes ? " thirdLeg=" + thirdLeg : "");
         } else {
             admin("volume.create", "name", volume, "size", size, "saveSize", save, "blockSize", bs);
         }
@@ -215,15 +268,23 @@ public final class PowerLossCommand implements Callable<Integer> {
         Map<String, Lane> cloneLanes = new HashMap<>();
         try (FileChannel o = FileChannel.open(log, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                 StandardOpenOption.TRUNCATE_EXISTING);
-             FileChannel sending = FileChannel.open(sendingPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+             FileChannel sendingFile = FileChannel.open(sendingPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                      StandardOpenOption.TRUNCATE_EXISTING)) {
             out = o;
+            sending = sendingFile;
             append(out, MAGIC + " seed=" + seed + " volume=" + volume + " blocks=" + blocks + " blockSize=" + bs
-                    + " features=" + Workload.format(feats) + " saveSize=" + save + (mirror != null ? " mirror=" + mirror : ""));
+                    + " features=" + Workload.format(feats) + " saveSize=" + save + (mirror != null ? " mirror=" + mirror : "") + legHeader);
             lanes.add(new Lane(volume, "pl-0"));
             if (concurrent) {
                 lanes.add(new Lane(volume, "pl-1"));
             }
+            // Leg changes run on a thread of their own while the data operations go on.
+            ExecutorService legThread = Executors.newSingleThreadExecutor(r -> {
+                Thread t = new Thread(r, "leg-change");
+                t.setDaemon(true);
+                return t;
+            });
+            Future<?>[] legPending = {null};
             try {
                 while (true) {
                     Op op = gen.next();
@@ -239,9 +300,22 @@ public final class PowerLossCommand implements Callable<Integer> {
                             }
                         }
                         long s = loggedNow();
-                        sending.write(ByteBuffer.wrap(String.format("%-12s %12d%n", op.kind(), op.index()).getBytes(StandardCharsets.US_ASCII)), 0);
+                        if (legPending[0] == null || legPending[0].isDone()) {
+                            sending(String.format("%-12s %12d", op.kind(), op.index()));     // else it names the leg change
+                        }
                         lane.pending = lane.thread.submit(() -> {
                             dataOp(op, lane.client, bs, s, full);
+                            return null;
+                        });
+                        continue;
+                    }
+                    settle(legPending);
+                    if (op.leg()) {
+                        // A leg change: sent while the data operations go on (the next ones are data only).
+                        long s = loggedNow();
+                        sending(String.format("%-12s %12d", op.kind(), op.index()));
+                        legPending[0] = legThread.submit(() -> {
+                            legOp(op, s);
                             return null;
                         });
                         continue;
@@ -254,7 +328,7 @@ public final class PowerLossCommand implements Callable<Integer> {
                         l.settle();
                     }
                     long s = loggedNow();
-                    sending.write(ByteBuffer.wrap(String.format("%-12s %12d%n", op.kind(), op.index()).getBytes(StandardCharsets.US_ASCII)), 0);
+                    sending(String.format("%-12s %12d", op.kind(), op.index()));
                     String res;
                     try {
                         res = adminOp(op, lanes, full);
@@ -270,6 +344,7 @@ public final class PowerLossCommand implements Callable<Integer> {
                     }
                 }
             } finally {
+                legThread.shutdownNow();
                 for (Lane l : lanes) {
                     l.close();
                 }
@@ -278,6 +353,75 @@ public final class PowerLossCommand implements Callable<Integer> {
                 }
             }
         }
+    }
+
+    /** Waits for the leg change in flight, if any; rethrows its failure. */
+    private static void settle(Future<?>[] pending) throws Exception {
+        if (pending[0] != null) {
+            try {
+                pending[0].get();
+            } catch (ExecutionException e) {
+                throw e.getCause() instanceof Exception x ? x : e;
+            } finally {
+                pending[0] = null;
+            }
+        }
+    }
+
+    /**
+     * {@code mirror add} (the full copy into the new leg; its progress, polled from {@code mirror.status}, goes to
+     * LOG.sending and the number of readings taken during the copy to the record) or {@code mirror remove} of the
+     * third leg, while data operations go on.
+     */
+    private void legOp(Op op, long s) throws Exception {
+        String res = "";
+        try {
+            if (op.kind() == Kind.MIRROR_ADD) {
+                CompletableFuture<JsonNode> add = new CompletableFuture<>();
+                Thread t = new Thread(() -> {
+                    try {
+                        add.complete(admin("mirror.add", "volume", volume, "leg", thirdLeg, "force", true));
+                    } catch (Throwable e) {
+                        add.completeExceptionally(e);
+                    }
+                }, "mirror-add");
+                t.setDaemon(true);
+                t.start();
+                int readings = 0;
+                long lastDone = -1;
+                while (!add.isDone()) {
+                    JsonNode st = admin("mirror.status", "volume", volume);
+                    boolean resyncing = false;
+                    for (JsonNode l : st.path("legs")) {
+                        resyncing |= l.path("uri").asText().equals(thirdLeg) && l.path("state").asText().equals("resyncing");
+                    }
+                    long done = st.path("copy").path("bytesDone").asLong();
+                    long total = st.path("copy").path("bytesTotal").asLong();
+                    if (resyncing && !add.isDone()) {
+                        if (done != lastDone) {
+                            readings++;
+                            lastDone = done;
+                            progress("PROGRESS " + op.index() + " " + done + "/" + total);
+                        }
+                        sending(String.format("%-12s %12d %d/%d", op.kind(), op.index(), done, total));
+                    }
+                    Thread.sleep(50);
+                }
+                try {
+                    JsonNode r = add.get();
+                    res = " added=" + r.path("added").asInt() + " progressReadings=" + readings;
+                } catch (ExecutionException e) {
+                    throw e.getCause() instanceof Exception x ? x : e;
+                }
+            } else {
+                admin("mirror.remove", "volume", volume, "leg", thirdLeg);
+            }
+        } catch (Exception e) {
+            record("ERROR " + op.index() + " " + op.describe() + " " + e);
+            throw e;
+        }
+        sending(String.format("%-12s %12d", "LEG_DONE", op.index()));
+        record("ACK " + op.index() + " s=" + s + " " + op.describe() + res);
     }
 
     /** Runs a WRITE, TRIM, ZERO or FLUSH on one lane and logs it (ACK; FAIL when refused with ENOSPC on a full save volume). */
@@ -392,7 +536,7 @@ public final class PowerLossCommand implements Callable<Integer> {
     // ---- the check ------------------------------------------------------------------------------------------
 
     /** One record of a log: ACK (acknowledged), FAIL (refused with ENOSPC) or ERROR; {@code p} its position. */
-    private record Rec(String kind, long index, long s, long p, String text, String line) {
+    record Rec(String kind, long index, long s, long p, String text, String line) {
     }
 
     private ObjectNode check() throws Exception {
@@ -422,10 +566,15 @@ public final class PowerLossCommand implements Callable<Integer> {
         // The records, in log order; ACK and FAIL records are numbered 1, 2, ... (their position p).
         List<Rec> recs = new ArrayList<>();
         Map<Long, Rec> byIndex = new HashMap<>();
+        Map<Long, String> copied = new HashMap<>();       // a mirror add's last copy progress logged
         long maxIndex = -1;
         for (int n = 1; n < lines.size(); n++) {
             String line = lines.get(n);
             String[] f = line.split(" ", 3);
+            if (f[0].equals("PROGRESS") && f.length == 3 && f[1].matches("[0-9]+")) {
+                copied.put(Long.parseLong(f[1]), f[2]);
+                continue;
+            }
             Rec r;
             try {
                 long index = Long.parseLong(f[1]);
@@ -456,36 +605,15 @@ public final class PowerLossCommand implements Callable<Integer> {
             maxIndex = Math.max(maxIndex, r.index());
         }
 
-        // Regenerate the operations. Those not logged may have been in flight: any data operation up to one per
-        // connection past the last logged one, or the administrative operation after it (sent alone).
-        Workload gen = new Workload(logSeed, blocks, feats);
-        Map<Long, Op> ops = new HashMap<>();
-        List<Op> inFlight = new ArrayList<>();
-        for (long i = 0; ; i++) {
-            Op op = gen.next();
-            Rec r = byIndex.get(i);
-            if (r == null || r.kind().equals("ERROR")) {
-                // Not logged: it may have been sent. One data operation per connection at most, and nothing is
-                // sent after an administrative operation until it is logged.
-                long reach = concurrent ? 2 + gen.clones().size() : 1;
-                if (i > maxIndex + reach) {
-                    break;
-                }
-                inFlight.add(op);
-                if (!op.data()) {
-                    break;
-                }
-                continue;
-            }
-            if (!describedPart(r.text()).equals(op.describe())) {
-                violations.add("log record '" + r.line() + "' is not the workload's operation " + op.index() + " '" + op.describe() + "'");
-                return verdict;
-            }
-            ops.put(i, op);
-            if (!op.data()) {
-                gen.acknowledged(op, r.kind().equals("ACK") && !r.text().contains(" skipped="));
-            }
+        // Regenerate the operations; those not logged may have been in flight.
+        Replay replay = replay(new Workload(logSeed, blocks, feats), byIndex, maxIndex, concurrent);
+        if (replay.violation() != null) {
+            violations.add(replay.violation());
+            return verdict;
         }
+        Map<Long, Op> ops = replay.ops();
+        List<Op> inFlight = replay.inFlight();
+        Op legInFlight = replay.legInFlight();
 
         for (Rec r : recs) {
             if (!ops.containsKey(r.index())) {
@@ -504,6 +632,9 @@ public final class PowerLossCommand implements Callable<Integer> {
         long lastTimestamp = -1;
         long acked = 0;
         long refused = 0;
+        boolean thirdLegListed = false;     // after the leg changes acknowledged
+        int legAdds = 0;
+        int legRemoves = 0;
         for (Rec r : recs) {
             Op op = ops.get(r.index());
             Model m = op.target() == null || op.kind() == Kind.CLONE ? model : clones.get(op.target());
@@ -517,6 +648,12 @@ public final class PowerLossCommand implements Callable<Integer> {
             }
             acked++;
             if (r.text().contains(" skipped=")) {
+                continue;
+            }
+            if (op.leg()) {
+                thirdLegListed = op.kind() == Kind.MIRROR_ADD;
+                legAdds += thirdLegListed ? 1 : 0;
+                legRemoves += thirdLegListed ? 0 : 1;
                 continue;
             }
             if (op.kind() == Kind.CLONE) {
@@ -655,23 +792,53 @@ public final class PowerLossCommand implements Callable<Integer> {
         } catch (OperationException | IOException e) {
             violations.add("cannot list or read the snapshots of " + vol + ": " + e);
         }
-        // Mirror: after the recovery's reconciliation both legs hold the same bytes over the volume.
+        // Mirror: after the recovery's reconciliation every listed leg is in sync and holds the same bytes as leg 0
+        // over the volume: the second leg always; the third (a round with leg changes) when its add was acknowledged
+        // and its remove was not; one whose add or remove was in flight at the cut may be listed or not, but if
+        // listed it is complete (never listed, served or in sync while its copy was partial).
         if (mirror != null) {
+            String third = h.get("thirdLeg");
+            String leg = h.getOrDefault("leg", "file");
+            verdict.put("legKind", leg);
+            boolean thirdMay = legInFlight != null;
+            ObjectNode lc = verdict.putObject("legChanges");
+            lc.put("enabled", third != null);
+            lc.put("addsAcknowledged", legAdds);
+            lc.put("removesAcknowledged", legRemoves);
+            lc.put("inFlight", legInFlight == null ? "none" : legInFlight.kind().toString());
+            if (legInFlight != null && legInFlight.kind() == Kind.MIRROR_ADD) {
+                // How far its copy had come by the last progress reading logged before the cut.
+                lc.put("copyAtCut", copied.getOrDefault(legInFlight.index(), "not started"));
+            }
             try {
                 JsonNode ms = admin("mirror.status", "volume", vol);
-                List<Path> legs = new ArrayList<>();
+                List<String> uris = new ArrayList<>();
                 for (JsonNode l : ms.path("legs")) {
                     String uri = l.path("uri").asText();
-                    legs.add(Path.of(uri.startsWith("local:") ? uri.substring("local:".length()) : uri));
+                    uris.add(uri);
                     if (!l.path("state").asText().equals("in-sync")) {
                         violations.add("mirror leg " + uri + " is " + l.path("state").asText() + " after recovery: " + l.path("error").asText());
                     }
                 }
-                if (legs.size() != 2 || !legs.get(1).equals(Path.of(mirror))) {
-                    violations.add("volume " + vol + " has legs " + legs + " after recovery, not its own and " + mirror);
+                boolean thirdThere = third != null && uris.contains(third);
+                lc.put("thirdLegAfterRecovery", third == null ? "-" : thirdThere ? "listed" : "absent");
+                if (third != null && !thirdMay && thirdThere != thirdLegListed) {
+                    violations.add("leg " + third + " is " + (thirdThere ? "listed" : "not listed") + " after recovery although its "
+                            + (thirdLegListed ? "add" : "remove") + " was acknowledged last");
+                }
+                List<String> want = new ArrayList<>(List.of(mirror));
+                if (thirdThere) {
+                    want.add(third);
+                }
+                if (uris.size() != want.size() + 1 || !uris.subList(1, uris.size()).equals(want)) {
+                    violations.add("volume " + vol + " has legs " + uris + " after recovery, not its own and " + want);
                 } else {
-                    long differ = compareLegs(legs.get(0), legs.get(1), (long) blocks * bs, bs, violations);
-                    bytes[0] += 2L * blocks * bs;
+                    long differ = 0;
+                    Path leg0 = Path.of(uris.get(0).startsWith("local:") ? uris.get(0).substring("local:".length()) : uris.get(0));
+                    for (String uri : want) {
+                        differ += compareLegs(leg0, uri, (long) blocks * bs, bs, violations);
+                        bytes[0] += 2L * blocks * bs;
+                    }
                     verdict.put("mirrorBlocksDiffering", differ);
                 }
             } catch (OperationException | IOException e) {
@@ -710,6 +877,68 @@ public final class PowerLossCommand implements Callable<Integer> {
         return verdict;
     }
 
+    /**
+     * The operations of a log, regenerated: {@code ops} those logged (by index), {@code inFlight} those not logged
+     * that may have been sent, {@code legInFlight} the leg change among them (or null); {@code violation} when the
+     * log does not match the workload (then the rest is incomplete).
+     */
+    record Replay(Map<Long, Op> ops, List<Op> inFlight, Op legInFlight, String violation) {
+    }
+
+    /**
+     * Replays a log's records ({@code byIndex}, {@code maxIndex} the highest index logged) against the workload
+     * {@code gen}. An operation not logged may have been in flight: any data operation up to one per connection
+     * past the last logged one, or the administrative operation after it (sent alone). A leg change is the
+     * exception: data operations go on while it runs (logged after it, or in flight), and the next leg change or
+     * administrative operation waits for it.
+     */
+    static Replay replay(Workload gen, Map<Long, Rec> byIndex, long maxIndex, boolean concurrent) {
+        Map<Long, Op> ops = new HashMap<>();
+        List<Op> inFlight = new ArrayList<>();
+        Op legInFlight = null;
+        long legPast = 0;
+        for (long i = 0; ; i++) {
+            Op op = gen.next();
+            Rec r = byIndex.get(i);
+            if (r == null || r.kind().equals("ERROR")) {
+                long reach = concurrent ? 2 + gen.clones().size() : 1;
+                if (i > maxIndex + reach + legPast) {
+                    break;
+                }
+                if (op.leg()) {
+                    if (legInFlight != null) {
+                        break;
+                    }
+                    legInFlight = op;
+                    inFlight.add(op);
+                    legPast += i > maxIndex ? 1 : 0;
+                    continue;
+                }
+                if (!op.data()) {
+                    if (legInFlight == null) {
+                        inFlight.add(op);
+                    }
+                    break;
+                }
+                inFlight.add(op);
+                continue;
+            }
+            if (!describedPart(r.text()).equals(op.describe())) {
+                return new Replay(ops, inFlight, legInFlight,
+                        "log record '" + r.line() + "' is not the workload's operation " + op.index() + " '" + op.describe() + "'");
+            }
+            if (legInFlight != null && !op.data()) {
+                return new Replay(ops, inFlight, legInFlight, "log record '" + r.line() + "' is logged although the leg change before it, operation "
+                        + legInFlight.index() + ", never was (the workload waits for it)");
+            }
+            ops.put(i, op);
+            if (!op.data()) {
+                gen.acknowledged(op, r.kind().equals("ACK") && !r.text().contains(" skipped="));
+            }
+        }
+        return new Replay(ops, inFlight, legInFlight, null);
+    }
+
     /** Waits (up to 5 minutes) while the clone's copy runs; its final state, or "done" when no copy runs (none restarted). */
     private String awaitClone(String target) throws IOException, InterruptedException {
         long deadline = System.nanoTime() + 300_000_000_000L;
@@ -731,10 +960,16 @@ public final class PowerLossCommand implements Callable<Integer> {
         }
     }
 
-    /** Compares two legs block by block over {@code length} bytes; returns how many blocks differ (each a violation). */
-    private static long compareLegs(Path a, Path b, long length, int bs, ArrayNode violations) throws IOException {
+    /**
+     * Compares leg 0 ({@code a}, data.img) with leg {@code b} (a file, or an NBD export read through its server) block
+     * by block over {@code length} bytes; returns how many blocks differ (each a violation).
+     */
+    private static long compareLegs(Path a, String b, long length, int bs, ArrayNode violations) throws IOException {
         long differ = 0;
-        try (FileChannel x = FileChannel.open(a, StandardOpenOption.READ); FileChannel y = FileChannel.open(b, StandardOpenOption.READ)) {
+        boolean nbd = b.startsWith("nbd");
+        try (FileChannel x = FileChannel.open(a, StandardOpenOption.READ);
+             FileChannel y = nbd ? null : FileChannel.open(Path.of(b), StandardOpenOption.READ);
+             NbdClient z = nbd ? NbdClient.connect(NbdUri.parse(b)) : null) {
             ByteBuffer bx = ByteBuffer.allocate(1 << 20);
             ByteBuffer by = ByteBuffer.allocate(1 << 20);
             for (long off = 0; off < length; off += bx.capacity()) {
@@ -742,7 +977,11 @@ public final class PowerLossCommand implements Callable<Integer> {
                 bx.clear().limit(n);
                 by.clear().limit(n);
                 readFully(x, bx, off, a);
-                readFully(y, by, off, b);
+                if (nbd) {
+                    z.read(off, by);
+                } else {
+                    readFully(y, by, off, Path.of(b));
+                }
                 for (int k = 0; k < n; k += bs) {
                     if (!Arrays.equals(bx.array(), k, k + bs, by.array(), k, k + bs)) {
                         if (differ++ < 20) {

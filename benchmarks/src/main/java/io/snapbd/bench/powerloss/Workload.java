@@ -17,7 +17,7 @@ import java.util.Set;
  */
 final class Workload {
 
-    enum Kind { LUN_ENABLE, WRITE, FLUSH, TRIM, ZERO, LUN_GET, SNAP_CREATE, SNAP_DELETE, RESTORE, CLONE }
+    enum Kind { LUN_ENABLE, WRITE, FLUSH, TRIM, ZERO, LUN_GET, SNAP_CREATE, SNAP_DELETE, RESTORE, CLONE, MIRROR_ADD, MIRROR_REMOVE }
 
     /**
      * What a round adds to the basic workload: {@code CLONE} clones snapshots and writes to the clones;
@@ -31,6 +31,29 @@ final class Workload {
     static final int MAX_SNAPSHOTS = 3;
     /** At most this many clones per round (each is a new volume on the guest's disk). */
     static final int MAX_CLONES = 2;
+    /**
+     * After a {@code mirror add} or {@code remove} is sent, the next 24 to 71 operations are data operations
+     * (sent while the leg change runs: writes continue during the add's copy); the administrative operation
+     * after them waits for it.
+     */
+    static final int LEG_WINDOW = 24;
+
+    /** The second leg of a mirrored round: a file next to the data directory, or an export of a second snapbd. */
+    enum LegKind { FILE, NBD }
+
+    /**
+     * The kind of leg a mirrored round's seed picks: NBD in half of the rounds, alternating with consecutive
+     * seeds ({@code seed + seed / 16} odd), so that both kinds meet every feature combination of {@link #mixed}.
+     * benchmarks/power-loss-guest.sh applies the same rule to start the leg's server.
+     */
+    static LegKind legKind(long seed) {
+        return Math.floorMod(seed + Math.floorDiv(seed, 16), 2) == 1 ? LegKind.NBD : LegKind.FILE;
+    }
+
+    /** Whether a mirrored round adds and removes a third leg online: in three rounds of four. */
+    static boolean legChanges(long seed) {
+        return Math.floorMod(Math.floorDiv(seed + Math.floorDiv(seed, 16), 2), 4) != 3;
+    }
 
     /**
      * One operation. {@code block}/{@code count} for WRITE, TRIM and ZERO; {@code fua} for those three;
@@ -44,6 +67,11 @@ final class Workload {
 
         long value() {
             return index + 1;
+        }
+
+        /** MIRROR_ADD and MIRROR_REMOVE: sent while data operations continue (the next ones are data only). */
+        boolean leg() {
+            return kind == Kind.MIRROR_ADD || kind == Kind.MIRROR_REMOVE;
         }
 
         boolean altering() {
@@ -63,6 +91,7 @@ final class Workload {
                 case SNAP_CREATE, SNAP_DELETE, RESTORE -> kind + " " + snapshot;
                 case CLONE -> kind + " " + snapshot + on;
                 case FLUSH -> kind + on;
+                case MIRROR_ADD, MIRROR_REMOVE -> kind + " leg2";
                 default -> kind.toString();
             };
         }
@@ -73,6 +102,13 @@ final class Workload {
     private final Set<Feature> features;
     private final List<String> live = new ArrayList<>();
     private final List<String> clones = new ArrayList<>();
+    private final boolean legChanges;
+    /** The index of the first {@code mirror add} (5 to 12): early, as a round with an NBD leg runs few operations. */
+    private final long firstAdd;
+    /** Whether the third leg is in the volume once the leg changes sent so far are done. */
+    private boolean thirdLeg;
+    /** Data operations still to come before the next administrative one (a leg change runs meanwhile). */
+    private int legWindow;
     private long next;
 
     Workload(long seed, int blocks) {
@@ -83,6 +119,13 @@ final class Workload {
         this.random = new Random(seed);
         this.blocks = blocks;
         this.features = features.isEmpty() ? EnumSet.noneOf(Feature.class) : EnumSet.copyOf(features);
+        this.legChanges = features.contains(Feature.MIRROR) && legChanges(seed);
+        this.firstAdd = 5 + Math.floorMod(seed, 8);
+    }
+
+    /** Whether this round adds and removes a third leg online (a mirrored round, {@link #legChanges(long)}). */
+    boolean legChanges() {
+        return legChanges;
     }
 
     /**
@@ -187,6 +230,18 @@ final class Workload {
         if (k == Kind.WRITE && pick < 2 && features.contains(Feature.CLONE) && !live.isEmpty() && clones.size() < MAX_CLONES) {
             k = Kind.CLONE;
         }
+        if (legWindow > 0) {
+            // A leg change runs: data operations only (an administrative pick becomes a write).
+            legWindow--;
+            if (k != Kind.WRITE && k != Kind.FLUSH && k != Kind.TRIM && k != Kind.ZERO) {
+                k = Kind.WRITE;
+            }
+        } else if (legChanges && ((k == Kind.WRITE && pick >= 2 && pick < 4) || i == firstAdd)) {
+            // Its outcome changes nothing here: an add or remove that fails ends the round as an error.
+            k = thirdLeg ? Kind.MIRROR_REMOVE : Kind.MIRROR_ADD;
+            thirdLeg = !thirdLeg;
+            legWindow = LEG_WINDOW + which % 48;
+        }
         if (k == Kind.SNAP_CREATE && live.size() >= MAX_SNAPSHOTS) {
             k = Kind.SNAP_DELETE;
         } else if ((k == Kind.SNAP_DELETE || k == Kind.RESTORE) && live.isEmpty()) {
@@ -200,6 +255,7 @@ final class Workload {
             case SNAP_CREATE -> new Op(i, k, 0, 0, false, "s" + i);
             case SNAP_DELETE, RESTORE -> new Op(i, k, 0, 0, false, live.get(which % live.size()));
             case CLONE -> new Op(i, k, 0, 0, false, live.get(which % live.size()), "c" + i);
+            case MIRROR_ADD, MIRROR_REMOVE -> new Op(i, k, 0, 0, false, null);
             default -> new Op(i, k, 0, 0, false, null);
         };
     }
