@@ -23,7 +23,8 @@
 #   --keep-going      run every round even after a violation (default: stop at the first)
 #   --features F      what the workload adds to the basic one: mix (default: each round's seed picks a combination,
 #                     all 16 in 16 rounds), none, or a comma-separated list of clone (clones of snapshots, written
-#                     to), mirror (a second file leg; legs compared and fsck'd after the recovery), concurrent (two
+#                     to), mirror (a second leg, a file or an NBD export of a second snapbd by seed, online adds and
+#                     removes of a third; legs compared and fsck'd after the recovery), concurrent (two
 #                     connections, two operations in flight), full (a 512 KiB save volume: snapshots terminated)
 #   --aim KIND        every round waits for KIND (time, SNAP_CREATE, SNAP_DELETE, RESTORE, CLONE, MIRROR_ADD) instead of
 #                     a kind drawn from the seed, e.g. to cut during clones (with --features clone) or during an online
@@ -41,7 +42,7 @@
 # Needs: user-mode-linux, e2fsprogs, the jars (mvn -B -q -DskipTests package).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" power-loss
-usage() { bl_header_usage 2 41; }
+usage() { bl_header_usage 2 42; }
 
 rounds=20 seed="" max_delay=20 out="" json=0 keep_going=0 self_test="" features=mix aim="" lanes=1 lane="" resume=0
 bl_options usage --rounds rounds --seed seed --max-delay max_delay --out out --json json=1 --keep-going keep_going=1 \
