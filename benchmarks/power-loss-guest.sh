@@ -47,22 +47,31 @@ if [ "$cur" != - ]; then
   esac
   [ "$mirrored" = 1 ] && [ $(( (seed + seed / 16) % 2 )) = 1 ] && cur_nbd_leg=1
 fi
+# serve_bg LOG CONF DATA SOCKET HEAP-OPTS: bin/snapbd serve in the background, its output appended to LOG (a
+# restart appends to the same log); waits until it logs "snapbd ready", exits the boot if it does not. Sets served_pid.
+served_pid=""
+serve_bg() {
+  local logf=$1 conf=$2 dir=$3 sock=$4 heap=$5 before
+  rm -f "$sock"
+  before=$(cat "$logf" 2>/dev/null | wc -l)
+  SNAPBD_JAVA_OPTS="$java_opts $heap" setsid "$root/bin/snapbd" serve \
+    --config "$conf" --data-dir "$dir" --tcp none --unix "$sock" >> "$logf" 2>&1 &
+  served_pid=$!
+  for _ in $(seq 1 1200); do
+    tail -n "+$((before + 1))" "$logf" | grep -q 'snapbd ready' && break
+    kill -0 "$served_pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  tail -n "+$((before + 1))" "$logf" | grep -q 'snapbd ready' || { log "snapbd did not start; see $logf"; tail -5 "$logf"; exit 1; }
+}
+
 legserver=""
 start_leg_server() {
   log "starting the leg server"
   mkdir -p "$legdata"
-  rm -f /run/leg.sock
   printf 'default-volume = none\nwarm-up = off\n' > /run/leg.conf
-  local before; before=$(cat "$out/leg-server.log" 2>/dev/null | wc -l)
-  SNAPBD_JAVA_OPTS="$java_opts -Xms32m -Xmx192m -XX:MaxDirectMemorySize=128m" setsid "$root/bin/snapbd" serve \
-    --config /run/leg.conf --data-dir "$legdata" --tcp none --unix /run/leg.sock >> "$out/leg-server.log" 2>&1 &
-  legserver=$!
-  for _ in $(seq 1 1200); do
-    tail -n "+$((before + 1))" "$out/leg-server.log" | grep -q 'snapbd ready' && break
-    kill -0 "$legserver" 2>/dev/null || break
-    sleep 0.25
-  done
-  tail -n "+$((before + 1))" "$out/leg-server.log" | grep -q 'snapbd ready' || { log "the leg server did not start; see $out/leg-server.log"; tail -5 "$out/leg-server.log"; exit 1; }
+  serve_bg "$out/leg-server.log" /run/leg.conf "$legdata" /run/leg.sock "-Xms32m -Xmx192m -XX:MaxDirectMemorySize=128m"
+  legserver=$served_pid
   log "leg server ready"
 }
 
@@ -81,21 +90,12 @@ fi
 
 start_snapbd() {
   log "starting snapbd"
-  rm -f /run/nbd.sock
   # On an empty data directory serve creates the default volume: make it the campaign's small one.
   # No copy-on-write warm-up: ~6 s of a scratch volume's writes per start in the guest, which the campaign does not
   # test (the server runs with C1 only anyway).
   printf 'default-volume = pl\ndefault-volume-size = 16M\ndefault-save-size = 64M\nwarm-up = off\n' > /run/pl.conf
-  local before; before=$(cat "$out/server.log" 2>/dev/null | wc -l)     # a restart appends to the same log
-  SNAPBD_JAVA_OPTS="$java_opts -Xms64m -Xmx384m -XX:MaxDirectMemorySize=256m" setsid "$root/bin/snapbd" serve \
-    --config /run/pl.conf --data-dir "$data" --tcp none --unix /run/nbd.sock >> "$out/server.log" 2>&1 &
-  server=$!
-  for _ in $(seq 1 1200); do
-    tail -n "+$((before + 1))" "$out/server.log" | grep -q 'snapbd ready' && break
-    kill -0 "$server" 2>/dev/null || break
-    sleep 0.25
-  done
-  tail -n "+$((before + 1))" "$out/server.log" | grep -q 'snapbd ready' || { log "snapbd did not start; see $out/server.log"; tail -5 "$out/server.log"; exit 1; }
+  serve_bg "$out/server.log" /run/pl.conf "$data" /run/nbd.sock "-Xms64m -Xmx384m -XX:MaxDirectMemorySize=256m"
+  server=$served_pid
   log "snapbd ready"
 }
 start_snapbd
