@@ -292,14 +292,6 @@ run_fio() {
   bl_alive "$name" "$OUT_DIR/server-$name.log"
 }
 
-# cpu_ticks PID: utime+stime of the process (all its threads, exited ones included), in clock ticks.
-cpu_ticks() {
-  local stat f
-  stat=$(<"/proc/$1/stat")
-  read -r -a f <<<"${stat##*) }"     # after comm: f[0] is the state (field 3), utime field 14, stime 15
-  echo $((f[11] + f[12]))
-}
-
 # run_job JOB NAME BASE: one measured run; prints "CPU-MICROSECONDS" spent by the server after the ramp.
 run_job() {
   local job=$1 name=$2 base=$3 pid=${SPIDS[$2]} rw mix unified bs depth conns size=$SIZE_BYTES incr=0 t0 t1 sampler

@@ -206,6 +206,14 @@ bl_fio_randwrite() {
   python3 "$FIO_SUMMARY" --ddir write "$json"
 }
 
+# cpu_ticks PID: utime+stime of the process (all its threads, exited ones included), in clock ticks.
+cpu_ticks() {
+  local stat f
+  stat=$(<"/proc/$1/stat")
+  read -r -a f <<<"${stat##*) }"     # after comm: f[0] is the state (field 3), utime field 14, stime 15
+  echo $((f[11] + f[12]))
+}
+
 # ---------------------------------------------------------------- report header
 # bl_git_rev: the short commit of the repository, "(with uncommitted changes)" when dirty.
 bl_git_rev() {

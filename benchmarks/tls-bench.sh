@@ -140,14 +140,6 @@ run_fio() {   # JOB SERVER MODE RUNTIME BASE
   bl_alive "$s" "$OUT_DIR/server-$s.log"
 }
 
-# cpu_ticks PID: utime+stime of the process (all its threads, exited ones included), in clock ticks.
-cpu_ticks() {
-  local stat f
-  stat=$(<"/proc/$1/stat")
-  read -r -a f <<<"${stat##*) }"     # after comm: f[0] is the state (field 3), utime field 14, stime 15
-  echo $((f[11] + f[12]))
-}
-
 # run_measured JOB SERVER MODE BASE: one measured run; prints the server's CPU microseconds after fio's 2 s ramp.
 run_measured() {
   local pid=${SPIDS[$2]} t0 t1 sampler
