@@ -184,8 +184,6 @@ if [ "$resume" = 0 ]; then
   rm -f "$disk"
   truncate -s 512M "$disk"
   mkfs.ext4 -q -F "$disk"
-else
-  [ -f "$disk" ] || die "--resume: $disk is missing"
 fi
 uml_pids() {   # $1 and all its descendants (the runner, timeout, linux.uml, which calls setsid, and its helpers)
   ps -e -o pid=,ppid= | awk -v root="$1" '{ parent[$1] = $2 }
@@ -305,15 +303,20 @@ first=1 first_prev=-
 if [ "$resume" = 1 ]; then
   # Rounds already checked count again (their lines are printed again); the round after them was cut by the
   # interruption if its workload had acknowledged anything (then it is checked next), else it runs again.
-  while [ "$first" -le "$my_rounds" ] && [ -f "$out/round-$first/check.json" ]; do
+  # A verdict is written whole and renamed (bench power-loss --result); one that does not parse is not one.
+  verdict_ok() { python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" 2>/dev/null; }
+  while [ "$first" -le "$my_rounds" ] && verdict_ok "$out/round-$first/check.json"; do
     read -r d t < "$out/round-$first/cut.txt" 2>/dev/null || { d=0; t=interrupted; }
     round_delay[$first]=$d round_target[$first]=$t total_kills=$((total_kills + 1))
     check_round "$first"
     [ "$total_violations" -gt 0 ] && [ "$keep_going" = 0 ] && die "--resume: round $first had violations; the campaign stopped there"
     first=$((first + 1))
   done
-  [ "$first" -le "$my_rounds" ] || die "--resume: every round of $out was checked already"
-  if grep -q '^ACK ' "$out/round-$first/ops.log" 2>/dev/null; then
+  if [ "$first" -gt "$my_rounds" ]; then
+    # Every round checked already (a lane that had finished): only the summary.
+    log "power-loss: every round of $out was checked already"
+    first=$((my_rounds + 2))
+  elif grep -q '^ACK ' "$out/round-$first/ops.log" 2>/dev/null; then
     if [ -f "$out/round-$first/cut.txt" ]; then read -r d t < "$out/round-$first/cut.txt"; else d=0 t=interrupted; fi
     round_delay[$first]=$d round_target[$first]=$t total_kills=$((total_kills + 1))
     rm -f "$out/round-$first/check.json" "$out/round-$first"/fsck-*
@@ -321,7 +324,10 @@ if [ "$resume" = 1 ]; then
   else
     rm -rf "$out/round-$first"
   fi
-  log "power-loss: resuming at boot $first (rounds before it: $((first - 1)))"
+  if [ "$first" -le "$((my_rounds + 1))" ]; then
+    [ -f "$disk" ] || die "--resume: $disk is missing"
+    log "power-loss: resuming at boot $first (rounds before it: $((first - 1)))"
+  fi
 fi
 for ((b = first; b <= my_rounds + 1; b++)); do
   prev=- cur=-

@@ -34,6 +34,27 @@ public record ScriptRun(String script, int exit, String log, Path json) {
     /** Runs {@code script} (a path under {@link #home()}) with {@code args} and {@code env} added, waiting at most {@code minutes}. */
     public static ScriptRun run(String who, String name, String script, List<String> args, Map<String, String> env,
                                 long minutes) throws IOException, InterruptedException {
+        return run(who, name, script, args, env, minutes, null, null);
+    }
+
+    /**
+     * As {@link #run(String, String, String, List, Map, long)}, but once the file {@code killWhen} exists the script
+     * and everything under it get SIGKILL at once, as when the host or the session ends under it (no trap runs),
+     * and so does any process whose command line contains {@code marker} (one its parent started after the tree
+     * was listed, an orphan by then: e.g. the run's output directory); the exit is then {@link #KILLED}. Fails the
+     * test if the script ends before that file appears.
+     */
+    public static ScriptRun runUntilKilled(String who, String name, String script, List<String> args,
+                                           Map<String, String> env, long minutes, Path killWhen, String marker)
+            throws IOException, InterruptedException {
+        return run(who, name, script, args, env, minutes, killWhen, marker);
+    }
+
+    /** The exit of a run {@link #runUntilKilled} killed. */
+    public static final int KILLED = -9;
+
+    private static ScriptRun run(String who, String name, String script, List<String> args, Map<String, String> env,
+                                 long minutes, Path killWhen, String marker) throws IOException, InterruptedException {
         Path home = home();
         List<String> cmd = new ArrayList<>(List.of("bash", home.resolve(script).toString()));
         cmd.addAll(args);
@@ -48,6 +69,29 @@ public record ScriptRun(String script, int exit, String log, Path json) {
         Process p = pb.start();
         int exit;
         try {
+            if (killWhen != null) {
+                long deadline = System.nanoTime() + TimeUnit.MINUTES.toNanos(minutes);
+                while (!Files.exists(killWhen) && p.isAlive() && System.nanoTime() < deadline) {
+                    Thread.sleep(100);
+                }
+                if (Files.exists(killWhen)) {
+                    p.descendants().forEach(ProcessHandle::destroyForcibly);
+                    p.destroyForcibly();
+                    p.waitFor();
+                    // A process its parent started after that listing is an orphan now: found by its command line.
+                    for (int pass = 0; pass < 3; pass++) {
+                        ProcessHandle.allProcesses()
+                                .filter(h -> h.info().commandLine().orElse("").contains(marker))
+                                .forEach(ProcessHandle::destroyForcibly);
+                        Thread.sleep(200);
+                    }
+                    String log = Files.readString(stderr, StandardCharsets.UTF_8);
+                    System.out.println(log);
+                    return new ScriptRun(file, KILLED, log, stdout);
+                }
+                Assertions.assertFalse(!p.isAlive(), file + " ended before " + killWhen + " appeared\n"
+                        + Files.readString(stderr, StandardCharsets.UTF_8));
+            }
             if (!p.waitFor(minutes, TimeUnit.MINUTES)) {
                 Assertions.fail(file + " did not finish within " + minutes + " minutes\n" + Files.readString(stderr, StandardCharsets.UTF_8));
             }

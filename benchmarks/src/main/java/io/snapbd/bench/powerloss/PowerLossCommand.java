@@ -23,6 +23,7 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -101,11 +102,15 @@ public final class PowerLossCommand implements Callable<Integer> {
             ObjectNode verdict = check();
             byte[] text = (JSON.writerWithDefaultPrettyPrinter().writeValueAsString(verdict) + "\n").getBytes(StandardCharsets.UTF_8);
             if (result != null) {
-                try (FileChannel ch = FileChannel.open(result, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                // Written whole, then renamed: the host takes an existing verdict as the round's, also when it resumes
+                // a campaign the end of a session cut short (power-loss.sh --resume).
+                Path tmp = result.resolveSibling(result.getFileName() + ".tmp");
+                try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                         StandardOpenOption.TRUNCATE_EXISTING)) {
                     ch.write(ByteBuffer.wrap(text));
                     ch.force(true);
                 }
+                Files.move(tmp, result, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
             }
             System.out.println("power-loss check: " + verdict.path("opsAcknowledged").asLong() + " ops, in flight "
                     + verdict.path("inFlight").asText() + ", " + verdict.path("bytesChecked").asLong() + " bytes checked, "
