@@ -18,7 +18,12 @@ import java.io.InterruptedIOException;
  */
 final class DataForcer implements AutoCloseable {
 
-    static final int MAX_TAGS = 1024;
+    /**
+     * Answered changes not yet forced at most: 1024, or {@code -Dsnapbd.mirror.unforced.changes} (16 … 8192; never
+     * more than a quarter of leg 0's table half). With hot regions this, not a table force, is what holds the answers
+     * back when the data forces are slow (docs/mirrors.md, "Cost").
+     */
+    static final int MAX_TAGS = (int) Math.max(16, Math.min(8192, Long.getLong("snapbd.mirror.unforced.changes", 1024)));
     /**
      * Changes that start a batch: 768, or {@code -Dsnapbd.mirror.batch.changes} (1 … {@link #MAX_TAGS}). Large and
      * rare batches, because a batch's data forces slow down the ENTRY forces on the answer path (measured:
@@ -37,6 +42,7 @@ final class DataForcer implements AutoCloseable {
     /** {@link #completed} as of the last two batches: a region cools once idle for a whole batch (less churn). */
     private long completedBefore;
     private long completedBefore2;
+    private long fallbacksBefore;
     private long lastCoolNanos = System.nanoTime();
     /** An idle cooling pass runs (guarded by this): {@link #forceAll} waits for it, so a drained forcer writes nothing. */
     private boolean coolRunning;
@@ -358,8 +364,11 @@ final class DataForcer implements AutoCloseable {
         }
         // Hot regions with no change in flight whose changes are all forced now (by this batch or earlier) and that
         // saw no change since the batch before last cool: their region entries are retired with this batch. Under
-        // pressure (the cap three quarters full) every such region cools at once.
-        long coolUpTo = hot.hot() * 4L >= hot.cap * 3L ? end : completedBefore2;
+        // pressure (changes sent to the strict path for want of room since the last batch) those idle since the last
+        // batch cool too. Regions in use stay hot: re-making them hot would cost a force each.
+        long fallbacks = hot.strictChanges();
+        long coolUpTo = fallbacks != fallbacksBefore && hot.hot() >= hot.cap ? completedBefore : completedBefore2;
+        fallbacksBefore = fallbacks;
         completedBefore2 = completedBefore;
         completedBefore = end;
         int k = hot.enabled() ? hot.cool(coolUpTo, cooling) : 0;

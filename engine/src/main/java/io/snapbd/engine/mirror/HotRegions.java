@@ -129,13 +129,12 @@ final class HotRegions {
             long w = words.get(r);
             int st = (int) (w & STATE);
             if (st == HEATING || st == HOT && (w & IN_MASK) == IN_MASK) {
-                strict.increment();
                 return -1;
             }
             cold += st == COLD ? 1 : 0;
         }
         if (listed + cold > cap) {
-            strict.increment();
+            strict.increment();     // for want of room: the data forcer cools idle regions sooner
             return -1;
         }
         int n = 0;
@@ -247,7 +246,7 @@ final class HotRegions {
         return cooled.get();
     }
 
-    /** Changes that entered only hot regions (their ENTRY unforced), and that took the strict path for want of room. */
+    /** Changes that entered only hot regions (their ENTRY unforced), and that took the strict path for want of room under the cap. */
     long fastChanges() {
         return fast.sum();
     }
