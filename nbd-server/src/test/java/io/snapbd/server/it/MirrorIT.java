@@ -160,6 +160,13 @@ class MirrorIT {
                 assertEquals("in-sync", l.path("state").asText(), st.toString());
                 assertTrue(l.path("writes").asLong() >= 512, "every leg took every 64 KiB write: " + st);
             }
+            // hot regions (docs/mirrors.md): the writes made regions hot (one forced region entry each), the rest of
+            // their writes left their ENTRY unforced; the bound is shown
+            JsonNode hot = st.path("hotRegions");
+            assertEquals(256, hot.path("cap").asInt(), st.toString());
+            assertEquals(1 << 20, hot.path("regionBytes").asLong(), st.toString());
+            assertTrue(hot.path("regionEntries").asLong() > 0 && hot.path("unforcedChanges").asLong() > 0, st.toString());
+            assertTrue(hot.path("now").asInt() <= 256, st.toString());
 
             kill9UnderLoad(server, server.tcpUri(VOL), tmp.resolve("load-fio.log"));
             JsonNode after = restartReconciled(server, "MirrorIT");
