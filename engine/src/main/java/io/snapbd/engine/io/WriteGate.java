@@ -68,6 +68,11 @@ public final class WriteGate {
      * Stops new writers and waits for the ones inside (other than the calling thread) to leave. Returns false,
      * with writers released again, if they do not leave within the timeout.
      */
+    /** Whether changes are held back now (between {@link #pause} and {@link #resume}). */
+    public boolean isPaused() {
+        return paused;
+    }
+
     public boolean pause() {
         synchronized (pauseLock) {
             while (paused) {

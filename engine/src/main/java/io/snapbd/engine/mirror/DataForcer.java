@@ -18,7 +18,12 @@ import java.io.InterruptedIOException;
  */
 final class DataForcer implements AutoCloseable {
 
-    static final int MAX_TAGS = 1024;
+    /**
+     * Answered changes not yet forced at most: 1024, or {@code -Dsnapbd.mirror.unforced.changes} (16 … 8192; never
+     * more than a quarter of leg 0's table half). With hot regions this, not a table force, is what holds the answers
+     * back when the data forces are slow (docs/mirrors.md, "Cost").
+     */
+    static final int MAX_TAGS = (int) Math.max(16, Math.min(8192, Long.getLong("snapbd.mirror.unforced.changes", 1024)));
     /**
      * Changes that start a batch: 768, or {@code -Dsnapbd.mirror.batch.changes} (1 … {@link #MAX_TAGS}). Large and
      * rare batches, because a batch's data forces slow down the ENTRY forces on the answer path (measured:
@@ -31,6 +36,18 @@ final class DataForcer implements AutoCloseable {
     static final long BATCH_NANOS = Math.max(1, Math.min(1000, Long.getLong("snapbd.mirror.batch.millis", 1000))) * 1_000_000L;
 
     private final MirrorLegs set;
+    private final HotRegions hot;
+    /** Region entries' tags of the regions a batch cools (DONE + RETIRE with the batch). */
+    private final long[] cooling;
+    /** {@link #completed} as of the last two batches: a region cools once idle for a whole batch (less churn). */
+    private long completedBefore;
+    private long completedBefore2;
+    private long fallbacksBefore;
+    private long lastCoolNanos = System.nanoTime();
+    /** An idle cooling pass runs (guarded by this): {@link #forceAll} waits for it, so a drained forcer writes nothing. */
+    private boolean coolRunning;
+    /** True while the write gate is paused (a reconciliation, a leg change): no idle cooling pass starts then. */
+    volatile java.util.function.BooleanSupplier holdCooling = () -> false;
     /** Unforced changes allowed: {@link #MAX_TAGS}, less for small tag tables (a quarter of leg 0's half). */
     private final int capTags;
     private final int batchTags;
@@ -57,8 +74,10 @@ final class DataForcer implements AutoCloseable {
     volatile MirrorSet.LocalForce localForce;
     private final Thread thread;
 
-    DataForcer(MirrorLegs set) {
+    DataForcer(MirrorLegs set, HotRegions hot) {
         this.set = set;
+        this.hot = hot;
+        this.cooling = new long[Math.max(1, hot.cap)];
         // the leg set changes online (mirror add/remove) only with the gate paused and this forcer drained
         this.dataTickets = new long[MirrorConfig.MAX_EXTRA_LEGS + 1];
         this.capTags = (int) Math.max(1, Math.min(MAX_TAGS, set.legs[0].table.halfRecords() / 4));
@@ -71,9 +90,11 @@ final class DataForcer implements AutoCloseable {
     /**
      * An answered change (ENTRY durable on every current leg, data written to every leg): its data is forced, DONE
      * appended and the tag retired in a later batch. Waits while {@link #MAX_TAGS} changes or {@link #MAX_BYTES}
-     * bytes are unforced. After {@link #close} the tag is left live (reconciliation handles it).
+     * bytes are unforced. After {@link #close} the tag is left live (reconciliation handles it). Returns the change's
+     * sequence number: once a batch completed up to it, the change's data is forced on every current leg
+     * ({@link HotRegions#SEQ_NEVER} after close).
      */
-    void add(long tag, long offset, long length) throws IOException {
+    long add(long tag, long offset, long length) throws IOException {
         synchronized (this) {
             while (!closed && (added - completed >= capTags || unforcedBytes >= MAX_BYTES && added > completed)) {
                 try {
@@ -84,7 +105,7 @@ final class DataForcer implements AutoCloseable {
                 }
             }
             if (closed) {
-                return;
+                return HotRegions.SEQ_NEVER;
             }
             int i = (int) (added % MAX_TAGS);
             ringTag[i] = tag;
@@ -97,6 +118,7 @@ final class DataForcer implements AutoCloseable {
             if (added - taken == 1 || added - taken >= batchTags || waitingBytes >= BATCH_BYTES) {
                 notifyAll();
             }
+            return added;
         }
     }
 
@@ -108,6 +130,14 @@ final class DataForcer implements AutoCloseable {
         synchronized (this) {
             long target = added;
             long f0 = failures;
+            while (coolRunning && !closed) {
+                try {
+                    wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
+                }
+            }
             if (completed >= target) {
                 return;
             }
@@ -132,6 +162,42 @@ final class DataForcer implements AutoCloseable {
         }
     }
 
+    /**
+     * Cools every hot region now (DONE + RETIRE of their region entries on every leg, forced), for a reconciliation
+     * or a clean close after {@link #forceAll} with no change in flight: their changes are all forced, so the
+     * reconciliation then compares nothing for them. Nothing while a leg is degraded or leg 0 failed (the entries
+     * are records then). Returns the failure, if any (the entries then stay live: compared, never lost).
+     */
+    IOException coolNow() throws IOException {
+        long upTo;
+        synchronized (this) {
+            while (coolRunning && !closed) {
+                try {
+                    wait();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
+                }
+            }
+            if (closed || added != completed || set.staleLegs.get() > 0 || set.failed) {
+                return null;
+            }
+            coolRunning = true;
+            upTo = completed;
+        }
+        IOException failed = null;
+        try {
+            int k = hot.cool(upTo, cooling);
+            failed = k > 0 ? retire(set.legs, null, 0, k) : null;
+        } finally {
+            synchronized (this) {
+                coolRunning = false;
+                notifyAll();
+            }
+        }
+        return failed;
+    }
+
     /** Batches completed (tests, statistics). */
     synchronized long batches() {
         return batches;
@@ -148,6 +214,14 @@ final class DataForcer implements AutoCloseable {
                 || now - ringNanos[(int) (taken % MAX_TAGS)] >= BATCH_NANOS);
     }
 
+    /** Idle hot regions to cool: nothing added for a batch period (every change's data forced), no leg degraded. */
+    private boolean coolDue(long now) {
+        return added == taken && !coolRunning && hot.hot() > 0 && set.staleLegs.get() == 0 && !set.failed
+                && !holdCooling.getAsBoolean()
+                && now - lastCoolNanos >= BATCH_NANOS
+                && (added == 0 || now - ringNanos[(int) ((added - 1) % MAX_TAGS)] >= BATCH_NANOS);
+    }
+
     private void run() {
         while (true) {
             long start;
@@ -155,12 +229,15 @@ final class DataForcer implements AutoCloseable {
             long lo = Long.MAX_VALUE;
             long hi = 0;
             long bytes = 0;
+            boolean cool = false;
             synchronized (this) {
-                while (!closed && !due(System.nanoTime())) {
+                while (!closed && !due(System.nanoTime()) && !(cool = coolDue(System.nanoTime()))) {
                     try {
                         if (added > taken) {
                             long left = BATCH_NANOS - (System.nanoTime() - ringNanos[(int) (taken % MAX_TAGS)]);
                             wait(Math.max(1, left / 1_000_000), 0);
+                        } else if (hot.hot() > 0) {
+                            wait(Math.max(1, BATCH_NANOS / 1_000_000), 0);     // idle hot regions cool
                         } else {
                             wait();
                         }
@@ -174,19 +251,37 @@ final class DataForcer implements AutoCloseable {
                 }
                 start = taken;
                 end = added;
-                taken = end;
-                waitingBytes = 0;
-                for (long s = start; s < end; s++) {
-                    int i = (int) (s % MAX_TAGS);
-                    batch[(int) (s - start)] = ringTag[i];
-                    if (ringLen[i] > 0) {
-                        lo = Math.min(lo, ringOff[i]);
-                        hi = Math.max(hi, ringOff[i] + ringLen[i]);
+                if (cool) {
+                    lastCoolNanos = System.nanoTime();
+                    coolRunning = true;
+                } else {
+                    taken = end;
+                    waitingBytes = 0;
+                    for (long s = start; s < end; s++) {
+                        int i = (int) (s % MAX_TAGS);
+                        batch[(int) (s - start)] = ringTag[i];
+                        if (ringLen[i] > 0) {
+                            lo = Math.min(lo, ringOff[i]);
+                            hi = Math.max(hi, ringOff[i] + ringLen[i]);
+                        }
+                        bytes += ringLen[i];
                     }
-                    bytes += ringLen[i];
                 }
             }
-            IOException failed = runBatch((int) (end - start), lo, hi);
+            if (cool) {
+                // every change added so far is forced (completed == added): idle regions cool
+                int k = hot.cool(end, cooling);
+                IOException failed = k > 0 ? retire(set.legs, null, 0, k) : null;
+                synchronized (this) {
+                    coolRunning = false;
+                    if (failed != null && !abandoned) {
+                        lastFailure = failed;
+                    }
+                    notifyAll();
+                }
+                continue;
+            }
+            IOException failed = runBatch((int) (end - start), lo, hi, end);
             if (abandoned) {
                 return;     // the legs were closed under the batch (a crash): nothing of it is recorded anywhere
             }
@@ -207,7 +302,7 @@ final class DataForcer implements AutoCloseable {
      * One batch: every leg's data forced (at the same time), then DONE on each, then RETIRE on each (or, with a
      * degraded leg, the entries stay live: the record of what it missed). Returns the failure of leg 0, if any.
      */
-    private IOException runBatch(int n, long lo, long hi) {
+    private IOException runBatch(int n, long lo, long hi, long end) {
         Leg[] legs = set.legs;      // fixed for the batch: legs change only while this forcer is drained
         for (int i = 1; i < legs.length; i++) {
             Leg l = legs[i];
@@ -267,7 +362,24 @@ final class DataForcer implements AutoCloseable {
             }
             return null;
         }
-        // RETIRE on every leg: appended, then every leg's table forced at the same time (extra legs on their forcers)
+        // Hot regions with no change in flight whose changes are all forced now (by this batch or earlier) and that
+        // saw no change since the batch before last cool: their region entries are retired with this batch. Under
+        // pressure (changes sent to the strict path for want of room since the last batch) those idle since the last
+        // batch cool too. Regions in use stay hot: re-making them hot would cost a force each.
+        long fallbacks = hot.strictChanges();
+        long coolUpTo = fallbacks != fallbacksBefore && hot.hot() >= hot.cap ? completedBefore : completedBefore2;
+        fallbacksBefore = fallbacks;
+        completedBefore2 = completedBefore;
+        completedBefore = end;
+        int k = hot.enabled() ? hot.cool(coolUpTo, cooling) : 0;
+        return retire(legs, batch, n, k);
+    }
+
+    /**
+     * RETIRE on every leg for the batch's {@code n} tags and DONE + RETIRE for the {@code k} region entries in
+     * {@link #cooling}: appended, then every leg's table forced at the same time (extra legs on their forcers).
+     */
+    private IOException retire(Leg[] legs, long[] tags, int n, int k) {
         IOException first = null;
         for (Leg l : legs) {
             dataTickets[l.index] = -1;
@@ -275,7 +387,12 @@ final class DataForcer implements AutoCloseable {
                 continue;
             }
             try {
-                dataTickets[l.index] = l.table.retireAppend(batch, n);
+                long t = n > 0 ? l.table.retireAppend(tags, n) : 0;
+                if (k > 0) {
+                    l.table.markDone(cooling, k);
+                    t = l.table.retireAppend(cooling, k);     // its force covers the batch's RETIRE too (0: compacted, durable)
+                }
+                dataTickets[l.index] = t;
                 if (l.index > 0 && dataTickets[l.index] > 0) {
                     l.forcer.request(LegForcer.TABLE, dataTickets[l.index]);
                 }
@@ -295,7 +412,7 @@ final class DataForcer implements AutoCloseable {
                         l.forcer.await(LegForcer.TABLE, dataTickets[l.index]);
                     }
                 }
-                l.depth.addAndGet(-n);
+                l.depth.addAndGet(-n - k);
             } catch (IOException | RuntimeException e) {
                 first = retireFailed(l, e, first);
             }

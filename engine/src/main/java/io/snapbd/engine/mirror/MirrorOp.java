@@ -30,6 +30,16 @@ public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
     boolean locked;
     boolean inGate;
     boolean bypass;
+    /** Hot regions ({@link HotRegions}): whether this change entered regions r0 … r1, and the ones it makes hot. */
+    boolean inRegions;
+    boolean published;
+    int r0;
+    int r1;
+    final int[] heat = new int[HotRegions.MAX_REGIONS_PER_CHANGE];
+    final long[] heatTags = new long[HotRegions.MAX_REGIONS_PER_CHANGE];
+    int nheat;
+    /** The change's data-force sequence number once handed to the {@link DataForcer} (when its regions may cool). */
+    long seq;
 
     MirrorOp(MirrorWritePath set, WriteGate gate, int legs) {
         this.set = set;

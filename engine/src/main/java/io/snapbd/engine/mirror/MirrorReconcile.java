@@ -32,8 +32,11 @@ final class MirrorReconcile {
 
     private final DataForcer forcer;
 
-    MirrorReconcile(MirrorLegs set, WriteGate gate, DataForcer forcer) {
+    private final HotRegions hot;
+
+    MirrorReconcile(MirrorLegs set, WriteGate gate, DataForcer forcer, HotRegions hot) {
         this.set = set;
+        this.hot = hot;
         this.gate = gate;
         this.forcer = forcer;
     }
@@ -99,6 +102,9 @@ final class MirrorReconcile {
             try {
                 // answered changes' data forces, DONE and RETIRE first, so that no batch retires behind the reconciliation
                 forcer.forceAll();
+                // every hot region's changes are forced now and none is in flight: retire their region entries, so
+                // that the reconciliation (on demand, at a clean close) does not compare them
+                forcer.coolNow();
             } catch (IOException e) {
                 // a batch failed on leg 0: its entries stay live and are reconciled below
             }
@@ -203,6 +209,7 @@ final class MirrorReconcile {
                 legs[0].table.retireAll(live);
                 r = new Reconciler.Report(0, live.size(), 0, 0, 0, List.of());
             }
+            hot.reset();        // every region entry was retired with the rest: no region is hot any more
             Reconciliation rec = new Reconciliation(System.currentTimeMillis(), atOpen, r, mask);
             for (Leg l : part) {
                 l.bytesCopiedIn.addAndGet(rec.bytesTo(l.index));

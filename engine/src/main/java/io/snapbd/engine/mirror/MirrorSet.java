@@ -112,7 +112,7 @@ public final class MirrorSet implements AutoCloseable {
         this.legs = legs;
         this.tags = tags;
         this.writes = new MirrorWritePath(legs, tags);
-        this.reconciler = new MirrorReconcile(legs, writes.gate, writes.forcer);
+        this.reconciler = new MirrorReconcile(legs, writes.gate, writes.forcer, writes.hot);
         this.changes = new OnlineLegChanges(legs, writes);
     }
 
@@ -126,6 +126,22 @@ public final class MirrorSet implements AutoCloseable {
         boolean was = !MirrorWritePath.ANSWER_AFTER_DATA_FORCE;
         MirrorWritePath.ANSWER_AFTER_DATA_FORCE = !written;
         return was;
+    }
+
+    /**
+     * Whether every change forces its own ENTRY, process-wide: {@code true} with {@code -Dsnapbd.mirror.entries=forced}
+     * (the order before hot regions); {@code false}, the default, for hot regions (docs/mirrors.md, "Hot regions").
+     * Returns the previous setting (tests switch it around a run).
+     */
+    public static boolean forcedEntries(boolean forced) {
+        boolean was = HotRegions.FORCED_ENTRIES;
+        HotRegions.FORCED_ENTRIES = forced;
+        return was;
+    }
+
+    /** Tests only: changes skip region entries and leave their ENTRY unforced (a broken write path to be caught). */
+    public static void skipRegionEntriesForTest(boolean skip) {
+        HotRegions.skipRegionEntriesForTest = skip;
     }
 
     // ---- legs added and removed while the volume is served (OnlineLegChanges) --------------------------------
@@ -348,6 +364,42 @@ public final class MirrorSet implements AutoCloseable {
                     l.table == null ? 0 : l.table.commitForces()));
         }
         return out;
+    }
+
+    /**
+     * Hot regions now ({@link HotRegions}): regions whose region entry is live, so their changes' ENTRY records go
+     * unforced; at most {@link #hotRegionCap()} of {@link #regionBytes()} each, which bounds what a reconciliation
+     * after a crash compares.
+     */
+    public int hotRegions() {
+        return writes.hot.hot();
+    }
+
+    public int hotRegionCap() {
+        return HotRegions.FORCED_ENTRIES ? 0 : writes.hot.cap;
+    }
+
+    public long regionBytes() {
+        return writes.hot.regionBytes();
+    }
+
+    /** Region entries made durable since the open (a region made hot). */
+    public long regionEntries() {
+        return writes.hot.made();
+    }
+
+    /** Regions cooled since the open (region entries retired). */
+    public long regionsCooled() {
+        return writes.hot.cooled();
+    }
+
+    /** Changes whose regions were all hot (ENTRY unforced), and changes that found no room under the cap (forced). */
+    public long unforcedEntryChanges() {
+        return writes.hot.fastChanges();
+    }
+
+    public long capFallbacks() {
+        return writes.hot.strictChanges();
     }
 
     /** Legs degraded now. */

@@ -24,6 +24,7 @@ final class MirrorWritePath {
     private final DegradedLegs degraded;
     private final TagSource tags;
     private final RangeLocks locks = new RangeLocks();
+    final HotRegions hot;
     final WriteGate gate = new WriteGate(30_000);
     final DataForcer forcer;
 
@@ -32,7 +33,9 @@ final class MirrorWritePath {
         this.staleLegs = set.staleLegs;
         this.degraded = set.degraded;
         this.tags = tags;
-        this.forcer = new DataForcer(set);
+        this.hot = new HotRegions(set.size, (int) Math.min(HotRegions.DEFAULT_CAP, set.legs[0].table.halfRecords() / 4));
+        this.forcer = new DataForcer(set, hot);
+        forcer.holdCooling = gate::isPaused;
     }
 
     /** A reusable op for one session's changes. */
@@ -61,6 +64,11 @@ final class MirrorWritePath {
             if (set.failed) {
                 throw set.failure();
             }
+            boolean unforced = enterRegions(op, offset, length);
+            // region entries first (their tags below this change's and below every later change's in the region)
+            for (int h = 0; h < op.nheat; h++) {
+                op.heatTags[h] = tags.next();
+            }
             long tag = tags.next();
             op.tag = tag;
             op.offset = offset;
@@ -73,40 +81,27 @@ final class MirrorWritePath {
                 }
                 long t0 = System.nanoTime();
                 try {
+                    for (int h = 0; h < op.nheat; h++) {
+                        int r = op.heat[h];
+                        append(l, op.heatTags[h], hot.regionStart(r), hot.regionLength(r));
+                        l.depth.incrementAndGet();
+                    }
                     op.tickets[i] = append(l, tag, offset, length);
                 } catch (IOException | RuntimeException e) {
+                    op.tickets[i] = 0;
                     rethrowUnlessDegraded(l, "its tag table", e);
                     continue;
                 }
                 l.depth.incrementAndGet();
                 op.legNanos[i] = System.nanoTime() - t0;
             }
-            // every leg's table forced at the same time: the extra legs' on their forcers, leg 0's here
-            long t0 = System.nanoTime();
-            for (int i = 1; i < legs.length; i++) {
-                if (op.tickets[i] != 0 && !legs[i].stale) {
-                    legs[i].forcer.request(LegForcer.TABLE, op.tickets[i]);
-                }
+            if (!unforced) {
+                force(op, legs);
             }
-            try {
-                legs[0].table.commit(op.tickets[0]);
-            } catch (IOException | RuntimeException e) {
-                throw set.fail(legs[0], "its tag table", e);
+            for (int h = 0; h < op.nheat; h++) {
+                hot.published(op.heat[h], op.heatTags[h]);
             }
-            op.legNanos[0] += System.nanoTime() - t0;
-            for (int i = 1; i < legs.length; i++) {
-                Leg l = legs[i];
-                if (op.tickets[i] == 0 || l.stale) {
-                    continue;
-                }
-                try {
-                    l.forcer.await(LegForcer.TABLE, op.tickets[i]);
-                } catch (IOException | RuntimeException e) {
-                    rethrowUnlessDegraded(l, "its tag table", e);
-                    continue;
-                }
-                op.legNanos[i] += System.nanoTime() - t0;
-            }
+            op.published = true;
             locks.lock(op, offset, length);
             op.nruns = 0;
             if (inUseOnly) {
@@ -115,9 +110,102 @@ final class MirrorWritePath {
                 op.addRun(offset, length);
             }
         } catch (IOException | RuntimeException e) {
+            op.seq = 0;     // nothing changed on any leg
             release(op);
             throw e;
         }
+    }
+
+    /**
+     * Enters the change's hot regions: true when every one was hot (its ENTRY may stay unforced: the regions' entries
+     * cover it); false for the strict path (its ENTRY forced), which also makes the change's cold regions hot when
+     * they fit under the cap ({@code op.nheat} of them, whose region entries go with its ENTRY into the same force).
+     * Strict for every change while a leg is degraded (the entries are then the record of what it missed, and must
+     * be durable), with {@code -Dsnapbd.mirror.entries=forced}, for changes over more than
+     * {@link HotRegions#MAX_REGIONS_PER_CHANGE} regions, and when a region is being made hot by another change (its
+     * force is then shared by group commit, not skipped).
+     */
+    private boolean enterRegions(MirrorOp op, long offset, long length) {
+        op.inRegions = false;
+        op.published = false;
+        op.nheat = 0;
+        op.seq = 0;
+        if (HotRegions.skipRegionEntriesForTest) {
+            return true;
+        }
+        if (!hot.enabled() || HotRegions.FORCED_ENTRIES || staleLegs.get() > 0) {
+            return false;
+        }
+        int r0 = hot.first(offset);
+        int r1 = hot.last(offset, length);
+        if (r1 - r0 >= HotRegions.MAX_REGIONS_PER_CHANGE) {
+            return false;
+        }
+        op.r0 = r0;
+        op.r1 = r1;
+        if (hot.enterHot(r0, r1)) {
+            op.inRegions = true;
+            return true;
+        }
+        int n = hot.claim(r0, r1, op.heat);
+        if (n >= 0) {
+            op.inRegions = true;
+            op.nheat = n;
+        }
+        return false;
+    }
+
+    /** Every current leg's table forced up to the op's tickets, at the same time (extra legs' on their forcers). */
+    private void force(MirrorOp op, Leg[] legs) throws IOException {
+        long t0 = System.nanoTime();
+        for (int i = 1; i < legs.length; i++) {
+            if (op.tickets[i] != 0 && !legs[i].stale) {
+                legs[i].forcer.request(LegForcer.TABLE, op.tickets[i]);
+            }
+        }
+        try {
+            legs[0].table.commit(op.tickets[0]);
+        } catch (IOException | RuntimeException e) {
+            throw set.fail(legs[0], "its tag table", e);
+        }
+        op.legNanos[0] += System.nanoTime() - t0;
+        for (int i = 1; i < legs.length; i++) {
+            Leg l = legs[i];
+            if (op.tickets[i] == 0 || l.stale) {
+                continue;
+            }
+            try {
+                l.forcer.await(LegForcer.TABLE, op.tickets[i]);
+            } catch (IOException | RuntimeException e) {
+                rethrowUnlessDegraded(l, "its tag table", e);
+                continue;
+            }
+            op.legNanos[i] += System.nanoTime() - t0;
+        }
+    }
+
+    /**
+     * Leaves the op's regions: a region it was making hot and did not publish is cold again; the others get the
+     * op's data-force sequence number ({@code op.seq}: 0 when it changed nothing, {@link HotRegions#SEQ_NEVER} when
+     * its data force is unknown, so the region never cools before a reconciliation).
+     */
+    private void leaveRegions(MirrorOp op) {
+        if (!op.inRegions) {
+            return;
+        }
+        op.inRegions = false;
+        for (int r = op.r0; r <= op.r1; r++) {
+            boolean heated = false;
+            for (int h = 0; h < op.nheat; h++) {
+                heated |= op.heat[h] == r;
+            }
+            if (heated && !op.published) {
+                hot.unclaim(r);
+            } else {
+                hot.exit(r, op.seq);
+            }
+        }
+        op.nheat = 0;
     }
 
     /** Appends the ENTRY on a current leg; a table full while a leg is degraded folds into the region maps first. */
@@ -146,6 +234,7 @@ final class MirrorWritePath {
      */
     void end(MirrorOp op, BlockDevice.Session s, BlockDevice local) throws IOException {
         Leg[] legs = set.legs;
+        op.seq = HotRegions.SEQ_NEVER;      // until its data force is known: its regions must not cool
         try {
             long want = Math.min(MirrorSet.COPY_BUFFER, Math.max(64 << 10, op.length));
             if (op.buf == null || op.buf.capacity() < want) {
@@ -185,7 +274,7 @@ final class MirrorWritePath {
                 }
             }
             // the data force, DONE and RETIRE follow in a batch (DataForcer); by default the answer waits for it
-            forcer.add(op.tag, op.offset, op.length);
+            op.seq = forcer.add(op.tag, op.offset, op.length);
         } finally {
             release(op);
         }
@@ -205,6 +294,7 @@ final class MirrorWritePath {
 
     /** Ends a change that never touched leg 0 (its prepare failed): nothing differs; the tag is retired with the next batch. */
     void abort(MirrorOp op) {
+        op.seq = 0;
         try {
             forcer.add(op.tag, 0, 0);
         } catch (IOException ignored) {
@@ -221,6 +311,7 @@ final class MirrorWritePath {
 
     private void release(MirrorOp op) {
         locks.unlock(op);
+        leaveRegions(op);       // before the gate: a reconciliation (gate paused) resets the regions
         if (op.inGate) {
             op.inGate = false;
             gate.exit(op.slot);

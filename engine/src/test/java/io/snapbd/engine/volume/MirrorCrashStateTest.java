@@ -11,6 +11,7 @@ import io.snapbd.engine.mirror.ForwardingLegIo;
 import io.snapbd.engine.mirror.LegOpener;
 import io.snapbd.engine.mirror.MirrorConfig;
 import io.snapbd.engine.mirror.MirrorLeg;
+import io.snapbd.engine.mirror.MirrorSet;
 import io.snapbd.engine.mirror.TagTable;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -56,6 +57,8 @@ class MirrorCrashStateTest extends CrashStateSupport {
     @AfterEach
     void restoreLegOpener() {
         LegOpener.install(LegOpener.FILES);
+        MirrorSet.skipRegionEntriesForTest(false);
+        MirrorSet.forcedEntries(false);
     }
 
     /** A mirrored volume (leg 0 plus two file legs) under a recorder, with the model of what each block may hold. */
@@ -337,9 +340,55 @@ class MirrorCrashStateTest extends CrashStateSupport {
         }
     }
 
-    /** The enumerator can fail: legs whose data forces do not happen diverge from leg 0 after a crash. */
+    /** Writes in the volume's one region, FLUSH in the middle: most changes leave their ENTRY unforced (hot region). */
+    private static void hotRegionWorkload(MirrorRun r) throws IOException {
+        r.write(0, 2, false);           // makes the region hot: its region entry and this ENTRY forced together
+        r.write(4, 1, false);           // the region is hot: ENTRY in the page cache only
+        r.write(8, 3, false);
+        r.retire();
+        r.write(2, 3, false);
+        r.flush();
+        r.write(12, 1, false);
+        r.zero(8, 1, false, false);
+        r.write(20, 2, false);
+    }
+
+    /**
+     * Hot regions (docs/mirrors.md, "Hot regions"): the power-loss states of changes whose ENTRY records were never
+     * forced include ones where a change's data reached one leg and no table holds its ENTRY; the region's entry,
+     * durable since the region's first change, makes the reconciliation compare the region and the legs end
+     * identical, with every write before the FLUSH there. {@link #selfCheckSkippedRegionEntries} is the same workload
+     * without region entries: it must fail.
+     */
+    @Test
+    void hotRegionCoversChangesWhoseEntriesWereLost() throws IOException {
+        try (MirrorRun r = new MirrorRun("mirror-hot")) {
+            hotRegionWorkload(r);
+            assertTrue(r.v.mirror().unforcedEntryChanges() > 0, "changes went the unforced way");
+            r.check("hot region, unforced entries").assertClean();
+        }
+    }
+
+    /** The enumerator can fail: without the region entry, data reaches a leg under no durable entry at all. */
+    @Test
+    void selfCheckSkippedRegionEntries() throws IOException {
+        MirrorSet.skipRegionEntriesForTest(true);
+        try (MirrorRun r = new MirrorRun("broken-hot")) {
+            hotRegionWorkload(r);
+            Tally t = r.check("self-check: no region entries");
+            assertFalse(t.violations.isEmpty(), "a broken mirror must be caught");
+            assertTrue(t.violations.stream().anyMatch(x -> x.contains("differs from leg 0")), t.violations.toString());
+        }
+    }
+
+    /**
+     * The enumerator can fail: legs whose data forces do not happen diverge from leg 0 after a crash. With every
+     * ENTRY forced: with hot regions the region's entry, still live after the FLUSH, would have the reconciliation
+     * compare the region and repair leg 1 (until the region cools).
+     */
     @Test
     void selfCheckLostLegDataForces() throws IOException {
+        MirrorSet.forcedEntries(true);
         try (MirrorRun r = new MirrorRun("broken-leg")) {
             r.space.ignoreForcesOf("leg1.img");
             r.write(0, 2, false);

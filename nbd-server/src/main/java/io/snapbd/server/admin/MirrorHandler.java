@@ -137,6 +137,14 @@ final class MirrorHandler {
         ObjectNode c = o.putObject("copy");
         c.put("bytesDone", p[0]);
         c.put("bytesTotal", p[1]);
+        ObjectNode h = o.putObject("hotRegions");
+        h.put("now", m.hotRegions());
+        h.put("cap", m.hotRegionCap());
+        h.put("regionBytes", m.regionBytes());
+        h.put("regionEntries", m.regionEntries());
+        h.put("cooled", m.regionsCooled());
+        h.put("unforcedChanges", m.unforcedEntryChanges());
+        h.put("capFallbacks", m.capFallbacks());
         o.put("reconciliations", m.reconciliations());
         o.put("bytesComparedTotal", m.bytesComparedTotal());
         o.put("bytesCopiedTotal", m.bytesCopiedTotal());

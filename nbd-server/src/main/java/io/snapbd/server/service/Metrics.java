@@ -258,11 +258,19 @@ public final class Metrics implements AutoCloseable {
         t.family("snapbd_mirror_reconciliations_total", "counter", "Reconciliations of a mirrored volume's legs (at open after an unclean stop, at a clean close, on demand).");
         t.family("snapbd_mirror_reconcile_copied_bytes_total", "counter", "Bytes reconciliation copied between a mirrored volume's legs.");
         t.family("snapbd_mirror_reconcile_compared_bytes_total", "counter", "Bytes of unmatched ranges reconciliation compared between a mirrored volume's legs before copying only the blocks that differ.");
+        t.family("snapbd_mirror_hot_regions", "gauge", "Regions of a mirrored volume whose region entry is live now (changes there force no ENTRY); what a crash leaves to compare, at most the cap.");
+        t.family("snapbd_mirror_hot_regions_cap", "gauge", "The cap on hot regions (0: every change forces its own ENTRY).");
+        t.family("snapbd_mirror_region_bytes", "gauge", "Bytes per hot region.");
+        t.family("snapbd_mirror_region_entries_total", "counter", "Region entries made durable (regions made hot) since the volume opened.");
         for (Map.Entry<String, Volume> me : volumes.entrySet()) {
             io.snapbd.engine.mirror.MirrorSet m = me.getValue().mirror();
             if (m == null) {
                 continue;
             }
+            t.sample("snapbd_mirror_hot_regions", labels("volume", me.getKey()), m.hotRegions());
+            t.sample("snapbd_mirror_hot_regions_cap", labels("volume", me.getKey()), m.hotRegionCap());
+            t.sample("snapbd_mirror_region_bytes", labels("volume", me.getKey()), m.regionBytes());
+            t.sample("snapbd_mirror_region_entries_total", labels("volume", me.getKey()), m.regionEntries());
             for (io.snapbd.engine.mirror.MirrorSet.LegStatus l : m.status()) {
                 String lb = labels("volume", me.getKey(), "leg", Integer.toString(l.leg()), "uri", l.uri());
                 t.sample("snapbd_mirror_leg_failed", lb, "failed".equals(l.state()) ? 1 : 0);

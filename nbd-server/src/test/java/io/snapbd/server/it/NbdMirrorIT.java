@@ -194,7 +194,10 @@ class NbdMirrorIT {
                 Path fioLog = tmp.resolve("degraded-fio.log");
                 Process fio = Tools.start(fioLog, List.of("fio", "--name=degraded", "--ioengine=nbd",
                         "--uri=" + server.unixUri(VOL), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--offset=0",
-                        "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0"));
+                        "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0",
+                        // at most 1000 writes a second: the 4096 writes last over 4 s whatever the mirror's speed,
+                        // so the leg's server is killed while they run (with hot regions they took under 0.3 s)
+                        "--rate_iops=1000"));
                 long writtenBefore;
                 try {
                     long before = MirrorIT.requests(server);
@@ -286,7 +289,10 @@ class NbdMirrorIT {
                 Path fioLog = tmp.resolve("snapbdleg-fio.log");
                 Process fio = Tools.start(fioLog, List.of("fio", "--name=snapbdleg", "--ioengine=nbd",
                         "--uri=" + server.unixUri(VOL), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--offset=0",
-                        "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0"));
+                        "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0",
+                        // at most 1000 writes a second: the 4096 writes last over 4 s whatever the mirror's speed,
+                        // so the leg's server is killed while they run (with hot regions they took under 0.3 s)
+                        "--rate_iops=1000"));
                 try {
                     long before = MirrorIT.requests(server);
                     for (int i = 0; i < 600 && MirrorIT.requests(server) < before + 300; i++) {
