@@ -80,10 +80,12 @@ public final class Connection {
     static final int DEFAULT_READERS = 2;
     private static final int READERS = Math.max(1, Math.min(2, Integer.getInteger(READERS_PROPERTY, DEFAULT_READERS)));
     /**
-     * With 2 readers, a READ is handed off only when the client shows more than one request in flight (the last socket
-     * read brought several, or a handed-off READ is still being answered): at depth 1 nothing can be read meanwhile,
-     * and a hand-off would only cost a wake-up. {@code -Dsnapbd.readers.handoff=always} hands off every READ with
-     * nothing queued behind it (for comparisons).
+     * With 2 readers, a READ with nothing queued behind it is handed off when other connections are served too (the
+     * CPUs are shared: the reader that waited in read() is woken at once, where a thread that just answered waits for a
+     * CPU), or when the client shows more than one request in flight (the last socket read brought several, or a
+     * handed-off READ is still being answered). A lone connection at depth 1 keeps its READs: nothing can be read
+     * meanwhile, and a hand-off would only cost a wake-up. {@code -Dsnapbd.readers.handoff=always} hands off every
+     * READ with nothing queued behind it (for comparisons).
      */
     private static final boolean HAND_OFF_ALWAYS = "always".equals(System.getProperty(READERS_PROPERTY + ".handoff"));
 
@@ -113,6 +115,8 @@ public final class Connection {
     private final Object role = new Object();
     private boolean roleHeld;           // guarded by role
     private volatile boolean ended;     // no more requests are read: DISC, end of stream, or an error
+    /** Connections of this process in their transmission phase (counted once per connection, read per READ). */
+    private static final AtomicInteger SERVING = new AtomicInteger();
     /** READs being answered after their reader handed the role on: the client has several requests in flight. */
     private final AtomicInteger handedOff = new AtomicInteger();
     /** Requests decoded from the bytes of the last socket read (the role's): more than one, the client pipelines. */
@@ -124,6 +128,7 @@ public final class Connection {
         Reader lead = new Reader(session);
         Reader second = null;
         Thread follower = null;
+        SERVING.incrementAndGet();
         try {
             if (readers > 1) {
                 second = new Reader(device.openSession());
@@ -136,6 +141,7 @@ public final class Connection {
             if (follower != null) {
                 joinUninterruptibly(follower);
             }
+            SERVING.decrementAndGet();
             try {
                 replies.flush();        // whole replies gathered before the end (e.g. an EINVAL before a violation)
             } catch (IOException e) {
@@ -333,7 +339,8 @@ public final class Connection {
         try {
             switch (type) {
                 case Nbd.CMD_READ:
-                    if (readers > 1 && !in.hasRemaining() && (HAND_OFF_ALWAYS || chunkRequests > 1 || handedOff.get() > 0)) {
+                    if (readers > 1 && !in.hasRemaining()
+                            && (HAND_OFF_ALWAYS || chunkRequests > 1 || handedOff.get() > 0 || SERVING.get() > 1)) {
                         r.handOff();        // the other reader reads the next request while this one answers
                         try {
                             read(r, handle, flags, offset, length);
