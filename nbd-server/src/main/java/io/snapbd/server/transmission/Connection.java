@@ -11,6 +11,7 @@ import io.snapbd.server.handshake.Negotiated;
 import io.snapbd.server.protocol.Nbd;
 import io.snapbd.server.protocol.ProtocolViolation;
 import io.snapbd.server.protocol.RequestHeader;
+import io.snapbd.server.tls.TlsChannel;
 
 import java.io.EOFException;
 import java.io.IOException;
@@ -20,9 +21,10 @@ import java.nio.channels.GatheringByteChannel;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Executor;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
- * The transmission phase of one connection. One reader thread decodes requests into a reused header
+ * The transmission phase of one connection. A reader thread decodes requests into a reused header
  * flyweight and runs READ, WRITE, TRIM and WRITE_ZEROES inline: a write's payload is received in full (usually
  * in the same read() as its header, into a read-ahead buffer) and then copied into the mapping, so a payload that
  * stops part way is never applied; a read is
@@ -31,6 +33,14 @@ import java.util.concurrent.Executor;
  * pool through {@link SyncTasks} and is answered out of order; so are the WRITE, TRIM and WRITE_ZEROES requests of a
  * device with slow changes (a mirrored volume: {@link ChangeTasks}). Every reply goes out
  * through {@link Replies}, which serialises both sides with a per-connection send lock.
+ *
+ * <p>Two readers take turns ({@value #READERS_PROPERTY}, default {@value #DEFAULT_READERS}; a TLS connection has
+ * one): exactly one thread holds the reading role at a time. The holder that decodes a READ with nothing more
+ * received behind it hands the role to the other thread before answering, so that the next request's read() runs
+ * while this answer is copied out (and while this thread waits for a CPU). Everything else (WRITE with its payload,
+ * TRIM, WRITE_ZEROES, FLUSH, BLOCK_STATUS, a READ with requests queued behind it) is served by the holder with the
+ * role kept: a FLUSH is read only after every write read before it has completed. Each reader has its own engine
+ * session and per-request state; the read-ahead buffer and payload buffers belong to the role.
  */
 public final class Connection {
 
@@ -41,6 +51,8 @@ public final class Connection {
     private final boolean readOnly;
     private final BlockDevice.Session session;
     private final LunState lun;
+    /** Threads taking turns on the socket: 1 or 2. */
+    private final int readers;
     private final boolean structured;
     private final List<MetaContext> contexts;
     private final String peer;
@@ -59,19 +71,38 @@ public final class Connection {
 
     private final PayloadSource payload = new PayloadSource();
     private final ReceivedPayload received = new ReceivedPayload();
-    private final ExtentList extents = new ExtentList();
     private final SyncTasks syncTasks;
     /** Changes run as tasks and answered out of order, for devices with slow changes (a mirror); else null. */
     private final ChangeTasks changes;
 
+    /** System property: how many threads take turns reading one connection's requests (1 or 2). */
+    static final String READERS_PROPERTY = "snapbd.readers";
+    static final int DEFAULT_READERS = 2;
+    private static final int READERS = Math.max(1, Math.min(2, Integer.getInteger(READERS_PROPERTY, DEFAULT_READERS)));
+    /**
+     * With 2 readers, a READ with nothing queued behind it is handed off when other connections are served too (the
+     * CPUs are shared: the reader that waited in read() is woken at once, where a thread that just answered waits for a
+     * CPU), or when the client shows more than one request in flight (the last socket read brought several, or a
+     * handed-off READ is still being answered). A lone connection at depth 1 keeps its READs: nothing can be read
+     * meanwhile, and a hand-off would only cost a wake-up. {@code -Dsnapbd.readers.handoff=always} hands off every
+     * READ with nothing queued behind it (for comparisons).
+     */
+    private static final boolean HAND_OFF_ALWAYS = "always".equals(System.getProperty(READERS_PROPERTY + ".handoff"));
+
     public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
+        this(channel, out, n, syncPool, peer, READERS);
+    }
+
+    /** {@code readers}: 1 or 2 threads taking turns on the socket (a TLS channel always gets 1). */
+    Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer, int readers) {
         this.channel = channel;
+        this.readers = channel instanceof TlsChannel ? 1 : Math.max(1, Math.min(2, readers));
         this.in.limit(0);
         this.export = n.export();
         this.device = export.device();
         this.readOnly = export.readOnly() || n.readOnly();
         this.session = device.openSession();
-        this.replies = new Replies(out, device, session, export.name());
+        this.replies = new Replies(out, device, export.name());
         this.lun = device.lunState();
         this.structured = n.structuredReplies();
         this.contexts = n.contexts();
@@ -80,49 +111,37 @@ public final class Connection {
         this.peer = peer;
     }
 
-    // Per-request statistics (ExportStats), kept by the reader thread for the request being dispatched.
-    private long requestStart;
-    private boolean answerLater;        // answered from the sync pool: it records the time there
-    private boolean requestFailed;
+    // The reading role: held by one reader at a time; see the class comment.
+    private final Object role = new Object();
+    private boolean roleHeld;           // guarded by role
+    private volatile boolean ended;     // no more requests are read: DISC, end of stream, or an error
+    /** Connections of this process in their transmission phase (counted once per connection, read per READ). */
+    private static final AtomicInteger SERVING = new AtomicInteger();
+    /** READs being answered after their reader handed the role on: the client has several requests in flight. */
+    private final AtomicInteger handedOff = new AtomicInteger();
+    /** Requests decoded from the bytes of the last socket read (the role's): more than one, the client pipelines. */
+    private int chunkRequests;
 
-    /** Serves requests until the client disconnects or breaks the protocol; always releases the session. */
+    /** Serves requests until the client disconnects or breaks the protocol; always releases the sessions. */
     public void serve() {
-        replies.reader(Thread.currentThread(), in::hasRemaining);   // replies gather while requests are queued
+        replies.queued(in::hasRemaining);       // replies gather while requests are queued
+        Reader lead = new Reader(session);
+        Reader second = null;
+        Thread follower = null;
+        SERVING.incrementAndGet();
         try {
-            while (true) {
-                requestBuffer.clear();
-                try {
-                    readIn(requestBuffer);
-                } catch (EOFException e) {
-                    Log.debug("%s: closed without NBD_CMD_DISC", peer);
-                    return;
-                }
-                requestStart = System.nanoTime();
-                answerLater = false;
-                requestFailed = false;
-                if (!dispatch()) {
-                    return;
-                }
-                if (!answerLater) {     // answered inline: its time is known now (else SyncTasks records it)
-                    export.stats().record(request.type(), request.length(), System.nanoTime() - requestStart, !requestFailed);
-                }
+            if (readers > 1) {
+                second = new Reader(device.openSession());
+                follower = new Thread(second::run, Thread.currentThread().getName() + " (2nd reader)");
+                follower.setDaemon(true);
+                follower.start();
             }
-        } catch (ProtocolViolation e) {
-            Log.warn("%s: %s; closing the connection", peer, e.getMessage());
-        } catch (ReplyCut e) {
-            Log.warn("%s: %s; closing the connection (the reply's payload was partly sent: nothing may follow inside it)",
-                    peer, e.getMessage());
-        } catch (IOException e) {
-            if ("Bad address".equals(e.getMessage())) {
-                // EFAULT: the kernel could not move data between the socket and the mapping of the export's file
-                // (read(2)/write(2) straight into or out of it), the system-call twin of a SIGBUS.
-                Log.error("%s: connection to %s ended: the kernel could not copy data between the socket and the memory "
-                        + "mapping of its data file (EFAULT: no space left on the file system for a page of a sparse volume, "
-                        + "or an I/O error)", peer, export.name());
-            } else {
-                Log.debug("%s: connection ended: %s", peer, e.getMessage());
-            }
+            lead.run();
         } finally {
+            if (follower != null) {
+                joinUninterruptibly(follower);
+            }
+            SERVING.decrementAndGet();
             try {
                 replies.flush();        // whole replies gathered before the end (e.g. an EINVAL before a violation)
             } catch (IOException e) {
@@ -134,6 +153,147 @@ public final class Connection {
             }
             syncTasks.awaitAll();
             session.close();
+            if (second != null) {
+                second.session.close();
+            }
+        }
+    }
+
+    private static void joinUninterruptibly(Thread t) {
+        boolean interrupted = false;
+        while (true) {
+            try {
+                t.join();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /**
+     * One of the threads taking turns on the socket, with its own engine session and per-request state
+     * (ExportStats: the time of the request it serves). Holding the role it reads and dispatches requests.
+     */
+    private final class Reader {
+        final BlockDevice.Session session;
+        final ExtentList extents = new ExtentList();
+        final Replies.ReadSender sender;
+        boolean holdsRole;
+        long requestStart;
+        int type;                   // the request being served (the shared header flyweight moves on after a hand-off)
+        long length;
+        boolean answerLater;        // answered from the sync pool: it records the time there
+        boolean requestFailed;
+
+        Reader(BlockDevice.Session session) {
+            this.session = session;
+            this.sender = replies.readSender(session);
+        }
+
+        void run() {
+            try {
+                while (takeRole()) {
+                    requestBuffer.clear();
+                    try {
+                        readIn(requestBuffer);
+                    } catch (EOFException e) {
+                        Log.debug("%s: closed without NBD_CMD_DISC", peer);
+                        return;
+                    }
+                    chunkRequests++;
+                    requestStart = System.nanoTime();
+                    answerLater = false;
+                    requestFailed = false;
+                    if (!dispatch(this)) {
+                        return;
+                    }
+                    if (!answerLater) {     // answered inline: its time is known now (else SyncTasks records it)
+                        export.stats().record(type, length, System.nanoTime() - requestStart, !requestFailed);
+                    }
+                }
+            } catch (ProtocolViolation e) {
+                Log.warn("%s: %s; closing the connection", peer, e.getMessage());
+            } catch (ReplyCut e) {
+                Log.warn("%s: %s; closing the connection (the reply's payload was partly sent: nothing may follow inside it)",
+                        peer, e.getMessage());
+            } catch (IOException e) {
+                if ("Bad address".equals(e.getMessage())) {
+                    // EFAULT: the kernel could not move data between the socket and the mapping of the export's file
+                    // (read(2)/write(2) straight into or out of it), the system-call twin of a SIGBUS.
+                    Log.error("%s: connection to %s ended: the kernel could not copy data between the socket and the memory "
+                            + "mapping of its data file (EFAULT: no space left on the file system for a page of a sparse volume, "
+                            + "or an I/O error)", peer, export.name());
+                } else {
+                    Log.debug("%s: connection ended: %s", peer, e.getMessage());
+                }
+            } finally {
+                end();
+            }
+        }
+
+        /** Waits for the reading role; false when the connection ends instead. */
+        private boolean takeRole() {
+            if (holdsRole) {
+                return !ended;
+            }
+            synchronized (role) {
+                while (roleHeld && !ended) {
+                    try {
+                        role.wait();
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        return false;
+                    }
+                }
+                if (ended) {
+                    return false;
+                }
+                roleHeld = true;
+                holdsRole = true;
+            }
+            replies.reader(Thread.currentThread());
+            return true;
+        }
+
+        /** Gives the reading role to the other reader (a READ is about to be answered; nothing is queued behind it). */
+        void handOff() {
+            handedOff.incrementAndGet();
+            replies.reader(null);
+            synchronized (role) {
+                roleHeld = false;
+                holdsRole = false;
+                role.notify();
+            }
+        }
+
+        /**
+         * This reader stops, and with it the connection. If the other reader holds the role (it may sit in read()
+         * for a request that will never come: the client waits for the answer this reader could not finish), the
+         * channel is closed to wake it.
+         */
+        private void end() {
+            boolean wake;
+            synchronized (role) {
+                wake = !ended && roleHeld && !holdsRole;
+                ended = true;
+                if (holdsRole) {
+                    holdsRole = false;
+                    roleHeld = false;
+                    replies.reader(null);
+                }
+                role.notifyAll();
+            }
+            if (wake) {
+                try {
+                    channel.close();
+                } catch (IOException e) {
+                    Log.debug("%s: close: %s", peer, e.getMessage());
+                }
+            }
         }
     }
 
@@ -144,7 +304,7 @@ public final class Connection {
     }
 
     /** Handles the request in {@link #request}; false when the connection must end. */
-    private boolean dispatch() throws IOException {
+    private boolean dispatch(Reader r) throws IOException {
         int magic = request.magic();
         if (magic != Nbd.REQUEST_MAGIC) {
             throw new ProtocolViolation("bad request magic 0x" + Integer.toHexString(magic));
@@ -154,6 +314,8 @@ public final class Connection {
         long handle = request.handle();
         long offset = request.offset();
         long length = request.length();
+        r.type = type;
+        r.length = length;
         export.requests().incrementAndGet();
         if (lun != null && (type == Nbd.CMD_WRITE || type == Nbd.CMD_TRIM || type == Nbd.CMD_WRITE_ZEROES)) {
             lun.onAlteringRequest();     // HP order: counted at dispatch, before the request executes
@@ -171,42 +333,52 @@ public final class Connection {
         }
         if ((flags & ~Nbd.CMD_FLAGS_KNOWN) != 0) {
             skipPayload(type, length);
-            error(type, handle, Nbd.EINVAL, "unknown command flags 0x" + Integer.toHexString(flags));
+            error(r, type, handle, Nbd.EINVAL, "unknown command flags 0x" + Integer.toHexString(flags));
             return true;
         }
         try {
             switch (type) {
                 case Nbd.CMD_READ:
-                    read(handle, flags, offset, length);
+                    if (readers > 1 && !in.hasRemaining()
+                            && (HAND_OFF_ALWAYS || chunkRequests > 1 || handedOff.get() > 0 || SERVING.get() > 1)) {
+                        r.handOff();        // the other reader reads the next request while this one answers
+                        try {
+                            read(r, handle, flags, offset, length);
+                        } finally {
+                            handedOff.decrementAndGet();
+                        }
+                    } else {
+                        read(r, handle, flags, offset, length);
+                    }
                     return true;
                 case Nbd.CMD_WRITE:
-                    write(handle, flags, offset, (int) length);
+                    write(r, handle, flags, offset, (int) length);
                     return true;
                 case Nbd.CMD_FLUSH:
-                    submit(SyncTasks.FLUSH, handle, 0, 0);
+                    submit(r, SyncTasks.FLUSH, handle, 0, 0);
                     return true;
                 case Nbd.CMD_TRIM:
-                    trim(handle, flags, offset, length);
+                    trim(r, handle, flags, offset, length);
                     return true;
                 case Nbd.CMD_WRITE_ZEROES:
-                    writeZeroes(handle, flags, offset, length);
+                    writeZeroes(r, handle, flags, offset, length);
                     return true;
                 case Nbd.CMD_CACHE:
                     checkRequest(type, offset, length);
                     replies.sendSimpleReply(handle, 0);     // the mapping is the cache: nothing to prefetch
                     return true;
                 case Nbd.CMD_BLOCK_STATUS:
-                    blockStatus(handle, flags, offset, length);
+                    blockStatus(r, handle, flags, offset, length);
                     return true;
                 default:
-                    error(type, handle, Nbd.EINVAL, "unknown command " + type);
+                    error(r, type, handle, Nbd.EINVAL, "unknown command " + type);
                     return true;
             }
-        } catch (RequestRefused r) {
-            error(type, handle, r.errno, r.getMessage());
+        } catch (RequestRefused e) {
+            error(r, type, handle, e.errno, e.getMessage());
             return true;
         } catch (BlockDeviceException e) {
-            error(type, handle, errno(type, e), e.getMessage());
+            error(r, type, handle, errno(type, e), e.getMessage());
             return true;
         } catch (PeerGone e) {
             throw e.io;
@@ -216,12 +388,12 @@ public final class Connection {
             Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(type), export.name(), e.toString());
             // A full file system (a snapshot's exceptions.log that cannot grow): ENOSPC, which the client can
             // tell from a failing disk, and retry once space is free.
-            error(type, handle, noSpace(e) ? Nbd.ENOSPC : Nbd.EIO, "I/O error: " + e.getMessage());
+            error(r, type, handle, noSpace(e) ? Nbd.ENOSPC : Nbd.EIO, "I/O error: " + e.getMessage());
             return true;
         } catch (RuntimeException e) {
             // A bug must cost one request, not the connection (and its other requests in flight).
             Log.error("%s: internal error in %s on %s: %s", peer, Nbd.commandName(type), export.name(), e.toString());
-            error(type, handle, Nbd.EIO, "internal error: " + e);
+            error(r, type, handle, Nbd.EIO, "internal error: " + e);
             if (type == Nbd.CMD_WRITE) {
                 throw new ProtocolViolation("payload of the failed WRITE may be unread; closing");
             }
@@ -238,23 +410,24 @@ public final class Connection {
 
     // ---- commands ------------------------------------------------------------------------------------------
 
-    private void read(long handle, int flags, long offset, long length) throws IOException {
+    private void read(Reader r, long handle, int flags, long offset, long length) throws IOException {
         checkRequest(Nbd.CMD_READ, offset, length);
         int len = (int) length;
         if (!structured) {
-            replies.sendSimpleRead(handle, offset, len);
+            r.sender.sendSimpleRead(handle, offset, len);
             return;
         }
-        if ((flags & Nbd.CMD_FLAG_DF) != 0 || !hasHoles(offset, len)) {
-            replies.sendReadChunk(handle, Nbd.REPLY_FLAG_DONE, offset, len);
+        if ((flags & Nbd.CMD_FLAG_DF) != 0 || !hasHoles(r.extents, offset, len)) {
+            r.sender.sendReadChunk(handle, Nbd.REPLY_FLAG_DONE, offset, len);
             return;
         }
+        ExtentList extents = r.extents;
         for (int i = 0; i < extents.count; i++) {
             int done = i == extents.count - 1 ? Nbd.REPLY_FLAG_DONE : 0;
             long off = extents.offset[i];
             int n = (int) extents.length[i];
             if (extents.inUse[i]) {
-                replies.sendReadChunk(handle, done, off, n);
+                r.sender.sendReadChunk(handle, done, off, n);
             } else {
                 replies.sendHoleChunk(handle, done, off, n);
             }
@@ -262,7 +435,7 @@ public final class Connection {
     }
 
     /** Fills {@link #extents} for the range; true when some of it is not in use. */
-    private boolean hasHoles(long offset, int length) throws IOException {
+    private boolean hasHoles(ExtentList extents, long offset, int length) throws IOException {
         extents.count = 0;
         extents.limit = Integer.MAX_VALUE;
         try {
@@ -278,7 +451,7 @@ public final class Connection {
         return false;
     }
 
-    private void write(long handle, int flags, long offset, int length) throws IOException {
+    private void write(Reader r, long handle, int flags, long offset, int length) throws IOException {
         if (readOnly) {
             skipPayload(Nbd.CMD_WRITE, length);
             throw new RequestRefused(Nbd.EPERM, export.name() + " is read-only");
@@ -297,8 +470,8 @@ public final class Connection {
                 changes.cancel(t);
                 throw new PeerGone(e);      // incomplete: nothing of it is applied
             }
-            answerLater = true;
-            changes.start(t, ChangeTasks.WRITE, handle, flags, offset, length, requestStart, Nbd.CMD_WRITE);
+            r.answerLater = true;
+            changes.start(t, ChangeTasks.WRITE, handle, flags, offset, length, r.requestStart, Nbd.CMD_WRITE);
             return;
         }
         // Up to WHOLE_WRITE_MAX the payload is received in full before the engine is asked for anything: a
@@ -307,14 +480,14 @@ public final class Connection {
         if (length <= WHOLE_WRITE_MAX) {
             received.receive(length);
             try {
-                device.write(session, offset, length, received, false);    // FUA: forced from the sync pool
+                device.write(r.session, offset, length, received, false);    // FUA: forced from the sync pool
             } finally {
                 received.consumed();        // whatever happened, the stream continues after this payload
             }
         } else {
             payload.consumed = 0;
             try {
-                device.write(session, offset, length, payload, false);
+                device.write(r.session, offset, length, payload, false);
             } catch (PeerGone e) {
                 throw e;
             } catch (IOException e) {
@@ -323,53 +496,53 @@ public final class Connection {
             }
         }
         if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
-            submit(SyncTasks.FORCE_RANGE, handle, offset, length);
+            submit(r, SyncTasks.FORCE_RANGE, handle, offset, length);
         } else {
             replies.sendSimpleReply(handle, 0);
         }
     }
 
-    private void trim(long handle, int flags, long offset, long length) throws IOException {
+    private void trim(Reader r, long handle, int flags, long offset, long length) throws IOException {
         checkRequest(Nbd.CMD_TRIM, offset, length);
         if (changes != null) {
-            answerLater = true;
-            changes.start(acquireChange(), ChangeTasks.TRIM, handle, flags, offset, length, requestStart, Nbd.CMD_TRIM);
+            r.answerLater = true;
+            changes.start(acquireChange(), ChangeTasks.TRIM, handle, flags, offset, length, r.requestStart, Nbd.CMD_TRIM);
             return;
         }
-        device.trim(session, offset, length, false);
-        finishMutation(handle, flags);
+        device.trim(r.session, offset, length, false);
+        finishMutation(r, handle, flags);
     }
 
-    private void writeZeroes(long handle, int flags, long offset, long length) throws IOException {
+    private void writeZeroes(Reader r, long handle, int flags, long offset, long length) throws IOException {
         checkRequest(Nbd.CMD_WRITE_ZEROES, offset, length);
         boolean noHole = (flags & Nbd.CMD_FLAG_NO_HOLE) != 0;
         boolean fast = (flags & Nbd.CMD_FLAG_FAST_ZERO) != 0;
         if (changes != null) {
-            answerLater = true;
-            changes.start(acquireChange(), ChangeTasks.WRITE_ZEROES, handle, flags, offset, length, requestStart,
+            r.answerLater = true;
+            changes.start(acquireChange(), ChangeTasks.WRITE_ZEROES, handle, flags, offset, length, r.requestStart,
                     Nbd.CMD_WRITE_ZEROES);
             return;
         }
-        device.writeZeroes(session, offset, length, noHole, fast, false);
-        finishMutation(handle, flags);
+        device.writeZeroes(r.session, offset, length, noHole, fast, false);
+        finishMutation(r, handle, flags);
     }
 
-    private void finishMutation(long handle, int flags) throws IOException {
+    private void finishMutation(Reader r, long handle, int flags) throws IOException {
         if ((flags & Nbd.CMD_FLAG_FUA) != 0) {
-            submit(SyncTasks.FLUSH, handle, 0, 0);
+            submit(r, SyncTasks.FLUSH, handle, 0, 0);
         } else {
             replies.sendSimpleReply(handle, 0);
         }
     }
 
     /** Hands FLUSH or FUA work to the sync pool, which answers the request (out of order) when it is durable. */
-    private void submit(int kind, long handle, long offset, long length) throws IOException {
+    private void submit(Reader r, int kind, long handle, long offset, long length) throws IOException {
         replies.flush();        // the sync pool may make the reader wait (SyncTasks.MAX_IN_FLIGHT): nothing waits with it
-        answerLater = true;
-        syncTasks.submit(kind, handle, offset, length, requestStart, request.type(), request.length());
+        r.answerLater = true;
+        syncTasks.submit(kind, handle, offset, length, r.requestStart, r.type, r.length);
     }
 
-    private void blockStatus(long handle, int flags, long offset, long length) throws IOException {
+    private void blockStatus(Reader r, long handle, int flags, long offset, long length) throws IOException {
         if (!structured || contexts.isEmpty()) {
             throw new RequestRefused(Nbd.EINVAL, "BLOCK_STATUS needs a meta context selected during the handshake");
         }
@@ -431,6 +604,7 @@ public final class Connection {
                 in.clear();
                 int n = channel.read(in);
                 in.flip();
+                chunkRequests = 0;
                 if (n < 0) {
                     throw new EOFException("peer closed the connection");
                 }
@@ -476,9 +650,9 @@ public final class Connection {
 
     // ---- replies -------------------------------------------------------------------------------------------
 
-    private void error(int type, long handle, int errno, String message) throws IOException {
+    private void error(Reader r, int type, long handle, int errno, String message) throws IOException {
         export.errors().incrementAndGet();
-        requestFailed = true;
+        r.requestFailed = true;
         Log.debug("%s: %s -> errno %d: %s", peer, Nbd.commandName(type), errno, message);
         if (structured && (type == Nbd.CMD_READ || type == Nbd.CMD_BLOCK_STATUS)) {
             replies.sendErrorChunk(handle, errno, message);

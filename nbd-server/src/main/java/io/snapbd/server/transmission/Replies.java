@@ -21,16 +21,18 @@ import java.util.function.BooleanSupplier;
 /**
  * Every reply of one connection goes out through one method per kind (as nbdkit's {@code send_simple_reply},
  * {@code send_structured_reply_read}, {@code send_structured_reply_error}, ...), encoded by the flyweights of
- * {@code protocol/}. A per-connection send lock keeps replies whole when the reader thread and the FLUSH/FUA
- * pool answer at the same time; no lock is shared with other connections. Buffers are reused: nothing is
- * allocated per reply except the text of an error message.
+ * {@code protocol/}. A per-connection send lock keeps replies whole when the connection's reader threads and the
+ * FLUSH/FUA pool answer at the same time; no lock is shared with other connections. Every reply is encoded and
+ * sent under that lock, so its buffers are shared by all threads. Buffers are reused: nothing is allocated per
+ * reply except the text of an error message. A READ's data is read with the answering thread's engine session.
  *
  * <p>Gathering: while the connection's reader thread answers a request and more of the request stream is already
  * received ({@link #reader}'s {@code queued}), its reply is appended to a per-connection batch instead of being
  * sent, READ payloads up to {@link #GATHER_MAX} copied from the device; the batch goes out in one system call when
  * the reader is about to wait for input ({@link #flush()}), when it is full, or in front of the next reply sent
- * directly (one {@code writev} of batch, header and payload). A reply with nothing received behind it is never
- * held back. Other threads (the sync pool) always send at once; a reply is always whole in the stream.
+ * directly by any thread (one {@code writev} of batch, header and payload). A reply with nothing received behind
+ * it is never held back. Only the thread holding the connection's reading role gathers; other threads (the other
+ * reader, the sync pool) always send at once; a reply is always whole in the stream.
  */
 final class Replies {
 
@@ -39,7 +41,6 @@ final class Replies {
 
     private final GatheringByteChannel out;
     private final BlockDevice device;
-    private final BlockDevice.Session session;
     private final String exportName;
     private final ReentrantLock lock = new ReentrantLock();
 
@@ -47,10 +48,9 @@ final class Replies {
     private final ByteBuffer header = ByteBuffer.allocateDirect(StructuredReplyHeader.BYTES + OffsetHoleChunk.BYTES);
     private final SimpleReplyHeader simple = new SimpleReplyHeader().wrap(header);
     private final StructuredReplyHeader chunk = new StructuredReplyHeader().wrap(header);
-    private final OffsetDataChunk data = new OffsetDataChunk().wrap(header, StructuredReplyHeader.BYTES);
     private final OffsetHoleChunk hole = new OffsetHoleChunk().wrap(header, StructuredReplyHeader.BYTES);
 
-    /** Error and BLOCK_STATUS chunks, built by the reader thread outside the lock (extent lookups take time). */
+    /** Error and BLOCK_STATUS chunks, built under the lock. */
     private final ByteBuffer metadata = ByteBuffer.allocateDirect(StructuredReplyHeader.BYTES
             + Math.max(ErrorChunk.BYTES + ErrorChunk.MAX_MESSAGE_BYTES, BlockStatusChunk.length(MAX_EXTENTS)));
     private final StructuredReplyHeader metadataChunk = new StructuredReplyHeader().wrap(metadata);
@@ -58,42 +58,50 @@ final class Replies {
     private final BlockStatusChunk status = new BlockStatusChunk().wrap(metadata, StructuredReplyHeader.BYTES);
     private final Extents extents = new Extents();
 
-    private final DataSink dataSink = new DataSink();
     private final ByteBuffer[] gather = new ByteBuffer[3];
 
     /** Bytes of whole replies waiting to be sent together: (64 KiB: about 15 replies of a 4 KiB READ). */
     static final int BATCH_BYTES = 64 << 10;
     /** Largest READ payload copied into the batch; a larger one goes straight from the device to the socket. */
     static final int GATHER_MAX = 16 << 10;
-    /** Replies gathered by the reader thread, [0, position) ready to send; touched by that thread only. */
+    /**
+     * Replies gathered by the reader thread, [0, position) ready to send; touched under the lock only, appended to
+     * by the reader thread only.
+     */
     private final ByteBuffer batch = ByteBuffer.allocateDirect(BATCH_BYTES);
-    private Thread readerThread;
+    /** The thread holding the reading role (whose replies may be gathered), or null while it passes. */
+    private volatile Thread readerThread;
     private BooleanSupplier queued = () -> false;
 
-    Replies(GatheringByteChannel out, BlockDevice device, BlockDevice.Session session, String exportName) {
+    Replies(GatheringByteChannel out, BlockDevice device, String exportName) {
         this.out = out;
         this.device = device;
-        this.session = session;
         this.exportName = exportName;
     }
 
-    /**
-     * Makes {@code thread} the reader whose replies may be gathered while {@code queued} says that more of the
-     * request stream is already received (asked on that thread only).
-     */
-    void reader(Thread thread, BooleanSupplier queued) {
-        this.readerThread = thread;
+    /** {@code queued} says that more of the request stream is already received (asked on the reader thread only). */
+    void queued(BooleanSupplier queued) {
         this.queued = queued;
     }
 
-    /** Sends the gathered replies now. Reader thread only: before it waits for input, and when it stops. */
+    /** Makes {@code thread} (or nobody: null) the reader whose replies may be gathered. */
+    void reader(Thread thread) {
+        this.readerThread = thread;
+    }
+
+    /**
+     * Sends the gathered replies now: the reader before it waits for input, and the connection when it stops.
+     * Only the reader appends to the batch, so an empty batch seen here stays empty until this thread adds to it.
+     */
     void flush() throws IOException {
         if (batch.position() == 0) {
             return;
         }
         lock.lock();
         try {
-            flushLocked();
+            if (batch.position() > 0) {
+                flushLocked();
+            }
         } finally {
             lock.unlock();
         }
@@ -112,31 +120,9 @@ final class Replies {
         }
     }
 
-    /** A successful READ without structured replies: a simple reply, then the data. */
-    void sendSimpleRead(long handle, long offset, int length) throws IOException {
-        lock.lock();
-        try {
-            header.clear();
-            simple.encode(0, handle);
-            header.limit(SimpleReplyHeader.BYTES);
-            sendWithData(offset, length);
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    /** One OFFSET_DATA chunk of a READ's structured reply, with its data from the device. */
-    void sendReadChunk(long handle, int flags, long offset, int length) throws IOException {
-        lock.lock();
-        try {
-            header.clear();
-            chunk.encode(flags, Nbd.REPLY_TYPE_OFFSET_DATA, handle, OffsetDataChunk.BYTES + length);
-            data.encode(offset);
-            header.limit(StructuredReplyHeader.BYTES + OffsetDataChunk.BYTES);
-            sendWithData(offset, length);
-        } finally {
-            lock.unlock();
-        }
+    /** A sender of READ replies with data for one thread (a connection's reader), reading with {@code session}. */
+    ReadSender readSender(BlockDevice.Session session) {
+        return new ReadSender(session);
     }
 
     /** One OFFSET_HOLE chunk of a READ's structured reply: a range that reads as zeros. */
@@ -153,30 +139,40 @@ final class Replies {
         }
     }
 
-    /** The final ERROR chunk of a structured reply; the message is cut to the spec's limit. Reader thread only. */
+    /** The final ERROR chunk of a structured reply; the message is cut to the spec's limit. */
     void sendErrorChunk(long handle, int errno, String message) throws IOException {
-        metadata.clear();
-        int length = error.encode(errno, message);
-        metadataChunk.encode(Nbd.REPLY_FLAG_DONE, Nbd.REPLY_TYPE_ERROR, handle, length);
-        metadata.limit(StructuredReplyHeader.BYTES + length);
-        send(metadata);
+        lock.lock();
+        try {
+            metadata.clear();
+            int length = error.encode(errno, message);
+            metadataChunk.encode(Nbd.REPLY_FLAG_DONE, Nbd.REPLY_TYPE_ERROR, handle, length);
+            metadata.limit(StructuredReplyHeader.BYTES + length);
+            emitLocked(metadata);
+        } finally {
+            lock.unlock();
+        }
     }
 
     /**
      * The BLOCK_STATUS chunk of one metadata context: up to {@code limit} (at most {@link #MAX_EXTENTS}) extents
-     * of [offset, +length) as the context reports them. Reader thread only.
+     * of [offset, +length) as the context reports them. The lookup runs under the lock (the buffers are shared).
      */
     void sendBlockStatus(long handle, int flags, int contextId, MetaContext context, long offset, long length, int limit)
             throws IOException {
-        metadata.clear();
-        status.contextId(contextId);
-        extents.count = 0;
-        extents.limit = Math.min(limit, MAX_EXTENTS);
-        context.extents(offset, length, extents);
-        int payload = BlockStatusChunk.length(extents.count);
-        metadataChunk.encode(flags, Nbd.REPLY_TYPE_BLOCK_STATUS, handle, payload);
-        metadata.limit(StructuredReplyHeader.BYTES + payload);
-        send(metadata);
+        lock.lock();
+        try {
+            metadata.clear();
+            status.contextId(contextId);
+            extents.count = 0;
+            extents.limit = Math.min(limit, MAX_EXTENTS);
+            context.extents(offset, length, extents);
+            int payload = BlockStatusChunk.length(extents.count);
+            metadataChunk.encode(flags, Nbd.REPLY_TYPE_BLOCK_STATUS, handle, payload);
+            metadata.limit(StructuredReplyHeader.BYTES + payload);
+            emitLocked(metadata);
+        } finally {
+            lock.unlock();
+        }
     }
 
     /** Fills the descriptors of {@link #status}. */
@@ -188,15 +184,6 @@ final class Replies {
         public boolean accept(long length, int flags) {
             status.extent(count, length, flags);
             return ++count < limit;
-        }
-    }
-
-    private void send(ByteBuffer b) throws IOException {
-        lock.lock();
-        try {
-            emitLocked(b);
-        } finally {
-            lock.unlock();
         }
     }
 
@@ -223,10 +210,10 @@ final class Replies {
         }
     }
 
-    /** Sends the batch (if this is the reader thread and it holds replies), then {@code b}, in one writev. */
+    /** Sends the batch (if it holds replies), then {@code b}, in one writev. */
     private void sendLocked(ByteBuffer b) throws IOException {
         try {
-            if (Thread.currentThread() == readerThread && batch.position() > 0) {
+            if (batch.position() > 0) {
                 batch.flip();
                 gather[0] = batch;
                 gather[1] = b;
@@ -254,59 +241,104 @@ final class Replies {
     }
 
     /**
-     * Sends {@link #header} followed by the device's data, straight from the mapping. The header announces
-     * {@code length} bytes: if the device fails before anything went out, the caller answers with an error; once
-     * the header is out, exactly {@code length} bytes follow or the connection ends ({@link ReplyCut}), because
-     * any other reply would land inside the payload. A gathered reply is only in the batch until it is complete: on
-     * failure it is taken out again and the caller answers with an error.
+     * Sends READ replies with data, straight from the device (its mapping), for one thread: its own header buffer
+     * and state, so the device read runs outside the send lock, which is taken when the first data arrives and held
+     * until the reply is whole. A READ whose data is slow to come (a page of the mapping read from the disk, a slow
+     * device) does not hold up the connection's other replies.
      */
-    private void sendWithData(long offset, int length) throws IOException {
-        dataSink.headerPending = true;
-        dataSink.sent = 0;
-        dataSink.length = length;
-        dataSink.gathered = length <= GATHER_MAX && gatheringLocked(header.remaining() + length);
-        dataSink.mark = batch.position();
-        try {
-            device.read(session, offset, length, dataSink);
-        } catch (PeerGone e) {
-            throw e;
-        } catch (IOException | RuntimeException e) {
-            if (dataSink.gathered) {
-                batch.position(dataSink.mark);
-                throw e;
-            }
-            if (!dataSink.headerPending) {
-                throw new ReplyCut(exportName + ": READ [" + offset + ", +" + length + ") failed after "
-                        + dataSink.sent + " of its " + length + " announced bytes: " + e.getMessage());
-            }
-            throw e;
-        }
-        if (dataSink.sent != length) {
-            String why = exportName + ": READ [" + offset + ", +" + length + ") produced " + dataSink.sent + " bytes";
-            if (dataSink.gathered) {
-                batch.position(dataSink.mark);
-                throw new IOException(why);
-            }
-            if (!dataSink.headerPending) {
-                throw new ReplyCut(why);
-            }
-            throw new IOException(why);
-        }
-    }
+    final class ReadSender implements ByteSink {
+        private final BlockDevice.Session session;
+        private final ByteBuffer header = ByteBuffer.allocateDirect(StructuredReplyHeader.BYTES + OffsetDataChunk.BYTES);
+        private final SimpleReplyHeader simple = new SimpleReplyHeader().wrap(header);
+        private final StructuredReplyHeader chunk = new StructuredReplyHeader().wrap(header);
+        private final OffsetDataChunk data = new OffsetDataChunk().wrap(header, StructuredReplyHeader.BYTES);
+        private boolean locked;         // this sender holds the send lock (from the first data to the end of the reply)
+        private boolean headerPending;
+        private long sent;              // payload bytes handed to the socket (or about to be) for the current reply
+        private int length;             // announced payload bytes
+        private boolean gathered;       // the reply goes into the batch
+        private int mark;               // the batch's position before this reply
 
-    /**
-     * Streams device data to the socket; the first buffer goes out together with the pending reply header (and the
-     * batch in front of it). A gathered reply is copied into the batch instead.
-     */
-    private final class DataSink implements ByteSink {
-        boolean headerPending;
-        long sent;              // payload bytes handed to the socket (or about to be) for the current reply
-        int length;             // announced payload bytes
-        boolean gathered;       // the reply goes into the batch
-        int mark;               // the batch's position before this reply
+        private ReadSender(BlockDevice.Session session) {
+            this.session = session;
+        }
 
+        /** A successful READ without structured replies: a simple reply, then the data. */
+        void sendSimpleRead(long handle, long offset, int length) throws IOException {
+            header.clear();
+            simple.encode(0, handle);
+            header.limit(SimpleReplyHeader.BYTES);
+            sendWithData(offset, length);
+        }
+
+        /** One OFFSET_DATA chunk of a READ's structured reply, with its data from the device. */
+        void sendReadChunk(long handle, int flags, long offset, int length) throws IOException {
+            header.clear();
+            chunk.encode(flags, Nbd.REPLY_TYPE_OFFSET_DATA, handle, OffsetDataChunk.BYTES + length);
+            data.encode(offset);
+            header.limit(StructuredReplyHeader.BYTES + OffsetDataChunk.BYTES);
+            sendWithData(offset, length);
+        }
+
+        /**
+         * Sends {@link #header} followed by the device's data. The header announces {@code length} bytes: if the
+         * device fails before anything went out, the caller answers with an error; once the header is out, exactly
+         * {@code length} bytes follow or the connection ends ({@link ReplyCut}), because any other reply would land
+         * inside the payload. A gathered reply is only in the batch until it is complete: on failure it is taken out
+         * again and the caller answers with an error.
+         */
+        private void sendWithData(long offset, int length) throws IOException {
+            headerPending = true;
+            sent = 0;
+            this.length = length;
+            try {
+                try {
+                    device.read(session, offset, length, this);
+                } catch (PeerGone e) {
+                    throw e;
+                } catch (IOException | RuntimeException e) {
+                    if (gathered) {
+                        batch.position(mark);
+                        throw e;
+                    }
+                    if (!headerPending) {
+                        throw new ReplyCut(exportName + ": READ [" + offset + ", +" + length + ") failed after "
+                                + sent + " of its " + length + " announced bytes: " + e.getMessage());
+                    }
+                    throw e;
+                }
+                if (sent != length) {
+                    String why = exportName + ": READ [" + offset + ", +" + length + ") produced " + sent + " bytes";
+                    if (gathered) {
+                        batch.position(mark);
+                        throw new IOException(why);
+                    }
+                    if (!headerPending) {
+                        throw new ReplyCut(why);
+                    }
+                    throw new IOException(why);
+                }
+            } finally {
+                gathered = false;
+                if (locked) {
+                    locked = false;
+                    lock.unlock();
+                }
+            }
+        }
+
+        /**
+         * Streams device data to the socket; the first buffer takes the send lock and goes out together with the
+         * pending reply header (and the batch in front of it). A gathered reply is copied into the batch instead.
+         */
         @Override
         public void write(ByteBuffer src) throws IOException {
+            if (!locked) {
+                lock.lock();
+                locked = true;
+                gathered = length <= GATHER_MAX && gatheringLocked(header.remaining() + length);
+                mark = batch.position();
+            }
             sent += src.remaining();
             if (gathered) {
                 if (sent > length) {
@@ -323,7 +355,7 @@ final class Replies {
                 if (headerPending) {
                     headerPending = false;
                     int n = 0;
-                    if (Thread.currentThread() == readerThread && batch.position() > 0) {
+                    if (batch.position() > 0) {
                         batch.flip();
                         gather[n++] = batch;
                     }

@@ -193,7 +193,7 @@ class ReplyGatheringTest {
     private void serve(Chunks ch, boolean structured) {
         Export export = new Export("v", null, vol);
         Negotiated n = structured ? new Negotiated(export, true, List.of()) : Negotiated.plain(export);
-        new Connection(ch, ch, n, pool, "test").serve();
+        new Connection(ch, ch, n, pool, "test", 1).serve();     // one reader: the call counts are exact
     }
 
     private static ByteBuffer requests() {
