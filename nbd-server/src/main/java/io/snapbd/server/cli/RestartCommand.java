@@ -19,12 +19,15 @@ import java.util.concurrent.Callable;
         description = {"Restart the running server in place: it starts its successor (the same command line, the jar read anew) "
                 + "and serves until the successor is ready, then hands over (kernel devices stay connected; I/O pauses only for "
                 + "the stop and the successor's open, not for a JVM start). If the successor fails first, the server keeps "
-                + "serving and this command fails. Exit status 3: the running server is too old to restart in place.",
+                + "serving and this command fails (exit 1). Exit status 3: the running server is too old to restart in place; 4: no "
+                + "server answers on DIR/admin.sock.",
                 "The same as SIGUSR2 to the server. See docs/kernel-attach.md, \"In-place restart\"."})
 final class RestartCommand implements Callable<Integer> {
 
     /** Exit status when the running server does not know the request (a version before the in-place restart). */
     static final int EXIT_UNSUPPORTED = 3;
+    /** Exit status when no server answers on the admin socket. */
+    static final int EXIT_NO_SERVER = 4;
 
     @CommandLine.Mixin
     Cli.Query query;
@@ -42,7 +45,7 @@ final class RestartCommand implements Callable<Integer> {
         long t0 = System.nanoTime();
         SocketChannel ch = AdminClient.connect(socket);
         if (ch == null) {
-            throw new Cli.ExitException(1, "no server answers on " + socket + ": nothing to restart (start it with 'snapbd serve' "
+            throw new Cli.ExitException(EXIT_NO_SERVER, "no server answers on " + socket + ": nothing to restart (start it with 'snapbd serve' "
                     + "or systemctl start snapbd)");
         }
         JsonNode r;

@@ -123,7 +123,7 @@ final class ServeCommand implements Callable<Integer> {
         }
         server = s;
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            if (stopping.compareAndSet(false, true)) {
+            if (!s.isClosed() && stopping.compareAndSet(false, true)) {     // closed: handed over (in-place restart)
                 Log.info("stopping (signal)");
                 armStopDeadline(s);
                 s.close();

@@ -92,7 +92,7 @@ public final class Handover {
 
     /** A started successor, before or after it reported ready. */
     public static final class Pending implements AutoCloseable {
-        private final Process process;
+        private final ProcessHandle process;
         private final Path socketFile;
         private final ServerSocketChannel listener;
         private final String token;
@@ -100,7 +100,7 @@ public final class Handover {
         private volatile SocketChannel channel;
         private volatile boolean aborted;
 
-        private Pending(Process process, Path socketFile, ServerSocketChannel listener, String token) {
+        private Pending(ProcessHandle process, Path socketFile, ServerSocketChannel listener, String token) {
             this.process = process;
             this.socketFile = socketFile;
             this.listener = listener;
@@ -141,8 +141,7 @@ public final class Handover {
                         continue;
                     }
                     if (!process.isAlive()) {
-                        throw new Refused("the successor (pid " + process.pid() + ") exited with status " + process.exitValue()
-                                + " before it was ready (its log says why)");
+                        throw new Refused("the successor (pid " + process.pid() + ") exited before it was ready (its log says why)");
                     }
                     if (System.nanoTime() > deadline) {
                         throw new Refused("the successor (pid " + process.pid() + ") was not ready within "
@@ -212,8 +211,11 @@ public final class Handover {
 
     /**
      * Starts the successor: {@code command} with this process's environment, without the variables that belong
-     * to this process only (WATCHDOG_PID, LISTEN_*), plus the handover socket and token; its output goes where
-     * this process's goes.
+     * to this process only (WATCHDOG_PID, LISTEN_*), plus the handover socket and token; its output goes to this
+     * process's standard error. It is started by a shell that exits at once, so it is not this process's child
+     * but the service manager's (PID 1, or the subreaper): systemd then supervises it as the unit's main process
+     * after MAINPID= like one it started (a main PID that is not its child it would not wait for at a stop).
+     * A shell's background job ignores SIGINT and SIGQUIT; the server stops on SIGTERM.
      */
     public static Pending start(List<String> command, Path dataDir) throws Refused {
         Path socketFile = dataDir.resolve(SOCKET_FILE);
@@ -229,8 +231,10 @@ public final class Handover {
         byte[] secret = new byte[16];
         new SecureRandom().nextBytes(secret);
         String token = HexFormat.of().formatHex(secret);
-        ProcessBuilder pb = new ProcessBuilder(command).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
-                .redirectOutput(ProcessBuilder.Redirect.INHERIT).redirectError(ProcessBuilder.Redirect.INHERIT);
+        List<String> sh = new ArrayList<>(List.of("/bin/sh", "-c", "\"$@\" >&2 </dev/null & echo $!", "snapbd-successor"));
+        sh.addAll(command);
+        ProcessBuilder pb = new ProcessBuilder(sh).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
+                .redirectOutput(ProcessBuilder.Redirect.PIPE).redirectError(ProcessBuilder.Redirect.INHERIT);
         Map<String, String> env = pb.environment();
         // the watchdog variables name this process; systemd's sockets are not passed on (see SnapbdServer)
         env.remove("WATCHDOG_PID");
@@ -240,7 +244,26 @@ public final class Handover {
         env.put(SOCKET_ENV, socketFile.toAbsolutePath().toString());
         env.put(TOKEN_ENV, token);
         try {
-            return new Pending(pb.start(), socketFile, listener, token);
+            Process shell = pb.start();
+            String out = new String(shell.getInputStream().readNBytes(64), StandardCharsets.US_ASCII).strip();
+            shell.waitFor();
+            ProcessHandle successor;
+            try {
+                successor = ProcessHandle.of(Long.parseLong(out)).orElse(null);
+            } catch (NumberFormatException e) {
+                throw new IOException("the shell that starts it said '" + out + "'");
+            }
+            if (successor == null) {
+                throw new Refused("the successor " + command + " (pid " + out + ") exited at once (its log says why)");
+            }
+            return new Pending(successor, socketFile, listener, token);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            closeQuietly(listener, socketFile);
+            throw new Refused("interrupted while starting the successor");
+        } catch (Refused e) {
+            closeQuietly(listener, socketFile);
+            throw e;
         } catch (IOException e) {
             try {
                 listener.close();
@@ -249,6 +272,15 @@ public final class Handover {
                 // best effort
             }
             throw new Refused("cannot start the successor " + command + ": " + e.getMessage());
+        }
+    }
+
+    private static void closeQuietly(ServerSocketChannel listener, Path socketFile) {
+        try {
+            listener.close();
+            Files.deleteIfExists(socketFile);
+        } catch (IOException ignored) {
+            // best effort
         }
     }
 

@@ -430,6 +430,11 @@ public final class SnapbdServer implements AutoCloseable {
         stopped.await();
     }
 
+    /** True once {@link #close} has begun (a stop, or the handover of an in-place restart). */
+    public boolean isClosed() {
+        return closed;
+    }
+
     public KernelAttachments attachments() {
         return attachments;
     }

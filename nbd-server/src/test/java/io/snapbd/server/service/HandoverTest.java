@@ -15,6 +15,7 @@ import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -69,7 +70,8 @@ class HandoverTest {
             Handover.Pending p = Handover.start(fake("exit", "7"), dir);
             p.awaitReady(Duration.ofMinutes(2));
         });
-        assertTrue(e.getMessage().contains("exited with status 7 before it was ready"), e.getMessage());
+        assertTrue(e.getMessage().contains("exited") && e.getMessage().contains("before it was ready")
+                || e.getMessage().contains("exited at once"), e.getMessage());
         assertFalse(Files.exists(dir.resolve(Handover.SOCKET_FILE)));
     }
 
@@ -97,6 +99,19 @@ class HandoverTest {
         }
         assertFalse(Files.exists(out), "the successor was handed nothing");
         assertFalse(Files.exists(dir.resolve(Handover.SOCKET_FILE)));
+    }
+
+    @Test
+    void successorIsNotOurChild() throws Exception {
+        Path out = dir.resolve("go.txt");
+        Handover.Pending p = Handover.start(fake("ready", out.toString()), dir);
+        try {
+            long parent = ProcessHandle.of(p.pid()).flatMap(ProcessHandle::parent).map(ProcessHandle::pid).orElse(-1L);
+            assertNotEquals(ProcessHandle.current().pid(), parent, "the successor must be the service manager's child, not ours");
+            assertTrue(ProcessHandle.current().children().noneMatch(h -> h.pid() == p.pid()));
+        } finally {
+            p.close();
+        }
     }
 
     @Test
