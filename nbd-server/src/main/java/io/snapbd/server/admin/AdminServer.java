@@ -37,6 +37,9 @@ public final class AdminServer implements AutoCloseable {
     private final InheritedSockets.Listener ss;
     private final int ownUid;
     private volatile boolean closing;
+    /** Requests read and not yet answered: close waits for their answers (a restart's answer precedes the stop). */
+    private final java.util.concurrent.atomic.AtomicInteger answering = new java.util.concurrent.atomic.AtomicInteger();
+    private static final long CLOSE_WAIT_MILLIS = 10_000;
 
     public AdminServer(Path path, ControlPlane control) throws IOException {
         this.path = path;
@@ -112,6 +115,7 @@ public final class AdminServer implements AutoCloseable {
                     continue;
                 }
                 ObjectNode resp = Json.MAPPER.createObjectNode();
+                answering.incrementAndGet();
                 try {
                     JsonNode req = Json.MAPPER.readTree(line);
                     if (req == null || !req.isObject()) {
@@ -135,8 +139,12 @@ public final class AdminServer implements AutoCloseable {
                     resp.put("ok", false);
                     resp.put("error", "internal error: " + e);
                 }
-                out.write((Json.MAPPER.writeValueAsString(resp) + "\n").getBytes(StandardCharsets.UTF_8));
-                out.flush();
+                try {
+                    out.write((Json.MAPPER.writeValueAsString(resp) + "\n").getBytes(StandardCharsets.UTF_8));
+                    out.flush();
+                } finally {
+                    answering.decrementAndGet();
+                }
             }
         } catch (IOException e) {
             Log.debug("admin client: %s", e.getMessage());
@@ -211,6 +219,15 @@ public final class AdminServer implements AutoCloseable {
             Files.deleteIfExists(path);
         } catch (IOException e) {
             // best effort
+        }
+        long deadline = System.nanoTime() + CLOSE_WAIT_MILLIS * 1_000_000;
+        while (answering.get() > 0 && System.nanoTime() < deadline) {
+            try {
+                Thread.sleep(5);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
         }
     }
 }

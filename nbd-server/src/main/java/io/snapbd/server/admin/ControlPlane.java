@@ -52,6 +52,18 @@ public final class ControlPlane {
     private final Serving serving;
     private final CloneJobs clones;
     private final StatsHandler stats;
+    private volatile Restarter restarter;
+
+    /** The running server's in-place restart ({@code "restart"}); absent offline. */
+    @FunctionalInterface
+    public interface Restarter {
+        JsonNode restart() throws OperationException;
+    }
+
+    /** Lets {@code {"command":"restart"}} start the server's in-place restart. */
+    public void onRestart(Restarter r) {
+        restarter = r;
+    }
 
     /** Inside the running server; {@code attachments} may be null (then attach and detach are refused). */
     public ControlPlane(VolumeCatalog catalog, ExportRegistry exports, NbdServer nbd, CloneJobs clones,
@@ -129,6 +141,14 @@ public final class ControlPlane {
                     return MirrorHandler.reconcile(volume(request));
                 case "mirror.add":
                     return MirrorHandler.add(volume(request), request, catalog.space());
+                case "restart": {
+                    Restarter r = restarter;
+                    if (r == null) {
+                        throw new OperationException("restart needs the running server: start it with 'snapbd serve' "
+                                + "(or systemctl start snapbd)");
+                    }
+                    return r.restart();
+                }
                 case "mirror.remove":
                     return MirrorHandler.remove(volume(request), request);
                 default:

@@ -11,7 +11,7 @@ import java.util.Objects;
 @Command(name = "snapbd", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = "User-space block device: an NBD server over preallocated memory-mapped volumes with snapshots.",
         subcommands = {ServeCommand.class, VolumeCommand.class, SnapshotCommand.class, DiffCommand.class, ReplicateCommand.class, LunStateCommand.class, StatusCommand.class, StatsCommand.class, FsckCommand.class, MirrorCommand.class,
-                AttachCommand.class, DetachCommand.class,
+                AttachCommand.class, DetachCommand.class, RestartCommand.class,
                 CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
 

@@ -9,6 +9,7 @@ import io.snapbd.server.config.ServiceSettings;
 import io.snapbd.server.config.TlsSettings;
 import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.tls.ServerTls;
+import io.snapbd.server.service.Handover;
 import io.snapbd.server.service.SnapbdServer;
 import io.snapbd.server.service.Systemd;
 import picocli.CommandLine;
@@ -27,7 +28,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
 
 @Command(name = "serve", mixinStandardHelpOptions = true,
         description = {"Run the NBD server in the foreground, logging to stderr. On an empty data directory it creates volume vol0 (1 GiB, 256 MiB save volume).",
-                "SIGTERM stops it gracefully (exit 0); SIGHUP re-reads --config for what can change live. Under systemd it speaks sd_notify "
+                "SIGTERM stops it gracefully (exit 0); SIGHUP re-reads --config for what can change live; SIGUSR2 restarts it in place "
+                        + "(as 'snapbd restart'). Under systemd it speaks sd_notify "
                         + "and takes sockets passed by socket activation (see docs/production.md)."})
 final class ServeCommand implements Callable<Integer> {
 
@@ -108,16 +110,20 @@ final class ServeCommand implements Callable<Integer> {
             throw new Cli.ExitException(2, e.getMessage());
         }
         boolean handlers = installSignalHandlers();
+        ServiceSettings service = loaded.service();
+        if (Handover.isSuccessor()) {
+            service = takeOver(loaded, serverTls);
+        }
         SnapbdServer s;
         try {
-            s = SnapbdServer.start(cfg, loaded.service(), serverTls, loaded.access());
+            s = SnapbdServer.start(cfg, service, serverTls, loaded.access());
         } catch (IOException | RuntimeException e) {
             Systemd.status("failed to start: " + Cli.message(e));
             throw e;
         }
         server = s;
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            if (stopping.compareAndSet(false, true)) {
+            if (!s.isClosed() && stopping.compareAndSet(false, true)) {     // closed: handed over (in-place restart)
                 Log.info("stopping (signal)");
                 armStopDeadline(s);
                 s.close();
@@ -128,6 +134,52 @@ final class ServeCommand implements Callable<Integer> {
         }
         s.awaitStop();
         return 0;
+    }
+
+    /**
+     * The successor of an in-place restart: rehearses the start on a scratch directory, tells the predecessor it is
+     * ready, and waits until it has stopped; a failure ends this process (the predecessor keeps serving). The
+     * real start that follows skips the warm-up (the rehearsal did it in this JVM).
+     */
+    private ServiceSettings takeOver(Loaded loaded, ServerTls tls) {
+        Systemd.mute(true);
+        long t0 = System.nanoTime();
+        try {
+            SnapbdServer.rehearse(loaded.config(), loaded.service(), tls);
+        } catch (IOException | RuntimeException e) {
+            throw new Cli.ExitException(1, "successor of an in-place restart: the rehearsal of the start failed, not taking over: "
+                    + Cli.message(e));
+        }
+        long rehearsed = System.nanoTime();
+        Handover.Go go;
+        try {
+            go = Handover.readyAndAwaitGo();
+        } catch (IOException e) {
+            throw new Cli.ExitException(1, "successor of an in-place restart: " + Cli.message(e));
+        }
+        Systemd.mute(false);
+        KernelAttachments.handedOver(go.devices(), go.keptAtMillis());
+        Log.info("taking over from the predecessor (in-place restart): rehearsed the start in %d ms, waited %d ms for its stop; "
+                + "devices it left connected: %s", (rehearsed - t0) / 1_000_000, (System.nanoTime() - rehearsed) / 1_000_000,
+                go.devices().isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(go.devices())));
+        return loaded.service();
+    }
+
+    /** SIGUSR2: the in-place restart, as {@code snapbd restart} asks for it; a failure leaves this server serving. */
+    private void restartBySignal() {
+        SnapbdServer s = server;
+        if (s == null || stopping.get()) {
+            Log.warn("SIGUSR2 (in-place restart) ignored: the server is %s", s == null ? "starting" : "stopping");
+            return;
+        }
+        Thread t = new Thread(() -> {
+            try {
+                s.restartInPlace();
+            } catch (io.snapbd.server.api.OperationException e) {
+                Log.debug("SIGUSR2: %s", e.getMessage());      // restartInPlace logged it
+            }
+        }, "restart");
+        t.start();
     }
 
     /** Reads the file (if any) and applies the command-line options over it; errors name the file and line. */
@@ -244,6 +296,7 @@ final class ServeCommand implements Callable<Integer> {
                     stopAsync(s, "SIGTERM");
                 }
             });
+            Signal.handle(new Signal("USR2"), sig -> restartBySignal());
             if (Signal.handle(new Signal("HUP"), sig -> reload()) == SignalHandler.SIG_IGN) {
                 // The JVM installs no handler for a signal ignored at start (nohup does that): say so, or a reload
                 // sent with kill -HUP would vanish without a trace.

@@ -22,6 +22,7 @@ import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
@@ -73,6 +74,9 @@ public final class KernelAttachments implements AutoCloseable {
     private static final Duration GIVEN_UP_PROBE = Duration.ofSeconds(1);
 
     private static volatile int deadConnTimeoutSeconds = DEFAULT_DEAD_CONN_TIMEOUT;
+    /** Devices a predecessor left connected for this process (in-place restart), and when; see {@link #handedOver}. */
+    private static volatile Set<String> handedOverDevices = Set.of();
+    private static volatile long handedOverAtMillis;
 
     private final ExportRegistry exports;
     private final NbdServer nbd;
@@ -81,6 +85,11 @@ public final class KernelAttachments implements AutoCloseable {
     private final Path keepMarker;
     private final Map<String, Attachment> attached = new ConcurrentHashMap<>();
     private volatile boolean closing;
+    /** The next close keeps the netlink devices, as with the marker (an in-place restart asks so). */
+    private volatile boolean keepRequested;
+    /** What the close kept connected, and when it began (for the successor of an in-place restart). */
+    private final Set<String> kept = ConcurrentHashMap.newKeySet();
+    private volatile long keptAtMillis;
 
     public KernelAttachments(ExportRegistry exports, NbdServer nbd) {
         this(exports, nbd, null);
@@ -107,6 +116,31 @@ public final class KernelAttachments implements AutoCloseable {
 
     public static int deadConnectionTimeout() {
         return deadConnTimeoutSeconds;
+    }
+
+    /**
+     * In the successor of an in-place restart: the devices its predecessor left connected at {@code keptAtMillis}.
+     * Their given-up probe is skipped while less than half their dead-connection timeout has passed since: the
+     * kernel cannot have given them up, and the probe's wait (1 s) would be most of the pause.
+     */
+    public static void handedOver(Set<String> devices, long keptAtMillis) {
+        handedOverDevices = Set.copyOf(devices);
+        handedOverAtMillis = keptAtMillis;
+    }
+
+    /** The next {@link #close} keeps the netlink devices connected, as the {@code keep-devices} marker does. */
+    public void keepDevicesAtClose() {
+        keepRequested = true;
+    }
+
+    /** The devices the close kept connected. */
+    public Set<String> keptDevices() {
+        return Set.copyOf(kept);
+    }
+
+    /** When the close began to keep them (epoch ms), 0 if it kept none. */
+    public long keptAtMillis() {
+        return keptAtMillis;
     }
 
     /** A failure whose message is meant for the user as is (one line). */
@@ -287,16 +321,17 @@ public final class KernelAttachments implements AutoCloseable {
     @Override
     public void close() {
         closing = true;
-        boolean keep = false;
+        boolean keep = keepRequested;
         if (keepMarker != null) {
             try {
-                keep = Files.deleteIfExists(keepMarker);
+                keep |= Files.deleteIfExists(keepMarker);
             } catch (IOException e) {
                 Log.warn("%s: %s", keepMarker, e.getMessage());
             }
         }
         List<Thread> workers = new ArrayList<>();
         List<Attachment> kept = new ArrayList<>();
+        keptAtMillis = System.currentTimeMillis();
         for (Attachment a : attached.values()) {
             if (keep && NETLINK.equals(a.kernelInterface) && a.dead > 0) {
                 a.keeping = true;
@@ -314,6 +349,7 @@ public final class KernelAttachments implements AutoCloseable {
                 Log.info("keeping %s (%s) connected for the restart: the kernel queues its I/O for up to %d s", a.spec.device(),
                         a.export.name(), a.dead);
                 kept.add(a);
+                this.kept.add(a.spec.device());
                 continue;
             }
             if (keep) {
@@ -444,7 +480,12 @@ public final class KernelAttachments implements AutoCloseable {
         }
         // A device whose dead-connection timeout expired while I/O waited has failed that I/O and marked itself
         // disconnected, although it is still configured: a read then fails at once, where a device still waiting
-        // for its server holds the read until the new connection comes.
+        // for its server holds the read until the new connection comes. A device the predecessor handed over
+        // moments ago cannot have been given up: no probe (null).
+        long since = System.currentTimeMillis() - handedOverAtMillis;
+        if (handedOverDevices.contains(device) && since >= 0 && since < r.deadConnTimeoutSeconds() * 500L) {
+            return new Probed(r, export, null);
+        }
         return new Probed(r, export, ReadProbe.start(device, r.blockSize()));
     }
 
@@ -454,7 +495,7 @@ public final class KernelAttachments implements AutoCloseable {
         Export export = p.export();
         ReadProbe probe = p.probe();
         String device = r.device();
-        if (probe.await(probeWait)) {
+        if (probe != null && probe.await(probeWait)) {
             Log.warn("%s (%s) not reconnected: the kernel gave it up (%s); disconnecting it and dropping its record", device,
                     r.export(), probe.outcome());
             disconnectQuietly(r.index());
@@ -480,13 +521,14 @@ public final class KernelAttachments implements AutoCloseable {
             dropRecord(r.index());
             return;
         }
-        if (probe.await(SETUP_TIMEOUT) && !probe.succeeded()) {
+        if (probe != null && probe.await(SETUP_TIMEOUT) && !probe.succeeded()) {
             Log.warn("%s (%s): the kernel gave it up just before the new connection came (%s): detaching it", device,
                     r.export(), probe.outcome());
             a.detach("given up by the kernel");
             return;
         }
-        Log.info("reconnected %s to %s (kept across the restart; NBD_CMD_RECONFIGURE)", export.name(), device);
+        Log.info("reconnected %s to %s (kept across the restart; NBD_CMD_RECONFIGURE%s)", export.name(), device,
+                probe == null ? "; handed over by the predecessor, no given-up probe" : "");
     }
 
     private void dropRecord(int index) {

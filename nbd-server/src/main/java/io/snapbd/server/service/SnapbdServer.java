@@ -28,6 +28,7 @@ import io.snapbd.server.transport.NbdServer;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.net.UnixDomainSocketAddress;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -50,6 +51,11 @@ public final class SnapbdServer implements AutoCloseable {
     private Systemd.Watchdog watchdog;
     private final CountDownLatch stopped = new CountDownLatch(1);
     private volatile boolean closed;
+    /** An in-place restart under way: its successor (before the handover: killed if this server stops). */
+    private final java.util.concurrent.atomic.AtomicBoolean restarting = new java.util.concurrent.atomic.AtomicBoolean();
+    private volatile Handover.Pending successor;
+    private volatile boolean handingOver;
+    private volatile ControlPlane control;
 
     private SnapbdServer(ServerConfig config, ServiceSettings service, VolumeCatalog catalog) {
         this.config = config;
@@ -181,7 +187,9 @@ public final class SnapbdServer implements AutoCloseable {
         // Devices kept across a restart wait for this (their I/O is queued in the kernel): first, before READY=1.
         Systemd.startStep("reconnecting kept nbd devices", START_STEP);
         attachments.reconnectRecorded();
-        if (service.warmUp()) {
+        if (service.warmUp() && rehearsed) {
+            Log.info("warm-up skipped: this JVM rehearsed its start (and warmed up) before the handover");
+        } else if (service.warmUp()) {
             warmUpCopyOnWrite();
             if (nbd.tls() != null) {
                 Systemd.startStep("warming up TLS", START_STEP);
@@ -230,7 +238,9 @@ public final class SnapbdServer implements AutoCloseable {
                 throw new IOException(spec.origin() + ": attach " + spec.export() + " " + spec.device() + ": " + e.getMessage(), e);
             }
         }
-        admin = new AdminServer(config.adminSocket(), new ControlPlane(catalog, exports, nbd, clones, attachments));
+        control = new ControlPlane(catalog, exports, nbd, clones, attachments);
+        control.onRestart(() -> io.snapbd.server.api.Json.MAPPER.valueToTree(restartInPlace()));
+        admin = new AdminServer(config.adminSocket(), control);
         Log.info("snapbd ready: exports %s on %s; admin socket %s", exports.list().stream().map(Export::name).toList(),
                 nbd.listenerNames(), config.adminSocket());
         for (String l : nbd.listenerNames()) {
@@ -420,8 +430,148 @@ public final class SnapbdServer implements AutoCloseable {
         stopped.await();
     }
 
+    /** True once {@link #close} has begun (a stop, or the handover of an in-place restart). */
+    public boolean isClosed() {
+        return closed;
+    }
+
     public KernelAttachments attachments() {
         return attachments;
+    }
+
+    /** In the data directory: the scratch directory of a successor's rehearsal (never a volume, never locked). */
+    static final String REHEARSAL_DIR = "successor.tmp";
+    /** This JVM has run {@link #rehearse}: the real start skips the warm-up the rehearsal did. */
+    private static volatile boolean rehearsed;
+
+    /**
+     * In the successor of an in-place restart, before the handover: runs a whole start and stop on a scratch data
+     * directory with one small volume, its own Unix listener and admin socket (no TCP, no devices, no metrics, no
+     * sd_notify), with one client round trip (write, flush, read), so the classes of the start, of the serving
+     * and of the stop are loaded and the copy-on-write path warmed up while the predecessor still serves. A
+     * failure is returned (the successor then refuses to take over), with the scratch directory removed.
+     */
+    public static void rehearse(ServerConfig real, ServiceSettings service, io.snapbd.server.tls.ServerTls tls) throws IOException {
+        Path dir = real.dataDir().resolve(REHEARSAL_DIR);
+        deleteTree(dir);
+        ServerConfig c = new ServerConfig(dir, null, dir.resolve("nbd.sock"), dir.resolve("admin.sock"), real.handshakeTimeout(),
+                real.maxConnections(), "rehearsal", 16L << 20, 16L << 20);
+        ServiceSettings s = new ServiceSettings(null, service.logLevel(), service.stopTimeout(), List.of(),
+                service.latencyHistograms(), service.warmUp());
+        Log.Level level = Log.level();
+        Log.setLevel(Log.Level.WARN);
+        rehearsed = false;
+        try (SnapbdServer server = start(c, s, tls, io.snapbd.server.access.AccessRules.OPEN)) {
+            try (io.snapbd.server.client.NbdClient client = io.snapbd.server.client.NbdClient.connect(
+                    io.snapbd.server.client.NbdUri.unix(c.unix(), "rehearsal"))) {
+                java.nio.ByteBuffer b = java.nio.ByteBuffer.allocateDirect(4096);
+                for (int i = 0; i < 64; i++) {
+                    b.clear();
+                    b.putLong(0, i);
+                    client.write((long) i * 4096, b, false);
+                    client.flush();
+                    b.clear();
+                    client.read((long) i * 4096, b);
+                }
+            }
+            rehearsed = true;
+        } finally {
+            Log.setLevel(level);
+            deleteTree(dir);
+        }
+    }
+
+    private static void deleteTree(Path dir) throws IOException {
+        if (!java.nio.file.Files.exists(dir)) {
+            return;
+        }
+        try (java.util.stream.Stream<Path> s = java.nio.file.Files.walk(dir)) {
+            for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                java.nio.file.Files.deleteIfExists(p);
+            }
+        }
+    }
+
+    /** How long a successor may take to start its JVM and rehearse before the in-place restart gives up on it. */
+    static final Duration SUCCESSOR_READY_TIMEOUT = Duration.ofMinutes(5);
+
+    /** What {@code snapbd restart} answers: this process, its successor, how long the successor took to be ready. */
+    public record InPlaceRestart(long pid, long successorPid, long successorReadyMillis) {
+    }
+
+    /**
+     * The in-place restart ({@code snapbd restart}, SIGUSR2): starts a successor with this process's command line
+     * (the jar read anew) and waits, serving all along, until it is ready to take over; then hands over in the
+     * background (MAINPID= to systemd, the stop that keeps the netlink devices, then "go" to the successor, which
+     * opens the volumes and reconnects the devices) and returns. If the successor fails before it is ready, it
+     * is killed and the error is thrown: this server keeps serving and nothing changed. See docs/kernel-attach.md.
+     */
+    public InPlaceRestart restartInPlace() throws io.snapbd.server.api.OperationException {
+        if (closed) {
+            throw new io.snapbd.server.api.OperationException("the server is stopping");
+        }
+        String listenFds = System.getenv("LISTEN_FDS");
+        if (listenFds != null && !listenFds.isEmpty()) {
+            throw new io.snapbd.server.api.OperationException("this server serves sockets passed by systemd (socket activation), "
+                    + "which a successor cannot take over: use 'systemctl restart snapbd'");
+        }
+        if (!restarting.compareAndSet(false, true)) {
+            throw new io.snapbd.server.api.OperationException("an in-place restart is already under way");
+        }
+        Handover.Pending p;
+        try {
+            java.util.List<String> command = Handover.successorCommand(Handover.ownCommandLine(), System.getenv(Handover.LAUNCHER_ENV));
+            Log.info("in-place restart: starting a successor (%s); this server serves until it is ready", String.join(" ", command));
+            Systemd.status("in-place restart: starting a successor; " + statusLine());
+            p = Handover.start(command, config.dataDir());
+            successor = p;
+            if (closed) {
+                p.close();
+            }
+            p.awaitReady(SUCCESSOR_READY_TIMEOUT);
+        } catch (IOException e) {
+            successor = null;
+            restarting.set(false);
+            Log.error("in-place restart failed, this server keeps serving: %s", e.getMessage());
+            Systemd.status(statusLine());
+            throw new io.snapbd.server.api.OperationException("in-place restart failed, the server (pid "
+                    + ProcessHandle.current().pid() + ") keeps serving: " + e.getMessage());
+        }
+        long ready = p.elapsedMillis();
+        Log.info("in-place restart: the successor (pid %d) is ready after %d ms; handing over to it", p.pid(), ready);
+        Thread t = new Thread(() -> handOver(p), "handover");
+        t.start();
+        return new InPlaceRestart(ProcessHandle.current().pid(), p.pid(), ready);
+    }
+
+    /** Makes the successor the unit's main process, stops keeping the devices, then lets the successor take over. */
+    private void handOver(Handover.Pending p) {
+        synchronized (this) {
+            if (closed) {
+                return;         // a stop came first: close() has killed the successor
+            }
+            handingOver = true;
+        }
+        if (Systemd.notifying()) {
+            // NotifyAccess=main: only this process may move the main PID; its exit is then no longer the unit's
+            Systemd.notify("MAINPID=" + p.pid() + "\nSTATUS=handing over to pid " + p.pid());
+            Systemd.mute(true);     // no longer the main process: systemd would refuse (and log) the rest
+        }
+        attachments.keepDevicesAtClose();
+        Duration limit = service.stopTimeout();
+        Thread deadline = new Thread(() -> {
+            try {
+                Thread.sleep(limit.toMillis());
+            } catch (InterruptedException e) {
+                return;
+            }
+            Log.error("the stop for the handover did not finish within stop-timeout (%d s): exiting now; the successor "
+                    + "recovers the volumes", limit.toSeconds());
+            Runtime.getRuntime().halt(1);
+        }, "stop-deadline");
+        deadline.setDaemon(true);
+        deadline.start();
+        close();
     }
 
     /** Stops the admin socket, detaches kernel devices (flush, disconnect), stops listeners and connections, then closes every volume cleanly. */
@@ -431,7 +581,13 @@ public final class SnapbdServer implements AutoCloseable {
             return;
         }
         closed = true;
-        Systemd.stopping("stopping: closing the admin socket and the metrics endpoint");
+        Handover.Pending next = successor;
+        if (next != null && !handingOver) {
+            next.close();       // a successor still starting is abandoned: this is a plain stop
+        }
+        if (!handingOver) {
+            Systemd.stopping("stopping: closing the admin socket and the metrics endpoint");
+        }
         metrics.close();
         if (admin != null) {
             admin.close();
@@ -452,6 +608,16 @@ public final class SnapbdServer implements AutoCloseable {
         }
         if (watchdog != null) {
             watchdog.close();
+        }
+        if (handingOver) {
+            Set<String> kept = attachments.keptDevices();
+            if (next.go(kept, attachments.keptAtMillis())) {
+                Log.info("handed over to pid %d (%d device(s) left connected for it: %s); exiting", next.pid(), kept.size(),
+                        kept.isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(kept)));
+            } else {
+                Log.error("the successor (pid %d) is gone before the handover; the service manager's restart applies "
+                        + "(the devices stay connected for it)", next.pid());
+            }
         }
         stopped.countDown();
     }

@@ -17,18 +17,26 @@ import java.util.concurrent.TimeUnit;
 public final class Systemd {
 
     private static volatile boolean warned;
+    /** A successor of an in-place restart before the handover: systemd takes notifications from the main PID only. */
+    private static volatile boolean muted;
 
     private Systemd() {
     }
 
     /** True when started by systemd with a notification socket (Type=notify). */
     public static boolean notifying() {
+        if (muted) {
+            return false;
+        }
         String s = System.getenv("NOTIFY_SOCKET");
         return s != null && !s.isEmpty();
     }
 
     /** Sends newline-separated {@code KEY=VALUE} lines; a failure is logged once and otherwise ignored. */
     public static boolean notify(String state) {
+        if (muted) {
+            return false;
+        }
         try {
             return SdNotify.notify(state);
         } catch (IOException | RuntimeException | LinkageError e) {
@@ -38,6 +46,14 @@ public final class Systemd {
             }
             return false;
         }
+    }
+
+    /**
+     * Silences every notification (true) until unmuted: a successor is not the unit's main process before the
+     * predecessor hands over (systemd would log each one as refused), and its rehearsal start must not say READY=1.
+     */
+    public static void mute(boolean on) {
+        muted = on;
     }
 
     public static void status(String status) {
