@@ -11,17 +11,18 @@ import java.io.InterruptedIOException;
  * leg (or, while a leg is degraded, keeps the entries live and folds them when the tables fill). A batch starts
  * when {@link #BATCH_TAGS} changes or {@link #BATCH_BYTES} bytes wait, when the oldest waiting change is
  * {@link #BATCH_NANOS} old, or when a client's FLUSH (or FUA) waits in {@link #forceAll}. At most
- * {@link #MAX_TAGS} changes (a quarter of a small table's half, if less) or {@link #MAX_BYTES} bytes are answered and
- * not yet forced: more wait in
- * {@link #add}. That is also what a crash can leave unmatched beyond the changes in flight. Allocates nothing
- * per change (a ring of preallocated arrays).
+ * {@link #MAX_TAGS} strict-path changes (a quarter of a small table's half, if less) or {@link #MAX_BYTES} bytes are
+ * answered and not yet forced: more wait in {@link #add}. That, plus the hot regions, is what a crash can leave
+ * unmatched beyond the changes in flight. Changes in hot regions do not count: their regions' entries cover them, so
+ * their fine entries are retired without a data force (in passes, or with the next batch). Allocates nothing
+ * per change (rings of preallocated arrays).
  */
 final class DataForcer implements AutoCloseable {
 
     /**
      * Answered changes not yet forced at most: 1024, or {@code -Dsnapbd.mirror.unforced.changes} (16 … 8192; never
-     * more than a quarter of leg 0's table half). With hot regions this, not a table force, is what holds the answers
-     * back when the data forces are slow (docs/mirrors.md, "Cost").
+     * more than a quarter of leg 0's table half). Strict-path changes only (their own forced ENTRY is their record);
+     * changes in hot regions do not count (docs/mirrors.md, "Hot regions").
      */
     static final int MAX_TAGS = (int) Math.max(16, Math.min(8192, Long.getLong("snapbd.mirror.unforced.changes", 1024)));
     /**
