@@ -453,8 +453,10 @@ class MirroredVolumeTest extends LegTestSupport {
             try (BlockDevice.Session s = v.openSession()) {
                 TestVolumes.write(v, s, 0, TestVolumes.pattern(1, BS));     // makes region 0 hot (forced entries)
             }
-            assertEquals(1, v.mirror().hotRegions());
             hold.set(true);
+            try (BlockDevice.Session s = v.openSession()) {
+                TestVolumes.write(v, s, BS, TestVolumes.pattern(2, BS));    // unforced now: the FLUSH needs a batch
+            }
             java.util.concurrent.Future<?> flush = pool.submit(() -> {
                 v.flush();
                 return null;
