@@ -11,17 +11,18 @@ import java.io.InterruptedIOException;
  * leg (or, while a leg is degraded, keeps the entries live and folds them when the tables fill). A batch starts
  * when {@link #BATCH_TAGS} changes or {@link #BATCH_BYTES} bytes wait, when the oldest waiting change is
  * {@link #BATCH_NANOS} old, or when a client's FLUSH (or FUA) waits in {@link #forceAll}. At most
- * {@link #MAX_TAGS} changes (a quarter of a small table's half, if less) or {@link #MAX_BYTES} bytes are answered and
- * not yet forced: more wait in
- * {@link #add}. That is also what a crash can leave unmatched beyond the changes in flight. Allocates nothing
- * per change (a ring of preallocated arrays).
+ * {@link #MAX_TAGS} strict-path changes (a quarter of a small table's half, if less) or {@link #MAX_BYTES} bytes are
+ * answered and not yet forced: more wait in {@link #add}. That, plus the hot regions, is what a crash can leave
+ * unmatched beyond the changes in flight. Changes in hot regions do not count: their regions' entries cover them, so
+ * their fine entries are retired without a data force (in passes, or with the next batch). Allocates nothing
+ * per change (rings of preallocated arrays).
  */
 final class DataForcer implements AutoCloseable {
 
     /**
      * Answered changes not yet forced at most: 1024, or {@code -Dsnapbd.mirror.unforced.changes} (16 … 8192; never
-     * more than a quarter of leg 0's table half). With hot regions this, not a table force, is what holds the answers
-     * back when the data forces are slow (docs/mirrors.md, "Cost").
+     * more than a quarter of leg 0's table half). Strict-path changes only (their own forced ENTRY is their record);
+     * changes in hot regions do not count (docs/mirrors.md, "Hot regions").
      */
     static final int MAX_TAGS = (int) Math.max(16, Math.min(8192, Long.getLong("snapbd.mirror.unforced.changes", 1024)));
     /**
@@ -34,6 +35,13 @@ final class DataForcer implements AutoCloseable {
     static final long MAX_BYTES = 64L << 20;
     /** Age of the oldest waiting change that starts a batch: 1 s, or {@code -Dsnapbd.mirror.batch.millis} (1 … 1000). */
     static final long BATCH_NANOS = Math.max(1, Math.min(1000, Long.getLong("snapbd.mirror.batch.millis", 1000))) * 1_000_000L;
+    /**
+     * Hot-path changes (regions all hot, ENTRY unforced) whose fine entries wait to be retired at most: 4096 (never
+     * more than a quarter of leg 0's table half). They are retired without a data force (their regions' entries cover
+     * them), by the forcer thread in passes of half this, or with the next batch; a writer waits only when this many
+     * wait while the thread is busy (a batch's data forces).
+     */
+    static final int HOT_TAGS = 4096;
 
     private final MirrorLegs set;
     private final HotRegions hot;
@@ -55,7 +63,28 @@ final class DataForcer implements AutoCloseable {
     private final long[] ringOff = new long[MAX_TAGS];
     private final long[] ringLen = new long[MAX_TAGS];
     private final long[] ringNanos = new long[MAX_TAGS];
-    private final long[] batch = new long[MAX_TAGS];
+    private final long[] batch = new long[MAX_TAGS + HOT_TAGS];
+    /** Hot-path changes' tags to retire (a ring; {@link #hotAdded}, {@link #hotTaken}; guarded by this). */
+    private final long[] hotRing = new long[HOT_TAGS];
+    private final long[] hotBatch = new long[HOT_TAGS];
+    private final int hotCap;
+    private long hotAdded;
+    private long hotTaken;
+    /** Hot-path fine entries retired before any data force covered them (tests, statistics). */
+    private final java.util.concurrent.atomic.AtomicLong retiredEarly = new java.util.concurrent.atomic.AtomicLong();
+    /**
+     * Data-force sequence numbers (every change, hot or strict; guarded by this): {@link #seq} the last one given,
+     * {@link #seqTaken} the last one a batch's data forces cover (the batch started after it was given),
+     * {@link #seqCompleted} the last one whose batch completed on every leg.
+     */
+    private long seq;
+    private long seqTaken;
+    private long seqCompleted;
+    /** Range of leg 0 changed since the last batch started (hot and strict changes), and when the oldest was added. */
+    private long pendLo = Long.MAX_VALUE;
+    private long pendHi;
+    private long pendNanos;
+    private long lastAddNanos;
     private final long[] dataTickets;
     /** Changes added, taken into a batch, and whose batch completed (sequence numbers; guarded by this). */
     private long added;
@@ -82,6 +111,7 @@ final class DataForcer implements AutoCloseable {
         this.dataTickets = new long[MirrorConfig.MAX_EXTRA_LEGS + 1];
         this.capTags = (int) Math.max(1, Math.min(MAX_TAGS, set.legs[0].table.halfRecords() / 4));
         this.batchTags = Math.min(BATCH_TAGS, capTags);
+        this.hotCap = (int) Math.max(2, Math.min(HOT_TAGS, set.legs[0].table.halfRecords() / 4));
         this.thread = new Thread(this::run, "snapbd mirror data forcer " + set.dir.getFileName());
         thread.setDaemon(true);
         thread.start();
@@ -95,8 +125,20 @@ final class DataForcer implements AutoCloseable {
      * ({@link HotRegions#SEQ_NEVER} after close).
      */
     long add(long tag, long offset, long length) throws IOException {
+        return add(tag, offset, length, false);
+    }
+
+    /**
+     * As {@link #add(long, long, long)}; with {@code hotPath} (a change whose regions were all hot: their region
+     * entries, live until a data force that started after its end completed, cover every byte it can make differ)
+     * the change does not count against the unforced bound, and its fine entry is retired (RETIRE, no DONE: its data
+     * is not known durable) without waiting for a data force. Its data is still forced by the next batch (a FLUSH's,
+     * strict changes', or the periodic one {@link #BATCH_NANOS} after it), which its sequence number tells.
+     */
+    long add(long tag, long offset, long length, boolean hotPath) throws IOException {
         synchronized (this) {
-            while (!closed && (added - completed >= capTags || unforcedBytes >= MAX_BYTES && added > completed)) {
+            while (!closed && (hotPath ? hotAdded - hotTaken >= hotCap
+                    : added - completed >= capTags || unforcedBytes >= MAX_BYTES && added > completed)) {
                 try {
                     wait();
                 } catch (InterruptedException e) {
@@ -107,18 +149,36 @@ final class DataForcer implements AutoCloseable {
             if (closed) {
                 return HotRegions.SEQ_NEVER;
             }
+            long now = System.nanoTime();
+            if (seq == seqTaken) {
+                pendNanos = now;
+            }
+            lastAddNanos = now;
+            seq++;
+            if (length > 0) {
+                pendLo = Math.min(pendLo, offset);
+                pendHi = Math.max(pendHi, offset + length);
+            }
+            if (hotPath) {
+                hotRing[(int) (hotAdded % HOT_TAGS)] = tag;
+                hotAdded++;
+                if (seq - seqTaken == 1 || hotAdded - hotTaken == hotCap / 2) {
+                    notifyAll();
+                }
+                return seq;
+            }
             int i = (int) (added % MAX_TAGS);
             ringTag[i] = tag;
             ringOff[i] = offset;
             ringLen[i] = length;
-            ringNanos[i] = System.nanoTime();
+            ringNanos[i] = now;
             added++;
             waitingBytes += length;
             unforcedBytes += length;
             if (added - taken == 1 || added - taken >= batchTags || waitingBytes >= BATCH_BYTES) {
                 notifyAll();
             }
-            return added;
+            return seq;
         }
     }
 
@@ -128,7 +188,7 @@ final class DataForcer implements AutoCloseable {
      */
     void forceAll() throws IOException {
         synchronized (this) {
-            long target = added;
+            long target = seq;
             long f0 = failures;
             while (coolRunning && !closed) {
                 try {
@@ -138,14 +198,14 @@ final class DataForcer implements AutoCloseable {
                     throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
                 }
             }
-            if (completed >= target) {
+            if (seqCompleted >= target) {
                 return;
             }
             if (target > wantUpTo) {
                 wantUpTo = target;
                 notifyAll();
             }
-            while (completed < target) {
+            while (seqCompleted < target) {
                 if (closed) {
                     throw new IOException("mirror of " + set.dir.getFileName() + " closed before its data was forced");
                 }
@@ -179,11 +239,11 @@ final class DataForcer implements AutoCloseable {
                     throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
                 }
             }
-            if (closed || added != completed || set.staleLegs.get() > 0 || set.failed) {
+            if (closed || seq != seqCompleted || set.staleLegs.get() > 0 || set.failed) {
                 return null;
             }
             coolRunning = true;
-            upTo = completed;
+            upTo = seqCompleted;
         }
         IOException failed = null;
         try {
@@ -203,38 +263,61 @@ final class DataForcer implements AutoCloseable {
         return batches;
     }
 
-    /** Changes answered whose data force has not completed yet. */
+    /** Changes answered whose data force has not completed yet (hot-path ones included). */
     synchronized long unforced() {
+        return seq - seqCompleted;
+    }
+
+    /** Hot-path fine entries retired on leg 0 before a data force covered them (without waiting for one). */
+    long retiredEarly() {
+        return retiredEarly.get();
+    }
+
+    /** Strict-path changes answered whose data force has not completed yet (what {@link #MAX_TAGS} bounds). */
+    synchronized long unforcedStrict() {
         return added - completed;
     }
 
+    /**
+     * A data-force batch is due: a FLUSH waits, enough strict changes or bytes wait, or the oldest change (hot or
+     * strict) not yet covered by a batch is {@link #BATCH_NANOS} old (so hot regions can cool).
+     */
     private boolean due(long now) {
         long waiting = added - taken;
-        return waiting > 0 && (wantUpTo > taken || waiting >= batchTags || waitingBytes >= BATCH_BYTES
-                || now - ringNanos[(int) (taken % MAX_TAGS)] >= BATCH_NANOS);
+        return seq > seqTaken && (wantUpTo > seqTaken || waiting >= batchTags || waitingBytes >= BATCH_BYTES
+                || now - pendNanos >= BATCH_NANOS);
+    }
+
+    /** Hot-path fine entries to retire without a data force: half the hot ring waits. */
+    private boolean hotDue() {
+        return hotAdded - hotTaken >= hotCap / 2;
     }
 
     /** Idle hot regions to cool: nothing added for a batch period (every change's data forced), no leg degraded. */
     private boolean coolDue(long now) {
-        return added == taken && !coolRunning && hot.hot() > 0 && set.staleLegs.get() == 0 && !set.failed
+        return seq == seqTaken && !coolRunning && hot.hot() > 0 && set.staleLegs.get() == 0 && !set.failed
                 && !holdCooling.getAsBoolean()
                 && now - lastCoolNanos >= BATCH_NANOS
-                && (added == 0 || now - ringNanos[(int) ((added - 1) % MAX_TAGS)] >= BATCH_NANOS);
+                && (seq == 0 || now - lastAddNanos >= BATCH_NANOS);
     }
 
     private void run() {
         while (true) {
             long start;
             long end;
+            long seqEnd;
             long lo = Long.MAX_VALUE;
             long hi = 0;
             long bytes = 0;
             boolean cool = false;
+            int nh = 0;
+            boolean hotOnly = false;
             synchronized (this) {
-                while (!closed && !due(System.nanoTime()) && !(cool = coolDue(System.nanoTime()))) {
+                while (!closed && !due(System.nanoTime()) && !(hotOnly = hotDue())
+                        && !(cool = coolDue(System.nanoTime()))) {
                     try {
-                        if (added > taken) {
-                            long left = BATCH_NANOS - (System.nanoTime() - ringNanos[(int) (taken % MAX_TAGS)]);
+                        if (seq > seqTaken) {
+                            long left = BATCH_NANOS - (System.nanoTime() - pendNanos);
                             wait(Math.max(1, left / 1_000_000), 0);
                         } else if (hot.hot() > 0) {
                             wait(Math.max(1, BATCH_NANOS / 1_000_000), 0);     // idle hot regions cool
@@ -251,26 +334,52 @@ final class DataForcer implements AutoCloseable {
                 }
                 start = taken;
                 end = added;
-                if (cool) {
+                seqEnd = seq;
+                if (hotOnly) {
+                    // the fine entries of hot-path changes: retired without a data force (their regions' entries
+                    // stay live until a batch that started after their last change completed)
+                    for (long s = hotTaken; s < hotAdded; s++) {
+                        hotBatch[nh++] = hotRing[(int) (s % HOT_TAGS)];
+                    }
+                    hotTaken = hotAdded;
+                    notifyAll();
+                } else if (cool) {
                     lastCoolNanos = System.nanoTime();
                     coolRunning = true;
                 } else {
                     taken = end;
+                    seqTaken = seqEnd;
                     waitingBytes = 0;
+                    lo = pendLo;
+                    hi = pendHi;
+                    pendLo = Long.MAX_VALUE;
+                    pendHi = 0;
                     for (long s = start; s < end; s++) {
                         int i = (int) (s % MAX_TAGS);
                         batch[(int) (s - start)] = ringTag[i];
-                        if (ringLen[i] > 0) {
-                            lo = Math.min(lo, ringOff[i]);
-                            hi = Math.max(hi, ringOff[i] + ringLen[i]);
-                        }
                         bytes += ringLen[i];
                     }
+                    // hot-path fine entries waiting: retired with this batch's RETIRE (riding its table force)
+                    int n = (int) (end - start);
+                    for (long s = hotTaken; s < hotAdded; s++) {
+                        batch[n + nh++] = hotRing[(int) (s % HOT_TAGS)];
+                    }
+                    hotTaken = hotAdded;
+                    notifyAll();
                 }
             }
+            if (hotOnly) {
+                IOException failed = retireHot(nh);
+                synchronized (this) {
+                    if (failed != null && !abandoned) {
+                        lastFailure = failed;
+                    }
+                }
+                continue;
+            }
             if (cool) {
-                // every change added so far is forced (completed == added): idle regions cool
-                int k = hot.cool(end, cooling);
+                // every change added so far is forced (seqCompleted == seq): idle regions cool
+                int k = hot.cool(seqEnd, cooling);
                 IOException failed = k > 0 ? retire(set.legs, null, 0, k) : null;
                 synchronized (this) {
                     coolRunning = false;
@@ -281,12 +390,13 @@ final class DataForcer implements AutoCloseable {
                 }
                 continue;
             }
-            IOException failed = runBatch((int) (end - start), lo, hi, end);
+            IOException failed = runBatch((int) (end - start), nh, lo, hi, seqEnd);
             if (abandoned) {
                 return;     // the legs were closed under the batch (a crash): nothing of it is recorded anywhere
             }
             synchronized (this) {
                 completed = end;
+                seqCompleted = seqEnd;
                 unforcedBytes -= bytes;
                 batches++;
                 if (failed != null) {
@@ -299,10 +409,11 @@ final class DataForcer implements AutoCloseable {
     }
 
     /**
-     * One batch: every leg's data forced (at the same time), then DONE on each, then RETIRE on each (or, with a
-     * degraded leg, the entries stay live: the record of what it missed). Returns the failure of leg 0, if any.
+     * One batch: every leg's data forced (at the same time), then DONE on each for the {@code n} strict changes, then
+     * RETIRE on each for them and the {@code nh} hot-path changes after them in {@link #batch} (or, with a degraded
+     * leg, the entries stay live: the record of what it missed). Returns the failure of leg 0, if any.
      */
-    private IOException runBatch(int n, long lo, long hi, long end) {
+    private IOException runBatch(int n, int nh, long lo, long hi, long end) {
         Leg[] legs = set.legs;      // fixed for the batch: legs change only while this forcer is drained
         for (int i = 1; i < legs.length; i++) {
             Leg l = legs[i];
@@ -372,7 +483,35 @@ final class DataForcer implements AutoCloseable {
         completedBefore2 = completedBefore;
         completedBefore = end;
         int k = hot.enabled() ? hot.cool(coolUpTo, cooling) : 0;
-        return retire(legs, batch, n, k);
+        return retire(legs, batch, n + nh, k);
+    }
+
+    /**
+     * RETIRE (appended, not forced: durable with the next force of the table; a lost one only costs a compare) on
+     * every current leg for the {@code n} hot-path tags in {@link #hotBatch}. With a degraded leg (or leg 0 failed)
+     * they stay live, like a batch's: the record of what it missed.
+     */
+    private IOException retireHot(int n) {
+        Leg[] legs = set.legs;
+        if (set.staleLegs.get() > 0 || set.failed) {
+            return null;
+        }
+        IOException first = null;
+        for (Leg l : legs) {
+            if (l.stale) {
+                continue;
+            }
+            try {
+                l.table.retireAppend(hotBatch, n);
+                l.depth.addAndGet(-n);
+                if (l.index == 0) {
+                    retiredEarly.addAndGet(n);
+                }
+            } catch (IOException | RuntimeException e) {
+                first = retireFailed(l, e, first);
+            }
+        }
+        return first;
     }
 
     /**

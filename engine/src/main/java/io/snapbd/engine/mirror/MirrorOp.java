@@ -40,6 +40,8 @@ public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
     int nheat;
     /** The change's data-force sequence number once handed to the {@link DataForcer} (when its regions may cool). */
     long seq;
+    /** Its regions were all hot (ENTRY unforced): it does not count against the unforced bound (DataForcer). */
+    boolean hotPath;
 
     MirrorOp(MirrorWritePath set, WriteGate gate, int legs) {
         this.set = set;

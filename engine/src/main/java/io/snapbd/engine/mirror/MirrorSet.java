@@ -398,6 +398,14 @@ public final class MirrorSet implements AutoCloseable {
         return writes.hot.fastChanges();
     }
 
+    /**
+     * Fine entries of changes in hot regions retired without waiting for a data force (their regions' entries, live
+     * until a data force after their last change completed, cover them).
+     */
+    public long hotEntriesRetiredEarly() {
+        return writes.forcer.retiredEarly();
+    }
+
     public long capFallbacks() {
         return writes.hot.strictChanges();
     }

@@ -65,6 +65,7 @@ final class MirrorWritePath {
                 throw set.failure();
             }
             boolean unforced = enterRegions(op, offset, length);
+            op.hotPath = unforced;
             // region entries first (their tags below this change's and below every later change's in the region)
             for (int h = 0; h < op.nheat; h++) {
                 op.heatTags[h] = tags.next();
@@ -274,7 +275,7 @@ final class MirrorWritePath {
                 }
             }
             // the data force, DONE and RETIRE follow in a batch (DataForcer); by default the answer waits for it
-            op.seq = forcer.add(op.tag, op.offset, op.length);
+            op.seq = forcer.add(op.tag, op.offset, op.length, op.hotPath);
         } finally {
             release(op);
         }

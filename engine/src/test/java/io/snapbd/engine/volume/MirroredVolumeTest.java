@@ -29,7 +29,9 @@ import java.util.UUID;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertDoesNotThrow;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -423,6 +425,69 @@ class MirroredVolumeTest extends LegTestSupport {
         System.out.println("MirroredVolumeTest: " + threads * each + " changes, " + forces + " forces of leg 1's tag table");
         v.close();
         assertLegsIdentical();
+    }
+
+    /**
+     * Issue 24: changes whose regions are all hot do not count against the bound of answered, unforced changes
+     * ({@code DataForcer.MAX_TAGS}, 1024): while a FLUSH's batch has leg 1's data force held back, 1536 such changes
+     * are answered, none waits for it; the FLUSH waits for the force, and afterwards every leg holds every change.
+     */
+    @Test
+    void hotPathChangesDoNotWaitForAHeldBackDataForce() throws Exception {
+        java.util.concurrent.CountDownLatch started = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        AtomicBoolean hold = new AtomicBoolean();
+        LegOpener.install(wrapped(leg(1).toString(), pos -> { }, null, () -> {
+            if (hold.get()) {
+                started.countDown();
+                try {
+                    release.await(120, java.util.concurrent.TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    throw new IOException(e);
+                }
+            }
+        }));
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(2);
+        try {
+            Volume v = create();
+            try (BlockDevice.Session s = v.openSession()) {
+                TestVolumes.write(v, s, 0, TestVolumes.pattern(1, BS));     // makes region 0 hot (forced entries)
+            }
+            hold.set(true);
+            try (BlockDevice.Session s = v.openSession()) {
+                TestVolumes.write(v, s, BS, TestVolumes.pattern(2, BS));    // unforced now: the FLUSH needs a batch
+            }
+            java.util.concurrent.Future<?> flush = pool.submit(() -> {
+                v.flush();
+                return null;
+            });
+            assertTrue(started.await(60, java.util.concurrent.TimeUnit.SECONDS), "the FLUSH's batch forces leg 1's data");
+            long before = v.mirror().unforcedEntryChanges();
+            int n = 1024 + 512;
+            java.util.concurrent.Future<?> writes = pool.submit(() -> {
+                try (BlockDevice.Session s = v.openSession()) {
+                    for (int i = 0; i < n; i++) {
+                        TestVolumes.write(v, s, (i % 200) * (long) BS, TestVolumes.pattern(100 + i % 7, BS));
+                    }
+                }
+                return null;
+            });
+            // a change that waited for the held-back force would never end: the writes would time out here
+            assertDoesNotThrow(() -> writes.get(60, java.util.concurrent.TimeUnit.SECONDS),
+                    "hot-path changes waited for a data force");
+            assertFalse(flush.isDone(), "leg 1's data force was held back all along");
+            assertEquals(before + n, v.mirror().unforcedEntryChanges(), "every change took the hot path");
+            release.countDown();
+            flush.get(60, java.util.concurrent.TimeUnit.SECONDS);
+            v.flush();
+            assertLegsIdentical();
+            v.close();
+            assertLegsIdentical();
+        } finally {
+            release.countDown();
+            pool.shutdownNow();
+            LegOpener.install(LegOpener.FILES);
+        }
     }
 
     /** A leg opener whose leg {@code path} runs {@code hook} before each data write. */
