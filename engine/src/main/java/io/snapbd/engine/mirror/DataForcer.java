@@ -190,14 +190,7 @@ final class DataForcer implements AutoCloseable {
         synchronized (this) {
             long target = seq;
             long f0 = failures;
-            while (coolRunning && !closed) {
-                try {
-                    wait();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
-                }
-            }
+            awaitCoolingPass();
             if (seqCompleted >= target) {
                 return;
             }
@@ -222,6 +215,18 @@ final class DataForcer implements AutoCloseable {
         }
     }
 
+    /** Waits (holding this) until no idle cooling pass runs, so what the caller reads next is not mid-pass. */
+    private void awaitCoolingPass() throws InterruptedIOException {
+        while (coolRunning && !closed) {
+            try {
+                wait();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
+            }
+        }
+    }
+
     /**
      * Cools every hot region now (DONE + RETIRE of their region entries on every leg, forced), for a reconciliation
      * or a clean close after {@link #forceAll} with no change in flight: their changes are all forced, so the
@@ -231,14 +236,7 @@ final class DataForcer implements AutoCloseable {
     IOException coolNow() throws IOException {
         long upTo;
         synchronized (this) {
-            while (coolRunning && !closed) {
-                try {
-                    wait();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    throw new InterruptedIOException("interrupted while waiting for the mirror's data forces");
-                }
-            }
+            awaitCoolingPass();
             if (closed || seq != seqCompleted || set.staleLegs.get() > 0 || set.failed) {
                 return null;
             }

@@ -3,7 +3,6 @@ package io.snapbd.server.transmission;
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.ByteSource;
-import io.snapbd.engine.io.JavaFileSpace;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.handshake.Negotiated;
@@ -52,20 +51,9 @@ class ConcurrentReadersTest {
 
     @BeforeAll
     static void setUp() throws IOException {
-        Volume.create(dir.resolve("v"), "v", SIZE, BS, 64L * BS, true, new JavaFileSpace());
-        vol = Volume.open(dir.resolve("v"), new JavaFileSpace());
-        content = new byte[(int) SIZE];
-        for (int i = 0; i < SIZE; i++) {
-            content[i] = (byte) (i * 31 + (i >>> 12) + 1);
-        }
-        try (BlockDevice.Session s = vol.openSession()) {
-            int[] at = {0};
-            vol.write(s, 0, (int) SIZE, dst -> {
-                int n = dst.remaining();
-                dst.put(content, at[0], n);
-                at[0] += n;
-            }, false);
-        }
+        PatternedVolume pv = new PatternedVolume(dir, SIZE, SIZE);
+        vol = pv.vol;
+        content = pv.content;
         pool = Executors.newCachedThreadPool();
     }
 

@@ -1,7 +1,6 @@
 package io.snapbd.server.transmission;
 
 import io.snapbd.engine.BlockDevice;
-import io.snapbd.engine.io.JavaFileSpace;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.handshake.Negotiated;
@@ -50,20 +49,9 @@ class ReplyGatheringTest {
 
     @BeforeAll
     static void setUp() throws IOException {
-        Volume.create(dir.resolve("v"), "v", SIZE, BS, 64L * BS, true, new JavaFileSpace());
-        vol = Volume.open(dir.resolve("v"), new JavaFileSpace());
-        content = new byte[(int) SIZE];
-        for (int i = 0; i < WRITTEN; i++) {
-            content[i] = (byte) (i * 31 + (i >>> 12) + 1);
-        }
-        try (BlockDevice.Session s = vol.openSession()) {
-            int[] at = {0};
-            vol.write(s, 0, (int) WRITTEN, dst -> {
-                int n = dst.remaining();
-                dst.put(content, at[0], n);
-                at[0] += n;
-            }, false);
-        }
+        PatternedVolume pv = new PatternedVolume(dir, SIZE, WRITTEN);
+        vol = pv.vol;
+        content = pv.content;
         pool = Executors.newCachedThreadPool();
     }
 
