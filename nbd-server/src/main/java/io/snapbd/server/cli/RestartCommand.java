@@ -21,7 +21,7 @@ import java.util.concurrent.Callable;
                 + "the stop and the successor's open, not for a JVM start). If the successor fails first, the server keeps "
                 + "serving and this command fails (exit 1). Exit status 3: the running server is too old to restart in place; 4: no "
                 + "server answers on DIR/admin.sock.",
-                "The same as SIGUSR2 to the server. See docs/kernel-attach.md, \"In-place restart\"."})
+                "No signal does this (the JVM keeps SIGUSR2 for suspending its threads). See docs/kernel-attach.md, \"In-place restart\"."})
 final class RestartCommand implements Callable<Integer> {
 
     /** Exit status when the running server does not know the request (a version before the in-place restart). */

@@ -28,8 +28,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
 
 @Command(name = "serve", mixinStandardHelpOptions = true,
         description = {"Run the NBD server in the foreground, logging to stderr. On an empty data directory it creates volume vol0 (1 GiB, 256 MiB save volume).",
-                "SIGTERM stops it gracefully (exit 0); SIGHUP re-reads --config for what can change live; SIGUSR2 restarts it in place "
-                        + "(as 'snapbd restart'). Under systemd it speaks sd_notify "
+                "SIGTERM stops it gracefully (exit 0); SIGHUP re-reads --config for what can change live; 'snapbd restart' restarts it "
+                        + "in place. Under systemd it speaks sd_notify "
                         + "and takes sockets passed by socket activation (see docs/production.md)."})
 final class ServeCommand implements Callable<Integer> {
 
@@ -165,23 +165,6 @@ final class ServeCommand implements Callable<Integer> {
         return loaded.service();
     }
 
-    /** SIGUSR2: the in-place restart, as {@code snapbd restart} asks for it; a failure leaves this server serving. */
-    private void restartBySignal() {
-        SnapbdServer s = server;
-        if (s == null || stopping.get()) {
-            Log.warn("SIGUSR2 (in-place restart) ignored: the server is %s", s == null ? "starting" : "stopping");
-            return;
-        }
-        Thread t = new Thread(() -> {
-            try {
-                s.restartInPlace();
-            } catch (io.snapbd.server.api.OperationException e) {
-                Log.debug("SIGUSR2: %s", e.getMessage());      // restartInPlace logged it
-            }
-        }, "restart");
-        t.start();
-    }
-
     /** Reads the file (if any) and applies the command-line options over it; errors name the file and line. */
     private Loaded load() {
         ConfigFile file = null;
@@ -296,7 +279,6 @@ final class ServeCommand implements Callable<Integer> {
                     stopAsync(s, "SIGTERM");
                 }
             });
-            Signal.handle(new Signal("USR2"), sig -> restartBySignal());
             if (Signal.handle(new Signal("HUP"), sig -> reload()) == SignalHandler.SIG_IGN) {
                 // The JVM installs no handler for a signal ignored at start (nohup does that): say so, or a reload
                 // sent with kill -HUP would vanish without a trace.

@@ -500,7 +500,7 @@ public final class SnapbdServer implements AutoCloseable {
     }
 
     /**
-     * The in-place restart ({@code snapbd restart}, SIGUSR2): starts a successor with this process's command line
+     * The in-place restart ({@code snapbd restart}, the admin request {@code restart}): starts a successor with this process's command line
      * (the jar read anew) and waits, serving all along, until it is ready to take over; then hands over in the
      * background (MAINPID= to systemd, the stop that keeps the netlink devices, then "go" to the successor, which
      * opens the volumes and reconnects the devices) and returns. If the successor fails before it is ready, it

@@ -28,7 +28,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 /**
- * {@code snapbd restart} and SIGUSR2 against the real server jar (no kernel devices here; KernelRestartIT and
+ * {@code snapbd restart} (twice in a row) against the real server jar (no kernel devices here; KernelRestartIT and
  * SystemdUmlIT cover those): the successor takes over the data, the listeners and the admin socket, the old
  * process exits 0; a successor that cannot start (a bad configuration file) leaves the old server serving.
  * The server processes are managed here, not by {@link ServerProcess}: after a handover the serving process is
@@ -54,13 +54,14 @@ class InPlaceRestartIT {
         }
     }
 
-    private Process startServer() throws IOException {
+    private Process startServer(String... jvmOptions) throws IOException {
         dataDir = tmp.resolve("data");
         config = tmp.resolve("snapbd.conf");
         log = tmp.resolve("server.log");
         Files.writeString(config, "data-dir = " + dataDir + "\ntcp = none\nunix = " + tmp.resolve("nbd.sock") + "\nwarm-up = off\n");
-        List<String> cmd = List.of(ServerProcess.javaBin(), "-XX:TieredStopAtLevel=1", "-jar", ServerProcess.jar().toString(),
-                "serve", "--config", config.toString());
+        List<String> cmd = new java.util.ArrayList<>(List.of(ServerProcess.javaBin(), "-XX:TieredStopAtLevel=1"));
+        cmd.addAll(List.of(jvmOptions));
+        cmd.addAll(List.of("-jar", ServerProcess.jar().toString(), "serve", "--config", config.toString()));
         Process p = new ProcessBuilder(cmd).redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile()))
                 .redirectError(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
@@ -132,7 +133,7 @@ class InPlaceRestartIT {
     }
 
     @Test
-    void restartHandsOverToASuccessorThenSigusr2DoesItAgain() throws Exception {
+    void restartHandsOverToASuccessorWhichRestartsInPlaceAgain() throws Exception {
         Process first = startServer();
         byte[] a = random(256 * 1024, 1);
         write(1 << 20, a);
@@ -155,22 +156,40 @@ class InPlaceRestartIT {
         byte[] b = random(128 * 1024, 2);
         write(4 << 20, b);
         ProcessHandle secondHandle = ProcessHandle.of(second).orElseThrow();
-        Tools.Result kill = Tools.run(Duration.ofSeconds(30), "kill", "-USR2", Long.toString(second));
-        assertEquals(0, kill.exit(), kill.toString());
+        Tools.Result again = ServerProcess.snapbd(dataDir, "restart");     // the successor restarts in place too
+        assertEquals(0, again.exit(), again + "\n" + log());
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
         while (secondHandle.isAlive()) {
-            assertTrue(System.nanoTime() < deadline, "SIGUSR2 did not hand over: " + log());
+            assertTrue(System.nanoTime() < deadline, "the successor did not hand over: " + log());
             sleep(100);
         }
         long third = -1;
         while (third < 0 || third == second) {
-            assertTrue(System.nanoTime() < deadline, "no successor serves after SIGUSR2: " + log());
+            assertTrue(System.nanoTime() < deadline, "no successor serves after the second restart: " + log());
             Tools.Result s = ServerProcess.snapbd(dataDir, "status", "--json");
             third = s.exit() == 0 ? json(s.stdout()).path("pid").asLong() : -1;
         }
         servers.add(ProcessHandle.of(third).orElseThrow());
         assertArrayEquals(a, read(1 << 20, a.length));
         assertArrayEquals(b, read(4 << 20, b.length), "data written between the two restarts");
+    }
+
+    /**
+     * HotSpot suspends threads with SIGUSR2 (JFR's method sampler does, every few milliseconds): a server that took
+     * SIGUSR2 as its restart signal restarted itself under a profiler. Profiled, it keeps serving as itself.
+     */
+    @Test
+    void aProfiledServerDoesNotRestartItself() throws Exception {
+        Process first = startServer("-XX:StartFlightRecording=settings=profile,filename=" + tmp.resolve("profile.jfr"));
+        byte[] a = random(256 * 1024, 4);
+        for (int i = 0; i < 40; i++) {         // requests while the sampler suspends and resumes the threads
+            write((long) i * a.length, a);
+            assertArrayEquals(a, read((long) i * a.length, a.length));
+        }
+        sleep(2000);
+        assertTrue(first.isAlive(), "the profiled server ended: " + log());
+        assertEquals(first.pid(), servingPid(), "another process serves: " + log());
+        assertFalse(log().contains("successor"), log());
     }
 
     @Test
