@@ -69,6 +69,8 @@ final class DataForcer implements AutoCloseable {
     private final long[] hotBatch = new long[HOT_TAGS];
     private final int hotCap;
     private long hotAdded;
+    /** Hot-path changes that appended no ENTRY (hotEntries=none; guarded by this). */
+    private long hotWithoutEntry;
     private long hotTaken;
     /** Hot-path fine entries retired before any data force covered them (tests, statistics). */
     private final java.util.concurrent.atomic.AtomicLong retiredEarly = new java.util.concurrent.atomic.AtomicLong();
@@ -183,6 +185,34 @@ final class DataForcer implements AutoCloseable {
     }
 
     /**
+     * A hot-path change that appended no ENTRY ({@code -Dsnapbd.mirror.hotEntries=none}): it only takes a sequence
+     * number (its regions cool once a batch completed up to it) and widens leg 0's range for the next batch's data
+     * force; nothing to retire, never waits.
+     */
+    long addWithoutEntry(long offset, long length) {
+        synchronized (this) {
+            if (closed) {
+                return HotRegions.SEQ_NEVER;
+            }
+            long now = System.nanoTime();
+            if (seq == seqTaken) {
+                pendNanos = now;
+            }
+            lastAddNanos = now;
+            seq++;
+            hotWithoutEntry++;
+            if (length > 0) {
+                pendLo = Math.min(pendLo, offset);
+                pendHi = Math.max(pendHi, offset + length);
+            }
+            if (seq - seqTaken == 1) {
+                notifyAll();        // the thread times the periodic batch from the oldest change not yet covered
+            }
+            return seq;
+        }
+    }
+
+    /**
      * Forces every change added so far on every leg (a client's FLUSH or FUA): returns once their batches
      * completed; throws when one of them failed on leg 0 (an extra leg that fails is degraded instead).
      */
@@ -269,6 +299,11 @@ final class DataForcer implements AutoCloseable {
     /** Hot-path fine entries retired on leg 0 before a data force covered them (without waiting for one). */
     long retiredEarly() {
         return retiredEarly.get();
+    }
+
+    /** Hot-path changes that appended no ENTRY on any leg ({@code -Dsnapbd.mirror.hotEntries=none}). */
+    synchronized long hotWithoutEntry() {
+        return hotWithoutEntry;
     }
 
     /** Strict-path changes answered whose data force has not completed yet (what {@link #MAX_TAGS} bounds). */

@@ -44,6 +44,13 @@ final class HotRegions {
      * hot regions existed; {@code regions} (the default) uses them.
      */
     static volatile boolean FORCED_ENTRIES = "forced".equals(System.getProperty("snapbd.mirror.entries", "regions"));
+    /**
+     * What a hot-path change (its regions all hot) appends on the legs' tables: {@code -Dsnapbd.mirror.hotEntries=none}
+     * (the default) nothing (its tag is still taken; the durable region entries are its record, and reconciliation
+     * compares the whole region anyway), so no RETIRE either; {@code unforced} its own ENTRY, unforced, retired later
+     * without a data force (docs/mirrors.md, "Hot regions").
+     */
+    static volatile boolean HOT_ENTRIES_NONE = !"unforced".equals(System.getProperty("snapbd.mirror.hotEntries", "none"));
 
     /** Test hook: when set, changes in cold regions skip the region entry (a broken write path the tests must catch). */
     static volatile boolean skipRegionEntriesForTest;

@@ -42,6 +42,8 @@ public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
     long seq;
     /** Its regions were all hot (ENTRY unforced): it does not count against the unforced bound (DataForcer). */
     boolean hotPath;
+    /** A hot-path change that appended no ENTRY ({@link HotRegions#HOT_ENTRIES_NONE}): nothing of it to retire. */
+    boolean noEntry;
 
     MirrorOp(MirrorWritePath set, WriteGate gate, int legs) {
         this.set = set;

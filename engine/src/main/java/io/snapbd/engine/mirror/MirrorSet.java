@@ -139,6 +139,21 @@ public final class MirrorSet implements AutoCloseable {
         return was;
     }
 
+    /**
+     * What a hot-path change appends, process-wide: {@code true} nothing ({@code -Dsnapbd.mirror.hotEntries=none}, the
+     * default), {@code false} its own ENTRY unforced ({@code unforced}). Returns the previous setting (tests).
+     */
+    public static boolean hotEntriesNone(boolean none) {
+        boolean was = HotRegions.HOT_ENTRIES_NONE;
+        HotRegions.HOT_ENTRIES_NONE = none;
+        return was;
+    }
+
+    /** Whether hot-path changes append no ENTRY ({@code -Dsnapbd.mirror.hotEntries=none}) now. */
+    public static boolean hotEntriesNone() {
+        return HotRegions.HOT_ENTRIES_NONE;
+    }
+
     /** Tests only: changes skip region entries and leave their ENTRY unforced (a broken write path to be caught). */
     public static void skipRegionEntriesForTest(boolean skip) {
         HotRegions.skipRegionEntriesForTest = skip;
@@ -404,6 +419,14 @@ public final class MirrorSet implements AutoCloseable {
      */
     public long hotEntriesRetiredEarly() {
         return writes.forcer.retiredEarly();
+    }
+
+    /**
+     * Hot-path changes that appended no fine ENTRY at all ({@code -Dsnapbd.mirror.hotEntries=none}): their regions'
+     * entries are their record. They count neither in a leg's depth (live entries) nor in {@link #hotEntriesRetiredEarly}.
+     */
+    public long hotChangesWithoutEntry() {
+        return writes.forcer.hotWithoutEntry();
     }
 
     public long capFallbacks() {

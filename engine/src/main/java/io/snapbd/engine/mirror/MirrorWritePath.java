@@ -24,6 +24,8 @@ final class MirrorWritePath {
     private final DegradedLegs degraded;
     private final TagSource tags;
     private final RangeLocks locks = new RangeLocks();
+    /** An op's ticket on a leg it is written to when it appended no ENTRY there (a hot-path change, hotEntries=none). */
+    private static final long NO_ENTRY = -1;
     final HotRegions hot;
     final WriteGate gate = new WriteGate(30_000);
     final DataForcer forcer;
@@ -66,6 +68,10 @@ final class MirrorWritePath {
             }
             boolean unforced = enterRegions(op, offset, length);
             op.hotPath = unforced;
+            // hotEntries=none: a hot-path change appends nothing (its regions' entries are its record); its tickets
+            // stay non-zero (NO_ENTRY) for the legs it is written to
+            boolean noEntry = unforced && HotRegions.HOT_ENTRIES_NONE;
+            op.noEntry = noEntry;
             // region entries first (their tags below this change's and below every later change's in the region)
             for (int h = 0; h < op.nheat; h++) {
                 op.heatTags[h] = tags.next();
@@ -78,6 +84,11 @@ final class MirrorWritePath {
                 Leg l = legs[i];
                 op.tickets[i] = 0;
                 if (l.stale) {
+                    continue;
+                }
+                if (noEntry) {
+                    op.tickets[i] = NO_ENTRY;
+                    op.legNanos[i] = 0;
                     continue;
                 }
                 long t0 = System.nanoTime();
@@ -275,7 +286,7 @@ final class MirrorWritePath {
                 }
             }
             // the data force, DONE and RETIRE follow in a batch (DataForcer); by default the answer waits for it
-            op.seq = forcer.add(op.tag, op.offset, op.length, op.hotPath);
+            op.seq = op.noEntry ? forcer.addWithoutEntry(op.offset, op.length) : forcer.add(op.tag, op.offset, op.length, op.hotPath);
         } finally {
             release(op);
         }
@@ -296,6 +307,10 @@ final class MirrorWritePath {
     /** Ends a change that never touched leg 0 (its prepare failed): nothing differs; the tag is retired with the next batch. */
     void abort(MirrorOp op) {
         op.seq = 0;
+        if (op.noEntry) {
+            release(op);        // nothing appended: nothing to retire
+            return;
+        }
         try {
             forcer.add(op.tag, 0, 0);
         } catch (IOException ignored) {
