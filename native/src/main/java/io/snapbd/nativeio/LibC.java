@@ -81,4 +81,13 @@ public interface LibC {
     int listen(int fd, int backlog);
 
     int geteuid();
+
+    // ---- file descriptors passed over a Unix socket (FdPassing) ----
+
+    /** {@code msg}: a struct msghdr whose iovec and control buffer lie in native memory. */
+    long sendmsg(int fd, Pointer msg, int flags);
+
+    long recvmsg(int fd, Pointer msg, int flags);
+
+    int pipe2(@Out int[] fds, int flags);
 }
