@@ -80,6 +80,8 @@ public interface LibC {
 
     int listen(int fd, int backlog);
 
+    int connect(int fd, @In ByteBuffer addr, int addrlen);
+
     int geteuid();
 
     // ---- file descriptors passed over a Unix socket (FdPassing) ----
@@ -90,4 +92,6 @@ public interface LibC {
     long recvmsg(int fd, Pointer msg, int flags);
 
     int pipe2(@Out int[] fds, int flags);
+
+    int dup3(int oldfd, int newfd, int flags);
 }

@@ -15,6 +15,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
 
 @Timeout(120)
 class FdPassingTest {
@@ -175,6 +176,62 @@ class FdPassingTest {
             assertEquals(1, r.bytes());
             assertEquals(link(pipe[1]), link(r.fds()[0]));
             FdPassing.close(r.fds()[0], pipe[0], pipe[1]);
+        }
+    }
+
+    // The whole move, as the restart will make it: the successor connects to the old server's handover socket,
+    // the old server sends its end of a "kernel" socket pair and closes its own descriptor without shutting the
+    // socket down, and the successor adopts the received one: the kernel side's connection never drops, a
+    // request and its reply cross it both ways. A plain close() would shut the socket down for both copies.
+    @Test
+    void handOverTheServersEndOfASocketPair(@TempDir Path dir) throws Exception {
+        Path sockFile = dir.resolve("handover.sock");
+        try (InheritedSockets.Listener listener = UnixListeners.listen(sockFile, 1);
+             SocketPairs.SocketPair kernel = SocketPairs.create()) {
+            CompletableFuture<NativeSocket> successor = CompletableFuture.supplyAsync(() -> {
+                try (NativeSocket handover = UnixListeners.connect(sockFile)) {
+                    ByteBuffer line = ByteBuffer.allocate(32);
+                    FdPassing.Received r = new FdPassing().receive(handover, line);
+                    assertEquals("go 1\n", new String(line.array(), 0, line.position(), UTF_8));
+                    assertEquals(1, r.fds().length, r.toString());
+                    return NativeSocket.adopt(r.fds()[0]);
+                } catch (IOException e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            NativeSocket old;
+            do {
+                old = listener.accept(1000);
+            } while (old == null);
+            try (NativeSocket handover = old) {
+                new FdPassing().send(handover, ByteBuffer.wrap("go 1\n".getBytes(UTF_8)), kernel.second().fd());
+                kernel.second().closeWithoutShutdown();
+                assertTrue(!kernel.second().isOpen());
+            }
+            NativeSocket first = successor.get(1, TimeUnit.MINUTES);
+            // The next restart: the successor passes the adopted socket on in turn.
+            NativeSocket second;
+            try (SocketPairs.SocketPair carrier = SocketPairs.create()) {
+                new FdPassing().send(carrier.first().fd(), ByteBuffer.wrap(new byte[] {'g'}), first.fd());
+                first.closeWithoutShutdown();
+                assertTrue(!first.isOpen());
+                FdPassing.Received r = new FdPassing().receive(carrier.second().fd(), ByteBuffer.allocate(1));
+                second = NativeSocket.adopt(r.fds()[0]);
+            }
+            try (NativeSocket taken = second) {
+                kernel.first().write(ByteBuffer.wrap("request".getBytes(UTF_8)));
+                ByteBuffer req = ByteBuffer.allocate(7);
+                while (req.hasRemaining()) {
+                    assertTrue(taken.read(req) > 0, "the successor reads the request");
+                }
+                assertEquals("request", new String(req.array(), UTF_8));
+                taken.write(ByteBuffer.wrap("reply".getBytes(UTF_8)));
+                ByteBuffer rep = ByteBuffer.allocate(5);
+                while (rep.hasRemaining()) {
+                    assertTrue(kernel.first().read(rep) > 0, "the kernel side reads the reply");
+                }
+                assertEquals("reply", new String(rep.array(), UTF_8));
+            }
         }
     }
 
