@@ -80,5 +80,18 @@ public interface LibC {
 
     int listen(int fd, int backlog);
 
+    int connect(int fd, @In ByteBuffer addr, int addrlen);
+
     int geteuid();
+
+    // ---- file descriptors passed over a Unix socket (FdPassing) ----
+
+    /** {@code msg}: a struct msghdr whose iovec and control buffer lie in native memory. */
+    long sendmsg(int fd, Pointer msg, int flags);
+
+    long recvmsg(int fd, Pointer msg, int flags);
+
+    int pipe2(@Out int[] fds, int flags);
+
+    int dup3(int oldfd, int newfd, int flags);
 }

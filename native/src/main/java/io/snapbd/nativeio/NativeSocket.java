@@ -36,6 +36,14 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
         this.fd = new FdRef(fd);
     }
 
+    /** Takes over a connected stream socket's descriptor, e.g. one received with {@link FdPassing}. */
+    public static NativeSocket adopt(int fd) {
+        if (fd < 0) {
+            throw new IllegalArgumentException("no descriptor: " + fd);
+        }
+        return new NativeSocket(fd);
+    }
+
     @Override
     public int read(ByteBuffer dst) throws IOException {
         if (!dst.hasRemaining()) {
@@ -178,6 +186,14 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
     @Override
     public void close() throws IOException {
         fd.close(f -> Native.libc().shutdown(f, Shutdown.SHUT_RDWR.intValue()));
+    }
+
+    /**
+     * Closes this process's descriptor without shutting the socket down, for after it was passed on
+     * ({@link FdPassing}): the copy in the other process goes on working. Threads blocked on it are not woken.
+     */
+    public void closeWithoutShutdown() throws IOException {
+        fd.close(null);
     }
 
     @Override

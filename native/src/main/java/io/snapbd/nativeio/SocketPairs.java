@@ -7,6 +7,9 @@ import java.nio.channels.ByteChannel;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.GatheringByteChannel;
 import java.util.Objects;
+import jnr.constants.platform.AddressFamily;
+import jnr.constants.platform.OpenFlags;
+import jnr.constants.platform.Sock;
 import jnr.unixsocket.UnixSocketChannel;
 
 /** Connected pairs of AF_UNIX stream sockets, e.g. one end for the nbd driver, one for the server. */
@@ -139,6 +142,30 @@ public final class SocketPairs {
         public void shutdownInput() throws IOException {
             ensureOpen();
             channel.shutdownInput();
+        }
+
+        /**
+         * Closes this process's descriptor without shutting the socket down, for after it was passed on
+         * ({@link FdPassing}): the copy in the other process goes on working. Threads blocked on it are not woken.
+         */
+        public void closeWithoutShutdown() throws IOException {
+            ensureOpen();
+            // jnr's close shuts the socket down, so first put an unconnected socket under the channel's number
+            // (dup3 drops the old reference atomically: the number is never free for another file meanwhile).
+            LibC libc = Native.libc();
+            int placeholder = libc.socket(AddressFamily.AF_UNIX.intValue(),
+                    Sock.SOCK_STREAM.intValue() | OpenFlags.O_CLOEXEC.intValue(), 0);
+            if (placeholder < 0) {
+                throw new IOException("cannot create a Unix socket: " + Native.strerror(Native.errno()));
+            }
+            try {
+                if (libc.dup3(placeholder, fd(), OpenFlags.O_CLOEXEC.intValue()) < 0) {
+                    throw new IOException("dup3 onto fd " + fd() + " failed: " + Native.strerror(Native.errno()));
+                }
+            } finally {
+                libc.close(placeholder);
+            }
+            channel.close();
         }
 
         /** Shuts the socket down first, so a thread blocked reading it sees end of stream. */
