@@ -257,7 +257,8 @@ class ResourceExhaustionIT {
      * 1,100 connections, each doing a WRITE (every 50th a FLUSH) and a READ of its own block and staying open, with the
      * launcher's heap bound (-Xmx1g), while one more client keeps writing and reading; with {@code
      * --max-connections 1101} the next one is refused (closed before the greeting, the server logs why) and is
-     * served again once some have left. The server's threads follow the connections and come back down.
+     * served again once some have left. The server's threads follow the connections (at most two readers each) and come
+     * back down.
      */
     @Test
     void elevenHundredConnectionsAreServedAndTheNextOneRefused() throws Exception {
@@ -309,7 +310,8 @@ class ResourceExhaustionIT {
                 long roundsBefore = otherRounds.get();
                 int threadsDuring = status(pid, "Threads");
                 long rssDuring = status(pid, "VmRSS");
-                assertTrue(threadsDuring <= threadsBefore + n + 1 + 20, "threads " + threadsBefore + " -> " + threadsDuring);
+                // at most two reader threads per connection (they take turns on its socket: docs/architecture.md)
+                assertTrue(threadsDuring <= threadsBefore + 2 * (n + 1) + 20, "threads " + threadsBefore + " -> " + threadsDuring);
                 assertTrue(server.isAlive(), server.log());
                 assertFalse(server.log().contains("OutOfMemoryError"), server.log());
 
