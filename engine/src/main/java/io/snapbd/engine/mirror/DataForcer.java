@@ -151,16 +151,7 @@ final class DataForcer implements AutoCloseable {
             if (closed) {
                 return HotRegions.SEQ_NEVER;
             }
-            long now = System.nanoTime();
-            if (seq == seqTaken) {
-                pendNanos = now;
-            }
-            lastAddNanos = now;
-            seq++;
-            if (length > 0) {
-                pendLo = Math.min(pendLo, offset);
-                pendHi = Math.max(pendHi, offset + length);
-            }
+            long now = nextSeq(offset, length);
             if (hotPath) {
                 hotRing[(int) (hotAdded % HOT_TAGS)] = tag;
                 hotAdded++;
@@ -194,22 +185,31 @@ final class DataForcer implements AutoCloseable {
             if (closed) {
                 return HotRegions.SEQ_NEVER;
             }
-            long now = System.nanoTime();
-            if (seq == seqTaken) {
-                pendNanos = now;
-            }
-            lastAddNanos = now;
-            seq++;
+            nextSeq(offset, length);
             hotWithoutEntry++;
-            if (length > 0) {
-                pendLo = Math.min(pendLo, offset);
-                pendHi = Math.max(pendHi, offset + length);
-            }
             if (seq - seqTaken == 1) {
                 notifyAll();        // the thread times the periodic batch from the oldest change not yet covered
             }
             return seq;
         }
+    }
+
+    /**
+     * Gives the change [offset, offset+length) the next sequence number (guarded by this): times the periodic batch
+     * from the oldest change no batch covers yet and widens leg 0's range for the next data force. Returns now.
+     */
+    private long nextSeq(long offset, long length) {
+        long now = System.nanoTime();
+        if (seq == seqTaken) {
+            pendNanos = now;
+        }
+        lastAddNanos = now;
+        seq++;
+        if (length > 0) {
+            pendLo = Math.min(pendLo, offset);
+            pendHi = Math.max(pendHi, offset + length);
+        }
+        return now;
     }
 
     /**
