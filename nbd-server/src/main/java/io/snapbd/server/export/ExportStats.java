@@ -18,8 +18,8 @@ import java.util.function.Function;
  * FLUSH, FUA writes and writes waiting for copy-on-write the reply comes from another thread, later).
  * <p>
  * <b>Recording</b> ({@link #record}) is wait-free, takes no lock and allocates nothing in steady state. Each
- * recording thread owns a {@link Slot} of this export (found through a {@link ThreadLocal}): plain counters only
- * that thread writes, and, while latency histograms are on, one HdrHistogram {@link SingleWriterRecorder} per
+ * recording thread owns a {@link Slot} of this export (found through a {@link ThreadLocal}), or a connection does
+ * ({@link #openSlot}: its reader threads one at a time): plain counters only that writer writes, and, while latency histograms are on, one HdrHistogram {@link SingleWriterRecorder} per
  * request type it has seen (nanoseconds, {@value #LOWEST_NANOS} ns to one hour, {@value #DIGITS} significant
  * digits, fixed range so that recording never resizes). The first request of a thread on an export registers
  * its slot and the first request of each type creates that recorder: those allocate, once.
@@ -34,8 +34,9 @@ import java.util.function.Function;
  * depth 32), and their recorders, about 150 MB, were otherwise kept for the server's lifetime
  * (benchmarks/soak.sh found it).
  * <p>
- * Memory: one recorder holds two histograms of about 270 KB; a connection thread doing reads, writes and
- * flushes holds three recorders, about 1.6 MB. {@code latency-histograms = off} saves it (counters remain).
+ * Memory: one recorder holds two histograms of about 270 KB (the second from the first reading on); a connection
+ * doing reads and writes holds two recorders, about 1.1 MB, however many reader threads it has (a slot per thread
+ * made it 1.6 MB with two readers: 1,100 connections no longer fitted in a 1 GiB heap). {@code latency-histograms = off} saves it (counters remain).
  */
 public final class ExportStats {
 
@@ -79,25 +80,69 @@ public final class ExportStats {
     private static final int SUM_NANOS = 3;
     private static final int FIELDS = 4;
 
-    /** What one thread records on this export; only that thread writes it (a later owner once it has ended). */
-    private static final class Slot {
-        volatile WeakReference<Thread> owner;
+    /**
+     * What one writer records on this export: a thread (found through {@link #local}), or a connection whose
+     * reader threads take turns writing it ({@link #openSlot}). Only that writer writes it (a later owner once it
+     * has ended).
+     */
+    public final class Slot implements AutoCloseable {
+        private volatile WeakReference<Thread> owner;   // null: owned by a connection until close()
+        private volatile boolean closed;
         final AtomicLongArray counters = new AtomicLongArray(NOPS * FIELDS);
         final AtomicReferenceArray<SingleWriterRecorder> recorders = new AtomicReferenceArray<>(NOPS);
         final Histogram[] interval = new Histogram[NOPS];       // readers only: recycled interval histograms
 
-        Slot(Thread t) {
-            owner = new WeakReference<>(t);
+        private Slot(Thread t) {
+            owner = t == null ? null : new WeakReference<>(t);
         }
 
         boolean ownerGone() {
-            Thread t = owner.get();
+            if (closed) {
+                return true;
+            }
+            WeakReference<Thread> o = owner;
+            if (o == null) {
+                return false;       // a connection's, still open
+            }
+            Thread t = o.get();
             return t == null || !t.isAlive();
         }
 
         /** Single writer: a plain read of its own value, then an ordered store. No CAS, no allocation. */
         void add(int index, long delta) {
             counters.lazySet(index, counters.get(index) + delta);
+        }
+
+        /**
+         * One answered request: {@code cmd} an NBD_CMD_ value, {@code length} its length field, {@code nanos} from
+         * reading it to sending its reply, {@code ok} false when it was answered with an error (its bytes do not
+         * count). Only this slot's writer calls it.
+         */
+        public void record(int cmd, long length, long nanos, boolean ok) {
+            int op = Op.of(cmd).ordinal();
+            int base = op * FIELDS;
+            long n = nanos < 0 ? 0 : Math.min(nanos, HIGHEST_NANOS);
+            add(base + REQUESTS, 1);
+            if (ok) {
+                add(base + BYTES, length);
+            } else {
+                add(base + ERRORS, 1);
+            }
+            if (histograms) {
+                add(base + SUM_NANOS, n);
+                SingleWriterRecorder r = recorders.get(op);
+                if (r == null) {
+                    r = new SingleWriterRecorder(LOWEST_NANOS, HIGHEST_NANOS, DIGITS);    // once per writer and type
+                    recorders.set(op, r);
+                }
+                r.recordValue(n);
+            }
+        }
+
+        /** A connection's slot: its writer is done (everything recorded is visible to the next reading). */
+        @Override
+        public void close() {
+            closed = true;
         }
     }
 
@@ -126,29 +171,25 @@ public final class ExportStats {
     }
 
     /**
-     * One answered request: {@code cmd} an NBD_CMD_ value, {@code length} its length field, {@code nanos} from
-     * reading it to sending its reply, {@code ok} false when it was answered with an error (its bytes do not count).
+     * One answered request, recorded in the calling thread's slot: {@code cmd} an NBD_CMD_ value, {@code length}
+     * its length field, {@code nanos} from reading it to sending its reply, {@code ok} false when it was answered
+     * with an error (its bytes do not count).
      */
     public void record(int cmd, long length, long nanos, boolean ok) {
-        int op = Op.of(cmd).ordinal();
-        Slot s = local.get();
-        int base = op * FIELDS;
-        long n = nanos < 0 ? 0 : Math.min(nanos, HIGHEST_NANOS);
-        s.add(base + REQUESTS, 1);
-        if (ok) {
-            s.add(base + BYTES, length);
-        } else {
-            s.add(base + ERRORS, 1);
-        }
-        if (histograms) {
-            s.add(base + SUM_NANOS, n);
-            SingleWriterRecorder r = s.recorders.get(op);
-            if (r == null) {
-                r = new SingleWriterRecorder(LOWEST_NANOS, HIGHEST_NANOS, DIGITS);    // once per thread and type
-                s.recorders.set(op, r);
-            }
-            r.recordValue(n);
-        }
+        local.get().record(cmd, length, nanos, ok);
+    }
+
+    /**
+     * A slot owned by one connection instead of one thread: the connection's reader threads write it one at a time
+     * (the caller orders them, e.g. under the slot's monitor), so a connection with two readers holds one set of
+     * recorders, not two (a recorder is about 270 KB per histogram). Close it when the connection ends; its numbers
+     * stay in the export's totals.
+     */
+    public synchronized Slot openSlot() {
+        retireEnded();
+        Slot s = new Slot(null);
+        slots.add(s);
+        return s;
     }
 
     /** First request of a thread on this export: reuse the slot of a thread that has ended, else a new one. */
@@ -163,6 +204,7 @@ public final class ExportStats {
         }
         if (reuse != null) {
             reuse.owner = new WeakReference<>(me);      // its counters and recorders keep their content
+            reuse.closed = false;
             retireEnded();
             return reuse;
         }

@@ -6,6 +6,7 @@ import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.lun.LunState;
 import io.snapbd.server.Log;
 import io.snapbd.server.export.Export;
+import io.snapbd.server.export.ExportStats;
 import io.snapbd.server.export.MetaContext;
 import io.snapbd.server.handshake.Negotiated;
 import io.snapbd.server.protocol.Nbd;
@@ -122,9 +123,16 @@ public final class Connection {
     /** Requests decoded from the bytes of the last socket read (the role's): more than one, the client pipelines. */
     private int chunkRequests;
 
+    /**
+     * The connection's statistics slot, shared by its readers (one set of latency recorders per connection, not per
+     * thread: about 0.5 MB each); with two readers they record under its monitor, so it has one writer at a time.
+     */
+    private ExportStats.Slot stats;
+
     /** Serves requests until the client disconnects or breaks the protocol; always releases the sessions. */
     public void serve() {
         replies.queued(in::hasRemaining);       // replies gather while requests are queued
+        stats = export.stats().openSlot();
         Reader lead = new Reader(session);
         Reader second = null;
         Thread follower = null;
@@ -141,6 +149,7 @@ public final class Connection {
             if (follower != null) {
                 joinUninterruptibly(follower);
             }
+            stats.close();
             SERVING.decrementAndGet();
             try {
                 replies.flush();        // whole replies gathered before the end (e.g. an EINVAL before a violation)
@@ -212,7 +221,14 @@ public final class Connection {
                         return;
                     }
                     if (!answerLater) {     // answered inline: its time is known now (else SyncTasks records it)
-                        export.stats().record(type, length, System.nanoTime() - requestStart, !requestFailed);
+                        long nanos = System.nanoTime() - requestStart;
+                        if (readers > 1) {
+                            synchronized (stats) {      // the other reader may be recording a request of its own
+                                stats.record(type, length, nanos, !requestFailed);
+                            }
+                        } else {
+                            stats.record(type, length, nanos, !requestFailed);
+                        }
                     }
                 }
             } catch (ProtocolViolation e) {

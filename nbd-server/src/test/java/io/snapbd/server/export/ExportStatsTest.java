@@ -145,6 +145,37 @@ class ExportStatsTest {
         assertTrue(s.slotCount() <= threads, "one slot per recording thread at most: " + s.slotCount());
     }
 
+    /**
+     * A connection's slot: its two reader threads take turns writing it (ordered, as the reading role orders them),
+     * so the connection holds one recorder per request type, not one per thread; closed, its counts stay and the
+     * slot is retired at the next read (or reused by the next thread that registers).
+     */
+    @Test
+    void aConnectionSlotIsWrittenByTwoThreadsInTurnAndRetiredWhenClosed() throws Exception {
+        ExportStats s = new ExportStats();
+        ExportStats.Slot slot = s.openSlot();
+        for (int i = 0; i < 10; i++) {
+            int turn = i;
+            Thread t = new Thread(() -> slot.record(turn % 2 == 0 ? Nbd.CMD_READ : Nbd.CMD_WRITE, 4096, 10_000, true));
+            t.start();
+            t.join();       // one writer at a time
+        }
+        assertEquals(1, s.slotCount(), "one slot for the connection, however many threads wrote it");
+        ExportStats.Snapshot open = s.snapshot(false, false);
+        assertEquals(5, open.op(ExportStats.Op.READ).requests());
+        assertEquals(1, s.slotCount(), "an open connection's slot is kept although its writers have ended");
+        slot.close();
+        ExportStats.Snapshot closed = s.snapshot(false, false);
+        assertEquals(5, closed.op(ExportStats.Op.READ).latency().getTotalCount());
+        assertEquals(5, closed.op(ExportStats.Op.WRITE).requests());
+        assertEquals(0, s.slotCount(), "retired at the read after close");
+        ExportStats.Slot reused = s.openSlot();
+        reused.close();
+        s.record(Nbd.CMD_FLUSH, 0, 1_000, true);            // a thread registers: takes the closed slot
+        assertEquals(1, s.slotCount());
+        assertEquals(5, s.snapshot(false, false).op(ExportStats.Op.WRITE).requests());
+    }
+
     /** A thread that has ended leaves its counts behind and its slot to the next thread: connections come and go. */
     @Test
     void deadThreadsAreCountedAndTheirSlotsReused() throws Exception {

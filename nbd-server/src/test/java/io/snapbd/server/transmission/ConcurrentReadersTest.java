@@ -5,6 +5,7 @@ import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.server.export.Export;
+import io.snapbd.server.export.ExportStats;
 import io.snapbd.server.handshake.Negotiated;
 import io.snapbd.server.protocol.Nbd;
 import org.junit.jupiter.api.AfterAll;
@@ -76,6 +77,11 @@ class ConcurrentReadersTest {
             s.expectRead(2, BLOCKED, BS);
             s.send(Nbd.CMD_DISC, 4, 0, 0);
             s.awaitEnd();
+            // Both readers record into the connection's one stats slot, the handed-off READ too.
+            ExportStats.OpStats reads = s.export.stats().snapshot(false, false).op(ExportStats.Op.READ);
+            assertEquals(3, reads.requests());
+            assertEquals(3, reads.latency().getTotalCount());
+            assertEquals(3L * BS, reads.bytes());
         }
     }
 
@@ -105,6 +111,7 @@ class ConcurrentReadersTest {
         final SocketChannel client;
         final SocketChannel server;
         final Thread thread;
+        final Export export;
 
         Served(BlockDevice device, String name) throws IOException {
             Path p = dir.resolve(name + ".sock");
@@ -113,7 +120,8 @@ class ConcurrentReadersTest {
                 client = SocketChannel.open(UnixDomainSocketAddress.of(p));
                 server = l.accept();
             }
-            Connection c = new Connection(server, server, Negotiated.plain(new Export("v", null, device)), pool, "test", 2);
+            export = new Export("v", null, device);
+            Connection c = new Connection(server, server, Negotiated.plain(export), pool, "test", 2);
             thread = new Thread(c::serve, "serve " + name);
             thread.start();
         }
