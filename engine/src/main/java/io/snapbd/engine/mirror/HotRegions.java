@@ -6,7 +6,7 @@ import java.util.concurrent.atomic.LongAdder;
 
 /**
  * A mirror's hot regions (docs/mirrors.md, "Write order", "Hot regions"): the volume in regions of
- * {@code 2^shift} bytes (1 MiB, the range locks' stripes; larger for volumes above 1 TiB so that at most 2^20
+ * {@code 2^shift} bytes (1 MiB; larger for volumes above 1 TiB so that at most 2^20
  * regions exist). A region is <em>hot</em> once a <em>region entry</em> {tag, regionStart, regionLength} is durable
  * on every current leg; a change whose regions are all hot appends its own ENTRY without forcing it, because the
  * region entry already covers every byte it can make differ between legs.

@@ -9,7 +9,7 @@ import java.util.Arrays;
 
 /**
  * One session's tagged-change state for {@link MirrorSet#begin} / {@link MirrorSet#end}: its tag, range, range-lock
- * stripes, per-leg tickets and timings, the in-use runs to copy and the copy buffer.
+ * stripes and blocks, per-leg tickets and timings, the in-use runs to copy and the copy buffer.
  * Reused for every change of that session, so a change allocates nothing.
  */
 public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
@@ -25,8 +25,11 @@ public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
     long tag;
     long offset;
     long length;
+    /** Its range lock ({@link RangeLocks}): the stripes of the book it is listed in and the blocks it holds. */
     int stripeLo;
     int stripeHi;
+    long lockFrom;
+    long lockTo;
     boolean locked;
     boolean inGate;
     boolean bypass;

@@ -14,8 +14,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * batches behind the answers, and at a client's FLUSH: {@link #forceAll}); an extra leg that fails on the
  * way is degraded, a failure of leg 0 fails the change. Every change of the volume, and only those, pass the
  * {@link WriteGate} here, which reconciliation and restore pause. Allocates nothing per change and takes no
- * global lock: the op ({@link MirrorOp}) is reused per session and overlapping changes serialise on their
- * range's stripes only.
+ * global lock: the op ({@link MirrorOp}) is reused per session and only changes that touch a common 4 KiB page
+ * serialise ({@link RangeLocks}).
  */
 final class MirrorWritePath {
 

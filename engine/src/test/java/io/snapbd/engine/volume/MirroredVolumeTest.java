@@ -610,6 +610,75 @@ class MirroredVolumeTest extends LegTestSupport {
     }
 
     /**
+     * Issue 24, the range lock's grain (docs/mirrors.md, "Range lock"): while write A's copy to leg 1 is held (a slow
+     * leg write on a loaded disk), a write B to another page of the same MiB neither waits for A nor disturbs it: B
+     * ends, on every leg, before A is released. (The 1 MiB stripe locks made B wait for A's leg write.)
+     */
+    @Test
+    void issue24_aChangeToAnotherPageDoesNotWaitForASlowLegWriteNearby() throws Exception {
+        create().close();
+        java.util.concurrent.CountDownLatch inLeg = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        AtomicBoolean armed = new AtomicBoolean(true);
+        LegOpener.install(hooked(leg(1).toString(), pos -> {
+            if (pos == 0 && armed.compareAndSet(true, false)) {
+                inLeg.countDown();
+                try {
+                    release.await(600, java.util.concurrent.TimeUnit.SECONDS);     // longer than B's guard below
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }));
+        Volume v = Volume.open(dir(), space);
+        java.util.concurrent.ConcurrentLinkedQueue<Throwable> errors = new java.util.concurrent.ConcurrentLinkedQueue<>();
+        try (BlockDevice.Session s = v.openSession()) {
+            TestVolumes.write(v, s, 8 * BS, TestVolumes.pattern(9, BS));     // makes region 0 hot: A and B take the hot path
+        }
+        Thread a = new Thread(() -> {
+            try (BlockDevice.Session s = v.openSession()) {
+                TestVolumes.write(v, s, 0, TestVolumes.pattern(1, BS));
+            } catch (Throwable e) {
+                errors.add(e);
+            }
+        });
+        a.start();
+        try {
+            assertTrue(inLeg.await(60, java.util.concurrent.TimeUnit.SECONDS), "write A reached leg 1");
+            Thread b = new Thread(() -> {
+                try (BlockDevice.Session s = v.openSession()) {
+                    TestVolumes.write(v, s, 2 * BS, TestVolumes.pattern(2, BS));
+                } catch (Throwable e) {
+                    errors.add(e);
+                }
+            });
+            b.start();
+            b.join(120_000);        // a guard only: with the old locks B never ends while A is held
+            assertFalse(b.isAlive(), "write B waited for write A's leg write to another page of its MiB");
+            assertTrue(a.isAlive(), "write A was still held in leg 1 while B ended");
+            assertArrayEquals(TestVolumes.pattern(2, BS), readLeg(leg(1), 2 * BS, BS), "B is on leg 1 already");
+            assertArrayEquals(TestVolumes.pattern(2, BS), readLeg(leg(2), 2 * BS, BS), "B is on leg 2 already");
+        } finally {
+            release.countDown();
+            a.join(60_000);
+        }
+        assertTrue(errors.isEmpty(), errors.toString());
+        assertLegsIdentical();
+        v.close();
+        assertLegsIdentical();
+    }
+
+    private static byte[] readLeg(Path leg, long pos, int len) throws IOException {
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(leg)) {
+            ByteBuffer b = ByteBuffer.allocate(len);
+            while (b.hasRemaining() && ch.read(b, pos + b.position()) >= 0) {
+                // reads the rest
+            }
+            return b.array();
+        }
+    }
+
+    /**
      * Degraded mode and behaviours 14, 17: a leg whose data write fails is degraded and changes go on; a
      * {@code reconcile()} while the leg still fails leaves it degraded (and throws, naming it); once it works,
      * {@code reconcile()} resyncs exactly the two missed changes' ranges into it, and it is in sync again.

@@ -203,7 +203,7 @@ final class ChangeTasks {
                     export.errors().incrementAndGet();
                 }
                 try {
-                    replies.sendSimpleReply(h, errno);
+                    replies.sendSimpleReplyOrLeave(h, errno);     // many tasks end together: one writev
                 } catch (IOException e) {
                     Log.debug("%s: could not send reply: %s", peer, e.getMessage());
                 }

@@ -25,6 +25,8 @@ import java.util.function.BooleanSupplier;
  * FLUSH/FUA pool answer at the same time; no lock is shared with other connections. Every reply is encoded and
  * sent under that lock, so its buffers are shared by all threads. Buffers are reused: nothing is allocated per
  * reply except the text of an error message. A READ's data is read with the answering thread's engine session.
+ * Change tasks that find the lock taken leave their simple reply for its holder, which sends them all in one
+ * system call as it releases it ({@link #sendSimpleReplyOrLeave}).
  *
  * <p>Gathering: while the connection's reader thread answers a request and more of the request stream is already
  * received ({@link #reader}'s {@code queued}), its reply is appended to a per-connection batch instead of being
@@ -59,6 +61,24 @@ final class Replies {
     private final Extents extents = new Extents();
 
     private final ByteBuffer[] gather = new ByteBuffer[3];
+
+    /** Most simple replies of change tasks waiting for the send lock at once (more: the task waits for the lock). */
+    static final int PENDING_MAX = 64;
+    /**
+     * Simple replies of change tasks that found the send lock taken ({@link #sendSimpleReplyOrLeave}): whoever
+     * releases the lock next sends them all in one system call. Guarded by {@code pendingHandles}' monitor, held
+     * only to add or take entries, never across I/O.
+     */
+    private final long[] pendingHandles = new long[PENDING_MAX];
+    private final int[] pendingErrnos = new int[PENDING_MAX];
+    private int npending;
+    /** Whether a reply waits in {@link #pendingHandles}: read after every release of the send lock. */
+    private volatile boolean anyPending;
+    /** The pending replies encoded, under the send lock. */
+    private final ByteBuffer combined = ByteBuffer.allocateDirect(PENDING_MAX * SimpleReplyHeader.BYTES);
+    private final SimpleReplyHeader combinedReply = new SimpleReplyHeader();
+    private final long[] takenHandles = new long[PENDING_MAX];
+    private final int[] takenErrnos = new int[PENDING_MAX];
 
     /** Bytes of whole replies waiting to be sent together: (64 KiB: about 15 replies of a 4 KiB READ). */
     static final int BATCH_BYTES = 64 << 10;
@@ -95,6 +115,7 @@ final class Replies {
      */
     void flush() throws IOException {
         if (batch.position() == 0) {
+            sendPending();
             return;
         }
         lock.lock();
@@ -103,7 +124,7 @@ final class Replies {
                 flushLocked();
             }
         } finally {
-            lock.unlock();
+            unlock();
         }
     }
 
@@ -116,7 +137,74 @@ final class Replies {
             header.limit(SimpleReplyHeader.BYTES);
             emitLocked(header);
         } finally {
-            lock.unlock();
+            unlock();
+        }
+    }
+
+    /**
+     * A simple reply of a change task (answered out of order): sent now if the send lock is free, else left for the
+     * lock's holder, which sends it with the other replies left meanwhile in one {@code writev} when it releases the
+     * lock; the task goes on at once. Many tasks of one connection end together (one group commit answers them
+     * all): they no longer queue on the lock one system call each. An I/O error is reported only to the thread
+     * that sends (the others' replies are lost with the connection anyway).
+     */
+    void sendSimpleReplyOrLeave(long handle, int errno) throws IOException {
+        boolean full;
+        synchronized (pendingHandles) {
+            full = npending == PENDING_MAX;
+            if (!full) {
+                pendingHandles[npending] = handle;
+                pendingErrnos[npending] = errno;
+                npending++;
+                anyPending = true;
+            }
+        }
+        if (full) {
+            sendSimpleReply(handle, errno);     // rare: the holder is slow and 64 replies wait; wait for the lock
+        } else {
+            sendPending();
+        }
+    }
+
+    /**
+     * Sends the pending replies unless another thread holds the send lock (it sends them when it releases it); loops
+     * while replies arrive as it releases.
+     */
+    private void sendPending() throws IOException {
+        while (anyPending && lock.tryLock()) {
+            try {
+                sendPendingLocked();
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    private void sendPendingLocked() throws IOException {
+        int n;
+        synchronized (pendingHandles) {
+            n = npending;
+            System.arraycopy(pendingHandles, 0, takenHandles, 0, n);
+            System.arraycopy(pendingErrnos, 0, takenErrnos, 0, n);
+            npending = 0;
+            anyPending = false;
+        }
+        if (n == 0) {
+            return;
+        }
+        combined.clear();
+        for (int i = 0; i < n; i++) {
+            combinedReply.wrap(combined, i * SimpleReplyHeader.BYTES).encode(takenErrnos[i], takenHandles[i]);
+        }
+        combined.limit(n * SimpleReplyHeader.BYTES);
+        emitLocked(combined);
+    }
+
+    /** Releases the send lock, then sends the replies change tasks left while it was held. */
+    private void unlock() throws IOException {
+        lock.unlock();
+        if (anyPending) {
+            sendPending();
         }
     }
 
@@ -135,7 +223,7 @@ final class Replies {
             header.limit(StructuredReplyHeader.BYTES + OffsetHoleChunk.BYTES);
             emitLocked(header);
         } finally {
-            lock.unlock();
+            unlock();
         }
     }
 
@@ -149,7 +237,7 @@ final class Replies {
             metadata.limit(StructuredReplyHeader.BYTES + length);
             emitLocked(metadata);
         } finally {
-            lock.unlock();
+            unlock();
         }
     }
 
@@ -171,7 +259,7 @@ final class Replies {
             metadata.limit(StructuredReplyHeader.BYTES + payload);
             emitLocked(metadata);
         } finally {
-            lock.unlock();
+            unlock();
         }
     }
 
@@ -322,7 +410,7 @@ final class Replies {
                 gathered = false;
                 if (locked) {
                     locked = false;
-                    lock.unlock();
+                    unlock();
                 }
             }
         }
