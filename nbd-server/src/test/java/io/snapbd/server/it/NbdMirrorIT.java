@@ -195,9 +195,10 @@ class NbdMirrorIT {
                 Process fio = Tools.start(fioLog, List.of("fio", "--name=degraded", "--ioengine=nbd",
                         "--uri=" + server.unixUri(VOL), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--offset=0",
                         "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0",
-                        // at most 1000 writes a second: the 4096 writes last over 4 s whatever the mirror's speed,
-                        // so the leg's server is killed while they run (with hot regions they took under 0.3 s)
-                        "--rate_iops=1000"));
+                        // at most 250 writes a second: the 4096 writes last over 16 s whatever the mirror's speed,
+                        // so the leg's server is killed while they run (with hot regions they took under 0.3 s; at
+                        // 1000 a second a loaded machine's slow status polls killed it during fio's verify phase)
+                        "--rate_iops=250"));
                 long writtenBefore;
                 try {
                     long before = MirrorIT.requests(server);
@@ -290,9 +291,10 @@ class NbdMirrorIT {
                 Process fio = Tools.start(fioLog, List.of("fio", "--name=snapbdleg", "--ioengine=nbd",
                         "--uri=" + server.unixUri(VOL), "--rw=randwrite", "--bs=4k", "--iodepth=4", "--offset=0",
                         "--size=16M", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0",
-                        // at most 1000 writes a second: the 4096 writes last over 4 s whatever the mirror's speed,
-                        // so the leg's server is killed while they run (with hot regions they took under 0.3 s)
-                        "--rate_iops=1000"));
+                        // at most 250 writes a second: the 4096 writes last over 16 s whatever the mirror's speed,
+                        // so the leg's server is killed while they run (with hot regions they took under 0.3 s; at
+                        // 1000 a second a loaded machine's slow status polls killed it during fio's verify phase)
+                        "--rate_iops=250"));
                 try {
                     long before = MirrorIT.requests(server);
                     for (int i = 0; i < 600 && MirrorIT.requests(server) < before + 300; i++) {
