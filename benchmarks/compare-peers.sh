@@ -37,6 +37,7 @@ done
 FULL_JOBS+=(randrw70-4k-qd1 randrw70-4k-qd32 randrw70-4k-qd32-c4)
 BAR=0.8                  # performance bar: snapbd IOPS >= BAR x nbdkit on every row
 BASE_JAR=""              # --baseline: a second snapbd (e.g. main's jar) on the rows that write
+BASE_READS=0             # --baseline-reads: snapbd-base runs the read-only rows too
 SNAPBD_SAVE_SIZE=64M     # save volume of the benchmark volume (no snapshots are taken)
 SNAPBD_EXPORT=bench
 
@@ -86,6 +87,8 @@ Options:
   --baseline JAR     also run the jobs that write on a second snapbd started
                      from JAR (e.g. main's snapbd.jar): server 'snapbd-base',
                      and snapbd's IOPS / snapbd-base's IOPS in the report
+  --baseline-reads   with --baseline: snapbd-base runs every job, not only
+                     the jobs that write (a change to the read path)
   --markdown FILE    also write the result table as Markdown to FILE
   --json             also print the results as JSON on stdout
   --strict           exit with status 3 if snapbd is below ${BAR}x nbdkit's
@@ -104,7 +107,7 @@ EOF
 
 # ---------------------------------------------------------------- options
 bl_options usage --size SIZE_ARG --runtime RUNTIME --rounds ROUNDS --out OUT_DIR --only ONLY --jobs JOBS_ARG \
-  --markdown MARKDOWN --json JSON=1 --strict STRICT=1 --tmpdir TMP_PARENT --snapbd SNAPBD_BIN --baseline BASE_JAR \
+  --markdown MARKDOWN --json JSON=1 --strict STRICT=1 --baseline-reads BASE_READS=1 --tmpdir TMP_PARENT --snapbd SNAPBD_BIN --baseline BASE_JAR \
   -- "$@"
 bl_positive --runtime "$RUNTIME"
 bl_positive --rounds "$ROUNDS"
@@ -163,8 +166,8 @@ fi
 ((${#JOBS[@]} > 0)) || die "--jobs selects no job"
 
 has_server() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
-# runs_job SERVER JOB: whether SERVER runs JOB (snapbd-base only runs the jobs that write).
-runs_job() { [[ $1 != snapbd-base ]] || writes_job "$2"; }
+# runs_job SERVER JOB: whether SERVER runs JOB (snapbd-base only runs the jobs that write, unless --baseline-reads).
+runs_job() { [[ $1 != snapbd-base ]] || ((BASE_READS)) || writes_job "$2"; }
 
 # ---------------------------------------------------------------- prerequisites
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found; $2"; }
@@ -225,7 +228,7 @@ describe_machine() {
     echo "java:        $(first_line java -version)"
     echo "snapbd:      git $git_rev"
   fi
-  if has_server snapbd-base; then echo "snapbd-base: $BASE_JAR (the jobs that write)"; fi
+  if has_server snapbd-base; then echo "snapbd-base: $BASE_JAR ($( ((BASE_READS)) && echo "every job" || echo "the jobs that write"))"; fi
   echo "size:        $SIZE_BYTES bytes ($SIZE_CANON), runtime ${RUNTIME}s + 2s ramp per job, rounds $ROUNDS"
 }
 

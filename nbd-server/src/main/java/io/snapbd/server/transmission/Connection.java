@@ -118,16 +118,25 @@ public final class Connection {
     private volatile boolean ended;     // no more requests are read: DISC, end of stream, or an error
     /** Connections of this process in their transmission phase (counted once per connection, read per READ). */
     private static final AtomicInteger SERVING = new AtomicInteger();
-    /** READs being answered after their reader handed the role on: the client has several requests in flight. */
+    /**
+     * READs being answered (and then recorded) after their reader handed the role on: the client has several requests
+     * in flight.
+     */
     private final AtomicInteger handedOff = new AtomicInteger();
     /** Requests decoded from the bytes of the last socket read (the role's): more than one, the client pipelines. */
     private int chunkRequests;
 
     /**
      * The connection's statistics slot, shared by its readers (one set of latency recorders per connection, not per
-     * thread: about 0.5 MB each); with two readers they record under its monitor, so it has one writer at a time.
+     * thread: about 0.5 MB each); it has one writer at a time: the role holder while no READ is handed off, else
+     * whoever holds its monitor ({@code Reader.record}).
      */
-    private ExportStats.Slot stats;
+    private volatile ExportStats.Slot stats;
+
+    /** The statistics slot of a connection that serves, else null (for tests). */
+    ExportStats.Slot statsSlot() {
+        return stats;
+    }
 
     /** Serves requests until the client disconnects or breaks the protocol; always releases the sessions. */
     public void serve() {
@@ -191,12 +200,15 @@ public final class Connection {
         final BlockDevice.Session session;
         final ExtentList extents = new ExtentList();
         final Replies.ReadSender sender;
+        final ExportStats.Slot slot = stats;        // the connection's, opened before its readers
         boolean holdsRole;
         long requestStart;
         int type;                   // the request being served (the shared header flyweight moves on after a hand-off)
         long length;
         boolean answerLater;        // answered from the sync pool: it records the time there
         boolean requestFailed;
+        /** The request being served is a READ this reader handed the role on for; counted in {@link #handedOff}. */
+        boolean handedOffRead;
 
         Reader(BlockDevice.Session session) {
             this.session = session;
@@ -220,14 +232,14 @@ public final class Connection {
                     if (!dispatch(this)) {
                         return;
                     }
-                    if (!answerLater) {     // answered inline: its time is known now (else SyncTasks records it)
-                        long nanos = System.nanoTime() - requestStart;
-                        if (readers > 1) {
-                            synchronized (stats) {      // the other reader may be recording a request of its own
-                                stats.record(type, length, nanos, !requestFailed);
-                            }
-                        } else {
-                            stats.record(type, length, nanos, !requestFailed);
+                    try {
+                        if (!answerLater) {     // answered inline: its time is known now (else SyncTasks records it)
+                            record(System.nanoTime() - requestStart);
+                        }
+                    } finally {
+                        if (handedOffRead) {
+                            handedOffRead = false;
+                            handedOff.decrementAndGet();    // after its record: see record()
                         }
                     }
                 }
@@ -248,6 +260,24 @@ public final class Connection {
                 }
             } finally {
                 end();
+            }
+        }
+
+        /**
+         * Records the request just answered in the connection's slot, which has one writer at a time. The role holder
+         * records without a lock while no READ is handed off: the other reader then waits for the role (it counts in
+         * {@link #handedOff} from handing the role on until after its own record), and what it recorded before was
+         * published by that counter or by the role's monitor. A handed-off READ, and the holder while one is out,
+         * record under the slot's monitor. So a lone connection at depth 1, whose READs stay on one thread, takes no
+         * lock per request.
+         */
+        private void record(long nanos) {
+            if (readers == 1 || (holdsRole && handedOff.get() == 0)) {
+                slot.record(type, length, nanos, !requestFailed);
+            } else {
+                synchronized (slot) {       // the other reader may be recording a request of its own
+                    slot.record(type, length, nanos, !requestFailed);
+                }
             }
         }
 
@@ -278,6 +308,7 @@ public final class Connection {
         /** Gives the reading role to the other reader (a READ is about to be answered; nothing is queued behind it). */
         void handOff() {
             handedOff.incrementAndGet();
+            handedOffRead = true;
             replies.reader(null);
             synchronized (role) {
                 roleHeld = false;
@@ -358,11 +389,7 @@ public final class Connection {
                     if (readers > 1 && !in.hasRemaining()
                             && (HAND_OFF_ALWAYS || chunkRequests > 1 || handedOff.get() > 0 || SERVING.get() > 1)) {
                         r.handOff();        // the other reader reads the next request while this one answers
-                        try {
-                            read(r, handle, flags, offset, length);
-                        } finally {
-                            handedOff.decrementAndGet();
-                        }
+                        read(r, handle, flags, offset, length);     // handedOff goes down once it is recorded
                     } else {
                         read(r, handle, flags, offset, length);
                     }

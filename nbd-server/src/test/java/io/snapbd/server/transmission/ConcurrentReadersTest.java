@@ -21,7 +21,9 @@ import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -85,6 +87,32 @@ class ConcurrentReadersTest {
         }
     }
 
+    /**
+     * A lone connection at depth 1 keeps its READs on one reader, which records them in the connection's stats slot
+     * without taking the slot's monitor (no lock per request). The test holds that monitor while the client reads on:
+     * a reader that took it per request would stop (BLOCKED) after the reply before its record, and the next reply
+     * would never come.
+     */
+    @Test
+    void aLoneDepthOneReaderRecordsWithoutTheSlotsMonitor() throws Exception {
+        try (Served s = new Served(vol, "c")) {
+            s.send(Nbd.CMD_READ, 1, 8192, BS);
+            s.expectRead(1, 8192, BS);
+            ExportStats.Slot slot = s.connection.statsSlot();
+            synchronized (slot) {
+                for (int h = 2; h <= 4; h++) {
+                    s.send(Nbd.CMD_READ, h, h * 8192L, BS);
+                    s.expectReadUnlessBlocked(h, h * 8192L, BS);
+                }
+            }
+            s.send(Nbd.CMD_DISC, 5, 0, 0);
+            s.awaitEnd();
+            ExportStats.OpStats reads = s.export.stats().snapshot(false, false).op(ExportStats.Op.READ);
+            assertEquals(4, reads.requests());
+            assertEquals(4, reads.latency().getTotalCount());
+        }
+    }
+
     @Test
     void aReadFailingHalfWayEndsTheConnectionWhileTheOtherReaderWaitsForInput() throws Exception {
         Blocking device = new Blocking(true);
@@ -112,6 +140,7 @@ class ConcurrentReadersTest {
         final SocketChannel server;
         final Thread thread;
         final Export export;
+        final Connection connection;
 
         Served(BlockDevice device, String name) throws IOException {
             Path p = dir.resolve(name + ".sock");
@@ -121,8 +150,8 @@ class ConcurrentReadersTest {
                 server = l.accept();
             }
             export = new Export("v", null, device);
-            Connection c = new Connection(server, server, Negotiated.plain(export), pool, "test", 2);
-            thread = new Thread(c::serve, "serve " + name);
+            connection = new Connection(server, server, Negotiated.plain(export), pool, "test", 2);
+            thread = new Thread(connection::serve, "serve " + name);
             thread.start();
         }
 
@@ -143,6 +172,45 @@ class ConcurrentReadersTest {
             ByteBuffer b = ByteBuffer.allocate(16 + length);     // length 0: a reply without data
             while (b.hasRemaining()) {
                 assertTrue(client.read(b) >= 0, "reply to " + handle + " cut short");
+            }
+            b.flip();
+            assertEquals(Nbd.SIMPLE_REPLY_MAGIC, b.getInt());
+            assertEquals(0, b.getInt());
+            assertEquals(handle, b.getLong());
+            byte[] data = new byte[length];
+            b.get(data);
+            assertArrayEquals(Arrays.copyOfRange(content, (int) offset, (int) offset + length), data);
+        }
+
+        /**
+         * Like {@link #expectRead}, but fails instead of waiting for ever when one of the connection's readers (the
+         * serving thread and its second reader) is blocked on a monitor before the reply has come: polls the socket
+         * without blocking.
+         */
+        void expectReadUnlessBlocked(long handle, long offset, int length) throws IOException {
+            List<Thread> readers = new ArrayList<>();
+            for (Thread t : Thread.getAllStackTraces().keySet()) {
+                if (t == thread || t.getName().equals(thread.getName() + " (2nd reader)")) {
+                    readers.add(t);
+                }
+            }
+            assertEquals(2, readers.size(), "the connection's two readers");
+            ByteBuffer b = ByteBuffer.allocate(16 + length);
+            client.configureBlocking(false);
+            try {
+                while (b.hasRemaining()) {
+                    int n = client.read(b);
+                    assertTrue(n >= 0, "reply to " + handle + " cut short");
+                    if (n == 0) {
+                        for (Thread t : readers) {
+                            assertTrue(t.getState() != Thread.State.BLOCKED, t.getName()
+                                    + " waits for a monitor (the stats slot's) before the reply to " + handle);
+                        }
+                        Thread.yield();
+                    }
+                }
+            } finally {
+                client.configureBlocking(true);
             }
             b.flip();
             assertEquals(Nbd.SIMPLE_REPLY_MAGIC, b.getInt());
