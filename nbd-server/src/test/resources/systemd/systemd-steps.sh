@@ -411,6 +411,7 @@ upgrade() {
   local kept0 rec0 hand0 pid0 pid1 pid2 pid3 w1 w2 w3
   kept0="$(count_log 'keeping /dev/nbd0 (vol0) connected')"
   rec0="$(count_log 'reconnected vol0 to /dev/nbd0')"
+  served0="$(count_log 'serving vol0 on /dev/nbd0 on the connection the predecessor handed over')"
   hand0="$(count_log 'handed over to pid')"
   rm -rf "$W"; mkdir -p "$W"
   must dd if=/dev/zero of="$MNT/loop.bin" bs=1M count=64 conv=fsync status=none
@@ -451,15 +452,21 @@ upgrade() {
   # The parts of each pause: SIGTERM (stopping) .. stopped .. Starting .. first line of the new JVM (access rules) ..
   # reconnected .. ready.
   journalctl -b -u snapbd.service -o short-monotonic --no-pager \
-    | grep -E 'Stopping|Stopped|Starting|Started|stopping|stopped|keeping|access rules|reconnected|snapbd ready' | tail -60
+    | grep -E 'Stopping|Stopped|Starting|Started|stopping|stopped|keeping|request boundary|handed|access rules|reconnected|snapbd ready' | tail -60
   # The class data sharing archive (CacheDirectory=, bin/snapbd): made at an earlier stop, mapped by this server.
   ls -l /var/cache/snapbd
   grep -q '/var/cache/snapbd/snapbd-[0-9]*\.jsa$' "/proc/$pid3/maps" || fail "the server does not map a class data sharing archive"
   [ "$(count_log 'keeping /dev/nbd0 (vol0) connected')" -eq $((kept0 + 3)) ] || fail "not all 3 restarts kept /dev/nbd0: $(count_log 'keeping /dev/nbd0')"
-  [ "$(count_log 'reconnected vol0 to /dev/nbd0')" -eq $((rec0 + 3)) ] || fail "not all 3 restarts reconnected /dev/nbd0"
-  [ "$(count_log 'reconnected vol0@s1 to /dev/nbd2')" -ge 3 ] || fail "the snapshot device /dev/nbd2 was not reconnected 3 times"
-  [ "$(count_log 'keeping /dev/nbd1 (vol0) connected')" -eq 3 ] && [ "$(count_log 'reconnected vol0 to /dev/nbd1')" -eq 3 ] \
-    || fail "not all 3 restarts kept and reconnected /dev/nbd1 (snapbd attach)"
+  # The 2 in-place restarts hand each device's connection over (no NBD_CMD_RECONFIGURE); systemctl restart reconnects.
+  [ "$(count_log 'serving vol0 on /dev/nbd0 on the connection the predecessor handed over')" -eq $((served0 + 2)) ] \
+    || fail "not both in-place restarts handed /dev/nbd0's connection over: $(count_log 'not handed over')"
+  [ "$(count_log 'reconnected vol0 to /dev/nbd0')" -eq $((rec0 + 1)) ] \
+    || fail "/dev/nbd0 was not reconnected exactly once (systemctl restart): NBD_CMD_RECONFIGURE at an in-place restart"
+  [ "$(count_log 'serving vol0@s1 on /dev/nbd2 on the connection the predecessor handed over')" -ge 2 ] \
+    && [ "$(count_log 'reconnected vol0@s1 to /dev/nbd2')" -ge 1 ] || fail "the snapshot device /dev/nbd2 was not handed over twice and reconnected once"
+  [ "$(count_log 'keeping /dev/nbd1 (vol0) connected')" -eq 3 ] && [ "$(count_log 'reconnected vol0 to /dev/nbd1')" -eq 1 ] \
+    && [ "$(count_log 'serving vol0 on /dev/nbd1 on the connection the predecessor handed over')" -eq 2 ] \
+    || fail "not all 3 restarts kept /dev/nbd1 (snapbd attach), handed over twice and reconnected once"
   [ -e /sys/block/nbd1/pid ] || fail "/dev/nbd1 was released by a restart"
   [ ! -e /var/lib/snapbd/keep-devices ] || fail "the keep-devices marker was left behind"
   must timeout 60 dd if=/dev/nbd1 of=/dev/null bs=4k count=1 iflag=direct
@@ -482,7 +489,7 @@ upgrade() {
       END { printf "window %s .. %s: longest gap %.3f s, from %s to %s\n", a, b, m, x, y }' "$W/writer.log"
   done
   journalctl -b -u snapbd.service -o short-unix --no-pager \
-    | grep -E 'in-place restart|keeping /dev/nbd0|snapbd stopped|taking over|access rules|reconnected vol0 to /dev/nbd0|snapbd ready|stopping|Stopping|Starting' | tail -40
+    | grep -E 'in-place restart|keeping /dev/nbd0|request boundary|handed|snapbd stopped|taking over|access rules|reconnected vol0 to /dev/nbd0|snapbd ready|stopping|Stopping|Starting' | tail -40
   echo "pause (gap between acknowledged writes around the stop): dpkg -i (in place) $p1 s, snapbd restart $p2 s, systemctl restart $p3 s"
   echo "longest gap in each restart's window: $(writer_gap_in $w1) s, $(writer_gap_in $w2) s, $(writer_gap_in $w3) s"
   echo "requests resent by the driver's request timer (kernel log):"; dmesg | grep -E 'Possible stuck request|Request send failed' || echo none

@@ -61,6 +61,9 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
                     return -1;
                 }
                 int err = Native.errno();
+                if (err == Errno.EAGAIN.intValue() || err == Errno.EWOULDBLOCK.intValue()) {
+                    return 0;       // the receive timeout (setReceiveTimeout) passed with nothing received
+                }
                 if (err != Errno.EINTR.intValue()) {
                     throw new IOException("read from socket failed: " + Native.strerror(err));
                 }
@@ -128,6 +131,31 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
             Native.libc().shutdown(f, Shutdown.SHUT_RD.intValue());     // fails only when already disconnected
         } finally {
             fd.release();
+        }
+    }
+
+    /**
+     * SO_RCVTIMEO: a {@link #read} that waited this long with nothing received returns 0 instead of waiting on, so
+     * that its thread can look at a stop request (a connection stopping at a request boundary to be handed over). A
+     * property of the socket, not of this descriptor: a copy passed to another process keeps it.
+     */
+    public void setReceiveTimeout(long millis) throws IOException {
+        int f = fd.acquire();
+        try {
+            setReceiveTimeout(f, millis);
+        } finally {
+            fd.release();
+        }
+    }
+
+    private static final int SOL_SOCKET = 1;
+    private static final int SO_RCVTIMEO = 20;
+
+    static void setReceiveTimeout(int fd, long millis) throws IOException {
+        ByteBuffer tv = ByteBuffer.allocateDirect(16).order(ByteOrder.nativeOrder());     // struct timeval
+        tv.putLong(0, millis / 1000).putLong(8, (millis % 1000) * 1000);
+        if (Native.libc().setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16) != 0) {
+            throw new IOException("setsockopt(SO_RCVTIMEO) failed: " + Native.strerror(Native.errno()));
         }
     }
 

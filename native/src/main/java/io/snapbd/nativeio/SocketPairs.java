@@ -8,6 +8,7 @@ import java.nio.channels.ClosedChannelException;
 import java.nio.channels.GatheringByteChannel;
 import java.util.Objects;
 import jnr.constants.platform.AddressFamily;
+import jnr.constants.platform.Errno;
 import jnr.constants.platform.OpenFlags;
 import jnr.constants.platform.Sock;
 import jnr.unixsocket.UnixSocketChannel;
@@ -79,7 +80,11 @@ public final class SocketPairs {
             }
             long n = Native.libc().read(fd(), dst, dst.remaining());
             if (n < 0) {
-                throw new IOException("read from socket failed: " + Native.strerror(Native.errno()));
+                int err = Native.errno();
+                if (err == Errno.EAGAIN.intValue() || err == Errno.EWOULDBLOCK.intValue()) {
+                    return 0;       // the receive timeout (setReceiveTimeout) passed with nothing received
+                }
+                throw new IOException("read from socket failed: " + Native.strerror(err));
             }
             if (n == 0) {
                 return -1;
@@ -133,6 +138,12 @@ public final class SocketPairs {
         @Override
         public boolean isOpen() {
             return channel.isOpen();
+        }
+
+        /** SO_RCVTIMEO, as {@link NativeSocket#setReceiveTimeout}: a read that waited this long returns 0. */
+        public void setReceiveTimeout(long millis) throws IOException {
+            ensureOpen();
+            NativeSocket.setReceiveTimeout(fd(), millis);
         }
 
         /**

@@ -158,10 +158,11 @@ final class ServeCommand implements Callable<Integer> {
             throw new Cli.ExitException(1, "successor of an in-place restart: " + Cli.message(e));
         }
         Systemd.mute(false);
-        KernelAttachments.handedOver(go.devices(), go.keptAtMillis());
+        KernelAttachments.handedOver(go.devices(), go.keptAtMillis(), go.connections());
         Log.info("taking over from the predecessor (in-place restart): rehearsed the start in %d ms, waited %d ms for its stop; "
-                + "devices it left connected: %s", (rehearsed - t0) / 1_000_000, (System.nanoTime() - rehearsed) / 1_000_000,
-                go.devices().isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(go.devices())));
+                + "devices it left connected: %s; connections it handed over: %d", (rehearsed - t0) / 1_000_000,
+                (System.nanoTime() - rehearsed) / 1_000_000,
+                go.devices().isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(go.devices())), go.connections().size());
         return loaded.service();
     }
 

@@ -1,5 +1,7 @@
 package io.snapbd.server.kernel;
 
+import io.snapbd.nativeio.FdPassing;
+import io.snapbd.nativeio.NativeSocket;
 import io.snapbd.nativeio.NbdIoctl;
 import io.snapbd.nativeio.NbdNetlink;
 import io.snapbd.nativeio.SocketPairs;
@@ -11,9 +13,11 @@ import io.snapbd.server.config.AttachSpec;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportRegistry;
 import io.snapbd.server.protocol.Nbd;
+import io.snapbd.server.transmission.Connection;
 import io.snapbd.server.transport.NbdServer;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -70,6 +74,17 @@ public final class KernelAttachments implements AutoCloseable {
     public static final String KEEP_DEVICES_MARKER = "keep-devices";
     /** Bound on the drain of a kept device's connection at a stop for a restart. */
     private static final Duration KEEP_DRAIN_TIMEOUT = Duration.ofSeconds(10);
+    /**
+     * Bound on the stop of the kept devices' connections at a request boundary, for handing them over (an in-place
+     * restart); a connection that is not there by then is drained and reconnected by the successor instead.
+     */
+    private static final Duration HAND_OVER_STOP_TIMEOUT = Duration.ofSeconds(2);
+    /**
+     * SO_RCVTIMEO of the server's end of a netlink device's socket pair: how long an idle connection's reader waits
+     * in read() before it looks whether it is asked to stop at a request boundary (an idle device costs a wake-up
+     * this often; a stop request waits at most this long for it).
+     */
+    private static final int IDLE_WAKE_MILLIS = 100;
     /** How long a read of a recorded device may take to fail before the server counts the device as still waiting. */
     private static final Duration GIVEN_UP_PROBE = Duration.ofSeconds(1);
 
@@ -77,6 +92,8 @@ public final class KernelAttachments implements AutoCloseable {
     /** Devices a predecessor left connected for this process (in-place restart), and when; see {@link #handedOver}. */
     private static volatile Set<String> handedOverDevices = Set.of();
     private static volatile long handedOverAtMillis;
+    /** Kernel connections the predecessor passed to this process, by device index; taken by {@link #reconnectRecorded}. */
+    private static final Map<Integer, HandedConnection.Received> handedConnections = new ConcurrentHashMap<>();
 
     private final ExportRegistry exports;
     private final NbdServer nbd;
@@ -87,6 +104,10 @@ public final class KernelAttachments implements AutoCloseable {
     private volatile boolean closing;
     /** The next close keeps the netlink devices, as with the marker (an in-place restart asks so). */
     private volatile boolean keepRequested;
+    /** The next close stops the kept devices' connections at a request boundary, to pass them to a successor. */
+    private volatile boolean handOverRequested;
+    /** What the close stopped at a boundary for the successor, in device order. */
+    private final List<Handing> handing = new ArrayList<>();
     /** What the close kept connected, and when it began (for the successor of an in-place restart). */
     private final Set<String> kept = ConcurrentHashMap.newKeySet();
     private volatile long keptAtMillis;
@@ -124,13 +145,79 @@ public final class KernelAttachments implements AutoCloseable {
      * kernel cannot have given them up, and the probe's wait (1 s) would be most of the pause.
      */
     public static void handedOver(Set<String> devices, long keptAtMillis) {
+        handedOver(devices, keptAtMillis, List.of());
+    }
+
+    /**
+     * As {@link #handedOver(Set, long)}, with the kernel connections the predecessor passed: their devices are
+     * served on them, with no NBD_CMD_RECONFIGURE (the kernel's connection never dropped).
+     */
+    public static void handedOver(Set<String> devices, long keptAtMillis, List<HandedConnection.Received> connections) {
         handedOverDevices = Set.copyOf(devices);
         handedOverAtMillis = keptAtMillis;
+        for (HandedConnection.Received r : connections) {
+            HandedConnection.Received old = handedConnections.put(r.connection().device(), r);
+            if (old != null) {
+                closeFdQuietly(old.fd());
+            }
+        }
     }
 
     /** The next {@link #close} keeps the netlink devices connected, as the {@code keep-devices} marker does. */
     public void keepDevicesAtClose() {
         keepRequested = true;
+    }
+
+    /**
+     * The next {@link #close} keeps the netlink devices and stops their connections at a request boundary, to be
+     * passed to the successor ({@link #handing()}); a connection that does not stop within 2 s is drained instead.
+     */
+    public void handConnectionsOverAtClose() {
+        keepRequested = true;
+        handOverRequested = true;
+    }
+
+    /** After {@link #close}: the kernel connections stopped at a request boundary for the successor, by device. */
+    public List<Handing> handing() {
+        synchronized (handing) {
+            return List.copyOf(handing);
+        }
+    }
+
+    /**
+     * A kernel connection stopped at a request boundary, to be passed to the successor: {@link #release()} once it
+     * is passed (or could not be) closes this process's descriptors of the socket without shutting it down.
+     */
+    public static final class Handing {
+        private final String device;
+        private final HandedConnection connection;
+        private final int fd;
+        private final Runnable release;
+
+        /** {@code fd}: the server's end of the socket; {@code release} closes it (and any copy) without a shutdown. */
+        public Handing(String device, HandedConnection connection, int fd, Runnable release) {
+            this.device = device;
+            this.connection = connection;
+            this.fd = fd;
+            this.release = release;
+        }
+
+        public String device() {
+            return device;
+        }
+
+        public HandedConnection connection() {
+            return connection;
+        }
+
+        /** The server's end of the socket. */
+        public int fd() {
+            return fd;
+        }
+
+        public void release() {
+            release.run();
+        }
     }
 
     /** The devices the close kept connected. */
@@ -332,19 +419,18 @@ public final class KernelAttachments implements AutoCloseable {
         List<Thread> workers = new ArrayList<>();
         List<Attachment> kept = new ArrayList<>();
         keptAtMillis = System.currentTimeMillis();
+        List<Attachment> stopping = new ArrayList<>();
         for (Attachment a : attached.values()) {
             if (keep && NETLINK.equals(a.kernelInterface) && a.dead > 0) {
                 a.keeping = true;
-                // Drain: requests already in the socket are still read and answered, then the connection sees end of
-                // stream; the kernel's next send fails, so it requeues that request for the new connection instead of
-                // leaving it unanswered on this one until its 30 s request timer.
-                SocketPairs.SocketPair p = a.pair;
-                if (p != null) {
-                    try {
-                        p.second().shutdownInput();
-                    } catch (IOException e) {
-                        Log.debug("%s: shutdown(SHUT_RD): %s", a.spec.device(), e.getMessage());
-                    }
+                Connection c = a.connection;
+                if (handOverRequested && c != null) {
+                    // Handed over: stopped after the last whole request, every request read answered, socket intact.
+                    a.handingOver = true;
+                    c.stopAtBoundary();
+                    stopping.add(a);
+                } else {
+                    a.drain();
                 }
                 Log.info("keeping %s (%s) connected for the restart: the kernel queues its I/O for up to %d s", a.spec.device(),
                         a.export.name(), a.dead);
@@ -366,6 +452,26 @@ public final class KernelAttachments implements AutoCloseable {
             t.setDaemon(true);
             t.start();
             workers.add(t);
+        }
+        long stopBy = System.nanoTime() + HAND_OVER_STOP_TIMEOUT.toNanos();
+        for (Attachment a : stopping) {
+            Duration left = Duration.ofNanos(Math.max(0, stopBy - System.nanoTime()));
+            byte[] readAhead = a.awaitEnd(left) ? a.connection.handedOver() : null;
+            if (readAhead == null) {
+                Log.warn("%s (%s): its connection did not stop at a request boundary within %d ms; not handed over: drained, "
+                        + "the successor reconnects it (NBD_CMD_RECONFIGURE)", a.spec.device(), a.export.name(),
+                        HAND_OVER_STOP_TIMEOUT.toMillis());
+                a.handingOver = false;
+                a.drain();
+                continue;
+            }
+            Log.info("%s (%s): stopped at a request boundary with %d byte(s) read ahead; to be handed over", a.spec.device(),
+                    a.export.name(), readAhead.length);
+            synchronized (handing) {
+                handing.add(new Handing(a.spec.device(),
+                        new HandedConnection(a.export.name(), deviceIndex(a.spec.device()), a.readOnly, readAhead),
+                        a.serverEndFd(), a::releaseHandedOver));
+            }
         }
         for (Attachment a : kept) {
             // the connection answers what it has read, then ends (the server's stop would otherwise close it first)
@@ -439,6 +545,13 @@ public final class KernelAttachments implements AutoCloseable {
                 dropRecord(p.record().index());
             }
         }
+        for (HandedConnection.Received left : handedConnections.values()) {
+            // no record (or a dropped one) for it: nobody serves it; closing it ends the kernel's connection
+            Log.warn("/dev/nbd%d (%s): the predecessor handed over its connection but it has no usable record here; closing it",
+                    left.connection().device(), left.connection().export());
+            closeFdQuietly(left.fd());
+        }
+        handedConnections.clear();
     }
 
     /** A record whose device the kernel still holds for its export, with the given-up probe started. */
@@ -486,6 +599,12 @@ public final class KernelAttachments implements AutoCloseable {
         if (handedOverDevices.contains(device) && since >= 0 && since < r.deadConnTimeoutSeconds() * 500L) {
             return new Probed(r, export, null);
         }
+        HandedConnection.Received stale = handedConnections.remove(r.index());
+        if (stale != null) {
+            Log.warn("%s (%s): the connection the predecessor passed is too old to trust (%d ms); reconnecting instead",
+                    device, r.export(), since);
+            closeFdQuietly(stale.fd());
+        }
         return new Probed(r, export, ReadProbe.start(device, r.blockSize()));
     }
 
@@ -506,8 +625,24 @@ public final class KernelAttachments implements AutoCloseable {
                 r.origin());
         Attachment a = new Attachment(spec, export, r.readOnly(), r.sizeBytes(), r.blockSize());
         a.dead = r.deadConnTimeoutSeconds();
+        HandedConnection.Received handed = handedConnections.remove(r.index());
         if (attached.putIfAbsent(device, a) != null) {
+            if (handed != null) {
+                closeFdQuietly(handed.fd());
+            }
             return;
+        }
+        if (handed != null) {
+            HandedConnection h = handed.connection();
+            if (h.export().equals(r.export()) && h.readOnly() == r.readOnly()) {
+                a.adoptHandedOver(handed.fd(), h.readAhead());
+                Log.info("serving %s on %s on the connection the predecessor handed over (%d byte(s) read ahead by it; no "
+                        + "NBD_CMD_RECONFIGURE: the kernel's connection never dropped)", export.name(), device, h.readAhead().length);
+                return;
+            }
+            Log.warn("%s: the predecessor handed over a connection for %s (%s), the record says %s (%s): reconnecting instead",
+                    device, h.export(), h.readOnly() ? "read-only" : "read-write", r.export(), r.readOnly() ? "read-only" : "read-write");
+            closeFdQuietly(handed.fd());
         }
         try (NbdNetlink nl = NbdNetlink.open()) {
             a.reconfigureNetlink(nl, r.index());
@@ -612,6 +747,12 @@ public final class KernelAttachments implements AutoCloseable {
         volatile int dead = deadConnTimeoutSeconds;
         /** The server stops for a restart: the connection ends, the device and its record stay. */
         volatile boolean keeping;
+        /** The server stops for an in-place restart and passes this connection on: its socket is not shut down. */
+        volatile boolean handingOver;
+        /** The served connection (netlink), for a stop at a request boundary. */
+        volatile Connection connection;
+        /** The server's end when the predecessor passed it (no socket pair of this process), else null. */
+        private volatile NativeSocket adopted;
         /** Netlink only: the kernel accepted the socket (a connection ending before that is the failed setup's). */
         private volatile boolean connected;
 
@@ -739,7 +880,9 @@ public final class KernelAttachments implements AutoCloseable {
             }
             pair = p;
             int index = deviceIndex(device);
-            nbd.serveTransmission(p.second(), p.second(), export, "kernel " + device, this::netlinkConnectionEnded);
+            wakeWhenIdle(p.second());
+            nbd.serveTransmission(p.second(), p.second(), export, "kernel " + device, null, c -> connection = c,
+                    this::netlinkConnectionEnded);
             try {
                 nl.connect(new NbdNetlink.ConnectSpec(index, size, blockSize, flags,
                         spec.timeoutSeconds() == null ? 0 : spec.timeoutSeconds(), dead, BACKEND_PREFIX + export.name(),
@@ -770,7 +913,9 @@ public final class KernelAttachments implements AutoCloseable {
             SocketPairs.SocketPair p = SocketPairs.create();
             pair = p;
             kernelInterface = NETLINK;
-            nbd.serveTransmission(p.second(), p.second(), export, "kernel " + spec.device(), this::netlinkConnectionEnded);
+            wakeWhenIdle(p.second());
+            nbd.serveTransmission(p.second(), p.second(), export, "kernel " + spec.device(), null, c -> connection = c,
+                    this::netlinkConnectionEnded);
             try {
                 nl.reconfigure(index, BACKEND_PREFIX + export.name(), new int[]{p.first().fd()});
             } catch (IOException e) {
@@ -783,6 +928,70 @@ public final class KernelAttachments implements AutoCloseable {
             setUp.complete(null);
         }
 
+        /**
+         * After an in-place restart: serves the server's end of the device's socket that the predecessor passed,
+         * stopped at a request boundary; {@code readAhead} is what it had read beyond it.
+         */
+        void adoptHandedOver(int fd, byte[] readAhead) {
+            NativeSocket s = NativeSocket.adopt(fd);
+            adopted = s;
+            kernelInterface = NETLINK;
+            nbd.serveTransmission(s, s, export, "kernel " + spec.device(), ByteBuffer.wrap(readAhead), c -> connection = c,
+                    this::netlinkConnectionEnded);
+            connected = true;
+            state = AttachmentState.ATTACHED;
+            setUp.complete(null);
+        }
+
+        /** SO_RCVTIMEO on the server's end: an idle connection's reader sees a stop request (see IDLE_WAKE_MILLIS). */
+        private void wakeWhenIdle(SocketPairs.End serverEnd) {
+            try {
+                serverEnd.setReceiveTimeout(IDLE_WAKE_MILLIS);
+            } catch (IOException e) {
+                Log.warn("%s: %s; its connection cannot be handed over at an in-place restart unless busy", spec.device(),
+                        e.getMessage());
+            }
+        }
+
+        /**
+         * Drain (a restart that reconnects the device): requests already in the socket are still read and answered,
+         * then the connection sees end of stream; the kernel's next send fails, so it requeues that request for the
+         * new connection instead of leaving it unanswered on this one until its 30 s request timer.
+         */
+        void drain() {
+            try {
+                SocketPairs.SocketPair p = pair;
+                NativeSocket s = adopted;
+                if (p != null) {
+                    p.second().shutdownInput();
+                } else if (s != null) {
+                    s.shutdownInput();
+                }
+            } catch (IOException e) {
+                Log.debug("%s: shutdown(SHUT_RD): %s", spec.device(), e.getMessage());
+            }
+        }
+
+        /** The server's end of the device's socket. */
+        int serverEndFd() {
+            NativeSocket s = adopted;
+            return s != null ? s.fd() : pair.second().fd();
+        }
+
+        /** After the connection was passed to the successor (or could not be): this process's copies go, no shutdown. */
+        void releaseHandedOver() {
+            try {
+                NativeSocket s = adopted;
+                if (s != null) {
+                    s.closeWithoutShutdown();
+                } else {
+                    pair.second().closeWithoutShutdown();
+                }
+            } catch (IOException e) {
+                Log.warn("%s: closing the handed-over socket: %s", spec.device(), e.getMessage());
+            }
+        }
+
         /** The server side of a netlink attachment ended: detach, or the connection broke. */
         private void netlinkConnectionEnded() {
             String device = spec.device();
@@ -791,9 +1000,21 @@ public final class KernelAttachments implements AutoCloseable {
             }
             if (keeping) {
                 state = AttachmentState.DETACHED;
-                closeQuietly(pair.first());
+                SocketPairs.SocketPair p = pair;
+                Connection c = connection;
+                if (p != null && adopted == null) {
+                    if (handingOver && c != null && c.handedOver() != null) {
+                        try {
+                            p.first().closeWithoutShutdown();       // the kernel holds its end: it stays connected
+                        } catch (IOException e) {
+                            Log.debug("%s: %s", device, e.getMessage());
+                        }
+                    } else {
+                        closeQuietly(p.first());
+                    }
+                }
                 attached.remove(device, this);
-                ended.complete("kept for the restart");
+                ended.complete(handingOver ? "stopped to be handed over" : "kept for the restart");
                 return;
             }
             if (!detaching) {
@@ -805,7 +1026,9 @@ public final class KernelAttachments implements AutoCloseable {
                 }
             }
             state = AttachmentState.DETACHED;
-            closeQuietly(pair.first());
+            if (pair != null) {
+                closeQuietly(pair.first());
+            }
             dropRecord(deviceIndex(device));
             attached.remove(device, this);
             if (!detaching) {
@@ -914,6 +1137,8 @@ public final class KernelAttachments implements AutoCloseable {
                 SocketPairs.SocketPair p = pair;
                 if (p != null) {
                     closeQuietly(p.second());     // the connection ends, the driver reads end of stream
+                } else if (adopted != null) {
+                    closeQuietly(adopted);
                 }
                 if (!awaitEnd(DISCONNECT_TIMEOUT)) {
                     Log.error("%s: DO_IT still has not returned; leaving it", device);
@@ -957,6 +1182,14 @@ public final class KernelAttachments implements AutoCloseable {
             NbdIoctl.closeDevice(fd);
         } catch (IOException e) {
             Log.debug("closing an nbd device: %s", e.getMessage());
+        }
+    }
+
+    private static void closeFdQuietly(int fd) {
+        try {
+            FdPassing.close(fd);
+        } catch (IOException e) {
+            Log.debug("close of fd %d: %s", fd, e.getMessage());
         }
     }
 

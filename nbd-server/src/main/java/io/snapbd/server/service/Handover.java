@@ -1,12 +1,18 @@
 package io.snapbd.server.service;
 
+import io.snapbd.nativeio.FdPassing;
+import io.snapbd.nativeio.InheritedSockets;
+import io.snapbd.nativeio.NativeSocket;
+import io.snapbd.nativeio.UnixListeners;
+import io.snapbd.server.Log;
+import io.snapbd.server.kernel.HandedConnection;
+import io.snapbd.server.kernel.KernelAttachments;
+
 import java.io.ByteArrayOutputStream;
+import java.io.EOFException;
 import java.io.IOException;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
-import java.nio.channels.ServerSocketChannel;
-import java.nio.channels.SocketChannel;
+import java.nio.channels.ByteChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -29,7 +35,10 @@ import java.util.TreeSet;
  * connects and sends {@code ready TOKEN PID}; the predecessor stops (keeping its devices), then answers
  * {@code go KEPT_AT_MILLIS DEVICE,...} (the devices it left connected, "-" for none) and exits; the successor
  * then opens the volumes. A successor that exits or does not report within the bound is no successor: the
- * predecessor kills it, if need be, and keeps serving. One line each way, ASCII.
+ * predecessor kills it, if need be, and keeps serving. One line each way, ASCII; after the {@code go} line, the
+ * kernel connections stopped at a request boundary follow, one {@link HandedConnection} each (descriptor passing:
+ * the socket is made with {@link UnixListeners}), until the predecessor closes the socket. Their devices are in the
+ * {@code go} line too: a successor that does not take them (or a predecessor that sends none) reconnects them.
  */
 public final class Handover {
 
@@ -94,13 +103,13 @@ public final class Handover {
     public static final class Pending implements AutoCloseable {
         private final ProcessHandle process;
         private final Path socketFile;
-        private final ServerSocketChannel listener;
+        private final InheritedSockets.Listener listener;
         private final String token;
         private final long startNanos = System.nanoTime();
-        private volatile SocketChannel channel;
+        private volatile NativeSocket channel;
         private volatile boolean aborted;
 
-        private Pending(ProcessHandle process, Path socketFile, ServerSocketChannel listener, String token) {
+        private Pending(ProcessHandle process, Path socketFile, InheritedSockets.Listener listener, String token) {
             this.process = process;
             this.socketFile = socketFile;
             this.listener = listener;
@@ -123,14 +132,12 @@ public final class Handover {
         public void awaitReady(Duration timeout) throws Refused {
             long deadline = System.nanoTime() + timeout.toNanos();
             try {
-                listener.configureBlocking(false);
                 while (true) {
                     if (aborted) {
                         throw new Refused("the restart was abandoned: the server is stopping");
                     }
-                    SocketChannel ch = listener.accept();
+                    NativeSocket ch = listener.accept(20);
                     if (ch != null) {
-                        ch.configureBlocking(true);
                         String line = readLine(ch);
                         String[] f = line == null ? new String[0] : line.split(" ");
                         if (f.length == 3 && f[0].equals("ready") && f[1].equals(token)) {
@@ -147,7 +154,6 @@ public final class Handover {
                         throw new Refused("the successor (pid " + process.pid() + ") was not ready within "
                                 + timeout.toSeconds() + " s");
                     }
-                    Thread.sleep(20);
                 }
             } catch (Refused e) {
                 close();
@@ -155,21 +161,23 @@ public final class Handover {
             } catch (IOException e) {
                 close();
                 throw new Refused("handover socket " + socketFile + ": " + e.getMessage());
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                close();
-                throw new Refused("interrupted while waiting for the successor");
             }
         }
 
         /**
          * After this server stopped: tells the successor to take over the data directory, and which devices were
-         * left connected for it and when. False when the successor is gone (systemd's restart then applies).
+         * left connected for it and when, then passes it the kernel connections stopped at a request boundary
+         * ({@code handed}). Each handed connection's descriptors here are closed without a shutdown, passed or not
+         * (one that did not go: its device is in the line, the successor reconnects it). False when the successor
+         * is gone (systemd's restart then applies).
          */
-        public boolean go(Set<String> keptDevices, long keptAtMillis) {
-            SocketChannel ch = channel;
+        public boolean go(Set<String> keptDevices, long keptAtMillis, List<KernelAttachments.Handing> handed) {
+            NativeSocket ch = channel;
             try {
                 if (ch == null) {
+                    for (KernelAttachments.Handing h : handed) {
+                        h.release();
+                    }
                     return false;
                 }
                 String line = "go " + keptAtMillis + " " + (keptDevices.isEmpty() ? "-" : String.join(",", new TreeSet<>(keptDevices))) + "\n";
@@ -177,8 +185,26 @@ public final class Handover {
                 while (b.hasRemaining()) {
                     ch.write(b);
                 }
+                FdPassing passing = handed.isEmpty() ? null : new FdPassing(1);
+                boolean sending = true;
+                for (KernelAttachments.Handing h : handed) {
+                    if (sending) {
+                        try {
+                            h.connection().send(passing, ch, h.fd());
+                            Log.info("handed %s (%s) over to pid %d: its connection, %d byte(s) read ahead", h.device(),
+                                    h.connection().export(), process.pid(), h.connection().readAhead().length);
+                        } catch (IOException e) {
+                            sending = false;     // the rest go the reconnect way
+                            Log.warn("could not hand %s over (%s): the successor reconnects it", h.device(), e.getMessage());
+                        }
+                    }
+                    h.release();
+                }
                 return true;
             } catch (IOException e) {
+                for (KernelAttachments.Handing h : handed) {
+                    h.release();
+                }
                 return false;
             } finally {
                 closeFiles();
@@ -197,7 +223,7 @@ public final class Handover {
 
         private void closeFiles() {
             try {
-                SocketChannel ch = channel;
+                NativeSocket ch = channel;
                 if (ch != null) {
                     ch.close();
                 }
@@ -219,11 +245,10 @@ public final class Handover {
      */
     public static Pending start(List<String> command, Path dataDir) throws Refused {
         Path socketFile = dataDir.resolve(SOCKET_FILE);
-        ServerSocketChannel listener;
+        InheritedSockets.Listener listener;
         try {
             Files.deleteIfExists(socketFile);
-            listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
-            listener.bind(UnixDomainSocketAddress.of(socketFile));
+            listener = UnixListeners.listen(socketFile, 4);
             Files.setPosixFilePermissions(socketFile, PosixFilePermissions.fromString("rw-------"));
         } catch (IOException | UnsupportedOperationException e) {
             throw new Refused("cannot listen on " + socketFile + " for the successor: " + e.getMessage());
@@ -275,7 +300,7 @@ public final class Handover {
         }
     }
 
-    private static void closeQuietly(ServerSocketChannel listener, Path socketFile) {
+    private static void closeQuietly(InheritedSockets.Listener listener, Path socketFile) {
         try {
             listener.close();
             Files.deleteIfExists(socketFile);
@@ -286,8 +311,15 @@ public final class Handover {
 
     // ---- the successor's side ------------------------------------------------------------------------------
 
-    /** What the predecessor handed over: the devices it left connected and when. */
-    public record Go(long keptAtMillis, Set<String> devices) {
+    /**
+     * What the predecessor handed over: the devices it left connected and when, and the kernel connections it
+     * passed (their descriptors owned by this process now; empty from a predecessor that passes none).
+     */
+    public record Go(long keptAtMillis, Set<String> devices, List<HandedConnection.Received> connections) {
+        Go(long keptAtMillis, Set<String> devices) {
+            this(keptAtMillis, devices, List.of());
+        }
+
         static Go parse(String line) throws IOException {
             String[] f = line == null ? new String[0] : line.split(" ");
             if (f.length != 3 || !f[0].equals("go")) {
@@ -315,19 +347,45 @@ public final class Handover {
     public static Go readyAndAwaitGo() throws IOException {
         Path socket = Path.of(System.getenv(SOCKET_ENV));
         String token = System.getenv(TOKEN_ENV);
-        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
-            ch.connect(UnixDomainSocketAddress.of(socket));
+        try (NativeSocket ch = UnixListeners.connect(socket)) {
             ByteBuffer b = ByteBuffer.wrap(("ready " + token + " " + ProcessHandle.current().pid() + "\n")
                     .getBytes(StandardCharsets.US_ASCII));
             while (b.hasRemaining()) {
                 ch.write(b);
             }
-            return Go.parse(readLine(ch));
+            Go go = Go.parse(readLine(ch));
+            return new Go(go.keptAtMillis(), go.devices(), receiveConnections(ch));
+        }
+    }
+
+    /**
+     * The kernel connections that follow the {@code go} line, until the predecessor closes the socket. One that
+     * cannot be read ends the list (its device, and those after it, are reconnected instead); the log says so.
+     */
+    private static List<HandedConnection.Received> receiveConnections(NativeSocket ch) {
+        List<HandedConnection.Received> got = new ArrayList<>();
+        FdPassing passing;
+        try {
+            passing = new FdPassing(1);
+        } catch (IOException e) {
+            Log.warn("cannot receive the predecessor's kernel connections (%s): their devices are reconnected", e.getMessage());
+            return got;
+        }
+        while (true) {
+            try {
+                got.add(HandedConnection.receive(passing, ch));
+            } catch (EOFException e) {
+                return got;
+            } catch (IOException e) {
+                Log.warn("receiving the predecessor's kernel connections: %s; the devices not received are reconnected",
+                        e.getMessage());
+                return got;
+            }
         }
     }
 
     /** One line (without its newline), or null at end of stream before one. */
-    static String readLine(SocketChannel ch) throws IOException {
+    static String readLine(ByteChannel ch) throws IOException {
         ByteArrayOutputStream line = new ByteArrayOutputStream();
         ByteBuffer one = ByteBuffer.allocate(1);
         while (line.size() < MAX_LINE) {

@@ -557,7 +557,7 @@ public final class SnapbdServer implements AutoCloseable {
             Systemd.notify("MAINPID=" + p.pid() + "\nSTATUS=handing over to pid " + p.pid());
             Systemd.mute(true);     // no longer the main process: systemd would refuse (and log) the rest
         }
-        attachments.keepDevicesAtClose();
+        attachments.handConnectionsOverAtClose();      // passed to the successor; a device that cannot be is kept
         Duration limit = service.stopTimeout();
         Thread deadline = new Thread(() -> {
             try {
@@ -611,7 +611,7 @@ public final class SnapbdServer implements AutoCloseable {
         }
         if (handingOver) {
             Set<String> kept = attachments.keptDevices();
-            if (next.go(kept, attachments.keptAtMillis())) {
+            if (next.go(kept, attachments.keptAtMillis(), attachments.handing())) {
                 Log.info("handed over to pid %d (%d device(s) left connected for it: %s); exiting", next.pid(), kept.size(),
                         kept.isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(kept)));
             } else {

@@ -42,6 +42,14 @@ import java.util.concurrent.atomic.AtomicInteger;
  * TRIM, WRITE_ZEROES, FLUSH, BLOCK_STATUS, a READ with requests queued behind it) is served by the holder with the
  * role kept: a FLUSH is read only after every write read before it has completed. Each reader has its own engine
  * session and per-request state; the read-ahead buffer and payload buffers belong to the role.
+ *
+ * <p>Handing over (an in-place restart passing the kernel's connection to the successor): {@link #stopAtBoundary()}
+ * makes the role holder stop before the next request header instead of reading it, and the other reader stop
+ * once it has answered what it holds; {@link #serve()} then returns after every request read is answered (sync
+ * pool, change tasks), without closing or shutting the socket down. {@link #handedOver()} gives the bytes read
+ * ahead of that boundary, which the successor's Connection consumes first ({@code readAhead} of the constructor). A
+ * holder waiting in read() for a request that does not come sees the stop when the channel's receive timeout
+ * passes (the read returns 0: {@code SocketPairs.End#setReceiveTimeout}).
  */
 public final class Connection {
 
@@ -91,14 +99,38 @@ public final class Connection {
     private static final boolean HAND_OFF_ALWAYS = "always".equals(System.getProperty(READERS_PROPERTY + ".handoff"));
 
     public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
-        this(channel, out, n, syncPool, peer, READERS);
+        this(channel, out, n, syncPool, peer, READERS, null);
+    }
+
+    /**
+     * A connection handed over by the previous server at a request boundary: {@code readAhead} (its position to its
+     * limit) is what that server had read from the socket beyond the boundary; it is served before anything read
+     * from the socket.
+     */
+    public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer,
+            ByteBuffer readAhead) {
+        this(channel, out, n, syncPool, peer, READERS, readAhead);
     }
 
     /** {@code readers}: 1 or 2 threads taking turns on the socket (a TLS channel always gets 1). */
     Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer, int readers) {
+        this(channel, out, n, syncPool, peer, readers, null);
+    }
+
+    Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer, int readers,
+            ByteBuffer readAhead) {
         this.channel = channel;
         this.readers = channel instanceof TlsChannel ? 1 : Math.max(1, Math.min(2, readers));
         this.in.limit(0);
+        if (readAhead != null && readAhead.hasRemaining()) {
+            if (readAhead.remaining() > IN_BYTES) {
+                throw new IllegalArgumentException(readAhead.remaining() + " bytes read ahead, more than the " + IN_BYTES
+                        + " byte read-ahead buffer");
+            }
+            in.clear();
+            in.put(readAhead.duplicate());
+            in.flip();
+        }
         this.export = n.export();
         this.device = export.device();
         this.readOnly = export.readOnly() || n.readOnly();
@@ -115,7 +147,11 @@ public final class Connection {
     // The reading role: held by one reader at a time; see the class comment.
     private final Object role = new Object();
     private boolean roleHeld;           // guarded by role
-    private volatile boolean ended;     // no more requests are read: DISC, end of stream, or an error
+    private volatile boolean ended;     // no more requests are read: DISC, end of stream, an error, or a stop
+    /** {@link #stopAtBoundary()} was asked: no reader starts another request. */
+    private volatile boolean stopping;
+    /** A reader ended otherwise than by the stop (end of stream, DISC, an error): the connection cannot be handed over. */
+    private volatile boolean broken;
     /** Connections of this process in their transmission phase (counted once per connection, read per READ). */
     private static final AtomicInteger SERVING = new AtomicInteger();
     /**
@@ -163,6 +199,7 @@ public final class Connection {
             try {
                 replies.flush();        // whole replies gathered before the end (e.g. an EINVAL before a violation)
             } catch (IOException e) {
+                broken = true;
                 Log.debug("%s: could not send the last replies: %s", peer, e.getMessage());
             }
             if (changes != null) {
@@ -170,11 +207,41 @@ public final class Connection {
                 changes.close();
             }
             syncTasks.awaitAll();
+            if (stopping && !broken) {
+                Log.debug("%s: stopped at a request boundary, %d bytes read ahead", peer, in.remaining());
+            }
             session.close();
             if (second != null) {
                 second.session.close();
             }
         }
+    }
+
+    /**
+     * Asks the connection to stop at the next request boundary, to be handed over: the reader holding the role
+     * reads no further request (a partly received one is finished first), the other stops once its READ is
+     * answered. Returns at once; {@link #serve()} returns when the connection has stopped and every request read is
+     * answered. Never closes or shuts down the socket.
+     */
+    public void stopAtBoundary() {
+        synchronized (role) {
+            stopping = true;
+            role.notifyAll();       // a reader waiting for the role stops
+        }
+    }
+
+    /**
+     * After {@link #serve()} returned: the bytes read from the socket beyond the request boundary where the
+     * connection stopped (a copy, possibly empty), or null when it did not stop at a boundary (it was not asked to,
+     * or it ended first: end of stream, DISC, an error) and must not be handed over.
+     */
+    public byte[] handedOver() {
+        if (!stopping || broken) {
+            return null;
+        }
+        byte[] b = new byte[in.remaining()];
+        in.duplicate().get(b);
+        return b;
     }
 
     private static void joinUninterruptibly(Thread t) {
@@ -216,11 +283,15 @@ public final class Connection {
         }
 
         void run() {
+            boolean stopped = false;    // by stopAtBoundary() (or because the other reader stopped so)
             try {
                 while (takeRole()) {
                     requestBuffer.clear();
                     try {
                         readIn(requestBuffer);
+                    } catch (AtBoundary e) {
+                        stopped = true;
+                        return;
                     } catch (EOFException e) {
                         Log.debug("%s: closed without NBD_CMD_DISC", peer);
                         return;
@@ -243,6 +314,7 @@ public final class Connection {
                         }
                     }
                 }
+                stopped = stopping && !Thread.currentThread().isInterrupted();
             } catch (ProtocolViolation e) {
                 Log.warn("%s: %s; closing the connection", peer, e.getMessage());
             } catch (ReplyCut e) {
@@ -259,6 +331,9 @@ public final class Connection {
                     Log.debug("%s: connection ended: %s", peer, e.getMessage());
                 }
             } finally {
+                if (!stopped) {
+                    broken = true;
+                }
                 end();
             }
         }
@@ -281,13 +356,13 @@ public final class Connection {
             }
         }
 
-        /** Waits for the reading role; false when the connection ends instead. */
+        /** Waits for the reading role; false when the connection ends or stops instead. */
         private boolean takeRole() {
             if (holdsRole) {
-                return !ended;
+                return !ended && !stopping;
             }
             synchronized (role) {
-                while (roleHeld && !ended) {
+                while (roleHeld && !ended && !stopping) {
                     try {
                         role.wait();
                     } catch (InterruptedException e) {
@@ -295,7 +370,7 @@ public final class Connection {
                         return false;
                     }
                 }
-                if (ended) {
+                if (ended || stopping) {
                     return false;
                 }
                 roleHeld = true;
@@ -334,7 +409,7 @@ public final class Connection {
                 }
                 role.notifyAll();
             }
-            if (wake) {
+            if (wake && !stopping) {        // a stopping holder sees the stop at its read's timeout, at a boundary
                 try {
                     channel.close();
                 } catch (IOException e) {
@@ -639,6 +714,9 @@ public final class Connection {
                 continue;
             }
             replies.flush();
+            if (stopping && dst == requestBuffer && dst.position() == 0) {
+                throw AtBoundary.INSTANCE;      // nothing of the next request taken: stop here
+            }
             if (dst.remaining() >= IN_BYTES) {
                 if (channel.read(dst) < 0) {
                     throw new EOFException("peer closed the connection");
@@ -802,6 +880,20 @@ public final class Connection {
             inUse[count] = used;
             count++;
             return count < limit;
+        }
+    }
+
+    /** The reader was asked to stop and is at a request boundary with nothing of the next request read. */
+    private static final class AtBoundary extends IOException {
+        static final AtBoundary INSTANCE = new AtBoundary();
+
+        private AtBoundary() {
+            super("stopped at a request boundary");
+        }
+
+        @Override
+        public synchronized Throwable fillInStackTrace() {
+            return this;        // thrown from one shared instance: no stack trace
         }
     }
 

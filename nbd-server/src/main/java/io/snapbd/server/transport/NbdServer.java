@@ -22,6 +22,7 @@ import java.net.SocketException;
 import java.net.StandardProtocolFamily;
 import java.net.StandardSocketOptions;
 import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
 import java.nio.channels.ByteChannel;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.GatheringByteChannel;
@@ -41,6 +42,7 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -313,16 +315,33 @@ public final class NbdServer implements AutoCloseable {
      * network connection; {@code onEnd} runs on the connection's thread once it has ended and been closed.
      */
     public void serveTransmission(ByteChannel ch, GatheringByteChannel out, Export export, String peer, Runnable onEnd) {
+        serveTransmission(ch, out, export, peer, null, null, onEnd);
+    }
+
+    /**
+     * As {@link #serveTransmission(ByteChannel, GatheringByteChannel, Export, String, Runnable)}, for a connection
+     * that may be handed over at an in-place restart: {@code readAhead} (or null) is served first (a connection
+     * handed over by the predecessor), {@code serving} (or null) gets the Connection before it serves (its owner
+     * may stop it at a request boundary). A connection that stopped at a boundary is not closed: its owner passes
+     * the socket on.
+     */
+    public void serveTransmission(ByteChannel ch, GatheringByteChannel out, Export export, String peer, ByteBuffer readAhead,
+            Consumer<Connection> serving, Runnable onEnd) {
         accepted.incrementAndGet();
         active.incrementAndGet();
         open.add(ch);
         Thread t = new Thread(() -> {
+            Connection c = null;
             try {
                 if (!closing) {
                     export.connected();
                     try {
                         Log.debug("%s: serving %s", peer, export.name());
-                        new Connection(ch, out, Negotiated.plain(export), syncPool, peer).serve();
+                        c = new Connection(ch, out, Negotiated.plain(export), syncPool, peer, readAhead);
+                        if (serving != null) {
+                            serving.accept(c);
+                        }
+                        c.serve();
                     } finally {
                         export.disconnected();
                     }
@@ -330,7 +349,9 @@ public final class NbdServer implements AutoCloseable {
             } catch (RuntimeException e) {
                 Log.error("%s: internal error: %s", peer, e);
             } finally {
-                closeQuietly(ch);
+                if (c == null || c.handedOver() == null) {
+                    closeQuietly(ch);
+                }
                 open.remove(ch);
                 active.decrementAndGet();
                 threads.remove(Thread.currentThread());

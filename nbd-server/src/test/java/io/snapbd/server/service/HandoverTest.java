@@ -1,9 +1,15 @@
 package io.snapbd.server.service;
 
+import io.snapbd.nativeio.NativeSocket;
+import io.snapbd.nativeio.SocketPairs;
+import io.snapbd.server.kernel.HandedConnection;
+import io.snapbd.server.kernel.KernelAttachments;
+
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -34,7 +40,17 @@ class HandoverTest {
             switch (args[0]) {
                 case "ready" -> {
                     Handover.Go go = Handover.readyAndAwaitGo();
-                    Files.writeString(Path.of(args[1]), go.keptAtMillis() + " " + new java.util.TreeSet<>(go.devices()));
+                    StringBuilder b = new StringBuilder(go.keptAtMillis() + " " + new java.util.TreeSet<>(go.devices()));
+                    for (HandedConnection.Received r : go.connections()) {
+                        HandedConnection c = r.connection();
+                        b.append(" | ").append(c.export()).append(' ').append(c.device()).append(c.readOnly() ? " ro " : " rw ")
+                                .append(new String(c.readAhead(), StandardCharsets.UTF_8));
+                        // the socket works from here: answer on it, then close it
+                        try (NativeSocket s = NativeSocket.adopt(r.fd())) {
+                            s.write(ByteBuffer.wrap(("served by the successor " + c.device() + "\n").getBytes(StandardCharsets.UTF_8)));
+                        }
+                    }
+                    Files.writeString(Path.of(args[1]), b.toString());
                 }
                 case "exit" -> System.exit(Integer.parseInt(args[1]));
                 case "hang" -> Thread.sleep(600_000);
@@ -55,13 +71,58 @@ class HandoverTest {
         Path out = dir.resolve("go.txt");
         Handover.Pending p = Handover.start(fake("ready", out.toString()), dir);
         p.awaitReady(Duration.ofMinutes(2));
-        assertTrue(p.go(Set.of("/dev/nbd1", "/dev/nbd0"), 1234L));
+        assertTrue(p.go(Set.of("/dev/nbd1", "/dev/nbd0"), 1234L, List.of()));
         ProcessHandle h = ProcessHandle.of(p.pid()).orElse(null);
         if (h != null) {
             h.onExit().get(60, TimeUnit.SECONDS);
         }
         assertEquals("1234 [/dev/nbd0, /dev/nbd1]", Files.readString(out, StandardCharsets.UTF_8));
         assertFalse(Files.exists(dir.resolve(Handover.SOCKET_FILE)), "the handover socket is removed");
+    }
+
+    @Test
+    void readySuccessorIsHandedKernelConnectionsWithTheirReadAhead() throws Exception {
+        Path out = dir.resolve("go.txt");
+        try (SocketPairs.SocketPair a = SocketPairs.create(); SocketPairs.SocketPair b = SocketPairs.create()) {
+            Handover.Pending p = Handover.start(fake("ready", out.toString()), dir);
+            p.awaitReady(Duration.ofMinutes(2));
+            List<KernelAttachments.Handing> handed = List.of(
+                    new KernelAttachments.Handing("/dev/nbd0", new HandedConnection("vol0", 0, false,
+                            "ahead0".getBytes(StandardCharsets.UTF_8)), a.second().fd(), () -> closeWithoutShutdown(a.second())),
+                    new KernelAttachments.Handing("/dev/nbd3", new HandedConnection("vol1@s1", 3, true, new byte[0]),
+                            b.second().fd(), () -> closeWithoutShutdown(b.second())));
+            assertTrue(p.go(Set.of("/dev/nbd0", "/dev/nbd3"), 99L, handed));
+            assertFalse(a.second().isOpen() || b.second().isOpen(), "this side's copies are closed once passed");
+            // the kernel's ends: the successor answers on the sockets this process no longer holds
+            assertEquals("served by the successor 0", readLine(a.first()));
+            assertEquals("served by the successor 3", readLine(b.first()));
+            ProcessHandle h = ProcessHandle.of(p.pid()).orElse(null);
+            if (h != null) {
+                h.onExit().get(60, TimeUnit.SECONDS);
+            }
+            assertEquals("99 [/dev/nbd0, /dev/nbd3] | vol0 0 rw ahead0 | vol1@s1 3 ro ", Files.readString(out, StandardCharsets.UTF_8));
+        }
+    }
+
+    private static void closeWithoutShutdown(SocketPairs.End e) {
+        try {
+            e.closeWithoutShutdown();
+        } catch (IOException x) {
+            throw new java.io.UncheckedIOException(x);
+        }
+    }
+
+    private static String readLine(SocketPairs.End e) throws IOException {
+        StringBuilder b = new StringBuilder();
+        ByteBuffer one = ByteBuffer.allocate(1);
+        while (true) {
+            one.clear();
+            assertTrue(e.read(one) > 0, "the socket ended before a line: " + b);
+            if (one.get(0) == '\n') {
+                return b.toString();
+            }
+            b.append((char) one.get(0));
+        }
     }
 
     @Test
