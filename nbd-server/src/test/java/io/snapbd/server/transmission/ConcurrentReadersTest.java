@@ -2,7 +2,6 @@ package io.snapbd.server.transmission;
 
 import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.ByteSink;
-import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.server.export.Export;
 import io.snapbd.server.export.ExportStats;
@@ -233,12 +232,13 @@ class ConcurrentReadersTest {
     }
 
     /** The volume, except that a read at {@link #BLOCKED} waits for {@link #release} (then fails half way if asked). */
-    static final class Blocking implements BlockDevice {
+    static final class Blocking extends ForwardingDevice {
         final CountDownLatch entered = new CountDownLatch(1);
         final CountDownLatch release = new CountDownLatch(1);
         final boolean failHalfWay;
 
         Blocking(boolean failHalfWay) {
+            super(vol);
             this.failHalfWay = failHalfWay;
         }
 
@@ -257,67 +257,6 @@ class ConcurrentReadersTest {
                 }
             }
             vol.read(s, offset, length, sink);
-        }
-
-        @Override
-        public String name() {
-            return vol.name();
-        }
-
-        @Override
-        public long size() {
-            return vol.size();
-        }
-
-        @Override
-        public int blockSize() {
-            return vol.blockSize();
-        }
-
-        @Override
-        public boolean isReadOnly() {
-            return vol.isReadOnly();
-        }
-
-        @Override
-        public boolean canZeroFast() {
-            return vol.canZeroFast();
-        }
-
-        @Override
-        public Session openSession() {
-            return vol.openSession();
-        }
-
-        @Override
-        public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
-            vol.write(s, offset, length, source, fua);
-        }
-
-        @Override
-        public void trim(Session s, long offset, long length, boolean fua) throws IOException {
-            vol.trim(s, offset, length, fua);
-        }
-
-        @Override
-        public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua)
-                throws IOException {
-            vol.writeZeroes(s, offset, length, noHole, fastOnly, fua);
-        }
-
-        @Override
-        public void flush() throws IOException {
-            vol.flush();
-        }
-
-        @Override
-        public void forceRange(long offset, long length) throws IOException {
-            vol.forceRange(offset, length);
-        }
-
-        @Override
-        public void extents(long offset, long length, ExtentConsumer consumer) throws IOException {
-            vol.extents(offset, length, consumer);
         }
     }
 }

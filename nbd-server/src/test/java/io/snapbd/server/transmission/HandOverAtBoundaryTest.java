@@ -1,7 +1,5 @@
 package io.snapbd.server.transmission;
 
-import io.snapbd.engine.BlockDevice;
-import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.ByteSource;
 import io.snapbd.engine.volume.Volume;
 import io.snapbd.nativeio.FdPassing;
@@ -298,10 +296,14 @@ class HandOverAtBoundaryTest {
     }
 
     /** The volume, except that a WRITE at {@link #HELD} and the first FLUSH wait for the test. */
-    static final class Holding implements BlockDevice {
+    static final class Holding extends ForwardingDevice {
         final CountDownLatch writeEntered = new CountDownLatch(1);
         final CountDownLatch releaseWrite = new CountDownLatch(1);
         final CountDownLatch releaseFlush = new CountDownLatch(1);
+
+        Holding() {
+            super(vol);
+        }
 
         @Override
         public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
@@ -324,62 +326,6 @@ class HandOverAtBoundaryTest {
             } catch (InterruptedException e) {
                 throw new IOException(e);
             }
-        }
-
-        @Override
-        public void read(Session s, long offset, int length, ByteSink sink) throws IOException {
-            vol.read(s, offset, length, sink);
-        }
-
-        @Override
-        public String name() {
-            return vol.name();
-        }
-
-        @Override
-        public long size() {
-            return vol.size();
-        }
-
-        @Override
-        public int blockSize() {
-            return vol.blockSize();
-        }
-
-        @Override
-        public boolean isReadOnly() {
-            return vol.isReadOnly();
-        }
-
-        @Override
-        public boolean canZeroFast() {
-            return vol.canZeroFast();
-        }
-
-        @Override
-        public Session openSession() {
-            return vol.openSession();
-        }
-
-        @Override
-        public void trim(Session s, long offset, long length, boolean fua) throws IOException {
-            vol.trim(s, offset, length, fua);
-        }
-
-        @Override
-        public void writeZeroes(Session s, long offset, long length, boolean noHole, boolean fastOnly, boolean fua)
-                throws IOException {
-            vol.writeZeroes(s, offset, length, noHole, fastOnly, fua);
-        }
-
-        @Override
-        public void forceRange(long offset, long length) throws IOException {
-            vol.forceRange(offset, length);
-        }
-
-        @Override
-        public void extents(long offset, long length, ExtentConsumer consumer) throws IOException {
-            vol.extents(offset, length, consumer);
         }
     }
 }
