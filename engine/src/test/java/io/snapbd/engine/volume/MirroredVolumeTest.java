@@ -561,35 +561,13 @@ class MirroredVolumeTest extends LegTestSupport {
         create().close();
         java.util.concurrent.CountDownLatch inLeg = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
-        AtomicBoolean armed = new AtomicBoolean(true);
-        LegOpener.install(hooked(leg(1).toString(), pos -> {
-            if (pos == 0 && armed.compareAndSet(true, false)) {
-                inLeg.countDown();
-                try {
-                    release.await(60, java.util.concurrent.TimeUnit.SECONDS);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-        }));
+        holdFirstLeg1WriteAtZero(inLeg, release, 60);
         Volume v = Volume.open(dir(), space);
         java.util.concurrent.ConcurrentLinkedQueue<Throwable> errors = new java.util.concurrent.ConcurrentLinkedQueue<>();
-        Thread a = new Thread(() -> {
-            try (BlockDevice.Session s = v.openSession()) {
-                TestVolumes.write(v, s, 0, TestVolumes.pattern(1, 2 * BS));
-            } catch (Throwable e) {
-                errors.add(e);
-            }
-        });
+        Thread a = writer(v, 0, TestVolumes.pattern(1, 2 * BS), errors);
         a.start();
         assertTrue(inLeg.await(60, java.util.concurrent.TimeUnit.SECONDS), "write A reached leg 1");
-        Thread b = new Thread(() -> {
-            try (BlockDevice.Session s = v.openSession()) {
-                TestVolumes.write(v, s, BS, TestVolumes.pattern(2, 2 * BS));
-            } catch (Throwable e) {
-                errors.add(e);
-            }
-        });
+        Thread b = writer(v, BS, TestVolumes.pattern(2, 2 * BS), errors);
         b.start();
         // B either overtakes A (ends) or waits for A's range (parked on the range lock).
         for (int i = 0; i < 3000 && b.getState() != Thread.State.TERMINATED && b.getState() != Thread.State.WAITING; i++) {
@@ -619,39 +597,17 @@ class MirroredVolumeTest extends LegTestSupport {
         create().close();
         java.util.concurrent.CountDownLatch inLeg = new java.util.concurrent.CountDownLatch(1);
         java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
-        AtomicBoolean armed = new AtomicBoolean(true);
-        LegOpener.install(hooked(leg(1).toString(), pos -> {
-            if (pos == 0 && armed.compareAndSet(true, false)) {
-                inLeg.countDown();
-                try {
-                    release.await(600, java.util.concurrent.TimeUnit.SECONDS);     // longer than B's guard below
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                }
-            }
-        }));
+        holdFirstLeg1WriteAtZero(inLeg, release, 600);     // longer than B's guard below
         Volume v = Volume.open(dir(), space);
         java.util.concurrent.ConcurrentLinkedQueue<Throwable> errors = new java.util.concurrent.ConcurrentLinkedQueue<>();
         try (BlockDevice.Session s = v.openSession()) {
             TestVolumes.write(v, s, 8 * BS, TestVolumes.pattern(9, BS));     // makes region 0 hot: A and B take the hot path
         }
-        Thread a = new Thread(() -> {
-            try (BlockDevice.Session s = v.openSession()) {
-                TestVolumes.write(v, s, 0, TestVolumes.pattern(1, BS));
-            } catch (Throwable e) {
-                errors.add(e);
-            }
-        });
+        Thread a = writer(v, 0, TestVolumes.pattern(1, BS), errors);
         a.start();
         try {
             assertTrue(inLeg.await(60, java.util.concurrent.TimeUnit.SECONDS), "write A reached leg 1");
-            Thread b = new Thread(() -> {
-                try (BlockDevice.Session s = v.openSession()) {
-                    TestVolumes.write(v, s, 2 * BS, TestVolumes.pattern(2, BS));
-                } catch (Throwable e) {
-                    errors.add(e);
-                }
-            });
+            Thread b = writer(v, 2 * BS, TestVolumes.pattern(2, BS), errors);
             b.start();
             b.join(120_000);        // a guard only: with the old locks B never ends while A is held
             assertFalse(b.isAlive(), "write B waited for write A's leg write to another page of its MiB");
@@ -666,6 +622,33 @@ class MirroredVolumeTest extends LegTestSupport {
         assertLegsIdentical();
         v.close();
         assertLegsIdentical();
+    }
+
+    /** Leg 1's first data write at offset 0 signals {@code inLeg} and waits (up to {@code seconds}) for {@code release}. */
+    private void holdFirstLeg1WriteAtZero(java.util.concurrent.CountDownLatch inLeg, java.util.concurrent.CountDownLatch release,
+            long seconds) {
+        AtomicBoolean armed = new AtomicBoolean(true);
+        LegOpener.install(hooked(leg(1).toString(), pos -> {
+            if (pos == 0 && armed.compareAndSet(true, false)) {
+                inLeg.countDown();
+                try {
+                    release.await(seconds, java.util.concurrent.TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+        }));
+    }
+
+    /** A thread (not started) that writes {@code data} at {@code offset} in a session of its own; failures go to {@code errors}. */
+    private static Thread writer(Volume v, long offset, byte[] data, java.util.Collection<Throwable> errors) {
+        return new Thread(() -> {
+            try (BlockDevice.Session s = v.openSession()) {
+                TestVolumes.write(v, s, offset, data);
+            } catch (Throwable e) {
+                errors.add(e);
+            }
+        });
     }
 
     private static byte[] readLeg(Path leg, long pos, int len) throws IOException {

@@ -172,13 +172,7 @@ class ConcurrentReadersTest {
             while (b.hasRemaining()) {
                 assertTrue(client.read(b) >= 0, "reply to " + handle + " cut short");
             }
-            b.flip();
-            assertEquals(Nbd.SIMPLE_REPLY_MAGIC, b.getInt());
-            assertEquals(0, b.getInt());
-            assertEquals(handle, b.getLong());
-            byte[] data = new byte[length];
-            b.get(data);
-            assertArrayEquals(Arrays.copyOfRange(content, (int) offset, (int) offset + length), data);
+            checkRead(b, handle, offset, length);
         }
 
         /**
@@ -211,6 +205,11 @@ class ConcurrentReadersTest {
             } finally {
                 client.configureBlocking(true);
             }
+            checkRead(b, handle, offset, length);
+        }
+
+        /** {@code b} holds a whole successful simple reply to {@code handle} with the volume's data at {@code offset}. */
+        private void checkRead(ByteBuffer b, long handle, long offset, int length) {
             b.flip();
             assertEquals(Nbd.SIMPLE_REPLY_MAGIC, b.getInt());
             assertEquals(0, b.getInt());
