@@ -15,10 +15,11 @@
 # first-writes row each is written once sequentially, then per row: fio --ioengine=nbd --rw=randwrite --bs=4k
 # --iodepth=D --numjobs=J --group_reporting --time_based --runtime=RUNTIME --randrepeat=0 (a job is a connection).
 # LABEL=JAR,OPTS runs that label's server with SNAPBD_JAVA_OPTS=OPTS (e.g. now,written=JAR,-Dsnapbd.mirror.answer=written).
-# Prints a Markdown table: IOPS, p50/p99 completion latency (µs), and mirrored IOPS / plain IOPS per leg kind.
+# Prints a Markdown table: IOPS, p50/p99 completion latency (µs), and mirrored IOPS / plain IOPS per leg kind; then
+# per mirrored row its hot-region counters (region entries made, regions cooled, cap fallbacks; mirror status --json).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" mirror-bench
-usage() { bl_header_usage 2 18; }
+usage() { bl_header_usage 2 19; }
 [ "${1:-}" = -h ] || [ "${1:-}" = --help ] && { usage; exit 0; }
 bl_need_fio_nbd
 RUNTIME=${RUNTIME:-10}
@@ -36,6 +37,17 @@ done
 if [ -n "${WORKDIR:-}" ]; then WORK=$WORKDIR; mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/mirror-bench.XXXXXX); bl_on_exit "$WORK"; fi
 log "work: $WORK"
 bl_traps
+# hot_counters LABEL VOLUME ROW: appends the volume's hot-region counters after the row (mirror status --json:
+# regionEntries, cooled, capFallbacks, unforcedChanges are totals since the open; the table prints each row's growth).
+hot_counters() {
+  local st
+  st=$(SNAPBD_JAR=$WORK/$1/snapbd.jar $SNAPBD mirror status "$2" --json --data-dir "$WORK/$1/data" 2>/dev/null || true)
+  python3 -c 'import json,sys
+try: h=json.loads(sys.argv[2]).get("hotRegions") or {}
+except Exception: h={}
+print(sys.argv[1], *(h.get(k, -1) for k in ("now", "cap", "regionEntries", "cooled", "capFallbacks", "unforcedChanges")))' "$1 $2 $3" "$st" >>"$WORK/hot.txt"
+}
+: >"$WORK/hot.txt"
 for l in "${LABELS[@]}"; do
   d=$WORK/$l; mkdir -p "$d"
   cp "${JAR[$l]}" "$d/snapbd.jar"        # a build running meanwhile cannot replace it
@@ -61,12 +73,14 @@ for v in plain mirrored nbdleg; do
       --size="$SIZE" --io_size="$SIZE" --randrepeat=0 --runtime="$RUNTIME" \
       --percentile_list=50:99:99.9 --output-format=json --output="$json"
     echo "$l $v 32-first-writes 1 $(python3 "$FIO_SUMMARY" --ddir write "$json" iops p50_us p99_us)" | tee -a "$WORK/results.txt" >&2
+    [ "$v" = plain ] || hot_counters "$l" "$v" 32-first-writes/1
   done
 done
 # The steady state (the rows below): every volume written whole once first, so no write allocates or converts an
 # extent, as on a volume in use.
 for l in "${LABELS[@]}"; do
   for v in plain mirrored nbdleg; do bl_fio_prefill "nbd+unix:///$v?socket=$WORK/$l/sock" "$SIZE"; done
+  for v in mirrored nbdleg; do hot_counters "$l" "$v" prefill; done
 done
 for depth in 1 32; do
   for jobs in 1 4; do
@@ -79,6 +93,7 @@ for depth in 1 32; do
           --numjobs="$jobs" --group_reporting --size="$SIZE" --randrepeat=0 --time_based --runtime="$RUNTIME" \
           --percentile_list=50:99:99.9 --output-format=json --output="$json"
         echo "$l $v $depth $jobs $(python3 "$FIO_SUMMARY" --ddir write "$json" iops p50_us p99_us)" | tee -a "$WORK/results.txt" >&2
+        [ "$v" = plain ] || hot_counters "$l" "$v" "$depth/$jobs"
       done
     done
   done
@@ -114,4 +129,20 @@ for l, d, j in order:
         m = rows[(l, v, d, j)]
         cells.append(f"| {m[0]:,.0f} | {m[1]:,.0f} / {m[2]:,.0f} | {m[0] / p[0]:.2f}×, {m[2] / p[2]:.1f}× ")
     print("".join(cells) + "|")
+PY
+# Hot regions per mirrored row (docs/mirrors.md, "Hot regions"): region entries made (forced), regions cooled,
+# changes sent to the strict path for want of room under the cap, and hot-path changes, during the row; hot after it.
+python3 - "$WORK/hot.txt" <<'PY'
+import sys
+print()
+print("| jar | volume | row (depth/connections) | hot after / cap | region entries made | cooled | cap fallbacks | hot-path changes |")
+print("|---|---|---|---:|---:|---:|---:|---:|")
+prev = {}
+for line in open(sys.argv[1]):
+    l, v, row, now, cap, made, cooled, fb, fast = line.split()
+    c = [int(x) for x in (made, cooled, fb, fast)]
+    p = prev.get((l, v), [0, 0, 0, 0])
+    d = ["n/a" if x < 0 else f"{x - y:,}" for x, y in zip(c, p)]
+    prev[(l, v)] = c
+    print(f"| {l} | {v} | {row} | {now} / {cap} | " + " | ".join(d) + " |")
 PY

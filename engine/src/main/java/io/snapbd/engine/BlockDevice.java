@@ -42,6 +42,15 @@ public interface BlockDevice {
         return false;
     }
 
+    /**
+     * Whether the change of [offset, offset+length) would now wait for slow work (a hint, for a device with
+     * {@link #slowChanges()}): false lets the protocol run it inline, as on a device without slow changes. A mirrored
+     * volume answers false for a change whose regions are all hot with file legs only.
+     */
+    default boolean slowChange(long offset, long length) {
+        return slowChanges();
+    }
+
     /** Per-connection state (cached mapping views). */
     Session openSession();
 

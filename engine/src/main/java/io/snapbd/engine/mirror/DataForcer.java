@@ -42,15 +42,41 @@ final class DataForcer implements AutoCloseable {
      * wait while the thread is busy (a batch's data forces).
      */
     static final int HOT_TAGS = 4096;
+    /**
+     * Age of the oldest change no batch covers yet that starts a batch when only hot-path changes wait: 30 s (the
+     * kernel's own write-back age, {@code vm.dirty_expire_centisecs}), or {@code -Dsnapbd.mirror.hotBatch.millis}
+     * (1 … 3,600,000). Their regions' entries cover them (compared whole after a crash whether or not their data
+     * was forced), so forcing them every {@link #BATCH_NANOS} bought nothing but a scattered write-back of every leg
+     * each second, which an unmirrored volume never pays; a FLUSH or FUA still forces them at once, and a strict
+     * change still starts a batch {@link #BATCH_NANOS} after it.
+     */
+    static final long HOT_BATCH_NANOS = Math.max(1, Math.min(3_600_000, Long.getLong("snapbd.mirror.hotBatch.millis", 30_000)))
+            * 1_000_000L;
+    /**
+     * How long a hot region must see no change before it cools while the cap has room: 60 s, or
+     * {@code -Dsnapbd.mirror.coolIdle.millis} (1 … 3,600,000). Re-making a region hot costs a forced region entry on
+     * every leg before its next change; keeping it hot costs at most its bytes compared after a crash, within the
+     * cap's bound either way. Short idle gaps (a client between bursts) therefore keep their regions hot; under
+     * pressure (changes sent to the strict path for want of room) regions idle for one batch cool at once.
+     */
+    static final long COOL_IDLE_NANOS = Math.max(1, Math.min(3_600_000, Long.getLong("snapbd.mirror.coolIdle.millis", 60_000)))
+            * 1_000_000L;
 
     private final MirrorLegs set;
     private final HotRegions hot;
     /** Region entries' tags of the regions a batch cools (DONE + RETIRE with the batch). */
     private final long[] cooling;
-    /** {@link #completed} as of the last two batches: a region cools once idle for a whole batch (less churn). */
+    /** {@link #seqCompleted} as of the last batch: under pressure a region cools once idle for a whole batch. */
     private long completedBefore;
-    private long completedBefore2;
     private long fallbacksBefore;
+    /**
+     * Idle marks (the forcer thread's): {@link #idleMark} was the last sequence number given when the mark was set,
+     * at {@link #idleMarkNanos}; once {@link #COOL_IDLE_NANOS} passed since, it moves to {@link #idleUpTo}: a region
+     * whose last change's sequence number is at or below {@link #idleUpTo} saw no change for at least that long.
+     */
+    private long idleMark;
+    private long idleMarkNanos = System.nanoTime();
+    private long idleUpTo;
     private long lastCoolNanos = System.nanoTime();
     /** An idle cooling pass runs (guarded by this): {@link #forceAll} waits for it, so a drained forcer writes nothing. */
     private boolean coolRunning;
@@ -135,7 +161,7 @@ final class DataForcer implements AutoCloseable {
      * entries, live until a data force that started after its end completed, cover every byte it can make differ)
      * the change does not count against the unforced bound, and its fine entry is retired (RETIRE, no DONE: its data
      * is not known durable) without waiting for a data force. Its data is still forced by the next batch (a FLUSH's,
-     * strict changes', or the periodic one {@link #BATCH_NANOS} after it), which its sequence number tells.
+     * strict changes', or the periodic one {@link #HOT_BATCH_NANOS} after it), which its sequence number tells.
      */
     long add(long tag, long offset, long length, boolean hotPath) throws IOException {
         synchronized (this) {
@@ -312,13 +338,19 @@ final class DataForcer implements AutoCloseable {
     }
 
     /**
-     * A data-force batch is due: a FLUSH waits, enough strict changes or bytes wait, or the oldest change (hot or
-     * strict) not yet covered by a batch is {@link #BATCH_NANOS} old (so hot regions can cool).
+     * A data-force batch is due: a FLUSH waits, enough strict changes or bytes wait, the oldest waiting strict change
+     * is {@link #BATCH_NANOS} old, or the oldest change (hot or strict) not yet covered by a batch is
+     * {@link #HOT_BATCH_NANOS} old (so that idle hot regions can cool).
      */
     private boolean due(long now) {
-        long waiting = added - taken;
-        return seq > seqTaken && (wantUpTo > seqTaken || waiting >= batchTags || waitingBytes >= BATCH_BYTES
-                || now - pendNanos >= BATCH_NANOS);
+        return seq > seqTaken && (wantUpTo > seqTaken || added - taken >= batchTags || waitingBytes >= BATCH_BYTES
+                || now >= nextDue());
+    }
+
+    /** When the periodic batch is due (guarded by this; {@code seq > seqTaken}): see {@link #due}. */
+    private long nextDue() {
+        long d = pendNanos + HOT_BATCH_NANOS;
+        return added > taken ? Math.min(d, ringNanos[(int) (taken % MAX_TAGS)] + BATCH_NANOS) : d;
     }
 
     /** Hot-path fine entries to retire without a data force: half the hot ring waits. */
@@ -326,12 +358,15 @@ final class DataForcer implements AutoCloseable {
         return hotAdded - hotTaken >= hotCap / 2;
     }
 
-    /** Idle hot regions to cool: nothing added for a batch period (every change's data forced), no leg degraded. */
+    /**
+     * Idle hot regions to cool: nothing added for {@link #COOL_IDLE_NANOS} (every change's data forced), no leg
+     * degraded. A shorter gap keeps them hot: the next burst would pay a forced region entry per region again.
+     */
     private boolean coolDue(long now) {
         return seq == seqTaken && !coolRunning && hot.hot() > 0 && set.staleLegs.get() == 0 && !set.failed
                 && !holdCooling.getAsBoolean()
                 && now - lastCoolNanos >= BATCH_NANOS
-                && (seq == 0 || now - lastAddNanos >= BATCH_NANOS);
+                && (seq == 0 || now - lastAddNanos >= COOL_IDLE_NANOS);
     }
 
     private void run() {
@@ -350,7 +385,7 @@ final class DataForcer implements AutoCloseable {
                         && !(cool = coolDue(System.nanoTime()))) {
                     try {
                         if (seq > seqTaken) {
-                            long left = BATCH_NANOS - (System.nanoTime() - pendNanos);
+                            long left = Math.min(nextDue() - System.nanoTime(), BATCH_NANOS);
                             wait(Math.max(1, left / 1_000_000), 0);
                         } else if (hot.hot() > 0) {
                             wait(Math.max(1, BATCH_NANOS / 1_000_000), 0);     // idle hot regions cool
@@ -507,13 +542,18 @@ final class DataForcer implements AutoCloseable {
             return null;
         }
         // Hot regions with no change in flight whose changes are all forced now (by this batch or earlier) and that
-        // saw no change since the batch before last cool: their region entries are retired with this batch. Under
-        // pressure (changes sent to the strict path for want of room since the last batch) those idle since the last
-        // batch cool too. Regions in use stay hot: re-making them hot would cost a force each.
+        // saw no change for COOL_IDLE_NANOS cool: their region entries are retired with this batch. Under pressure
+        // (changes sent to the strict path for want of room since the last batch) those idle since the last batch
+        // cool too. Regions in use, or idle for a short gap, stay hot: re-making them hot would cost a force each.
+        long now = System.nanoTime();
+        if (now - idleMarkNanos >= COOL_IDLE_NANOS) {
+            idleUpTo = idleMark;
+            idleMark = end;
+            idleMarkNanos = now;
+        }
         long fallbacks = hot.strictChanges();
-        long coolUpTo = fallbacks != fallbacksBefore && hot.hot() >= hot.cap ? completedBefore : completedBefore2;
+        long coolUpTo = fallbacks != fallbacksBefore && hot.hot() >= hot.cap ? Math.max(completedBefore, idleUpTo) : idleUpTo;
         fallbacksBefore = fallbacks;
-        completedBefore2 = completedBefore;
         completedBefore = end;
         int k = hot.enabled() ? hot.cool(coolUpTo, cooling) : 0;
         return retire(legs, batch, n + nh, k);

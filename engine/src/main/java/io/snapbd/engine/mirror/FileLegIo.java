@@ -14,6 +14,12 @@ public final class FileLegIo extends PositionalFile implements LegIo {
         super(file, FileChannel.open(file, StandardOpenOption.READ, StandardOpenOption.WRITE));
     }
 
+    /** A write lands in the page cache: no peer to wait for. */
+    @Override
+    public boolean quickWrites() {
+        return true;
+    }
+
     @Override
     void pastTheEnd(ByteBuffer dst, long pos) throws IOException {
         throw new EOFException(describe() + ": read past the end at " + pos);

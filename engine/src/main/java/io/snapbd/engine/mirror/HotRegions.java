@@ -125,6 +125,20 @@ final class HotRegions {
     }
 
     /**
+     * Whether regions {@code r0 … r1} are all hot now (a hint: one may cool or fill its in-flight count before the
+     * change enters it, which {@link #enterHot} then sees).
+     */
+    boolean allHot(int r0, int r1) {
+        for (int r = r0; r <= r1; r++) {
+            long w = words.get(r);
+            if ((w & STATE) != HOT || (w & IN_MASK) == IN_MASK) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
      * The slow path: claims regions {@code r0 … r1} for a change when each is hot or cold, none is being made hot by
      * another change and the cold ones fit under the cap. Enters the hot ones; marks the cold ones {@link #HEATING}
      * (entered too) and writes their indexes to {@code heat} (returns how many, ≥ 0); −1 when the change must take

@@ -16,6 +16,15 @@ public interface LegIo extends Closeable {
 
     void write(ByteBuffer src, long pos) throws IOException;
 
+    /**
+     * True when a {@link #write} completes without waiting for a peer (a file: the page cache takes it), so a change
+     * in hot regions costs no more than a few system calls and may run on the connection's reader; false (the
+     * default: an NBD leg's round trip) keeps every change off the reader.
+     */
+    default boolean quickWrites() {
+        return false;
+    }
+
     /** Makes every completed write durable on this leg. */
     void force() throws IOException;
 

@@ -330,6 +330,14 @@ public final class MirrorSet implements AutoCloseable {
         return writes.forcer.batches();
     }
 
+    /**
+     * Whether a change of [offset, offset+length) would now wait for nothing slow: its regions all hot and every
+     * leg a file (docs/mirrors.md, "Hot regions"); a hint, see {@link MirrorWritePath#quick}.
+     */
+    public boolean quickChange(long offset, long length) {
+        return writes.quick(offset, length);
+    }
+
     /** Holds every new change back and waits for those in flight (a restore); false on timeout. */
     public boolean pause() {
         return writes.pause();

@@ -129,6 +129,28 @@ final class MirrorWritePath {
     }
 
     /**
+     * Whether a change of [offset, offset+length) would now take the hot path and wait for nothing slow: every region
+     * hot, no record to append ({@code hotEntries=none}), no leg degraded or failed, every extra leg's writes quick
+     * ({@link LegIo#quickWrites}: files), answered once written. A hint for the protocol (run it on the connection's
+     * reader, not as a task): if a region cools meanwhile the change takes the strict path all the same, only slower.
+     */
+    boolean quick(long offset, long length) {
+        if (ANSWER_AFTER_DATA_FORCE || !HotRegions.HOT_ENTRIES_NONE || HotRegions.FORCED_ENTRIES || !hot.enabled()
+                || staleLegs.get() > 0 || set.failed) {
+            return false;
+        }
+        Leg[] legs = set.legs;
+        for (int i = 1; i < legs.length; i++) {
+            if (!legs[i].leg.data().quickWrites()) {
+                return false;
+            }
+        }
+        int r0 = hot.first(offset);
+        int r1 = hot.last(offset, length);
+        return r1 - r0 < HotRegions.MAX_REGIONS_PER_CHANGE && hot.allHot(r0, r1);
+    }
+
+    /**
      * Enters the change's hot regions: true when every one was hot (its ENTRY may stay unforced: the regions' entries
      * cover it); false for the strict path (its ENTRY forced), which also makes the change's cold regions hot when
      * they fit under the cap ({@code op.nheat} of them, whose region entries go with its ENTRY into the same force).

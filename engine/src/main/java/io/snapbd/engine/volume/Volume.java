@@ -315,6 +315,12 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return mirror != null;
     }
 
+    /** A mirrored change in hot regions with file legs waits for no force: it may run inline. */
+    @Override
+    public boolean slowChange(long offset, long length) {
+        return mirror != null && !mirror.quickChange(offset, length);
+    }
+
     /** The legs of a mirrored volume, or null when it is not mirrored. */
     public MirrorSet mirror() {
         return mirror;

@@ -142,6 +142,69 @@ class MirroredVolumeTest extends LegTestSupport {
     }
 
     /**
+     * Issue 24: a region stays hot across a short idle gap (a client between bursts), so the next change in it makes
+     * no new region entry (a forced record on every leg before its data); and changes in hot regions alone start no
+     * data-force batch within seconds (their region entries cover them; a FLUSH still forces them). Until then the
+     * forcer forced them 1 s after the oldest one and an idle mirror cooled every hot region after 1 s without a
+     * change, so every burst paid a forced region entry per region again.
+     */
+    @Test
+    void issue24_aShortIdleGapKeepsTheRegionHotAndForcesNothing() throws Exception {
+        Volume v = create();
+        BlockDevice.Session s = v.openSession();
+        TestVolumes.write(v, s, 0, TestVolumes.pattern(1, BS));
+        v.flush();          // its data forced on every leg
+        assertEquals(1, v.mirror().regionEntries());
+        long batches = v.mirror().dataForceBatches();
+        TestVolumes.write(v, s, BS, TestVolumes.pattern(2, BS));       // in the hot region: no force
+        Thread.sleep(3_000);        // three of the old periods (1 s); far below the new ones (30 s, 60 s)
+        TestVolumes.write(v, s, 2 * BS, TestVolumes.pattern(3, BS));
+        assertEquals(batches, v.mirror().dataForceBatches(), "no data-force batch for hot-path changes alone");
+        assertEquals(0, v.mirror().regionsCooled(), "the region did not cool in a 3 s gap");
+        assertEquals(1, v.mirror().regionEntries(), "the third write found its region hot: no new region entry");
+        assertEquals(1, v.mirror().hotRegions());
+        v.flush();          // a FLUSH still forces them
+        assertEquals(batches + 1, v.mirror().dataForceBatches());
+        s.close();
+        v.close();
+        assertLegsIdentical();
+    }
+
+    /**
+     * Issue 24: a WRITE whose regions are all hot, on file legs only, waits for nothing slow
+     * ({@link Volume#slowChange} false), so the protocol runs it on the connection's reader instead of handing it to a
+     * task; a cold region, {@code entries=forced} or a leg whose writes are not known quick (an NBD leg; here a
+     * wrapped file) keep it slow.
+     */
+    @Test
+    void issue24_aChangeInHotRegionsOnFileLegsIsNotSlow() throws Exception {
+        Volume v = create();
+        BlockDevice.Session s = v.openSession();
+        assertTrue(v.slowChange(0, BS), "a cold region: its first change forces a region entry");
+        TestVolumes.write(v, s, 0, TestVolumes.pattern(1, BS));
+        assertFalse(v.slowChange(BS, BS), "its region is hot and both legs are files");
+        assertTrue(v.slowChange((1 << 20) - BS, 2 * BS), "the next region is cold");
+        MirrorSet.forcedEntries(true);
+        assertTrue(v.slowChange(BS, BS), "entries=forced: every change forces its own ENTRY");
+        MirrorSet.forcedEntries(false);
+        s.close();
+        v.close();
+        LegOpener.install(hooked(leg(2).toString(), pos -> { }));
+        try {
+            Volume w = Volume.open(dir(), space);
+            BlockDevice.Session s2 = w.openSession();
+            TestVolumes.write(w, s2, 0, TestVolumes.pattern(2, BS));
+            assertFalse(w.mirror().hotRegions() == 0, "the region is hot");
+            assertTrue(w.slowChange(BS, BS), "leg 2's writes are not known quick");
+            s2.close();
+            w.close();
+        } finally {
+            LegOpener.install(LegOpener.FILES);
+        }
+        assertLegsIdentical();
+    }
+
+    /**
      * Degraded mode, behaviours 8, 17, 19, 21, 26: a leg whose data write fails is left behind: the client's write
      * succeeds on the other legs, the leg is {@code degraded} (its region map {@code leg2.rmap} made in the volume's
      * directory: the durable mark), later changes succeed and skip it; after a crash, the open resyncs it copying
@@ -990,8 +1053,11 @@ class MirroredVolumeTest extends LegTestSupport {
             assertTrue(!flush.isDone(), "FLUSH answered while leg 1's data force was held back");
             release.countDown();
             flush.get(60, java.util.concurrent.TimeUnit.SECONDS);
+            // the write's own entry retired; its region's entry stays live while the region is hot (it cools after
+            // a long idle, not at a FLUSH)
+            assertEquals(1, v.mirror().hotRegions());
             for (Path t : List.of(FileLegOpener.tableFile(leg(1)), FileLegOpener.tableFile(leg(2)))) {
-                assertEquals(0, TagTableChecker.check(t).liveEntries(), t + ": retired once FLUSH answered");
+                assertEquals(1, TagTableChecker.check(t).liveEntries(), t + ": retired once FLUSH answered, but the region entry");
             }
         } finally {
             release.countDown();

@@ -579,8 +579,10 @@ public final class Connection {
             throw new RequestRefused(length == 0 ? Nbd.EINVAL : Nbd.ENOSPC,
                     "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
         }
-        if (changes != null && length <= ChangeTasks.MAX_PAYLOAD) {
-            // a slow change (mirrored volume): received in full into a task's buffer, run and answered by the task
+        if (changes != null && length <= ChangeTasks.MAX_PAYLOAD && device.slowChange(offset, length)) {
+            // a slow change (mirrored volume): received in full into a task's buffer, run and answered by the task;
+            // one that waits for nothing slow (a mirror's hot regions, file legs) runs inline below: a hand-off to
+            // the pool and back costs more than the change
             ChangeTasks.Task t = acquireChange();
             try {
                 readIn(t.payload(length));
