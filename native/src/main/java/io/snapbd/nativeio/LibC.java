@@ -49,6 +49,10 @@ public interface LibC {
 
     int setpriority(int which, int who, int prio);
 
+    // ---- process exit (ProcessExit) ----
+
+    void _exit(int status);
+
     // ---- sockets passed by systemd (InheritedSockets, NativeSocket) ----
 
     int getpid();

@@ -20,6 +20,20 @@ public final class SdNotify {
         return notify(System.getenv("NOTIFY_SOCKET"), state);
     }
 
+    /**
+     * Loads and links the notification path (jnr-unixsocket's datagram channel and its native binding: tens of
+     * milliseconds on a first use, hundreds under User-Mode Linux) without notifying anyone: one datagram to
+     * {@code scratch}, where nothing listens (the send's failure is expected and ignored). For the successor of an
+     * in-place restart, which must not notify systemd before the handover (it is not the main process yet).
+     */
+    public static void warmUp(java.nio.file.Path scratch) {
+        try {
+            notify(scratch.toAbsolutePath().toString(), "STATUS=warm-up");
+        } catch (IOException | RuntimeException expected) {
+            // nothing listens there: only the loading and linking was wanted
+        }
+    }
+
     static boolean notify(String notifySocket, String state) throws IOException {
         if (notifySocket == null || notifySocket.isEmpty()) {
             return false;

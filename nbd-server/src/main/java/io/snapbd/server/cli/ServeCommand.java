@@ -1,6 +1,7 @@
 package io.snapbd.server.cli;
 
 import io.snapbd.engine.snapshot.SnapshotSet;
+import io.snapbd.nativeio.ProcessExit;
 import io.snapbd.server.Log;
 import io.snapbd.server.access.AccessRules;
 import io.snapbd.server.config.ConfigFile;
@@ -133,7 +134,27 @@ final class ServeCommand implements Callable<Integer> {
             stopAsync(s, "SIGTERM during the start");
         }
         s.awaitStop();
+        if (s.handedOver() && s.dumpsClassArchiveAtExit()) {
+            exitWithoutArchiveDump();
+        }
         return 0;
+    }
+
+    /**
+     * This JVM handed over to its successor and would now write a class data sharing archive
+     * (-XX:ArchiveClassesAtExit, about 1 s of CPU) while the successor takes over: it ends with _exit(2) instead.
+     * Everything it had to do is done (volumes closed, go sent, connections passed); the archive is written by a JVM
+     * that stops (docs/kernel-attach.md, "In-place restart").
+     */
+    private static void exitWithoutArchiveDump() {
+        Log.info("handed over: exiting without writing the class data sharing archive (the successor is taking over)");
+        System.out.flush();
+        System.err.flush();
+        try {
+            ProcessExit.now(0);
+        } catch (IOException e) {
+            Log.warn("cannot exit without the archive dump (%s): exiting as usual", e.getMessage());
+        }
     }
 
     /**

@@ -354,7 +354,10 @@ public final class Handover {
                 ch.write(b);
             }
             Go go = Go.parse(readLine(ch));
-            return new Go(go.keptAtMillis(), go.devices(), receiveConnections(ch));
+            TakeoverClock.go();
+            List<HandedConnection.Received> connections = receiveConnections(ch);
+            TakeoverClock.lap(TakeoverClock.Part.RECEIVED);
+            return new Go(go.keptAtMillis(), go.devices(), connections);
         }
     }
 

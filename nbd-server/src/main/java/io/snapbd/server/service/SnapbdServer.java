@@ -55,6 +55,8 @@ public final class SnapbdServer implements AutoCloseable {
     private final java.util.concurrent.atomic.AtomicBoolean restarting = new java.util.concurrent.atomic.AtomicBoolean();
     private volatile Handover.Pending successor;
     private volatile boolean handingOver;
+    private volatile boolean handedOver;
+    private volatile boolean dumpsArchiveAtExit;
     private volatile ControlPlane control;
 
     private SnapbdServer(ServerConfig config, ServiceSettings service, VolumeCatalog catalog) {
@@ -90,6 +92,7 @@ public final class SnapbdServer implements AutoCloseable {
         Systemd.startStep("opening data directory " + config.dataDir(), START_STEP);
         NbdLegOpener.install();         // mirrored volumes may have NBD legs
         VolumeCatalog catalog = VolumeCatalog.open(config.dataDir(), FileSpaces.best());
+        TakeoverClock.lap(TakeoverClock.Part.DATA_DIR);
         SnapbdServer s = new SnapbdServer(config, service, catalog);
         s.nbd.setTls(tls);      // before any listener accepts
         s.setAccess(access);
@@ -181,12 +184,14 @@ public final class SnapbdServer implements AutoCloseable {
             }
             ControlPlane.exportVolume(exports, v);
         }
+        TakeoverClock.lap(TakeoverClock.Part.VOLUMES);
         if (config.defaultVolume() != null && exports.lookup(config.defaultVolume()) != null) {
             exports.setDefault(config.defaultVolume());
         }
         // Devices kept across a restart wait for this (their I/O is queued in the kernel): first, before READY=1.
         Systemd.startStep("reconnecting kept nbd devices", START_STEP);
         attachments.reconnectRecorded();
+        TakeoverClock.lap(TakeoverClock.Part.DEVICES);
         if (service.warmUp() && rehearsed) {
             Log.info("warm-up skipped: this JVM rehearsed its start (and warmed up) before the handover");
         } else if (service.warmUp()) {
@@ -220,6 +225,7 @@ public final class SnapbdServer implements AutoCloseable {
         if (config.unix() != null && !unixPassed) {
             nbd.listenUnix(config.unix());
         }
+        TakeoverClock.lap(TakeoverClock.Part.LISTENERS);
         for (AttachSpec spec : config.attachments()) {
             String aside = catalog.setAsideReason(ExportName.parse(spec.export()).volume());
             if (aside != null) {
@@ -241,6 +247,8 @@ public final class SnapbdServer implements AutoCloseable {
         control = new ControlPlane(catalog, exports, nbd, clones, attachments);
         control.onRestart(() -> io.snapbd.server.api.Json.MAPPER.valueToTree(restartInPlace()));
         admin = new AdminServer(config.adminSocket(), control);
+        TakeoverClock.lap(TakeoverClock.Part.ADMIN);
+        TakeoverClock.report();
         Log.info("snapbd ready: exports %s on %s; admin socket %s", exports.list().stream().map(Export::name).toList(),
                 nbd.listenerNames(), config.adminSocket());
         for (String l : nbd.listenerNames()) {
@@ -454,7 +462,9 @@ public final class SnapbdServer implements AutoCloseable {
     public static void rehearse(ServerConfig real, ServiceSettings service, io.snapbd.server.tls.ServerTls tls) throws IOException {
         Path dir = real.dataDir().resolve(REHEARSAL_DIR);
         deleteTree(dir);
-        ServerConfig c = new ServerConfig(dir, null, dir.resolve("nbd.sock"), dir.resolve("admin.sock"), real.handshakeTimeout(),
+        // a TCP listener too when the real start binds one (loopback, any port: its accept path is not the Unix one's)
+        InetSocketAddress tcp = real.tcp() == null ? null : new InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), 0);
+        ServerConfig c = new ServerConfig(dir, tcp, dir.resolve("nbd.sock"), dir.resolve("admin.sock"), real.handshakeTimeout(),
                 real.maxConnections(), "rehearsal", 16L << 20, 16L << 20);
         ServiceSettings s = new ServiceSettings(null, service.logLevel(), service.stopTimeout(), List.of(),
                 service.latencyHistograms(), service.warmUp());
@@ -474,10 +484,38 @@ public final class SnapbdServer implements AutoCloseable {
                     client.read((long) i * 4096, b);
                 }
             }
+            // the admin path (JSON, the status answer) is the first thing `snapbd restart` asks the successor for
+            java.nio.channels.SocketChannel admin = io.snapbd.server.admin.AdminClient.connect(c.adminSocket());
+            if (admin == null) {
+                throw new IOException("the rehearsal's admin socket " + c.adminSocket() + " does not answer");
+            }
+            try {
+                io.snapbd.server.admin.AdminClient.call(admin, io.snapbd.server.api.Json.MAPPER.createObjectNode().put("command", "status"));
+            } catch (io.snapbd.server.api.OperationException e) {
+                throw new IOException("the rehearsal's status request failed: " + e.getMessage(), e);
+            }
+            Log.warmUp();
+            warmUpAfterHandoverPaths(dir);
             rehearsed = true;
         } finally {
             Log.setLevel(level);
             deleteTree(dir);
+        }
+    }
+
+    /**
+     * What the real start after the handover uses and a rehearsal does not (it has no devices and notifies no
+     * one): the sd_notify path (its first STATUS= after the handover took 0.2 s under User-Mode Linux, most of
+     * the "data directory opened" part) and the netlink queries of the recorded devices' checks. Neither changes
+     * anything: the datagram goes to a scratch path where nothing listens, the netlink query only asks for
+     * /dev/nbd0's status (and fails harmlessly where the nbd module is not loaded).
+     */
+    private static void warmUpAfterHandoverPaths(Path scratchDir) {
+        io.snapbd.nativeio.SdNotify.warmUp(scratchDir.resolve("notify-warm-up.sock"));
+        try (io.snapbd.nativeio.NbdNetlink nl = io.snapbd.nativeio.NbdNetlink.open()) {
+            nl.connected(0);
+        } catch (IOException | RuntimeException e) {
+            // no nbd module, or no /dev/nbd0: the classes are loaded all the same
         }
     }
 
@@ -489,6 +527,30 @@ public final class SnapbdServer implements AutoCloseable {
             for (Path p : s.sorted(java.util.Comparator.reverseOrder()).toList()) {
                 java.nio.file.Files.deleteIfExists(p);
             }
+        }
+    }
+
+    /** True once this server passed the data directory to its successor (the in-place restart's go was sent). */
+    public boolean handedOver() {
+        return handedOver;
+    }
+
+    /**
+     * This JVM writes a class data sharing archive when it exits (-XX:ArchiveClassesAtExit: bin/snapbd asks for one
+     * when none exists for the jar). Known once an in-place restart began: asked then, while this server still
+     * serves, so the answer costs the successor nothing after the handover.
+     */
+    public boolean dumpsClassArchiveAtExit() {
+        return dumpsArchiveAtExit;
+    }
+
+    private static boolean archiveClassesAtExit() {
+        try {
+            com.sun.management.HotSpotDiagnosticMXBean hotspot = java.lang.management.ManagementFactory
+                    .getPlatformMXBean(com.sun.management.HotSpotDiagnosticMXBean.class);
+            return hotspot != null && !hotspot.getVMOption("ArchiveClassesAtExit").getValue().isEmpty();
+        } catch (RuntimeException e) {
+            return false;       // not HotSpot, or no such option: nothing is dumped
         }
     }
 
@@ -518,6 +580,7 @@ public final class SnapbdServer implements AutoCloseable {
         if (!restarting.compareAndSet(false, true)) {
             throw new io.snapbd.server.api.OperationException("an in-place restart is already under way");
         }
+        dumpsArchiveAtExit = archiveClassesAtExit();
         Handover.Pending p;
         try {
             java.util.List<String> command = Handover.successorCommand(Handover.ownCommandLine(), System.getenv(Handover.LAUNCHER_ENV));
@@ -588,6 +651,7 @@ public final class SnapbdServer implements AutoCloseable {
         if (!handingOver) {
             Systemd.stopping("stopping: closing the admin socket and the metrics endpoint");
         }
+        long t0 = System.nanoTime();
         metrics.close();
         if (admin != null) {
             admin.close();
@@ -596,8 +660,10 @@ public final class SnapbdServer implements AutoCloseable {
             Systemd.status("stopping: detaching " + attachments.size() + " nbd device(s)");
         }
         attachments.close();       // while the connections still serve the flush and the disconnect
+        long tDevices = System.nanoTime();
         Systemd.status("stopping: finishing in-flight requests, closing " + nbd.activeConnections() + " connection(s)");
         nbd.close();
+        long tConnections = System.nanoTime();
         Systemd.status("stopping: flushing and closing volumes");
         int open = catalog.openVolumes().size();
         try {
@@ -611,7 +677,14 @@ public final class SnapbdServer implements AutoCloseable {
         }
         if (handingOver) {
             Set<String> kept = attachments.keptDevices();
+            long tVolumes = System.nanoTime();
             if (next.go(kept, attachments.keptAtMillis(), attachments.handing())) {
+                handedOver = true;
+                long tSent = System.nanoTime();
+                Log.info("handover: go sent %d ms after the stop began (admin socket closed and devices stopped at a request "
+                        + "boundary %d ms, connections and listeners closed %d ms, volumes closed %d ms, go and connections sent %d ms)",
+                        (tSent - t0) / 1_000_000, (tDevices - t0) / 1_000_000, (tConnections - tDevices) / 1_000_000,
+                        (tVolumes - tConnections) / 1_000_000, (tSent - tVolumes) / 1_000_000);
                 Log.info("handed over to pid %d (%d device(s) left connected for it: %s); exiting", next.pid(), kept.size(),
                         kept.isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(kept)));
             } else {

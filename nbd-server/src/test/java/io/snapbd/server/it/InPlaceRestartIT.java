@@ -150,6 +150,7 @@ class InPlaceRestartIT {
         assertEquals(second, servingPid());
         assertArrayEquals(a, read(1 << 20, a.length), "data written before the restart");
         assertTrue(log().contains("handed over to pid " + second), log());
+        assertTrue(log().contains("takeover: serving"), "the successor times its takeover: " + log());
         assertFalse(Files.exists(dataDir.resolve("handover.sock")), "handover socket left behind");
         assertFalse(Files.exists(dataDir.resolve("successor.tmp")), "rehearsal directory left behind");
 
@@ -172,6 +173,30 @@ class InPlaceRestartIT {
         servers.add(ProcessHandle.of(third).orElseThrow());
         assertArrayEquals(a, read(1 << 20, a.length));
         assertArrayEquals(b, read(4 << 20, b.length), "data written between the two restarts");
+    }
+
+    /**
+     * bin/snapbd runs a server with -XX:ArchiveClassesAtExit when no class data sharing archive exists for the jar; a
+     * JVM writes it as it exits, about 1 s of CPU. A server that handed over must not spend that while its successor
+     * takes over: it exits 0 without writing it (the successor, started with the same options, writes it at its stop).
+     */
+    @Test
+    void aServerThatHandedOverExitsWithoutWritingItsClassArchive() throws Exception {
+        Path archive = tmp.resolve("classes.jsa");
+        Process first = startServer("-XX:ArchiveClassesAtExit=" + archive, "-Xlog:cds=off", "-Xlog:cds+dynamic=off");
+        byte[] a = random(64 * 1024, 5);
+        write(0, a);
+
+        Tools.Result r = ServerProcess.snapbd(dataDir, "restart", "--json");
+        assertEquals(0, r.exit(), r + "\n" + log());
+        long second = json(r.stdout()).path("successorPid").asLong();
+        servers.add(ProcessHandle.of(second).orElseThrow());
+        assertTrue(first.waitFor(60, TimeUnit.SECONDS), "the old server did not exit after the handover");
+        assertEquals(0, first.exitValue(), "the old server's exit status after the handover");
+        assertFalse(Files.exists(archive), "the old server wrote its class data sharing archive at its exit: " + log());
+        assertTrue(log().contains("exiting without writing the class data sharing archive"), log());
+        assertEquals(second, servingPid());
+        assertArrayEquals(a, read(0, a.length));
     }
 
     /**
