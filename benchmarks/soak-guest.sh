@@ -57,8 +57,8 @@ WORK=/run/soak-guest
 DATA=$WORK/data
 SOCK=$DATA/nbd.sock
 rm -rf "$WORK"; mkdir -p "$DATA"
-CLI_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m -XX:-UsePerfData"
-cli() { SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 300 "$SNAPBD" "$@" --data-dir "$DATA"; }
+. "$ROOT/tools/uml/guest-java.sh"       # GUEST_CLI_JAVA_OPTS, GUEST_JAVA_OPTS
+cli() { SNAPBD_JAVA_OPTS="$GUEST_CLI_JAVA_OPTS" timeout 300 "$SNAPBD" "$@" --data-dir "$DATA"; }
 log() { echo "[$(date +%H:%M:%S)] soak-guest: $*" >&2; }
 t0=$SECONDS
 rec() { printf '%s\t%s\t%s\t%s\t%s\n' "$((SECONDS - t0))" "$1" "$2" "$3" "${4:-}" >>"$OUT/churn.tsv"; }
@@ -236,7 +236,7 @@ wait "$SERVER" 2>/dev/null
 kill "$WATCHDOG" 2>/dev/null; wait "$WATCHDOG" 2>/dev/null
 tail -1 "$OUT/server.log" | grep -q 'volumes closed cleanly' || echo "ERROR soak-guest: the server did not close its volumes cleanly" >>"$OUT/server.log"
 fsck_rc=0
-SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 600 "$SNAPBD" fsck --data-dir "$DATA" >"$OUT/fsck.txt" 2>&1 || fsck_rc=$?
+SNAPBD_JAVA_OPTS="$GUEST_JAVA_OPTS -Xmx128m" timeout 600 "$SNAPBD" fsck --data-dir "$DATA" >"$OUT/fsck.txt" 2>&1 || fsck_rc=$?
 # Kernel I/O errors since the start: failed requests, a connection the driver lost or gave up. ("shutting down
 # sockets" alone is not one: the driver logs it after every disconnect, also the ones detach asks for.)
 dmesg | awk -v m="$MARK" 'index($0, m) { n = NR; delete l } { l[NR] = $0 } END { for (i = n + 1; i <= NR; i++) print l[i] }' >"$OUT/dmesg.txt"

@@ -1,17 +1,21 @@
 # kernel-lib.sh — the helpers kernel-steps.sh (KernelIT) and kernel-mirror-steps.sh (KernelMirrorIT) share,
 # sourced by both after they set ROOT, SNAPBD, WORK, CONF and SERVER_LOG. Brings in tools/uml/guest-steps.sh
 # (step, fail, must, bounded).
-#   snapbd ARGS...     the CLI, with the light JVM options, bounded
+#   snapbd ARGS...     the CLI, with the JVM options of tools/uml/guest-java.sh, bounded
 #   start_server       snapbd serve --config $CONF in the background (pid in $WORK/server.pid), until ready
 #   tree_synced DIR MANIFEST   the scenario's make_tree DIR, its manifest in MANIFEST, sync, caches dropped, verified
 #   server_pid, alive PID, attached DEV, drop_caches, check_manifest DIR MANIFEST, say TEXT
 . "$ROOT/tools/uml/guest-steps.sh"
-# The JVM starts slowly under UML: C1 only and a small serial heap for the one-shot CLI calls.
-CLI_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m -XX:-UsePerfData"
-SERVER_JAVA_OPTS="-XX:+UseSerialGC -Xmx384m -XX:-UsePerfData"
+. "$ROOT/tools/uml/guest-java.sh"       # GUEST_CLI_JAVA_OPTS, GUEST_JAVA_OPTS
+SERVER_JAVA_OPTS="$GUEST_JAVA_OPTS -Xmx384m"
 
 say() { echo "$*"; }
-snapbd() { SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 300 "$SNAPBD" "$@"; }
+# fsck and volume commands do their work in the CLI's JVM (C1); the others ask the server (interpreted).
+snapbd() {
+  local opts="$GUEST_CLI_JAVA_OPTS"
+  case "$1" in fsck|volume) opts="$GUEST_JAVA_OPTS -Xmx256m" ;; esac
+  SNAPBD_JAVA_OPTS="$opts" timeout 300 "$SNAPBD" "$@"
+}
 server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
 alive() { local p="$1"; [ -n "$p" ] && [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }
 start_server() {

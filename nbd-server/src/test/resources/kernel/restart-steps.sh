@@ -22,14 +22,18 @@ RECORD="$SNAPBD_DATA_DIR/attachments/nbd0.attach"
 FIO_FILES="--directory=/mnt/live --size=16M --nrfiles=2 --filename_format=io.\$filenum"
 CONF="$WORK/snapbd.conf"
 SERVER_LOG="$OUT/server.log"
-CLI_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx128m -XX:-UsePerfData"
-SERVER_JAVA_OPTS="-XX:+UseSerialGC -Xmx384m -XX:-UsePerfData"
+. "$ROOT/tools/uml/guest-java.sh"       # GUEST_CLI_JAVA_OPTS, GUEST_JAVA_OPTS
+SERVER_JAVA_OPTS="$GUEST_JAVA_OPTS -Xmx384m"
 : > "$RESULTS"
 mkdir -p "$WORK" /mnt/live
 
 . "$ROOT/tools/uml/guest-steps.sh"      # step, fail, must, bounded
 say() { echo "$*"; }
-snapbd() { SNAPBD_JAVA_OPTS="$CLI_JAVA_OPTS" timeout 300 "$SNAPBD" "$@"; }
+snapbd() {
+  local opts="$GUEST_CLI_JAVA_OPTS"
+  case "$1" in fsck|volume) opts="$GUEST_JAVA_OPTS -Xmx256m" ;; esac
+  SNAPBD_JAVA_OPTS="$opts" timeout 300 "$SNAPBD" "$@"
+}
 server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
 alive() { local p="$1"; [ -n "$p" ] && [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }
 ready_count() { grep -c 'snapbd ready' "$SERVER_LOG" 2>/dev/null || true; }

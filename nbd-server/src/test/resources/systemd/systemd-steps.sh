@@ -20,9 +20,11 @@ OUT="${OUT:?}"
 RESULTS="$OUT/results.txt"
 export DEBIAN_FRONTEND=noninteractive
 export SNAPBD_DATA_DIR=/var/lib/snapbd
-# The JVM starts slowly under UML: C1 only and a small serial heap, for the server and the CLI alike.
-JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmx256m -XX:-UsePerfData"
-export SNAPBD_JAVA_OPTS="$JAVA_OPTS"
+# The JVM starts slowly under UML (tools/uml/guest-java.sh): the server and the CLI calls that do work themselves
+# (fsck, volume list) C1 only, with a small serial heap; the CLI calls the server answers interpreted.
+. "$ROOT/tools/uml/guest-java.sh"
+JAVA_OPTS="$GUEST_JAVA_OPTS -Xmx256m"
+export SNAPBD_JAVA_OPTS="$GUEST_CLI_JAVA_OPTS"
 MNT=/srv/snapbd
 METRICS=127.0.0.1:10810
 : > "$RESULTS"
@@ -128,7 +130,7 @@ configure() {
   echo "SNAPBD_JAVA_OPTS=\"$JAVA_OPTS\"" > /etc/default/snapbd
   mkdir -p /etc/systemd/system/snapbd.service.d /etc/systemd/system/snapbd-attach@.service.d
   printf '[Service]\nWatchdogSec=20s\n' > /etc/systemd/system/snapbd.service.d/test.conf
-  printf '[Service]\nEnvironment="SNAPBD_JAVA_OPTS=%s"\n' "$JAVA_OPTS" > /etc/systemd/system/snapbd-attach@.service.d/test.conf
+  printf '[Service]\nEnvironment="SNAPBD_JAVA_OPTS=%s"\n' "$GUEST_CLI_JAVA_OPTS" > /etc/systemd/system/snapbd-attach@.service.d/test.conf
   must systemctl daemon-reload
   echo "volume vol0 256M, warm-up off, WatchdogSec=20s"
 }

@@ -20,6 +20,7 @@ import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
@@ -34,6 +35,7 @@ import java.util.stream.Stream;
  * Output (console, server log, one log per step) stays in {@code nbd-server/target/kernel-it/}.
  * Run it alone with {@code mvn -B -pl nbd-server verify -Dit.test=KernelIT}.
  */
+@UmlGuest(KernelIT.Guest.class)
 class KernelIT {
 
     /** The steps of kernel-steps.sh, in order. */
@@ -63,19 +65,31 @@ class KernelIT {
         TOOLS.put("java", "openjdk-17-jre-headless");
     }
 
-    // Bounded by the UML run itself (scenario); the suite's 10 min default is too short on a loaded machine.
-    @Timeout(value = 45, unit = TimeUnit.MINUTES)
+    /** The guest this class checks (run in the background by {@link GuestRuns}). */
+    static final class Guest implements Callable<Outcome> {
+        @Override
+        public Outcome call() throws Exception {
+            return boot("KernelIT", "kernel/kernel-steps.sh", "kernel-it", UML_TIMEOUT);
+        }
+    }
+
+    // Bounded by the UML runs themselves (UML_TIMEOUT each); this class may wait for the guests of the classes
+    // before it (GuestRuns runs them one at a time), so the bound here covers several.
+    @Timeout(value = 85, unit = TimeUnit.MINUTES)
     @TestFactory
     Stream<DynamicTest> kernelScenario() throws Exception {
-        return scenario("KernelIT", "kernel/kernel-steps.sh", "kernel-it", STEPS, UML_TIMEOUT);
+        return steps(GuestRuns.outcome(KernelIT.class), STEPS);
+    }
+
+    /** What a guest run left: its output directory, whether and how it ended, and the steps it reported. */
+    record Outcome(Path out, boolean finished, int exit, Map<String, String[]> results, String context) {
     }
 
     /**
-     * Boots UML with the step script {@code stepsResource}, one test per step of {@code stepNames} (in order) and one
-     * that UML powered off; output in {@code target/OUTDIR}. Shared with {@link KernelMirrorIT}.
+     * Boots UML with the step script {@code stepsResource}; output in {@code target/OUTDIR}. Shared with
+     * {@link KernelMirrorIT} and {@link KernelRestartIT}.
      */
-    static Stream<DynamicTest> scenario(String name, String stepsResource, String outDir, List<String> stepNames,
-                                        Duration umlTimeout) throws Exception {
+    static Outcome boot(String name, String stepsResource, String outDir, Duration umlTimeout) throws Exception {
         Path steps = resource(stepsResource);
         Path jar = jar();
         Path home = projectHome();
@@ -98,8 +112,15 @@ class KernelIT {
         pb.environment().put("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
         long t0 = System.nanoTime();
         Process p = pb.start();
-        // uml-run.sh kills UML itself at UML_TIMEOUT; this is the backstop should that fail too.
-        boolean finished = p.waitFor(umlTimeout.plusMinutes(2).toMillis(), TimeUnit.MILLISECONDS);
+        boolean finished;
+        try {
+            // uml-run.sh kills UML itself at UML_TIMEOUT; this is the backstop should that fail too.
+            finished = p.waitFor(umlTimeout.plusMinutes(2).toMillis(), TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            p.descendants().forEach(ProcessHandle::destroyForcibly);
+            p.destroyForcibly();
+            throw e;
+        }
         if (!finished) {
             p.descendants().forEach(ProcessHandle::destroyForcibly);
             p.destroyForcibly();
@@ -114,25 +135,30 @@ class KernelIT {
                 + "\n--- uml-run.log ---\n" + tail(runLog, 20)
                 + "\n--- guest.log ---\n" + tail(out.resolve("guest.log"), 20)
                 + "\n--- console.log ---\n" + tail(out.resolve("console.log"), 20);
+        return new Outcome(out, finished, exit, results, context);
+    }
 
+    /** One test per step of {@code stepNames} (in order) and one that UML powered off. */
+    static Stream<DynamicTest> steps(Outcome o, List<String> stepNames) {
         List<DynamicTest> tests = new ArrayList<>();
         for (String step : stepNames) {
             tests.add(DynamicTest.dynamicTest(step, () -> {
-                String[] r = results.get(step);
+                String[] r = o.results().get(step);
                 if (r == null) {
-                    Assertions.fail("step " + step + " did not run\n" + context);
+                    Assertions.fail("step " + step + " did not run\n" + o.context());
                 }
                 System.out.println("STEP " + step + " " + r[0] + " " + r[1]);
                 if (!"PASS".equals(r[0])) {
                     Assertions.fail(step + ": " + r[1] + "\n--- step-" + step + ".log ---\n"
-                            + tail(out.resolve("step-" + step + ".log"), 40) + "\n--- server.log ---\n" + tail(out.resolve("server.log"), 15));
+                            + tail(o.out().resolve("step-" + step + ".log"), 40) + "\n--- server.log ---\n"
+                            + tail(o.out().resolve("server.log"), 15));
                 }
             }));
         }
         tests.add(DynamicTest.dynamicTest("uml-powered-off", () -> {
-            Assertions.assertTrue(finished, "UML did not finish\n" + context);
-            Assertions.assertTrue(results.containsKey("END"), "the step script did not reach its end\n" + context);
-            Assertions.assertEquals(0, exit, "uml-run.sh exit status\n" + context);
+            Assertions.assertTrue(o.finished(), "UML did not finish\n" + o.context());
+            Assertions.assertTrue(o.results().containsKey("END"), "the step script did not reach its end\n" + o.context());
+            Assertions.assertEquals(0, o.exit(), "uml-run.sh exit status\n" + o.context());
         }));
         return tests.stream();
     }

@@ -1,5 +1,6 @@
 package io.snapbd.server.kernel;
 
+import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.Timeout;
@@ -22,15 +23,24 @@ import java.util.stream.Stream;
  * {@code nbd-server/target/kernel-mirror-it/}). Run it alone with
  * {@code mvn -B -pl nbd-server verify -Dit.test=KernelMirrorIT}.
  */
+@UmlGuest(KernelMirrorIT.Guest.class)
 class KernelMirrorIT {
 
     static final List<String> STEPS = List.of("boot", "create-serve-attach", "mkfs-mount-write", "kill-under-load",
             "restart-reconcile", "reattach-verify", "stop-legs-identical");
 
-    // Bounded by the UML run itself (scenario); the suite's 10 min default is too short on a loaded machine.
-    @Timeout(value = 45, unit = TimeUnit.MINUTES)
+    /** The guest this class checks (run in the background by {@link GuestRuns}). */
+    static final class Guest implements Callable<KernelIT.Outcome> {
+        @Override
+        public KernelIT.Outcome call() throws Exception {
+            return KernelIT.boot("KernelMirrorIT", "kernel/kernel-mirror-steps.sh", "kernel-mirror-it", Duration.ofMinutes(20));
+        }
+    }
+
+    // Bounded by the UML run itself; this class may wait for the guests before it (GuestRuns runs them in turn).
+    @Timeout(value = 85, unit = TimeUnit.MINUTES)
     @TestFactory
     Stream<DynamicTest> mirroredVolumeSurvivesKill9UnderExt4() throws Exception {
-        return KernelIT.scenario("KernelMirrorIT", "kernel/kernel-mirror-steps.sh", "kernel-mirror-it", STEPS, Duration.ofMinutes(20));
+        return KernelIT.steps(GuestRuns.outcome(KernelMirrorIT.class), STEPS);
     }
 }

@@ -6,6 +6,7 @@ import org.junit.jupiter.api.Timeout;
 
 import java.time.Duration;
 import java.util.List;
+import java.util.concurrent.Callable;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
@@ -19,14 +20,23 @@ import java.util.stream.Stream;
  * Output in {@code nbd-server/target/kernel-restart-it/}; run alone with
  * {@code mvn -B -pl nbd-server verify -Dit.test=KernelRestartIT}.
  */
+@UmlGuest(KernelRestartIT.Guest.class)
 class KernelRestartIT {
 
     static final List<String> STEPS = List.of("setup", "kill9-restart", "keep-restart", "e2fsck", "stop-for-good", "given-up");
 
-    // Bounded by the UML run itself (KernelIT.scenario); the suite's 10 min default is too short on a loaded machine.
-    @Timeout(value = 45, unit = TimeUnit.MINUTES)
+    /** The guest this class checks (run in the background by {@link GuestRuns}). */
+    static final class Guest implements Callable<KernelIT.Outcome> {
+        @Override
+        public KernelIT.Outcome call() throws Exception {
+            return KernelIT.boot("KernelRestartIT", "kernel/restart-steps.sh", "kernel-restart-it", Duration.ofMinutes(40));
+        }
+    }
+
+    // Bounded by the UML run itself; this class may wait for the guests before it (GuestRuns runs them in turn).
+    @Timeout(value = 85, unit = TimeUnit.MINUTES)
     @TestFactory
     Stream<DynamicTest> restartScenario() throws Exception {
-        return KernelIT.scenario("KernelRestartIT", "kernel/restart-steps.sh", "kernel-restart-it", STEPS, Duration.ofMinutes(40));
+        return KernelIT.steps(GuestRuns.outcome(KernelRestartIT.class), STEPS);
     }
 }

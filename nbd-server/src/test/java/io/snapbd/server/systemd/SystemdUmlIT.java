@@ -1,5 +1,7 @@
 package io.snapbd.server.systemd;
 
+import io.snapbd.server.kernel.GuestRuns;
+import io.snapbd.server.kernel.UmlGuest;
 import io.snapbd.server.it.ServerProcess;
 import io.snapbd.server.it.Tools;
 import org.junit.jupiter.api.Assertions;
@@ -19,6 +21,7 @@ import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.Callable;
 import java.util.stream.Stream;
 
 /**
@@ -29,6 +32,7 @@ import java.util.stream.Stream;
  * <p>
  * A missing piece (UML, busybox, udev, the .deb under CI) skips on a developer's machine and fails under CI=true.
  */
+@UmlGuest(SystemdUmlIT.Guest.class)
 class SystemdUmlIT {
 
     /** The steps systemd-steps.sh reports, in order; a step missing from its results fails. */
@@ -36,39 +40,56 @@ class SystemdUmlIT {
             "reload", "attach", "mount", "metrics", "stop", "restart", "socket", "upgrade", "remove", "purge");
     private static final Duration TIMEOUT = Duration.ofMinutes(30);
 
-    // The scenario has its own bound (TIMEOUT); the suite's 10 min default cut it short on a loaded machine.
-    @org.junit.jupiter.api.Timeout(value = 35, unit = java.util.concurrent.TimeUnit.MINUTES)
+    /** What the guest run left: its output directory, how uml-systemd.sh ended, and results.txt. */
+    record Outcome(Path out, Tools.Result run, String results) {
+    }
+
+    /** Boots systemd in UML with the scenario (run in the background by {@link GuestRuns}). */
+    static final class Guest implements Callable<Outcome> {
+        @Override
+        public Outcome call() throws Exception {
+            Support.requireTool("linux.uml", "user-mode-linux");
+            Support.requireTool("busybox", "busybox-static");
+            Support.require(Files.isExecutable(Path.of("/lib/systemd/systemd")), "/lib/systemd/systemd (apt-get install systemd)");
+            Support.require(Files.isExecutable(Path.of("/lib/systemd/systemd-udevd")), "systemd-udevd (apt-get install udev)");
+            Support.requireTool("mkfs.ext4", "e2fsprogs");
+            Support.requireTool("nbdinfo", "libnbd-bin");
+            Support.requireTool("curl", "curl");
+            Support.requireTool("dpkg-deb", "dpkg");
+            String uname = Tools.run(Duration.ofSeconds(30), "linux.uml", "--version").stdout().strip();
+            Support.require(!uname.isEmpty(), "a runnable linux.uml");
+            if (Files.readString(Path.of("/proc/cpuinfo")).contains(" amx_tile")) {
+                Support.requireTool("cc", "gcc libc6-dev (the UML xstate shim for AMX hosts)");
+            }
+            Path deb = newestDeb();
+            if (deb == null && Support.ci()) {
+                Assertions.fail("no snapbd_*.deb in " + ServerProcess.jar().getParent() + ": CI builds it with mvn -Pdeb verify");
+            }
+            Path home = ServerProcess.home();
+            Path scripts = home.resolve("nbd-server/src/test/resources/systemd");
+            Path out = ServerProcess.jar().getParent().resolve("systemd-it")
+                    .resolve(LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
+            Files.createDirectories(out);
+            List<String> cmd = List.of("bash", scripts.resolve("uml-systemd.sh").toString(), out.toString(),
+                    scripts.resolve("systemd-steps.sh").toString(), home.toString(), ServerProcess.jar().toString(),
+                    deb == null ? "none" : deb.toString());
+            Tools.Result r = Tools.run(TIMEOUT.plusMinutes(2), Map.of("UML_TIMEOUT", Long.toString(TIMEOUT.toSeconds())), cmd);
+            Path resultsFile = out.resolve("results.txt");
+            String results = Files.exists(resultsFile) ? Files.readString(resultsFile, StandardCharsets.UTF_8) : "";
+            System.out.println("systemd in User-Mode Linux (" + out + "), deb " + deb + ":\n" + results);
+            return new Outcome(out, r, results);
+        }
+    }
+
+    // The scenario has its own bound (TIMEOUT); this class may also wait for the guests before it (GuestRuns runs
+    // them in turn), so the bound here covers several.
+    @org.junit.jupiter.api.Timeout(value = 85, unit = java.util.concurrent.TimeUnit.MINUTES)
     @TestFactory
-    Stream<DynamicTest> systemdInUserModeLinux() throws IOException {
-        Support.requireTool("linux.uml", "user-mode-linux");
-        Support.requireTool("busybox", "busybox-static");
-        Support.require(Files.isExecutable(Path.of("/lib/systemd/systemd")), "/lib/systemd/systemd (apt-get install systemd)");
-        Support.require(Files.isExecutable(Path.of("/lib/systemd/systemd-udevd")), "systemd-udevd (apt-get install udev)");
-        Support.requireTool("mkfs.ext4", "e2fsprogs");
-        Support.requireTool("nbdinfo", "libnbd-bin");
-        Support.requireTool("curl", "curl");
-        Support.requireTool("dpkg-deb", "dpkg");
-        String uname = Tools.run(Duration.ofSeconds(30), "linux.uml", "--version").stdout().strip();
-        Support.require(!uname.isEmpty(), "a runnable linux.uml");
-        if (Files.readString(Path.of("/proc/cpuinfo")).contains(" amx_tile")) {
-            Support.requireTool("cc", "gcc libc6-dev (the UML xstate shim for AMX hosts)");
-        }
-        Path deb = newestDeb();
-        if (deb == null && Support.ci()) {
-            Assertions.fail("no snapbd_*.deb in " + ServerProcess.jar().getParent() + ": CI builds it with mvn -Pdeb verify");
-        }
-        Path home = ServerProcess.home();
-        Path scripts = home.resolve("nbd-server/src/test/resources/systemd");
-        Path out = ServerProcess.jar().getParent().resolve("systemd-it")
-                .resolve(LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
-        Files.createDirectories(out);
-        List<String> cmd = List.of("bash", scripts.resolve("uml-systemd.sh").toString(), out.toString(),
-                scripts.resolve("systemd-steps.sh").toString(), home.toString(), ServerProcess.jar().toString(),
-                deb == null ? "none" : deb.toString());
-        Tools.Result r = Tools.run(TIMEOUT.plusMinutes(2), Map.of("UML_TIMEOUT", Long.toString(TIMEOUT.toSeconds())), cmd);
-        Path resultsFile = out.resolve("results.txt");
-        String results = Files.exists(resultsFile) ? Files.readString(resultsFile, StandardCharsets.UTF_8) : "";
-        System.out.println("systemd in User-Mode Linux (" + out + "), deb " + deb + ":\n" + results);
+    Stream<DynamicTest> systemdInUserModeLinux() throws Exception {
+        Outcome o = GuestRuns.outcome(SystemdUmlIT.class);
+        Path out = o.out();
+        String results = o.results();
+        Tools.Result r = o.run();
         if (results.isEmpty()) {
             Assertions.fail("the guest reported no step (uml-systemd.sh exit " + r.exit() + "): " + r
                     + "\nconsole: " + tail(out.resolve("console.log")));
