@@ -32,11 +32,18 @@ public final class GuestRuns implements TestExecutionListener {
     private static final Map<Class<?>, Future<Object>> STARTED = new ConcurrentHashMap<>();
     private static volatile ExecutorService executor;
 
+    /**
+     * The plan whose guests this listener started. A test may run a launcher of its own (ServerProcessIT does), whose
+     * plan starts and finishes inside this one: its end must not stop this plan's guests.
+     */
+    private TestPlan started;
+
     @Override
     public void testPlanExecutionStarted(TestPlan plan) {
         if (!plan.getConfigurationParameters().getBoolean(BACKGROUND).orElse(false)) {
             return;
         }
+        started = plan;
         for (TestIdentifier root : plan.getRoots()) {
             startGuests(plan, root);
         }
@@ -44,12 +51,18 @@ public final class GuestRuns implements TestExecutionListener {
 
     @Override
     public void testPlanExecutionFinished(TestPlan plan) {
+        if (plan != started) {
+            return;
+        }
+        started = null;
+        // A guest nobody waited for (its class did not run): cancelled, or interrupted if it runs.
+        STARTED.values().forEach(f -> f.cancel(true));
+        STARTED.clear();
         ExecutorService e = executor;
         if (e != null) {
-            e.shutdownNow();        // a guest nobody waited for (its class did not run): its run is interrupted
+            e.shutdownNow();
             executor = null;
         }
-        STARTED.clear();
     }
 
     /** In plan order, which after {@link GuestsLast} is the order the classes will wait for them. */
