@@ -579,20 +579,6 @@ public final class Connection {
             throw new RequestRefused(length == 0 ? Nbd.EINVAL : Nbd.ENOSPC,
                     "write [" + offset + ", +" + length + ") is outside the export (" + device.size() + " bytes)");
         }
-        if (changes != null && (flags & Nbd.CMD_FLAG_FUA) == 0 && device.asyncChange(offset, length)) {
-            // waits only for an NBD leg's reply (a mirror's hot regions): started here, its leg writes sent without
-            // waiting, answered from the leg's reply; the task is its completion slot (docs/mirrors.md, "NBD legs")
-            ChangeTasks.Task t = acquireChange();
-            try {
-                readIn(t.payload(length));
-            } catch (IOException e) {
-                changes.cancel(t);
-                throw new PeerGone(e);      // incomplete: nothing of it is applied
-            }
-            r.answerLater = true;
-            changes.startHere(t, handle, flags, offset, length, r.requestStart);
-            return;
-        }
         if (changes != null && length <= ChangeTasks.MAX_PAYLOAD && device.slowChange(offset, length)) {
             // a slow change (mirrored volume): received in full into a task's buffer, run and answered by the task;
             // one that waits for nothing slow (a mirror's hot regions, file legs) runs inline below: a hand-off to
@@ -605,6 +591,13 @@ public final class Connection {
                 throw new PeerGone(e);      // incomplete: nothing of it is applied
             }
             r.answerLater = true;
+            if ((flags & Nbd.CMD_FLAG_FUA) == 0 && device.asyncChange(offset, length)) {
+                // waits only for an NBD leg's reply (a mirror's hot regions): started here, its leg writes sent
+                // without waiting, answered from the leg's reply; the task is its completion slot (docs/mirrors.md,
+                // "NBD legs")
+                changes.startHere(t, handle, flags, offset, length, r.requestStart);
+                return;
+            }
             changes.start(t, ChangeTasks.WRITE, handle, flags, offset, length, r.requestStart, Nbd.CMD_WRITE);
             return;
         }
