@@ -51,6 +51,30 @@ public interface BlockDevice {
         return slowChanges();
     }
 
+    /**
+     * Whether a WRITE of [offset, offset+length) (no FUA) can now be started by the caller and completed later with
+     * {@link #writeThen}: it waits for no force, only for a peer's reply (a mirrored volume's hot regions with an NBD
+     * leg). A hint, like {@link #slowChange}: a change that turns out slower is still correct, only slower.
+     */
+    default boolean asyncChange(long offset, long length) {
+        return false;
+    }
+
+    /**
+     * {@link #write} without FUA whose end may come later, from another thread: {@code done} hears of it exactly once
+     * (possibly before this returns). Throws only when the write failed before anything of it was left in flight
+     * (then {@code done} is not called). Each session has at most one such write in flight. The default writes now.
+     */
+    default void writeThen(Session s, long offset, int length, ByteSource source, ChangeDone done) throws IOException {
+        write(s, offset, length, source, false);
+        done.changeDone(null);
+    }
+
+    /** The end of a {@link #writeThen}: null when the change is done on every leg, else why it failed. */
+    interface ChangeDone {
+        void changeDone(IOException failure);
+    }
+
     /** Per-connection state (cached mapping views). */
     Session openSession();
 

@@ -4,15 +4,17 @@ import io.snapbd.engine.BlockDevice;
 import io.snapbd.engine.io.ByteSink;
 import io.snapbd.engine.io.WriteGate;
 
+import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * One session's tagged-change state for {@link MirrorSet#begin} / {@link MirrorSet#end}: its tag, range, range-lock
  * stripes and blocks, per-leg tickets and timings, the in-use runs to copy and the copy buffer.
  * Reused for every change of that session, so a change allocates nothing.
  */
-public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
+public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer, LegIo.WriteDone {
     private final MirrorWritePath set;
     private final WriteGate gate;
     final WriteGate.Slot slot;
@@ -48,12 +50,34 @@ public final class MirrorOp implements ByteSink, BlockDevice.ExtentConsumer {
     /** A hot-path change that appended no ENTRY ({@link HotRegions#HOT_ENTRIES_NONE}): nothing of it to retire. */
     boolean noEntry;
 
+    /**
+     * A change in flight on asynchronous legs ({@link MirrorWritePath#endThen}): completions still to come (plus the
+     * starter's own until it has sent them all), per-leg completion slots (made once per leg), start times and
+     * failures, the failure of the start itself, and whom to tell at the end.
+     */
+    final AtomicInteger pending = new AtomicInteger();
+    final LegIo.WriteSlot[] slots;
+    final LegIo[] slotOf;
+    final long[] legStart;
+    final IOException[] legFailure;
+    IOException failure;
+    BlockDevice.ChangeDone done;
+
     MirrorOp(MirrorWritePath set, WriteGate gate, int legs) {
         this.set = set;
         this.gate = gate;
         this.slot = gate.register();
         this.tickets = new long[legs];
         this.legNanos = new long[legs];
+        this.slots = new LegIo.WriteSlot[legs];
+        this.slotOf = new LegIo[legs];
+        this.legStart = new long[legs];
+        this.legFailure = new IOException[legs];
+    }
+
+    @Override
+    public void legWritten(int leg, IOException failure) {
+        set.legWritten(this, leg, failure);
     }
 
     /** For the thread that paused the mirror itself (a restore): its changes skip the pause. */

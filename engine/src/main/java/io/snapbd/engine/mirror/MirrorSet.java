@@ -311,6 +311,16 @@ public final class MirrorSet implements AutoCloseable {
         writes.end(op, s, local);
     }
 
+    /**
+     * {@link #end} whose other legs' writes may still be in flight when it returns: asynchronous legs
+     * ({@link LegIo#asyncWrites}, NBD) are sent the change and {@code done} hears of it once every current leg
+     * completed it, from the thread that sees the last completion. Throws only when nothing is left in flight (then
+     * {@code done} is not called).
+     */
+    public void endThen(MirrorOp op, BlockDevice.Session s, BlockDevice local, BlockDevice.ChangeDone done) throws IOException {
+        writes.endThen(op, s, local, done);
+    }
+
     /** Ends a change that never touched leg 0 (its prepare failed): nothing differs, the tag is retired. */
     public void abort(MirrorOp op) {
         writes.abort(op);
@@ -336,6 +346,14 @@ public final class MirrorSet implements AutoCloseable {
      */
     public boolean quickChange(long offset, long length) {
         return writes.quick(offset, length);
+    }
+
+    /**
+     * Whether a change of [offset, offset+length) would now wait only for NBD legs' replies (its regions all hot, every
+     * extra leg a file or an asynchronous leg, one of them asynchronous): {@link #endThen} answers it from their replies.
+     */
+    public boolean asyncChange(long offset, long length) {
+        return writes.async(offset, length);
     }
 
     /** Holds every new change back and waits for those in flight (a restore); false on timeout. */

@@ -12,7 +12,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * on every current leg by group commit, range lock), {@link #end} (copy the changed range from leg 0 to the other
  * legs, then hand the tag to the {@link DataForcer}, which forces the legs' data, appends DONE and retires in
  * batches behind the answers, and at a client's FLUSH: {@link #forceAll}); an extra leg that fails on the
- * way is degraded, a failure of leg 0 fails the change. Every change of the volume, and only those, pass the
+ * way is degraded, a failure of leg 0 fails the change; {@link #endThen} is {@code end} for a hot-path change whose
+ * NBD legs' writes are sent without waiting and which completes on their replies. Every change of the volume, and only those, pass the
  * {@link WriteGate} here, which reconciliation and restore pause. Allocates nothing per change and takes no
  * global lock: the op ({@link MirrorOp}) is reused per session and only changes that touch a common 4 KiB page
  * serialise ({@link RangeLocks}).
@@ -135,15 +136,41 @@ final class MirrorWritePath {
      * reader, not as a task): if a region cools meanwhile the change takes the strict path all the same, only slower.
      */
     boolean quick(long offset, long length) {
+        return hotOnly(offset, length, false);
+    }
+
+    /**
+     * Whether a change of [offset, offset+length) would now take the hot path and wait only for asynchronous legs'
+     * replies ({@link LegIo#asyncWrites}: NBD legs; the others quick): {@link #endThen} then sends it to them and
+     * answers it from their completions. At most {@link #ASYNC_MAX} bytes (one read of leg 0, one request per leg).
+     */
+    boolean async(long offset, long length) {
+        return length <= ASYNC_MAX && hotOnly(offset, length, true);
+    }
+
+    /** Largest change {@link #endThen} sends asynchronously (the copy buffer's smallest size). */
+    static final int ASYNC_MAX = 64 << 10;
+
+    /** {@link #quick} ({@code async} false) or {@link #async}: hot regions, every extra leg quick or (async) asynchronous. */
+    private boolean hotOnly(long offset, long length, boolean async) {
         if (ANSWER_AFTER_DATA_FORCE || !HotRegions.HOT_ENTRIES_NONE || HotRegions.FORCED_ENTRIES || !hot.enabled()
                 || staleLegs.get() > 0 || set.failed) {
             return false;
         }
         Leg[] legs = set.legs;
+        boolean anyAsync = false;
         for (int i = 1; i < legs.length; i++) {
-            if (!legs[i].leg.data().quickWrites()) {
+            LegIo io = legs[i].leg.data();
+            if (io.quickWrites()) {
+                continue;
+            }
+            if (!async || !io.asyncWrites()) {
                 return false;
             }
+            anyAsync = true;
+        }
+        if (async && !anyAsync) {
+            return false;
         }
         int r0 = hot.first(offset);
         int r1 = hot.last(offset, length);
@@ -315,6 +342,131 @@ final class MirrorWritePath {
         if (ANSWER_AFTER_DATA_FORCE) {
             forcer.forceAll();      // group commit: changes added while a batch runs share the next one
         }
+    }
+
+    /**
+     * {@link #end} for a hot-path change whose asynchronous legs ({@link LegIo#asyncWrites}: NBD) are sent the change
+     * without waiting: leg 0's data is read once into the op's buffer, written to the quick legs (files) here and
+     * submitted to the asynchronous ones, whose requests take the bytes before returning (so the buffer is free again
+     * at once, and the client's buffer is never read by a leg). The op stays in flight (range lock, regions, write
+     * gate) until every leg completed it; then, on the thread that sees the last completion (an NBD leg's reply
+     * reader), the change is handed to the {@link DataForcer} (it has no entry: nothing that waits) and {@code done}
+     * hears of it: null, or the failure that the synchronous path would have thrown (a leg that fails is degraded as
+     * there). A change that is not a single hot-path run without an entry, or too large, ends synchronously, then
+     * tells {@code done}. Throws only when nothing is in flight (then {@code done} is not called).
+     */
+    void endThen(MirrorOp op, BlockDevice.Session s, BlockDevice local, BlockDevice.ChangeDone done) throws IOException {
+        if (!op.noEntry || op.nruns != 1 || op.length > ASYNC_MAX) {
+            end(op, s, local);
+            done.changeDone(null);
+            return;
+        }
+        Leg[] legs = set.legs;
+        op.seq = HotRegions.SEQ_NEVER;
+        op.done = done;
+        op.failure = null;
+        op.pending.set(1);          // the caller's own count: nothing completes the op before every leg is started
+        try {
+            if (op.buf == null || op.buf.capacity() < ASYNC_MAX) {
+                op.buf = ByteBuffer.allocateDirect(ASYNC_MAX);
+            }
+            ByteBuffer buf = op.buf;
+            long pos = op.runs[0];
+            int n = (int) op.runs[1];
+            buf.clear().limit(n);
+            local.read(s, pos, n, op);
+            buf.flip();
+            for (int i = 1; i < legs.length; i++) {
+                Leg l = legs[i];
+                if (op.tickets[i] == 0 || l.stale) {
+                    continue;
+                }
+                LegIo io = l.leg.data();
+                buf.position(0);
+                long t0 = System.nanoTime();
+                if (!io.asyncWrites()) {
+                    try {
+                        io.write(buf, pos);
+                    } catch (IOException | RuntimeException e) {
+                        rethrowUnlessDegraded(l, "its data", e);
+                    }
+                    op.legNanos[i] += System.nanoTime() - t0;
+                    continue;
+                }
+                if (op.slotOf[i] != io) {
+                    op.slots[i] = io.writeSlot(op, i);      // once per op and leg: a write allocates nothing
+                    op.slotOf[i] = io;
+                }
+                op.legStart[i] = t0;
+                op.pending.incrementAndGet();
+                try {
+                    io.submitWrite(op.slots[i], buf, pos);
+                } catch (IOException | RuntimeException e) {
+                    op.pending.decrementAndGet();       // never sent: its completion will not come
+                    rethrowUnlessDegraded(l, "its data", e);
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            // the writes already sent still complete the op: it ends (and answers) with this failure then
+            op.failure = e instanceof IOException x ? x : new IOException(e.toString(), e);
+        }
+        if (op.pending.decrementAndGet() == 0) {
+            finishThen(op);
+        }
+    }
+
+    /** An asynchronous leg's write of the op ended ({@link LegIo.WriteDone}, on its reply reader): the last one finishes it. */
+    void legWritten(MirrorOp op, int leg, IOException failure) {
+        op.legNanos[leg] += System.nanoTime() - op.legStart[leg];
+        if (failure != null) {
+            op.legFailure[leg] = failure;
+        }
+        if (op.pending.decrementAndGet() == 0) {
+            finishThen(op);
+        }
+    }
+
+    /**
+     * Every leg completed the op: a leg that failed is degraded (or fails the change, as {@link #end} would throw),
+     * then the change is handed to the {@link DataForcer} without waiting (it has no entry), its range lock, regions
+     * and gate released, and its {@code done} told. Runs on whichever thread saw the last completion.
+     */
+    private void finishThen(MirrorOp op) {
+        Leg[] legs = set.legs;
+        IOException failure = op.failure;
+        for (int i = 1; i < legs.length; i++) {
+            IOException e = op.legFailure[i];
+            if (e == null) {
+                continue;
+            }
+            op.legFailure[i] = null;
+            if (failure == null) {
+                try {
+                    rethrowUnlessDegraded(legs[i], "its data", e);
+                } catch (IOException x) {
+                    failure = x;
+                }
+            }
+        }
+        BlockDevice.ChangeDone done = op.done;
+        op.done = null;
+        op.failure = null;
+        try {
+            locks.unlock(op);
+            if (failure == null) {
+                for (int i = 0; i < legs.length; i++) {
+                    if (op.tickets[i] != 0 && !legs[i].stale) {
+                        legs[i].timed(op.legNanos[i]);
+                    }
+                }
+                op.seq = forcer.addWithoutEntry(op.offset, op.length);
+            }
+        } catch (RuntimeException e) {
+            failure = new IOException(e.toString(), e);
+        } finally {
+            release(op);
+        }
+        done.changeDone(failure);
     }
 
     /**

@@ -321,6 +321,44 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return mirror != null && !mirror.quickChange(offset, length);
     }
 
+    /** A mirrored change in hot regions whose only slow legs are NBD legs: sent to them, answered from their replies. */
+    @Override
+    public boolean asyncChange(long offset, long length) {
+        return mirror != null && mirror.asyncChange(offset, length);
+    }
+
+    /**
+     * {@link #write} without FUA; on a mirrored volume the other legs' writes may still be in flight when this
+     * returns, and {@code done} hears of the change once every current leg completed it (docs/mirrors.md, "NBD legs").
+     */
+    @Override
+    public void writeThen(Session s, long offset, int length, ByteSource source, ChangeDone done) throws IOException {
+        if (mirror == null || length == 0) {
+            write(s, offset, length, source, false);
+            done.changeDone(null);
+            return;
+        }
+        if (prepareWrite(s, offset, length)) {
+            try {
+                commitPrepared();
+            } catch (IOException | RuntimeException e) {
+                abortPrepared(s);
+                throw e;
+            }
+        }
+        MirrorOp op = ((VolumeSession) s).mirrorOp;
+        boolean written = false;
+        try {
+            writes.finish(s, offset, length, source);
+            written = true;
+        } finally {
+            if (!written) {
+                mirror.end(op, s, this);        // even a write cut short: legs get what leg 0 got
+            }
+        }
+        mirror.endThen(op, s, this, done);
+    }
+
     /** The legs of a mirrored volume, or null when it is not mirrored. */
     public MirrorSet mirror() {
         return mirror;

@@ -205,6 +205,125 @@ class MirroredVolumeTest extends LegTestSupport {
     }
 
     /**
+     * Issue 24, NBD legs' asynchronous writes (docs/mirrors.md, "NBD legs"): leg 2 stands for an NBD leg, its writes
+     * sent without waiting ({@link LegIo#submitWrite}: the data taken at once) and completed when the test says. A
+     * WRITE in a hot region ({@link Volume#asyncChange}) is started by {@link Volume#writeThen} and answered only once
+     * leg 2 completed it (behaviour 8); an overlapping change waits for it (the range lock stays held until then);
+     * a completion with an error degrades leg 2 and the change is answered as the synchronous path answers it (the
+     * other legs have it); later changes then take the strict path (no asynchronous change while a leg is degraded).
+     */
+    @Test
+    void issue24_anAsynchronousLegsWriteIsAnsweredFromItsCompletionAndAFailedOneDegradesTheLeg() throws Exception {
+        create().close();
+        java.util.concurrent.BlockingQueue<Object[]> held = new java.util.concurrent.LinkedBlockingQueue<>();
+        String slow = leg(2).toString();
+        LegOpener.install(new LegOpener() {
+            @Override
+            public MirrorLeg create(String uri, long size, long tableBytes, boolean sparse, FileSpace sp) throws IOException {
+                return FILES.create(uri, size, tableBytes, sparse, sp);
+            }
+
+            @Override
+            public MirrorLeg open(String uri) throws IOException {
+                MirrorLeg l = FILES.open(uri);
+                if (!uri.equals(slow)) {
+                    return l;
+                }
+                return MirrorLeg.of(uri, new ForwardingLegIo(l.data()) {
+                    @Override
+                    public boolean asyncWrites() {
+                        return true;
+                    }
+
+                    @Override
+                    public WriteSlot writeSlot(WriteDone done, int leg) {
+                        return new Slot(done, leg);
+                    }
+
+                    @Override
+                    public void submitWrite(WriteSlot slot, ByteBuffer src, long pos) throws IOException {
+                        in.write(src, pos);         // taken before returning, completed later
+                        held.add(new Object[] {slot});
+                    }
+                }, l.table());
+            }
+
+            @Override
+            public void delete(String uri) throws IOException {
+                FILES.delete(uri);
+            }
+        });
+        try {
+            Volume v = Volume.open(dir(), space);
+            BlockDevice.Session s = v.openSession();
+            assertFalse(v.asyncChange(0, BS), "a cold region: its first change forces a region entry");
+            TestVolumes.write(v, s, 0, TestVolumes.pattern(1, BS));
+            assertTrue(held.isEmpty(), "the strict path writes leg 2 synchronously");
+            assertTrue(v.asyncChange(BS, BS), "a hot region, leg 2 asynchronous");
+            java.util.concurrent.atomic.AtomicInteger answers = new java.util.concurrent.atomic.AtomicInteger();
+            java.util.concurrent.atomic.AtomicReference<IOException> failure = new java.util.concurrent.atomic.AtomicReference<>();
+            BlockDevice.ChangeDone done = e -> {
+                failure.set(e);
+                answers.incrementAndGet();
+            };
+            byte[] a = TestVolumes.pattern(2, BS);
+            v.writeThen(s, BS, BS, source(a), done);
+            assertEquals(0, answers.get(), "answered before leg 2 completed the write");
+            Object[] first = held.take();
+            // an overlapping change (another session) waits on the range lock until leg 2 completed the first
+            BlockDevice.Session s2 = v.openSession();
+            byte[] b = TestVolumes.pattern(3, BS);
+            Thread overlap = new Thread(() -> assertDoesNotThrow(() -> TestVolumes.write(v, s2, BS, b)));
+            overlap.start();
+            while (overlap.getState() != Thread.State.WAITING && overlap.getState() != Thread.State.TIMED_WAITING
+                    && overlap.isAlive()) {
+                Thread.onSpinWait();
+            }
+            assertTrue(overlap.isAlive(), "the overlapping change went ahead of the one in flight on leg 2");
+            ((Slot) first[0]).complete(null);
+            assertEquals(1, answers.get());
+            assertNull(failure.get());
+            overlap.join();
+            assertArrayEquals(b, TestVolumes.read(v, s, BS, BS));
+            assertTrue(held.isEmpty(), "the overlapping change wrote leg 2 synchronously (v.write)");
+            // a failed completion: leg 2 degraded, the change answered (done on the other legs)
+            v.writeThen(s, 2 * BS, BS, source(TestVolumes.pattern(4, BS)), done);
+            ((Slot) held.take()[0]).complete(new IOException("injected: the leg's server answered EIO"));
+            assertEquals(2, answers.get(), "the failed write answered");
+            assertNull(failure.get(), "a degraded leg does not fail the change");
+            MirrorSet.LegStatus st = v.mirror().status().get(2);
+            assertEquals("degraded", st.state());
+            assertTrue(st.error().contains("injected"), st.error());
+            assertTrue(Files.isRegularFile(dir().resolve("leg2.rmap")), "the degraded mark is durable");
+            assertFalse(v.asyncChange(BS, BS), "no asynchronous change while a leg is degraded");
+            assertArrayEquals(TestVolumes.pattern(4, BS), TestVolumes.read(v, s, 2 * BS, BS));
+            s2.close();
+            s.close();
+            v.close();
+            assertEquals(sha(dir().resolve(Volume.DATA_FILE), SIZE), sha(leg(1), SIZE), "leg 1 has every change");
+        } finally {
+            LegOpener.install(LegOpener.FILES);
+        }
+    }
+
+    /** A test leg's completion slot: {@link #complete} is what an NBD leg's reply reader does. */
+    private record Slot(LegIo.WriteDone done, int leg) implements LegIo.WriteSlot {
+        void complete(IOException e) {
+            done.legWritten(leg, e);
+        }
+    }
+
+    /** The bytes of {@code b} as a volume write's source. */
+    private static io.snapbd.engine.io.ByteSource source(byte[] b) {
+        ByteBuffer src = ByteBuffer.wrap(b);
+        return dst -> {
+            int n = dst.remaining();
+            dst.put(src.slice(src.position(), n));
+            src.position(src.position() + n);
+        };
+    }
+
+    /**
      * Degraded mode, behaviours 8, 17, 19, 21, 26: a leg whose data write fails is left behind: the client's write
      * succeeds on the other legs, the leg is {@code degraded} (its region map {@code leg2.rmap} made in the volume's
      * directory: the durable mark), later changes succeed and skip it; after a crash, the open resyncs it copying

@@ -3,7 +3,9 @@ package io.snapbd.server.mirror;
 import io.snapbd.engine.mirror.LegIo;
 import io.snapbd.engine.mirror.TagStore;
 import io.snapbd.engine.mirror.TagTable;
+import io.snapbd.server.client.Completion;
 import io.snapbd.server.client.NbdClient;
+import io.snapbd.server.client.NbdException;
 import io.snapbd.server.client.NbdUri;
 
 import java.io.Closeable;
@@ -335,6 +337,76 @@ public final class NbdLeg implements Closeable {
         private void checkOpen() throws IOException {
             if (closed.get()) {
                 throw new IOException(name + ": closed");
+            }
+        }
+
+        /** Writes may be sent without waiting: {@link #submitWrite} (the volume's blocks only; the table writes then forces). */
+        @Override
+        public boolean asyncWrites() {
+            return !zeroPastEnd;
+        }
+
+        @Override
+        public WriteSlot writeSlot(WriteDone done, int leg) {
+            return new AsyncWrite(done, leg);
+        }
+
+        /**
+         * One WRITE request into the connection's pipeline: {@link NbdClient#submitWrite} puts the bytes on the wire
+         * before it returns (the caller's buffer is free at once), the reply completes the slot on the client's
+         * reader. A write larger than the export's maximum request is done synchronously (split), then completed.
+         */
+        @Override
+        public void submitWrite(WriteSlot slot, ByteBuffer src, long pos) throws IOException {
+            AsyncWrite w = (AsyncWrite) slot;
+            int n = src.remaining();
+            if (n > maxChunk) {
+                write(src, pos);
+                w.done.legWritten(w.leg, null);
+                return;
+            }
+            if (pos < 0 || pos > size - n) {
+                throw new IOException(name + ": write of " + n + " bytes at " + pos + " is outside [0, " + size + ")");
+            }
+            checkOpen();
+            w.pos = pos;
+            w.length = n;
+            busy.incrementAndGet();
+            try {
+                client.submitWrite(base + pos, src, false, 0, w);
+            } catch (IOException | RuntimeException e) {
+                busy.decrementAndGet();
+                throw new IOException(name + ": write of " + n + " bytes at " + pos + " (export offset " + (base + pos)
+                        + ") failed: " + e.getMessage(), e);
+            }
+        }
+
+        /** A reusable completion slot of {@link #submitWrite}: one write in flight at a time. */
+        private final class AsyncWrite implements WriteSlot, Completion {
+            final WriteDone done;
+            final int leg;
+            long pos;
+            int length;
+
+            AsyncWrite(WriteDone done, int leg) {
+                this.done = done;
+                this.leg = leg;
+            }
+
+            @Override
+            public void complete(int error, long tag) {
+                replies.incrementAndGet();
+                busy.decrementAndGet();
+                IOException failure = null;
+                if (error != Completion.OK) {
+                    IOException lost = client.failure();
+                    String why = error == Completion.CONNECTION_FAILED
+                            ? "connection lost: " + (lost != null ? lost.getMessage() : "?")
+                            : NbdException.errnoName(error);
+                    failure = new IOException(name + ": write of " + length + " bytes at " + pos + " (export offset "
+                            + (base + pos) + ") failed: " + why);
+                }
+                done.legWritten(leg, failure);
             }
         }
 

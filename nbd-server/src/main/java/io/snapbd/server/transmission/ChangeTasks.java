@@ -24,7 +24,9 @@ import java.util.concurrent.Executor;
  * per-session state, so tasks run in parallel) and a payload buffer that grows to the largest write it carried:
  * no allocation per request in steady state. A WRITE's payload is received in full by the reader before its task
  * starts. Overlapping changes in flight wait for each other in the engine (the mirror's range locks), on the pool's
- * threads, never on the reader's.
+ * threads; a WRITE that waits only for NBD legs' replies ({@link BlockDevice#asyncChange}) is started on the reader
+ * instead ({@link #startHere}) and its task answers it from the last leg's reply, so an overlapping one may wait on
+ * the reader until that reply.
  */
 final class ChangeTasks {
 
@@ -88,6 +90,36 @@ final class ChangeTasks {
         pool.execute(t);
     }
 
+    /**
+     * Starts a filled WRITE task (no FUA) on the calling thread, the connection's reader, for a change the device can
+     * complete later ({@link BlockDevice#asyncChange}: a mirror's hot regions with an NBD leg): leg 0 and the file
+     * legs are written here, the NBD legs' writes sent, and the task answers its request from
+     * {@link Task#changeDone} on the thread that sees the last leg's reply. No pool thread waits for the leg; the
+     * task (with its device session and its op) is the change's completion slot, so at most {@link #MAX_IN_FLIGHT}
+     * are in flight per connection.
+     */
+    void startHere(Task t, long handle, int flags, long offset, int length, long start) {
+        t.kind = WRITE;
+        t.handle = handle;
+        t.flags = flags;
+        t.offset = offset;
+        t.length = length;
+        t.start = start;
+        t.cmd = Nbd.CMD_WRITE;
+        int errno;
+        try {
+            if (t.session == null) {
+                t.session = device.openSession();
+            }
+            t.payload.flip();
+            device.writeThen(t.session, offset, length, t, t);
+            return;
+        } catch (IOException | RuntimeException | InternalError e) {
+            errno = t.errno(e);
+        }
+        t.answer(errno);
+    }
+
     /** Gives back a task that will not run (its payload could not be read). */
     void cancel(Task t) {
         release(t);
@@ -128,7 +160,7 @@ final class ChangeTasks {
     }
 
     /** One change in flight: its request, its own device session and payload buffer. */
-    final class Task implements Runnable, ByteSource {
+    final class Task implements Runnable, ByteSource, BlockDevice.ChangeDone {
         int kind;
         long handle;
         int flags;
@@ -183,17 +215,36 @@ final class ChangeTasks {
                 if (fua && kind != WRITE) {
                     device.flush();
                 }
-            } catch (BlockDeviceException e) {
-                errno = Connection.errno(cmd, e);
-                Log.debug("%s: %s -> errno %d: %s", peer, Nbd.commandName(cmd), errno, e.getMessage());
-            } catch (IOException e) {
-                Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(cmd), export.name(), e.toString());
-                errno = Connection.noSpace(e) ? Nbd.ENOSPC : Nbd.EIO;
-            } catch (RuntimeException | InternalError e) {
-                // a bug, or SIGBUS through the mapping: this request fails, the connection (its payload read) goes on
-                Log.error("%s: internal error in %s on %s: %s", peer, Nbd.commandName(cmd), export.name(), e.toString());
-                errno = Nbd.EIO;
+            } catch (IOException | RuntimeException | InternalError e) {
+                errno = errno(e);
             }
+            answer(errno);
+        }
+
+        /** The end of a change started by {@link #startHere}, on the thread that saw its last leg complete. */
+        @Override
+        public void changeDone(IOException failure) {
+            answer(failure == null ? 0 : errno(failure));
+        }
+
+        /** The errno a failed change answers, logged as the pool's tasks always did. */
+        int errno(Throwable e) {
+            if (e instanceof BlockDeviceException b) {
+                int errno = Connection.errno(cmd, b);
+                Log.debug("%s: %s -> errno %d: %s", peer, Nbd.commandName(cmd), errno, e.getMessage());
+                return errno;
+            }
+            if (e instanceof IOException io) {
+                Log.warn("%s: %s on %s failed: %s", peer, Nbd.commandName(cmd), export.name(), e.toString());
+                return Connection.noSpace(io) ? Nbd.ENOSPC : Nbd.EIO;
+            }
+            // a bug, or SIGBUS through the mapping: this request fails, the connection (its payload read) goes on
+            Log.error("%s: internal error in %s on %s: %s", peer, Nbd.commandName(cmd), export.name(), e.toString());
+            return Nbd.EIO;
+        }
+
+        /** Sends the reply, records the request and frees the task (the last thing: the reader may reuse it at once). */
+        void answer(int errno) {
             long h = handle;
             long t0 = start;
             int c = cmd;

@@ -591,6 +591,13 @@ public final class Connection {
                 throw new PeerGone(e);      // incomplete: nothing of it is applied
             }
             r.answerLater = true;
+            if ((flags & Nbd.CMD_FLAG_FUA) == 0 && device.asyncChange(offset, length)) {
+                // waits only for an NBD leg's reply (a mirror's hot regions): started here, its leg writes sent
+                // without waiting, answered from the leg's reply; the task is its completion slot (docs/mirrors.md,
+                // "NBD legs")
+                changes.startHere(t, handle, flags, offset, length, r.requestStart);
+                return;
+            }
             changes.start(t, ChangeTasks.WRITE, handle, flags, offset, length, r.requestStart, Nbd.CMD_WRITE);
             return;
         }

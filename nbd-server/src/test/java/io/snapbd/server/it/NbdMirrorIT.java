@@ -1,6 +1,8 @@
 package io.snapbd.server.it;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.snapbd.server.client.NbdClient;
+import io.snapbd.server.client.NbdUri;
 import io.snapbd.server.mirror.LegPeer;
 import io.snapbd.server.mirror.NbdLeg;
 import org.junit.jupiter.api.Test;
@@ -9,17 +11,23 @@ import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.RandomAccessFile;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.regex.Pattern;
 
 import static io.snapbd.server.it.MirrorIT.assertVerified;
 import static io.snapbd.server.it.MirrorIT.fioVerify;
 import static io.snapbd.server.it.MirrorIT.sha256;
 import static io.snapbd.server.it.SnapshotSupport.json;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
@@ -156,6 +164,103 @@ class NbdMirrorIT {
                 }
             }
         }
+    }
+
+    /**
+     * docs/mirrors.md "NBD legs" and behaviour 8: in hot regions an NBD leg's writes are sent from the connection's
+     * reader and the client is answered from the leg's replies, so no pool thread waits per change. The leg is nbdkit
+     * behind its pause filter (64 threads: a paused request holds one): once region 0 is hot the leg is paused and 16 writes of one connection are submitted;
+     * all 16 reach the leg (its log filter, outside the pause, lists them) while no {@code nbd-sync} thread of the
+     * server is parked on the leg (jcmd Thread.print) and no write is answered; after the resume all 16 are answered
+     * and land on the leg. Before, each write ran as a task parked in the leg client's {@code Pipeline.await}.
+     */
+    @Test
+    void nbdLegWritesInHotRegionsAreInFlightTogetherWithNoPoolThreadWaiting() throws Exception {
+        Tools.require("nbdkit", "jcmd");
+        Path kitFile = legFile("kit.img", NbdLeg.exportBytes(SIZE));
+        Path kitLog = tmp.resolve("kit-requests.log");
+        Path ctl = tmp.resolve("kit-pause.sock");
+        Path data = tmp.resolve("data");
+        int n = 16;
+        try (LegPeer kit = LegPeer.nbdkit(tmp, "kit", "--threads=64", "--filter=log", "--filter=pause", "file", kitFile.toString(),
+                "logfile=" + kitLog, "pause-control=" + ctl)) {
+            ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M",
+                    "--mirror", kit.uri().toString()).assertOk();
+            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT-async", "--warm-up", "off");
+                 NbdClient client = NbdClient.connect(NbdUri.parse(server.unixUri(VOL)))) {
+                client.write(0, ByteBuffer.wrap(pattern(4096, 255)), false);      // region 0 hot (its entry forced)
+                pauseControl(ctl, 'p');
+                long before = writes(kitLog);
+                AtomicInteger answered = new AtomicInteger();
+                AtomicInteger failed = new AtomicInteger();
+                for (int i = 0; i < n; i++) {
+                    client.submitWrite((i + 1) * 4096L, ByteBuffer.wrap(pattern(4096, i)), false, i, (error, tag) -> {
+                        if (error != 0) {
+                            failed.incrementAndGet();
+                        }
+                        answered.incrementAndGet();
+                    });
+                }
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (writes(kitLog) - before < n && System.nanoTime() < deadline) {
+                    Thread.sleep(20);
+                }
+                String dump = Tools.run(Tools.DEFAULT_TIMEOUT, "jcmd", String.valueOf(server.pid()), "Thread.print").stdout();
+                long onLeg = writes(kitLog) - before;
+                int early = answered.get();
+                pauseControl(ctl, 'r');
+                assertEquals(n, onLeg, "writes in flight on the paused leg at once");
+                assertEquals(0, early, "writes answered before the leg replied");
+                for (String thread : dump.split("\n\n")) {
+                    assertFalse(thread.startsWith("\"nbd-sync") && thread.contains("Pipeline.await"),
+                            "a pool thread waits for the leg:\n" + thread);
+                }
+                deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (answered.get() < n && System.nanoTime() < deadline) {
+                    Thread.sleep(20);
+                }
+                assertEquals(n, answered.get(), "writes answered after the resume");
+                assertEquals(0, failed.get(), "failed writes");
+                client.flush();
+                try (RandomAccessFile f = new RandomAccessFile(kitFile.toFile(), "r")) {
+                    for (int i = 0; i < n; i++) {
+                        byte[] got = new byte[4096];
+                        f.seek((i + 1) * 4096L);
+                        f.readFully(got);
+                        assertArrayEquals(pattern(4096, i), got, "block " + (i + 1) + " on the leg");
+                    }
+                }
+            }
+        }
+    }
+
+    private static byte[] pattern(int n, int seed) {
+        byte[] b = new byte[n];
+        for (int i = 0; i < n; i++) {
+            b[i] = (byte) (seed * 31 + i * 7);
+        }
+        return b;
+    }
+
+    /** Sends nbdkit's pause filter a command ('p' or 'r') and waits for its echo (upper case: done). */
+    private static void pauseControl(Path socket, char command) throws Exception {
+        try (SocketChannel ch = SocketChannel.open(UnixDomainSocketAddress.of(socket))) {
+            ch.write(ByteBuffer.wrap(new byte[] {(byte) command}));
+            ByteBuffer echo = ByteBuffer.allocate(1);
+            while (echo.hasRemaining() && ch.read(echo) >= 0) {
+                // until the one-byte answer
+            }
+            assertEquals(Character.toUpperCase(command), (char) echo.get(0), "pause filter's answer to " + command);
+        }
+    }
+
+    /** WRITE requests nbdkit's log filter has logged so far (it logs each as it arrives, outside the pause filter). */
+    private static long writes(Path log) throws Exception {
+        if (!Files.exists(log)) {
+            return 0;
+        }
+        Pattern p = Pattern.compile("connection=\\d+ Write id=");
+        return Files.readAllLines(log).stream().filter(l -> p.matcher(l).find()).count();
     }
 
     /** FLUSH requests nbdkit's log filter has logged so far. */

@@ -403,6 +403,11 @@ public final class ServerProcess implements AutoCloseable {
         return "nbd://127.0.0.1:" + port + "/" + export;
     }
 
+    /** The server's process id (for jcmd). */
+    public long pid() {
+        return process.pid();
+    }
+
     public String unixUri(String export) {
         return "nbd+unix:///" + export + "?socket=" + socket;
     }

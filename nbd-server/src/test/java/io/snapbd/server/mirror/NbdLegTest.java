@@ -30,6 +30,7 @@ import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
@@ -160,6 +161,58 @@ class NbdLegTest {
             assertArrayEquals(new byte[16], z.array());
         }
         assertArrayEquals(new byte[5], readFile(file, VOL, 5), "the refused write left the table area alone");
+    }
+
+    /**
+     * Asynchronous writes of the blocks view (docs/mirrors.md, "NBD legs"): {@code submitWrite} returns once the bytes
+     * are sent (the buffer is overwritten at once and the export still gets what was sent), the slot hears of the
+     * reply exactly once, from the client's reader; a write the server fails (nbdkit's error filter) completes with an
+     * IOException naming the URI and the offset; a write larger than the export's maximum request (64 KiB here) is
+     * split synchronously and completed before it returns. The table view has no asynchronous writes.
+     */
+    @Test
+    void asynchronousWritesCompleteOnTheirRepliesAndAFailedOneNamesTheUri() throws Exception {
+        Path file = exportFile(NbdLeg.exportBytes(VOL));
+        Path failNow = tmp.resolve("fail-writes");
+        try (LegPeer k = LegPeer.nbdkit(tmp, "async", "--filter=error", "--filter=blocksize-policy", "file",
+                file.toString(), "blocksize-maximum=65536", "error-pwrite=EIO", "error-pwrite-rate=100%",
+                "error-pwrite-file=" + failNow);
+             NbdLeg leg = NbdLeg.open(k.uri(), VOL)) {
+            LegIo io = leg.blocks();
+            assertTrue(io.asyncWrites());
+            assertFalse(((LegIo) leg.table()).asyncWrites(), "the table writes then forces: never asynchronous");
+            java.util.concurrent.BlockingQueue<Object[]> done = new java.util.concurrent.LinkedBlockingQueue<>();
+            LegIo.WriteSlot slot = io.writeSlot((legIndex, failure) -> done.add(new Object[] {legIndex, failure,
+                    Thread.currentThread().getName()}), 3);
+            byte[] a = random(7, 4096);
+            ByteBuffer buf = ByteBuffer.allocateDirect(4096);
+            buf.put(a).flip();
+            io.submitWrite(slot, buf, 8192);
+            buf.clear();
+            buf.put(new byte[4096]);            // reused at once: the request already took its bytes
+            Object[] ok = done.take();
+            assertEquals(3, ok[0]);
+            assertEquals(null, ok[1]);
+            assertTrue(((String) ok[2]).startsWith("nbd-client"), "completed on the client's reader: " + ok[2]);
+            io.force();
+            assertArrayEquals(a, readFile(file, 8192, 4096));
+
+            byte[] big = random(8, 100_000);     // two requests of at most 64 KiB: done synchronously
+            io.submitWrite(slot, ByteBuffer.wrap(big), 20_000);
+            Object[] split = done.poll();
+            assertNotNull(split, "a split write is completed before submitWrite returns");
+            assertEquals(null, split[1]);
+            io.force();
+            assertArrayEquals(big, readFile(file, 20_000, big.length));
+
+            Files.createFile(failNow);          // the error filter fails writes while this file exists
+            io.submitWrite(slot, ByteBuffer.wrap(a), 4096);
+            Object[] failed = done.take();
+            IOException e = (IOException) failed[1];
+            assertNotNull(e, "the server's EIO");
+            assertTrue(e.getMessage().contains(k.uri().toString()) && e.getMessage().contains("at 4096"), e.getMessage());
+            assertTrue(done.isEmpty(), "one completion per write");
+        }
     }
 
     /** Durability is the peer's FLUSH: nbdkit's log filter shows each force() as a Flush after the writes (no FUA). */
