@@ -25,8 +25,9 @@ import java.util.concurrent.Executor;
  * no allocation per request in steady state. A WRITE's payload is received in full by the reader before its task
  * starts. Overlapping changes in flight wait for each other in the engine (the mirror's range locks), on the pool's
  * threads; a WRITE that waits only for NBD legs' replies ({@link BlockDevice#asyncChange}) is started on the reader
- * instead ({@link #startHere}) and its task answers it from the last leg's reply, so an overlapping one may wait on
- * the reader until that reply.
+ * instead ({@link #startHere}) and answered once the last leg replied, so an overlapping one may wait on the reader
+ * until that reply; its reply is sent from the pool ({@link #completedElsewhere}), never by the leg's reply reader,
+ * which serves every connection of the volume and must not wait for one client's full socket.
  */
 final class ChangeTasks {
 
@@ -47,6 +48,15 @@ final class ChangeTasks {
     private final ArrayDeque<Task> free = new ArrayDeque<>();
     private final List<Task> all = new ArrayList<>();
     private int inFlight;              // guarded by free
+    /**
+     * Changes completed on a thread that must not write to this client's socket (an NBD leg's reply reader, which
+     * completes the changes of every connection of the volume): their replies wait here for {@link #answerer}, a pool
+     * task, so a client that stops reading its replies blocks only its own answers, never the leg.
+     */
+    private final ArrayDeque<Task> completed = new ArrayDeque<>(MAX_IN_FLIGHT);
+    private boolean answererScheduled;  // guarded by completed
+    private final Task[] answering = new Task[MAX_IN_FLIGHT];
+    private final Runnable answerer = this::answerCompleted;
 
     ChangeTasks(Executor pool, Export export, Replies replies, String peer) {
         this.pool = pool;
@@ -106,6 +116,7 @@ final class ChangeTasks {
         t.length = length;
         t.start = start;
         t.cmd = Nbd.CMD_WRITE;
+        t.startedBy = Thread.currentThread();
         int errno;
         try {
             if (t.session == null) {
@@ -118,6 +129,52 @@ final class ChangeTasks {
             errno = t.errno(e);
         }
         t.answer(errno);
+    }
+
+    /**
+     * A change that ended on a thread other than the reader that started it ({@link Task#changeDone}): its reply goes
+     * out from the pool ({@link #answerCompleted}), with every other one completed meanwhile, in one system call.
+     */
+    private void completedElsewhere(Task t) {
+        boolean schedule;
+        synchronized (completed) {
+            completed.add(t);
+            schedule = !answererScheduled;
+            answererScheduled = true;
+        }
+        if (schedule) {
+            pool.execute(answerer);
+        }
+    }
+
+    /** The pool task of {@link #completedElsewhere}: answers every completed change, until none is left. */
+    private void answerCompleted() {
+        while (true) {
+            int n = 0;
+            synchronized (completed) {
+                Task t;
+                while ((t = completed.poll()) != null) {
+                    answering[n++] = t;
+                }
+                if (n == 0) {
+                    answererScheduled = false;
+                    return;
+                }
+            }
+            try {
+                for (int i = 0; i < n; i++) {
+                    replies.leave(answering[i].handle, answering[i].completedErrno);
+                }
+                replies.sendLeft();             // all of them in one writev (or by the send lock's holder)
+            } catch (IOException e) {
+                Log.debug("%s: could not send replies: %s", peer, e.getMessage());
+            }
+            for (int i = 0; i < n; i++) {
+                Task t = answering[i];
+                answering[i] = null;
+                t.answered(t.completedErrno);
+            }
+        }
     }
 
     /** Gives back a task that will not run (its payload could not be read). */
@@ -221,11 +278,25 @@ final class ChangeTasks {
             answer(errno);
         }
 
-        /** The end of a change started by {@link #startHere}, on the thread that saw its last leg complete. */
+        /**
+         * The end of a change started by {@link #startHere}: on the reader itself (a change that ended at once) it is
+         * answered here; on the thread that saw its last leg complete (an NBD leg's reply reader) it is handed to the
+         * pool, as that thread must never wait for this client's socket.
+         */
         @Override
         public void changeDone(IOException failure) {
-            answer(failure == null ? 0 : errno(failure));
+            int errno = failure == null ? 0 : errno(failure);
+            if (Thread.currentThread() == startedBy) {
+                answer(errno);
+                return;
+            }
+            completedErrno = errno;
+            completedElsewhere(this);
         }
+
+        /** The reader that ran {@link #startHere}, and the errno a change completed elsewhere answers. */
+        Thread startedBy;
+        int completedErrno;
 
         /** The errno a failed change answers, logged as the pool's tasks always did. */
         int errno(Throwable e) {
@@ -245,20 +316,21 @@ final class ChangeTasks {
 
         /** Sends the reply, records the request and frees the task (the last thing: the reader may reuse it at once). */
         void answer(int errno) {
-            long h = handle;
-            long t0 = start;
-            int c = cmd;
-            long len = length;
+            try {
+                replies.sendSimpleReplyOrLeave(handle, errno);     // many tasks end together: one writev
+            } catch (IOException e) {
+                Log.debug("%s: could not send reply: %s", peer, e.getMessage());
+            }
+            answered(errno);
+        }
+
+        /** Records the answered request and frees the task (the last thing: the reader may reuse it at once). */
+        void answered(int errno) {
             try {
                 if (errno != 0) {
                     export.errors().incrementAndGet();
                 }
-                try {
-                    replies.sendSimpleReplyOrLeave(h, errno);     // many tasks end together: one writev
-                } catch (IOException e) {
-                    Log.debug("%s: could not send reply: %s", peer, e.getMessage());
-                }
-                export.stats().record(c, len, System.nanoTime() - t0, errno == 0);
+                export.stats().record(cmd, length, System.nanoTime() - start, errno == 0);
             } finally {
                 release(this);
             }

@@ -167,6 +167,36 @@ final class Replies {
     }
 
     /**
+     * Leaves a change's simple reply for {@link #sendLeft} (or the send lock's next holder), sending nothing: for a
+     * thread that gathers several replies first. If 64 replies wait already, it waits for the lock and sends it.
+     */
+    void leave(long handle, int errno) throws IOException {
+        synchronized (pendingHandles) {
+            if (npending < PENDING_MAX) {
+                pendingHandles[npending] = handle;
+                pendingErrnos[npending] = errno;
+                npending++;
+                anyPending = true;
+                return;
+            }
+        }
+        sendSimpleReply(handle, errno);
+    }
+
+    /** Sends the replies left so far in one system call, waiting for the send lock if another thread holds it. */
+    void sendLeft() throws IOException {
+        if (!anyPending) {
+            return;
+        }
+        lock.lock();
+        try {
+            sendPendingLocked();
+        } finally {
+            unlock();
+        }
+    }
+
+    /**
      * Sends the pending replies unless another thread holds the send lock (it sends them when it releases it); loops
      * while replies arrive as it releases.
      */

@@ -17,6 +17,8 @@ import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.regex.Pattern;
@@ -230,6 +232,76 @@ class NbdMirrorIT {
                         assertArrayEquals(pattern(4096, i), got, "block " + (i + 1) + " on the leg");
                     }
                 }
+            }
+        }
+    }
+
+    /**
+     * One bad client never holds the leg for the others: a client writes into a hot region of a volume mirrored to an
+     * NBD leg (each change answered from the leg's reply) and never reads its replies, until its socket is full. The
+     * leg's reply reader, which completes the changes of every connection of the volume, must not be the thread that
+     * waits for that socket: another client's writes to the same volume are still answered, and read back. Before the
+     * fix the leg's reader sent the replies itself, blocked in that client's full socket, and every other write of the
+     * volume waited for it.
+     */
+    @Test
+    void aClientThatNeverReadsItsRepliesDoesNotHoldTheLegForOtherClients() throws Exception {
+        Tools.require("nbdkit");
+        Path kitFile = legFile("kit.img", NbdLeg.exportBytes(SIZE));
+        Path data = tmp.resolve("data");
+        try (LegPeer kit = LegPeer.nbdkit(tmp, "kit", "file", kitFile.toString())) {
+            ServerProcess.snapbd(data, "volume", "create", VOL, "--size", "64M", "--save-size", "1M",
+                    "--mirror", kit.uri().toString()).assertOk();
+            try (ServerProcess server = ServerProcess.start(data, "NbdMirrorIT-noread", "--warm-up", "off");
+                 NbdClient other = NbdClient.connect(NbdUri.parse(server.unixUri(VOL)))) {
+                other.write(0, ByteBuffer.wrap(pattern(4096, 1)), false);      // region 0 hot: changes go async
+                RawNbd greedy = RawNbd.connectUnix(server.socket()).negotiate(VOL, false, false);
+                AtomicInteger sent = new AtomicInteger();
+                byte[] block = pattern(4096, 2);
+                Thread sender = new Thread(() -> {
+                    try {
+                        for (int i = 0; i < 50_000; i++) {
+                            greedy.sendRequest(0, RawNbd.CMD_WRITE, i + 1, (1 + i % 200) * 4096L, 4096, block);
+                            sent.incrementAndGet();
+                        }
+                    } catch (Exception e) {
+                        // its connection closed by the test: expected
+                    }
+                }, "never-reading client");
+                sender.setDaemon(true);
+                sender.start();
+                // Until the server stops taking its requests: its replies fill the socket, 32 changes wait to be answered.
+                int last = -1;
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+                while (sent.get() != last && System.nanoTime() < deadline) {
+                    last = sent.get();
+                    Thread.sleep(2000);
+                }
+                assertTrue(sender.isAlive() && sent.get() < 50_000, "the client's writes are held back (" + sent.get() + " sent)");
+                try {
+                    for (int i = 0; i < 20; i++) {
+                        long offset = (512 + i) * 4096L;                         // the same hot region
+                        CompletableFuture<Void> w = CompletableFuture.runAsync(() -> {
+                            try {
+                                other.write(offset, ByteBuffer.wrap(pattern(4096, 100 + (int) (offset >> 12))), false);
+                            } catch (Exception e) {
+                                throw new CompletionException(e);
+                            }
+                        });
+                        w.get(60, TimeUnit.SECONDS);       // a leg held by the other client's socket: never answered
+                    }
+                    other.flush();
+                    for (int i = 0; i < 20; i++) {
+                        long offset = (512 + i) * 4096L;
+                        ByteBuffer got = ByteBuffer.allocate(4096);
+                        other.read(offset, got);
+                        assertArrayEquals(pattern(4096, 100 + (int) (offset >> 12)), got.array(), "block at " + offset);
+                    }
+                } finally {
+                    greedy.close();
+                }
+                sender.join(TimeUnit.SECONDS.toMillis(30));
+                assertTrue(server.isAlive(), server.log());
             }
         }
     }

@@ -77,7 +77,9 @@ public final class RawNbd implements AutoCloseable {
     /** Generous bound for any single read; a server that says nothing for this long has failed the test. */
     public static final int READ_TIMEOUT_MS = 30_000;
 
+    /** The TCP socket, or null for a Unix socket ({@link #connectUnix}). */
     private final Socket socket;
+    private final java.io.Closeable channel;
     private final DataInputStream in;
     private final DataOutputStream out;
 
@@ -85,8 +87,25 @@ public final class RawNbd implements AutoCloseable {
     public long exportSize;
     public int transmissionFlags;
 
+    private RawNbd(java.nio.channels.SocketChannel unix) {
+        this.socket = null;
+        this.channel = unix;
+        this.in = new DataInputStream(java.nio.channels.Channels.newInputStream(unix));
+        this.out = new DataOutputStream(new BufferedOutputStream(java.nio.channels.Channels.newOutputStream(unix), 1 << 16));
+    }
+
+    /**
+     * Connects to a Unix socket (reads are not bounded by a timeout here): a client whose unread replies fill the
+     * server's send buffer after a few hundred (a Unix socket's buffer counts each reply's overhead, unlike TCP on
+     * loopback, which grows to megabytes).
+     */
+    public static RawNbd connectUnix(java.nio.file.Path path) throws IOException {
+        return new RawNbd(java.nio.channels.SocketChannel.open(java.net.UnixDomainSocketAddress.of(path)));
+    }
+
     private RawNbd(Socket socket) throws IOException {
         this.socket = socket;
+        this.channel = socket;
         socket.setSoTimeout(READ_TIMEOUT_MS);
         socket.setTcpNoDelay(true);
         this.in = new DataInputStream(socket.getInputStream());
@@ -371,7 +390,7 @@ public final class RawNbd implements AutoCloseable {
     @Override
     public void close() {
         try {
-            socket.close();
+            channel.close();
         } catch (IOException e) {
             // closing anyway
         }
