@@ -384,10 +384,11 @@ count_log() { journalctl -b -u snapbd.service -o cat --no-pager | grep -c "$1"; 
 # mounted from fstab with only an ordering on the server, /dev/nbd2 = snapshot vol0@s1 read-only) and one attached
 # with `snapbd attach` (/dev/nbd1), a writer doing synchronous direct writes on the file system; `dpkg -i` of a newer
 # build restarts the server in place (postinst: `snapbd restart`), then `snapbd restart` again and a `systemctl
-# restart`: every restart keeps and reconnects the three devices (the in-place handover; ExecStop's keep-devices
-# marker), systemd follows the successor as the main PID, the mount stays, no write fails, no I/O error in the
-# kernel log, data verified. The writer's gap around each restart's stop is its pause. Then `systemctl stop`
-# releases the devices and deletes their records.
+# restart`: every restart hands the three devices' kernel connections over to the next server (the in-place handover;
+# for systemctl restart, to the successor ExecStop= prepared, which the next ExecStart adopts as the main process),
+# systemd follows the successor as the main PID, the mount stays, no write fails, no I/O error in the kernel log, data
+# verified. The writer's gap around each restart's stop is its pause. Then `systemctl stop` releases the devices,
+# deletes their records and leaves no snapbd process.
 upgrade() {
   [ "$DEB" != none ] || skip "no .deb (build with mvn -Pdeb)"
   local v new dir
@@ -443,9 +444,24 @@ upgrade() {
   [ ! -d "/proc/$pid1" ] || fail "the predecessor $pid1 is still there after the in-place restart"
   w3="$(restart_window "$W/systemctl.log" systemctl restart snapbd.service)" || fail "systemctl restart: $(cat "$W/systemctl.log.err")"
   pid3="$(prop snapbd.service MainPID)"
+  # systemctl restart: ExecStop= prepared the successor, the old server handed over to it at SIGTERM, ExecStart= adopted
+  # it (no second JVM started): MainPID is the prepared successor, which speaks to systemd as the main process.
+  local prepared; prepared="$(journalctl -b -u snapbd.service -o cat --no-pager | sed -n 's/^.*restart prepared: the successor (pid \([0-9]*\)).*/\1/p' | tail -1)"
+  [ -n "$prepared" ] || fail "ExecStop= did not prepare a successor for systemctl restart"
+  [ "$pid3" = "$prepared" ] || fail "MainPID $pid3 after systemctl restart is not the prepared successor $prepared"
+  journalctl -b -u snapbd.service -o cat --no-pager | grep -q "adopted pid $pid3 as the main process" \
+    || fail "ExecStart= did not adopt the successor $pid3"
+  journalctl -b -u snapbd.service -o cat --no-pager | grep -q "adopted by the service manager as the main process" \
+    || fail "the successor $pid3 did not see its adoption"
+  [ "$(count_log 'no successor prepared for the restart')" -eq 0 ] || fail "ExecStop= fell back to the keep-devices marker"
+  # the watchdog is fed by the adopted successor: a ping accepted well after the unit became active again
+  local wd act; wd="$(prop snapbd.service WatchdogTimestampMonotonic)"; act="$(prop snapbd.service ActiveEnterTimestampMonotonic)"
+  echo "watchdog: last ping at $wd us, active since $act us"
+  [ $((wd - act)) -ge 20000000 ] || fail "no watchdog ping accepted from the adopted successor ($wd - $act us)"
+  expect success prop snapbd.service Result
   [ "$pid2" != "$pid1" ] && [ "$pid3" != "$pid2" ] || fail "a restart did not restart the server ($pid1 $pid2 $pid3)"
   expect active systemctl is-active snapbd.service
-  [ "$(count_log 'handed over to pid')" -eq $((hand0 + 2)) ] || fail "not 2 in-place handovers in the journal"
+  [ "$(count_log 'handed over to pid')" -eq $((hand0 + 3)) ] || fail "not 3 handovers (2 in place, systemctl restart) in the journal"
   if journalctl -b -u snapbd.service -o cat --no-pager | grep 'reception only permitted for main PID'; then
     fail "systemd refused notifications of a server that was not the main PID"
   fi
@@ -454,21 +470,21 @@ upgrade() {
   # The parts of each pause: SIGTERM (stopping) .. stopped .. Starting .. first line of the new JVM (access rules) ..
   # reconnected .. ready.
   journalctl -b -u snapbd.service -o short-monotonic --no-pager \
-    | grep -E 'Stopping|Stopped|Starting|Started|stopping|stopped|keeping|request boundary|handed|access rules|reconnected|snapbd ready' | tail -60
+    | grep -E 'Stopping|Stopped|Starting|Started|stopping|stopped|keeping|request boundary|handed|access rules|reconnected|snapbd ready|prepared|adopted|takeover:|remains running|left-over' | tail -70
   # The class data sharing archive (CacheDirectory=, bin/snapbd): made at an earlier stop, mapped by this server.
   ls -l /var/cache/snapbd
   grep -q '/var/cache/snapbd/snapbd-[0-9]*\.jsa$' "/proc/$pid3/maps" || fail "the server does not map a class data sharing archive"
   [ "$(count_log 'keeping /dev/nbd0 (vol0) connected')" -eq $((kept0 + 3)) ] || fail "not all 3 restarts kept /dev/nbd0: $(count_log 'keeping /dev/nbd0')"
-  # The 2 in-place restarts hand each device's connection over (no NBD_CMD_RECONFIGURE); systemctl restart reconnects.
-  [ "$(count_log 'serving vol0 on /dev/nbd0 on the connection the predecessor handed over')" -eq $((served0 + 2)) ] \
-    || fail "not both in-place restarts handed /dev/nbd0's connection over: $(count_log 'not handed over')"
-  [ "$(count_log 'reconnected vol0 to /dev/nbd0')" -eq $((rec0 + 1)) ] \
-    || fail "/dev/nbd0 was not reconnected exactly once (systemctl restart): NBD_CMD_RECONFIGURE at an in-place restart"
-  [ "$(count_log 'serving vol0@s1 on /dev/nbd2 on the connection the predecessor handed over')" -ge 2 ] \
-    && [ "$(count_log 'reconnected vol0@s1 to /dev/nbd2')" -ge 1 ] || fail "the snapshot device /dev/nbd2 was not handed over twice and reconnected once"
-  [ "$(count_log 'keeping /dev/nbd1 (vol0) connected')" -eq 3 ] && [ "$(count_log 'reconnected vol0 to /dev/nbd1')" -eq 1 ] \
-    && [ "$(count_log 'serving vol0 on /dev/nbd1 on the connection the predecessor handed over')" -eq 2 ] \
-    || fail "not all 3 restarts kept /dev/nbd1 (snapbd attach), handed over twice and reconnected once"
+  # All 3 restarts hand each device's connection over (no NBD_CMD_RECONFIGURE, no reconnect): systemctl restart too.
+  [ "$(count_log 'serving vol0 on /dev/nbd0 on the connection the predecessor handed over')" -eq $((served0 + 3)) ] \
+    || fail "not all 3 restarts handed /dev/nbd0's connection over: $(count_log 'not handed over')"
+  [ "$(count_log 'reconnected vol0 to /dev/nbd0')" -eq "$rec0" ] \
+    || fail "/dev/nbd0 was reconnected (NBD_CMD_RECONFIGURE) at a restart instead of handed over"
+  [ "$(count_log 'serving vol0@s1 on /dev/nbd2 on the connection the predecessor handed over')" -ge 3 ] \
+    && [ "$(count_log 'reconnected vol0@s1 to /dev/nbd2')" -eq 0 ] || fail "the snapshot device /dev/nbd2 was not handed over 3 times"
+  [ "$(count_log 'keeping /dev/nbd1 (vol0) connected')" -eq 3 ] && [ "$(count_log 'reconnected vol0 to /dev/nbd1')" -eq 0 ] \
+    && [ "$(count_log 'serving vol0 on /dev/nbd1 on the connection the predecessor handed over')" -eq 3 ] \
+    || fail "not all 3 restarts kept /dev/nbd1 (snapbd attach) and handed it over"
   [ -e /sys/block/nbd1/pid ] || fail "/dev/nbd1 was released by a restart"
   [ ! -e /var/lib/snapbd/keep-devices ] || fail "the keep-devices marker was left behind"
   must timeout 60 dd if=/dev/nbd1 of=/dev/null bs=4k count=1 iflag=direct
@@ -491,7 +507,7 @@ upgrade() {
       END { printf "window %s .. %s: longest gap %.3f s, from %s to %s\n", a, b, m, x, y }' "$W/writer.log"
   done
   journalctl -b -u snapbd.service -o short-unix --no-pager \
-    | grep -E 'in-place restart|keeping /dev/nbd0|request boundary|handed|snapbd stopped|taking over|access rules|reconnected vol0 to /dev/nbd0|snapbd ready|stopping|Stopping|Starting' | tail -40
+    | grep -E 'in-place restart|restart job|restart prepared|keeping /dev/nbd0|request boundary|handover: go sent|handed|snapbd stopped|taking over|takeover:|access rules|reconnected vol0 to /dev/nbd0|snapbd ready|adopted|stopping|Stopping|Starting' | tail -50
   echo "pause (gap between acknowledged writes around the stop): dpkg -i (in place) $p1 s, snapbd restart $p2 s, systemctl restart $p3 s"
   echo "longest gap in each restart's window: $(writer_gap_in $w1) s, $(writer_gap_in $w2) s, $(writer_gap_in $w3) s"
   echo "requests resent by the driver's request timer (kernel log):"; dmesg | grep -E 'Possible stuck request|Request send failed' || echo none
@@ -506,7 +522,11 @@ upgrade() {
     [ ! -e /sys/block/$d/pid ] || fail "systemctl stop left /dev/$d connected"
     [ ! -f /var/lib/snapbd/attachments/$d.attach ] || fail "systemctl stop left the record of /dev/$d"
   done
-  echo "upgraded $v -> $new: dpkg -i (in place), snapbd restart and systemctl restart kept ext4 on /dev/nbd0 mounted (fstab), /dev/nbd1 (snapbd attach) and /dev/nbd2 (vol0@s1), systemctl stop released them; $writes O_DSYNC writes, none failed, all verified; no I/O error; e2fsck clean; pauses: dpkg -i (in place) $p1 s, snapbd restart $p2 s, systemctl restart $p3 s (longest gaps within 35 s: $(writer_gap_in $w1) s, $(writer_gap_in $w2) s, $(writer_gap_in $w3) s)"
+  # KillMode=process signals the main process only: a plain stop prepares no successor, so nothing is left over.
+  local left; left="$(ps -eo pid=,args= | grep -F /usr/share/snapbd/snapbd.jar | grep -v grep)"
+  [ -z "$left" ] || fail "systemctl stop left snapbd processes: $left"
+  [ ! -e /var/lib/snapbd/successor.pid ] || fail "systemctl stop left successor.pid"
+  echo "upgraded $v -> $new: dpkg -i (in place), snapbd restart and systemctl restart (successor prepared by ExecStop, adopted by ExecStart) handed over ext4 on /dev/nbd0 mounted (fstab), /dev/nbd1 (snapbd attach) and /dev/nbd2 (vol0@s1), systemctl stop released them; $writes O_DSYNC writes, none failed, all verified; no I/O error; e2fsck clean; pauses: dpkg -i (in place) $p1 s, snapbd restart $p2 s, systemctl restart $p3 s (longest gaps within 35 s: $(writer_gap_in $w1) s, $(writer_gap_in $w2) s, $(writer_gap_in $w3) s)"
 }
 
 remove() {

@@ -53,6 +53,7 @@ public final class ControlPlane {
     private final CloneJobs clones;
     private final StatsHandler stats;
     private volatile Restarter restarter;
+    private volatile Preparer preparer;
 
     /** The running server's in-place restart ({@code "restart"}); absent offline. */
     @FunctionalInterface
@@ -63,6 +64,20 @@ public final class ControlPlane {
     /** Lets {@code {"command":"restart"}} start the server's in-place restart. */
     public void onRestart(Restarter r) {
         restarter = r;
+    }
+
+    /**
+     * Lets {@code {"command":"restart.prepare"}} prepare a service manager's restart: a successor ready to take over
+     * at this server's stop. A distinct command, so that a server too old for it refuses it rather than restarting.
+     */
+    public void onPrepareRestart(Preparer r) {
+        preparer = r;
+    }
+
+    /** The running server's restart preparation ({@code "restart.prepare"}, optional {@code "readyTimeoutSeconds"}). */
+    @FunctionalInterface
+    public interface Preparer {
+        JsonNode prepare(java.time.Duration readyTimeout) throws OperationException;
     }
 
     /** Inside the running server; {@code attachments} may be null (then attach and detach are refused). */
@@ -148,6 +163,18 @@ public final class ControlPlane {
                                 + "(or systemctl start snapbd)");
                     }
                     return r.restart();
+                }
+                case "restart.prepare": {
+                    Preparer r = preparer;
+                    if (r == null) {
+                        throw new OperationException("restart.prepare needs the running server: start it with 'snapbd serve' "
+                                + "(or systemctl start snapbd)");
+                    }
+                    long t = request.path("readyTimeoutSeconds").asLong(60);
+                    if (t <= 0) {
+                        throw new OperationException("readyTimeoutSeconds must be positive");
+                    }
+                    return r.prepare(java.time.Duration.ofSeconds(t));
                 }
                 case "mirror.remove":
                     return MirrorHandler.remove(volume(request), request);

@@ -21,6 +21,10 @@ import java.util.concurrent.Callable;
                 + "the stop and the successor's open, not for a JVM start). If the successor fails first, the server keeps "
                 + "serving and this command fails (exit 1). Exit status 3: the running server is too old to restart in place; 4: no "
                 + "server answers on DIR/admin.sock.",
+                "--prepare: only start the successor and return once it is ready; the server hands over to it at its next stop "
+                + "(SIGTERM) within 60 s, else the successor is killed. snapbd.service's ExecStop= runs it in a restart job, "
+                + "and the unit's next start adopts the successor instead of starting a JVM (systemctl restart without a JVM start "
+                + "in the pause).",
                 "No signal does this (the JVM keeps SIGUSR2 for suspending its threads). See docs/kernel-attach.md, \"In-place restart\"."})
 final class RestartCommand implements Callable<Integer> {
 
@@ -32,8 +36,13 @@ final class RestartCommand implements Callable<Integer> {
     @CommandLine.Mixin
     Cli.Query query;
 
-    @Option(names = "--timeout", paramLabel = "SECONDS", description = "How long to wait for the successor to serve after the handover (default 120).")
+    @Option(names = "--timeout", paramLabel = "SECONDS", description = "How long to wait for the successor to serve after the handover (default 120); "
+            + "with --prepare, for it to be ready.")
     int timeoutSeconds = 120;
+
+    @Option(names = "--prepare", description = "Start the successor and return once it is ready to take over at the server's "
+            + "next stop (a service manager's restart: snapbd.service's ExecStop=).")
+    boolean prepare;
 
     @Override
     public Integer call() {
@@ -41,6 +50,9 @@ final class RestartCommand implements Callable<Integer> {
         Path socket = dir.resolve("admin.sock");
         if (!query.json) {
             System.out.println("restart: starting the successor; the running server serves meanwhile");
+        }
+        if (prepare) {
+            return prepare(socket);
         }
         long t0 = System.nanoTime();
         SocketChannel ch = AdminClient.connect(socket);
@@ -98,6 +110,32 @@ final class RestartCommand implements Callable<Integer> {
         } else {
             System.out.printf(Locale.ROOT, "restart: pid %d serves (%.1f s after the handover); pid %d has stopped%n", newPid,
                     servingAfter / 1000.0, oldPid);
+        }
+        return 0;
+    }
+
+    /** {@code --prepare}: the successor is ready; the handover waits for the server's stop. */
+    private int prepare(Path socket) {
+        SocketChannel ch = AdminClient.connect(socket);
+        if (ch == null) {
+            throw new Cli.ExitException(EXIT_NO_SERVER, "no server answers on " + socket + ": nothing to restart");
+        }
+        JsonNode r;
+        try {
+            r = AdminClient.call(ch, Cli.request("restart.prepare", "readyTimeoutSeconds", timeoutSeconds));
+        } catch (OperationException e) {
+            if (e.getMessage().startsWith("unknown command 'restart.prepare'")) {
+                throw new Cli.ExitException(EXIT_UNSUPPORTED, "the running server cannot prepare a restart (an older version)");
+            }
+            throw new Cli.ExitException(1, e.getMessage());
+        } catch (IOException e) {
+            throw new Cli.ExitException(1, Cli.message(e));
+        }
+        if (query.json) {
+            Cli.printJson(r);
+        } else {
+            System.out.printf(Locale.ROOT, "restart: successor pid %d ready after %.1f s; pid %d hands over to it at its stop%n",
+                    r.path("successorPid").asLong(), r.path("successorReadyMillis").asLong() / 1000.0, r.path("pid").asLong());
         }
         return 0;
     }

@@ -10,6 +10,7 @@ import io.snapbd.server.config.ServiceSettings;
 import io.snapbd.server.config.TlsSettings;
 import io.snapbd.server.kernel.KernelAttachments;
 import io.snapbd.server.tls.ServerTls;
+import io.snapbd.server.service.Adoption;
 import io.snapbd.server.service.Handover;
 import io.snapbd.server.service.SnapbdServer;
 import io.snapbd.server.service.Systemd;
@@ -133,6 +134,10 @@ final class ServeCommand implements Callable<Integer> {
         if (handlers && termWhileStarting) {
             stopAsync(s, "SIGTERM during the start");
         }
+        Path adoption = Handover.isSuccessor() ? Adoption.file() : null;
+        if (adoption != null) {
+            awaitAdoption(s, adoption);
+        }
         s.awaitStop();
         if (s.handedOver() && s.dumpsClassArchiveAtExit()) {
             exitWithoutArchiveDump();
@@ -172,19 +177,80 @@ final class ServeCommand implements Callable<Integer> {
                     + Cli.message(e));
         }
         long rehearsed = System.nanoTime();
+        AtomicBoolean goCame = new AtomicBoolean();
+        if (Adoption.file() != null) {
+            exitIfNotTakenOver(goCame, loaded.service().stopTimeout());
+        }
         Handover.Go go;
         try {
             go = Handover.readyAndAwaitGo();
         } catch (IOException e) {
             throw new Cli.ExitException(1, "successor of an in-place restart: " + Cli.message(e));
         }
-        Systemd.mute(false);
+        goCame.set(true);
+        if (Adoption.file() == null) {
+            Systemd.mute(false);        // the predecessor made this process the main one (MAINPID=) before its stop
+        }
         KernelAttachments.handedOver(go.devices(), go.keptAtMillis(), go.connections());
         Log.info("taking over from the predecessor (in-place restart): rehearsed the start in %d ms, waited %d ms for its stop; "
                 + "devices it left connected: %s; connections it handed over: %d", (rehearsed - t0) / 1_000_000,
                 (System.nanoTime() - rehearsed) / 1_000_000,
                 go.devices().isEmpty() ? "none" : String.join(", ", new java.util.TreeSet<>(go.devices())), go.connections().size());
         return loaded.service();
+    }
+
+    /**
+     * The successor of a restart job serves now, silent towards systemd: it tells the unit's ExecStart (bin/snapbd,
+     * waiting for it) so through the adoption file, then, once the launcher has sent MAINPID= for it, speaks as the
+     * main process (READY=1, the watchdog). In the background: the server serves meanwhile (docs/kernel-attach.md).
+     */
+    private static void awaitAdoption(SnapbdServer s, Path file) {
+        try {
+            Adoption.serving(file);
+        } catch (IOException e) {
+            Log.error("cannot write %s (%s): the service manager cannot adopt this server as its main process", file, e.getMessage());
+            return;
+        }
+        long t0 = System.nanoTime();
+        Thread t = new Thread(() -> {
+            try {
+                if (Adoption.awaitAdopted(file, Adoption.ADOPTER_BOUND)) {
+                    Systemd.mute(false);
+                    s.adopted();
+                    Log.info("adopted by the service manager as the main process %d ms after serving (the unit's ExecStart sent "
+                            + "MAINPID=%d)", (System.nanoTime() - t0) / 1_000_000, ProcessHandle.current().pid());
+                } else {
+                    Log.error("not adopted by the service manager within %d s of serving: still serving, but systemd does not "
+                            + "follow this process (systemctl restart snapbd starts over)", Adoption.ADOPTER_BOUND.toSeconds());
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }, "adoption");
+        t.setDaemon(true);
+        t.start();
+    }
+
+    /**
+     * A successor prepared for a restart job is not this server's child nor, until adopted, systemd's main process
+     * (KillMode=process leaves it alone): if the predecessor's stop never comes (its bound) and the predecessor itself
+     * does not end the handover socket, it must not linger. It exits once the predecessor could no longer hand over.
+     */
+    private static void exitIfNotTakenOver(AtomicBoolean goCame, Duration predecessorStop) {
+        Duration bound = SnapbdServer.PREPARED_BOUND.plus(predecessorStop).plusSeconds(30);
+        Thread t = new Thread(() -> {
+            try {
+                Thread.sleep(bound.toMillis());
+            } catch (InterruptedException e) {
+                return;
+            }
+            if (!goCame.get()) {
+                Log.error("successor of a restart job: not taken over within %d s of being ready: exiting", bound.toSeconds());
+                Runtime.getRuntime().halt(1);
+            }
+        }, "takeover-bound");
+        t.setDaemon(true);
+        t.start();
     }
 
     /** Reads the file (if any) and applies the command-line options over it; errors name the file and line. */

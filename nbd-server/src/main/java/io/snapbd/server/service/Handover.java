@@ -48,6 +48,17 @@ public final class Handover {
     public static final String TOKEN_ENV = "SNAPBD_HANDOVER_TOKEN";
     /** In the launcher's environment (bin/snapbd): the launcher itself, so a successor starts through it. */
     public static final String LAUNCHER_ENV = "SNAPBD_LAUNCHER";
+    /**
+     * In the environment of a successor prepared for a service manager's restart ({@code snapbd restart --prepare}):
+     * the file {@link #ADOPTION_FILE} through which the unit's next ExecStart (bin/snapbd) adopts it as the main
+     * process instead of starting a second server (docs/kernel-attach.md, "systemctl restart").
+     */
+    public static final String ADOPTION_ENV = "SNAPBD_ADOPTION_FILE";
+    /**
+     * {@code DATA_DIR/successor.pid}: "PID" written by the predecessor just before it hands over to a prepared
+     * successor, "PID serving" once that successor serves; the launcher deletes it once it made PID the main process.
+     */
+    public static final String ADOPTION_FILE = "successor.pid";
     static final String SOCKET_FILE = "handover.sock";
     private static final int MAX_LINE = 64 * 1024;
 
@@ -244,6 +255,14 @@ public final class Handover {
      * A shell's background job ignores SIGINT and SIGQUIT; the server stops on SIGTERM.
      */
     public static Pending start(List<String> command, Path dataDir) throws Refused {
+        return start(command, dataDir, false);
+    }
+
+    /**
+     * As {@link #start(List, Path)}; {@code forAdoption}: the successor of a service manager's restart, which the
+     * unit's next ExecStart makes the main process ({@link #ADOPTION_ENV}) rather than this server's MAINPID=.
+     */
+    public static Pending start(List<String> command, Path dataDir, boolean forAdoption) throws Refused {
         Path socketFile = dataDir.resolve(SOCKET_FILE);
         InheritedSockets.Listener listener;
         try {
@@ -268,6 +287,11 @@ public final class Handover {
         env.remove("LISTEN_FDNAMES");
         env.put(SOCKET_ENV, socketFile.toAbsolutePath().toString());
         env.put(TOKEN_ENV, token);
+        if (forAdoption) {
+            env.put(ADOPTION_ENV, dataDir.resolve(ADOPTION_FILE).toAbsolutePath().toString());
+        } else {
+            env.remove(ADOPTION_ENV);
+        }
         try {
             Process shell = pb.start();
             String out = new String(shell.getInputStream().readNBytes(64), StandardCharsets.US_ASCII).strip();

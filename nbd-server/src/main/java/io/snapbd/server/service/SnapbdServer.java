@@ -55,6 +55,8 @@ public final class SnapbdServer implements AutoCloseable {
     private final java.util.concurrent.atomic.AtomicBoolean restarting = new java.util.concurrent.atomic.AtomicBoolean();
     private volatile Handover.Pending successor;
     private volatile boolean handingOver;
+    /** The successor was prepared for a service manager's restart: this server's stop hands over to it. */
+    private volatile boolean prepared;
     private volatile boolean handedOver;
     private volatile boolean dumpsArchiveAtExit;
     private volatile ControlPlane control;
@@ -136,6 +138,9 @@ public final class SnapbdServer implements AutoCloseable {
     }
 
     private void startUp() throws IOException {
+        if (Adoption.file() == null) {
+            Adoption.discard(config.dataDir().resolve(Handover.ADOPTION_FILE));     // left by an adoption that never came
+        }
         exports.setLatencyHistograms(service.latencyHistograms());
         if (!service.latencyHistograms()) {
             Log.info("latency histograms are off (latency-histograms = off): stats show counts only");
@@ -246,6 +251,7 @@ public final class SnapbdServer implements AutoCloseable {
         }
         control = new ControlPlane(catalog, exports, nbd, clones, attachments);
         control.onRestart(() -> io.snapbd.server.api.Json.MAPPER.valueToTree(restartInPlace()));
+        control.onPrepareRestart(t -> io.snapbd.server.api.Json.MAPPER.valueToTree(prepareRestart(t)));
         admin = new AdminServer(config.adminSocket(), control);
         TakeoverClock.lap(TakeoverClock.Part.ADMIN);
         TakeoverClock.report();
@@ -569,6 +575,58 @@ public final class SnapbdServer implements AutoCloseable {
      * is killed and the error is thrown: this server keeps serving and nothing changed. See docs/kernel-attach.md.
      */
     public InPlaceRestart restartInPlace() throws io.snapbd.server.api.OperationException {
+        Handover.Pending p = startReadySuccessor(false, SUCCESSOR_READY_TIMEOUT);
+        long ready = p.elapsedMillis();
+        Log.info("in-place restart: the successor (pid %d) is ready after %d ms; handing over to it", p.pid(), ready);
+        Thread t = new Thread(() -> handOver(p), "handover");
+        t.start();
+        return new InPlaceRestart(ProcessHandle.current().pid(), p.pid(), ready);
+    }
+
+    /** How long a prepared successor waits for this server's stop before it is abandoned (killed). */
+    public static final Duration PREPARED_BOUND = Duration.ofSeconds(60);
+
+    /**
+     * The first half of a service manager's restart ({@code snapbd restart --prepare}, run by the unit's ExecStop= in a
+     * restart job): starts a successor as {@link #restartInPlace} does and returns once it is ready (within
+     * {@code readyTimeout}, else it is killed and this server serves on), serving all along;
+     * the handover then happens at this server's stop (SIGTERM, which systemd sends next), and the unit's next
+     * ExecStart adopts the successor as the main process ({@link Adoption}). Without a stop within
+     * {@link #PREPARED_BOUND} the successor is killed and this server goes on as before.
+     */
+    public InPlaceRestart prepareRestart(Duration readyTimeout) throws io.snapbd.server.api.OperationException {
+        Handover.Pending p = startReadySuccessor(true, readyTimeout);
+        long ready = p.elapsedMillis();
+        prepared = true;
+        Log.info("restart prepared: the successor (pid %d) is ready after %d ms; it takes over at this server's stop "
+                + "(within %d s, else it is abandoned)", p.pid(), ready, PREPARED_BOUND.toSeconds());
+        Systemd.status("restart prepared: pid " + p.pid() + " takes over at the stop; " + statusLine());
+        Thread t = new Thread(() -> {
+            try {
+                Thread.sleep(PREPARED_BOUND.toMillis());
+            } catch (InterruptedException e) {
+                return;
+            }
+            synchronized (this) {
+                if (closed || successor != p) {
+                    return;
+                }
+                successor = null;
+                prepared = false;
+                restarting.set(false);
+            }
+            p.close();
+            Log.warn("the prepared successor (pid %d) was not taken over within %d s (no stop came): killed; this server "
+                    + "serves on", p.pid(), PREPARED_BOUND.toSeconds());
+            Systemd.status(statusLine());
+        }, "prepared-restart-bound");
+        t.setDaemon(true);
+        t.start();
+        return new InPlaceRestart(ProcessHandle.current().pid(), p.pid(), ready);
+    }
+
+    /** Starts a successor and waits until it is ready; on a failure it is gone and this server serves on. */
+    private Handover.Pending startReadySuccessor(boolean forAdoption, Duration readyTimeout) throws io.snapbd.server.api.OperationException {
         if (closed) {
             throw new io.snapbd.server.api.OperationException("the server is stopping");
         }
@@ -584,27 +642,39 @@ public final class SnapbdServer implements AutoCloseable {
         Handover.Pending p;
         try {
             java.util.List<String> command = Handover.successorCommand(Handover.ownCommandLine(), System.getenv(Handover.LAUNCHER_ENV));
-            Log.info("in-place restart: starting a successor (%s); this server serves until it is ready", String.join(" ", command));
-            Systemd.status("in-place restart: starting a successor; " + statusLine());
-            p = Handover.start(command, config.dataDir());
+            Log.info("%s: starting a successor (%s); this server serves until it is ready",
+                    forAdoption ? "restart job" : "in-place restart", String.join(" ", command));
+            Systemd.status((forAdoption ? "preparing the restart" : "in-place restart") + ": starting a successor; " + statusLine());
+            p = Handover.start(command, config.dataDir(), forAdoption);
             successor = p;
             if (closed) {
                 p.close();
             }
-            p.awaitReady(SUCCESSOR_READY_TIMEOUT);
+            p.awaitReady(readyTimeout);
         } catch (IOException e) {
             successor = null;
             restarting.set(false);
-            Log.error("in-place restart failed, this server keeps serving: %s", e.getMessage());
+            Log.error("%s failed, this server keeps serving: %s", forAdoption ? "preparing the restart" : "in-place restart",
+                    e.getMessage());
             Systemd.status(statusLine());
-            throw new io.snapbd.server.api.OperationException("in-place restart failed, the server (pid "
-                    + ProcessHandle.current().pid() + ") keeps serving: " + e.getMessage());
+            throw new io.snapbd.server.api.OperationException((forAdoption ? "preparing the restart" : "in-place restart")
+                    + " failed, the server (pid " + ProcessHandle.current().pid() + ") keeps serving: " + e.getMessage());
         }
-        long ready = p.elapsedMillis();
-        Log.info("in-place restart: the successor (pid %d) is ready after %d ms; handing over to it", p.pid(), ready);
-        Thread t = new Thread(() -> handOver(p), "handover");
-        t.start();
-        return new InPlaceRestart(ProcessHandle.current().pid(), p.pid(), ready);
+        return p;
+    }
+
+    /**
+     * In a successor adopted by the unit's ExecStart ({@link Adoption}): it is the main process now, so the READY=1
+     * muted at its start is sent and the watchdog, which a muted start does not start, is fed from now on.
+     */
+    public synchronized void adopted() {
+        if (closed) {
+            return;
+        }
+        Systemd.ready(statusLine());
+        if (watchdog == null) {
+            watchdog = Systemd.startWatchdog();
+        }
     }
 
     /** Makes the successor the unit's main process, stops keeping the devices, then lets the successor take over. */
@@ -645,6 +715,13 @@ public final class SnapbdServer implements AutoCloseable {
         }
         closed = true;
         Handover.Pending next = successor;
+        if (next != null && prepared && !handingOver) {
+            // the stop of a restart job whose ExecStop= prepared the successor: hand over as in place, but no MAINPID=
+            // (systemd would wait for the successor's exit as the main process of the stop): ExecStart adopts it
+            handingOver = true;
+            Log.info("stopping for the restart: handing over to the prepared successor (pid %d)", next.pid());
+            attachments.handConnectionsOverAtClose();
+        }
         if (next != null && !handingOver) {
             next.close();       // a successor still starting is abandoned: this is a plain stop
         }
@@ -678,6 +755,14 @@ public final class SnapbdServer implements AutoCloseable {
         if (handingOver) {
             Set<String> kept = attachments.keptDevices();
             long tVolumes = System.nanoTime();
+            Path adoption = prepared ? config.dataDir().resolve(Handover.ADOPTION_FILE) : null;
+            if (adoption != null) {
+                try {
+                    Adoption.announce(adoption, next.pid());
+                } catch (IOException e) {
+                    Log.warn("cannot write %s (%s): the unit's next start will not adopt pid %d", adoption, e.getMessage(), next.pid());
+                }
+            }
             if (next.go(kept, attachments.keptAtMillis(), attachments.handing())) {
                 handedOver = true;
                 long tSent = System.nanoTime();
@@ -690,6 +775,9 @@ public final class SnapbdServer implements AutoCloseable {
             } else {
                 Log.error("the successor (pid %d) is gone before the handover; the service manager's restart applies "
                         + "(the devices stay connected for it)", next.pid());
+                if (adoption != null) {
+                    Adoption.discard(adoption);
+                }
             }
         }
         stopped.countDown();

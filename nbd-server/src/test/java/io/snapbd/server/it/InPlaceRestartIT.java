@@ -176,6 +176,52 @@ class InPlaceRestartIT {
     }
 
     /**
+     * The first half of systemctl restart (ExecStop= in a restart job): {@code snapbd restart --prepare} returns once
+     * the successor is ready, and the old server serves on until its SIGTERM, at which it hands over to the successor
+     * instead of stopping for good. The successor then tells the unit's next ExecStart (bin/snapbd) through
+     * DATA_DIR/successor.pid that it serves, and speaks to systemd once the launcher removed it (SystemdUmlIT runs the
+     * real unit; here the file is removed by hand).
+     */
+    @Test
+    void aPreparedSuccessorTakesOverAtTheStop() throws Exception {
+        Process first = startServer();
+        byte[] a = random(128 * 1024, 6);
+        write(0, a);
+
+        Tools.Result r = ServerProcess.snapbd(dataDir, "restart", "--prepare", "--json");
+        assertEquals(0, r.exit(), r + "\n" + log());
+        long second = json(r.stdout()).path("successorPid").asLong();
+        ProcessHandle secondHandle = ProcessHandle.of(second).orElseThrow();
+        servers.add(secondHandle);
+        assertTrue(first.isAlive(), "the server stopped at the preparation: " + log());
+        assertEquals(first.pid(), servingPid(), "the old server serves until its stop");
+        byte[] b = random(64 * 1024, 7);
+        write(1 << 20, b);                      // while prepared
+
+        first.destroy();                        // SIGTERM, as systemd sends it after ExecStop=
+        assertTrue(first.waitFor(60, TimeUnit.SECONDS), "the old server did not exit after the handover");
+        assertEquals(0, first.exitValue(), "the old server's exit status after the handover");
+        assertTrue(log().contains("handing over to the prepared successor (pid " + second + ")"), log());
+        assertTrue(log().contains("handed over to pid " + second), log());
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        Path adoption = dataDir.resolve("successor.pid");
+        while (!(Files.exists(adoption) && Files.readString(adoption).equals(second + " serving\n"))) {
+            assertTrue(System.nanoTime() < deadline && secondHandle.isAlive(), "the successor does not say it serves: " + log());
+            sleep(50);
+        }
+        assertEquals(second, servingPid());
+        assertArrayEquals(a, read(0, a.length));
+        assertArrayEquals(b, read(1 << 20, b.length), "data written while the successor was prepared");
+        assertFalse(log().contains("adopted by the service manager"), "adopted before the launcher said so: " + log());
+
+        Files.delete(adoption);                 // what bin/snapbd does once systemd read its MAINPID=
+        while (!log().contains("adopted by the service manager as the main process")) {
+            assertTrue(System.nanoTime() < deadline, "the successor did not see its adoption: " + log());
+            sleep(50);
+        }
+    }
+
+    /**
      * bin/snapbd runs a server with -XX:ArchiveClassesAtExit when no class data sharing archive exists for the jar; a
      * JVM writes it as it exits, about 1 s of CPU. A server that handed over must not spend that while its successor
      * takes over: it exits 0 without writing it (the successor, started with the same options, writes it at its stop).

@@ -76,12 +76,17 @@ class SystemdUnitsIT {
         for (String line : List.of("Type=notify", "ExecStart=/usr/bin/snapbd serve --config /etc/snapbd/snapbd.conf",
                 "ExecReload=/bin/kill -HUP $MAINPID", "Restart=on-failure", "WatchdogSec=", "ProtectSystem=strict",
                 "ReadWritePaths=/var/lib/snapbd", "PrivateTmp=yes", "NoNewPrivileges=yes", "CapabilityBoundingSet=CAP_SYS_ADMIN",
-                "DeviceAllow=block-nbd rw", "DevicePolicy=closed", "LimitNICE=+0")) {
+                "DeviceAllow=block-nbd rw", "DevicePolicy=closed", "LimitNICE=+0", "KillMode=process", "NotifyAccess=main")) {
             assertTrue(u.lines().anyMatch(l -> l.startsWith(line)), "snapbd.service lacks " + line);
         }
         // a stop that is part of a restart job leaves the marker that keeps the nbd devices connected
         assertTrue(u.lines().anyMatch(l -> l.startsWith("ExecStop=/bin/sh -c ") && l.contains("list-jobs")
                 && l.contains("grep -qw restart") && l.contains("/keep-devices")), "snapbd.service lacks the keep-devices ExecStop");
+        // ... and prepares the successor that the next ExecStart adopts, after the marker: a preparation that fails or
+        // is cut short by TimeoutStopSec= still keeps the devices
+        assertTrue(u.lines().anyMatch(l -> l.startsWith("ExecStop=/bin/sh -c ")
+                && l.indexOf("/usr/bin/snapbd restart --prepare --timeout 60") > l.indexOf("grep -qw restart")
+                && l.indexOf("/usr/bin/snapbd restart --prepare") > l.indexOf("/keep-devices")), "snapbd.service's ExecStop does not prepare the successor");
         String a = Files.readString(units().resolve("snapbd-attach@.service"));
         for (String line : List.of("BindsTo=snapbd.service", "After=snapbd.service", "Type=oneshot", "RemainAfterExit=yes",
                 "ExecStart=/usr/bin/snapbd attach $ATTACH_OPTIONS ${EXPORT} /dev/%i", "ExecStop=/usr/bin/snapbd detach /dev/%i",
