@@ -338,14 +338,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
             done.changeDone(null);
             return;
         }
-        if (prepareWrite(s, offset, length)) {
-            try {
-                commitPrepared();
-            } catch (IOException | RuntimeException e) {
-                abortPrepared(s);
-                throw e;
-            }
-        }
+        prepareAndCommit(s, offset, length);
         MirrorOp op = ((VolumeSession) s).mirrorOp;
         boolean written = false;
         try {
@@ -407,13 +400,8 @@ public final class Volume implements BlockDevice, AutoCloseable {
         }
     }
 
-    @Override
-    public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
-        if (length == 0) {
-            checkOpen();
-            BlockDevice.checkRange(this, offset, length);
-            return;
-        }
+    /** {@link #prepareWrite}, then {@link #commitPrepared} when the before-images need it (aborted if that fails). */
+    private void prepareAndCommit(Session s, long offset, int length) throws IOException {
         if (prepareWrite(s, offset, length)) {
             try {
                 commitPrepared();
@@ -422,6 +410,16 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 throw e;
             }
         }
+    }
+
+    @Override
+    public void write(Session s, long offset, int length, ByteSource source, boolean fua) throws IOException {
+        if (length == 0) {
+            checkOpen();
+            BlockDevice.checkRange(this, offset, length);
+            return;
+        }
+        prepareAndCommit(s, offset, length);
         finishWrite(s, offset, length, source);
         if (fua) {
             forceRange(offset, length);
