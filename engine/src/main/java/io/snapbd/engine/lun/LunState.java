@@ -49,8 +49,15 @@ public final class LunState {
     private final Path file;
     private final UUID owner;
     private volatile boolean enabled;
-    private final AtomicLong counter = new AtomicLong();
-    private final AtomicLong timestamp = new AtomicLong();
+    /**
+     * Guards the pair below: odd while a bump or a GET holds it. A bump changes the counter and the timestamp
+     * together, and a GET that read them apart once handed out the same counter with two timestamps. The
+     * guard is this export's alone and held for two field updates; it replaces the two atomic updates a bump
+     * made before, on the same contended cache line.
+     */
+    private final AtomicLong pairGuard = new AtomicLong();
+    private long counter;       // guarded by pairGuard
+    private long timestamp;     // guarded by pairGuard
     private final Object persistLock = new Object();
     private volatile long counterCeiling;
     private volatile long timeCeiling;
@@ -67,8 +74,8 @@ public final class LunState {
         this.file = file;
         this.owner = owner;
         this.enabled = enabled;
-        this.counter.set(counter);
-        this.timestamp.set(timestamp);
+        this.counter = counter;
+        this.timestamp = timestamp;
         this.recoveredFromCrash = crashed;
     }
 
@@ -106,9 +113,10 @@ public final class LunState {
             s = new LunState(f, owner, st.enabled(), st.counter(), Math.max(st.timestamp(), createdNanos), !st.clean(),
                     leaseValues, leaseNanos);
         }
-        s.counterCeiling = s.counter.get();
-        s.timeCeiling = s.timestamp.get();
-        s.persist(false, s.counter.get() + leaseValues, Math.max(s.now(), s.timestamp.get()) + leaseNanos);
+        Value v = s.pair();
+        s.counterCeiling = v.counter();
+        s.timeCeiling = v.timestamp();
+        s.persist(false, v.counter() + leaseValues, Math.max(s.now(), v.timestamp()) + leaseNanos);
         return s;
     }
 
@@ -165,7 +173,10 @@ public final class LunState {
         return enabled;
     }
 
-    /** An altering request was dispatched: counts it while enabled. Lock-free; no I/O. */
+    /**
+     * An altering request was dispatched: counts it while enabled. No I/O; it holds this export's pair guard
+     * for two field updates.
+     */
     public void onAlteringRequest() {
         if (enabled) {
             bump();
@@ -173,19 +184,41 @@ public final class LunState {
     }
 
     private void bump() {
-        counter.incrementAndGet();
-        long t;
-        long next;
-        do {
-            t = timestamp.get();
-            next = Math.max(now(), t + 1);
-        } while (!timestamp.compareAndSet(t, next));
+        long now = now();
+        long held = holdPair();
+        counter++;
+        timestamp = Math.max(now, timestamp + 1);
+        pairGuard.set(held + 2);
+    }
+
+    /** Takes the pair's guard: spins while another bump or GET holds it (a few instructions). */
+    private long holdPair() {
+        for (int spins = 0; ; spins++) {
+            long g = pairGuard.get();
+            if ((g & 1) == 0 && pairGuard.compareAndSet(g, g + 1)) {
+                return g;
+            }
+            if (spins < 100) {
+                Thread.onSpinWait();
+            } else {
+                Thread.yield();     // the holder was descheduled half way: let it finish
+            }
+        }
+    }
+
+    /** The counter and the timestamp as one pair, never half of a bump. */
+    private Value pair() {
+        long held = holdPair();
+        Value v = new Value(enabled, counter, timestamp);
+        pairGuard.set(held + 2);
+        return v;
     }
 
     /** GET: the current value, made safe to hand out (below the durable ceilings). */
     public Value get() throws IOException {
-        long c = counter.get();
-        long t = timestamp.get();
+        Value v = pair();
+        long c = v.counter();
+        long t = v.timestamp();
         if (c >= counterCeiling || t >= timeCeiling) {
             synchronized (persistLock) {
                 if (c >= counterCeiling || t >= timeCeiling) {
@@ -193,7 +226,7 @@ public final class LunState {
                 }
             }
         }
-        return new Value(enabled, c, t);
+        return v;
     }
 
     /** ENABLE: sets the flag and keeps the value. */
@@ -210,7 +243,8 @@ public final class LunState {
         synchronized (persistLock) {
             bump();
             enabled = false;
-            persist(false, Math.max(counterCeiling, counter.get() + 1), Math.max(timeCeiling, timestamp.get() + 1));
+            Value v = pair();
+            persist(false, Math.max(counterCeiling, v.counter() + 1), Math.max(timeCeiling, v.timestamp() + 1));
         }
         return get();
     }
@@ -228,9 +262,10 @@ public final class LunState {
      */
     private void persist(boolean clean, long newCounterCeiling, long newTimeCeiling) throws IOException {
         synchronized (persistLock) {
+            Value v = clean ? pair() : null;
             ByteBuffer b = CeilingFile.frame(MAGIC, VERSION, clean, owner)
-                    .putLong(32, clean ? counter.get() : newCounterCeiling)
-                    .putLong(40, clean ? timestamp.get() : newTimeCeiling)
+                    .putLong(32, clean ? v.counter() : newCounterCeiling)
+                    .putLong(40, clean ? v.timestamp() : newTimeCeiling)
                     .putInt(56, enabled ? 1 : 0);
             CeilingFile.write(file, b);
             counterCeiling = newCounterCeiling;
