@@ -78,7 +78,14 @@ free_device() {
   done
   return 1
 }
-alive() { [ -n "$1" ] && [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+alive() {
+  local P="$1"
+  [ -n "$P" ] && [ -d "/proc/$P" ] || return 1
+  # A killed JVM's main thread can be a zombie while its other threads still exit, holding its files (and so the
+  # data directory's lock): it is gone only when the zombie is its last thread.
+  grep -q '^State:.*Z' "/proc/$P/status" 2>/dev/null || return 0
+  [ "$(awk '/^Threads:/ { print $2 }' "/proc/$P/status" 2>/dev/null)" -gt 1 ] 2>/dev/null
+}
 : >"$OUT/churn.tsv"
 # Only kernel messages written from here on count (a scenario before this one may have left some).
 MARK="soak-guest: start $$ $(date +%s)"

@@ -17,7 +17,14 @@ snapbd() {
   SNAPBD_JAVA_OPTS="$opts" timeout 300 "$SNAPBD" "$@"
 }
 server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
-alive() { local p="$1"; [ -n "$p" ] && [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }
+alive() {
+  local P="$1"
+  [ -n "$P" ] && [ -d "/proc/$P" ] || return 1
+  # A killed JVM's main thread can be a zombie while its other threads still exit, holding its files (and so the
+  # data directory's lock): it is gone only when the zombie is its last thread.
+  grep -q '^State:.*Z' "/proc/$P/status" 2>/dev/null || return 0
+  [ "$(awk '/^Threads:/ { print $2 }' "/proc/$P/status" 2>/dev/null)" -gt 1 ] 2>/dev/null
+}
 start_server() {
   local before; before=$(grep -c 'snapbd ready' "$SERVER_LOG" 2>/dev/null); before=${before:-0}
   echo "+ snapbd serve --config $CONF"

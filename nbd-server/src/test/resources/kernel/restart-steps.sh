@@ -35,7 +35,14 @@ snapbd() {
   SNAPBD_JAVA_OPTS="$opts" timeout 300 "$SNAPBD" "$@"
 }
 server_pid() { cat "$WORK/server.pid" 2>/dev/null; }
-alive() { local p="$1"; [ -n "$p" ] && [ -d "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; }
+alive() {
+  local P="$1"
+  [ -n "$P" ] && [ -d "/proc/$P" ] || return 1
+  # A killed JVM's main thread can be a zombie while its other threads still exit, holding its files (and so the
+  # data directory's lock): it is gone only when the zombie is its last thread.
+  grep -q '^State:.*Z' "/proc/$P/status" 2>/dev/null || return 0
+  [ "$(awk '/^Threads:/ { print $2 }' "/proc/$P/status" 2>/dev/null)" -gt 1 ] 2>/dev/null
+}
 ready_count() { grep -c 'snapbd ready' "$SERVER_LOG" 2>/dev/null || true; }
 start_server() {
   local before; before=$(ready_count); before=${before:-0}
@@ -78,7 +85,7 @@ fio_bg() {
   rm -f "$WORK/$name.rc"
   ( timeout 600 fio --name="$name" $FIO_FILES --rw=randwrite --bs=4k --ioengine=libaio \
       --iodepth=8 --direct=1 --rate_iops=150 --verify=crc32c --do_verify=1 --verify_fatal=1 --fsync=64 "$@" \
-      --output="$WORK/$name.txt" > /dev/null 2>&1; echo $? > "$WORK/$name.rc" ) &
+      --output="$WORK/$name.txt" > "$WORK/$name.err" 2>&1; echo $? > "$WORK/$name.rc" ) &
 }
 # fio_running: wait until fio's direct writes reach nbd0 (fio starts slowly here), so the stop hits I/O in flight.
 fio_running() {
@@ -92,11 +99,14 @@ fio_wait() {
   [ -s "$WORK/$1.rc" ] || fail "fio $1 did not finish within 600 s"
   cat "$WORK/$1.txt"
   local rc; rc=$(cat "$WORK/$1.rc")
-  [ "$rc" -eq 0 ] || fail "fio $1 exited $rc"
+  # fio's own error lines (a verify failure names the file, offset and what it found) go to stderr, not --output
+  [ "$rc" -eq 0 ] || fail "fio $1 exited $rc: $(grep -m3 -iE 'error|bad|verify' "$WORK/$1.err" | tr '\n' ' ')"
   grep -q 'err= 0' "$WORK/$1.txt" || fail "fio $1 reported errors"
 }
 # lat_max NAME: fio's largest write completion latency (the pause the application saw).
 lat_max() { echo "write lat max $(grep -A4 ' write:' "$WORK/$1.txt" | grep -E '^ +lat \(' | head -1 | sed -E 's/.*lat \(([a-z]+)\):.*max= *([0-9.]+[kKmM]?).*/\2 \1/')"; }
+# staged_replayed: blocks the restarts wrote again from the overlay files the killed servers left (server log).
+staged_replayed() { grep -o 'wrote again [0-9]* block' "$SERVER_LOG" | awk '{ n += $3 } END { print n + 0 }'; }
 # nbd0_writes: writes completed on nbd0 (the device serves requests again when it grows).
 nbd0_writes() { awk '{ print $5 }' /sys/block/nbd0/stat; }
 
@@ -172,7 +182,7 @@ kill9_twice() {
   io_errors && fail "I/O errors in the kernel log"
   [ "$(dd if=/dev/nbd1 bs=1M count=16 iflag=direct status=none | sha256sum)" = "$snap" ] || fail "the snapshot device reads differently after the restarts"
   must snapbd detach /dev/nbd1
-  say "kill -9 twice in a row during fio with an fsync after every write, vol0@s1 attached read-only on /dev/nbd1: both devices kept and reconnected at each restart; fio verify: no errors; no I/O error in dmesg; the snapshot device read the same (writes on nbd0 $w0 -> $w1 -> $(nbd0_writes); $(lat_max flushy))"
+  say "kill -9 twice in a row during fio with an fsync after every write, vol0@s1 attached read-only on /dev/nbd1: both devices kept and reconnected at each restart; fio verify: no errors; no I/O error in dmesg; the snapshot device read the same (writes on nbd0 $w0 -> $w1 -> $(nbd0_writes); $(lat_max flushy); $(staged_replayed) block(s) acknowledged while staged behind copy-on-write written again from overlay files so far)"
 }
 
 keep_restart() {

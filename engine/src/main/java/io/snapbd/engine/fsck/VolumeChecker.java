@@ -86,6 +86,11 @@ public final class VolumeChecker {
         SnapshotChecker.check(dir, h.uuid(), blocks, h.blockSize(), h.saveSize(), problems, notes);
         RestoreMarker.check(dir, h.uuid(), problems, notes);
         MirrorChecker.check(dir, h.uuid(), h.size(), h.clean(), problems, notes);
+        try {
+            notes.addAll(Volume.overlayFileNotes(dir, h));
+        } catch (IOException e) {
+            notes.add("overlay files not listed: " + e.getMessage());
+        }
         long scanned = 0;
         if (scanData && metaOk && damaged.isEmpty()) {
             // Read through the file, not a mapping: a read of a hole in a sparse file needs no space, whereas a

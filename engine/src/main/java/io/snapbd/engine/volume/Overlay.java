@@ -26,6 +26,9 @@ import java.util.function.BooleanSupplier;
  * the arena through its own {@link View}, which reuses one duplicate per chunk. A slot is applied, replaced
  * or released under its stripe's write lock; readers copy under an optimistic read.
  *
+ * <p>With an {@link OverlayFile} the arena and a slot index live in a file on a RAM file system instead of the
+ * process's memory: a block staged and answered outlives a {@code kill -9}, and the next open writes it again.
+ *
  * <p>The committer does not force after every write: it lets a batch build up for at most
  * {@code batchNanos} (or until a quarter of the slots are in use), unless somebody waits for staged blocks
  * (FLUSH, FUA, a rewrite of a staged block, a writer that found no room): then it goes at once. Fewer, larger
@@ -52,14 +55,21 @@ final class Overlay {
     private boolean starved;                // a writer found no room since the last apply; guarded by this
     private final int batchTarget;
     private final StampedLock[] stripes = new StampedLock[STRIPES];
+    private final OverlayFile file;         // null: the arena is the process's own memory
+    private long published;                 // publication order of staged slots (the file's entries); guarded by this
 
     Overlay(long blocks, int blockSize, long capacityBytes) {
+        this(blocks, blockSize, capacityBytes, null);
+    }
+
+    /** Slots for {@code capacityBytes}; the arena in {@code file} if not null (see {@link OverlayFile}). */
+    Overlay(long blocks, int blockSize, long capacityBytes, OverlayFile file) {
+        this.file = file;
         this.blockSize = blockSize;
         this.blockShift = Integer.numberOfTrailingZeros(blockSize);
         int perChunk = Math.max(1, CHUNK_BYTES / blockSize);
         this.slotsPerChunkShift = Integer.numberOfTrailingZeros(perChunk);
-        long wanted = Math.max(16, capacityBytes / blockSize);
-        this.slots = (int) Math.min(wanted, Integer.MAX_VALUE / 2);
+        this.slots = slotsFor(capacityBytes, blockSize);
         this.chunks = new AtomicReferenceArray<>((slots + perChunk - 1) >>> slotsPerChunkShift);
         this.slotOf = new PagedIntArray(blocks);
         this.freeSlots = new int[slots];
@@ -73,6 +83,11 @@ final class Overlay {
         for (int i = 0; i < STRIPES; i++) {
             stripes[i] = new StampedLock();
         }
+    }
+
+    /** The number of slots an overlay of {@code capacityBytes} has (the file's index is sized by it). */
+    static int slotsFor(long capacityBytes, int blockSize) {
+        return (int) Math.min(Math.max(16, capacityBytes / blockSize), Integer.MAX_VALUE / 2);
     }
 
     /** Number of slots (capacity in blocks). */
@@ -89,8 +104,36 @@ final class Overlay {
         int n = (int) Math.min(chunks.length(), (bytes + CHUNK_BYTES - 1) / CHUNK_BYTES);
         for (int c = 0; c < n; c++) {
             if (chunks.get(c) == null) {
-                chunks.compareAndSet(c, null, ByteBuffer.allocateDirect(CHUNK_BYTES));
+                synchronized (this) {
+                    if (!allocateChunk(c)) {
+                        return;     // a full RAM file system: writers will find no room and force first
+                    }
+                }
             }
+        }
+    }
+
+    /**
+     * Allocates chunk {@code c} if it is missing (caller holds the monitor); false if the overlay file's RAM file
+     * system is full, which the caller treats as no room.
+     */
+    private boolean allocateChunk(int c) {
+        if (chunks.get(c) != null) {
+            return true;
+        }
+        if (file == null) {
+            chunks.set(c, ByteBuffer.allocateDirect(CHUNK_BYTES));
+            return true;
+        }
+        try {
+            ByteBuffer b = file.chunk(c, CHUNK_BYTES);
+            for (int i = 0; i < CHUNK_BYTES; i += 4096) {
+                b.put(i, (byte) 0);         // fault the pages in now, not on a writer's request
+            }
+            chunks.set(c, b);
+            return true;
+        } catch (IOException e) {
+            return false;
         }
     }
 
@@ -177,9 +220,12 @@ final class Overlay {
         }
         for (int i = 0; i < n; i++) {
             int slot = freeSlots[--freeCount];
-            int c = slot >>> slotsPerChunkShift;
-            if (chunks.get(c) == null) {
-                chunks.compareAndSet(c, null, ByteBuffer.allocateDirect(CHUNK_BYTES));
+            if (!allocateChunk(slot >>> slotsPerChunkShift)) {
+                freeSlots[freeCount++] = slot;
+                release(i, out);
+                starved = true;
+                notifyAll();
+                return false;
             }
             out[i] = slot;
         }
@@ -227,11 +273,18 @@ final class Overlay {
                     lock.unlockWrite(stamp);
                 }
                 if (old >= 0) {
+                    if (file != null) {
+                        file.staged(slot, b, ++published);      // the newer slot first: one of them always names b
+                        file.cleared(old);
+                    }
                     freeSlots[freeCount++] = old;
                     continue;
                 }
             } else {
                 slotOf.set(b, slot);
+            }
+            if (file != null) {
+                file.staged(slot, b, ++published);
             }
             stagedBlocks[stagedCount++] = b;
         }
@@ -292,6 +345,9 @@ final class Overlay {
                     int n = to.remaining();
                     to.put(view.slot(slot, done, done + n));
                     done += n;
+                }
+                if (file != null) {
+                    file.cleared(slot);     // after the data is in production's mapping, which outlives us too
                 }
                 slotOf.set(b, -1);
                 appliedSlots[applied++] = slot;

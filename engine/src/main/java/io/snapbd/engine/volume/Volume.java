@@ -70,6 +70,10 @@ public final class Volume implements BlockDevice, AutoCloseable {
     private final LunState lun;
     /** Staged new data of blocks whose before-images are not durable yet, and the thread that applies it. */
     private final Overlay overlay;
+    /** The overlay's arena when it lives in a RAM file (staged writes outlive a kill -9); null otherwise. */
+    private final OverlayFile overlayFile;
+    /** Blocks the open wrote again from the overlay files of earlier runs, and files it could not use. */
+    StagedReplay stagedReplay = new StagedReplay(0, List.of());
     private final Committer committer;
     private final long overlayPreallocateBytes;
     private final Restorer restorer;
@@ -92,8 +96,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     Volume(Path dir, VolumeHeader header, MappedData data, PagedBitMap meta, BitMapFile metaFile,
            WriteIntents intents, Zeroing zeroing, RecoveryReport recovery, SnapshotSet snapshots, LunState lun,
-           FileSpace space, VolumeTuning tuning, StepHook steps) {
+           FileSpace space, VolumeTuning tuning, StepHook steps, OverlayFile overlayFile) {
         this.dir = dir;
+        this.overlayFile = overlayFile;
         this.header = header;
         this.data = data;
         this.meta = meta;
@@ -104,7 +109,7 @@ public final class Volume implements BlockDevice, AutoCloseable {
         this.recovery = recovery;
         this.snapshots = snapshots;
         this.lun = lun;
-        this.overlay = new Overlay(header.blocks(), header.blockSize(), tuning.overlayBytes());
+        this.overlay = new Overlay(header.blocks(), header.blockSize(), tuning.overlayBytes(), overlayFile);
         this.overlayPreallocateBytes = tuning.overlayPreallocateBytes();
         this.committer = new Committer(data, overlay, snapshots, space, tuning, header.name(), intents);
         this.steps = steps;
@@ -214,14 +219,22 @@ public final class Volume implements BlockDevice, AutoCloseable {
                 intents.close();
                 zeroing.close();
                 data.close();
+                closeOverlayFile();     // drained above, or the close failed and the next open recovers anyway
             }
+        }
+    }
+
+    private void closeOverlayFile() throws IOException {
+        if (overlayFile != null) {
+            overlayFile.close();
         }
     }
 
     /**
      * Waits until every write staged behind a copy-on-write force has reached the mapping (page cache).
-     * A process crash loses writes still staged, as a power loss loses unflushed ones; tests that model a
-     * crash where the page cache survives call this first.
+     * A power cut loses writes still staged, as it loses unflushed ones ({@link #abandon}); a kill -9 does not
+     * (they are in the overlay file, {@link #abandonAsKilled}). Tests that model a crash where the page cache
+     * survives by copying the files call this first.
      */
     public void awaitStagedApplied() throws IOException {
         overlay.awaitEmpty();
@@ -232,8 +245,23 @@ public final class Volume implements BlockDevice, AutoCloseable {
         return overlay.staged();
     }
 
-    /** Closes without marking clean: what a crash leaves behind (for tests of recovery). */
+    /**
+     * Closes without marking clean: what a power cut leaves behind (for tests of recovery, and a failed open).
+     * Writes still staged are lost, as a power cut loses them: the overlay file goes too.
+     */
     public void abandon() throws IOException {
+        abandon(false);
+    }
+
+    /**
+     * Closes without marking clean and keeps the overlay file: what a {@code kill -9} leaves behind, the next
+     * open writes the staged blocks again (tests).
+     */
+    public void abandonAsKilled() throws IOException {
+        abandon(true);
+    }
+
+    private void abandon(boolean keepStaged) throws IOException {
         committer.stop(false);
         closed = true;
         if (mirror != null) {
@@ -244,6 +272,9 @@ public final class Volume implements BlockDevice, AutoCloseable {
         intents.close();
         zeroing.close();
         data.close();
+        if (!keepStaged) {
+            closeOverlayFile();
+        }
     }
 
     public static void deleteFiles(Path dir) throws IOException {
@@ -267,6 +298,27 @@ public final class Volume implements BlockDevice, AutoCloseable {
 
     public RecoveryReport recovery() {
         return recovery;
+    }
+
+    /**
+     * What the open found staged by an earlier run that died (kill -9) before applying it: acknowledged writes
+     * written again before any client was served, and overlay files not used (with the reason).
+     */
+    public record StagedReplay(long blocks, List<String> notUsed) {
+    }
+
+    public StagedReplay stagedReplay() {
+        return stagedReplay;
+    }
+
+    /** fsck: what the overlay files a killed run of the volume in {@code dir} left hold (notes; read-only). */
+    public static List<String> overlayFileNotes(Path dir, VolumeHeader h) throws IOException {
+        return OverlayFile.notes(OverlayFile.directory(), dir, h.uuid(), h.blockSize(), h.blocks());
+    }
+
+    /** Whether staged writes outlive the process (the overlay lives in a RAM file), see docs/snapshots.md. */
+    public boolean stagedWritesSurviveKill() {
+        return overlayFile != null;
     }
 
     @Override

@@ -1,5 +1,7 @@
 package io.snapbd.engine.volume;
 
+import io.snapbd.engine.BlockDevice;
+
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.format.VolumeNames;
@@ -102,12 +104,35 @@ final class VolumeOpener {
             return;
         }
         MirrorSet.deleteLegs(dir);
+        deleteOverlayFiles(dir);
         try (var files = Files.list(dir)) {
             for (Path p : (Iterable<Path>) files::iterator) {
                 Files.deleteIfExists(p);
             }
         }
         Files.deleteIfExists(dir);
+    }
+
+    /** Deletes what a killed run of the volume in {@code dir} left staged in RAM files: the volume goes. */
+    private static void deleteOverlayFiles(Path dir) throws IOException {
+        Path shm = OverlayFile.directory();
+        if (shm == null || !Files.exists(dir.resolve(HEADER_FILE))) {
+            return;
+        }
+        UUID uuid;
+        try {
+            uuid = VolumeHeader.read(dir.resolve(HEADER_FILE)).uuid();
+        } catch (IOException e) {
+            return;     // no identity to name the files by: they are ignored by any other volume
+        }
+        String prefix = OverlayFile.prefix(dir, uuid);
+        try (var files = Files.list(shm)) {
+            for (Path p : (Iterable<Path>) files::iterator) {
+                if (p.getFileName().toString().startsWith(prefix)) {
+                    Files.deleteIfExists(p);
+                }
+            }
+        }
     }
 
     /** See {@link Volume#open(Path, FileSpace)}; {@code hook} is in place for the restore it may resume. */
@@ -168,8 +193,20 @@ final class VolumeOpener {
         VolumeHeader opened = h.withFlags(h.flags() & ~VolumeHeader.FLAG_CLEAN).withOpenCount(h.openCount() + 1);
         opened.write(dir.resolve(HEADER_FILE));
         LunState lun = LunState.open(dir, h.uuid(), h.createdNanos());
+        Path shm = OverlayFile.directory();
+        OverlayFile overlayFile = null;
+        if (shm != null) {
+            OverlayFile.sweepOrphans(shm, OverlayFile.prefix(dir, h.uuid()));
+            try {
+                overlayFile = OverlayFile.create(OverlayFile.path(shm, dir, h.uuid(), opened.openCount()), dir, h.uuid(),
+                        opened.openCount(), h.blockSize(), Overlay.slotsFor(tuning.overlayBytes(), h.blockSize()));
+                toClose.add(overlayFile);
+            } catch (IOException e) {
+                overlayFile = null;     // staged writes then live in the process's memory, as before
+            }
+        }
         Volume v = new Volume(dir, opened, data, meta, metaFile, intents, zeroing, report, snapshots, lun, space,
-                tuning, hook);
+                tuning, hook, overlayFile);
         self[0] = v;
         try {
             if (mirror != null) {
@@ -184,12 +221,42 @@ final class VolumeOpener {
                 });
             }
             v.restores().resume();
+            v.stagedReplay = replayStaged(v, shm, dir, h, opened.openCount());
         } catch (IOException | RuntimeException e) {
             toClose.clear();        // abandon closes what the open opened
             v.abandon();
             throw e;
         }
         return v;
+    }
+
+    /**
+     * Writes again the blocks an earlier run of this volume staged, acknowledged and never applied (it died, kill
+     * -9), through the normal write path (copy-on-write included), after the recovery and a resumed restore and
+     * before any client is served; forces them before their overlay file is deleted.
+     */
+    private static Volume.StagedReplay replayStaged(Volume v, Path shm, Path dir, VolumeHeader h, long openCount)
+            throws IOException {
+        long[] blocks = {0};
+        List<String> notUsed = new ArrayList<>();
+        int shift = Integer.numberOfTrailingZeros(h.blockSize());
+        try (BlockDevice.Session s = v.openSession()) {
+            List<OverlayFile.Replayed> done = OverlayFile.replay(shm, dir, h.uuid(), openCount, h.blockSize(), h.blocks(),
+                    (block, data) -> {
+                        v.write(s, block << shift, data.remaining(), dst -> {
+                            int n = dst.remaining();
+                            dst.put(data.slice(data.position(), n));
+                            data.position(data.position() + n);
+                        }, false);
+                        blocks[0]++;
+                    }, v::flush);
+            for (OverlayFile.Replayed r : done) {
+                if (r.skipped() != null) {
+                    notUsed.add(r.file().getFileName() + ": " + r.skipped());
+                }
+            }
+        }
+        return new Volume.StagedReplay(blocks[0], List.copyOf(notUsed));
     }
 
     /** The pieces of production the snapshot machinery works on. */

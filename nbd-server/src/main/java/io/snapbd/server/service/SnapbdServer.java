@@ -174,6 +174,14 @@ public final class SnapbdServer implements AutoCloseable {
                 Log.warn("volume %s was not stopped cleanly: rebuilt the meta bit map of %d region(s), %d block(s) marked in use, %d damaged page(s)",
                         name, r.regionsScanned(), r.blocksMarkedInUse(), r.damagedPages());
             }
+            Volume.StagedReplay staged = v.stagedReplay();
+            if (staged.blocks() > 0) {
+                Log.warn("volume %s: wrote again %d block(s) that the previous run had acknowledged and still staged behind a "
+                        + "copy-on-write force when it died (kept in its overlay file)", name, staged.blocks());
+            }
+            for (String f : staged.notUsed()) {
+                Log.warn("volume %s: overlay file not used and deleted: %s", name, f);
+            }
             RestoreProgress resumed = v.resumedRestore();
             if (resumed != null) {
                 Log.warn("resumed the interrupted restore of volume %s from snapshot %s: %d block(s) changed in %d ms; production is now the snapshot's content",
