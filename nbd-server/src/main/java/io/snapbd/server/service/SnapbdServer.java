@@ -179,6 +179,12 @@ public final class SnapbdServer implements AutoCloseable {
                 Log.warn("volume %s: wrote again %d block(s) that the previous run had acknowledged and still staged behind a "
                         + "copy-on-write force when it died (kept in its overlay file)", name, staged.blocks());
             }
+            if (!v.stagedWritesSurviveKill()) {
+                Log.warn("volume %s: its copy-on-write overlay is in the process's memory (%s is not a writable tmpfs; "
+                        + "-Dsnapbd.overlay.dir names another): a kill -9 loses writes answered while staged after a "
+                        + "snapshot, and a kernel device reconnected afterwards does not know", name,
+                        System.getProperty("snapbd.overlay.dir", "/dev/shm"));
+            }
             for (String f : staged.notUsed()) {
                 Log.warn("volume %s: overlay file not used and deleted: %s", name, f);
             }
