@@ -264,9 +264,15 @@ final class OverlayFile implements AutoCloseable {
             if (openCountOf(f, prefix) == currentOpen) {
                 continue;
             }
-            Replayed r = replayOne(f, uuid, blockSize, blocks, writer);
-            if (r.blocks() > 0) {
-                durable.force();        // before the only other copy of those writes goes
+            Replayed r;
+            try {
+                r = replayOne(f, uuid, blockSize, blocks, writer);
+                if (r.blocks() > 0) {
+                    durable.force();        // before the only other copy of those writes goes
+                }
+            } catch (IOException e) {
+                throw new IOException(f + ": writing again the blocks a killed run had acknowledged failed (the file is "
+                        + "kept; the next open tries again): " + e.getMessage(), e);
             }
             out.add(r);
             Files.deleteIfExists(f);
