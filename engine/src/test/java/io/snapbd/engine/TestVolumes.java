@@ -135,6 +135,13 @@ public final class TestVolumes {
         return out;
     }
 
+    /** {@code n} bytes of {@code value}. */
+    public static byte[] filled(int n, int value) {
+        byte[] b = new byte[n];
+        java.util.Arrays.fill(b, (byte) value);
+        return b;
+    }
+
     public static boolean isZero(byte[] b) {
         for (byte x : b) {
             if (x != 0) {

@@ -144,11 +144,9 @@ final class OverlayFile implements AutoCloseable {
         }
         int deleted = 0;
         List<Path> files;
-        try (Stream<Path> s = Files.list(shmDir)) {
-            files = s.filter(p -> {
-                String n = p.getFileName().toString();
-                return n.startsWith("snapbd-") && n.endsWith(SUFFIX) && !n.startsWith(exceptPrefix);
-            }).toList();
+        try {
+            files = overlayFiles(shmDir, "snapbd-").stream()
+                    .filter(p -> !p.getFileName().toString().startsWith(exceptPrefix)).toList();
         } catch (IOException e) {
             return 0;
         }
@@ -253,13 +251,8 @@ final class OverlayFile implements AutoCloseable {
             return out;
         }
         String prefix = prefix(volumeDir, uuid);
-        List<Path> files;
-        try (Stream<Path> s = Files.list(shmDir)) {
-            files = s.filter(p -> {
-                String n = p.getFileName().toString();
-                return n.startsWith(prefix) && n.endsWith(SUFFIX);
-            }).sorted(Comparator.comparingLong(p -> openCountOf(p, prefix))).toList();
-        }
+        List<Path> files = overlayFiles(shmDir, prefix).stream()
+                .sorted(Comparator.comparingLong(p -> openCountOf(p, prefix))).toList();
         for (Path f : files) {
             if (openCountOf(f, prefix) == currentOpen) {
                 continue;
@@ -278,6 +271,16 @@ final class OverlayFile implements AutoCloseable {
             Files.deleteIfExists(f);
         }
         return out;
+    }
+
+    /** The overlay files in {@code shmDir} whose names start with {@code prefix}, in name order. */
+    private static List<Path> overlayFiles(Path shmDir, String prefix) throws IOException {
+        try (Stream<Path> s = Files.list(shmDir)) {
+            return s.filter(p -> {
+                String n = p.getFileName().toString();
+                return n.startsWith(prefix) && n.endsWith(SUFFIX);
+            }).sorted().toList();
+        }
     }
 
     private static long openCountOf(Path p, String prefix) {
@@ -338,11 +341,7 @@ final class OverlayFile implements AutoCloseable {
             return notes;
         }
         String prefix = prefix(volumeDir, uuid);
-        List<Path> files;
-        try (Stream<Path> s = Files.list(shmDir)) {
-            files = s.filter(p -> p.getFileName().toString().startsWith(prefix)).sorted().toList();
-        }
-        for (Path f : files) {
+        for (Path f : overlayFiles(shmDir, prefix)) {
             try (FileChannel ch = FileChannel.open(f, StandardOpenOption.READ)) {
                 ByteBuffer h = ByteBuffer.allocate(HEADER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
                 readFully(ch, h, 0);

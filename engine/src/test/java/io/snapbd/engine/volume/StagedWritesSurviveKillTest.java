@@ -1,6 +1,7 @@
 package io.snapbd.engine.volume;
 
 import io.snapbd.engine.BlockDevice;
+import io.snapbd.engine.TestVolumes;
 import io.snapbd.engine.io.JavaFileSpace;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -34,27 +35,17 @@ class StagedWritesSurviveKillTest {
     Path dir;
 
     private static void write(Volume v, BlockDevice.Session s, long off, byte[] data) throws IOException {
-        ByteBuffer src = ByteBuffer.wrap(data);
-        v.write(s, off, data.length, dst -> {
-            int n = dst.remaining();
-            dst.put(src.slice().limit(n));
-            src.position(src.position() + n);
-        }, false);
+        TestVolumes.write(v, s, off, data);
     }
 
     private static byte[] read(BlockDevice d, long off, int len) throws IOException {
-        byte[] out = new byte[len];
-        ByteBuffer dst = ByteBuffer.wrap(out);
         try (BlockDevice.Session s = d.openSession()) {
-            d.read(s, off, len, dst::put);
+            return TestVolumes.read(d, s, off, len);
         }
-        return out;
     }
 
     private static byte[] filled(int n, int value) {
-        byte[] b = new byte[n];
-        Arrays.fill(b, (byte) value);
-        return b;
+        return TestVolumes.filled(n, value);
     }
 
     /** The committer holds a batch an hour unless somebody waits: writes after a snapshot stay staged. */
