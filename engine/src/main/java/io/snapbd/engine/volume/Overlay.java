@@ -262,6 +262,9 @@ final class Overlay {
         for (int i = 0; i < n; i++) {
             long b = first + i;
             int slot = slotsOfRange[i];
+            if (file != null) {
+                file.staged(slot, b, ++published);      // before an older slot of b is cleared: one always names b
+            }
             if (slotOf.get(b) >= 0) {
                 StampedLock lock = stripes[(int) (b & (STRIPES - 1))];
                 long stamp = lock.writeLock();      // excludes the committer's apply and invalidates optimistic reads
@@ -274,7 +277,6 @@ final class Overlay {
                 }
                 if (old >= 0) {
                     if (file != null) {
-                        file.staged(slot, b, ++published);      // the newer slot first: one of them always names b
                         file.cleared(old);
                     }
                     freeSlots[freeCount++] = old;
@@ -282,9 +284,6 @@ final class Overlay {
                 }
             } else {
                 slotOf.set(b, slot);
-            }
-            if (file != null) {
-                file.staged(slot, b, ++published);
             }
             stagedBlocks[stagedCount++] = b;
         }

@@ -273,6 +273,16 @@ final class OverlayFile implements AutoCloseable {
         return out;
     }
 
+    /** Deletes every overlay file of the volume in {@code volumeDir} (the volume is being deleted). */
+    static void deleteAll(Path shmDir, Path volumeDir, UUID uuid) throws IOException {
+        if (shmDir == null) {
+            return;
+        }
+        for (Path f : overlayFiles(shmDir, prefix(volumeDir, uuid))) {
+            Files.deleteIfExists(f);
+        }
+    }
+
     /** The overlay files in {@code shmDir} whose names start with {@code prefix}, in name order. */
     private static List<Path> overlayFiles(Path shmDir, String prefix) throws IOException {
         try (Stream<Path> s = Files.list(shmDir)) {

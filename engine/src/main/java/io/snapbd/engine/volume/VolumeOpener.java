@@ -1,7 +1,6 @@
 package io.snapbd.engine.volume;
 
 import io.snapbd.engine.BlockDevice;
-
 import io.snapbd.engine.bitmap.BitMapFile;
 import io.snapbd.engine.bitmap.PagedBitMap;
 import io.snapbd.engine.format.VolumeNames;
@@ -115,8 +114,7 @@ final class VolumeOpener {
 
     /** Deletes what a killed run of the volume in {@code dir} left staged in RAM files: the volume goes. */
     private static void deleteOverlayFiles(Path dir) throws IOException {
-        Path shm = OverlayFile.directory();
-        if (shm == null || !Files.exists(dir.resolve(HEADER_FILE))) {
+        if (!Files.exists(dir.resolve(HEADER_FILE))) {
             return;
         }
         UUID uuid;
@@ -125,14 +123,7 @@ final class VolumeOpener {
         } catch (IOException e) {
             return;     // no identity to name the files by: they are ignored by any other volume
         }
-        String prefix = OverlayFile.prefix(dir, uuid);
-        try (var files = Files.list(shm)) {
-            for (Path p : (Iterable<Path>) files::iterator) {
-                if (p.getFileName().toString().startsWith(prefix)) {
-                    Files.deleteIfExists(p);
-                }
-            }
-        }
+        OverlayFile.deleteAll(OverlayFile.directory(), dir, uuid);
     }
 
     /** See {@link Volume#open(Path, FileSpace)}; {@code hook} is in place for the restore it may resume. */

@@ -164,4 +164,13 @@ class StagedWritesSurviveKillTest {
             assertTrue(Files.notExists(f), "the orphan " + f + " was swept");
         }
     }
+
+    @Test
+    void deletingTheVolumeDeletesItsOverlayFiles() throws IOException {
+        Volume killed = stageAfterSnapshot();
+        Path f = overlayFiles(killed).get(0);
+        killed.abandonAsKilled();
+        Volume.deleteFiles(dir.resolve("v"));
+        assertTrue(Files.notExists(f), f + " went with the volume");
+    }
 }
