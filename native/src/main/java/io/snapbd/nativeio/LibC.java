@@ -25,6 +25,9 @@ public interface LibC {
     /** Reads into {@code buf} from its position; jnr-ffi passes heap and direct buffers alike. */
     long read(int fd, @Out ByteBuffer buf, long count);
 
+    /** recv(2) into {@code buf} from its position: {@code flags} e.g. MSG_DONTWAIT for a read that never waits. */
+    long recv(int fd, @Out ByteBuffer buf, long count, int flags);
+
     /** Writes from {@code buf}'s position; the caller advances the position. */
     long write(int fd, @In ByteBuffer buf, long count);
 

@@ -25,7 +25,7 @@ import jnr.ffi.byref.IntByReference;
  * libc; gathering writes of direct buffers go out in one writev(2). Closing shuts the socket down first, so a
  * thread blocked reading it sees end of stream; the descriptor is closed once no thread uses it any more.
  */
-public final class NativeSocket implements ByteChannel, GatheringByteChannel {
+public final class NativeSocket implements ByteChannel, GatheringByteChannel, ReadNow {
 
     private static final int SOCKADDR_BYTES = 128;   // sizeof(struct sockaddr_storage)
 
@@ -72,6 +72,39 @@ public final class NativeSocket implements ByteChannel, GatheringByteChannel {
             fd.release();
         }
     }
+
+    @Override
+    public int readNow(ByteBuffer dst) throws IOException {
+        int f = fd.acquire();
+        try {
+            return recvNow(f, dst);
+        } finally {
+            fd.release();
+        }
+    }
+
+    /** recv(2) with MSG_DONTWAIT on {@code fd}, as {@link ReadNow#readNow} reports it. */
+    static int recvNow(int fd, ByteBuffer dst) throws IOException {
+        if (!dst.hasRemaining()) {
+            return 0;
+        }
+        long n = Native.libc().recv(fd, dst, dst.remaining(), MSG_DONTWAIT);
+        if (n > 0) {
+            dst.position(dst.position() + (int) n);
+            return (int) n;
+        }
+        if (n == 0) {
+            return -1;
+        }
+        int err = Native.errno();
+        if (err == Errno.EAGAIN.intValue() || err == Errno.EWOULDBLOCK.intValue()
+                || err == Errno.EINTR.intValue()) {
+            return 0;
+        }
+        throw new IOException("read from socket failed: " + Native.strerror(err));
+    }
+
+    private static final int MSG_DONTWAIT = 0x40;     // Linux
 
     @Override
     public int write(ByteBuffer src) throws IOException {

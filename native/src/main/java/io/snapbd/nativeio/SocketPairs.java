@@ -56,7 +56,7 @@ public final class SocketPairs {
      * One end: a blocking byte channel that also shows its file descriptor. Gathering writes of direct buffers
      * (a reply header and the mapped data behind it) go out in one writev(2).
      */
-    public static final class End implements ByteChannel, GatheringByteChannel {
+    public static final class End implements ByteChannel, GatheringByteChannel, ReadNow {
         private final UnixSocketChannel channel;
         /** struct iovec[Gather.IOV_ENTRIES]; guarded by itself, since replies may be sent from several threads. */
         private final ByteBuffer iov = Gather.newIov();
@@ -91,6 +91,12 @@ public final class SocketPairs {
             }
             dst.position(dst.position() + (int) n);
             return (int) n;
+        }
+
+        @Override
+        public int readNow(ByteBuffer dst) throws IOException {
+            ensureOpen();
+            return NativeSocket.recvNow(fd(), dst);
         }
 
         @Override

@@ -80,6 +80,8 @@ public final class Connection {
 
     private final PayloadSource payload = new PayloadSource();
     private final ReceivedPayload received = new ReceivedPayload();
+    /** Polls the socket before a read that may block, where that pays; the role's. */
+    private final ReadPolling polling = new ReadPolling();
     private final SyncTasks syncTasks;
     /** Changes run as tasks and answered out of order, for devices with slow changes (a mirror); else null. */
     private final ChangeTasks changes;
@@ -97,6 +99,7 @@ public final class Connection {
      * READ with nothing queued behind it (for comparisons).
      */
     private static final boolean HAND_OFF_ALWAYS = "always".equals(System.getProperty(READERS_PROPERTY + ".handoff"));
+
 
     public Connection(ByteChannel channel, GatheringByteChannel out, Negotiated n, Executor syncPool, String peer) {
         this(channel, out, n, syncPool, peer, READERS, null);
@@ -732,7 +735,7 @@ public final class Connection {
                 }
             } else {
                 in.clear();
-                int n = channel.read(in);
+                int n = polling.read(channel, in, SERVING.get() == 1);
                 in.flip();
                 chunkRequests = 0;
                 if (n < 0) {

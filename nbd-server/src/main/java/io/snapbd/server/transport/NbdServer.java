@@ -2,6 +2,7 @@ package io.snapbd.server.transport;
 
 import io.snapbd.nativeio.InheritedSockets;
 import io.snapbd.nativeio.NativeSocket;
+import io.snapbd.nativeio.UnixListeners;
 import io.snapbd.server.Log;
 import io.snapbd.server.access.AccessRules;
 import io.snapbd.server.access.Peer;
@@ -118,15 +119,11 @@ public final class NbdServer implements AutoCloseable {
                 Files.deleteIfExists(path);
             }
         }
-        ServerSocketChannel ss = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
-        try {
-            ss.bind(UnixDomainSocketAddress.of(path), 128);
-        } catch (IOException e) {
-            ss.close();
-            throw new IOException("cannot listen on " + path + ": " + e.getMessage(), e);
-        }
+        // Made through libc, not the JDK: each connection is then a NativeSocket, which can be read without waiting
+        // (ReadPolling) and shows its peer's credentials.
+        InheritedSockets.Listener l = UnixListeners.listen(path, 128);
         unixPaths.add(path);
-        start(ss, "unix://" + path);
+        listenInherited(l);
     }
 
     /**
