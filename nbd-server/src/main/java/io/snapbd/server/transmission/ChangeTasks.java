@@ -47,7 +47,8 @@ final class ChangeTasks {
     private final String peer;
     private final ArrayDeque<Task> free = new ArrayDeque<>();
     private final List<Task> all = new ArrayList<>();
-    private int inFlight;              // guarded by free
+    /** Written under {@code free}; volatile so the reader can look without the lock ({@link #busy()}). */
+    private volatile int inFlight;
     /**
      * Changes completed on a thread that must not write to this client's socket (an NBD leg's reply reader, which
      * completes the changes of every connection of the volume): their replies wait here for {@link #answerer}, a pool
@@ -335,5 +336,10 @@ final class ChangeTasks {
                 release(this);
             }
         }
+    }
+
+    /** Some of this connection's changes are being served or answered (a look without the lock). */
+    boolean busy() {
+        return inFlight > 0;
     }
 }

@@ -735,7 +735,7 @@ public final class Connection {
                 }
             } else {
                 in.clear();
-                int n = polling.read(channel, in, SERVING.get() == 1);
+                int n = polling.read(channel, in, idleElsewhere());
                 in.flip();
                 chunkRequests = 0;
                 if (n < 0) {
@@ -743,6 +743,15 @@ public final class Connection {
                 }
             }
         }
+    }
+
+    /**
+     * Polling pays only where a CPU would otherwise idle ({@link ReadPolling}): this is the process's only connection,
+     * and none of its requests is being served or answered by another thread (a handed-off READ, the sync pool, change
+     * tasks), which would need the CPU the poll takes; and then a client at depth 1 sends nothing before its answer.
+     */
+    private boolean idleElsewhere() {
+        return SERVING.get() == 1 && handedOff.get() == 0 && !syncTasks.busy() && (changes == null || !changes.busy());
     }
 
     /** Copies src's bytes from its position up to {@code end} into dst, leaving src's limit as it was. */

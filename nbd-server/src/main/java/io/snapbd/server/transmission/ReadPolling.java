@@ -12,8 +12,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  * larger part of a small request's round trip). The rules, and why:
  * <ul>
  * <li>only with more than one CPU: on one (User-Mode Linux) a poll only keeps the client from running;
- * <li>only while this process serves a single connection, and by one reader at a time ({@link #POLLING}): then a
- * CPU would otherwise sit idle; with more connections the CPUs have work, and a poll would take it from them;
+ * <li>only while this process serves a single connection, none of whose requests is being served or answered by
+ * another thread, and by one reader at a time ({@link #POLLING}): then a CPU would otherwise sit idle; with more
+ * connections, or a FLUSH in the sync pool, other threads have work, and a poll would take their CPU;
  * <li>a poll that catches nothing makes the next ones rarer: skipped for 1, 3, 7 ... up to {@value #MAX_SKIP} reads,
  * so a client that sends seldom, or from far away, costs almost no polling; a catch polls every read again.
  * </ul>
@@ -49,10 +50,10 @@ final class ReadPolling {
 
     /**
      * One read into {@code dst} as {@link java.nio.channels.ReadableByteChannel#read} does it, polling first when the
-     * rules allow; {@code alone}: this process serves no other connection.
+     * rules allow; {@code idle}: this is the process's only connection and no other thread works for it.
      */
-    int read(java.nio.channels.ReadableByteChannel channel, ByteBuffer dst, boolean alone) throws IOException {
-        if (spinNanos > 0 && alone && channel instanceof ReadNow now && dst.hasRemaining() && pollDue()
+    int read(java.nio.channels.ReadableByteChannel channel, ByteBuffer dst, boolean idle) throws IOException {
+        if (spinNanos > 0 && idle && channel instanceof ReadNow now && dst.hasRemaining() && pollDue()
                 && gate.compareAndSet(0, 1)) {
             int n;
             try {

@@ -27,7 +27,8 @@ final class SyncTasks {
     private final Replies replies;
     private final String peer;
     private final ArrayDeque<Task> free = new ArrayDeque<>();
-    private int inFlight;              // guarded by free
+    /** Written under {@code free}; volatile so the reader can look without the lock ({@link #busy()}). */
+    private volatile int inFlight;
 
     /**
      * Most FLUSH and FUA requests one connection may have in the sync pool at once. A pool thread answering a client
@@ -143,5 +144,10 @@ final class SyncTasks {
                 }
             }
         }
+    }
+
+    /** Some of this connection's FLUSH and FUA requests are being served or answered (a look without the lock). */
+    boolean busy() {
+        return inFlight > 0;
     }
 }
