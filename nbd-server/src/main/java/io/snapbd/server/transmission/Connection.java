@@ -735,7 +735,8 @@ public final class Connection {
                 }
             } else {
                 in.clear();
-                int n = polling.read(channel, in, idleElsewhere());
+                boolean boundary = dst == requestBuffer && dst.position() == 0;     // waiting for the next request
+                int n = polling.read(channel, in, idleElsewhere(), boundary);
                 in.flip();
                 chunkRequests = 0;
                 if (n < 0) {

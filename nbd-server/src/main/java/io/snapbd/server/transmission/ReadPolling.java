@@ -3,6 +3,7 @@ package io.snapbd.server.transmission;
 import io.snapbd.nativeio.ReadNow;
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.nio.channels.ReadableByteChannel;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -50,10 +51,13 @@ final class ReadPolling {
 
     /**
      * One read into {@code dst} as {@link java.nio.channels.ReadableByteChannel#read} does it, polling first when the
-     * rules allow; {@code idle}: this is the process's only connection and no other thread works for it.
+     * rules allow. {@code idle}: this is the process's only connection and no other thread works for it.
+     * {@code boundary}: the read waits for the next request's header. Only those polls back off: the rest of a
+     * request (a WRITE's payload, often sent apart from its header) is on its way, and a catch there must not undo the
+     * backoff of a client whose next requests come too late for a poll (1 MiB writes at depth 1).
      */
-    int read(java.nio.channels.ReadableByteChannel channel, ByteBuffer dst, boolean idle) throws IOException {
-        if (spinNanos > 0 && idle && channel instanceof ReadNow now && dst.hasRemaining() && pollDue()
+    int read(ReadableByteChannel channel, ByteBuffer dst, boolean idle, boolean boundary) throws IOException {
+        if (spinNanos > 0 && idle && channel instanceof ReadNow now && dst.hasRemaining() && (!boundary || pollDue())
                 && gate.compareAndSet(0, 1)) {
             int n;
             try {
@@ -62,10 +66,14 @@ final class ReadPolling {
                 gate.set(0);
             }
             if (n != 0) {
-                caught();
+                if (boundary) {
+                    caught();
+                }
                 return n;
             }
-            missed();
+            if (boundary) {
+                missed();
+            }
         }
         return channel.read(dst);
     }

@@ -40,7 +40,7 @@ class ReadPollingTest {
             pair.first().write(ByteBuffer.wrap("request".getBytes(UTF_8)));
             ReadPolling p = new ReadPolling(SPIN, new AtomicInteger());
             ByteBuffer dst = ByteBuffer.allocateDirect(64);
-            assertEquals(7, p.read(pair.second(), dst, true));
+            assertEquals(7, p.read(pair.second(), dst, true, true));
             assertEquals("request", UTF_8.decode(dst.flip()).toString());
             assertEquals(0, p.skip(), "a catch is no miss");
         }
@@ -51,7 +51,7 @@ class ReadPollingTest {
         try (SocketPairs.SocketPair pair = SocketPairs.create()) {
             pair.second().setReceiveTimeout(1);     // the blocking read returns 0 once this passes
             ReadPolling p = new ReadPolling(SPIN, new AtomicInteger());
-            assertEquals(0, p.read(pair.second(), ByteBuffer.allocateDirect(64), true));
+            assertEquals(0, p.read(pair.second(), ByteBuffer.allocateDirect(64), true, true));
             assertEquals(1, p.skip());
         }
     }
@@ -61,7 +61,25 @@ class ReadPollingTest {
         try (SocketPairs.SocketPair pair = SocketPairs.create()) {
             pair.first().close();
             ReadPolling p = new ReadPolling(SPIN, new AtomicInteger());
-            assertEquals(-1, p.read(pair.second(), ByteBuffer.allocateDirect(64), true));
+            assertEquals(-1, p.read(pair.second(), ByteBuffer.allocateDirect(64), true, true));
+        }
+    }
+
+    @Test
+    void aPollInsideARequestNeitherBacksOffNorResetsTheBackoff() throws Exception {
+        try (SocketPairs.SocketPair pair = SocketPairs.create()) {
+            pair.second().setReceiveTimeout(1);
+            ReadPolling p = new ReadPolling(SPIN, new AtomicInteger());
+            assertEquals(0, p.read(pair.second(), ByteBuffer.allocateDirect(64), true, false));
+            assertEquals(0, p.skip(), "a miss inside a request is no miss");
+
+            p.missed();
+            p.missed();
+            assertEquals(3, p.skip());
+            pair.first().write(ByteBuffer.wrap("payload".getBytes(UTF_8)));
+            ByteBuffer dst = ByteBuffer.allocateDirect(64);
+            assertEquals(7, p.read(pair.second(), dst, true, false));
+            assertEquals(3, p.skip(), "a read inside a request neither counts down nor resets the backoff");
         }
     }
 
@@ -70,12 +88,12 @@ class ReadPollingTest {
         try (SocketPairs.SocketPair pair = SocketPairs.create()) {
             pair.second().setReceiveTimeout(1);
             ReadPolling p = new ReadPolling(SPIN, new AtomicInteger());
-            assertEquals(0, p.read(pair.second(), ByteBuffer.allocateDirect(64), false));
+            assertEquals(0, p.read(pair.second(), ByteBuffer.allocateDirect(64), false, true));
             assertEquals(0, p.skip(), "not alone: no poll, so no miss");
 
             AtomicInteger taken = new AtomicInteger(1);
             ReadPolling q = new ReadPolling(SPIN, taken);
-            assertEquals(0, q.read(pair.second(), ByteBuffer.allocateDirect(64), true));
+            assertEquals(0, q.read(pair.second(), ByteBuffer.allocateDirect(64), true, true));
             assertEquals(0, q.skip(), "another reader polls: no poll, so no miss");
             assertEquals(1, taken.get());
         }
