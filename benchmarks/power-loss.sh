@@ -97,8 +97,20 @@ if [ "$lanes" -gt 1 ] && [ -z "$lane" ]; then
   declare -A lane_rc=()
   while [ "${#lane_rc[@]}" -lt "$lanes" ]; do
     running=(); for k in "${!lane_pid[@]}"; do [ -n "${lane_rc[$k]:-}" ] || running+=("${lane_pid[$k]}"); done
+    done_pid=""       # `wait -p` unsets it when no job is left to wait for
     wait -n -p done_pid "${running[@]}" && rc=0 || rc=$?
-    for k in "${!lane_pid[@]}"; do [ "${lane_pid[$k]}" = "$done_pid" ] && { lane_rc[$k]=$rc; done_lane=$k; }; done
+    if [ -n "${done_pid:-}" ]; then
+      for k in "${!lane_pid[@]}"; do [ "${lane_pid[$k]}" = "$done_pid" ] && { lane_rc[$k]=$rc; done_lane=$k; }; done
+    else
+      # Lanes that ended together (e.g. all killed at once): bash may already have reported them, and `wait -n`
+      # then no longer sees them ("no such job"); `wait PID` still gives each one's saved exit status.
+      for k in "${!lane_pid[@]}"; do
+        if [ -z "${lane_rc[$k]:-}" ] && ! kill -0 "${lane_pid[$k]}" 2>/dev/null; then
+          wait "${lane_pid[$k]}" 2>/dev/null && lane_rc[$k]=0 || lane_rc[$k]=$?
+          rc=${lane_rc[$k]}; done_lane=$k
+        fi
+      done
+    fi
     # A violation (3) ends the campaign unless --keep-going; an error (1) or a missing prerequisite (77) always does.
     if [ "$rc" != 0 ] && { [ "$rc" != 3 ] || [ "$keep_going" = 0 ]; } && [ "${#lane_rc[@]}" -lt "$lanes" ]; then
       log "power-loss: lane $done_lane ended with exit $rc: stopping the other lanes"
